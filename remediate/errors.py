@@ -1,0 +1,41 @@
+"""Every domain error. Each message says what was tried, on what, why it failed and what to do next."""
+
+from __future__ import annotations
+
+
+class RemediateError(Exception):
+    """Base of all kv-remediate errors; ``code`` is a stable UPPER_SNAKE identifier."""
+
+    code = "ERROR"
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InputError(RemediateError):
+    """Unusable input: names the input and what is wrong (CLI exit 2, HTTP 400)."""
+
+    code = "BAD_INPUT"
+    exit_code = 2
+
+    def __init__(self, source: str, problem: str, code: str = "BAD_INPUT") -> None:
+        super().__init__(f"{source}: {problem}")
+        self.source = source
+        self.problem = problem
+        self.code = code
+
+
+class PolicyError(RemediateError):
+    """An invalid policy file: names the key and the problem (CLI exit 2, app refuses to start)."""
+
+    code = "BAD_POLICY"
+    exit_code = 2
+
+
+class AzureUnavailableError(RemediateError):
+    """Azure (or the emulator) could not be reached or refused our own identity (CLI exit 3)."""
+
+    code = "AZURE_UNAVAILABLE"
+    exit_code = 3

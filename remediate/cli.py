@@ -48,7 +48,7 @@ def _emit(doc: dict[str, Any], text: str, output: str | None) -> None:
 
 def cmd_parse(args: argparse.Namespace) -> int:
     from .intake import parse_inputs
-    from .render.text import denials_table
+    from .render.denials import denials_table
 
     result = parse_inputs(_read_inputs(args.inputs))
     _emit(result.to_dict(), denials_table(result), args.output)

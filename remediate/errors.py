@@ -39,3 +39,27 @@ class AzureUnavailableError(RemediateError):
 
     code = "AZURE_UNAVAILABLE"
     exit_code = 3
+
+
+class ConfigError(RemediateError):
+    """A missing or unusable app setting: names the setting and what to set (CLI exit 2, health reports it)."""
+
+    code = "BAD_CONFIG"
+    exit_code = 2
+
+
+class StorageError(AzureUnavailableError):
+    """Azure Storage (tables, queues; or Azurite) failed: says what was tried on which table/queue and what to do."""
+
+    code = "STORAGE_UNAVAILABLE"
+
+
+class WebhookAuthError(RemediateError):
+    """A secure-webhook bearer token is missing or invalid (HTTP 401); ``reason`` is a short stable word."""
+
+    code = "UNAUTHORIZED"
+    status = 401
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason

@@ -5,8 +5,11 @@ Frozen dataclasses with ``to_dict`` producing exactly the JSON of ``spec/cli.md`
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
+
+from .catalog import RoleDefinition
 
 PrincipalKind = Literal["app", "user"]
 
@@ -121,3 +124,243 @@ class ParseResult:
     def to_dict(self) -> dict[str, Any]:
         return {"schema": DENIALS_SCHEMA, "denials": [d.to_dict() for d in self.denials],
                 "skipped": self.skipped, "notes": list(self.notes)}
+
+
+# --- Facts: what Azure says about the vault and the principal (read by facts/, decided on by decide.py) ---
+
+PERMISSION_KINDS = ("keys", "secrets", "certificates", "storage")
+
+
+@dataclass(frozen=True)
+class AccessPolicyEntry:
+    """One entry of a vault's access policy, permissions lower-cased for comparison."""
+
+    tenant_id: str
+    object_id: str
+    application_id: str | None
+    permissions: dict[str, tuple[str, ...]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tenant_id": self.tenant_id, "object_id": self.object_id, "application_id": self.application_id,
+                "permissions": {k: list(v) for k, v in self.permissions.items()}}
+
+
+@dataclass(frozen=True)
+class Vault:
+    """The vault as ARM returns it, reduced to what the decision needs."""
+
+    id: str
+    name: str
+    tenant_id: str | None
+    rbac: bool
+    access_policies: tuple[AccessPolicyEntry, ...] = ()
+    location: str | None = None
+    network_default_action: str | None = None
+    public_network_access: str | None = None
+    network_bypass: str | None = None
+    ip_rules: tuple[str, ...] = ()
+    virtual_network_rules: int = 0
+
+    @property
+    def permission_model(self) -> str:
+        return "rbac" if self.rbac else "access_policy"
+
+    @property
+    def subscription_id(self) -> str | None:
+        parts = self.id.split("/")
+        return parts[2] if len(parts) > 2 and parts[1].lower() == "subscriptions" else None
+
+    @property
+    def resource_group(self) -> str | None:
+        parts = self.id.split("/")
+        return parts[4] if len(parts) > 4 and parts[3].lower() == "resourcegroups" else None
+
+    def policies_for(self, object_ids: frozenset[str]) -> list[AccessPolicyEntry]:
+        """Entries whose objectId is one of ``object_ids`` (lower-case), via an index, not a scan."""
+        idx = self.__dict__.get("_ap_index")
+        if idx is None:
+            idx = {}
+            for e in self.access_policies:
+                idx.setdefault(e.object_id.lower(), []).append(e)
+            object.__setattr__(self, "_ap_index", idx)
+        return [e for oid in object_ids for e in idx.get(oid, ())]
+
+
+@dataclass(frozen=True)
+class RoleAssignment:
+    """An RBAC role assignment as ARM returns it."""
+
+    id: str
+    scope: str
+    role_definition_id: str
+    principal_id: str
+    principal_type: str | None = None
+    condition: str | None = None
+    condition_version: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class DenyAssignment:
+    """An ARM deny assignment, reduced to what subtracts data actions."""
+
+    id: str
+    name: str
+    scope: str
+    data_actions: tuple[str, ...]
+    not_data_actions: tuple[str, ...]
+    principal_ids: tuple[str, ...]
+    exclude_principal_ids: tuple[str, ...]
+    do_not_apply_to_child_scopes: bool = False
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class PrincipalInfo:
+    """What the directory (or, without Graph, the token) says about the caller."""
+
+    object_id: str | None
+    type: str | None = None           # ServicePrincipal | User | Group
+    display_name: str | None = None
+    app_id: str | None = None
+    groups: tuple[str, ...] = ()
+    groups_known: bool = False        # False when Graph could not be asked: group grants are unknown
+
+    def ids(self) -> frozenset[str]:
+        """The principal and every group it belongs to, lower-case."""
+        ids = {g.lower() for g in self.groups}
+        if self.object_id:
+            ids.add(self.object_id.lower())
+        return frozenset(ids)
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Everything read from Azure for one denial; the pure decision runs on this alone."""
+
+    vault: Vault | None
+    principal: PrincipalInfo
+    assignments: tuple[RoleAssignment, ...] = ()
+    roles: Mapping[str, RoleDefinition] = field(default_factory=dict)   # lower-case role GUID -> definition
+    deny_assignments: tuple[DenyAssignment, ...] = ()
+    searched_subscriptions: tuple[str, ...] = ()
+    limitations: tuple[str, ...] = ()
+
+
+# --- Plans and findings ---
+
+@dataclass(frozen=True)
+class Required:
+    """What the denied operation needs, in both permission models."""
+
+    data_actions: tuple[str, ...]
+    access_policy: dict[str, tuple[str, ...]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"data_actions": list(self.data_actions),
+                "access_policy": {k: list(v) for k, v in self.access_policy.items()}}
+
+
+@dataclass(frozen=True)
+class CustomRolePlan:
+    """A custom role with exactly the missing data actions, assignable only at the vault."""
+
+    role_name: str
+    data_actions: tuple[str, ...]
+    assignable_scopes: tuple[str, ...]
+    scope: str
+    principal_id: str
+    principal_type: str | None
+    commands: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "custom_role", "role_name": self.role_name, "data_actions": list(self.data_actions),
+                "assignable_scopes": list(self.assignable_scopes), "scope": self.scope,
+                "principal_id": self.principal_id, "principal_type": self.principal_type,
+                "commands": dict(self.commands)}
+
+
+@dataclass(frozen=True)
+class RoleAssignmentPlan:
+    """Assign one built-in role to the caller at the vault (or object) scope."""
+
+    principal_id: str
+    principal_type: str | None
+    scope: str
+    role_definition_id: str
+    role_name: str
+    tier: int
+    commands: dict[str, str]
+    privileged: bool = False
+    alternatives: tuple[CustomRolePlan, ...] = ()
+    kind: str = "role_assignment"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "kind": self.kind, "principal_id": self.principal_id, "principal_type": self.principal_type,
+            "scope": self.scope, "role_definition_id": self.role_definition_id, "role_name": self.role_name,
+            "tier": self.tier, "privileged": self.privileged, "commands": dict(self.commands)}
+        if self.alternatives:
+            out["alternatives"] = [a.to_dict() for a in self.alternatives]
+        return out
+
+
+@dataclass(frozen=True)
+class AccessPolicyPlan:
+    """Add exactly the missing permissions to the caller's access-policy entry."""
+
+    vault_id: str
+    tenant_id: str | None
+    object_id: str
+    add: dict[str, tuple[str, ...]]
+    tier: int
+    commands: dict[str, str]
+    application_id: str | None = None
+    kind: str = "access_policy"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "vault_id": self.vault_id, "tenant_id": self.tenant_id,
+                "object_id": self.object_id, "application_id": self.application_id,
+                "add": {k: list(self.add.get(k, ())) for k in PERMISSION_KINDS}, "tier": self.tier,
+                "commands": dict(self.commands)}
+
+
+Plan = RoleAssignmentPlan | AccessPolicyPlan
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The pure verdict for one denial: the cause, what was required, and the evidence behind it."""
+
+    cause: str
+    permission_model: str | None
+    required: Required | None
+    evidence: dict[str, Any]
+    detail: dict[str, Any] = field(default_factory=dict)   # values the explanation and advice quote
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One diagnosed denial (or several identical ones) with its explanation and fix."""
+
+    cause: str
+    occurrences: int
+    denial: Denial
+    permission_model: str | None
+    required: Required | None
+    explanation: str
+    plan: Plan | None
+    advice: tuple[str, ...]
+    evidence: dict[str, Any]
+    outcome: dict[str, Any] | None = None   # filled by remediate: applied / refused_by / error
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "cause": self.cause, "occurrences": self.occurrences, "denial": self.denial.to_dict(),
+            "permission_model": self.permission_model,
+            "required": self.required.to_dict() if self.required else None,
+            "explanation": self.explanation, "plan": self.plan.to_dict() if self.plan else None,
+            "advice": list(self.advice), "evidence": self.evidence}
+        if self.outcome is not None:
+            out.update(self.outcome)
+        return out

@@ -1,0 +1,145 @@
+"""The one catalogue of cause codes and their wording: a plain explanation and the advice for each.
+
+Templates are filled from a context of known values (``{who}``, ``{what}``, ``{vault}`` ...); a value that is
+not known renders as a neutral phrase, never as a guess.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class CauseText:
+    """How one cause is explained to a platform engineer, and what to do about it."""
+
+    title: str
+    explanation: str
+    advice: tuple[str, ...]
+
+
+CAUSES: dict[str, CauseText] = {
+    "AUTH_CHALLENGE": CauseText(
+        "Authentication challenge",
+        "The 401 on {vault} is Key Vault's normal first-call challenge (the request carried no token yet); "
+        "the SDK retries with a token. Nothing is wrong and nothing needs to be granted.",
+        ("Exclude OperationName == \"Authentication\" with status 401 from alert rules; it precedes every "
+         "successful first call.",)),
+    "AUTH_FAILED": CauseText(
+        "Authentication failed",
+        "Key Vault rejected the token of {who} on {vault} before checking any permission ({message}). "
+        "A grant would not help: the caller must present a valid token for the vault's tenant.",
+        ("Make the credential request a token from the vault's tenant{tenant_hint} (for example set "
+         "AZURE_TENANT_ID or the credential's tenant_id, or add it to additionally_allowed_tenants).",
+         "For an expired token or a CAE claims challenge, let the SDK refresh the token (do not cache tokens "
+         "yourself); for a wrong audience request the scope https://vault.azure.net/.default.")),
+    "THROTTLED": CauseText(
+        "Throttled",
+        "Key Vault throttled {who} on {vault} (429{limit}). This is a rate problem, not a permission problem.",
+        ("Use one client and one credential per vault per process, and cache secrets in memory instead of "
+         "reading them per request.",
+         "Honour Retry-After with exponential back-off (the Azure SDKs do by default).",
+         "Limits: about 4,000 requests per 10 seconds per vault for most operations, fewer for HSM keys and "
+         "RSA 3072/4096 key operations (Key Vault service limits).")),
+    "NETWORK_BLOCKED": CauseText(
+        "Blocked by the vault's network rules",
+        "The vault's firewall refused the request from {caller_ip} before any permission was checked{network}. "
+        "Granting a role or access policy would not help.",
+        ("Add the caller's outbound address as an IP rule, or reach the vault through a private endpoint or an "
+         "allowed virtual-network service endpoint.",
+         "If the caller is an Azure service on the trusted-services list, enable \"Allow trusted Microsoft "
+         "services to bypass this firewall\".",
+         "Check publicNetworkAccess: when it is Disabled only private endpoints can reach the vault.")),
+    "TRUSTED_SERVICE_DENIED": CauseText(
+        "First-party service not trusted",
+        "Key Vault refused a Microsoft first-party service calling {vault}: it is not on the trusted-services "
+        "list for this vault, or the \"Allow trusted services\" bypass is off.",
+        ("Check the trusted-services list for the calling service and enable \"Allow trusted Microsoft services "
+         "to bypass this firewall\" when it is listed.",
+         "If a person signed in with a Microsoft account (MSA), use an Entra ID account instead.")),
+    "KEY_OPERATION_NOT_PERMITTED": CauseText(
+        "Operation not allowed by the key itself",
+        "The key{object} does not allow {key_op}: its own permitted operations (key_ops) exclude it. "
+        "Permissions are not the problem, so no grant is proposed.",
+        ("Update the key's permitted operations (az keyvault key set-attributes --ops ...) or create a key "
+         "version that allows the operation; do not change anyone's access.",)),
+    "OBJECT_DISABLED": CauseText(
+        "Object is disabled",
+        "{object_cap} is disabled, so Key Vault refuses to use it whatever the caller's permissions.",
+        ("Enable the object (az keyvault secret set-attributes --enabled true) or use another, enabled version.",)),
+    "COMPOUND_IDENTITY_REQUIRED": CauseText(
+        "Compound identity entry",
+        "The only access-policy entry that would allow {what} for {who} on {vault} is bound to application "
+        "{application_id}: it applies only when that application calls on behalf of the user.",
+        ("Call through that application on behalf of the user (OBO), or add a plain entry without an "
+         "applicationId for this principal.",)),
+    "PRINCIPAL_NOT_IDENTIFIED": CauseText(
+        "Caller not identified",
+        "The input says {what} was denied on {vault} but does not name who was denied, so no fix can be aimed "
+        "at anyone.",
+        ("Alert on the audit logs (AZKVAuditLogs or AzureDiagnostics) with the caller's object id, app id, vault, "
+         "operation and object as dimensions, so every alert names the principal.",)),
+    "VAULT_NOT_FOUND": CauseText(
+        "Vault not found",
+        "The vault {vault} is not in the subscriptions kv-remediate can see{searched}.",
+        ("Add the vault's subscription to AZURE_SUBSCRIPTION_IDS (or --subscription).",
+         "Give the function's identity Reader on that subscription or resource group.")),
+    "DENY_ASSIGNMENT": CauseText(
+        "Deny assignment",
+        "A deny assignment ({deny_name}) at {deny_scope} blocks {what} for {who} on {vault}; deny assignments win "
+        "over every role assignment, so granting a role would not help.",
+        ("Ask the owner of the deny assignment (often a managed application or a deployment stack) to exclude "
+         "this principal or remove the deny.",)),
+    "CONDITION_NOT_MET": CauseText(
+        "ABAC condition not met",
+        "{who} holds {grant_role} on {vault}, but only under an ABAC condition that does not allow {what} on "
+        "{object_plain}.",
+        ("The condition is evaluated per request: {condition}",
+         "Widen the condition to cover this object, or call for an object it already covers.")),
+    "ALREADY_GRANTED": CauseText(
+        "Already granted",
+        "{who} already holds {what} on {vault} ({grant_reason}); the denial came before the grant took effect or "
+        "from another identity.",
+        ("RBAC changes take up to 10 minutes to apply (longer at management-group scope or for managed identities "
+         "in groups): wait, then get a fresh token.",
+         "Access policy: the denial may predate the entry; retry.",
+         "Check which identity the application actually uses (DefaultAzureCredential may pick another one).")),
+    "WRONG_PERMISSION_MODEL": CauseText(
+        "Permission held in the other model",
+        "{vault} uses {model_name}, so {who}'s permission in {other_model_name} is ignored. The fix grants "
+        "{what} in {model_name}.",
+        ("Remove the unused grant in {other_model_name} once the new one works, to keep one source of truth.",)),
+    "MISSING_ROLE_ASSIGNMENT": CauseText(
+        "Missing role assignment",
+        "{who} has no role that grants {what} on {vault}, which uses Azure RBAC. The fix assigns {role} at {scope}.",
+        ()),
+    "MISSING_ACCESS_POLICY": CauseText(
+        "Missing access policy",
+        "{who} has no access-policy entry that allows {what} on {vault}, which uses access policies. The fix adds "
+        "exactly {permissions} to its entry.",
+        ()),
+    "UNKNOWN": CauseText(
+        "Unknown",
+        "The denial of {who} on {vault} could not be explained from what was seen ({reason}).",
+        ("Look at the vault's AuditEvent logs for the request (by correlation id) and at its network and access "
+         "settings.",)),
+}
+
+
+class _Defaults(dict[str, Any]):
+    def __missing__(self, key: str) -> str:
+        return "(unknown)"
+
+
+def fields(template: str) -> set[str]:
+    """The placeholders a template uses."""
+    return {f for _, f, _, _ in string.Formatter().parse(template) if f}
+
+
+def render(code: str, context: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+    """The explanation and advice for a cause, filled from ``context``."""
+    text = CAUSES.get(code, CAUSES["UNKNOWN"])
+    ctx = _Defaults({k: v for k, v in context.items() if v is not None})
+    return text.explanation.format_map(ctx), tuple(a.format_map(ctx) for a in text.advice)

@@ -1,0 +1,127 @@
+"""Pure assembly of a finding: decision + plan + the wording from the cause catalogue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import catalog
+from .catalog import causes
+from .decide import decide
+from .model import AccessPolicyPlan, Decision, Denial, Facts, Finding, Plan, RoleAssignmentPlan
+from .plan import PlanOptions, plan
+
+MODEL_NAMES = {"rbac": "Azure RBAC", "access_policy": "access policies"}
+
+
+def _who(denial: Denial, facts: Facts | None) -> str:
+    p = denial.principal
+    name = facts.principal.display_name if facts else None
+    ident = p.upn or p.object_id or p.app_id
+    if name and ident:
+        return f"{name} ({ident})"
+    if ident:
+        kind = {"app": "application", "user": "user"}.get(p.kind or "", "principal")
+        return f"{kind} {ident}"
+    return "the caller"
+
+
+def _what(denial: Denial, decision: Decision) -> str:
+    op = denial.operation
+    if decision.required and decision.required.data_actions:
+        acts = ", ".join(a.split("/vaults/", 1)[-1] for a in decision.required.data_actions)
+        return f"{op} ({acts})" if op else acts
+    return op or "the operation"
+
+
+def _object(denial: Denial) -> str | None:
+    o = denial.object
+    if o is None or not o.name:
+        return None
+    return f"{o.kind.rstrip('s') if o.kind != 'storage' else 'storage account'} '{o.name}'"
+
+
+def _context(denial: Denial, decision: Decision, facts: Facts | None, fix: Plan | None) -> dict[str, Any]:
+    vault = facts.vault if facts else None
+    vname = vault.name if vault else (denial.vault.name or denial.vault.resource_id)
+    obj = _object(denial)
+    ctx: dict[str, Any] = {
+        "who": _who(denial, facts), "what": _what(denial, decision),
+        "vault": f"vault '{vname}'" if vname else "the vault", "message": denial.message or denial.error_code,
+        "caller_ip": denial.caller_ip or "the caller's address",
+        "object": f" {obj.split(' ', 1)[1]}" if obj else "", "object_cap": (obj[0].upper() + obj[1:]) if obj
+        else "The object", "object_plain": obj or "this object",
+        "key_op": (denial.operation or "this operation"), "reason": decision.detail.get("reason") or "no rule matched",
+    }
+    if denial.message and "not permitted" in denial.message.lower():
+        words = denial.message.split()
+        if len(words) > 1 and words[0].lower() == "operation":
+            ctx["key_op"] = words[1]
+    tid = denial.principal.tenant_id or (vault.tenant_id if vault else None)
+    ctx["tenant_hint"] = f" ({vault.tenant_id})" if vault and vault.tenant_id else (f" (not {tid})" if tid else "")
+    if denial.message and "Reason:" in denial.message:
+        ctx["limit"] = ": " + denial.message.split("Reason:", 1)[1].strip().rstrip(".")
+    else:
+        ctx["limit"] = ""
+    if vault:
+        bits = [f"default action {vault.network_default_action}"] if vault.network_default_action else []
+        if vault.public_network_access:
+            bits.append(f"public network access {vault.public_network_access}")
+        if vault.ip_rules:
+            bits.append(f"{len(vault.ip_rules)} IP rule(s)")
+        ctx["network"] = f" (vault network rules: {', '.join(bits)})" if bits else ""
+    else:
+        ctx["network"] = ""
+    searched = decision.detail.get("searched") or []
+    ctx["searched"] = f" (searched: {', '.join(searched)})" if searched else ""
+    deny = decision.detail.get("deny") or {}
+    ctx["deny_name"], ctx["deny_scope"] = deny.get("name") or deny.get("id"), deny.get("scope")
+    grant = decision.detail.get("grant") or {}
+    ctx["grant_role"] = grant.get("role_name") or "a role"
+    ctx["condition"] = grant.get("condition")
+    ctx["application_id"] = grant.get("application_id")
+    ctx["grant_reason"] = (f"{grant.get('role_name')} at {grant.get('scope')}" if grant.get("kind") ==
+                           "role_assignment" else f"access-policy entry for {grant.get('object_id')}")
+    model = decision.permission_model
+    if model:
+        other = "access_policy" if model == "rbac" else "rbac"
+        ctx["model_name"], ctx["other_model_name"] = MODEL_NAMES[model], MODEL_NAMES[other]
+    if isinstance(fix, RoleAssignmentPlan):
+        ctx["role"], ctx["scope"] = fix.role_name, fix.scope
+    elif isinstance(fix, AccessPolicyPlan):
+        ctx["permissions"] = ", ".join(f"{k} {'/'.join(v)}" for k, v in fix.add.items())
+    return ctx
+
+
+def build_finding(denial: Denial, occurrences: int, facts: Facts | None,
+                  options: PlanOptions = PlanOptions()) -> Finding:
+    """Decide, plan and explain one (collapsed) denial."""
+    decision = decide(denial, facts)
+    fix = plan(denial, decision, facts, options)
+    explanation, advice = causes.render(decision.cause, _context(denial, decision, facts, fix))
+    advice_list = list(advice)
+    if isinstance(fix, RoleAssignmentPlan):
+        if fix.privileged:
+            advice_list.append("No narrower built-in role covers this action: the plan names Key Vault "
+                               "Administrator (privileged; policy refuses it by default). Prefer the custom role in "
+                               "plan.alternatives.")
+        elif fix.alternatives:
+            advice_list.append(f"{fix.role_name} can do more than was denied (tier {fix.tier}); "
+                               "plan.alternatives holds a custom role with exactly the missing data actions.")
+        if fix.principal_type is None:
+            advice_list.append("The caller's principal type is unknown; confirm it before applying.")
+    limitations = facts.limitations if facts else ()
+    if limitations:
+        explanation += " Not checked: " + "; ".join(limitations) + "."
+    if decision.cause in ("MISSING_ROLE_ASSIGNMENT", "MISSING_ACCESS_POLICY", "WRONG_PERMISSION_MODEL") \
+            and fix is None:
+        advice_list.append("No plan: the caller's object id is needed to aim a grant.")
+    return Finding(cause=decision.cause, occurrences=occurrences, denial=denial,
+                   permission_model=decision.permission_model, required=decision.required,
+                   explanation=explanation, plan=fix, advice=tuple(advice_list), evidence=decision.evidence)
+
+
+def tier_of_required(finding: Finding) -> int | None:
+    """The highest tier among the data actions a finding required (for reports and policy)."""
+    if finding.required is None or not finding.required.data_actions:
+        return None
+    return max(catalog.tier(a) for a in finding.required.data_actions)

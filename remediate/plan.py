@@ -1,0 +1,145 @@
+"""Pure least-privilege planning (causes.md): the smallest grant, in the vault's own model, that fixes a denial."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from . import catalog
+from .catalog import RoleDefinition
+from .model import (
+    AccessPolicyPlan,
+    CustomRolePlan,
+    Decision,
+    Denial,
+    Facts,
+    Plan,
+    Required,
+    RoleAssignmentPlan,
+)
+from .render import commands
+
+ADMIN = "Key Vault Administrator"
+GRANT_CAUSES = ("MISSING_ROLE_ASSIGNMENT", "MISSING_ACCESS_POLICY", "WRONG_PERMISSION_MODEL")
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """Planning choices that policy can change."""
+
+    object_scope: bool = False
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A built-in Key Vault data role with its expanded data actions and sensitivity tier."""
+
+    role: RoleDefinition
+    actions: frozenset[str]
+    tier: int
+
+
+@lru_cache(maxsize=1)
+def candidates() -> tuple[Candidate, ...]:
+    """Roles named ``Key Vault ...`` with data actions, except Key Vault Administrator (causes.md)."""
+    out = []
+    for r in catalog.builtin_roles():
+        if not r.role_name.startswith("Key Vault") or not r.data_actions or r.role_name == ADMIN:
+            continue
+        acts = catalog.expand(r.data_actions, r.not_data_actions)
+        if acts:
+            out.append(Candidate(r, acts, max(catalog.tier(a) for a in acts)))
+    return tuple(sorted(out, key=lambda c: (c.tier, len(c.actions), c.role.role_name)))
+
+
+@lru_cache(maxsize=1024)
+def least_privileged(actions: tuple[str, ...]) -> Candidate | None:
+    """The candidate that grants every action with the lowest top tier, then fewest actions, then by name."""
+    wanted = [catalog.canonical_action(a) or a for a in actions]
+    for c in candidates():   # already in preference order
+        if all(any(catalog.action_matches(a, w) for a in c.actions) for w in wanted):
+            return c
+    return None
+
+
+def _role_definition_id(vault_id: str, guid: str) -> str:
+    sub = vault_id.split("/")[2]
+    return f"/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/{guid}"
+
+
+def _principal_type(denial: Denial, facts: Facts) -> str | None:
+    if denial.principal.kind == "app":
+        return "ServicePrincipal"
+    if denial.principal.kind == "user":
+        return "User"
+    t = facts.principal.type
+    return t if t in ("ServicePrincipal", "User") else None
+
+
+def _custom_name(actions: tuple[str, ...], vault_name: str) -> str:
+    words = [re.sub(r"[^A-Za-z]", " ", a.split("/vaults/", 1)[-1]).title().replace(" ", "") for a in actions]
+    return f"kv-remediate {vault_name} {'+'.join(words)}"[:128]
+
+
+def custom_role(actions: tuple[str, ...], vault_id: str, vault_name: str, scope: str, principal_id: str,
+                principal_type: str | None) -> CustomRolePlan:
+    """A custom role with exactly the missing data actions, assignable only at the vault."""
+    name = _custom_name(actions, vault_name)
+    return CustomRolePlan(name, actions, (vault_id,), scope, principal_id, principal_type,
+                          commands.custom_role(name, actions, vault_id, scope, principal_id, principal_type))
+
+
+def rbac_plan(denial: Denial, facts: Facts, required: Required, options: PlanOptions) -> RoleAssignmentPlan | None:
+    """Least-privilege role assignment for an RBAC vault."""
+    vault = facts.vault
+    oid = denial.principal.object_id
+    if vault is None or not oid:
+        return None
+    obj = denial.object
+    scope = vault.id
+    if options.object_scope and obj and obj.name and obj.kind in ("keys", "secrets", "certificates"):
+        scope = f"{vault.id}/{obj.kind}/{obj.name}"
+    ptype = _principal_type(denial, facts)
+    actions = tuple(catalog.canonical_action(a) or a for a in required.data_actions)
+    denied_tier = max(catalog.tier(a) for a in actions)
+    chosen = least_privileged(actions)
+    alternatives: tuple[CustomRolePlan, ...] = ()
+    privileged = False
+    if chosen is None:
+        admin = catalog.builtin_role_by_name(ADMIN)
+        assert admin is not None
+        role, tier, privileged = admin, 3, True
+        alternatives = (custom_role(actions, vault.id, vault.name, scope, oid, ptype),)
+    else:
+        role, tier = chosen.role, chosen.tier
+        if tier > denied_tier:
+            alternatives = (custom_role(actions, vault.id, vault.name, scope, oid, ptype),)
+    rd_id = _role_definition_id(vault.id, role.name)
+    return RoleAssignmentPlan(
+        principal_id=oid, principal_type=ptype, scope=scope, role_definition_id=rd_id, role_name=role.role_name,
+        tier=tier, privileged=privileged, alternatives=alternatives,
+        commands=commands.role_assignment(oid, ptype, role.name, role.role_name, scope, vault.id))
+
+
+def access_policy_plan(denial: Denial, facts: Facts, missing: dict[str, tuple[str, ...]]) -> AccessPolicyPlan | None:
+    """Add exactly the missing permissions to the caller's own entry on an access-policy vault."""
+    vault = facts.vault
+    oid = denial.principal.object_id
+    if vault is None or not oid or not missing:
+        return None
+    add = {k: tuple(catalog.canonical_permission(k, p) or p for p in v) for k, v in missing.items() if v}
+    tier = max((catalog.tier(a) for k, perms in add.items() for p in perms
+                for a in catalog.permission_data_actions(k, p)), default=0)
+    return AccessPolicyPlan(vault_id=vault.id, tenant_id=vault.tenant_id, object_id=oid, add=add, tier=tier,
+                            commands=commands.access_policy(vault.id, vault.name, oid, vault.tenant_id, add))
+
+
+def plan(denial: Denial, decision: Decision, facts: Facts | None, options: PlanOptions = PlanOptions()) -> Plan | None:
+    """The fix for a decision, or None when no grant is the right fix."""
+    if decision.cause not in GRANT_CAUSES or facts is None or facts.vault is None or decision.required is None:
+        return None
+    if facts.vault.rbac:
+        return rbac_plan(denial, facts, decision.required, options)
+    missing = decision.detail.get("missing") or decision.required.access_policy
+    return access_policy_plan(denial, facts, missing)

@@ -1,0 +1,246 @@
+"""Azure Storage adapter: Table/Queue clients from app settings, the `denials` queue format, SDK errors → domain errors.
+
+Settings follow the Functions host's conventions for a connection named ``prefix`` (default
+``KV_REMEDIATE_STORAGE``), so the queue trigger and this code read the same settings:
+
+- ``<prefix>`` holding a connection string (``UseDevelopmentStorage=true`` for Azurite on its default ports, or an
+  explicit string with endpoints), used locally and in tests;
+- identity-based: ``<prefix>__accountName``, or ``<prefix>__tableServiceUri`` / ``<prefix>__queueServiceUri``,
+  optionally ``<prefix>__clientId`` for a user-assigned identity. The credential (``DefaultAzureCredential``) is
+  imported and built lazily inside :func:`_credential`, never at import time (cold start, and tests never build one).
+
+Every SDK exception that leaves this package is translated by :func:`storage_errors` into
+:class:`~remediate.errors.StorageError` (``raise ... from exc``) with what was tried, on what, and what to do next.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceExistsError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+
+from ..errors import ConfigError, InputError, StorageError
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+    from azure.data.tables import TableClient, TableServiceClient
+    from azure.storage.queue import QueueClient, QueueServiceClient
+
+DEFAULT_PREFIX = "KV_REMEDIATE_STORAGE"
+CLAIMS_TABLE = "claims"
+FINDINGS_TABLE = "findings"
+GRANTS_TABLE = "grants"
+DENIALS_QUEUE = "denials"
+DENIAL_MESSAGE_SCHEMA = "kv-remediate/queued-denial@1"
+
+# Queue messages are at most 64 KiB; base64 inflates by 4/3, so the JSON text must stay under 48 KiB.
+MAX_MESSAGE_TEXT = 48 * 1024
+
+_DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+DEVELOPMENT_CONNECTION_STRING = (
+    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+    f"AccountKey={_DEV_KEY};"
+    "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;"
+    "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
+    "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
+)
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """Where storage lives: a connection string, or service URIs reached with the app's identity."""
+
+    setting: str
+    connection_string: str | None = None
+    table_service_uri: str | None = None
+    queue_service_uri: str | None = None
+    client_id: str | None = None
+
+    @property
+    def identity_based(self) -> bool:
+        return self.connection_string is None
+
+    def describe(self) -> str:
+        """Where we connect, without secrets (for messages and health)."""
+        if self.connection_string is not None:
+            return f"the connection string in setting {self.setting}"
+        return f"{self.table_service_uri or self.queue_service_uri} (identity-based, settings {self.setting}__*)"
+
+
+def _lookup(env: Mapping[str, str], name: str) -> str | None:
+    """App settings are case-insensitive on Windows hosts and ``__`` may be written ``:``; accept both."""
+    for candidate in (name, name.replace("__", ":")):
+        value = env.get(candidate)
+        if value:
+            return value.strip()
+    lowered = {k.lower(): v for k, v in env.items()}
+    value = lowered.get(name.lower())
+    return value.strip() if value else None
+
+
+def storage_settings(env: Mapping[str, str] | None = None, prefix: str = DEFAULT_PREFIX) -> StorageSettings:
+    """Read the storage connection named ``prefix`` from ``env`` (default: the process environment)."""
+    env = os.environ if env is None else env
+    conn = _lookup(env, prefix)
+    if conn:
+        if conn.lower().replace(" ", "") == "usedevelopmentstorage=true":
+            conn = DEVELOPMENT_CONNECTION_STRING
+        if "=" not in conn:
+            raise ConfigError(f"setting {prefix} does not look like a storage connection string; set it to "
+                              "'UseDevelopmentStorage=true', an account connection string, or use "
+                              f"{prefix}__accountName for an identity-based connection")
+        return StorageSettings(setting=prefix, connection_string=conn)
+    account = _lookup(env, f"{prefix}__accountName")
+    table_uri = _lookup(env, f"{prefix}__tableServiceUri")
+    queue_uri = _lookup(env, f"{prefix}__queueServiceUri")
+    if account:
+        table_uri = table_uri or f"https://{account}.table.core.windows.net"
+        queue_uri = queue_uri or f"https://{account}.queue.core.windows.net"
+    if not (table_uri or queue_uri):
+        raise ConfigError(f"no storage connection configured: set {prefix} to a connection string "
+                          f"('UseDevelopmentStorage=true' for Azurite) or {prefix}__accountName "
+                          f"(or {prefix}__tableServiceUri and {prefix}__queueServiceUri) for the app's identity")
+    return StorageSettings(setting=prefix, table_service_uri=table_uri, queue_service_uri=queue_uri,
+                           client_id=_lookup(env, f"{prefix}__clientId"))
+
+
+def _credential(settings: StorageSettings) -> TokenCredential:
+    """The app's identity; imported here so nothing builds (or imports) azure.identity before it is needed."""
+    from azure.identity import DefaultAzureCredential
+
+    if settings.client_id:
+        return DefaultAzureCredential(managed_identity_client_id=settings.client_id)
+    return DefaultAzureCredential()
+
+
+@contextmanager
+def storage_errors(action: str, target: str) -> Iterator[None]:
+    """Translate Azure SDK exceptions raised inside the block into :class:`StorageError` (``from exc``)."""
+    try:
+        yield
+    except ClientAuthenticationError as exc:
+        raise StorageError(
+            f"{action} on {target} was refused: our credentials were not accepted ({_short(exc)}). Check the "
+            "account key in the connection string, or grant the app's identity 'Storage Table Data Contributor' "
+            "and 'Storage Queue Data Contributor' on the account") from exc
+    except (ServiceRequestError, ServiceResponseError) as exc:
+        raise StorageError(
+            f"{action} on {target} failed: the storage endpoint could not be reached ({_short(exc)}). Check the "
+            f"{DEFAULT_PREFIX} settings and that the storage account (or Azurite) is running") from exc
+    except HttpResponseError as exc:
+        status = exc.status_code if exc.status_code is not None else "no status"
+        code = getattr(exc, "error_code", None) or "unknown error code"
+        raise StorageError(
+            f"{action} on {target} failed with HTTP {status} ({code}): {_short(exc)}. Retry; if it persists, "
+            "check the storage account's health and firewall") from exc
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+
+
+def table_service_client(settings: StorageSettings) -> TableServiceClient:
+    """A Table service client for ``settings``."""
+    from azure.data.tables import TableServiceClient
+
+    if settings.connection_string is not None:
+        try:
+            return TableServiceClient.from_connection_string(settings.connection_string)
+        except ValueError as exc:
+            raise ConfigError(f"setting {settings.setting}: unusable connection string ({exc})") from exc
+    if not settings.table_service_uri:
+        raise ConfigError(f"set {settings.setting}__tableServiceUri or {settings.setting}__accountName")
+    return TableServiceClient(endpoint=settings.table_service_uri, credential=_credential(settings))
+
+
+def queue_service_client(settings: StorageSettings) -> QueueServiceClient:
+    """A Queue service client for ``settings`` (messages base64 encoded, as the Functions queue trigger expects)."""
+    from azure.storage.queue import QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+
+    policies: dict[str, Any] = {"message_encode_policy": TextBase64EncodePolicy(),
+                                "message_decode_policy": TextBase64DecodePolicy()}
+    if settings.connection_string is not None:
+        try:
+            return QueueServiceClient.from_connection_string(settings.connection_string, **policies)
+        except ValueError as exc:
+            raise ConfigError(f"setting {settings.setting}: unusable connection string ({exc})") from exc
+    if not settings.queue_service_uri:
+        raise ConfigError(f"set {settings.setting}__queueServiceUri or {settings.setting}__accountName")
+    return QueueServiceClient(account_url=settings.queue_service_uri, credential=_credential(settings), **policies)
+
+
+def table_client(service: TableServiceClient, name: str, *, create: bool = True) -> TableClient:
+    """The client of table ``name``, creating the table when missing (idempotent, safe across instances)."""
+    with storage_errors("creating the table", f"table '{name}'"):
+        if create:
+            try:
+                service.create_table(name)
+            except ResourceExistsError:
+                pass
+        return service.get_table_client(name)
+
+
+def queue_client(service: QueueServiceClient, name: str = DENIALS_QUEUE, *, create: bool = True) -> QueueClient:
+    """The client of queue ``name`` (base64 text messages), creating the queue when missing."""
+    from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
+
+    client = service.get_queue_client(name, message_encode_policy=TextBase64EncodePolicy(),
+                                      message_decode_policy=TextBase64DecodePolicy())
+    if create:
+        with storage_errors("creating the queue", f"queue '{name}'"):
+            try:
+                client.create_queue()
+            except ResourceExistsError:
+                pass
+    return client
+
+
+def denial_message(denial: Mapping[str, Any], alert_id: str | None, *, now: datetime | None = None) -> str:
+    """The JSON text of one `denials` queue message (schema ``kv-remediate/queued-denial@1``)."""
+    body = {"schema": DENIAL_MESSAGE_SCHEMA, "alert_id": alert_id,
+            "enqueued_at": (now or datetime.now(UTC)).astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "denial": dict(denial)}
+    text = json.dumps(body, separators=(",", ":"), sort_keys=True, default=str)
+    if len(text.encode()) > MAX_MESSAGE_TEXT:
+        raise InputError(f"alert {alert_id or '(no id)'}",
+                         f"one denial is {len(text.encode())} bytes as JSON, over the queue's {MAX_MESSAGE_TEXT} "
+                         "byte limit; shorten its message text", code="DENIAL_TOO_LARGE")
+    return text
+
+
+def parse_denial_message(text: str | bytes) -> tuple[dict[str, Any], str | None]:
+    """Read a `denials` queue message (as the trigger hands it over, already base64-decoded) → (denial, alert_id)."""
+    try:
+        body = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError("queue message", f"not JSON ({exc})", code="BAD_MESSAGE") from exc
+    if not isinstance(body, dict) or body.get("schema") != DENIAL_MESSAGE_SCHEMA or not isinstance(
+            body.get("denial"), dict):
+        raise InputError("queue message", f"not a {DENIAL_MESSAGE_SCHEMA} message (needs 'schema' and a 'denial' "
+                         "object)", code="BAD_MESSAGE")
+    alert_id = body.get("alert_id")
+    return body["denial"], alert_id if isinstance(alert_id, str) else None
+
+
+def enqueue_denials(queue_client: QueueClient, denials: list[dict[str, Any]], alert_id: str | None) -> int:
+    """Put one message per denial on the queue; returns how many were sent.
+
+    All messages are encoded (and size-checked) before the first is sent, so bad input sends nothing.
+    """
+    texts = [denial_message(d, alert_id) for d in denials]
+    with storage_errors("enqueueing denials", f"queue '{queue_client.queue_name}'"):
+        for text in texts:
+            queue_client.send_message(text)
+    return len(texts)

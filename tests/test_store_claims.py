@@ -1,0 +1,125 @@
+"""Claims: exactly one winner per denial tuple and window, on real Azurite tables and a real SQLite file."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from threading import Barrier
+
+import pytest
+from azure.data.tables import TableClient, TableServiceClient
+
+from remediate.store.azure import table_client
+from remediate.store.claims import Claim, ClaimKey, ClaimStore, SqliteClaimStore, TableClaimStore, key_hash
+
+T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+WINDOW = timedelta(minutes=10)
+KEY: ClaimKey = ("11111111-1111-1111-1111-111111111111", "/subscriptions/s/resourcegroups/rg/vaults/kv",
+                 "secrets", "db/password#1?", "secretget", "403")
+
+StoreFactory = Callable[[], ClaimStore]
+
+
+@pytest.fixture(params=["table", "sqlite"])
+def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    """Given a factory of stores that all share one fresh backend (a new table, or one SQLite file)."""
+    if request.param == "table":
+        service: TableServiceClient = request.getfixturevalue("table_service")
+        conn: str = request.getfixturevalue("azurite")
+        name = "claims" + uuid.uuid4().hex[:12]
+        table_client(service, name)
+
+        def table_store() -> ClaimStore:
+            return TableClaimStore(TableClient.from_connection_string(conn, table_name=name))
+
+        yield table_store
+        service.delete_table(name)
+    else:
+        path = tmp_path / "state" / "state.db"
+        yield lambda: SqliteClaimStore(path)
+
+
+def _storm(factory: StoreFactory, n: int, now: datetime, prefix: str) -> list[Claim]:
+    stores = [factory() for _ in range(n)]  # separate clients, as separate instances would have
+    barrier = Barrier(n)
+
+    def one(i: int) -> Claim:
+        barrier.wait()
+        return stores[i].claim(KEY, WINDOW, now, f"{prefix}-{i}")
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(one, range(n)))
+
+
+def test_first_claim_wins_and_later_ones_count_occurrences(new_store: StoreFactory) -> None:
+    # given an empty store
+    store = new_store()
+    # when three instances claim the same tuple inside the window
+    first = store.claim(KEY, WINDOW, T0, "a")
+    second = store.claim(KEY, WINDOW, T0 + timedelta(minutes=1), "b")
+    third = store.claim(KEY, WINDOW, T0 + timedelta(minutes=2), "c")
+    # then the first wins and the others count occurrences on its record
+    assert (first.won, first.occurrences, first.winner) == (True, 1, "a")
+    assert (second.won, second.occurrences, second.winner) == (False, 2, "a")
+    assert (third.won, third.occurrences, third.winner) == (False, 3, "a")
+    assert first.key_hash == second.key_hash == key_hash(KEY)
+    assert first.expires_at == T0 + WINDOW
+
+
+def test_different_tuples_do_not_interfere(new_store: StoreFactory) -> None:
+    # given a claimed tuple
+    store = new_store()
+    store.claim(KEY, WINDOW, T0, "a")
+    # when a tuple differing only by None vs "" is claimed
+    other = store.claim((*KEY[:-1], None), WINDOW, T0, "b")
+    # then it is a separate claim
+    assert other.won and other.occurrences == 1
+
+
+def test_winner_reclaiming_is_idempotent(new_store: StoreFactory) -> None:
+    # given a tuple won by claimant "msg-1"
+    store = new_store()
+    store.claim(KEY, WINDOW, T0, "msg-1")
+    store.claim(KEY, WINDOW, T0, "msg-2")
+    # when the same claimant (a redelivered message) claims again
+    again = store.claim(KEY, WINDOW, T0 + timedelta(minutes=1), "msg-1")
+    # then it still wins and no occurrence is added
+    assert again.won and again.occurrences == 2 and again.winner == "msg-1"
+
+
+def test_fifty_concurrent_claimants_one_winner(new_store: StoreFactory) -> None:
+    # given 50 instances with their own clients
+    # when all claim the same tuple at once
+    claims = _storm(new_store, 50, T0, "inst")
+    # then exactly one wins, and the losers' counts are exactly 2..50 (each occurrence landed once)
+    winners = [c for c in claims if c.won]
+    assert len(winners) == 1
+    assert sorted(c.occurrences for c in claims if not c.won) == list(range(2, 51))
+    assert {c.winner for c in claims} == {winners[0].winner}
+    # and the record holds 50 occurrences
+    final = new_store().claim(KEY, WINDOW, T0 + timedelta(minutes=1), "late")
+    assert final.occurrences == 51
+
+
+def test_expired_window_is_taken_over_exactly_once(new_store: StoreFactory) -> None:
+    # given a tuple won at T0 and counted twice
+    store = new_store()
+    store.claim(KEY, WINDOW, T0, "old")
+    store.claim(KEY, WINDOW, T0 + timedelta(minutes=1), "x")
+    # when 20 instances claim concurrently after the window has passed
+    later = T0 + WINDOW + timedelta(seconds=1)
+    claims = _storm(new_store, 20, later, "new")
+    # then exactly one takes over, with a fresh window and count
+    winners = [c for c in claims if c.won]
+    assert len(winners) == 1 and winners[0].winner.startswith("new-")
+    assert winners[0].expires_at == later + WINDOW
+    assert sorted(c.occurrences for c in claims) == list(range(1, 21))
+
+
+def test_naive_time_is_refused(new_store: StoreFactory) -> None:
+    # given a store; when claiming with a naive datetime; then it is refused before any write
+    with pytest.raises(ValueError, match="timezone-aware"):
+        new_store().claim(KEY, WINDOW, datetime(2026, 1, 1), "a")

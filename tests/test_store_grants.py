@@ -1,0 +1,165 @@
+"""Grant audit records: the same behaviour on Azure Tables (real Azurite) and SQLite (a real file)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from azure.data.tables import TableClient, TableServiceClient
+
+from remediate.errors import InputError
+from remediate.store.azure import table_client
+from remediate.store.grants import GrantRecord, GrantStore, SqliteGrantStore, TableGrantStore
+
+T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+VAULT = "/subscriptions/0000/resourceGroups/RG/providers/Microsoft.KeyVault/vaults/Contoso-KV"
+OTHER_VAULT = "/subscriptions/0000/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/other"
+PLAN = {"kind": "access_policy", "vault_id": VAULT, "object_id": "p1",
+        "add": {"keys": [], "secrets": ["get"], "certificates": [], "storage": []}}
+
+
+@pytest.fixture(params=["table", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GrantStore]:
+    """Given an empty grant store on each real backend."""
+    if request.param == "table":
+        service: TableServiceClient = request.getfixturevalue("table_service")
+        name = "grants" + uuid.uuid4().hex[:12]
+        yield TableGrantStore(table_client(service, name))
+        service.delete_table(name)
+    else:
+        yield SqliteGrantStore(tmp_path / "nested" / "state.db")
+
+
+def applied(minutes: int, *, vault: str = VAULT, ttl: timedelta | None = timedelta(hours=1),
+            principal: str = "p1") -> GrantRecord:
+    when = T0 + timedelta(minutes=minutes)
+    return GrantRecord(outcome="applied", time=when, alert_id="alert-1", correlation_id="corr-1",
+                       finding={"cause": "MISSING_ACCESS_POLICY", "occurrences": 3}, plan=PLAN,
+                       before={"permissions": {"secrets": ["list"]}},
+                       after={"permissions": {"secrets": ["get", "list"]}}, actor="func-identity-oid",
+                       expires_at=when + ttl if ttl else None, vault_id=vault, principal_id=principal,
+                       scope=vault, permissions_added={"secrets": ["get"]})
+
+
+def test_round_trip_keeps_every_field(store: GrantStore) -> None:
+    # given a fully populated applied record
+    record = applied(0)
+    # when it is added and read back
+    store.add(record)
+    # then every field comes back equal
+    assert store.get(record.id) == record
+    assert store.get("no-such-id") is None
+
+
+def test_large_before_after_round_trip(store: GrantStore) -> None:
+    # given a record whose 'before' is larger than one table property can hold
+    big = {"entries": [{"object_id": f"{i:08d}", "permissions": {"secrets": ["get", "list"]}} for i in range(2000)]}
+    record = GrantRecord(outcome="applied", time=T0, before=big, vault_id=VAULT)
+    # when stored and read back; then it is intact
+    store.add(record)
+    got = store.get(record.id)
+    assert got is not None and got.before == big
+
+
+def test_ids_are_never_overwritten(store: GrantStore) -> None:
+    # given a stored record; when a record with the same id is added; then it is refused
+    record = applied(0)
+    store.add(record)
+    with pytest.raises(InputError) as info:
+        store.add(record)
+    assert info.value.code == "GRANT_EXISTS"
+
+
+def test_list_filters_and_orders_newest_first(store: GrantStore) -> None:
+    # given applied, refused and other-vault records
+    a1, a2 = applied(1), applied(5)
+    refused = GrantRecord(outcome="refused", time=T0 + timedelta(minutes=3), refused_by="max_tier", vault_id=VAULT,
+                          plan=PLAN)
+    other = applied(2, vault=OTHER_VAULT)
+    for r in (a1, refused, a2, other):
+        store.add(r)
+    # when listing; then newest first, filters are case-insensitive on the vault and exact on the outcome
+    assert [r.id for r in store.list()] == [a2.id, refused.id, other.id, a1.id]
+    assert [r.id for r in store.list(vault=VAULT.lower())] == [a2.id, refused.id, a1.id]
+    assert [r.id for r in store.list(vault=VAULT, outcome="refused")] == [refused.id]
+    assert [r.refused_by for r in store.list(outcome="refused")] == ["max_tier"]
+    assert [r.id for r in store.list(limit=2)] == [a2.id, refused.id]
+    with pytest.raises(InputError):
+        store.list(outcome="granted")
+
+
+def test_expired_and_mark_revoked(store: GrantStore) -> None:
+    # given grants expiring at T0+1h, T0+1h10m, one without TTL, and a refused record
+    early, late, forever = applied(0), applied(10), applied(20, ttl=None)
+    for r in (late, early, forever, GrantRecord(outcome="refused", time=T0, refused_by="scopes")):
+        store.add(r)
+    # when asking at the first expiry; then only the first is expired (expiry is inclusive)
+    assert [r.id for r in store.expired(T0 + timedelta(hours=1))] == [early.id]
+    assert [r.id for r in store.expired(T0 + timedelta(hours=2))] == [early.id, late.id]
+    # when one is revoked; then it is no longer expired, and it keeps its outcome and the revocation details
+    assert store.mark_revoked(early.id, T0 + timedelta(hours=2), "deleted access policy permission secrets/get")
+    assert not store.mark_revoked(early.id, T0 + timedelta(hours=3), "second try")
+    assert [r.id for r in store.expired(T0 + timedelta(hours=2))] == [late.id]
+    got = store.get(early.id)
+    assert got is not None and got.outcome == "applied"
+    assert got.revoked_at == T0 + timedelta(hours=2)
+    assert got.revoke_detail == "deleted access policy permission secrets/get"
+    # and an unknown id is a clear error
+    with pytest.raises(InputError) as info:
+        store.mark_revoked("nope", T0)
+    assert info.value.code == "GRANT_NOT_FOUND"
+
+
+def test_concurrent_revokers_only_one_wins(store: GrantStore) -> None:
+    # given one expired grant; when 10 timer instances revoke it at once; then exactly one reports doing it
+    record = applied(0)
+    store.add(record)
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        results = list(pool.map(lambda i: store.mark_revoked(record.id, T0 + timedelta(hours=2), f"r{i}"),
+                                range(10)))
+    assert results.count(True) == 1
+
+
+def test_count_applied_since(store: GrantStore) -> None:
+    # given applied grants at minutes 0, 30, 50 on one vault (one revoked), one refused, one on another vault
+    records = [applied(0), applied(30), applied(50), applied(40, vault=OTHER_VAULT),
+               GrantRecord(outcome="refused", time=T0 + timedelta(minutes=45), vault_id=VAULT)]
+    for r in records:
+        store.add(r)
+    store.mark_revoked(records[1].id, T0 + timedelta(minutes=55))
+    # when counting the last hour at T0+60m (inclusive of T0) and since T0+30m
+    # then only applied grants on that vault count, revoked ones included; vault ids compare case-insensitively
+    assert store.count_applied_since(VAULT.upper(), T0) == 3
+    assert store.count_applied_since(VAULT, T0 + timedelta(minutes=30)) == 2
+    assert store.count_applied_since(VAULT, T0 + timedelta(minutes=51)) == 0
+
+
+def test_naive_times_are_refused() -> None:
+    # given/when a record is built with a naive time; then it is refused
+    with pytest.raises(ValueError, match="timezone-aware"):
+        GrantRecord(outcome="applied", time=datetime(2026, 1, 1))
+
+
+def test_default_sqlite_path_is_under_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # given HOME pointing at an empty directory
+    monkeypatch.setenv("HOME", str(tmp_path))
+    # when the store is built without a path; then ~/.kv-remediate/state.db is created with its parents
+    store = SqliteGrantStore()
+    assert store.path == tmp_path / ".kv-remediate" / "state.db"
+    assert store.path.exists()
+
+
+def test_table_store_with_separate_clients_sees_same_records(table_service: TableServiceClient,
+                                                             azurite: str) -> None:
+    # given two instances with their own clients on one table
+    name = "grants" + uuid.uuid4().hex[:12]
+    first = TableGrantStore(table_client(table_service, name))
+    second = TableGrantStore(TableClient.from_connection_string(azurite, table_name=name))
+    # when one records a grant; then the other counts it for the rate limit
+    first.add(applied(0))
+    assert second.count_applied_since(VAULT, T0) == 1
+    table_service.delete_table(name)

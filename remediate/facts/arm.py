@@ -1,0 +1,387 @@
+"""The only place that reads Azure: ARM (Key Vault, Authorization) through the real async SDK clients, and
+Microsoft Graph through a small azure-core pipeline. Live Azure and the bundled emulator are the two backends;
+they differ only in base URLs, TLS trust and the credential.
+
+Everything is cached for the lifetime of one instance (one batch), and concurrent asks for the same fact share
+one request: each vault once, deny assignments once per vault, assignments once per (principal, scope),
+custom role definitions once, built-in role definitions never (package data).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+
+from .. import catalog
+from ..catalog import RoleDefinition
+from ..errors import AzureUnavailableError
+from ..model import AccessPolicyEntry, DenyAssignment, PrincipalInfo, RoleAssignment, Vault, VaultRef
+
+T = TypeVar("T")
+GRAPH_URL = "https://graph.microsoft.com"
+_VAULT_ID = re.compile(r"^/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/Microsoft\.KeyVault/vaults/([^/]+)$",
+                       re.IGNORECASE)
+GRAPH_TYPES = {"#microsoft.graph.serviceprincipal": "ServicePrincipal", "#microsoft.graph.user": "User",
+               "#microsoft.graph.group": "Group"}
+
+
+@dataclass(frozen=True)
+class VaultLookup:
+    """A vault found (or not) and the subscriptions that were searched for it."""
+
+    vault: Vault | None
+    searched: tuple[str, ...]
+
+
+def _s(v: Any) -> str | None:
+    return None if v is None else str(getattr(v, "value", v))
+
+
+def vault_from_sdk(v: Any) -> Vault:
+    """Our Vault from the SDK's model."""
+    p = v.properties
+    entries = []
+    for e in p.access_policies or []:
+        perms = e.permissions
+        entries.append(AccessPolicyEntry(
+            tenant_id=str(e.tenant_id), object_id=str(e.object_id), application_id=_s(e.application_id),
+            permissions={k: tuple(str(_s(x)).lower() for x in (getattr(perms, attr, None) or []))
+                         for k, attr in (("keys", "keys_property"), ("secrets", "secrets"),
+                                         ("certificates", "certificates"), ("storage", "storage"))}))
+    acls = p.network_acls
+    return Vault(
+        id=str(v.id), name=str(v.name), tenant_id=_s(p.tenant_id), rbac=p.enable_rbac_authorization is True,
+        access_policies=tuple(entries), location=_s(v.location),
+        network_default_action=_s(acls.default_action) if acls else None,
+        public_network_access=_s(getattr(p, "public_network_access", None)),
+        network_bypass=_s(acls.bypass) if acls else None,
+        ip_rules=tuple(str(r.value) for r in (acls.ip_rules or [])) if acls else (),
+        virtual_network_rules=len(acls.virtual_network_rules or []) if acls else 0)
+
+
+def assignment_from_sdk(a: Any) -> RoleAssignment:
+    return RoleAssignment(id=str(a.id), scope=str(a.scope), role_definition_id=str(a.role_definition_id),
+                          principal_id=str(a.principal_id), principal_type=_s(a.principal_type),
+                          condition=a.condition, condition_version=a.condition_version, name=a.name)
+
+
+def deny_from_sdk(d: Any) -> DenyAssignment:
+    perms = d.permissions or []
+    return DenyAssignment(
+        id=str(d.id), name=str(d.deny_assignment_name or d.name), scope=str(d.scope),
+        data_actions=tuple(x for p in perms for x in (p.data_actions or [])),
+        not_data_actions=tuple(x for p in perms for x in (p.not_data_actions or [])),
+        principal_ids=tuple(str(p.id) for p in (d.principals or [])),
+        exclude_principal_ids=tuple(str(p.id) for p in (d.exclude_principals or [])),
+        do_not_apply_to_child_scopes=bool(d.do_not_apply_to_child_scopes), description=d.description)
+
+
+def role_from_sdk(r: Any) -> RoleDefinition:
+    perms = r.permissions or []
+    return RoleDefinition(
+        id=str(r.id), name=str(r.name), role_name=str(r.role_name or r.name), role_type=str(r.role_type or ""),
+        actions=tuple(x for p in perms for x in (p.actions or [])),
+        not_actions=tuple(x for p in perms for x in (p.not_actions or [])),
+        data_actions=tuple(x for p in perms for x in (p.data_actions or [])),
+        not_data_actions=tuple(x for p in perms for x in (p.not_data_actions or [])),
+        assignable_scopes=tuple(r.assignable_scopes or ("/",)), description=r.description or "")
+
+
+class ArmFacts:
+    """Reads facts for a batch through the real SDK clients, with per-batch caches and a request counter."""
+
+    def __init__(self, credential: Any, subscriptions: Sequence[str], *, arm_url: str | None = None,
+                 graph_url: str = GRAPH_URL, connection_verify: str | bool | None = None,
+                 graph: bool = True, max_concurrency: int = 32) -> None:
+        self._credential = credential
+        self.subscriptions = tuple(subscriptions)
+        self._arm_url = arm_url
+        self._graph_url = graph_url.rstrip("/")
+        self._verify = connection_verify
+        self._graph_enabled = graph
+        self._sem = asyncio.Semaphore(max_concurrency)
+        self._tasks: dict[tuple[str, ...], asyncio.Task[Any]] = {}
+        self._kv: dict[str, Any] = {}
+        self._auth: Any = None
+        self._graph: Any = None
+        self.requests = 0
+        self.graph_denied = False
+
+    # -- plumbing -------------------------------------------------------------------------------------------
+
+    def _count(self, _request: Any) -> None:
+        self.requests += 1
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {"raw_request_hook": self._count}
+        if self._arm_url:
+            kw["base_url"] = self._arm_url
+        if self._verify is not None:
+            kw["connection_verify"] = self._verify
+        return kw
+
+    def _keyvault(self, subscription: str) -> Any:
+        client = self._kv.get(subscription.lower())
+        if client is None:
+            from azure.mgmt.keyvault.aio import KeyVaultManagementClient
+
+            client = KeyVaultManagementClient(self._credential, subscription, **self._client_kwargs())
+            self._kv[subscription.lower()] = client
+        return client
+
+    def _authz(self) -> Any:
+        if self._auth is None:
+            from azure.mgmt.authorization.aio import AuthorizationManagementClient
+
+            sub = self.subscriptions[0] if self.subscriptions else "00000000-0000-0000-0000-000000000000"
+            self._auth = AuthorizationManagementClient(self._credential, sub, **self._client_kwargs())
+        return self._auth
+
+    def _graph_client(self) -> Any:
+        if self._graph is None:
+            from azure.core import AsyncPipelineClient
+            from azure.core.pipeline.policies import (
+                AsyncBearerTokenCredentialPolicy,
+                AsyncRetryPolicy,
+                ContentDecodePolicy,
+                CustomHookPolicy,
+                HeadersPolicy,
+                RequestIdPolicy,
+                UserAgentPolicy,
+            )
+            from azure.core.pipeline.transport import AioHttpTransport
+
+            from .. import __version__
+
+            transport_kw: dict[str, Any] = {}
+            if self._verify is not None:
+                transport_kw["connection_verify"] = self._verify
+            self._graph = AsyncPipelineClient(
+                base_url=self._graph_url,
+                policies=[RequestIdPolicy(), HeadersPolicy({"Accept": "application/json"}),
+                          UserAgentPolicy(f"kv-remediate/{__version__}"), AsyncRetryPolicy(retry_total=4),
+                          AsyncBearerTokenCredentialPolicy(self._credential, "https://graph.microsoft.com/.default"),
+                          CustomHookPolicy(raw_request_hook=self._count), ContentDecodePolicy()],
+                transport=AioHttpTransport(**transport_kw))
+        return self._graph
+
+    async def close(self) -> None:
+        """Close every client this instance opened."""
+        for c in [*self._kv.values(), self._auth, self._graph]:
+            if c is not None:
+                await c.close()
+        self._kv.clear()
+        self._auth = self._graph = None
+
+    async def __aenter__(self) -> ArmFacts:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _once(self, key: tuple[str, ...], make: Callable[[], Awaitable[T]]) -> T:
+        """Run ``make`` once per key for this batch; concurrent callers share the same request."""
+        task = self._tasks.get(key)
+        if task is None:
+            async def guarded() -> T:
+                async with self._sem:
+                    return await make()
+            task = asyncio.ensure_future(guarded())
+            self._tasks[key] = task
+        result: T = await task
+        return result
+
+    @staticmethod
+    def _unavailable(what: str, exc: Exception) -> AzureUnavailableError:
+        if isinstance(exc, ClientAuthenticationError) or getattr(exc, "status_code", None) in (401, 403):
+            why = "Azure refused the function's own identity"
+            todo = "check the credential (AZURE_CLIENT_ID / managed identity) and that it has Reader on the scope"
+        else:
+            why = "Azure could not be reached"
+            todo = "check network access to management.azure.com and retry"
+        return AzureUnavailableError(f"{what}: {why} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                                     f"{todo}")
+
+    # -- vaults ---------------------------------------------------------------------------------------------
+
+    async def find_vault(self, ref: VaultRef) -> VaultLookup:
+        """The vault by resource id (one GET) or by name (one list per configured subscription, cached)."""
+        if ref.resource_id:
+            m = _VAULT_ID.match(ref.resource_id.rstrip("/"))
+            if m:
+                sub, rg, name = m.groups()
+                vault = await self._once(("vault", ref.resource_id.lower()), lambda: self._get_vault(sub, rg, name))
+                if vault is not None or not self.subscriptions:
+                    return VaultLookup(vault, (sub,))
+                ref = VaultRef(name=name)
+        if not ref.name:
+            return VaultLookup(None, ())
+        for sub in self.subscriptions:
+            vaults = await self._once(("vaults", sub.lower()), lambda s=sub: self._list_vaults(s))  # type: ignore[misc]
+            found = vaults.get(ref.name.lower())
+            if found is not None:
+                return VaultLookup(found, self.subscriptions)
+        return VaultLookup(None, self.subscriptions)
+
+    async def _get_vault(self, sub: str, rg: str, name: str) -> Vault | None:
+        try:
+            return vault_from_sdk(await self._keyvault(sub).vaults.get(rg, name))
+        except ResourceNotFoundError:
+            return None
+        except HttpResponseError as exc:
+            if exc.status_code == 404:
+                return None
+            if exc.status_code == 403:
+                return None   # not visible to us: reported as VAULT_NOT_FOUND with the remedy
+            raise self._unavailable(f"reading vault {name} in subscription {sub}", exc) from exc
+        except (ServiceRequestError, ServiceResponseError, ClientAuthenticationError) as exc:
+            raise self._unavailable(f"reading vault {name} in subscription {sub}", exc) from exc
+
+    async def _list_vaults(self, sub: str) -> dict[str, Vault]:
+        try:
+            out: dict[str, Vault] = {}
+            async for v in self._keyvault(sub).vaults.list_by_subscription():
+                vault = vault_from_sdk(v)
+                out[vault.name.lower()] = vault
+                self._tasks.setdefault(("vault", vault.id.lower()), _done(vault))
+            return out
+        except HttpResponseError as exc:
+            if exc.status_code in (403, 404):
+                return {}
+            raise self._unavailable(f"listing vaults in subscription {sub}", exc) from exc
+        except (ServiceRequestError, ServiceResponseError, ClientAuthenticationError) as exc:
+            raise self._unavailable(f"listing vaults in subscription {sub}", exc) from exc
+
+    # -- RBAC -----------------------------------------------------------------------------------------------
+
+    async def assignments(self, principal_id: str, scope: str) -> tuple[RoleAssignment, ...]:
+        """Assignments at ``scope`` or above for the principal and its groups (ARM resolves the groups)."""
+        async def fetch() -> tuple[RoleAssignment, ...]:
+            flt = f"atScope() and assignedTo('{principal_id}')"
+            try:
+                return tuple([assignment_from_sdk(a) async for a in
+                              self._authz().role_assignments.list_for_scope(scope, filter=flt)])
+            except HttpResponseError as exc:
+                if exc.status_code == 404:
+                    return ()
+                raise self._unavailable(f"listing role assignments of {principal_id} at {scope}", exc) from exc
+            except (ServiceRequestError, ServiceResponseError, ClientAuthenticationError) as exc:
+                raise self._unavailable(f"listing role assignments of {principal_id} at {scope}", exc) from exc
+        return await self._once(("ra", principal_id.lower(), scope.lower()), fetch)
+
+    async def deny_assignments(self, vault_id: str) -> tuple[DenyAssignment, ...]:
+        """Deny assignments at, above and below the vault (one request per vault)."""
+        async def fetch() -> tuple[DenyAssignment, ...]:
+            try:
+                return tuple([deny_from_sdk(d) async for d in
+                              self._authz().deny_assignments.list_for_scope(vault_id)])
+            except HttpResponseError as exc:
+                if exc.status_code == 404:
+                    return ()
+                raise self._unavailable(f"listing deny assignments at {vault_id}", exc) from exc
+            except (ServiceRequestError, ServiceResponseError, ClientAuthenticationError) as exc:
+                raise self._unavailable(f"listing deny assignments at {vault_id}", exc) from exc
+        return await self._once(("deny", vault_id.lower()), fetch)
+
+    async def role_definitions(self, ids: Sequence[str]) -> dict[str, RoleDefinition]:
+        """Definitions by lower-case GUID: built-ins from package data, custom ones fetched once each."""
+        out: dict[str, RoleDefinition] = {}
+        custom = []
+        for rid in dict.fromkeys(ids):
+            guid = rid.rstrip("/").rsplit("/", 1)[-1].lower()
+            builtin = catalog.builtin_role(guid)
+            if builtin is not None:
+                out[guid] = builtin
+            else:
+                custom.append((guid, rid))
+
+        async def fetch(rid: str) -> RoleDefinition | None:
+            try:
+                return role_from_sdk(await self._authz().role_definitions.get_by_id(rid))
+            except HttpResponseError as exc:
+                if exc.status_code == 404:
+                    return None
+                raise self._unavailable(f"reading role definition {rid}", exc) from exc
+            except (ServiceRequestError, ServiceResponseError, ClientAuthenticationError) as exc:
+                raise self._unavailable(f"reading role definition {rid}", exc) from exc
+
+        got = await asyncio.gather(*(self._once(("rd", g), lambda r=r: fetch(r)) for g, r in custom))  # type: ignore[misc]
+        for (guid, _), rd in zip(custom, got, strict=True):
+            if rd is not None:
+                out[guid] = rd
+        return out
+
+    # -- Microsoft Graph --------------------------------------------------------------------------------------
+
+    async def _graph_json(self, method: str, url: str, body: Any = None) -> Any:
+        from azure.core.rest import HttpRequest
+
+        request = HttpRequest(method, url, json=body) if body is not None else HttpRequest(method, url)
+        try:
+            response = await self._graph_client().send_request(request)
+        except (ServiceRequestError, ServiceResponseError, ClientAuthenticationError) as exc:
+            raise self._unavailable(f"calling Microsoft Graph {url}", exc) from exc
+        if response.status_code in (401, 403):
+            self.graph_denied = True
+            return None
+        if response.status_code == 404:
+            return {}
+        if response.status_code >= 400:
+            raise self._unavailable(f"calling Microsoft Graph {url}",
+                                    HttpResponseError(response=response))
+        await response.read()
+        return response.json()
+
+    async def principal(self, object_id: str, *, need_type: bool, need_groups: bool) -> PrincipalInfo:
+        """Type, name and transitive groups from Graph, asking only for what the decision needs."""
+        if not self._graph_enabled or self.graph_denied or not (need_type or need_groups):
+            return PrincipalInfo(object_id)
+
+        async def info() -> Any:
+            return await self._graph_json("POST", f"{self._graph_url}/v1.0/directoryObjects/getByIds",
+                                          {"ids": [object_id], "types": ["user", "servicePrincipal", "group"]})
+
+        async def groups() -> list[str] | None:
+            url: str | None = (f"{self._graph_url}/v1.0/directoryObjects/{object_id}/transitiveMemberOf"
+                               "?$select=id")
+            found: list[str] = []
+            while url:
+                page = await self._graph_json("GET", url)
+                if page is None:
+                    return None
+                for g in page.get("value", []):
+                    if str(g.get("@odata.type", "#microsoft.graph.group")).lower() == "#microsoft.graph.group":
+                        found.append(str(g.get("id")))
+                url = page.get("@odata.nextLink")
+            return found
+
+        meta, grp = await asyncio.gather(
+            self._once(("gp", object_id.lower()), info) if need_type else _none(),
+            self._once(("gg", object_id.lower()), groups) if need_groups else _none())
+        obj = (meta or {}).get("value", [{}]) if meta else [{}]
+        first = obj[0] if obj else {}
+        return PrincipalInfo(
+            object_id=object_id, type=GRAPH_TYPES.get(str(first.get("@odata.type", "")).lower()),
+            display_name=first.get("displayName"), app_id=first.get("appId"),
+            groups=tuple(grp or ()), groups_known=grp is not None)
+
+
+async def _none() -> None:
+    return None
+
+
+def _done(value: T) -> asyncio.Future[T]:
+    fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    fut.set_result(value)
+    return fut

@@ -1,0 +1,134 @@
+"""Text rendering of a diagnosis: per finding the verdict, the evidence tree and the fix; and the demo table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..model import AccessPolicyPlan, Finding, RoleAssignmentPlan
+
+
+def _who(f: Finding) -> str:
+    p = f.denial.principal
+    name = (f.evidence.get("principal") or {}).get("display_name")
+    ident = p.upn or p.object_id or p.app_id or "?"
+    return f"{name} ({ident})" if name else ident
+
+
+def _where(f: Finding) -> str:
+    v = f.denial.vault
+    vault = v.name or (v.resource_id.rsplit("/", 1)[-1] if v.resource_id else "?")
+    o = f.denial.object
+    return f"{vault}/{o.kind}/{o.name}" if o and o.name else vault
+
+
+def fix_summary(f: Finding) -> str:
+    """One short line: what the plan does, or the gist of the advice."""
+    p = f.plan
+    if isinstance(p, RoleAssignmentPlan):
+        scope = "object" if p.scope.count("/") > 8 else "vault"
+        return f"assign {p.role_name} at {scope}" + (" (privileged)" if p.privileged else "")
+    if isinstance(p, AccessPolicyPlan):
+        return "access policy add " + "; ".join(f"{k} {'/'.join(v)}" for k, v in p.add.items())
+    return (f.advice[0] if f.advice else "no change needed")[:70]
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [min(max(len(r[i]) for r in [headers, *rows]), 48) for i in range(len(headers))]
+    def line(r: list[str]) -> str:
+        cells = [(c if len(c) <= widths[i] else c[: widths[i] - 1] + "…").ljust(widths[i]) for i, c in enumerate(r)]
+        return "  ".join(cells).rstrip()
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+def summary_line(findings: list[Finding] | tuple[Finding, ...], stats: dict[str, Any]) -> str:
+    grants = sum(1 for f in findings if f.plan is not None)
+    return (f"{stats.get('denials', 0)} denial(s) -> {len(findings)} finding(s), {grants} with a grant to propose, "
+            f"{len(findings) - grants} with advice only; {stats.get('arm_requests', 0)} Azure request(s) in "
+            f"{stats.get('elapsed_ms', 0)} ms")
+
+
+def table(findings: list[Finding] | tuple[Finding, ...], stats: dict[str, Any]) -> str:
+    """The demo table: cause, who, vault/object, operation, fix; then the summary line."""
+    rows = [[f.cause, _who(f), _where(f), (f.denial.operation or "?") + (f" x{f.occurrences}" if f.occurrences > 1
+                                                                          else ""), fix_summary(f)]
+            for f in findings]
+    return _table(rows, ["CAUSE", "WHO", "VAULT/OBJECT", "OPERATION", "FIX"]) + "\n\n" + summary_line(findings, stats)
+
+
+def _mark(ok: bool | None) -> str:
+    return {True: "grants", False: "no", None: "?"}[ok]
+
+
+def evidence_tree(f: Finding) -> list[str]:
+    """The evidence behind a verdict, drawn as a tree a person can check."""
+    ev = f.evidence
+    out: list[str] = []
+    p = ev.get("principal")
+    if p:
+        kind = p.get("type") or f.denial.principal.kind or "principal"
+        out.append(f"├─ caller: {p.get('display_name') or p.get('object_id')} [{kind}]")
+        if p.get("groups_known"):
+            groups = p.get("groups") or []
+            out.append(f"│  └─ groups: {', '.join(groups) if groups else '(none)'}")
+        else:
+            out.append("│  └─ groups: not read (not needed, or Graph not permitted)")
+    v = ev.get("vault")
+    if v:
+        net = v.get("network_default_action") or "Allow"
+        out.append(f"├─ vault: {v['name']} — model {v['permission_model']}, network default {net}"
+                   + (f", public access {v['public_network_access']}" if v.get("public_network_access") else ""))
+    ras = ev.get("role_assignments") or []
+    if ras or (v and v.get("permission_model") == "rbac"):
+        out.append(f"├─ role assignments considered: {len(ras)}")
+        for i, a in enumerate(ras):
+            branch = "└─" if i == len(ras) - 1 else "├─"
+            via = "" if a.get("via") == "direct" else f" via group {a.get('principal_id')}"
+            out.append(f"│  {branch} {a.get('role_name') or a.get('role_definition_id')} at {a.get('scope')}{via}: "
+                       f"{_mark(a.get('grants'))} — {a.get('reason')}")
+    aps = ev.get("access_policies") or []
+    if aps or (v and v.get("permission_model") == "access_policy"):
+        out.append(f"├─ access-policy entries for the caller or its groups: {len(aps)} "
+                   f"(of {v.get('access_policy_entries', 0) if v else 0})")
+        for i, a in enumerate(aps):
+            branch = "└─" if i == len(aps) - 1 else "├─"
+            app = f" app {a['application_id']}" if a.get("application_id") else ""
+            out.append(f"│  {branch} {a.get('object_id')}{app}: {_mark(a.get('grants'))} — {a.get('reason')}")
+    denies = ev.get("deny_assignments") or []
+    if denies:
+        out.append(f"├─ deny assignments: {len(denies)}")
+        for i, d in enumerate(denies):
+            branch = "└─" if i == len(denies) - 1 else "├─"
+            out.append(f"│  {branch} {d.get('name')} at {d.get('scope')}: {'APPLIES' if d.get('applies') else 'no'}")
+    for lim in ev.get("limitations") or []:
+        out.append(f"├─ not checked: {lim}")
+    if out:
+        out[-1] = out[-1].replace("├─", "└─", 1)
+    return out
+
+
+def finding_text(f: Finding) -> str:
+    """One finding: headline, explanation, evidence tree, fix and advice."""
+    times = f" (x{f.occurrences})" if f.occurrences > 1 else ""
+    lines = [f"● {f.cause}{times}: {_who(f)} → {_where(f)} [{f.denial.operation or '?'}]",
+             f"  {f.explanation}"]
+    tree = evidence_tree(f)
+    if tree:
+        lines += ["  evidence:", *("  " + t for t in tree)]
+    if f.plan is not None:
+        lines += ["  fix:", f"    {f.plan.commands['az']}"]
+        alts = getattr(f.plan, "alternatives", ())
+        for alt in alts:
+            lines += ["  narrower alternative (custom role):", f"    {alt.commands['az']}"]
+    if f.outcome:
+        lines.append(f"  outcome: {f.outcome}")
+    for a in f.advice:
+        lines.append(f"  → {a}")
+    return "\n".join(lines)
+
+
+def report(findings: list[Finding] | tuple[Finding, ...], stats: dict[str, Any], notes: tuple[str, ...] = ()) -> str:
+    """The full text report of ``diagnose``."""
+    parts = [finding_text(f) for f in findings] or ["no denials to diagnose"]
+    parts += [f"note: {n}" for n in notes]
+    parts.append(summary_line(findings, stats))
+    return "\n\n".join(parts)

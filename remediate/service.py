@@ -1,0 +1,153 @@
+"""The one core function behind `diagnose` (CLI, HTTP, queue worker): denials in, findings out.
+
+It collapses identical denials, reads the facts each distinct denial needs through a ``FactSource`` (the
+Azure SDK implementation in facts/, pointed at Azure or at the bundled emulator), and hands them to the
+pure decision and plan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .catalog import RoleDefinition
+from .decide import EVERYONE, decide, input_cause, object_scope
+from .diagnosis import build_finding
+from .model import (
+    DIAGNOSIS_SCHEMA,
+    Denial,
+    DenyAssignment,
+    Facts,
+    Finding,
+    PrincipalInfo,
+    RoleAssignment,
+    VaultRef,
+)
+from .plan import PlanOptions
+
+NEEDS_VAULT_FOR_ADVICE = ("NETWORK_BLOCKED", "TRUSTED_SERVICE_DENIED")
+
+
+class VaultLookupResult(Protocol):
+    vault: Any
+    searched: tuple[str, ...]
+
+
+class FactSource(Protocol):
+    """What the diagnosis reads; implemented by facts.arm.ArmFacts (Azure or the emulator)."""
+
+    requests: int
+    graph_denied: bool
+
+    async def find_vault(self, ref: VaultRef) -> VaultLookupResult: ...
+    async def assignments(self, principal_id: str, scope: str) -> tuple[RoleAssignment, ...]: ...
+    async def deny_assignments(self, vault_id: str) -> tuple[DenyAssignment, ...]: ...
+    async def role_definitions(self, ids: Sequence[str]) -> dict[str, RoleDefinition]: ...
+    async def principal(self, object_id: str, *, need_type: bool, need_groups: bool) -> PrincipalInfo: ...
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """The findings of one batch and what it cost."""
+
+    findings: tuple[Finding, ...]
+    stats: dict[str, Any]
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": DIAGNOSIS_SCHEMA, "findings": [f.to_dict() for f in self.findings],
+                "stats": self.stats, "notes": list(self.notes)}
+
+
+@dataclass(frozen=True)
+class DiagnoseOptions:
+    """Choices for one batch."""
+
+    plan: PlanOptions = field(default_factory=PlanOptions)
+
+
+def collapse(denials: Sequence[Denial]) -> list[tuple[Denial, int]]:
+    """Identical denials (principal, vault, object, operation, status, hint) become one with a count."""
+    counts: Counter[tuple[Any, ...]] = Counter()
+    first: dict[tuple[Any, ...], Denial] = {}
+    for d in denials:
+        key = (*d.identity_key(), d.cause_hint)
+        counts[key] += 1
+        first.setdefault(key, d)
+    return [(first[k], n) for k, n in counts.items()]
+
+
+def _groups_could_matter(facts: Facts) -> bool:
+    """Whether the principal's groups could change the verdict (entries or denies naming other ids)."""
+    vault = facts.vault
+    own = (facts.principal.object_id or "").lower()
+    if vault is not None and any(e.object_id.lower() != own for e in vault.access_policies):
+        return True
+    return any(p.lower() not in (own, EVERYONE) for d in facts.deny_assignments for p in d.principal_ids)
+
+
+async def gather_facts(denial: Denial, source: FactSource) -> Facts | None:
+    """Read what the decision about one denial needs, and nothing more."""
+    early = input_cause(denial)
+    if early is not None and early not in NEEDS_VAULT_FOR_ADVICE:
+        return None
+    if not denial.vault.key:
+        return None
+    oid = denial.principal.object_id
+    if early is None and not oid:
+        return None
+    ref = denial.vault
+    known_id = ref.resource_id
+    ra_task = deny_task = None
+    if early is None and oid and known_id:
+        # The vault id is known: start every independent read at once.
+        scope = object_scope(known_id, denial) or known_id
+        ra_task = asyncio.ensure_future(source.assignments(oid, scope))
+        deny_task = asyncio.ensure_future(source.deny_assignments(known_id))
+    lookup = await source.find_vault(ref)
+    vault = lookup.vault
+    if vault is None or early is not None or not oid:
+        # Reads already started are shared through the source's cache; let them finish, never cancel them.
+        await asyncio.gather(*(t for t in (ra_task, deny_task) if t is not None), return_exceptions=True)
+        return Facts(vault=vault, principal=PrincipalInfo(oid), searched_subscriptions=lookup.searched)
+    if ra_task is None or vault.id.lower() != (known_id or "").lower():
+        scope = object_scope(vault.id, denial) or vault.id
+        ra_task = asyncio.ensure_future(source.assignments(oid, scope))
+        deny_task = asyncio.ensure_future(source.deny_assignments(vault.id))
+    assert deny_task is not None
+    assignments, denies = await asyncio.gather(ra_task, deny_task)
+    roles = await source.role_definitions([a.role_definition_id for a in assignments])
+    facts = Facts(vault=vault, principal=PrincipalInfo(oid), assignments=assignments, roles=roles,
+                  deny_assignments=denies, searched_subscriptions=lookup.searched)
+    need_type = denial.principal.kind is None
+    first = decide(denial, facts)
+    need_groups = first.cause not in ("ALREADY_GRANTED",) and _groups_could_matter(facts)
+    if not (need_type or need_groups):
+        return facts
+    info = await source.principal(oid, need_type=need_type, need_groups=need_groups)
+    limitations = []
+    if need_groups and not info.groups_known:
+        limitations.append("group memberships (Microsoft Graph was not permitted), so access-policy entries and "
+                           "deny assignments naming the caller's groups were not matched")
+    if need_type and info.type is None and denial.principal.kind is None:
+        limitations.append("the caller's principal type (not in the token claims, and Graph could not tell)")
+    return Facts(vault=vault, principal=info, assignments=assignments, roles=roles, deny_assignments=denies,
+                 searched_subscriptions=lookup.searched, limitations=tuple(limitations))
+
+
+async def diagnose(denials: Sequence[Denial], source: FactSource,
+                   options: DiagnoseOptions = DiagnoseOptions()) -> Diagnosis:
+    """Diagnose a batch: one finding per distinct denial, in input order."""
+    start = time.perf_counter()
+    before = source.requests
+    unique = collapse(denials)
+    facts = await asyncio.gather(*(gather_facts(d, source) for d, _ in unique))
+    findings = tuple(build_finding(d, n, f, options.plan) for (d, n), f in zip(unique, facts, strict=True))
+    causes = Counter(f.cause for f in findings)
+    stats = {"arm_requests": source.requests - before, "elapsed_ms": round((time.perf_counter() - start) * 1000),
+             "denials": len(denials), "findings": len(findings), "causes": dict(sorted(causes.items()))}
+    return Diagnosis(findings, stats)

@@ -1,0 +1,60 @@
+"""Builds the fact source for a run: live Azure (DefaultAzureCredential) or a snapshot served by the bundled
+emulator. The only module besides the tests that imports the emulator."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+from .facts.arm import ArmFacts
+
+
+def subscriptions_from_env(explicit: Sequence[str] | None = None) -> tuple[str, ...]:
+    """``--subscription`` values, else AZURE_SUBSCRIPTION_IDS (comma-separated)."""
+    if explicit:
+        return tuple(explicit)
+    raw = os.environ.get("AZURE_SUBSCRIPTION_IDS", "")
+    return tuple(s.strip() for s in raw.split(",") if s.strip())
+
+
+class EmulatorRun:
+    """A started emulator serving one snapshot; kept open for the whole run (diagnose, then apply)."""
+
+    def __init__(self, snapshot: str | Path | dict[str, Any]) -> None:
+        from .emulator import Emulator
+        from .emulator.snapshot import load_snapshot
+
+        self.snapshot = load_snapshot(snapshot)
+        self.emulator = Emulator(self.snapshot)
+
+    def __enter__(self) -> EmulatorRun:
+        self.emulator.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.emulator.stop()
+
+    def facts(self, **kw: Any) -> ArmFacts:
+        emu = self.emulator
+        return ArmFacts(emu.async_credential(), self.snapshot.subscriptions, arm_url=emu.base_url,
+                        graph_url=emu.base_url, connection_verify=emu.ca_file, **kw)
+
+
+@asynccontextmanager
+async def live_facts(subscriptions: Sequence[str]) -> AsyncIterator[ArmFacts]:
+    """Facts from Azure with the function's own identity (DefaultAzureCredential)."""
+    if not subscriptions:
+        raise InputError("--subscription", "no subscription to search: set AZURE_SUBSCRIPTION_IDS or pass "
+                         "--subscription (or use --snapshot FILE for an offline tenant)")
+    from azure.identity.aio import DefaultAzureCredential
+
+    credential = DefaultAzureCredential()
+    try:
+        async with ArmFacts(credential, subscriptions) as facts:
+            yield facts
+    finally:
+        await credential.close()

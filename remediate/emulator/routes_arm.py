@@ -1,0 +1,128 @@
+"""ARM routes: Key Vault vaults and access policies, Microsoft.Authorization (assignments, definitions, deny
+assignments, PIM schedule requests). Paths are matched case-insensitively; ids keep the caller's casing."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from remediate.emulator.state import ArmError, TenantState, parse_assignment_filter
+from remediate.emulator.wire import Request, Response, page, paging
+
+log = logging.getLogger("remediate.emulator")
+
+_AUTHZ = "/providers/microsoft.authorization/"
+_VAULT = re.compile(r"^(/subscriptions/[^/]+/resourcegroups/[^/]+/providers/microsoft\.keyvault/vaults/[^/]+)"
+                    r"(?:/accesspolicies/([^/]+))?$")
+_VAULT_LIST = re.compile(r"^/subscriptions/[^/]+(?:/resourcegroups/[^/]+)?/providers/microsoft\.keyvault/vaults$")
+_RESOURCES = re.compile(r"^/subscriptions/[^/]+/resources$")
+
+
+def not_found_route(req: Request) -> ArmError:
+    """The 404 ARM sends for a path it has no provider for, noting the gap (and logging it)."""
+    log.warning("emulator: no route for %s %s", req.method, req.path)
+    return ArmError(404, "InvalidResourceType", f"The resource type could not be found for '{req.method} {req.path}' "
+                    "(the kv-remediate emulator does not serve this route).")
+
+
+def _listing(req: Request, items: list[dict[str, Any]], offset: int, text: str | None) -> Response:
+    chunk, link = page(req, items, offset, text)
+    body: dict[str, Any] = {"value": chunk}
+    if link:
+        body["nextLink"] = link
+    return Response(200, body)
+
+
+def handle(state: TenantState, req: Request) -> Response:
+    """Dispatch one ARM request."""
+    low = req.path.lower().rstrip("/") or "/"
+    idx = low.rfind(_AUTHZ)
+    if idx >= 0:
+        return _authz(state, req, req.path[:idx] or "/", req.path[idx + len(_AUTHZ):].strip("/"))
+    m = _VAULT.match(low)
+    if m:
+        vault_id = req.path[:len(m.group(1))]
+        if m.group(2) is not None:
+            if req.method != "PUT":
+                raise _method(req)
+            return Response(200, state.update_access_policy(vault_id, m.group(2), req.body), write=True)
+        if req.method == "GET":
+            return Response(200, state.vault(vault_id))
+        if req.method in ("PUT", "PATCH", "DELETE"):
+            log.warning("emulator: refused %s of a vault (%s): the product must never change a vault", req.method,
+                        req.path)
+        raise _method(req)
+    if _VAULT_LIST.match(low):
+        if req.method != "GET":
+            raise _method(req)
+        offset, _ = paging(req, "$filter")
+        return _listing(req, state.vaults_in(req.path[:low.index("/providers/")]), offset, None)
+    if _RESOURCES.match(low):
+        if req.method != "GET":
+            raise _method(req)
+        offset, text = paging(req, "$filter")
+        vaults = state.vaults_in(req.path[:low.index("/resources")])
+        if text and "microsoft.keyvault/vaults" not in text.lower():
+            vaults = []
+        generic: list[dict[str, Any]] = [{k: v[k] for k in ("id", "name", "type", "location", "tags") if k in v}
+                                         for v in vaults]
+        return _listing(req, generic, offset, text)
+    raise not_found_route(req)
+
+
+def _method(req: Request) -> ArmError:
+    return ArmError(405, "MethodNotAllowed", f"The requested method '{req.method}' is not allowed on '{req.path}' "
+                    "(the kv-remediate emulator does not change vaults).")
+
+
+def _authz(state: TenantState, req: Request, scope: str, rest: str) -> Response:
+    parts = rest.split("/")
+    kind = parts[0].lower()
+    name = parts[1] if len(parts) > 1 else None
+    if len(parts) > 2:
+        raise not_found_route(req)
+    if kind == "roleassignments":
+        if name is None:
+            if req.method != "GET":
+                raise _method(req)
+            offset, text = paging(req, "$filter")
+            items = state.list_role_assignments(scope, parse_assignment_filter(text))
+            return _listing(req, items, offset, text)
+        if req.method == "GET":
+            return Response(200, state.get_role_assignment(scope, name))
+        if req.method == "PUT":
+            status, body = state.put_role_assignment(scope, name, req.body)
+            return Response(status, body, write=True)
+        if req.method == "DELETE":
+            deleted = state.delete_role_assignment(scope, name)
+            return Response(200, deleted, write=True) if deleted else Response(204)
+        raise _method(req)
+    if kind == "roledefinitions":
+        if name is None:
+            if req.method != "GET":
+                raise _method(req)
+            offset, text = paging(req, "$filter")
+            return _listing(req, state.list_role_definitions(scope, text), offset, text)
+        if req.method == "GET":
+            return Response(200, state.role_definition(name, scope))
+        if req.method == "PUT":
+            return Response(201, state.put_role_definition(scope, name, req.body), write=True)
+        if req.method == "DELETE":
+            rd = state.delete_role_definition(name)
+            return Response(200, rd, write=True) if rd else Response(204)
+        raise _method(req)
+    if kind == "denyassignments":
+        if req.method != "GET":
+            raise _method(req)
+        if name is None:
+            offset, text = paging(req, "$filter")
+            return _listing(req, state.list_deny_assignments(scope, parse_assignment_filter(text)), offset, text)
+        return Response(200, state.get_deny_assignment(scope, name))
+    if kind == "roleassignmentschedulerequests" and name is not None:
+        if req.method == "PUT":
+            return Response(201, state.put_schedule_request(scope, name, req.body), write=True)
+        if req.method == "GET":
+            return Response(200, state.get_schedule_request(scope, name))
+        raise _method(req)
+    raise not_found_route(req)

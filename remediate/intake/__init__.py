@@ -1,0 +1,67 @@
+"""Intake: every Key Vault denial format becomes a typed ``Denial`` (``kv-remediate parse``).
+
+``parse_inputs`` takes a batch of ``(name, bytes)`` and returns one ``ParseResult``; any unusable input raises
+``InputError`` (naming the input and the problem) before anything is returned, so a batch fails as a whole.
+Nothing else is ever raised.
+
+``Denial.source`` vocabulary (stable; family first):
+
+- ``alert.log_search_v2``   common-schema Log Alerts V2, one denial per ``allOf`` item (its ``dimensions``)
+- ``alert.simple_log``      common-schema simple log alert, one denial per ``event`` row
+- ``alert.log_search_v1``   common-schema log alert V1, one denial per ``SearchResults`` row
+- ``alert.metric``          common-schema metric alert on a vault (vault and status only)
+- ``alert.activity_log``    common-schema activity log alert on a vault
+- ``alert.legacy_metric``   non-common ``AzureMonitorMetricAlert``
+- ``alert.legacy_log_v1``   non-common log alert V1 (``SearchResult``)
+- ``alert.legacy_activity_log``  non-common ``Microsoft.Insights/activityLogs``
+- ``log.audit_event``       raw AuditEvent JSON (storage, Event Hub, JSON lines)
+- ``log.azure_diagnostics`` Log Analytics ``AzureDiagnostics`` rows
+- ``log.azkv_audit_logs``   Log Analytics ``AZKVAuditLogs`` rows
+- ``log.query_api``         Log Analytics query API result (``tables``)
+- ``error.rest``            a bare REST error body ``{"error": {...}}``
+- ``error.log_line``        text (a log line, a recording) that embeds a REST error body
+- ``error.python``          azure-core ``HttpResponseError`` output
+- ``error.python_legacy``   azure-keyvault 1.x / msrest ``KeyVaultErrorException``
+- ``error.azure_cli``       Azure CLI ``ERROR: (Code) ...``
+- ``error.azure_core``      azure-core's ``(Code) message / Code: / Message:`` text without the tool's marker
+- ``error.dotnet``          .NET ``RequestFailedException`` (``Status: 403 (Forbidden)``, ``Content:``)
+- ``error.go``              Go azcore ``ResponseError`` (``RESPONSE 403: ...``)
+- ``error.go_autorest``     Go autorest (``StatusCode=403 -- Original Error: ...``)
+- ``error.java``            Java ``HttpResponseException`` (v1 and v2 core)
+- ``error.javascript``      JavaScript ``RestError``
+- ``error.text``            Key Vault's error message on its own (no tool framing)
+- ``runbook``               a runbook request ``{"principal_id", "vault", "operation", "object"}``
+"""
+
+from __future__ import annotations
+
+from ..errors import InputError
+from ..model import ParseResult
+from .alerts import search_results_link
+from .common import Outcome
+from .detect import decode, parse_text, payload
+
+__all__ = ["InputError", "parse_inputs", "parse_one", "payload", "search_results_link"]
+
+
+def _result(out: Outcome) -> ParseResult:
+    return ParseResult(denials=tuple(out.denials), skipped=out.skipped, notes=tuple(out.notes))
+
+
+def _parse(name: str, data: bytes) -> Outcome:
+    if not isinstance(data, (bytes, bytearray)):
+        raise InputError(name, "unreadable: not bytes")
+    return parse_text(name, decode(name, bytes(data)))
+
+
+def parse_one(name: str, data: bytes) -> ParseResult:
+    """The denials in one input; InputError when it is unusable."""
+    return _result(_parse(name, data))
+
+
+def parse_inputs(inputs: list[tuple[str, bytes]]) -> ParseResult:
+    """The denials of a batch, in input order; the first unusable input fails the whole batch."""
+    total = Outcome()
+    for name, data in inputs:
+        total.extend(_parse(name, data))
+    return _result(total)

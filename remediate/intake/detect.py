@@ -1,0 +1,172 @@
+"""Decode one input and route it to its family by structure (cheap checks first, no format guessed by spacing).
+
+bytes -> text (UTF-8, or UTF-16 with a BOM as PowerShell writes it) -> blocks (``---`` lines separate published
+samples) -> per block: JSON (alert, records, query result, REST body, runbook) or text (SDK / tool error output).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from ..errors import InputError
+from . import alerts, errors_text, logs, runbook
+from .common import Outcome
+
+_SEPARATOR = re.compile(r"^[ \t]*---[ \t]*$", re.MULTILINE)
+_FENCE = re.compile(r"^[ \t]*```[\w-]*[ \t]*$", re.MULTILINE)
+_MD_ESCAPE = re.compile(r"\\([()\[\]_*#<>`{}.!|-])")
+_BOX = re.compile(r"^[ \t]*[│┃|╵╷][ \t]?", re.MULTILINE)
+_QUOTE = re.compile(r"^[ \t]*> ?", re.MULTILINE)
+
+
+def decode(name: str, data: bytes) -> str:
+    """The input as text; an InputError for empty, binary or non-UTF-8 input."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            raw = data.decode("utf-16")
+        except UnicodeDecodeError as exc:
+            raise InputError(name, "unreadable bytes: a UTF-16 byte-order mark but invalid UTF-16") from exc
+    else:
+        try:
+            raw = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise InputError(name, f"unreadable bytes: not UTF-8 text (byte {exc.start})") from exc
+    if "\x00" in raw:
+        raise InputError(name, "unreadable bytes: binary data (NUL bytes), not text")
+    text = raw.replace("\r\n", "\n").replace("\r", "\n")
+    if not text.strip():
+        raise InputError(name, "is empty")
+    return text
+
+
+def _clean_text(block: str) -> str:
+    """Undo the wrapping people paste errors in: markdown escapes, code fences, quotes, Terraform's box."""
+    block = _FENCE.sub("", block)
+    if "\\(" in block or "\\_" in block or "\\[" in block or "\\*" in block:
+        block = _MD_ESCAPE.sub(r"\1", block)
+    if "│" in block or "╷" in block:
+        block = _BOX.sub("", block)
+    if re.match(r"\s*> ", block):
+        block = _QUOTE.sub("", block)
+    return block
+
+
+def _json_outcome(name: str, value: Any) -> Outcome | None:
+    """The outcome for a parsed JSON value, or None when no family recognises it."""
+    if isinstance(value, list):
+        recs = logs.records_of(value)
+        if recs is not None:
+            return logs.rows_outcome(recs, None, keep_unknown_status=False)
+        out = Outcome()
+        if not value:
+            return None
+        for item in value:
+            sub = _json_outcome(name, item) if isinstance(item, dict) else None
+            if sub is None:
+                return None
+            out.extend(sub)
+        return out
+    if not isinstance(value, dict):
+        return None
+    if alerts.is_alert(value):
+        return alerts.parse_alert(name, value)
+    if "error" in value or "Error" in value:
+        body = errors_text.parse_body(value)
+        if body is not None:
+            return body
+    rows = logs.query_rows(value)
+    if rows is not None:
+        return logs.rows_outcome(rows, "log.query_api", keep_unknown_status=False)
+    recs = logs.records_of(value)
+    if recs is not None:
+        return logs.rows_outcome(recs, None, keep_unknown_status=False)
+    if runbook.is_runbook(value):
+        return runbook.parse_runbook(name, value)
+    if "code" in value and "message" in value:
+        return errors_text.parse_body(value)
+    return None
+
+
+def _json_lines(name: str, block: str) -> Outcome | None:
+    """JSON lines (storage ``PT1H.json`` blobs): one record per line."""
+    lines = [ln for ln in block.split("\n") if ln.strip()]
+    if len(lines) < 2 or not all(ln.lstrip().startswith("{") for ln in lines):
+        return None
+    records: list[Any] = []
+    for ln in lines:
+        try:
+            records.append(json.loads(ln))
+        except (ValueError, RecursionError):
+            return None
+    return _json_outcome(name, records)
+
+
+def _unrecognised_json(name: str, value: Any) -> InputError:
+    if isinstance(value, dict):
+        keys = ", ".join(sorted(str(k) for k in value)[:6]) or "no keys"
+        return InputError(name, f"is JSON but not a recognised Key Vault input (top-level keys: {keys})",
+                          "UNRECOGNISED_JSON")
+    return InputError(name, f"is JSON ({type(value).__name__}) but not a recognised Key Vault input",
+                      "UNRECOGNISED_JSON")
+
+
+def parse_block(name: str, block: str) -> Outcome | None:
+    """One block; None when it is neither recognised JSON nor recognised error text."""
+    stripped = block.strip()
+    if stripped.startswith(("{", "[")):
+        try:
+            value = json.loads(stripped)
+        except RecursionError as exc:
+            raise InputError(name, "is JSON nested too deeply to be a Key Vault input") from exc
+        except ValueError as exc:
+            lines = _json_lines(name, stripped)
+            if lines is not None:
+                return lines
+            if errors_text.recognised(stripped):
+                return errors_text.parse_block(_clean_text(stripped))
+            raise InputError(name, f"is not valid JSON ({exc.args[0].split(':')[0] if exc.args else exc}) "
+                                   "and not a recognised error text", "NOT_JSON") from exc
+        out = _json_outcome(name, value)
+        if out is None:
+            raise _unrecognised_json(name, value)
+        return out
+    cleaned = _clean_text(block)
+    inner = cleaned.strip()
+    if inner.startswith(("{", "[")) and inner != stripped:
+        return parse_block(name, inner)
+    if not errors_text.recognised(cleaned):
+        return None
+    return errors_text.parse_block(cleaned)
+
+
+def parse_text(name: str, text: str) -> Outcome:
+    """Every block of one decoded input; unrecognised blocks beside recognised ones are counted and noted."""
+    blocks = [b for b in _SEPARATOR.split(text) if b.strip()] if "---" in text else [text]
+    if not blocks:
+        raise InputError(name, "is empty")
+    out = Outcome()
+    unknown = 0
+    for block in blocks:
+        sub = parse_block(name, block)
+        if sub is None:
+            unknown += 1
+            continue
+        out.extend(sub)
+    if unknown == len(blocks):
+        raise InputError(name, "is not JSON and not a recognised error text (alert, log record, REST error body "
+                               "or SDK/CLI error output)", "NOT_RECOGNISED")
+    if unknown:
+        out.skipped += unknown
+        out.notes.append(f"{name}: {unknown} of {len(blocks)} blocks are not Key Vault errors and were skipped")
+    return out
+
+
+def payload(data: bytes) -> Any:
+    """The JSON value of an input, or None (for later code that wants the raw alert, e.g. its search link)."""
+    try:
+        return json.loads(data.decode("utf-8-sig"))
+    except (ValueError, RecursionError):
+        return None
+

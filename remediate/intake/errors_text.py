@@ -1,0 +1,331 @@
+"""Key Vault REST error bodies and the text SDKs, tools and logs print for them.
+
+One block of text is one error, however many times the tool repeats it (message, then ``Code:``/``Message:``
+or ``Content:``); several *different* embedded JSON bodies in one block (log lines) are several errors.
+Status comes from the tool's own status line (``Status: 403``, ``RESPONSE 403``, ``StatusCode=403``,
+``Status code 403``, ``statusCode: 403``, ``.reply(403``), else from the error code (``Forbidden``,
+``Unauthorized``, ``Throttled``), else from the service's wording.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .common import (
+    CODE_STATUS,
+    DENIAL_STATUSES,
+    Draft,
+    Outcome,
+    as_dict,
+    canonical_operation,
+    implied_status,
+    status_value,
+    text,
+)
+
+# Which tool printed it: first match wins, most specific first.
+_SOURCES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("error.go_autorest", re.compile(r"autorest/azure|BaseClient#\w+|Original Error:")),
+    ("error.go", re.compile(r"^RESPONSE \d{3}: |^ERROR CODE: ", re.MULTILINE)),
+    ("error.dotnet", re.compile(r"RequestFailedException|^Status: \d{3} \(", re.MULTILINE)),
+    ("error.java", re.compile(r"HttpResponseException|com\.azure\.|Status code \d{3}")),
+    ("error.javascript", re.compile(r"RestError|statusCode: \d{3}|^\s*at .+\.js:\d+", re.MULTILINE)),
+    ("error.python_legacy", re.compile(r"KeyVaultErrorException|azure\.keyvault\.(?:v7_\d\.)?models|"
+                                       r"msrest\.exceptions|Operation returned an invalid status code")),
+    ("error.python", re.compile(r"azure\.core\.exceptions|HttpResponseError|Traceback \(most recent call last\)|"
+                                r"ResourceNotFoundError|ClientAuthenticationError")),
+    ("error.azure_cli", re.compile(r"^ERROR: |^\$ az |^az keyvault ", re.MULTILINE)),
+    ("error.azure_core", re.compile(r"^\((\w+)\) .+$\n(?:.*\n)*?^Code: \w+", re.MULTILINE)),
+)
+
+_STATUS = re.compile(
+    r"Status:\s*(\d{3})\b|RESPONSE (\d{3})\b|StatusCode=(\d{3})\b|Status=(\d{3})\b|Status code (\d{3})\b|"
+    r"\"?statusCode\"?\s*[:=]\s*(\d{3})\b|\.reply\((\d{3})\b|HTTP/\d(?:\.\d)? (\d{3})\b|"
+    r"invalid status code '(\w+)'|\"status\"\s*:\s*(\d{3})\b")
+_CODE_LINE = re.compile(r"^\s*(?:Code|ERROR CODE|ErrorCode):\s*\"?(\w+)", re.MULTILINE)
+_PAREN_CODE = re.compile(r"^(?:ERROR: |[\w.]+(?:Error|Exception): )?\((\w+)\) ", re.MULTILINE)
+_AUTOREST_CODE = re.compile(r"\bCode=\"(\w+)\"")
+_JS_CODE = re.compile(r"\bcode: '(\w+)'")
+_MESSAGE_LINE = re.compile(r"^\s*Message:\s*(.+(?:\n(?!\s*(?:Code|Inner error|Target|Exception Details):).+)*)",
+                           re.MULTILINE)
+_INNER = re.compile(r"Inner ?error\"?\s*[:=]\s*\{\s*\"code\"\s*:\s*\"(\w+)\"", re.IGNORECASE)
+_AUTOREST_MSG = re.compile(r"Message=\"((?:[^\"\\]|\\.)*)\"")
+_BODY_START = re.compile(r"\{\s*\"error\"\s*:|\{\s*\\\"error\\\"\s*:|\{\s*'error'\s*:")
+_TRUNC_CODE = re.compile(r"\"code\"\s*:\s*\"(\w+)\"")
+_TRUNC_MSG = re.compile(r"\"message\"\s*:\s*\"((?:[^\"\\]|\\.)*)")
+_REQUEST = re.compile(r"^\s*(GET|PUT|POST|PATCH|DELETE|HEAD) (https://\S+)|"
+                      r"Request URL: '(https://[^']+)'|Request method: '(\w+)'|"
+                      r"\burl: '(https://[^']+)'|\bmethod: '(\w+)'|"
+                      r"nock\('(https://[^']+)'|^\s*\.(get|put|post|patch|delete)\('([^']*)'", re.MULTILINE)
+_VAULT_URL = re.compile(r"https://[A-Za-z0-9-]+\.vault(?:core)?\.(?:azure\.net|azure\.cn|usgovcloudapi\.net|"
+                        r"microsoftazure\.de)[^\s\"'<>)]*")
+# Anchors that mark a block as a Key Vault / Azure SDK error (recognised even when it is not a denial).
+_RECOGNISED = re.compile(
+    r"[{,]\s*\\?[\"']error\\?[\"']\s*:|Status:\s*\d{3}\b|RESPONSE \d{3}:|StatusCode=\d{3}\b|Status code \d{3}\b|"
+    r"statusCode\"?:\s*\d{3}\b|^Code: \w+$|^(?:ERROR: )?\(\w+\) \w|\bAKV\d{5}\b|Caller is not authorized to perform|"
+    r"does not have \w+ \w+ permission on key vault|is not permitted on this key|Access denied to first party|"
+    r"Client address: \d|Operation is not allowed|not allowed on a disabled|get_token failed|"
+    r"challenge resource '|CredentialUnavailableError|ClientAuthenticationError|HttpResponseError|"
+    r"RequestFailedException|RestError|HttpResponseException|KeyVaultErrorException|"
+    r"Operation returned an invalid status code|Request was not processed because too many requests",
+    re.MULTILINE)
+# Documentation and queries quote error texts; they are not errors (markdown tables, HTML comments, KQL pipes).
+_DOCUMENT = re.compile(r"^\s*\|[ :-]*-{2,}|^\s*<!--|^\s*\|\s*(?:where|summarize|project|extend)\b|^//", re.MULTILINE)
+
+_SDK_METHOD = re.compile(r"BaseClient#(\w+)")
+_METHOD_VERB = re.compile(r"(Get|Set|Delete|Update|Create|Import|Backup|Restore|Recover|Purge)(Deleted)?"
+                          r"(Secret|Key|Certificate)(s|Versions)?$")
+_KEY_OPS = {"Encrypt": "KeyEncrypt", "Decrypt": "KeyDecrypt", "Sign": "KeySign", "Verify": "KeyVerify",
+            "WrapKey": "KeyWrap", "UnwrapKey": "KeyUnwrap", "RotateKey": "KeyRotate"}
+
+
+def sdk_method_operation(method: str) -> str | None:
+    """The OperationName of an SDK client method (autorest ``BaseClient#GetSecret`` -> SecretGet)."""
+    if method in _KEY_OPS:
+        return _KEY_OPS[method]
+    m = _METHOD_VERB.fullmatch(method)
+    if m is None:
+        return None
+    verb, deleted, noun, tail = m.groups()
+    if deleted:
+        name = noun + {"Get": "ListDeleted" if tail else "GetDeleted", "Recover": "Recover", "Purge": "Purge"}.get(
+            verb, "")
+    elif tail == "s" and verb == "Get":
+        name = noun + "List"
+    elif tail == "Versions" and verb == "Get":
+        name = noun + "ListVersions"
+    elif tail:
+        return None
+    else:
+        name = noun + verb
+    return canonical_operation(name)
+
+
+@dataclass
+class _Body:
+    """A REST error body: ``{"error": {"code", "message", "innererror"|"innerError"}}``."""
+
+    code: str | None
+    message: str | None
+    inner: str | None
+    start: int
+    end: int
+
+
+def body_of(obj: Any) -> _Body | None:
+    """The error body inside a parsed JSON value (``{"error": {...}}`` or a bare ``{"code","message"}``)."""
+    d = as_dict(obj)
+    err = as_dict(d.get("error")) or as_dict(d.get("Error")) or (d if "code" in d and "message" in d else {})
+    if not err:
+        return None
+    code = text(err.get("code") if "code" in err else err.get("Code"))
+    message = err.get("message") if "message" in err else err.get("Message")
+    inner_obj = as_dict(err.get("innererror")) or as_dict(err.get("innerError")) or as_dict(err.get("InnerError"))
+    inner = text(inner_obj.get("code"))
+    return _Body(code, message if isinstance(message, str) else None, inner, 0, 0)
+
+
+def _bodies(block: str) -> list[_Body]:
+    """Every distinct error body embedded in a block (plain, backslash-escaped or truncated)."""
+    out: list[_Body] = []
+    decoder = json.JSONDecoder()
+    pos = 0
+    while True:
+        m = _BODY_START.search(block, pos)
+        if m is None:
+            break
+        start = m.start()
+        snippet = block[start:]
+        escaped = snippet.startswith("{\\") or "\\\"error\\\"" in snippet[:20]
+        if escaped:
+            snippet = snippet.replace('\\"', '"')
+        if m.group(0).startswith("{'") or snippet[:12].replace(" ", "").startswith("{'error'"):
+            snippet = snippet.replace("'", '"')
+        body: _Body | None = None
+        end = start + len(m.group(0))
+        try:
+            value, used = decoder.raw_decode(snippet)
+            body = body_of(value)
+            end = start + used if not escaped else start + len(m.group(0))
+        except (ValueError, RecursionError):
+            code = _TRUNC_CODE.search(snippet)
+            msg = _TRUNC_MSG.search(snippet)
+            body = _Body(code.group(1) if code else None, _unescape(msg.group(1)) if msg else None, None, start, end)
+            inner = re.search(r"inner[eE]rror\"\s*:\s*\{\s*\"code\"\s*:\s*\"(\w+)\"", snippet)
+            body.inner = inner.group(1) if inner else None
+            end = len(block)
+        if body is not None:
+            body.start, body.end = start, max(end, start + 1)
+            if not any(b.code == body.code and b.message == body.message and b.inner == body.inner for b in out):
+                out.append(body)
+        pos = max(end, start + 1)
+    return out
+
+
+def _unescape(s: str) -> str:
+    try:
+        value = json.loads(f'"{s}"')
+        return value if isinstance(value, str) else s
+    except (ValueError, RecursionError):
+        return s.replace("\\r\\n", "\n").replace("\\n", "\n")
+
+
+def recognised(block: str) -> bool:
+    """True when a text block is an Azure SDK / Key Vault error (documentation and queries quoting one are not)."""
+    return _RECOGNISED.search(block) is not None and _DOCUMENT.search(block) is None
+
+
+def source_of(block: str) -> str:
+    """The tool that printed a block, as a ``error.*`` source name."""
+    for name, pattern in _SOURCES:
+        if pattern.search(block):
+            return name
+    if _BODY_START.search(block):
+        stripped = block.strip()
+        return "error.rest" if stripped.startswith("{") else "error.log_line"
+    return "error.text"
+
+
+def _status_in(segment: str) -> int | None:
+    for m in _STATUS.finditer(segment):
+        for g in m.groups():
+            if g:
+                s = status_value(g)
+                if s is not None:
+                    return s
+    return None
+
+
+def _request(block: str, draft: Draft) -> None:
+    method: str | None = None
+    url: str | None = None
+    host: str | None = None
+    path: str | None = None
+    for m in _REQUEST.finditer(block):
+        if m.group(1):
+            method, url = m.group(1), m.group(2)
+        elif m.group(3):
+            url = m.group(3)
+        elif m.group(4):
+            method = m.group(4)
+        elif m.group(5):
+            url = m.group(5)
+        elif m.group(6):
+            method = m.group(6)
+        elif m.group(7):
+            host = m.group(7)
+        elif m.group(8):
+            method, path = m.group(8), m.group(9)
+    if url:
+        draft.add_uri(url)
+    elif host:
+        draft.add_uri(host.rstrip("/") + (path or "/"))
+    else:
+        vm = _VAULT_URL.search(block)
+        if vm:
+            draft.add_uri(vm.group(0))
+    if method and (url or host):
+        draft.method = method.upper()
+    sm = _SDK_METHOD.search(block)
+    if sm and draft.operation is None:
+        draft.operation = sdk_method_operation(sm.group(1))
+
+
+def _text_draft(block: str, source: str) -> Draft:
+    """One error from a block without a JSON body: ``(Code) message``, ``Code:``/``Message:``, autorest."""
+    d = Draft(source=source)
+    code = None
+    for pat in (_CODE_LINE, _PAREN_CODE, _AUTOREST_CODE, _JS_CODE):
+        m = pat.search(block)
+        if m:
+            code = m.group(1)
+            break
+    d.error_code = code
+    inner = _INNER.search(block)
+    d.inner_code = inner.group(1) if inner else None
+    msg = None
+    am = _AUTOREST_MSG.search(block)
+    if am:
+        msg = _unescape(am.group(1))
+    else:
+        mm = _MESSAGE_LINE.search(block)
+        if mm:
+            msg = mm.group(1).strip()
+        else:
+            pm = _PAREN_CODE.search(block)
+            if pm:
+                line_end = block.find("\n", pm.end())
+                msg = block[pm.end(): line_end if line_end >= 0 else len(block)].strip()
+    d.message = msg
+    d.add_message(block)
+    d.message = msg or _plain_message(block)
+    return d
+
+
+def _plain_message(block: str) -> str | None:
+    lines = [ln.strip() for ln in block.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    return lines[0][:500] if lines else None
+
+
+def _finish(d: Draft, segment: str, whole: str) -> None:
+    status = _status_in(segment) or _status_in(whole)
+    if status is None:
+        for c in (d.error_code, d.inner_code):
+            if c:
+                status = CODE_STATUS.get(c.lower())
+                if status:
+                    break
+    d.status = status or implied_status(d.message) or implied_status(segment)
+
+
+def parse_block(block: str) -> Outcome:
+    """Denials in one block of error text (see the module docstring for the one-error-per-block rule)."""
+    out = Outcome()
+    source = source_of(block)
+    bodies = _bodies(block)
+    drafts: list[Draft] = []
+    if bodies:
+        prev = 0
+        for b in bodies:
+            d = Draft(source=source, error_code=b.code, inner_code=b.inner)
+            d.message = b.message
+            d.add_message(b.message)
+            segment = block[prev:b.start] if len(bodies) > 1 else block
+            d.add_message(segment)
+            d.message = b.message or d.message
+            _request(segment if len(bodies) > 1 else block, d)
+            _finish(d, block[prev:b.end] if len(bodies) > 1 else block, block if len(bodies) == 1 else "")
+            drafts.append(d)
+            prev = b.end
+    else:
+        d = _text_draft(block, source)
+        _request(block, d)
+        _finish(d, block, block)
+        drafts.append(d)
+    for d in drafts:
+        if d.status in DENIAL_STATUSES:
+            out.denials.append(d.build())
+        else:
+            out.skipped += 1
+    return out
+
+
+def parse_body(obj: Any) -> Outcome | None:
+    """A parsed JSON REST error body as one Denial (or one skipped record), or None when it is not one."""
+    b = body_of(obj)
+    if b is None:
+        return None
+    d = Draft(source="error.rest", error_code=b.code, inner_code=b.inner)
+    d.add_message(b.message)
+    d.message = b.message
+    d.status = ((CODE_STATUS.get(b.code.lower()) if b.code else None)
+                or (CODE_STATUS.get(b.inner.lower()) if b.inner else None) or implied_status(b.message))
+    out = Outcome()
+    if d.status in DENIAL_STATUSES:
+        out.denials.append(d.build())
+    else:
+        out.skipped += 1
+    return out

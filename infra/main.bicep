@@ -1,0 +1,354 @@
+// kv-remediate: one resource-group deployment of the function app, its least-privilege identity, the Key Vault
+// audit alert rule and the action group that calls the function. See infra/README.md.
+targetScope = 'resourceGroup'
+
+// ---------------------------------------------------------------------------------------------------------------
+// Parameters
+// ---------------------------------------------------------------------------------------------------------------
+
+@description('Azure region for the function app and its resources (must offer Flex Consumption).')
+param location string = resourceGroup().location
+
+@description('Short lowercase prefix for resource names (letters and digits).')
+@minLength(3)
+@maxLength(9)
+param namePrefix string = 'kvrem'
+
+@description('Apply mode: also grant the roles that let the function fix denials (RBAC administrator restricted by an ABAC condition, access-policy writer). The policy file still decides what is applied.')
+param applyMode bool = false
+
+@description('Key Vault data roles the function may assign in apply mode; enforced by the ABAC condition. Narrow it to what your policy grants. Only Key Vault data roles are accepted (Key Vault Administrator, 00482a5a-..., only for policies with allow_privileged).')
+@minLength(1)
+@allowed([
+  '21090545-7ca7-4776-b22c-e363652d74d2' // Key Vault Reader
+  '4633458b-17de-408a-b874-0445c86b69e6' // Key Vault Secrets User
+  'b86a8fe4-44ce-4948-aee5-eccb2c155cd7' // Key Vault Secrets Officer
+  '12338af0-0e69-4776-bea7-57ae8d297424' // Key Vault Crypto User
+  '14b46e9e-c2b7-41b4-b07b-48a6ebf60603' // Key Vault Crypto Officer
+  'e147488a-f6f5-4113-8e2d-b22465e65bf6' // Key Vault Crypto Service Encryption User
+  '08bbd89e-9f13-488c-ac41-acfcb10c90ab' // Key Vault Crypto Service Release User
+  'db79e9a7-68ee-4b58-9aeb-b90e7c24fcba' // Key Vault Certificate User
+  'a4417e6f-fecd-4de8-b567-7b0420556985' // Key Vault Certificates Officer
+  '00482a5a-887f-4fb3-b363-3b7fe8e74483' // Key Vault Administrator (privileged)
+])
+param grantableRoleIds array = [
+  '21090545-7ca7-4776-b22c-e363652d74d2' // Key Vault Reader
+  '4633458b-17de-408a-b874-0445c86b69e6' // Key Vault Secrets User
+  'b86a8fe4-44ce-4948-aee5-eccb2c155cd7' // Key Vault Secrets Officer
+  '12338af0-0e69-4776-bea7-57ae8d297424' // Key Vault Crypto User
+  '14b46e9e-c2b7-41b4-b07b-48a6ebf60603' // Key Vault Crypto Officer
+  'e147488a-f6f5-4113-8e2d-b22465e65bf6' // Key Vault Crypto Service Encryption User
+  '08bbd89e-9f13-488c-ac41-acfcb10c90ab' // Key Vault Crypto Service Release User
+  'db79e9a7-68ee-4b58-9aeb-b90e7c24fcba' // Key Vault Certificate User
+  'a4417e6f-fecd-4de8-b567-7b0420556985' // Key Vault Certificates Officer
+]
+
+@description('Subscriptions whose vaults the function reads (Reader) and, in apply mode, may fix. Default: this subscription.')
+param targetSubscriptionIds array = [
+  subscription().subscriptionId
+]
+
+@description('Resource groups to target instead of (or besides) whole subscriptions: [{ "subscriptionId": "...", "resourceGroupName": "..." }].')
+param targetResourceGroups array = []
+
+@description('Resource id of an existing Log Analytics workspace that holds (or will hold) the Key Vault audit logs. Empty: the workspace this deployment creates.')
+param auditWorkspaceId string = ''
+
+@description('Resource ids of Key Vaults whose AuditEvent logs are sent to the audit workspace (resource-specific table AZKVAuditLogs).')
+param diagnosticVaultIds array = []
+
+@description('Deploy the alert rule and the action group. The webhook URL needs the function key (listKeys), which exists once the app has started: on a first deployment, set false, publish the code, then deploy again with true.')
+param deployAlerting bool = true
+
+@description('Alert severity (0 critical .. 4 verbose).')
+@minValue(0)
+@maxValue(4)
+param alertSeverity int = 2
+
+@description('How often the alert rule runs (and the window it looks back over).')
+@allowed([
+  'PT5M'
+  'PT10M'
+  'PT15M'
+  'PT30M'
+  'PT1H'
+])
+param alertEvaluationFrequency string = 'PT5M'
+
+@description('Secure webhook: application id URI (token audience) of the Entra ID app registration that protects /api/alerts. Empty: function key only.')
+param webhookAadIdentifierUri string = ''
+
+@description('Secure webhook: object id of that app registration.')
+param webhookAadObjectId string = ''
+
+@description('Secure webhook: tenant of that app registration.')
+param webhookAadTenantId string = tenant().tenantId
+
+@description('Remediation policy (YAML or JSON content) for KV_REMEDIATE_POLICY. Empty: the defaults (suggest only).')
+param remediationPolicy string = ''
+
+@description('Dedupe window for identical denials (ISO 8601 duration), KV_REMEDIATE_DEDUPE_WINDOW.')
+param dedupeWindow string = 'PT10M'
+
+@description('Teams or Slack incoming-webhook URL for findings, KV_REMEDIATE_NOTIFY_URL. Empty: no notification.')
+@secure()
+param notifyUrl string = ''
+
+@description('Storage redundancy.')
+@allowed([
+  'Standard_LRS'
+  'Standard_ZRS'
+  'Standard_GRS'
+  'Standard_GZRS'
+  'Standard_RAGRS'
+  'Standard_RAGZRS'
+])
+param storageSku string = 'Standard_GRS'
+
+@description('Flex Consumption: most instances the app scales out to.')
+@minValue(40)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+@description('Flex Consumption: memory per instance (MB).')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@description('Zone-redundant Flex Consumption plan (region must support it; keeps always-ready instances).')
+param zoneRedundant bool = false
+
+@description('Days the Log Analytics workspace keeps data.')
+@minValue(30)
+@maxValue(730)
+param logRetentionDays int = 30
+
+@description('Tags for every resource.')
+param tags object = {}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Names and derived values
+// ---------------------------------------------------------------------------------------------------------------
+
+var suffix = uniqueString(resourceGroup().id, namePrefix)
+var identityName = '${namePrefix}-id-${suffix}'
+var workspaceName = '${namePrefix}-log-${suffix}'
+var appInsightsName = '${namePrefix}-appi-${suffix}'
+var planName = '${namePrefix}-plan-${suffix}'
+var functionAppName = '${namePrefix}-func-${suffix}'
+var storageAccountName = take(toLower('st${namePrefix}${suffix}'), 24)
+var deploymentContainerName = 'app-package'
+
+var ownWorkspaceId = resourceId('Microsoft.OperationalInsights/workspaces', workspaceName)
+var auditWorkspaceResourceId = empty(auditWorkspaceId) ? ownWorkspaceId : auditWorkspaceId
+var auditWorkspaceParts = split(auditWorkspaceResourceId, '/')
+
+var targetResourceGroupSubscriptionIds = [for rg in targetResourceGroups: rg.subscriptionId]
+var allTargetSubscriptionIds = union(targetSubscriptionIds, targetResourceGroupSubscriptionIds)
+var targetSubscriptionScopes = [for id in targetSubscriptionIds: '/subscriptions/${id}']
+var targetResourceGroupScopes = [for rg in targetResourceGroups: '/subscriptions/${rg.subscriptionId}/resourceGroups/${rg.resourceGroupName}']
+
+var useWebhookAad = !empty(webhookAadIdentifierUri)
+
+// ABAC condition for Role Based Access Control Administrator ("Constrain roles and principal types"): creating a
+// role assignment is allowed only for the grantable Key Vault data roles and only to service principals; deleting
+// one only when it is such an assignment. So the identity can never grant itself or anyone a broader role
+// (Owner, User Access Administrator, Contributor, Key Vault Contributor, RBAC administrator) and never grant to
+// users or groups, whatever the function's code does.
+var grantableRoleList = join(grantableRoleIds, ', ')
+var rbacAdminCondition = '((!(ActionMatches{\'Microsoft.Authorization/roleAssignments/write\'})) OR (@Request[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {${grantableRoleList}} AND @Request[Microsoft.Authorization/roleAssignments:PrincipalType] ForAnyOfAnyValues:StringEqualsIgnoreCase {\'ServicePrincipal\'})) AND ((!(ActionMatches{\'Microsoft.Authorization/roleAssignments/delete\'})) OR (@Resource[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {${grantableRoleList}} AND @Resource[Microsoft.Authorization/roleAssignments:PrincipalType] ForAnyOfAnyValues:StringEqualsIgnoreCase {\'ServicePrincipal\'}))'
+
+var accessPolicyRoleName = 'kv-remediate access-policy writer (${namePrefix}-${suffix})'
+
+var remediateAppSettings = [
+  {
+    name: 'AZURE_SUBSCRIPTION_IDS'
+    value: join(allTargetSubscriptionIds, ',')
+  }
+  {
+    name: 'KV_REMEDIATE_POLICY'
+    value: remediationPolicy
+  }
+  {
+    name: 'KV_REMEDIATE_DEDUPE_WINDOW'
+    value: dedupeWindow
+  }
+  {
+    name: 'KV_REMEDIATE_NOTIFY_URL'
+    value: notifyUrl
+  }
+  {
+    name: 'KV_REMEDIATE_WEBHOOK_AUDIENCE'
+    value: useWebhookAad ? webhookAadIdentifierUri : ''
+  }
+  {
+    name: 'KV_REMEDIATE_WEBHOOK_TENANT'
+    value: useWebhookAad ? webhookAadTenantId : ''
+  }
+]
+
+// ---------------------------------------------------------------------------------------------------------------
+// Identity, monitoring, storage, function app
+// ---------------------------------------------------------------------------------------------------------------
+
+resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: identityName
+  location: location
+  tags: tags
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'kvrem-monitoring'
+  params: {
+    location: location
+    workspaceName: workspaceName
+    appInsightsName: appInsightsName
+    retentionInDays: logRetentionDays
+    tags: tags
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'kvrem-storage'
+  params: {
+    location: location
+    storageAccountName: storageAccountName
+    deploymentContainerName: deploymentContainerName
+    skuName: storageSku
+    tags: tags
+  }
+}
+
+module appRoles 'modules/app-roles.bicep' = {
+  name: 'kvrem-app-roles'
+  params: {
+    principalId: identity.properties.principalId
+    storageAccountName: storage.outputs.storageAccountName
+    appInsightsName: monitoring.outputs.appInsightsName
+  }
+}
+
+module functionApp 'modules/functionapp.bicep' = {
+  name: 'kvrem-functionapp'
+  params: {
+    location: location
+    planName: planName
+    appName: functionAppName
+    identityId: identity.id
+    identityClientId: identity.properties.clientId
+    storageAccountName: storage.outputs.storageAccountName
+    deploymentContainerName: deploymentContainerName
+    appInsightsConnectionString: monitoring.outputs.appInsightsConnectionString
+    extraAppSettings: remediateAppSettings
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+    zoneRedundant: zoneRedundant
+    tags: tags
+  }
+  dependsOn: [
+    // The host reads its storage with the identity: grant first, then start the app.
+    appRoles
+  ]
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Least-privilege roles of the function identity outside its own resource group
+// ---------------------------------------------------------------------------------------------------------------
+
+module workspaceReader 'modules/workspace-reader.bicep' = {
+  name: 'kvrem-workspace-reader'
+  scope: resourceGroup(auditWorkspaceParts[2], auditWorkspaceParts[4])
+  params: {
+    principalId: identity.properties.principalId
+    workspaceName: last(auditWorkspaceParts)
+  }
+  dependsOn: [
+    monitoring
+  ]
+}
+
+module accessPolicyRole 'modules/accesspolicy-role.bicep' = if (applyMode) {
+  name: 'kvrem-accesspolicy-role'
+  scope: subscription()
+  params: {
+    roleName: accessPolicyRoleName
+    assignableScopes: union([
+      subscription().id
+    ], targetSubscriptionScopes, targetResourceGroupScopes)
+  }
+}
+
+module subscriptionRoles 'modules/target-subscription-roles.bicep' = [for (subscriptionId, i) in targetSubscriptionIds: {
+  name: take('kvrem-sub-roles-${i}-${uniqueString(subscriptionId)}', 64)
+  scope: subscription(subscriptionId)
+  params: {
+    principalId: identity.properties.principalId
+    applyMode: applyMode
+    rbacAdminCondition: rbacAdminCondition
+    accessPolicyRoleName: applyMode ? accessPolicyRole.outputs.roleDefinitionName : ''
+  }
+}]
+
+module resourceGroupRoles 'modules/target-resourcegroup-roles.bicep' = [for (rg, i) in targetResourceGroups: {
+  name: take('kvrem-rg-roles-${i}-${uniqueString(rg.subscriptionId, rg.resourceGroupName)}', 64)
+  scope: resourceGroup(rg.subscriptionId, rg.resourceGroupName)
+  params: {
+    principalId: identity.properties.principalId
+    applyMode: applyMode
+    rbacAdminCondition: rbacAdminCondition
+    accessPolicyRoleName: applyMode ? accessPolicyRole.outputs.roleDefinitionName : ''
+  }
+}]
+
+// ---------------------------------------------------------------------------------------------------------------
+// Key Vault audit logs, alert rule and action group
+// ---------------------------------------------------------------------------------------------------------------
+
+module vaultDiagnostics 'modules/kv-diagnostics.bicep' = [for (vaultId, i) in diagnosticVaultIds: {
+  name: take('kvrem-kv-diag-${i}-${uniqueString(vaultId)}', 64)
+  scope: resourceGroup(split(vaultId, '/')[2], split(vaultId, '/')[4])
+  params: {
+    vaultName: last(split(vaultId, '/'))
+    workspaceId: auditWorkspaceResourceId
+  }
+  dependsOn: [
+    monitoring
+  ]
+}]
+
+module alerting 'modules/alerting.bicep' = if (deployAlerting) {
+  name: 'kvrem-alerting'
+  params: {
+    location: location
+    namePrefix: '${namePrefix}-${suffix}'
+    workspaceId: auditWorkspaceResourceId
+    functionAppName: functionApp.outputs.appName
+    severity: alertSeverity
+    evaluationFrequency: alertEvaluationFrequency
+    useAadAuth: useWebhookAad
+    aadObjectId: webhookAadObjectId
+    aadIdentifierUri: webhookAadIdentifierUri
+    aadTenantId: webhookAadTenantId
+    tags: tags
+  }
+  dependsOn: [
+    monitoring
+  ]
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Outputs
+// ---------------------------------------------------------------------------------------------------------------
+
+output functionUrl string = 'https://${functionApp.outputs.defaultHostName}'
+output functionAppName string = functionApp.outputs.appName
+output identityPrincipalId string = identity.properties.principalId
+output identityClientId string = identity.properties.clientId
+output alertRuleId string = deployAlerting ? alerting.outputs.alertRuleId : ''
+output actionGroupId string = deployAlerting ? alerting.outputs.actionGroupId : ''
+output auditWorkspaceId string = auditWorkspaceResourceId
+output storageAccountName string = storage.outputs.storageAccountName
+output accessPolicyRoleDefinitionId string = applyMode ? accessPolicyRole.outputs.roleDefinitionId : ''

@@ -1,0 +1,190 @@
+"""Pure policy (spec/policy.md): the policy model, its validation, and whether a plan may be applied.
+
+The defaults change nothing (suggest only, no scopes). A plan is applied only when every rule allows it; the
+first rule that refuses is named in the finding (``refused_by``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from .errors import PolicyError
+from .model import AccessPolicyPlan, Finding, RoleAssignmentPlan
+
+KEYS = {"mode", "scopes", "principal_types", "principals", "max_tier", "allow_privileged", "object_scope",
+        "grant_ttl", "use_pim", "max_grants_per_hour"}
+_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
+_DURATION = re.compile(r"^P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+)S)?)?$")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What kv-remediate may change. The defaults are suggest-only."""
+
+    mode: str = "suggest"
+    scopes: tuple[str, ...] = ()
+    principal_types: tuple[str, ...] = ("ServicePrincipal",)
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    max_tier: int = 1
+    allow_privileged: bool = False
+    object_scope: bool = False
+    grant_ttl: timedelta | None = None
+    grant_ttl_text: str | None = None
+    use_pim: bool = False
+    max_grants_per_hour: int = 20
+    source: str = "defaults"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "scopes": list(self.scopes), "principal_types": list(self.principal_types),
+                "principals": {"allow": list(self.allow), "deny": list(self.deny)}, "max_tier": self.max_tier,
+                "allow_privileged": self.allow_privileged, "object_scope": self.object_scope,
+                "grant_ttl": self.grant_ttl_text, "use_pim": self.use_pim,
+                "max_grants_per_hour": self.max_grants_per_hour}
+
+
+def parse_duration(text: str) -> timedelta | None:
+    """An ISO 8601 duration of days, hours, minutes and seconds (``PT8H``, ``P1DT12H``), or None."""
+    m = _DURATION.match(text.strip().upper())
+    if not m or text.strip().upper() in ("P", "PT"):
+        return None
+    d, h, mi, s = (int(m.group(g) or 0) for g in "dhms")
+    return timedelta(days=d, hours=h, minutes=mi, seconds=s)
+
+
+def _bad(source: str, key: str, problem: str) -> PolicyError:
+    return PolicyError(f"policy {source}: key '{key}' {problem}")
+
+
+def _bool(data: dict[str, Any], key: str, default: bool, source: str) -> bool:
+    v = data.get(key, default)
+    if not isinstance(v, bool):
+        raise _bad(source, key, f"must be true or false, not {v!r}")
+    return v
+
+
+def _ids(value: Any, key: str, source: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(x, str) and _GUID.match(x) for x in value):
+        raise _bad(source, key, "must be a list of object ids (GUIDs)")
+    return tuple(x.lower() for x in value)
+
+
+def policy_from_dict(data: Any, source: str = "policy") -> Policy:
+    """Validate a parsed policy document; the error names the key and what is wrong."""
+    if data is None:
+        return Policy(source=source)
+    if not isinstance(data, dict):
+        raise PolicyError(f"policy {source}: must be a mapping of keys ({', '.join(sorted(KEYS))})")
+    unknown = sorted(set(data) - KEYS)
+    if unknown:
+        raise _bad(source, unknown[0], f"is not a policy key (known keys: {', '.join(sorted(KEYS))})")
+    mode = data.get("mode", "suggest")
+    if mode not in ("suggest", "apply"):
+        raise _bad(source, "mode", f"must be 'suggest' or 'apply', not {mode!r}")
+    scopes = data.get("scopes", [])
+    if not isinstance(scopes, list) or not all(isinstance(s, str) and s.startswith("/") for s in scopes):
+        raise _bad(source, "scopes", "must be a list of resource-id prefixes starting with '/'")
+    if any(s.rstrip("/") == "" for s in scopes):
+        raise _bad(source, "scopes", "must not contain '/' (the whole tenant); name subscriptions, groups or vaults")
+    ptypes = data.get("principal_types", ["ServicePrincipal"])
+    if not isinstance(ptypes, list) or not all(p in ("ServicePrincipal", "User") for p in ptypes):
+        raise _bad(source, "principal_types", "must be a list of ServicePrincipal and/or User (never Group)")
+    principals = data.get("principals", {}) or {}
+    if not isinstance(principals, dict) or set(principals) - {"allow", "deny"}:
+        raise _bad(source, "principals", "must be a mapping with optional 'allow' and 'deny' lists")
+    tier = data.get("max_tier", 1)
+    if not isinstance(tier, int) or isinstance(tier, bool) or not 0 <= tier <= 3:
+        raise _bad(source, "max_tier", f"must be an integer from 0 to 3, not {tier!r}")
+    rate = data.get("max_grants_per_hour", 20)
+    if not isinstance(rate, int) or isinstance(rate, bool) or rate < 0:
+        raise _bad(source, "max_grants_per_hour", f"must be a non-negative integer, not {rate!r}")
+    ttl_text = data.get("grant_ttl")
+    ttl = None
+    if ttl_text is not None:
+        ttl = parse_duration(ttl_text) if isinstance(ttl_text, str) else None
+        if ttl is None or ttl <= timedelta(0):
+            raise _bad(source, "grant_ttl", f"must be a positive ISO 8601 duration such as PT8H, not {ttl_text!r}")
+    use_pim = _bool(data, "use_pim", False, source)
+    return Policy(mode=mode, scopes=tuple(scopes), principal_types=tuple(ptypes),
+                  allow=_ids(principals.get("allow"), "principals.allow", source),
+                  deny=_ids(principals.get("deny"), "principals.deny", source), max_tier=tier,
+                  allow_privileged=_bool(data, "allow_privileged", False, source),
+                  object_scope=_bool(data, "object_scope", False, source), grant_ttl=ttl, grant_ttl_text=ttl_text,
+                  use_pim=use_pim, max_grants_per_hour=rate, source=source)
+
+
+def parse_policy(text: str, source: str) -> Policy:
+    """A policy from YAML or JSON text."""
+    import yaml
+
+    try:
+        data = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        where = str(exc).splitlines()[0][:160]
+        raise PolicyError(f"policy {source}: is neither valid YAML nor JSON ({where})") from exc
+    return policy_from_dict(data, source)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a plan may be applied; when not, the rule that refused it and why."""
+
+    allowed: bool
+    refused_by: str | None = None
+    reason: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _within(scope: str, prefixes: tuple[str, ...]) -> bool:
+    s = scope.rstrip("/").lower()
+    return any(s == p.rstrip("/").lower() or s.startswith(p.rstrip("/").lower() + "/") for p in prefixes)
+
+
+def check(finding: Finding, policy: Policy, applied_last_hour: int = 0, *, requested: bool = True) -> Verdict:
+    """Every rule of the policy, in order; the first that refuses wins. Pure: the caller counts recent grants."""
+    plan = finding.plan
+    if plan is None:
+        return Verdict(False, "plan", f"cause {finding.cause} is not fixed by a grant; nothing to apply")
+    if policy.mode != "apply":
+        return Verdict(False, "mode", "policy mode is 'suggest': nothing is changed")
+    if not requested:
+        return Verdict(False, "apply", "apply was not requested")
+    if isinstance(plan, RoleAssignmentPlan):
+        principal, ptype, scope = plan.principal_id, plan.principal_type, plan.scope
+        vault_id = "/".join(plan.scope.split("/")[:9])
+        if plan.privileged and not policy.allow_privileged:
+            return Verdict(False, "allow_privileged", f"the plan needs {plan.role_name}, a privileged role")
+    else:
+        assert isinstance(plan, AccessPolicyPlan)
+        principal, scope, vault_id = plan.object_id, plan.vault_id, plan.vault_id
+        ptype = {"app": "ServicePrincipal", "user": "User"}.get(finding.denial.principal.kind or "")
+        if plan.application_id:
+            return Verdict(False, "principal_types", "compound (application-bound) entries are never granted")
+    if ptype not in ("ServicePrincipal", "User"):
+        return Verdict(False, "principal_types", f"the caller's principal type is {ptype or 'unknown'}; only an "
+                       "identified service principal or user may receive a grant (never a group)")
+    if ptype not in policy.principal_types:
+        return Verdict(False, "principal_types", f"{ptype} is not in principal_types {list(policy.principal_types)}")
+    if principal.lower() in policy.deny:
+        return Verdict(False, "principals.deny", f"{principal} is on the deny list")
+    if policy.allow and principal.lower() not in policy.allow:
+        return Verdict(False, "principals.allow", f"{principal} is not on the allow list")
+    if not scope.lower().startswith(vault_id.lower()) or vault_id.count("/") != 8:
+        return Verdict(False, "scopes", f"{scope} is above the vault; grants are never made above the vault scope")
+    if not _within(scope, policy.scopes):
+        return Verdict(False, "scopes", f"{scope} is not under any allowed scope"
+                       + ("" if policy.scopes else " (scopes is empty: nowhere)"))
+    if scope.lower() != vault_id.lower() and not policy.object_scope:
+        return Verdict(False, "object_scope", "the plan is at the object scope but object_scope is false")
+    if plan.tier > policy.max_tier:
+        return Verdict(False, "max_tier", f"the grant carries tier {plan.tier}, above max_tier {policy.max_tier}")
+    if applied_last_hour >= policy.max_grants_per_hour:
+        return Verdict(False, "max_grants_per_hour", f"{applied_last_hour} grants were applied on this vault in the "
+                       f"last hour (limit {policy.max_grants_per_hour})")
+    return Verdict(True)

@@ -155,7 +155,11 @@ def _role(facts: Facts, a: RoleAssignment) -> RoleDefinition | None:
 
 
 def rbac_check(denial: Denial, facts: Facts, actions: tuple[str, ...]) -> _RbacResult:
-    """Evaluate every assignment and deny assignment against every required data action."""
+    """Evaluate every assignment and deny assignment against every required data action.
+
+    ``facts.assignments`` are the ones ARM returned for the principal (``assignedTo`` already includes the
+    assignments of its groups, transitively), so each applies to the caller; scope and role decide the rest.
+    """
     vault = facts.vault
     assert vault is not None
     target = object_scope(vault.id, denial) or vault.id
@@ -171,9 +175,7 @@ def rbac_check(denial: Denial, facts: Facts, actions: tuple[str, ...]) -> _RbacR
                                  "via": "direct" if facts.principal.object_id and
                                  a.principal_id.lower() == facts.principal.object_id.lower() else "group",
                                  "condition": a.condition, "grants": False}
-        if a.principal_id.lower() not in ids:
-            entry["reason"] = "assigned to another principal"
-        elif not scope_applies(a.scope, target):
+        if not scope_applies(a.scope, target):
             entry["reason"] = "its scope does not contain this vault or object"
         elif role is None:
             entry["reason"] = "its role definition could not be read"

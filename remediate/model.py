@@ -240,7 +240,7 @@ class Facts:
 
     vault: Vault | None
     principal: PrincipalInfo
-    assignments: tuple[RoleAssignment, ...] = ()
+    assignments: tuple[RoleAssignment, ...] = ()          # ARM's assignedTo(): the caller's and its groups'
     roles: Mapping[str, RoleDefinition] = field(default_factory=dict)   # lower-case role GUID -> definition
     deny_assignments: tuple[DenyAssignment, ...] = ()
     searched_subscriptions: tuple[str, ...] = ()

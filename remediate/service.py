@@ -41,6 +41,7 @@ class FactSource(Protocol):
     """What the diagnosis reads; implemented by facts.arm.ArmFacts (Azure or the emulator)."""
 
     requests: int
+    by_api: dict[str, int]
     graph_denied: bool
 
     async def find_vault(self, ref: VaultRef) -> VaultLookupResult: ...
@@ -143,11 +144,13 @@ async def diagnose(denials: Sequence[Denial], source: FactSource,
                    options: DiagnoseOptions = DiagnoseOptions()) -> Diagnosis:
     """Diagnose a batch: one finding per distinct denial, in input order."""
     start = time.perf_counter()
-    before = source.requests
+    before, before_by_api = source.requests, dict(source.by_api)
     unique = collapse(denials)
     facts = await asyncio.gather(*(gather_facts(d, source) for d, _ in unique))
     findings = tuple(build_finding(d, n, f, options.plan) for (d, n), f in zip(unique, facts, strict=True))
     causes = Counter(f.cause for f in findings)
-    stats = {"arm_requests": source.requests - before, "elapsed_ms": round((time.perf_counter() - start) * 1000),
+    by_api = {k: v - before_by_api.get(k, 0) for k, v in sorted(source.by_api.items())}
+    stats = {"arm_requests": source.requests - before, "requests_by_api": by_api,
+             "elapsed_ms": round((time.perf_counter() - start) * 1000),
              "denials": len(denials), "findings": len(findings), "causes": dict(sorted(causes.items()))}
     return Diagnosis(findings, stats)

@@ -116,12 +116,16 @@ class ArmFacts:
         self._auth: Any = None
         self._graph: Any = None
         self.requests = 0
+        self.by_api: dict[str, int] = {}
         self.graph_denied = False
 
     # -- plumbing -------------------------------------------------------------------------------------------
 
-    def _count(self, _request: Any) -> None:
+    def _count(self, request: Any) -> None:
         self.requests += 1
+        url = str(getattr(getattr(request, "http_request", None), "url", ""))
+        api = "graph" if "/v1.0/" in url else "log_analytics" if "/v1/" in url else "arm"
+        self.by_api[api] = self.by_api.get(api, 0) + 1
 
     def _client_kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = {"raw_request_hook": self._count}

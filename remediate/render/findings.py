@@ -16,7 +16,8 @@ def _who(f: Finding) -> str:
 
 def _where(f: Finding) -> str:
     v = f.denial.vault
-    vault = v.name or (v.resource_id.rsplit("/", 1)[-1] if v.resource_id else "?")
+    known = f.evidence.get("vault") or {}
+    vault = known.get("name") or v.name or (v.resource_id.rsplit("/", 1)[-1] if v.resource_id else "?")
     o = f.denial.object
     return f"{vault}/{o.kind}/{o.name}" if o and o.name else vault
 

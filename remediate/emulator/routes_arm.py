@@ -17,6 +17,7 @@ _VAULT = re.compile(r"^(/subscriptions/[^/]+/resourcegroups/[^/]+/providers/micr
                     r"(?:/accesspolicies/([^/]+))?$")
 _VAULT_LIST = re.compile(r"^/subscriptions/[^/]+(?:/resourcegroups/[^/]+)?/providers/microsoft\.keyvault/vaults$")
 _RESOURCES = re.compile(r"^/subscriptions/[^/]+/resources$")
+_SUB_ALIAS = "/providers/microsoft.subscription/subscriptions/"
 
 
 def not_found_route(req: Request) -> ArmError:
@@ -77,6 +78,8 @@ def _method(req: Request) -> ArmError:
 
 
 def _authz(state: TenantState, req: Request, scope: str, rest: str) -> Response:
+    if scope.lower().startswith(_SUB_ALIAS):  # ARM accepts the subscription's provider-style alias as a scope
+        scope = scope[len(_SUB_ALIAS) - len("/subscriptions/"):]
     parts = rest.split("/")
     kind = parts[0].lower()
     name = parts[1] if len(parts) > 1 else None

@@ -289,7 +289,7 @@ CODE_STATUS = {"forbidden": 403, "unauthorized": 401, "throttled": 429, "toomany
                "vaultnotfound": 404, "resourcenotfound": 404, "badparameter": 400, "badrequest": 400,
                "conflict": 409, "ok": 200, "created": 201, "accepted": 202, "nocontent": 204,
                "internalservererror": 500, "serviceunavailable": 503, "gatewaytimeout": 504,
-               "methodnotallowed": 405, "preconditionfailed": 412, "requesttimeout": 408}
+               "methodnotallowed": 405, "authorizationfailed": 403, "linkedauthorizationfailed": 403, "preconditionfailed": 412, "requesttimeout": 408}
 DENIAL_STATUSES = frozenset({401, 403, 429})
 
 
@@ -317,13 +317,14 @@ _MSG = re.compile(
     r"Caller:\s*(?P<caller>[^\r\n\\]*?appid=[^\r\n\s\\]*)"
     r"|The user, group or application '(?P<ugoa>[^']*)'"
     r"|Action:\s*'?(?P<action>Microsoft\.KeyVault/[A-Za-z/]+)"
-    r"|Resource:\s*'(?P<resource>[^'\r\n]*)"
+    r"|Resource:\s*'(?P<resource>[^'\r\n]*)'"
     r"|Vault:\s*(?P<vault>[^;\s\\\"']+);location="
     r"|key vault '(?P<kv>[^';]+)(?:;location=[^']*)?'"
     r"|does not have (?P<pkind>keys|secrets|certificates|storage) (?P<perm>[A-Za-z]+) permission"
     r"|Operation:\s*\\?\"(?P<opq>[A-Za-z]+)\\?\""
     r"|Operation (?P<opnp>[A-Za-z]+) is not (?:permitted|allowed)"
-    r"|Client address(?::\s*| \()(?P<ip>[0-9A-Fa-f.:]+)")
+    r"|Client address(?::\s*| \()(?P<ip>[0-9A-Fa-f.:]+)"
+    r"|on a disabled (?P<dkind>secret|key|certificate)")
 
 _NETWORK = re.compile(r"ForbiddenByFirewall|ForbiddenByConnection|network security perimeter|\bNSP\b|"
                       r"Client address[^\r\n]{0,40}is not authorized|Public network access is disabled",
@@ -386,6 +387,8 @@ def message_facts(message: str | None) -> MessageFacts:
             f.operation_word = m.group(g)
         elif g == "ip" and f.caller_ip is None:
             f.caller_ip = ip_address(m.group("ip"))
+        elif g == "dkind" and f.object is None:
+            f.object = ObjectRef(kind=m.group("dkind") + "s")
     return f
 
 
@@ -511,7 +514,8 @@ class OperationFacts:
 
 def resolve_operation(*, operation: str | None = None, action: str | None = None,
                       permission: tuple[str, str] | None = None, word: str | None = None,
-                      path: str | None = None, method: str | None = None) -> OperationFacts:
+                      path: str | None = None, method: str | None = None,
+                      kind: str | None = None) -> OperationFacts:
     """Decide operation / data action / access-policy permission from whatever the input names."""
     op_name: str | None = None
     raw_op = text(operation)
@@ -525,6 +529,8 @@ def resolve_operation(*, operation: str | None = None, action: str | None = None
         perm = (kind, canon) if canon else None
     elif word:
         kinds = _perm_kinds(word)
+        if kind in kinds:
+            kinds = (kind,)
         if path:
             obj = object_from_path(path)
             if obj and obj.kind in kinds:
@@ -660,7 +666,8 @@ class Draft:
     def build(self) -> Denial:
         """The validated Denial; the vault name follows the resource id when both are known."""
         ops = resolve_operation(operation=self.operation, action=self.action, permission=self.permission,
-                                word=self.operation_word, path=self.path, method=self.method)
+                                word=self.operation_word, path=self.path, method=self.method,
+                                kind=self.object.kind if self.object else None)
         vault = self.vault
         if vault.resource_id and not vault.name:
             vault = VaultRef(name=vault.resource_id.rsplit("/", 1)[-1], resource_id=vault.resource_id)

@@ -48,18 +48,19 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' existing = {
 }
 
 // 403 (denied), 429 (throttled) and 401 other than the normal first-call challenge (OperationName Authentication).
-// One row per principal, app, vault, operation, object and status: each combination fires its own alert and its
-// values arrive in the payload's dimensions. The oid and appid claims have short and long forms depending on the
-// token; v2 tokens carry the client application in azp.
+// One row per caller, app, vault, operation, object and status: each combination fires its own alert and its values
+// arrive in the payload's dimensions. The dimension names are the column names kv-remediate's intake reads from
+// audit rows (CallerObjectId, AppId, ResourceId, OperationName, Id, HttpStatusCode), so dimensions and fetched rows
+// are parsed alike. The oid claim has a short and a long form depending on the token; v2 tokens carry the client
+// application in azp instead of appid.
 var denialQuery = '''
 AZKVAuditLogs
 | where HttpStatusCode in (403, 429) or (HttpStatusCode == 401 and OperationName != "Authentication")
-| extend PrincipalObjectId = coalesce(tostring(Identity.claim.oid), tostring(Identity.claim["http://schemas.microsoft.com/identity/claims/objectidentifier"]))
+| extend CallerObjectId = coalesce(tostring(Identity.claim.oid), tostring(Identity.claim["http://schemas.microsoft.com/identity/claims/objectidentifier"]))
 | extend AppId = coalesce(tostring(Identity.claim.appid), tostring(Identity.claim.azp))
-| extend VaultResourceId = tolower(_ResourceId)
-| extend ObjectId = tostring(split(coalesce(Id, RequestUri), "?")[0])
-| extend HttpStatus = tostring(HttpStatusCode)
-| summarize Denials = count() by PrincipalObjectId, AppId, VaultResourceId, OperationName, ObjectId, HttpStatus
+| extend ResourceId = tolower(_ResourceId)
+| extend ObjectUri = tostring(split(coalesce(Id, RequestUri), "?")[0])
+| summarize Denials = count() by CallerObjectId, AppId, ResourceId, OperationName, Id = ObjectUri, HttpStatusCode
 '''
 
 var webhookBase = {
@@ -115,7 +116,7 @@ resource denialRule 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' 
           threshold: 0
           dimensions: [
             {
-              name: 'PrincipalObjectId'
+              name: 'CallerObjectId'
               operator: 'Include'
               values: [
                 '*'
@@ -129,7 +130,7 @@ resource denialRule 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' 
               ]
             }
             {
-              name: 'VaultResourceId'
+              name: 'ResourceId'
               operator: 'Include'
               values: [
                 '*'
@@ -143,14 +144,14 @@ resource denialRule 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' 
               ]
             }
             {
-              name: 'ObjectId'
+              name: 'Id'
               operator: 'Include'
               values: [
                 '*'
               ]
             }
             {
-              name: 'HttpStatus'
+              name: 'HttpStatusCode'
               operator: 'Include'
               values: [
                 '*'

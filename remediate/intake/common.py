@@ -289,7 +289,8 @@ CODE_STATUS = {"forbidden": 403, "unauthorized": 401, "throttled": 429, "toomany
                "vaultnotfound": 404, "resourcenotfound": 404, "badparameter": 400, "badrequest": 400,
                "conflict": 409, "ok": 200, "created": 201, "accepted": 202, "nocontent": 204,
                "internalservererror": 500, "serviceunavailable": 503, "gatewaytimeout": 504,
-               "methodnotallowed": 405, "authorizationfailed": 403, "linkedauthorizationfailed": 403, "preconditionfailed": 412, "requesttimeout": 408}
+               "methodnotallowed": 405, "authorizationfailed": 403, "linkedauthorizationfailed": 403,
+               "preconditionfailed": 412, "requesttimeout": 408}
 DENIAL_STATUSES = frozenset({401, 403, 429})
 
 

@@ -42,7 +42,8 @@ EXPECTED: dict[str, Ok | Bad] = {
         Bad("microsoft.operationalinsights/workspaces, Heartbeat rows, not a Key Vault"),
     "alerts/common_schema_full_testaction_logalert_v1_number_of_results_payload_samples_md.json": Bad(NOT_KV),
     "alerts/common_schema_full_testaction_logalert_v2_payload_samples_md.json": Bad("Heartbeat rows"),
-    "alerts/common_schema_full_testaction_metric_static_payload_samples_md.json": Bad("Microsoft.Storage/storageAccounts"),
+    "alerts/common_schema_full_testaction_metric_static_payload_samples_md.json":
+        Bad("Microsoft.Storage/storageAccounts"),
     "alerts/legacy_activitylog_alert_administrative_noncommon_md.json": Bad("Microsoft.Compute/virtualMachines"),
     "alerts/legacy_log_alert_v1_metric_measurement_noncommon_md.json": Bad("Heartbeat rows"),
     "alerts/legacy_log_alert_v1_numresults_noncommon_md.json": Bad("Heartbeat rows"),
@@ -93,7 +94,8 @@ EXPECTED: dict[str, Ok | Bad] = {
         {"source": "error.dotnet", "status": 401, "cause_hint": "AUTH_FAILED"},
         {"source": "error.dotnet", "status": 403, "inner_code": "KeyOperationForbidden", "operation": "KeyDecrypt",
          "cause_hint": "KEY_OPERATION_NOT_PERMITTED"},
-        {"source": "error.dotnet", "status": 403, "inner_code": "AccessDenied", "cause_hint": "TRUSTED_SERVICE_DENIED"}]),
+        {"source": "error.dotnet", "status": 403, "inner_code": "AccessDenied",
+         "cause_hint": "TRUSTED_SERVICE_DENIED"}]),
     "errors/sdk_go_autorest_403_forbiddenbyrbac_terraform.txt": Ok([{
         "source": "error.go_autorest", "status": 403, "error_code": "Forbidden", "inner_code": "ForbiddenByRbac",
         **NULL_PRINCIPAL, "vault.name": "test-piyush-kv-1011", "vault.resource_id": None, "operation": "SecretGet",

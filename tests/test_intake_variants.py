@@ -80,7 +80,8 @@ EXPECTED: dict[str, Ok | Bad] = {
         {"source": "log.audit_event", "status": 403, "operation": "KeySign", "caller_ip": "198.51.100.200",
          "vault.resource_id": KV.upper(), "cause_hint": "NETWORK_BLOCKED"},
         {"status": 429, "error_code": "TooManyRequests", "cause_hint": "THROTTLED"},
-        {"status": 403, "operation": "SecretPurge", "object": {"kind": "secrets", "name": "old-api-key", "version": None},
+        {"status": 403, "operation": "SecretPurge",
+         "object": {"kind": "secrets", "name": "old-api-key", "version": None},
          "access_policy_permission": {"secrets": ["purge"]}, "cause_hint": None}], skipped=1),
     "logs_auditevent_storage_json_lines.json": Ok([{"operation": "KeySign"}, {"status": 429}], skipped=1),
     "error_java_v1_httpresponseexception.txt": Ok([{
@@ -119,7 +120,8 @@ EXPECTED: dict[str, Ok | Bad] = {
     "error_body_in_code_fence.md": Ok([{
         "status": 403, "operation": "KeySign", "cause_hint": "KEY_OPERATION_NOT_PERMITTED"}]),
     "error_body_inner_error_camelcase.json": Ok([{
-        "inner_code": "ForbiddenByRbac", "operation": "KeyWrap", "data_action": "Microsoft.KeyVault/vaults/keys/wrap/action",
+        "inner_code": "ForbiddenByRbac", "operation": "KeyWrap",
+        "data_action": "Microsoft.KeyVault/vaults/keys/wrap/action",
         "object.name": "cmk-sql"}]),
     "error_body_masked_ids.json": Ok([{
         "principal.object_id": None, "principal.app_id": None, "principal.tenant_id": None, "vault.name": None,

@@ -297,7 +297,6 @@ def decide(denial: Denial, facts: Facts | None) -> Decision:
     evidence["role_assignments"] = rbac.considered
     evidence["deny_assignments"] = rbac.denies
     evidence["access_policies"] = ap["considered"]
-    detail: dict[str, Any] = {}
     if vault.rbac:
         hit = [d for d in rbac.denies if d["applies"]]
         if hit:
@@ -309,7 +308,7 @@ def decide(denial: Denial, facts: Facts | None) -> Decision:
         if ap["granted"]:
             return Decision("WRONG_PERMISSION_MODEL", model, required, evidence,
                             {"held_in": "access_policy", "grant": ap["granted"][0]})
-        return Decision("MISSING_ROLE_ASSIGNMENT", model, required, evidence, detail)
+        return Decision("MISSING_ROLE_ASSIGNMENT", model, required, evidence)
     if ap["granted"]:
         return Decision("ALREADY_GRANTED", model, required, evidence, {"grant": ap["granted"][0]})
     if ap["compound_only"]:

@@ -8,7 +8,7 @@ from . import catalog
 from .catalog import causes
 from .decide import decide
 from .model import AccessPolicyPlan, Decision, Denial, Facts, Finding, Plan, RoleAssignmentPlan
-from .plan import PlanOptions, plan
+from .plan import DEFAULT_PLAN, PlanOptions, plan
 
 MODEL_NAMES = {"rbac": "Azure RBAC", "access_policy": "access policies"}
 
@@ -93,7 +93,7 @@ def _context(denial: Denial, decision: Decision, facts: Facts | None, fix: Plan 
 
 
 def build_finding(denial: Denial, occurrences: int, facts: Facts | None,
-                  options: PlanOptions = PlanOptions()) -> Finding:
+                  options: PlanOptions = DEFAULT_PLAN) -> Finding:
     """Decide, plan and explain one (collapsed) denial."""
     decision = decide(denial, facts)
     fix = plan(denial, decision, facts, options)

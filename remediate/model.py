@@ -27,7 +27,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Principal:
     """Who called: ids are validated GUIDs or None, never partial or masked values."""
 
@@ -45,7 +45,7 @@ class Principal:
         return bool(self.object_id or self.app_id or self.upn)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VaultRef:
     """The vault as the input names it: a name, a resource id, or both (original case kept)."""
 
@@ -63,7 +63,7 @@ class VaultRef:
         return self.name.lower() if self.name else None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ObjectRef:
     """A vault object: ``kind`` is keys, secrets, certificates or storage."""
 
@@ -75,7 +75,7 @@ class ObjectRef:
         return {"kind": self.kind, "name": self.name, "version": self.version}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Denial:
     """One denied (401/403/429) Key Vault request, as much as the input tells; unknowns are None."""
 
@@ -110,7 +110,7 @@ class Denial:
         obj = self.object
         return (self.principal.object_id or self.principal.app_id or self.principal.upn, self.vault.key,
                 obj.kind if obj else None, (obj.name or "").lower() if obj else None,
-                (self.operation or self.data_action or "").lower(), self.status and str(self.status))
+                (self.operation or self.data_action or "").lower(), str(self.status) if self.status else None)
 
 
 @dataclass(frozen=True)
@@ -232,6 +232,14 @@ class PrincipalInfo:
         if self.object_id:
             ids.add(self.object_id.lower())
         return frozenset(ids)
+
+
+@dataclass(frozen=True)
+class VaultLookup:
+    """A vault found (or not) and the subscriptions that were searched for it."""
+
+    vault: Vault | None
+    searched: tuple[str, ...]
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,9 @@ class PlanOptions:
     object_scope: bool = False
 
 
+DEFAULT_PLAN = PlanOptions()
+
+
 @dataclass(frozen=True)
 class Candidate:
     """A built-in Key Vault data role with its expanded data actions and sensitivity tier."""
@@ -135,7 +138,7 @@ def access_policy_plan(denial: Denial, facts: Facts, missing: dict[str, tuple[st
                             commands=commands.access_policy(vault.id, vault.name, oid, vault.tenant_id, add))
 
 
-def plan(denial: Denial, decision: Decision, facts: Facts | None, options: PlanOptions = PlanOptions()) -> Plan | None:
+def plan(denial: Denial, decision: Decision, facts: Facts | None, options: PlanOptions = DEFAULT_PLAN) -> Plan | None:
     """The fix for a decision, or None when no grant is the right fix."""
     if decision.cause not in GRANT_CAUSES or facts is None or facts.vault is None or decision.required is None:
         return None

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .catalog import RoleDefinition
-from .decide import EVERYONE, decide, input_cause, object_scope
+from .decide import EVERYONE, decide, input_cause
 from .diagnosis import build_finding
 from .model import (
     DIAGNOSIS_SCHEMA,
@@ -25,16 +25,12 @@ from .model import (
     Finding,
     PrincipalInfo,
     RoleAssignment,
+    VaultLookup,
     VaultRef,
 )
 from .plan import PlanOptions
 
 NEEDS_VAULT_FOR_ADVICE = ("NETWORK_BLOCKED", "TRUSTED_SERVICE_DENIED")
-
-
-class VaultLookupResult(Protocol):
-    vault: Any
-    searched: tuple[str, ...]
 
 
 class FactSource(Protocol):
@@ -44,7 +40,7 @@ class FactSource(Protocol):
     by_api: dict[str, int]
     graph_denied: bool
 
-    async def find_vault(self, ref: VaultRef) -> VaultLookupResult: ...
+    async def find_vault(self, ref: VaultRef) -> VaultLookup: ...
     async def assignments(self, principal_id: str, scope: str) -> tuple[RoleAssignment, ...]: ...
     async def deny_assignments(self, vault_id: str) -> tuple[DenyAssignment, ...]: ...
     async def role_definitions(self, ids: Sequence[str]) -> dict[str, RoleDefinition]: ...
@@ -106,8 +102,7 @@ async def gather_facts(denial: Denial, source: FactSource) -> Facts | None:
     ra_task = deny_task = None
     if early is None and oid and known_id:
         # The vault id is known: start every independent read at once.
-        scope = object_scope(known_id, denial) or known_id
-        ra_task = asyncio.ensure_future(source.assignments(oid, scope))
+        ra_task = asyncio.ensure_future(source.assignments(oid, known_id))
         deny_task = asyncio.ensure_future(source.deny_assignments(known_id))
     lookup = await source.find_vault(ref)
     vault = lookup.vault
@@ -116,8 +111,7 @@ async def gather_facts(denial: Denial, source: FactSource) -> Facts | None:
         await asyncio.gather(*(t for t in (ra_task, deny_task) if t is not None), return_exceptions=True)
         return Facts(vault=vault, principal=PrincipalInfo(oid), searched_subscriptions=lookup.searched)
     if ra_task is None or vault.id.lower() != (known_id or "").lower():
-        scope = object_scope(vault.id, denial) or vault.id
-        ra_task = asyncio.ensure_future(source.assignments(oid, scope))
+        ra_task = asyncio.ensure_future(source.assignments(oid, vault.id))
         deny_task = asyncio.ensure_future(source.deny_assignments(vault.id))
     assert deny_task is not None
     assignments, denies = await asyncio.gather(ra_task, deny_task)
@@ -141,8 +135,9 @@ async def gather_facts(denial: Denial, source: FactSource) -> Facts | None:
 
 
 async def diagnose(denials: Sequence[Denial], source: FactSource,
-                   options: DiagnoseOptions = DiagnoseOptions()) -> Diagnosis:
+                   options: DiagnoseOptions | None = None) -> Diagnosis:
     """Diagnose a batch: one finding per distinct denial, in input order."""
+    options = options or DiagnoseOptions()
     start = time.perf_counter()
     before, before_by_api = source.requests, dict(source.by_api)
     unique = collapse(denials)

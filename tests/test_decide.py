@@ -108,9 +108,11 @@ CASES = [
         "((!(ActionMatches{'" + GET + "'})) OR (@Resource[Microsoft.KeyVault/vaults/secrets:name] "
         "StringStartsWith 'batch-'))")),)), "CONDITION_NOT_MET"),
     ("condition not evaluable", denial(obj="db"), facts(assignments=(ra(VAULT_ID, condition=(
-        "((!(ActionMatches{'" + GET + "'})) OR (@Resource[Microsoft.KeyVault/vaults/secrets:tags:env<$key_case_sensitive$>] "
-        "StringEquals 'prod'))")),)), "CONDITION_NOT_MET"),
-    ("rbac vault, access policy held", denial(), facts(policies=(entry(secrets=("get",)),)), "WRONG_PERMISSION_MODEL"),
+        "((!(ActionMatches{'" + GET + "'})) OR "
+        "(@Resource[Microsoft.KeyVault/vaults/secrets:tags:env<$key_case_sensitive$>] StringEquals 'prod'))")),)),
+     "CONDITION_NOT_MET"),
+    ("rbac vault, access policy held", denial(), facts(policies=(entry(secrets=("get",)),)),
+     "WRONG_PERMISSION_MODEL"),
     ("ap nothing", denial(), facts(rbac=False), "MISSING_ACCESS_POLICY"),
     ("ap granted", denial(), facts(rbac=False, policies=(entry(secrets=("Get",)),)), "ALREADY_GRANTED"),
     ("ap all", denial(), facts(rbac=False, policies=(entry(secrets=("all",)),)), "ALREADY_GRANTED"),

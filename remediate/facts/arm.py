@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from azure.core.exceptions import (
@@ -26,7 +25,7 @@ from azure.core.exceptions import (
 from .. import catalog
 from ..catalog import RoleDefinition
 from ..errors import AzureUnavailableError
-from ..model import AccessPolicyEntry, DenyAssignment, PrincipalInfo, RoleAssignment, Vault, VaultRef
+from ..model import AccessPolicyEntry, DenyAssignment, PrincipalInfo, RoleAssignment, Vault, VaultLookup, VaultRef
 
 T = TypeVar("T")
 GRAPH_URL = "https://graph.microsoft.com"
@@ -34,14 +33,6 @@ _VAULT_ID = re.compile(r"^/subscriptions/([^/]+)/resourceGroups/([^/]+)/provider
                        re.IGNORECASE)
 GRAPH_TYPES = {"#microsoft.graph.serviceprincipal": "ServicePrincipal", "#microsoft.graph.user": "User",
                "#microsoft.graph.group": "Group"}
-
-
-@dataclass(frozen=True)
-class VaultLookup:
-    """A vault found (or not) and the subscriptions that were searched for it."""
-
-    vault: Vault | None
-    searched: tuple[str, ...]
 
 
 def _s(v: Any) -> str | None:
@@ -111,7 +102,7 @@ class ArmFacts:
         self._verify = connection_verify
         self._graph_enabled = graph
         self._sem = asyncio.Semaphore(max_concurrency)
-        self._tasks: dict[tuple[str, ...], asyncio.Task[Any]] = {}
+        self._tasks: dict[tuple[str, ...], asyncio.Future[Any]] = {}
         self._kv: dict[str, Any] = {}
         self._auth: Any = None
         self._graph: Any = None
@@ -270,9 +261,14 @@ class ArmFacts:
     # -- RBAC -----------------------------------------------------------------------------------------------
 
     async def assignments(self, principal_id: str, scope: str) -> tuple[RoleAssignment, ...]:
-        """Assignments at ``scope`` or above for the principal and its groups (ARM resolves the groups)."""
+        """Assignments at, above and below ``scope`` (the vault) for the principal and its groups.
+
+        ``assignedTo()`` makes ARM resolve the groups; leaving out ``atScope()`` also returns the assignments
+        on the vault's keys, secrets and certificates, so one request per (principal, vault) serves every
+        object of that vault. decide() keeps only the scopes that contain the denied object.
+        """
         async def fetch() -> tuple[RoleAssignment, ...]:
-            flt = f"atScope() and assignedTo('{principal_id}')"
+            flt = f"assignedTo('{principal_id}')"
             try:
                 return tuple([assignment_from_sdk(a) async for a in
                               self._authz().role_assignments.list_for_scope(scope, filter=flt)])

@@ -58,7 +58,7 @@ def role_assignment(principal_id: str, principal_type: str | None, role_guid: st
     _, _, vault_name = _vault_parts(vault_id)
     tail = scope[len(vault_id):]
     lines = [f"// {role_name} for {principal_id} (kv-remediate)",
-             f"resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {{",
+             "resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {",
              f"  name: {_bicep_str(vault_name)}", "}"]
     target = "vault"
     if tail:
@@ -68,7 +68,7 @@ def role_assignment(principal_id: str, principal_type: str | None, role_guid: st
                   "  parent: vault", f"  name: {_bicep_str(name)}", "}"]
         target = "target"
     lines += [
-        f"resource grant 'Microsoft.Authorization/roleAssignments@2022-04-01' = {{",
+        "resource grant 'Microsoft.Authorization/roleAssignments@2022-04-01' = {",
         f"  name: guid({target}.id, {_bicep_str(principal_id)}, {_bicep_str(role_guid)})",
         f"  scope: {target}",
         "  properties: {",

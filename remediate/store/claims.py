@@ -16,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import threading
 import time
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -73,35 +74,113 @@ def _check(window: timedelta, now: datetime, claimant: str) -> datetime:
     return utc(now, "now")
 
 
-class TableClaimStore:
-    """Claims in an Azure Table (``claims``): PartitionKey = first 2 hex digits of the key hash, RowKey = hash."""
+@dataclass
+class _Batch:
+    """Claims on one key and window made concurrently in this process, settled by one leader in one write."""
 
-    def __init__(self, table: TableClient, *, max_attempts: int = 500, backoff_s: float = 0.002) -> None:
+    members: list[tuple[str, datetime]] = field(default_factory=list)
+    results: list[Claim] = field(default_factory=list)
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+def _outcomes(claimants: list[str], winner: str, base: int, won_now: bool, digest: str,
+              expires: datetime) -> tuple[list[Claim], int]:
+    """Results for a batch given the record's winner and count before it; returns them and the occurrences added.
+
+    Members equal to the winner win (a fresh winner counts 1, a re-claim counts nothing); every other member
+    counts one occurrence, in arrival order, so each loser sees the count its own increment produced.
+    """
+    results: list[Claim] = []
+    count = base
+    for c in claimants:
+        if c == winner:
+            results.append(Claim(True, 1 if won_now else base, winner, digest, expires))
+        else:
+            count += 1
+            results.append(Claim(False, count, winner, digest, expires))
+    return results, count - base
+
+
+class TableClaimStore:
+    """Claims in an Azure Table (``claims``): PartitionKey = first 2 hex digits of the key hash, RowKey = hash.
+
+    Across instances, correctness rests on the Table's conditional writes alone (insert; etag-conditional replace
+    and merge, retried on 412). Within one instance, concurrent claims on the same key and window are coalesced
+    (``coalesce=True``): one thread settles them all with one write (a loser batch adds its count in one merge),
+    which keeps a hot key from turning into a 412 retry storm among this process's own threads.
+    """
+
+    _STRIPES = 256
+
+    def __init__(self, table: TableClient, *, max_attempts: int = 500, backoff_s: float = 0.001,
+                 backoff_cap_s: float = 0.02, coalesce: bool = True) -> None:
         self._table = table
         self._max_attempts = max_attempts
         self._backoff_s = backoff_s
+        self._backoff_cap_s = backoff_cap_s
+        self._coalesce = coalesce
+        self._lock = threading.Lock()
+        self._waiting: dict[tuple[str, timedelta], _Batch] = {}
+        self._stripes = [threading.Lock() for _ in range(self._STRIPES)]
 
     def claim(self, key: ClaimKey, window: timedelta, now: datetime, claimant: str) -> Claim:
         now = _check(window, now, claimant)
         digest = key_hash(key)
-        pk, rk = digest[:2], digest
-        expires = now + window
-        fresh = {"PartitionKey": pk, "RowKey": rk, "winner": claimant, "claimed_at": now, "expires_at": expires,
-                 "occurrences": 1, "key": json.dumps(list(key), ensure_ascii=False)}
-        won = Claim(won=True, occurrences=1, winner=claimant, key_hash=digest, expires_at=expires)
+        if not self._coalesce:
+            return self._settle(key, digest, window, [(claimant, now)])[0]
+        slot = (digest, window)
+        with self._lock:
+            batch = self._waiting.get(slot)
+            leader = batch is None
+            if batch is None:
+                batch = self._waiting[slot] = _Batch()
+            index = len(batch.members)
+            batch.members.append((claimant, now))
+        if not leader:
+            batch.done.wait()
+            if batch.error is not None:
+                raise batch.error
+            return batch.results[index]
+        try:
+            # Wait for this key's previous batch (if any) to finish; claims arriving meanwhile join ours.
+            with self._stripes[int(digest[:8], 16) % self._STRIPES]:
+                with self._lock:
+                    del self._waiting[slot]
+                batch.results = self._settle(key, digest, window, batch.members)
+        except BaseException as exc:
+            batch.error = exc
+            raise
+        finally:
+            batch.done.set()
+        return batch.results[index]
+
+    def _settle(self, key: ClaimKey, digest: str, window: timedelta,
+                members: list[tuple[str, datetime]]) -> list[Claim]:
+        """Apply a batch of claims (arrival order) with conditional writes; the batch acts at its latest ``now``."""
         from azure.data.tables import UpdateMode
 
+        claimants = [c for c, _ in members]
+        now = max(t for _, t in members)
+        pk, rk = digest[:2], digest
+        first, expires = claimants[0], now + window
+        fresh_results, added = _outcomes(claimants, first, 1, True, digest, expires)
+        fresh = {"PartitionKey": pk, "RowKey": rk, "winner": first, "claimed_at": now, "expires_at": expires,
+                 "occurrences": 1 + added, "key": json.dumps(list(key), ensure_ascii=False)}
         with storage_errors("claiming a denial tuple", f"table '{self._table.table_name}' row {rk}"):
+            insert = True  # try the insert first; after a 412 we know the record exists and go straight to reading it
             for attempt in range(self._max_attempts):
-                try:
-                    self._table.create_entity(fresh)
-                    return won
-                except ResourceExistsError:
-                    pass
+                if insert:
+                    try:
+                        self._table.create_entity(fresh)
+                        return fresh_results
+                    except ResourceExistsError:
+                        pass
                 try:
                     entity = self._table.get_entity(pk, rk)
                 except ResourceNotFoundError:
-                    continue  # deleted meanwhile: try the insert again
+                    insert = True  # deleted meanwhile: try the insert again
+                    continue
                 etag = entity.metadata["etag"]
                 current_expiry = from_table_time(entity["expires_at"])
                 try:
@@ -109,18 +188,22 @@ class TableClaimStore:
                         # The window has passed: take over, but only if nobody changed the record since we read it.
                         self._table.update_entity(fresh, mode=UpdateMode.REPLACE, etag=etag,
                                                   match_condition=MatchConditions.IfNotModified)
-                        return won
+                        return fresh_results
                     winner = str(entity["winner"])
-                    occurrences = int(entity.get("occurrences", 1))
-                    if winner == claimant:
-                        return Claim(True, occurrences, winner, digest, current_expiry)
-                    self._table.update_entity({"PartitionKey": pk, "RowKey": rk, "occurrences": occurrences + 1},
-                                              mode=UpdateMode.MERGE, etag=etag,
-                                              match_condition=MatchConditions.IfNotModified)
-                    return Claim(False, occurrences + 1, winner, digest, current_expiry)
-                except (ResourceModifiedError, ResourceNotFoundError):
-                    # 412: someone else counted or took over first; re-read and decide again (jittered back-off).
-                    time.sleep(random.uniform(0, self._backoff_s * (2 ** min(attempt, 6))))
+                    base = int(entity.get("occurrences", 1))
+                    results, added = _outcomes(claimants, winner, base, False, digest, current_expiry)
+                    if added:
+                        self._table.update_entity({"PartitionKey": pk, "RowKey": rk, "occurrences": base + added},
+                                                  mode=UpdateMode.MERGE, etag=etag,
+                                                  match_condition=MatchConditions.IfNotModified)
+                    return results
+                except ResourceNotFoundError:
+                    insert = True
+                except ResourceModifiedError:
+                    # 412: someone else counted or took over first; re-read and decide again after a short,
+                    # jittered, capped back-off (spreads contenders on a hot key without idling long).
+                    insert = False
+                    time.sleep(random.uniform(0, min(self._backoff_cap_s, self._backoff_s * (2 ** attempt))))
         raise StorageError(f"claiming a denial tuple on table '{self._table.table_name}' row {rk} did not settle "
                            f"after {self._max_attempts} conditional writes (extreme contention); the message "
                            "will be retried by the queue")

@@ -40,7 +40,8 @@ APP_TEAM = "22222222-0000-0000-0000-000000000002"
 SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
 KV_READER = "21090545-7ca7-4776-b22c-e363652d74d2"
 READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
-FAST_RETRY: dict[str, Any] = {"retry_backoff_factor": 0.01, "retry_backoff_max": 0.05}
+FAST_RETRY: dict[str, Any] = {"retry_backoff_factor": 0.01, "retry_backoff_max": 0.05, "retry_status": 10,
+                              "retry_read": 10, "retry_connect": 10}
 
 
 def small() -> dict[str, Any]:

@@ -39,20 +39,29 @@ if not files or errors:
 EOF
 
 # --- 2. checkov in its own virtual environment (installed once, cached) ------------------------------
+install_log="$(mktemp)"
 install_checkov() {
     rm -rf "$CHECKOV_VENV"
-    "$CHECKOV_PYTHON" -m venv "$CHECKOV_VENV"
-    "$CHECKOV_VENV/bin/python" -m pip install -q --disable-pip-version-check --no-input "checkov==$CHECKOV_VERSION"
+    "$CHECKOV_PYTHON" -m venv "$CHECKOV_VENV" &&
+        "$CHECKOV_VENV/bin/python" -m pip install -q --disable-pip-version-check --no-input \
+            "checkov==$CHECKOV_VERSION" >"$install_log" 2>&1
 }
 if [ ! -f "$STAMP" ] || [ ! -x "$CHECKOV_VENV/bin/checkov" ]; then
     echo "infra-check: installing checkov==$CHECKOV_VERSION into $CHECKOV_VENV (once; cached afterwards)"
     if ! install_checkov; then
         echo "infra-check: checkov install failed; retrying once" >&2
+        tail -n 20 "$install_log" >&2
         sleep 5
-        install_checkov
+        if ! install_checkov; then
+            tail -n 40 "$install_log" >&2
+            rm -f "$install_log"
+            echo "infra-check: could not install checkov==$CHECKOV_VERSION" >&2
+            exit 1
+        fi
     fi
     touch "$STAMP"
 fi
+rm -f "$install_log"
 
 report="$(mktemp)"
 errlog="$(mktemp)"

@@ -18,6 +18,7 @@ import json
 import random
 import threading
 import time
+from collections import OrderedDict
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -112,6 +113,7 @@ class TableClaimStore:
     """
 
     _STRIPES = 256
+    _KNOWN_MAX = 4096
 
     def __init__(self, table: TableClient, *, max_attempts: int = 500, backoff_s: float = 0.001,
                  backoff_cap_s: float = 0.02, coalesce: bool = True) -> None:
@@ -123,6 +125,14 @@ class TableClaimStore:
         self._lock = threading.Lock()
         self._waiting: dict[tuple[str, timedelta], _Batch] = {}
         self._stripes = [threading.Lock() for _ in range(self._STRIPES)]
+        self._known: OrderedDict[str, None] = OrderedDict()  # keys whose record exists: skip the doomed insert
+
+    def _remember(self, digest: str) -> None:
+        with self._lock:
+            self._known[digest] = None
+            self._known.move_to_end(digest)
+            while len(self._known) > self._KNOWN_MAX:
+                self._known.popitem(last=False)
 
     def claim(self, key: ClaimKey, window: timedelta, now: datetime, claimant: str) -> Claim:
         now = _check(window, now, claimant)
@@ -168,11 +178,13 @@ class TableClaimStore:
         fresh = {"PartitionKey": pk, "RowKey": rk, "winner": first, "claimed_at": now, "expires_at": expires,
                  "occurrences": 1 + added, "key": json.dumps(list(key), ensure_ascii=False)}
         with storage_errors("claiming a denial tuple", f"table '{self._table.table_name}' row {rk}"):
-            insert = True  # try the insert first; after a 412 we know the record exists and go straight to reading it
+            # Try the insert first, unless we know the record exists (then read it straight away).
+            insert = digest not in self._known
             for attempt in range(self._max_attempts):
                 if insert:
                     try:
                         self._table.create_entity(fresh)
+                        self._remember(digest)
                         return fresh_results
                     except ResourceExistsError:
                         pass
@@ -181,6 +193,7 @@ class TableClaimStore:
                 except ResourceNotFoundError:
                     insert = True  # deleted meanwhile: try the insert again
                     continue
+                self._remember(digest)
                 etag = entity.metadata["etag"]
                 current_expiry = from_table_time(entity["expires_at"])
                 try:

@@ -193,7 +193,7 @@ def _vault(c: _Ctx, raw: Any, key: str, tenant_id: str) -> dict[str, Any]:
     v["type"] = v.get("type") or "Microsoft.KeyVault/vaults"
     props = v["properties"]
     props.setdefault("tenantId", tenant_id)
-    policies = c.lst(props.get("accessPolicies"), f"{key}.properties.accessPolicies")
+    policies = c.lst(props.get("accessPolicies"), f"{key}.properties.accessPolicies")  # absent: RBAC-only vault
     for i, p in enumerate(policies):
         pk = f"{key}.properties.accessPolicies[{i}]"
         c.obj(p, pk)
@@ -204,7 +204,6 @@ def _vault(c: _Ctx, raw: Any, key: str, tenant_id: str) -> dict[str, Any]:
             for j, value in enumerate(c.lst(values, f"{pk}.permissions.{kind}")):
                 c.text(value, f"{pk}.permissions.{kind}[{j}]")
         p["permissions"] = perms
-    props["accessPolicies"] = policies
     return v
 
 

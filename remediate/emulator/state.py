@@ -636,7 +636,7 @@ class TenantState:
                                   "principalType": ptype, "requestType": rtype, "status": status,
                                   "approvalId": None, "targetRoleAssignmentScheduleId": target,
                                   "targetRoleAssignmentScheduleInstanceId": None, "scheduleInfo": schedule,
-                                  "linkedRoleEligibilityScheduleId": props.get("linkedRoleEligibilityScheduleId"),
+                                  "linkedRoleEligibilityScheduleId": None,  # not echoed (REST spec example)
                                   "justification": props.get("justification"),
                                   "ticketInfo": props.get("ticketInfo") or {"ticketNumber": None, "ticketSystem": None},
                                   "condition": props.get("condition"),

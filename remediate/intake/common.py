@@ -115,7 +115,7 @@ def ip_address(value: Any) -> str | None:
 # --- vaults and objects --------------------------------------------------------------------------------------
 
 _VAULT_ID = re.compile(
-    r"/subscriptions/([^/\s'\"]+)/resourcegroups/([^/\s'\"]+)/providers/microsoft\.keyvault/vaults/([^/\s'\"?]+)"
+    r"/subscriptions/([^/'\"\r\n]{1,80})/resourcegroups/([^/'\"\r\n]{1,90})/providers/microsoft\.keyvault/vaults/([^/\s'\"?]+)"
     r"((?:/[^/\s'\"?]+)*)", re.IGNORECASE)
 _PROVIDER_TYPE = re.compile(r"/providers/([^/]+/[^/]+)", re.IGNORECASE)
 _OBJECT_KINDS = {"keys": "keys", "secrets": "secrets", "certificates": "certificates", "storage": "storage",

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from azure.data.tables import TableClient, TableServiceClient
 
-from remediate.errors import InputError
+from remediate.errors import InputError, StorageError
 from remediate.store.azure import table_client
 from remediate.store.grants import GrantRecord, GrantStore, SqliteGrantStore, TableGrantStore
 
@@ -163,3 +163,12 @@ def test_table_store_with_separate_clients_sees_same_records(table_service: Tabl
     first.add(applied(0))
     assert second.count_applied_since(VAULT, T0) == 1
     table_service.delete_table(name)
+
+
+def test_unusable_state_file_is_a_storage_error(tmp_path: Path) -> None:
+    # given a state path whose parent is a regular file
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    # when the SQLite store is opened there; then the error names the file and what to do
+    with pytest.raises(StorageError, match=r"could not open the state file .*--state"):
+        SqliteGrantStore(blocker / "state.db")

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from ..errors import StorageError
 
 # A Table string property holds at most 64 KiB (32K UTF-16 characters); JSON longer than one chunk is split.
 _CHUNK = 30_000
@@ -86,3 +89,22 @@ def connect(path: str | Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
     return conn
+
+
+@contextmanager
+def session(path: str | Path, action: str) -> Iterator[sqlite3.Connection]:
+    """A connection for one unit of work, closed afterwards; SQLite failures become :class:`StorageError`."""
+    try:
+        conn = connect(path)
+    except (sqlite3.Error, OSError) as exc:
+        raise StorageError(f"{action} failed: could not open the state file {path} ({exc}); check that its folder "
+                           "is writable, or pass another file with --state") from exc
+    try:
+        yield conn
+    except sqlite3.IntegrityError:
+        raise
+    except sqlite3.Error as exc:
+        raise StorageError(f"{action} in the state file {path} failed ({exc}); if another kv-remediate holds it "
+                           "locked, retry when it has finished") from exc
+    finally:
+        conn.close()

@@ -19,7 +19,6 @@ import random
 import threading
 import time
 from collections import OrderedDict
-from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -29,7 +28,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
 from ..errors import StorageError
-from ._common import connect, default_state_path, from_table_time, iso, parse_iso, utc
+from ._common import default_state_path, from_table_time, iso, parse_iso, session, utc
 from .azure import storage_errors
 
 if TYPE_CHECKING:
@@ -239,14 +238,14 @@ class SqliteClaimStore:
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path).expanduser() if path is not None else default_state_path()
-        with closing(connect(self.path)) as conn:
+        with session(self.path, "creating the claims table") as conn:
             conn.execute(_SCHEMA)
 
     def claim(self, key: ClaimKey, window: timedelta, now: datetime, claimant: str) -> Claim:
         now = _check(window, now, claimant)
         digest = key_hash(key)
         expires = now + window
-        with closing(connect(self.path)) as conn:
+        with session(self.path, "claiming a denial tuple") as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 row = conn.execute("SELECT winner, expires_at, occurrences FROM claims WHERE key_hash = ?",

@@ -10,12 +10,11 @@ from __future__ import annotations
 import builtins
 import json
 import uuid
-from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ._common import connect, default_state_path, from_table_time, iso, pack_json, parse_iso, unpack_json, utc
+from ._common import default_state_path, from_table_time, iso, pack_json, parse_iso, session, unpack_json, utc
 from .azure import storage_errors
 
 if TYPE_CHECKING:
@@ -114,14 +113,14 @@ class SqliteFindingStore:
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path).expanduser() if path is not None else default_state_path()
-        with closing(connect(self.path)) as conn:
+        with session(self.path, "creating the findings table") as conn:
             conn.execute(_SCHEMA)
 
     def record(self, finding: dict[str, Any], *, alert_id: str | None, invocation_id: str | None,
                when: datetime) -> str:
         row = _new_id(when)
         summary = _summary(finding)
-        with closing(connect(self.path)) as conn:
+        with session(self.path, "recording a finding") as conn:
             conn.execute("INSERT INTO findings (id, time, alert_id, invocation_id, cause, vault, principal, finding)"
                          " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                          (row, iso(when), alert_id, invocation_id, summary["cause"], summary["vault"],
@@ -129,7 +128,7 @@ class SqliteFindingStore:
         return row
 
     def list(self, limit: int = 100) -> builtins.list[dict[str, Any]]:
-        with closing(connect(self.path)) as conn:
+        with session(self.path, "listing findings") as conn:
             rows = conn.execute("SELECT * FROM findings ORDER BY id LIMIT ?", (max(limit, 0),)).fetchall()
         return [{"id": r["id"], "time": iso(parse_iso(r["time"])), "alert_id": r["alert_id"],
                  "invocation_id": r["invocation_id"], "cause": r["cause"], "vault": r["vault"],

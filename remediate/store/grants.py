@@ -13,7 +13,6 @@ from __future__ import annotations
 import builtins
 import json
 import uuid
-from contextlib import closing
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +22,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
 from ..errors import InputError, StorageError
-from ._common import connect, default_state_path, from_table_time, iso, pack_json, parse_iso, unpack_json, utc
+from ._common import default_state_path, from_table_time, iso, pack_json, parse_iso, session, unpack_json, utc
 from .azure import storage_errors
 
 if TYPE_CHECKING:
@@ -155,11 +154,11 @@ class SqliteGrantStore:
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path).expanduser() if path is not None else default_state_path()
-        with closing(connect(self.path)) as conn:
+        with session(self.path, "creating the grants table") as conn:
             conn.executescript(_SCHEMA)
 
     def add(self, record: GrantRecord) -> None:
-        with closing(connect(self.path)) as conn:
+        with session(self.path, "recording a grant") as conn:
             try:
                 conn.execute(
                     "INSERT INTO grants (id, time, outcome, vault_key, expires_at, revoked_at, record)"
@@ -173,7 +172,7 @@ class SqliteGrantStore:
                                  "overwritten", code="GRANT_EXISTS") from exc
 
     def get(self, id: str) -> GrantRecord | None:
-        with closing(connect(self.path)) as conn:
+        with session(self.path, "reading a grant record") as conn:
             row = conn.execute("SELECT record FROM grants WHERE id = ?", (id,)).fetchone()
         return GrantRecord.from_dict(json.loads(row["record"])) if row else None
 
@@ -188,12 +187,12 @@ class SqliteGrantStore:
         sql += " ORDER BY time DESC, id"
         if limit is not None:
             sql, args = sql + " LIMIT ?", [*args, max(limit, 0)]
-        with closing(connect(self.path)) as conn:
+        with session(self.path, "listing grant records") as conn:
             rows = conn.execute(sql, args).fetchall()
         return [GrantRecord.from_dict(json.loads(r["record"])) for r in rows]
 
     def expired(self, now: datetime) -> builtins.list[GrantRecord]:
-        with closing(connect(self.path)) as conn:
+        with session(self.path, "listing expired grants") as conn:
             rows = conn.execute(
                 "SELECT record FROM grants WHERE outcome = 'applied' AND revoked_at IS NULL"
                 " AND expires_at IS NOT NULL AND expires_at <= ? ORDER BY expires_at, id",
@@ -201,7 +200,7 @@ class SqliteGrantStore:
         return [GrantRecord.from_dict(json.loads(r["record"])) for r in rows]
 
     def mark_revoked(self, id: str, when: datetime, detail: str | None = None) -> bool:
-        with closing(connect(self.path)) as conn:
+        with session(self.path, "marking a grant revoked") as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 row = conn.execute("SELECT record, revoked_at FROM grants WHERE id = ?", (id,)).fetchone()
@@ -222,7 +221,7 @@ class SqliteGrantStore:
                 raise
 
     def count_applied_since(self, vault_id: str, since: datetime) -> int:
-        with closing(connect(self.path)) as conn:
+        with session(self.path, "counting recent grants") as conn:
             row = conn.execute("SELECT COUNT(*) AS n FROM grants WHERE vault_key = ? AND outcome = 'applied'"
                                " AND time >= ?", (vault_id.lower(), iso(utc(since, "since")))).fetchone()
         return int(row["n"])

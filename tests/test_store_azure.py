@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
 from azure.data.tables import TableServiceClient
@@ -25,6 +26,7 @@ from remediate.store.azure import (
     table_client,
     table_service_client,
 )
+from tests import azurite as azurite_launcher
 
 DENIAL = {"source": "alert", "status": 403, "principal": {"object_id": "p1"}, "vault": {"name": "kv"},
           "message": "Caller is not authorized — ünïcode"}
@@ -145,3 +147,11 @@ def test_http_errors_are_translated_with_status_and_code(table_service: TableSer
         missing.get_entity("p", "r")
     # then the message names the action, the target and the HTTP status
     assert "reading a claim on table 'nosuch' failed with HTTP 404" in str(info.value)
+
+
+def test_missing_azurite_is_an_error_that_says_to_run_make_test(monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    # given no Azurite install; when the launcher is asked to start it; then it fails (never skips) naming the fix
+    monkeypatch.setattr(azurite_launcher, "AZURITE_BIN", tmp_path / "node_modules" / ".bin" / "azurite")
+    with pytest.raises(azurite_launcher.AzuriteError, match="run `make test`"):
+        azurite_launcher.start_azurite()

@@ -60,6 +60,9 @@ param diagnosticVaultIds array = []
 @description('Deploy the alert rule and the action group. The webhook URL needs the function key (listKeys), which exists once the app has started: on a first deployment, set false, publish the code, then deploy again with true.')
 param deployAlerting bool = true
 
+@description('Region of the alert rule (the region of the audit workspace when that is elsewhere).')
+param alertLocation string = location
+
 @description('Alert severity (0 critical .. 4 verbose).')
 @minValue(0)
 @maxValue(4)
@@ -322,7 +325,7 @@ module vaultDiagnostics 'modules/kv-diagnostics.bicep' = [for (vaultId, i) in di
 module alerting 'modules/alerting.bicep' = if (deployAlerting) {
   name: 'kvrem-alerting'
   params: {
-    location: location
+    location: alertLocation
     namePrefix: '${namePrefix}-${suffix}'
     workspaceId: auditWorkspaceResourceId
     functionAppName: functionApp.outputs.appName

@@ -156,23 +156,6 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
   }
 }
 
-// No basic (user name and password) publishing: deployments authenticate with Entra ID.
-resource ftpCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2023-12-01' = {
-  parent: app
-  name: 'ftp'
-  properties: {
-    allow: false
-  }
-}
-
-resource scmCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2023-12-01' = {
-  parent: app
-  name: 'scm'
-  properties: {
-    allow: false
-  }
-}
-
 output appId string = app.id
 output appName string = app.name
 output defaultHostName string = app.properties.defaultHostName

@@ -124,8 +124,9 @@ def parse_block(name: str, block: str) -> Outcome | None:
             lines = _json_lines(name, stripped)
             if lines is not None:
                 return lines
-            if errors_text.recognised(stripped):
-                return errors_text.parse_block(_clean_text(stripped))
+            sub = errors_text.parse_block(_clean_text(stripped)) if errors_text.recognised(stripped) else None
+            if sub is not None:
+                return sub
             raise InputError(name, f"is not valid JSON ({exc.args[0].split(':')[0] if exc.args else exc}) "
                                    "and not a recognised error text", "NOT_JSON") from exc
         out = _json_outcome(name, value)

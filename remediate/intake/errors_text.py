@@ -281,8 +281,8 @@ def _finish(d: Draft, segment: str, whole: str) -> None:
     d.status = status or implied_status(d.message) or implied_status(segment)
 
 
-def parse_block(block: str) -> Outcome:
-    """Denials in one block of error text (see the module docstring for the one-error-per-block rule)."""
+def parse_block(block: str) -> Outcome | None:
+    """Denials in one block of error text (see the module docstring); None when it names no status, code or text."""
     out = Outcome()
     source = source_of(block)
     bodies = _bodies(block)
@@ -295,7 +295,7 @@ def parse_block(block: str) -> Outcome:
             d.add_message(b.message)
             segment = block[prev:b.start] if len(bodies) > 1 else block
             d.add_message(segment)
-            d.message = b.message or d.message
+            d.message = b.message
             _request(segment if len(bodies) > 1 else block, d)
             _finish(d, block[prev:b.end] if len(bodies) > 1 else block, block if len(bodies) == 1 else "")
             drafts.append(d)
@@ -305,6 +305,8 @@ def parse_block(block: str) -> Outcome:
         _request(block, d)
         _finish(d, block, block)
         drafts.append(d)
+    if all(d.status is None and d.error_code is None and d.inner_code is None and not d.message for d in drafts):
+        return None
     for d in drafts:
         if d.status in DENIAL_STATUSES:
             out.denials.append(d.build())

@@ -169,7 +169,7 @@ def rows_outcome(rows: list[dict[str, Any]], source: str | None, *, keep_unknown
     out = Outcome()
     for raw in rows:
         row = flatten(raw)
-        if not kv_evidence(row) and source is not None and source.startswith("log."):
+        if not kv_evidence(row):
             out.skipped += 1
             continue
         d = row_draft(row, source or record_source(row))

@@ -98,6 +98,24 @@ def search_results_link(payload: Any) -> str | None:
     return None
 
 
+def search_results_window(payload: Any) -> tuple[str, str] | None:
+    """The ``(start, end)`` the alert evaluated (V2 ``windowStartTime``/``windowEndTime``, V1 search interval).
+
+    The time span to fetch the alert's rows for; None when the payload does not say.
+    """
+    root = as_dict(payload)
+    data = as_dict(root.get("data"))
+    ctx = as_dict(data.get("alertContext")) or as_dict(root.get("alertContext")) or root
+    cond = lower_keys(as_dict(ctx.get("condition")))
+    lk = lower_keys(ctx)
+    for start_key, end_key, where in (("windowstarttime", "windowendtime", cond),
+                                      ("searchintervalstarttimeutc", "searchintervalendtimeutc", lk)):
+        start, end = text(where.get(start_key)), text(where.get(end_key))
+        if start and end:
+            return start, end
+    return None
+
+
 def is_alert(obj: dict[str, Any]) -> bool:
     """Cheap test for any alert payload shape this module reads."""
     if "schemaId" in obj or "alertContext" in obj:

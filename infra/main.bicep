@@ -151,7 +151,7 @@ var auditWorkspaceParts = split(auditWorkspaceResourceId, '/')
 
 var targetResourceGroupSubscriptionIds = [for rg in targetResourceGroups: rg.subscriptionId]
 var allTargetSubscriptionIds = union(targetSubscriptionIds, targetResourceGroupSubscriptionIds)
-var targetSubscriptionScopes = [for id in targetSubscriptionIds: '/subscriptions/${id}']
+var targetSubscriptionScopes = [for subId in targetSubscriptionIds: '/subscriptions/${subId}']
 var targetResourceGroupScopes = [for rg in targetResourceGroups: '/subscriptions/${rg.subscriptionId}/resourceGroups/${rg.resourceGroupName}']
 
 var useWebhookAad = !empty(webhookAadIdentifierUri)

@@ -131,3 +131,18 @@ async def test_latency_is_per_request_and_overlaps() -> None:
             took = time.perf_counter() - t
         assert 0.1 <= took < 0.5, took
         assert emu.request_count == 11
+
+
+async def test_async_transport_reuses_connections_where_connection_verify_does_not() -> None:
+    from azure.mgmt.keyvault.aio import KeyVaultManagementClient as AsyncKV
+
+    with Emulator(small()) as emu:
+        async with AsyncKV(emu.async_credential(), SUB, base_url=emu.base_url,
+                           transport=emu.async_transport()) as kv:
+            for _ in range(10):
+                await kv.vaults.get("rg-app", "kv-rbac")
+        assert emu.connection_count == 1
+        async with async_kv_client(emu) as kv:  # connection_verify=<ca file>: azure-core makes an SSLContext per call
+            for _ in range(5):
+                await kv.vaults.get("rg-app", "kv-rbac")
+        assert emu.connection_count == 1 + 5

@@ -67,6 +67,7 @@ class _Server(ThreadingHTTPServer):
         self.ssl_context = ctx
         self.open_sockets: set[socket.socket] = set()
         self.sockets_lock = threading.Lock()
+        self.accepted = 0
         super().__init__(("127.0.0.1", 0), _Handler)
 
     def get_request(self) -> tuple[socket.socket, Any]:
@@ -76,6 +77,7 @@ class _Server(ThreadingHTTPServer):
         tls = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         with self.sockets_lock:
             self.open_sockets.add(tls)
+            self.accepted += 1
         return tls, addr
 
     def shutdown_request(self, request: Any) -> None:
@@ -171,6 +173,34 @@ class _Handler(BaseHTTPRequestHandler):
             self._drop()
             return
         self._send(resp.status, resp.body, resp.headers)
+
+
+_TRANSPORT: Any = None
+
+
+def _transport_class() -> Any:
+    """An ``AioHttpTransport`` whose session's connector holds one client SSLContext (imported lazily)."""
+    global _TRANSPORT
+    if _TRANSPORT is None:
+        import aiohttp
+        from azure.core.pipeline.transport import AioHttpTransport
+
+        class EmulatorAioHttpTransport(AioHttpTransport):  # type: ignore[misc]
+            """Owns a session whose connector trusts the emulator's CA; requests keep ``verify=True``."""
+
+            def __init__(self, ctx: ssl.SSLContext, **kwargs: Any) -> None:
+                super().__init__(**kwargs)
+                self._emulator_ssl = ctx
+
+            async def open(self) -> None:
+                if not getattr(self, "session", None):
+                    self.session = aiohttp.ClientSession(
+                        connector=aiohttp.TCPConnector(ssl=self._emulator_ssl, limit=256),
+                        cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False, trust_env=False)
+                await super().open()
+
+        _TRANSPORT = EmulatorAioHttpTransport
+    return _TRANSPORT
 
 
 def _error_body(family: str, e: ArmError) -> dict[str, Any]:
@@ -300,6 +330,15 @@ class Emulator:
         with self._count_lock:
             return self._requests
 
+    @property
+    def connection_count(self) -> int:
+        """TCP connections accepted since start (each costs a TLS handshake; keep-alive keeps this low)."""
+        server = self._server
+        if server is None:
+            return 0
+        with server.sockets_lock:
+            return server.accepted
+
     def reset_count(self) -> None:
         """Start counting requests from zero."""
         with self._count_lock:
@@ -321,6 +360,16 @@ class Emulator:
     def async_credential(self) -> AsyncFakeCredential:
         """An async fake credential for the ``.aio`` SDK clients."""
         return AsyncFakeCredential()
+
+    def async_transport(self) -> Any:
+        """An aiohttp transport for one ``.aio`` client that trusts the CA *and keeps connections alive*.
+
+        Why: with ``connection_verify=<ca file>`` azure-core's ``AioHttpTransport`` builds a new SSLContext for
+        every request, and aiohttp keys its connection pool on that context, so every call opens a new TCP+TLS
+        connection (~10 ms each here, measured). Pass ``transport=emu.async_transport()`` (one per client, it
+        is closed with the client) instead of ``connection_verify`` to reuse connections.
+        """
+        return _transport_class()(ssl.create_default_context(cafile=self.ca_file))
 
     # ---- internals used by the handler ------------------------------------------------------------------
     def _count(self) -> None:

@@ -72,8 +72,13 @@ _VERSION = re.compile(r"[0-9a-fA-F]{32}")
 
 def guid(value: Any) -> str | None:
     """A well-formed, non-nil GUID (lower-cased), else None: masked, partial and placeholder ids are unknown."""
-    v = text(value)
-    if v is None or len(v) != 36 or not _GUID.fullmatch(v) or v == _NIL_GUID:
+    return _guid(value) if isinstance(value, str) else None
+
+
+@lru_cache(maxsize=8192)
+def _guid(value: str) -> str | None:
+    v = value.strip()
+    if len(v) != 36 or not _GUID.fullmatch(v) or v == _NIL_GUID:
         return None
     return v.lower()
 
@@ -85,8 +90,13 @@ def masked(value: str) -> bool:
 
 def vault_name(value: Any) -> str | None:
     """A syntactically valid Key Vault name (3-24 letters, digits, hyphens), original case, else None."""
-    v = text(value)
-    if v is None or not _VAULT_NAME.fullmatch(v) or "--" in v or masked(v):
+    return _vault_name(value) if isinstance(value, str) else None
+
+
+@lru_cache(maxsize=4096)
+def _vault_name(value: str) -> str | None:
+    v = value.strip()
+    if not _VAULT_NAME.fullmatch(v) or "--" in v or masked(v):
         return None
     return v
 
@@ -124,14 +134,21 @@ _OBJECT_KINDS = {"keys": "keys", "secrets": "secrets", "certificates": "certific
 _NOT_OBJECTS = {"contacts", "issuers", "restore"}
 
 
+_NO_VAULT: tuple[VaultRef, ObjectRef | None] = (VaultRef(), None)
+
+
 def vault_from_resource_id(value: Any) -> tuple[VaultRef, ObjectRef | None]:
     """Vault (and a trailing object path) from a resource id; the id is kept only when its subscription is real."""
-    v = text(value)
-    if v is None:
-        return VaultRef(), None
+    if not isinstance(value, str) or "/" not in value:
+        return _NO_VAULT
+    return _vault_from_resource_id(value)
+
+
+@lru_cache(maxsize=4096)
+def _vault_from_resource_id(v: str) -> tuple[VaultRef, ObjectRef | None]:
     m = _VAULT_ID.search(v)
     if m is None:
-        return VaultRef(), None
+        return _NO_VAULT
     sub, rg, name, rest = m.group(1), m.group(2), m.group(3), m.group(4)
     vname = vault_name(name)
     rid: str | None = None
@@ -189,9 +206,13 @@ class Uri:
 
 def vault_uri(value: Any) -> Uri | None:
     """Vault name and path from ``https://<name>.vault.azure.net/...`` (any sovereign cloud suffix)."""
-    v = text(value)
-    if v is None or "://" not in v:
+    if not isinstance(value, str) or "://" not in value:
         return None
+    return _vault_uri(value.strip())
+
+
+@lru_cache(maxsize=4096)
+def _vault_uri(v: str) -> Uri | None:
     try:
         parts = urlsplit(v)
         host = (parts.hostname or "").lower()
@@ -266,6 +287,7 @@ def merge_principal(a: Principal, b: Principal) -> Principal:
                      tenant_id=a.tenant_id or b.tenant_id, upn=a.upn or b.upn, kind=a.kind or b.kind)
 
 
+@lru_cache(maxsize=2048)
 def principal_from_caller(caller: str) -> Principal:
     """``appid=..;oid=..;numgroups=..;iss=..;xmsmirid=..`` (the Caller text of Key Vault errors)."""
     pairs: dict[str, str] = {}
@@ -341,7 +363,7 @@ _IMPLIED_403 = re.compile(r"Caller is not authorized to perform action|does not 
 _AKV401 = re.compile(r"\bAKV100\d\d\b")
 
 
-@dataclass
+@dataclass(frozen=True)
 class MessageFacts:
     """What Key Vault's error text names: caller, action, resource, vault, permission, operation, address."""
 
@@ -354,11 +376,19 @@ class MessageFacts:
     caller_ip: str | None = None
 
 
+_NO_FACTS = MessageFacts()
+
+
 def message_facts(message: str | None) -> MessageFacts:
     """Scan one message once; the first occurrence of each field wins (tools often print it twice)."""
-    f = MessageFacts()
     if not message:
-        return f
+        return _NO_FACTS
+    return _message_facts(message)
+
+
+@lru_cache(maxsize=2048)
+def _message_facts(message: str) -> MessageFacts:
+    f = _Facts()
     if "\\n" in message:
         message = message.replace("\\r\\n", "\n").replace("\\n", "\n")
     for m in _MSG.finditer(message):
@@ -390,7 +420,20 @@ def message_facts(message: str | None) -> MessageFacts:
             f.caller_ip = ip_address(m.group("ip"))
         elif g == "dkind" and f.object is None:
             f.object = ObjectRef(kind=m.group("dkind") + "s")
-    return f
+    return MessageFacts(f.principal, f.action, f.vault, f.object, f.permission, f.operation_word, f.caller_ip)
+
+
+@dataclass
+class _Facts:
+    """MessageFacts while it is being collected."""
+
+    principal: Principal = field(default_factory=Principal)
+    action: str | None = None
+    vault: VaultRef = field(default_factory=VaultRef)
+    object: ObjectRef | None = None
+    permission: tuple[str, str] | None = None
+    operation_word: str | None = None
+    caller_ip: str | None = None
 
 
 def implied_status(message: str | None) -> int | None:
@@ -582,10 +625,16 @@ def cause_hint(*, status: int | None, texts: Iterable[str | None], principal: Pr
                status_only: bool = False) -> str | None:
     """The cause the input alone decides (causes.md), else None."""
     blob = "\n".join(t for t in texts if t)
+    return _cause_hint(status, blob, principal.known, (operation or "").lower(), address_authorized, status_only)
+
+
+@lru_cache(maxsize=2048)
+def _cause_hint(status: int | None, blob: str, known: bool, operation: str, address_authorized: bool | None,
+                status_only: bool) -> str | None:
     if status == 429 or re.search(r"\bThrottled\b", blob):
         return "THROTTLED"
     if status == 401:
-        if _CHALLENGE.search(blob) or ((operation or "").lower() == "authentication" and not principal.known):
+        if _CHALLENGE.search(blob) or (operation == "authentication" and not known):
             return "AUTH_CHALLENGE"
         return None if status_only else "AUTH_FAILED"
     if status != 403:
@@ -600,7 +649,7 @@ def cause_hint(*, status: int | None, texts: Iterable[str | None], principal: Pr
         return "OBJECT_DISABLED"
     if _OBO.search(blob):
         return "COMPOUND_IDENTITY_REQUIRED"
-    if not principal.known:
+    if not known:
         return "PRINCIPAL_NOT_IDENTIFIED"
     return None
 

@@ -219,6 +219,12 @@ class Emulator:
     ``Emulator(snapshot)`` accepts a :class:`Snapshot`, a dict or a file path. Keyword options override the
     snapshot's ``emulator`` object: ``latency_ms``, ``faults``, ``seed``, ``page_size``, ``graph``.
     Use as a context manager, or ``start()`` / ``stop()``.
+
+    Clients: sync ``Client(emu.credential(), sub, base_url=emu.base_url, connection_verify=emu.ca_file)``;
+    async ``Client(emu.async_credential(), sub, base_url=emu.base_url, transport=emu.async_transport())``
+    (``connection_verify=emu.ca_file`` works too but opens a new TLS connection for every request).
+    Faults are decided before a request has any effect; ``Faults.lost_response_rate`` (off by default) is the
+    one exception: it applies a write and then drops the connection, for idempotency tests.
     """
 
     def __init__(self, snapshot: Snapshot | dict[str, Any] | str | Path | None = None, *,

@@ -76,7 +76,12 @@ class ManagementGroup:
 
 @dataclass
 class Snapshot:
-    """A slice of a tenant, in ARM shape; what the emulator serves and what ``tenant()`` writes back."""
+    """A slice of a tenant, in ARM shape; what the emulator serves and what ``tenant()`` writes back.
+
+    Emulator extensions beyond ARM's shapes: ``role_assignment_schedule_requests`` (PIM requests received) and a
+    top-level ``expiresOn`` on a role assignment created by a PIM ``AdminAssign`` with an expiration (ARM keeps
+    that on the schedule; the emulator drops the assignment once it has passed, as PIM does).
+    """
 
     tenant_id: str = "00000000-0000-0000-0000-000000000000"
     subscriptions: list[str] = field(default_factory=list)

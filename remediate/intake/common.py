@@ -111,9 +111,11 @@ def object_name(value: Any) -> str | None:
 
 def ip_address(value: Any) -> str | None:
     """A valid IPv4/IPv6 address (a port suffix is dropped), else None."""
-    v = text(value)
-    if v is None:
-        return None
+    return _ip_address(value.strip()) if isinstance(value, str) else None
+
+
+@lru_cache(maxsize=4096)
+def _ip_address(v: str) -> str | None:
     if v.count(":") == 1:
         v = v.split(":", 1)[0]
     try:

@@ -40,7 +40,8 @@ _ALIASES = {"oid": "oid", "objectid": "oid", "object_id": "oid", "principalid": 
             "callerobjectid": "oid", "caller_oid": "oid", "appid": "appid", "app_id": "appid",
             "applicationid": "appid", "application_id": "appid", "clientid": "appid", "client_id": "appid",
             "upn": "upn", "userprincipalname": "upn", "idtyp": "idtyp", "tid": "tid", "iss": "iss"}
-_KV_TYPES = ("azurediagnostics", "azkvauditlogs")
+_AD_COLUMNS = frozenset({"httpstatuscode_d", "requesturi_s", "id_s", "identity_claim_oid_g", "identity_claim_appid_g",
+                         "identity_claim_upn_s", "clientinfo_s", "isrbacauthorized_b", "isaccesspolicymatch_b"})
 
 
 def flatten(record: dict[str, Any]) -> dict[str, Any]:
@@ -156,8 +157,7 @@ def row_draft(row: dict[str, Any], source: str) -> Draft:
 def record_source(row: dict[str, Any]) -> str:
     """log.azure_diagnostics, log.azkv_audit_logs or log.audit_event, from the record's own columns."""
     typ = (text(row.get("type")) or "").lower()
-    if typ == "azurediagnostics" or any(k.endswith(("_d", "_s", "_g", "_b")) and k.startswith(
-            ("httpstatuscode", "requesturi", "identity_claim_", "id_s")) for k in row):
+    if typ == "azurediagnostics" or not _AD_COLUMNS.isdisjoint(row):
         return "log.azure_diagnostics"
     if typ == "azkvauditlogs":
         return "log.azkv_audit_logs"

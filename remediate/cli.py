@@ -98,6 +98,131 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_policy(path: str | None) -> Any:
+    """--policy FILE, else the app setting KV_REMEDIATE_POLICY (content or path), else the defaults."""
+    import os
+
+    from .errors import InputError
+    from .guard import parse_policy, policy_from_dict
+
+    source, text = path, None
+    if path is None:
+        raw = os.environ.get("KV_REMEDIATE_POLICY", "").strip()
+        if not raw:
+            return policy_from_dict(None, "defaults")
+        if Path(raw).is_file():   # the setting holds a path, or else the policy itself
+            source = raw
+        else:
+            source, text = "KV_REMEDIATE_POLICY", raw
+    if text is None:
+        assert source is not None
+        try:
+            text = Path(source).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(source, f"cannot read the policy file ({exc})") from exc
+    return parse_policy(text, source or "policy")
+
+
+def _now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
+def _write_snapshot(run: Any, path: str | None) -> None:
+    if path:
+        Path(path).write_text(json.dumps(run.emulator.tenant(), indent=1) + "\n", encoding="utf-8")
+
+
+def cmd_remediate(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .apply import ApplyContext
+    from .render.findings import report
+    from .service import remediate
+    from .store.select import open_stores
+    from .wiring import EmulatorRun, live_facts, subscriptions_from_env
+
+    policy = _load_policy(args.policy)
+    parsed = _denials_from_args(args)
+    grants, slots = open_stores(args.state)
+    ctx = ApplyContext(policy=policy, grants=grants, slots=slots, now=_now(), requested=args.apply,
+                       actor=("emulator" if args.snapshot else None))
+
+    async def go() -> Any:
+        if args.snapshot:
+            with EmulatorRun(args.snapshot) as run:
+                async with run.facts() as facts:
+                    result = await remediate(parsed.denials, facts, ctx)
+                _write_snapshot(run, args.snapshot_out)
+                return result
+        async with live_facts(subscriptions_from_env(args.subscription)) as facts:
+            return await remediate(parsed.denials, facts, ctx)
+
+    result = asyncio.run(go())
+    doc = result.to_dict()
+    doc["notes"] = list(parsed.notes) + doc.get("notes", [])
+    _emit(doc, report(result.findings, result.stats, tuple(parsed.notes)), args.output)
+    refused = any((f.outcome or {}).get("outcome") == "refused" for f in result.findings)
+    return 4 if args.apply and refused else 0
+
+
+def cmd_grants(args: argparse.Namespace) -> int:
+    from .store.select import open_stores
+
+    grants, _ = open_stores(args.state)
+    records = grants.list(limit=args.limit)
+    doc = {"schema": "kv-remediate/grants@1", "grants": [r.to_dict() for r in records]}
+    lines = [f"{r.time:%Y-%m-%d %H:%M} {r.outcome:<15} {r.id}  {r.principal_id or '-'} on {r.scope or '-'}"
+             + (f"  refused_by={r.refused_by}" if r.refused_by else "")
+             + (f"  expires={r.expires_at:%Y-%m-%d %H:%M}" if r.expires_at else "")
+             + (f"  revoked={r.revoked_at:%Y-%m-%d %H:%M}" if r.revoked_at else "") for r in records]
+    _emit(doc, "\n".join(lines) or "no grant records", args.output)
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .apply import revoke, revoke_expired
+    from .errors import InputError
+    from .facts.writes import ArmWriter
+    from .store.select import open_stores
+    from .wiring import EmulatorRun, live_facts, subscriptions_from_env
+
+    grants, _ = open_stores(args.state)
+    now = _now()
+    record = None
+    if args.grant:
+        record = grants.get(args.grant)
+        if record is None:
+            raise InputError(f"--grant {args.grant}", "no such grant record (see `kv-remediate grants`)")
+
+    async def work(facts: Any) -> list[dict[str, Any]]:
+        writer = ArmWriter(facts)
+        if record is not None:
+            return [await revoke(record, writer, grants, now, why="revoked by request")]
+        return await revoke_expired(writer, grants, now)
+
+    async def go() -> list[dict[str, Any]]:
+        if args.snapshot:
+            with EmulatorRun(args.snapshot) as run:
+                async with run.facts() as facts:
+                    out = await work(facts)
+                _write_snapshot(run, args.snapshot_out)
+                return out
+        async with live_facts(subscriptions_from_env(None)) as facts:
+            return await work(facts)
+
+    results = asyncio.run(go())
+    doc = {"schema": "kv-remediate/revocations@1", "revocations": results}
+    text = "\n".join(f"{r['grant_id']}: " + (r.get("detail") or "revoked" if r.get("revoked") else
+                                             "not revoked: " + str(r.get("reason") or r.get("error")))
+                     for r in results) or "nothing to revoke"
+    _emit(doc, text, args.output)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     import asyncio
     from importlib import resources
@@ -140,6 +265,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("diagnose", help="why it failed, and the least-privilege fix")
     _add_batch_args(p)
     p.set_defaults(func=cmd_diagnose)
+
+    p = sub.add_parser("remediate", help="diagnose, then apply what policy allows")
+    _add_batch_args(p)
+    p.add_argument("--policy", metavar="FILE", help="remediation policy (YAML or JSON); default: suggest only")
+    p.add_argument("--apply", action="store_true", help="apply the plans policy allows (default: suggest)")
+    p.add_argument("--snapshot-out", metavar="FILE", help="write the tenant as it stands after the run")
+    p.add_argument("--state", metavar="FILE", help="grant audit database (default ~/.kv-remediate/state.db)")
+    p.set_defaults(func=cmd_remediate)
+
+    p = sub.add_parser("grants", help="the audit trail of applied, refused and revoked grants")
+    p.add_argument("--snapshot", metavar="FILE", help="accepted for symmetry; records live in the state store")
+    p.add_argument("--state", metavar="FILE")
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--output", choices=["text", "json"])
+    p.set_defaults(func=cmd_grants)
+
+    p = sub.add_parser("revoke", help="remove expired grants, or one recorded grant")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--expired", action="store_true")
+    g.add_argument("--grant", metavar="ID")
+    p.add_argument("--snapshot", metavar="FILE")
+    p.add_argument("--snapshot-out", metavar="FILE")
+    p.add_argument("--state", metavar="FILE")
+    p.add_argument("--output", choices=["text", "json"])
+    p.set_defaults(func=cmd_revoke)
 
     p = sub.add_parser("demo", help="the main job on the bundled sample tenant")
     p.add_argument("--output", choices=["text", "json"], default="text")

@@ -63,3 +63,10 @@ class WebhookAuthError(RemediateError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class ApplyError(RemediateError):
+    """A change could not be made or verified: says what was tried, on what, why, and what to do next."""
+
+    code = "APPLY_FAILED"
+    exit_code = 1

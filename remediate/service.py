@@ -149,3 +149,18 @@ async def diagnose(denials: Sequence[Denial], source: FactSource,
              "elapsed_ms": round((time.perf_counter() - start) * 1000),
              "denials": len(denials), "findings": len(findings), "causes": dict(sorted(causes.items()))}
     return Diagnosis(findings, stats)
+
+
+async def remediate(denials: Sequence[Denial], source: Any, ctx: Any) -> Diagnosis:
+    """Diagnose, then apply what policy allows (``ctx`` is an apply.ApplyContext; ``source`` an ArmFacts)."""
+    from .apply import apply_findings
+    from .facts.writes import ArmWriter
+
+    before, before_by_api = source.requests, dict(source.by_api)
+    diagnosis = await diagnose(denials, source, DiagnoseOptions(PlanOptions(object_scope=ctx.policy.object_scope)))
+    findings = await apply_findings(diagnosis.findings, ArmWriter(source), ctx)
+    outcomes = Counter(str((f.outcome or {}).get("outcome")) for f in findings)
+    by_api = {k: v - before_by_api.get(k, 0) for k, v in sorted(source.by_api.items())}
+    stats = dict(diagnosis.stats, arm_requests=source.requests - before, requests_by_api=by_api,
+                 outcomes=dict(sorted(outcomes.items())), policy_mode=ctx.policy.mode)
+    return Diagnosis(tuple(findings), stats, diagnosis.notes)

@@ -89,18 +89,36 @@ def role_from_sdk(r: Any) -> RoleDefinition:
         assignable_scopes=tuple(r.assignable_scopes or ("/",)), description=r.description or "")
 
 
+def capped_retry_policy(cap_s: float, total: int) -> Any:
+    """The SDK's retry policy, honouring Retry-After but never sleeping longer than ``cap_s`` per retry."""
+    from azure.core.pipeline.policies import AsyncRetryPolicy
+
+    class CappedRetryPolicy(AsyncRetryPolicy):  # type: ignore[misc,type-arg]
+        def get_retry_after(self, response: Any) -> float | None:
+            after = super().get_retry_after(response)
+            return None if after is None else min(float(after), cap_s)
+
+    # Each kind of failure (status, read, connect) may use the whole budget: under an alert storm ARM throttles
+    # in runs, and every write is idempotent, so retrying is always safe; the per-invocation budget bounds it.
+    return CappedRetryPolicy(retry_total=total, retry_status=total, retry_read=total, retry_connect=total,
+                             retry_backoff_factor=0.2, retry_backoff_max=cap_s)
+
+
 class ArmFacts:
     """Reads facts for a batch through the real SDK clients, with per-batch caches and a request counter."""
 
     def __init__(self, credential: Any, subscriptions: Sequence[str], *, arm_url: str | None = None,
                  graph_url: str = GRAPH_URL, connection_verify: str | bool | None = None,
-                 graph: bool = True, max_concurrency: int = 32) -> None:
+                 graph: bool = True, max_concurrency: int = 32, retry_after_cap_s: float = 30.0,
+                 retry_total: int = 10) -> None:
         self._credential = credential
         self.subscriptions = tuple(subscriptions)
         self._arm_url = arm_url
         self._graph_url = graph_url.rstrip("/")
         self._verify = connection_verify
         self._graph_enabled = graph
+        self._retry_cap = retry_after_cap_s
+        self._retry_total = retry_total
         self._sem = asyncio.Semaphore(max_concurrency)
         self._tasks: dict[tuple[str, ...], asyncio.Future[Any]] = {}
         self._kv: dict[str, Any] = {}
@@ -119,14 +137,15 @@ class ArmFacts:
         self.by_api[api] = self.by_api.get(api, 0) + 1
 
     def _client_kwargs(self) -> dict[str, Any]:
-        kw: dict[str, Any] = {"raw_request_hook": self._count}
+        kw: dict[str, Any] = {"raw_request_hook": self._count,
+                              "retry_policy": capped_retry_policy(self._retry_cap, self._retry_total)}
         if self._arm_url:
             kw["base_url"] = self._arm_url
         if self._verify is not None:
             kw["connection_verify"] = self._verify
         return kw
 
-    def _keyvault(self, subscription: str) -> Any:
+    def keyvault_client(self, subscription: str) -> Any:
         client = self._kv.get(subscription.lower())
         if client is None:
             from azure.mgmt.keyvault.aio import KeyVaultManagementClient
@@ -135,7 +154,7 @@ class ArmFacts:
             self._kv[subscription.lower()] = client
         return client
 
-    def _authz(self) -> Any:
+    def authorization_client(self) -> Any:
         if self._auth is None:
             from azure.mgmt.authorization.aio import AuthorizationManagementClient
 
@@ -148,7 +167,6 @@ class ArmFacts:
             from azure.core import AsyncPipelineClient
             from azure.core.pipeline.policies import (
                 AsyncBearerTokenCredentialPolicy,
-                AsyncRetryPolicy,
                 ContentDecodePolicy,
                 CustomHookPolicy,
                 HeadersPolicy,
@@ -165,7 +183,8 @@ class ArmFacts:
             self._graph = AsyncPipelineClient(
                 base_url=self._graph_url,
                 policies=[RequestIdPolicy(), HeadersPolicy({"Accept": "application/json"}),
-                          UserAgentPolicy(f"kv-remediate/{__version__}"), AsyncRetryPolicy(retry_total=4),
+                          UserAgentPolicy(f"kv-remediate/{__version__}"),
+                          capped_retry_policy(self._retry_cap, min(self._retry_total, 4)),
                           AsyncBearerTokenCredentialPolicy(self._credential, "https://graph.microsoft.com/.default"),
                           CustomHookPolicy(raw_request_hook=self._count), ContentDecodePolicy()],
                 transport=AioHttpTransport(**transport_kw))
@@ -231,7 +250,7 @@ class ArmFacts:
 
     async def _get_vault(self, sub: str, rg: str, name: str) -> Vault | None:
         try:
-            return vault_from_sdk(await self._keyvault(sub).vaults.get(rg, name))
+            return vault_from_sdk(await self.keyvault_client(sub).vaults.get(rg, name))
         except ResourceNotFoundError:
             return None
         except HttpResponseError as exc:
@@ -246,7 +265,7 @@ class ArmFacts:
     async def _list_vaults(self, sub: str) -> dict[str, Vault]:
         try:
             out: dict[str, Vault] = {}
-            async for v in self._keyvault(sub).vaults.list_by_subscription():
+            async for v in self.keyvault_client(sub).vaults.list_by_subscription():
                 vault = vault_from_sdk(v)
                 out[vault.name.lower()] = vault
                 self._tasks.setdefault(("vault", vault.id.lower()), _done(vault))
@@ -271,7 +290,7 @@ class ArmFacts:
             flt = f"assignedTo('{principal_id}')"
             try:
                 return tuple([assignment_from_sdk(a) async for a in
-                              self._authz().role_assignments.list_for_scope(scope, filter=flt)])
+                              self.authorization_client().role_assignments.list_for_scope(scope, filter=flt)])
             except HttpResponseError as exc:
                 if exc.status_code == 404:
                     return ()
@@ -285,7 +304,7 @@ class ArmFacts:
         async def fetch() -> tuple[DenyAssignment, ...]:
             try:
                 return tuple([deny_from_sdk(d) async for d in
-                              self._authz().deny_assignments.list_for_scope(vault_id)])
+                              self.authorization_client().deny_assignments.list_for_scope(vault_id)])
             except HttpResponseError as exc:
                 if exc.status_code == 404:
                     return ()
@@ -308,7 +327,7 @@ class ArmFacts:
 
         async def fetch(rid: str) -> RoleDefinition | None:
             try:
-                return role_from_sdk(await self._authz().role_definitions.get_by_id(rid))
+                return role_from_sdk(await self.authorization_client().role_definitions.get_by_id(rid))
             except HttpResponseError as exc:
                 if exc.status_code == 404:
                     return None

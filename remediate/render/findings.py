@@ -107,6 +107,23 @@ def evidence_tree(f: Finding) -> list[str]:
     return out
 
 
+def outcome_text(o: dict[str, Any]) -> str:
+    """What remediate did with a finding, in one line."""
+    kind = o.get("outcome")
+    if kind == "applied":
+        return f"✔ applied (grant {o.get('grant_id')}" + (f", expires {o['expires_at']}" if o.get("expires_at")
+                                                        else "") + ")"
+    if kind == "already_granted":
+        return "✔ already granted: nothing changed"
+    if kind == "refused":
+        return f"✘ refused by policy rule '{o.get('refused_by')}': {o.get('reason')}"
+    if kind == "failed":
+        return f"✘ FAILED: {o.get('error')}"
+    if kind == "suggested":
+        return f"suggested only ({o.get('refused_by')}): {o.get('reason')}"
+    return "no change: " + str(o.get("detail") or kind)
+
+
 def finding_text(f: Finding) -> str:
     """One finding: headline, explanation, evidence tree, fix and advice."""
     times = f" (x{f.occurrences})" if f.occurrences > 1 else ""
@@ -121,7 +138,7 @@ def finding_text(f: Finding) -> str:
         for alt in alts:
             lines += ["  narrower alternative (custom role):", f"    {alt.commands['az']}"]
     if f.outcome:
-        lines.append(f"  outcome: {f.outcome}")
+        lines.append("  " + outcome_text(f.outcome))
     for a in f.advice:
         lines.append(f"  → {a}")
     return "\n".join(lines)

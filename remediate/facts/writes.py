@@ -1,0 +1,198 @@
+"""The only writes kv-remediate makes, through the real SDK clients: one role assignment (or PIM schedule
+request), or an ``accessPolicies/add`` of exactly the missing permissions; and their exact reversal.
+
+Never a vault PUT/PATCH (that would risk the permission model, network rules and concurrent entries).
+Every method is idempotent; SDK errors are translated here with the remedy.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+
+from ..errors import ApplyError
+from .arm import ArmFacts
+
+_VAULT = re.compile(r"^/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/Microsoft\.KeyVault/vaults/([^/]+)",
+                    re.IGNORECASE)
+_TRANSIENT = (ServiceRequestError, ServiceResponseError)
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What one write did: created, or found already there (idempotent success)."""
+
+    created: bool
+    resource_id: str
+    detail: str = ""
+
+
+def _vault_parts(vault_id: str) -> tuple[str, str, str]:
+    m = _VAULT.match(vault_id)
+    if not m:
+        raise ApplyError(f"applying to {vault_id}: not a Key Vault resource id; nothing was changed")
+    sub, rg, name = m.groups()
+    return sub, rg, name
+
+
+def _fail(what: str, exc: Exception) -> ApplyError:
+    code = getattr(getattr(exc, "error", None), "code", None) or type(exc).__name__
+    status = getattr(exc, "status_code", None)
+    todo = {401: "check the function's credential", 403: "give the function's identity the right to make this "
+            "change (see infra/README.md: apply mode)", 400: "check the plan's ids", 404: "the target no longer "
+            "exists; re-run the diagnosis"}.get(status or 0, "retry later; the change is idempotent")
+    first = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return ApplyError(f"{what}: {code} ({status or 'no response'}) {first}; {todo}")
+
+
+class ArmWriter:
+    """Writes through an ArmFacts' clients (same credential, endpoint, retry policy and request counter)."""
+
+    def __init__(self, facts: ArmFacts) -> None:
+        self.facts = facts
+
+    # -- role assignments ---------------------------------------------------------------------------------------
+
+    async def create_role_assignment(self, scope: str, name: str, role_definition_id: str, principal_id: str,
+                                     principal_type: str | None) -> WriteResult:
+        """PUT with a deterministic name; ARM's 409 RoleAssignmentExists (same grant, other name) is success."""
+        from azure.mgmt.authorization.v2022_04_01.models import RoleAssignmentCreateParameters
+
+        params = RoleAssignmentCreateParameters(role_definition_id=role_definition_id, principal_id=principal_id)
+        if principal_type:   # set so a new identity does not fail with PrincipalNotFound (replication delay)
+            params.principal_type = principal_type
+        rid = f"{scope}/providers/Microsoft.Authorization/roleAssignments/{name}"
+        def status(pipeline_response: Any, deserialized: Any, _headers: Any) -> tuple[int, Any]:
+            return pipeline_response.http_response.status_code, deserialized
+
+        try:
+            code, created = await self.facts.authorization_client().role_assignments.create(scope, name, params,
+                                                                                             cls=status)
+            if code == 200:   # ARM answers 200 when this exact assignment already existed under this name
+                return WriteResult(False, str(created.id or rid), "the same role assignment already exists")
+            return WriteResult(True, str(created.id or rid))
+        except ResourceExistsError as exc:
+            code = getattr(getattr(exc, "error", None), "code", "")
+            if code == "RoleAssignmentExists" or exc.status_code == 409:
+                return WriteResult(False, rid, "the same role assignment already exists")
+            raise _fail(f"assigning {role_definition_id} to {principal_id} at {scope}", exc) from exc
+        except (HttpResponseError, ClientAuthenticationError, *_TRANSIENT) as exc:
+            raise _fail(f"assigning {role_definition_id} to {principal_id} at {scope}", exc) from exc
+
+    async def role_assignment_exists(self, scope: str, name: str, role_definition_id: str,
+                                     principal_id: str) -> bool:
+        """Read back: the named assignment, or any assignment of the same role to the principal at the scope."""
+        client = self.facts.authorization_client().role_assignments
+        try:
+            got = await client.get(scope, name)
+            return str(got.principal_id).lower() == principal_id.lower()
+        except ResourceNotFoundError:
+            pass
+        except (HttpResponseError, ClientAuthenticationError, *_TRANSIENT) as exc:
+            raise _fail(f"reading back the role assignment {name} at {scope}", exc) from exc
+        guid = role_definition_id.rsplit("/", 1)[-1].lower()
+        try:
+            async for a in client.list_for_scope(scope, filter=f"principalId eq '{principal_id}'"):
+                if str(a.scope).lower() == scope.lower() and str(a.role_definition_id).lower().endswith(guid):
+                    return True
+        except (HttpResponseError, ClientAuthenticationError, *_TRANSIENT) as exc:
+            raise _fail(f"reading back role assignments of {principal_id} at {scope}", exc) from exc
+        return False
+
+    async def delete_role_assignment(self, scope: str, name: str) -> bool:
+        """Delete one assignment by name; False when it was already gone."""
+        try:
+            result = await self.facts.authorization_client().role_assignments.delete(scope, name)
+            return result is not None
+        except ResourceNotFoundError:
+            return False
+        except (HttpResponseError, ClientAuthenticationError, *_TRANSIENT) as exc:
+            raise _fail(f"deleting role assignment {name} at {scope}", exc) from exc
+
+    async def pim_assign(self, scope: str, name: str, role_definition_id: str, principal_id: str,
+                         duration: str, justification: str) -> WriteResult:
+        """A PIM AdminAssign schedule request that expires after ``duration`` (ISO 8601)."""
+        from azure.mgmt.authorization.v2020_10_01.models import (
+            RoleAssignmentScheduleRequest,
+            RoleAssignmentScheduleRequestPropertiesScheduleInfo,
+            RoleAssignmentScheduleRequestPropertiesScheduleInfoExpiration,
+        )
+
+        body = RoleAssignmentScheduleRequest(
+            role_definition_id=role_definition_id, principal_id=principal_id, request_type="AdminAssign",
+            justification=justification,
+            schedule_info=RoleAssignmentScheduleRequestPropertiesScheduleInfo(
+                expiration=RoleAssignmentScheduleRequestPropertiesScheduleInfoExpiration(
+                    type="AfterDuration", duration=duration)))
+        try:
+            got = await self.facts.authorization_client().role_assignment_schedule_requests.create(scope, name, body)
+            return WriteResult(True, str(got.id))
+        except ResourceExistsError as exc:
+            return WriteResult(False, f"{scope}/providers/Microsoft.Authorization/roleAssignmentScheduleRequests/"
+                                      f"{name}", str(exc).splitlines()[0][:200])
+        except (HttpResponseError, ClientAuthenticationError, *_TRANSIENT) as exc:
+            raise _fail(f"requesting PIM assignment of {role_definition_id} to {principal_id} at {scope}",
+                        exc) from exc
+
+    # -- access policies --------------------------------------------------------------------------------------
+
+    async def entry_permissions(self, vault_id: str, object_id: str, tenant_id: str | None) -> dict[str, list[str]]:
+        """The caller's plain entry as the vault stores it (exact casing), read fresh (never from the cache)."""
+        sub, rg, name = _vault_parts(vault_id)
+        try:
+            v = await self.facts.keyvault_client(sub).vaults.get(rg, name)
+        except (HttpResponseError, ClientAuthenticationError, *_TRANSIENT) as exc:
+            raise _fail(f"reading vault {name}", exc) from exc
+        out: dict[str, list[str]] = {}
+        for e in v.properties.access_policies or []:
+            if str(e.object_id).lower() != object_id.lower() or e.application_id:
+                continue
+            if tenant_id and str(e.tenant_id).lower() != tenant_id.lower():
+                continue
+            p = e.permissions
+            for kind, attr in (("keys", "keys_property"), ("secrets", "secrets"), ("certificates", "certificates"),
+                               ("storage", "storage")):
+                out.setdefault(kind, []).extend(str(getattr(x, "value", x)) for x in (getattr(p, attr, None) or []))
+        return out
+
+    async def _update(self, vault_id: str, op: str, tenant_id: str, object_id: str,
+                      perms: dict[str, list[str]]) -> None:
+        from azure.mgmt.keyvault.models import (
+            AccessPolicyEntry,
+            Permissions,
+            VaultAccessPolicyParameters,
+            VaultAccessPolicyProperties,
+        )
+
+        sub, rg, name = _vault_parts(vault_id)
+        entry = AccessPolicyEntry(tenant_id=tenant_id, object_id=object_id, permissions=Permissions(
+            keys_property=perms.get("keys") or [], secrets=perms.get("secrets") or [],
+            certificates=perms.get("certificates") or [], storage=perms.get("storage") or []))
+        body = VaultAccessPolicyParameters(properties=VaultAccessPolicyProperties(access_policies=[entry]))
+        try:
+            await self.facts.keyvault_client(sub).vaults.update_access_policy(rg, name, op, body)
+        except (HttpResponseError, ClientAuthenticationError, *_TRANSIENT) as exc:
+            raise _fail(f"{op} of access-policy permissions {perms} for {object_id} on vault {name}", exc) from exc
+
+    async def add_access_policy(self, vault_id: str, tenant_id: str, object_id: str,
+                                perms: dict[str, list[str]]) -> None:
+        """``accessPolicies/add``: ARM merges into the caller's entry and touches no other entry."""
+        await self._update(vault_id, "add", tenant_id, object_id, perms)
+
+    async def remove_access_policy(self, vault_id: str, tenant_id: str, object_id: str,
+                                   perms: dict[str, list[str]]) -> None:
+        """``accessPolicies/remove`` of exactly ``perms``, which must be spelled as the vault stores them
+        (ARM matches remove case-sensitively; see the emulator's evidence)."""
+        await self._update(vault_id, "remove", tenant_id, object_id, perms)
+
+

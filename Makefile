@@ -21,6 +21,7 @@ test: $(STAMP)
 	$(MAKE) unit
 
 unit: $(STAMP)
+	bash tools/install_azurite.sh
 	$(PY) -m pytest
 
 lint: $(STAMP)
@@ -28,6 +29,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 bench: $(STAMP)
+	bash tools/install_azurite.sh
 	$(PY) -m bench
 
 infra-check: $(STAMP)

@@ -33,7 +33,8 @@ def tenant(assignments: int = 4000, policies: int = 16) -> dict[str, Any]:
         "subscriptions": [SUB],
         "vaults": [{"id": VAULT, "location": "westeurope",
                     "properties": {"enableRbacAuthorization": True, "accessPolicies": [
-                        {"objectId": principals[i], "permissions": {"secrets": ["get"]}} for i in range(policies)]}}],
+                        {"objectId": str(uuid.UUID(int=10_000 + i)), "permissions": {"secrets": ["get"]}}
+                        for i in range(policies)]}}],
         "principals": [{"id": p, "type": "ServicePrincipal"} for p in principals],
         "role_assignments": [
             {"id": f"{RG if i % 2 else VAULT}/providers/Microsoft.Authorization/roleAssignments/{uuid.UUID(int=i + 1)}",

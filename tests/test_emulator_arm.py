@@ -427,3 +427,17 @@ def test_unknown_route_is_404_and_recorded(emu: Emulator) -> None:
     assert e.value.status_code == 404 and e.value.error.code == "InvalidResourceType"
     assert emu.unrouted and "deletedVaults" in emu.unrouted[0]
     emu.unrouted.clear()
+
+
+def test_role_assignment_re_put_may_change_condition_only(emu: Emulator) -> None:
+    auth = auth_client(emu)
+    name = str(uuid.uuid4())
+    auth.role_assignments.create(KV_RBAC, name, create_params(MI, SECRETS_USER))
+    cond = "@Resource[Microsoft.KeyVault/vaults/secrets:name] StringEquals 'db-password'"
+    body = create_params(MI, SECRETS_USER)
+    body["properties"].update(condition=cond, conditionVersion="2.0")  # type: ignore[attr-defined]
+    a = auth.role_assignments.create(KV_RBAC, name, body)
+    assert a.condition == cond and a.condition_version == "2.0"
+    with pytest.raises(ResourceExistsError) as e:
+        auth.role_assignments.create(KV_RBAC, name, create_params(ANA, SECRETS_USER, ptype="User"))
+    assert e.value.error.code == "RoleAssignmentUpdateNotPermitted"

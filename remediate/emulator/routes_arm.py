@@ -49,7 +49,7 @@ def handle(state: TenantState, req: Request) -> Response:
                 raise _method(req)
             return Response(200, state.update_access_policy(vault_id, m.group(2), req.body), write=True)
         if req.method == "GET":
-            return Response(200, state.vault(vault_id))
+            return Response(200, state.vault_json(vault_id))
         if req.method in ("PUT", "PATCH", "DELETE"):
             log.warning("emulator: refused %s of a vault (%s): the product must never change a vault", req.method,
                         req.path)

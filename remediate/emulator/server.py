@@ -132,7 +132,7 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        data = b"" if body is None or status == 204 else json.dumps(body).encode()
+        data = b"" if body is None or status == 204 else body if isinstance(body, bytes) else json.dumps(body).encode()
         self.send_response(status)
         if data:
             self.send_header("Content-Type", "application/json; charset=utf-8")

@@ -219,6 +219,14 @@ class TenantState:
                                "was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix")
             return copy.deepcopy(v)
 
+    def vault_json(self, vault_id: str) -> bytes:
+        """One vault already encoded (under the lock, so no copy is needed: large policy lists stay cheap)."""
+        with self.lock:
+            v = self.vaults.get(vault_id.rstrip("/").lower())
+            if v is None:
+                self.vault(vault_id)  # raises ResourceNotFound
+            return json.dumps(v).encode()
+
     def vaults_in(self, prefix: str) -> list[dict[str, Any]]:
         """Every vault whose id is under ``prefix`` (a subscription or resource group), in snapshot order."""
         p = norm(prefix) + "/"
@@ -520,6 +528,12 @@ class TenantState:
                 ep = existing["properties"]
                 if str(ep["principalId"]).lower() == principal_id.lower() \
                         and guid_of(ep["roleDefinitionId"]) == role_guid:
+                    # same assignment again: idempotent; ARM lets a re-PUT change condition and description
+                    changed = {k: props.get(k) for k in ("condition", "conditionVersion", "description")
+                               if props.get(k) != ep.get(k)}
+                    if changed:
+                        ep.update(changed, updatedOn=now_iso())
+                        self.snap.role_assignments = list(self.assignments.values())
                     return 200, copy.deepcopy(existing)
                 raise ArmError(409, "RoleAssignmentUpdateNotPermitted", "Tenant ID, application ID, principal ID, "
                                "and scope are not allowed to be updated.")

@@ -30,7 +30,7 @@ class Response:
     """What a route answers: status, JSON body (None = empty) and extra headers."""
 
     status: int
-    body: Any = None
+    body: Any = None  # JSON-able, or bytes already encoded
     headers: dict[str, str] = field(default_factory=dict)
     write: bool = False  # the request changed the tenant (eligible for the opt-in "lost response" fault)
 

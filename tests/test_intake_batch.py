@@ -136,3 +136,45 @@ def test_non_key_vault_alert_names_the_resource_type() -> None:
         parse_one("vm.json", _read("alerts/legacy_activitylog_alert_administrative_noncommon_md.json"))
     assert err.value.message == ("vm.json: is an alert about Microsoft.Compute/virtualMachines, not a Key Vault")
     assert err.value.code == "NOT_KEY_VAULT"
+
+
+def _v1_without_rows() -> bytes:
+    doc = json.loads(_read("alert_v1_searchresults_azurediagnostics.json"))
+    ctx = doc["data"]["alertContext"]
+    del ctx["SearchResults"]
+    ctx["IncludedSearchResults"] = "False"
+    ctx["Dimensions"] = [{"name": "Resource", "value": "KV-PAYMENTS-PROD"}]
+    return json.dumps(doc).encode()
+
+
+def test_v1_alert_without_search_results_points_at_its_link() -> None:
+    # given a V1 log alert that did not include its rows
+    result = parse_one("v1.json", _v1_without_rows())
+    # then one denial with what the alert says, and a note with the API link
+    (d,) = result.denials
+    assert (d.source, d.vault.name, d.principal.known) == ("alert.log_search_v1", "KV-PAYMENTS-PROD", False)
+    assert "LinkToSearchResultsAPI: https://api.loganalytics.io/" in result.notes[0]
+
+
+@pytest.mark.parametrize(("dims", "metric", "statuses", "skipped"), [
+    ([{"name": "StatusCodeClass", "value": "4xx"}], "ServiceApiResult", [None], 0),
+    ([{"name": "StatusCodeClass", "value": "5xx"}], "ServiceApiResult", [], 1),
+    ([{"name": "StatusCode", "value": "200"}], "ServiceApiResult", [], 1),
+    ([], "ServiceApiLatency", [None], 0),
+    ([], "SaturationShoebox", [], 1),
+])
+def test_metric_alert_status_dimensions(dims: list[dict[str, str]], metric: str, statuses: list[int | None],
+                                        skipped: int) -> None:
+    doc = json.loads(_read("alert_metric_serviceapiresult_403.json"))
+    crit = doc["data"]["alertContext"]["condition"]["allOf"][0]
+    crit["dimensions"], crit["metricName"] = dims, metric
+    result = parse_one("metric.json", json.dumps(doc).encode())
+    assert [d.status for d in result.denials] == statuses
+    assert result.skipped == skipped
+    assert all(d.vault.name == "kv-payments-prod" and d.cause_hint is None for d in result.denials)
+
+
+def test_error_text_saved_as_a_json_string() -> None:
+    text = _read("errors/azcli_403_forbiddenbyrbac_setsecret_saas_accelerator.txt").decode()
+    (d,) = parse_one("err.json", json.dumps(text).encode()).denials
+    assert (d.status, d.operation) == (403, "SecretSet")

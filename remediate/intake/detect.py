@@ -68,6 +68,8 @@ def _json_outcome(name: str, value: Any) -> Outcome | None:
                 return None
             out.extend(sub)
         return out
+    if isinstance(value, str) and errors_text.recognised(value):
+        return errors_text.parse_block(_clean_text(value.replace("\r\n", "\n")))  # an error text saved as JSON
     if not isinstance(value, dict):
         return None
     if alerts.is_alert(value):

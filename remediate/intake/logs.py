@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..model import VaultRef
 from .common import (
     DENIAL_STATUSES,
     Draft,
@@ -19,6 +20,7 @@ from .common import (
     as_list,
     canonical_operation,
     implied_status,
+    ip_address,
     lower_keys,
     merge_principal,
     object_from_path,
@@ -121,7 +123,7 @@ def row_draft(row: dict[str, Any], source: str) -> Draft:
         vref, obj = vault_from_resource_id(row.get(k))
         d.add_vault(vref)
         d.object = d.object or obj
-    d.add_vault(type(d.vault)(name=vault_name(row.get("resource")) or vault_name(row.get("vaultname"))))
+    d.add_vault(VaultRef(name=vault_name(row.get("resource")) or vault_name(row.get("vaultname"))))
     uri = _first(row, _URI_KEYS)
     d.add_uri(uri)
     for k in _ID_KEYS:
@@ -129,15 +131,13 @@ def row_draft(row: dict[str, Any], source: str) -> Draft:
         if u is None:
             continue
         if u.vault:
-            d.add_vault(type(d.vault)(name=u.vault))
+            d.add_vault(VaultRef(name=u.vault))
         obj = object_from_path(u.path)
         if obj and (d.object is None or (d.object.name == obj.name and d.object.kind == obj.kind and obj.version)):
             d.object = obj
         if d.path is None and u.path not in ("", "/"):
             d.path = u.path
         break
-    from .common import ip_address
-
     d.caller_ip = ip_address(_first(row, _IP_KEYS))
     d.time = text(_first(row, _TIME_KEYS))
     d.correlation_id = text(row.get("correlationid"))

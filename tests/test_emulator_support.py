@@ -23,7 +23,7 @@ from azure.mgmt.keyvault.aio import KeyVaultManagementClient as AsyncKeyVaultMan
 from remediate.emulator import Emulator
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tenants"
-EXAMPLES = Path("/work/shared/reference/arm-examples")
+EXAMPLES = FIXTURES / "arm-examples"
 SMALL = FIXTURES / "small.json"
 
 TENANT = "72f988bf-0000-0000-0000-000000000001"

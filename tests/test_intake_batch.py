@@ -178,3 +178,11 @@ def test_error_text_saved_as_a_json_string() -> None:
     text = _read("errors/azcli_403_forbiddenbyrbac_setsecret_saas_accelerator.txt").decode()
     (d,) = parse_one("err.json", json.dumps(text).encode()).denials
     assert (d.status, d.operation) == (403, "SecretSet")
+
+
+def test_records_pasted_one_after_another() -> None:
+    # given two pretty-printed audit records pasted back to back (not a JSON array)
+    a = _read("logs/kv_auditevent_raw_keypurge_403_accesspolicy_sekoia.json")
+    b = _read("logs/kv_auditevent_raw_authentication_401_google_secops.json")
+    result = parse_one("pasted.json", a + b"\n" + b)
+    assert [d.operation for d in result.denials] == ["KeyPurge", "Authentication"]

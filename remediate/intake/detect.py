@@ -91,18 +91,26 @@ def _json_outcome(name: str, value: Any) -> Outcome | None:
     return None
 
 
+_DECODER = json.JSONDecoder()
+
+
 def _json_lines(name: str, block: str) -> Outcome | None:
-    """JSON lines (storage ``PT1H.json`` blobs): one record per line."""
-    lines = [ln for ln in block.split("\n") if ln.strip()]
-    if len(lines) < 2 or not all(ln.lstrip().startswith("{") for ln in lines):
-        return None
+    """JSON lines (storage ``PT1H.json`` blobs) or objects pasted one after another: one record each."""
     records: list[Any] = []
-    for ln in lines:
+    pos, end = 0, len(block)
+    while pos < end:
+        while pos < end and block[pos] in " \t\n,":
+            pos += 1
+        if pos >= end:
+            break
+        if block[pos] != "{":
+            return None
         try:
-            records.append(json.loads(ln))
+            value, pos = _DECODER.raw_decode(block, pos)
         except (ValueError, RecursionError):
             return None
-    return _json_outcome(name, records)
+        records.append(value)
+    return _json_outcome(name, records) if len(records) > 1 else None
 
 
 def _unrecognised_json(name: str, value: Any) -> InputError:

@@ -16,7 +16,7 @@ from azure.mgmt.keyvault.models import (
 )
 
 from remediate.emulator import Emulator
-from tests.test_emulator_support import (
+from tests.test_emulator_support import (  # loopback_only: autouse guard
     ANA,
     APP,
     APP_TEAM,
@@ -35,6 +35,7 @@ from tests.test_emulator_support import (
     async_kv_client,
     auth_client,
     kv_client,
+    loopback_only,  # noqa: F401
     small,
 )
 

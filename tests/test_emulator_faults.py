@@ -11,7 +11,7 @@ import pytest
 from azure.core.exceptions import HttpResponseError, ServiceResponseError
 
 from remediate.emulator import Emulator, Faults
-from tests.test_emulator_support import (
+from tests.test_emulator_support import (  # loopback_only: autouse guard
     FAST_RETRY,
     KV_POLICY,
     KV_RBAC,
@@ -22,6 +22,7 @@ from tests.test_emulator_support import (
     async_kv_client,
     auth_client,
     kv_client,
+    loopback_only,  # noqa: F401
     small,
 )
 

@@ -9,7 +9,7 @@ import pytest
 from azure.core.rest import HttpRequest
 
 from remediate.emulator import Emulator
-from tests.test_emulator_support import (
+from tests.test_emulator_support import (  # loopback_only: autouse guard
     ANA,
     APP,
     APP_TEAM,
@@ -17,6 +17,7 @@ from tests.test_emulator_support import (
     KV_RBAC,
     MI,
     async_pipeline,
+    loopback_only,  # noqa: F401
     pipeline,
     small,
 )

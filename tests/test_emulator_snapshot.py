@@ -12,7 +12,7 @@ import pytest
 
 from remediate.emulator import Emulator, Snapshot, load_snapshot
 from remediate.errors import InputError
-from tests.test_emulator_support import (
+from tests.test_emulator_support import (  # loopback_only: autouse guard
     KV_POLICY,
     KV_RBAC,
     KV_READER,
@@ -22,6 +22,7 @@ from tests.test_emulator_support import (
     TENANT,
     auth_client,
     kv_client,
+    loopback_only,  # noqa: F401
     small,
 )
 
@@ -134,3 +135,10 @@ def test_start_is_fast_and_ports_are_free() -> None:
     finally:
         a.stop()
         b.stop()
+
+
+def test_loopback_guard_refuses_other_addresses() -> None:
+    import socket
+
+    with pytest.raises(AssertionError, match="non-loopback"):
+        socket.create_connection(("169.254.169.254", 80), timeout=0.01)

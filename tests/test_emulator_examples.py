@@ -15,8 +15,12 @@ from azure.core.exceptions import HttpResponseError
 from azure.mgmt.authorization.v2020_10_01.models import RoleAssignmentScheduleRequest
 
 from remediate.emulator import Emulator
-from tests.test_emulator_support import auth_client, example, kv_client
-from tests.test_emulator_support import loopback_only  # noqa: F401  (autouse guard)
+from tests.test_emulator_support import (
+    auth_client,
+    example,
+    kv_client,
+    loopback_only,  # noqa: F401  (autouse guard)
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

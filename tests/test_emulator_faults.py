@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from typing import Any
 
 import pytest
 from azure.core.exceptions import HttpResponseError, ServiceResponseError
@@ -21,6 +22,7 @@ from tests.test_emulator_support import (  # loopback_only: autouse guard
     async_auth_client,
     async_kv_client,
     auth_client,
+    err_code,
     kv_client,
     loopback_only,  # noqa: F401
     small,
@@ -74,8 +76,9 @@ def test_throttle_answer_is_arm_shaped_with_retry_after() -> None:
     with Emulator(small(), faults=Faults(throttle_rate=1.0, retry_after_s=7)) as emu:
         with pytest.raises(HttpResponseError) as e:
             kv_client(emu, retry_total=0).vaults.get("rg-app", "kv-rbac")
-        assert e.value.status_code == 429 and e.value.error.code == "TooManyRequests"
-        assert e.value.response.headers["Retry-After"] == "7"
+        assert e.value.status_code == 429 and err_code(e) == "TooManyRequests"
+        response: Any = e.value.response
+        assert response.headers["Retry-After"] == "7"
 
 
 def test_errors_and_resets_surface_when_retries_are_exhausted() -> None:

@@ -65,6 +65,12 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
+def err_code(e: pytest.ExceptionInfo[Any]) -> str:
+    """The ARM error code the SDK parsed from an error response."""
+    assert e.value.error is not None, e.value
+    return str(e.value.error.code)
+
+
 def small() -> dict[str, Any]:
     """The small test tenant as a fresh dict."""
     data: dict[str, Any] = json.loads(SMALL.read_text())

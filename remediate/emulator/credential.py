@@ -9,7 +9,8 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any
 
-from azure.core.credentials import AccessToken
+from azure.core.credentials import AccessToken, TokenCredential
+from azure.core.credentials_async import AsyncTokenCredential
 
 TOKEN = "emulator-token"
 EXPIRES_ON = 4_102_444_800  # 2100-01-01T00:00:00Z: far enough that azure-core never refreshes it
@@ -18,7 +19,8 @@ EXPIRES_ON = 4_102_444_800  # 2100-01-01T00:00:00Z: far enough that azure-core n
 class FakeCredential:
     """Sync ``TokenCredential``: always returns the same far-future ``AccessToken``."""
 
-    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+    def get_token(self, *scopes: str, claims: str | None = None, tenant_id: str | None = None,
+                  enable_cae: bool = False, **kwargs: Any) -> AccessToken:
         """The emulator token for any scope (no request is made)."""
         return AccessToken(TOKEN, EXPIRES_ON)
 
@@ -28,15 +30,16 @@ class FakeCredential:
     def __enter__(self) -> FakeCredential:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None = None, exc_value: BaseException | None = None,
+                 traceback: TracebackType | None = None) -> None:
         self.close()
 
 
 class AsyncFakeCredential:
     """Async ``AsyncTokenCredential`` twin of :class:`FakeCredential` for the ``.aio`` clients."""
 
-    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+    async def get_token(self, *scopes: str, claims: str | None = None, tenant_id: str | None = None,
+                        enable_cae: bool = False, **kwargs: Any) -> AccessToken:
         """The emulator token for any scope (no request is made)."""
         return AccessToken(TOKEN, EXPIRES_ON)
 
@@ -46,6 +49,11 @@ class AsyncFakeCredential:
     async def __aenter__(self) -> AsyncFakeCredential:
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None = None, exc_value: BaseException | None = None,
+                        traceback: TracebackType | None = None) -> None:
         await self.close()
+
+
+def _conforms(sync: FakeCredential, aio: AsyncFakeCredential) -> tuple[TokenCredential, AsyncTokenCredential]:
+    """Static check (mypy) that the fakes satisfy azure-core's credential protocols."""
+    return sync, aio

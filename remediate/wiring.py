@@ -41,7 +41,8 @@ class EmulatorRun:
     def facts(self, **kw: Any) -> ArmFacts:
         emu = self.emulator
         return ArmFacts(emu.async_credential(), self.snapshot.subscriptions, arm_url=emu.base_url,
-                        graph_url=emu.base_url, connection_verify=emu.ca_file, **kw)
+                        graph_url=emu.base_url, connection_verify=emu.ca_file,
+                        transport_factory=emu.async_transport, **kw)
 
 
 @asynccontextmanager

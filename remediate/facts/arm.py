@@ -110,7 +110,7 @@ class ArmFacts:
     def __init__(self, credential: Any, subscriptions: Sequence[str], *, arm_url: str | None = None,
                  graph_url: str = GRAPH_URL, connection_verify: str | bool | None = None,
                  graph: bool = True, max_concurrency: int = 32, retry_after_cap_s: float = 30.0,
-                 retry_total: int = 10) -> None:
+                 retry_total: int = 10, transport_factory: Callable[[], Any] | None = None) -> None:
         self._credential = credential
         self.subscriptions = tuple(subscriptions)
         self._arm_url = arm_url
@@ -118,6 +118,7 @@ class ArmFacts:
         self._verify = connection_verify
         self._graph_enabled = graph
         self._retry_cap = retry_after_cap_s
+        self._transport_factory = transport_factory   # one keep-alive transport per client (emulator TLS trust)
         self._retry_total = retry_total
         self._sem = asyncio.Semaphore(max_concurrency)
         self._tasks: dict[tuple[str, ...], asyncio.Future[Any]] = {}
@@ -141,7 +142,9 @@ class ArmFacts:
                               "retry_policy": capped_retry_policy(self._retry_cap, self._retry_total)}
         if self._arm_url:
             kw["base_url"] = self._arm_url
-        if self._verify is not None:
+        if self._transport_factory is not None:
+            kw["transport"] = self._transport_factory()
+        elif self._verify is not None:
             kw["connection_verify"] = self._verify
         return kw
 
@@ -180,6 +183,7 @@ class ArmFacts:
             transport_kw: dict[str, Any] = {}
             if self._verify is not None:
                 transport_kw["connection_verify"] = self._verify
+            transport = self._transport_factory() if self._transport_factory else AioHttpTransport(**transport_kw)
             self._graph = AsyncPipelineClient(
                 base_url=self._graph_url,
                 policies=[RequestIdPolicy(), HeadersPolicy({"Accept": "application/json"}),
@@ -187,7 +191,7 @@ class ArmFacts:
                           capped_retry_policy(self._retry_cap, min(self._retry_total, 4)),
                           AsyncBearerTokenCredentialPolicy(self._credential, "https://graph.microsoft.com/.default"),
                           CustomHookPolicy(raw_request_hook=self._count), ContentDecodePolicy()],
-                transport=AioHttpTransport(**transport_kw))
+                transport=transport)
         return self._graph
 
     async def close(self) -> None:

@@ -1,0 +1,129 @@
+"""HTTP routes: the alert webhook, the runbook API and the OpenAPI document.
+
+- ``POST /api/alerts`` (function key): an Azure Monitor alert (common or legacy schema) → its denials on the
+  queue ``denials`` → ``202 {"accepted": N}``. Fast and Azure-free: no ARM, Graph or Log Analytics call here.
+- ``POST /api/diagnose`` (function key): anything ``kv-remediate parse`` accepts, or a runbook request →
+  ``200`` with the diagnosis JSON of spec/cli.md, synchronously.
+- ``GET /api/openapi.json`` (function key): the OpenAPI 3 document of the routes.
+
+Handlers parse, call one core function, render; heavy modules are imported inside them (cold start).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import azure.functions as func
+
+from .responses import body_of, from_exception, json_response
+
+bp = func.Blueprint()
+
+
+def accept_alert(headers: Any, body_reader: Any) -> int:
+    """Authenticate (when the secure webhook is on), parse the alert, enqueue one message per denial."""
+    from ..errors import InputError
+    from ..intake import parse_one, payload
+    from ..intake.alerts import is_alert, search_results_link, search_results_window
+    from ..store.azure import storage_errors
+    from . import runtime
+    from .messages import QueuedDenial, Search, encode, needs_search
+
+    rt = runtime.get()
+    auth = rt.authenticator()
+    if auth is not None:
+        auth.authenticate(headers, datetime.now(UTC))
+    body: bytes = body_reader()
+    obj = payload(body)
+    if not isinstance(obj, dict) or not is_alert(obj):
+        raise InputError("alert", "is not an Azure Monitor alert payload (common alert schema or a legacy "
+                         "metric, log or activity log webhook); send other inputs to /api/diagnose", "NOT_AN_ALERT")
+    parsed = parse_one("alert", body)
+    link = search_results_link(obj)
+    search = Search(link, search_results_window(obj)) if link else None
+    texts = [encode(QueuedDenial(d, d.alert_id, search if needs_search(d) else None)) for d in parsed.denials]
+    if texts:
+        queue = rt.queue()
+        with storage_errors("enqueueing denials", f"queue '{runtime.DENIALS_QUEUE}'"):
+            for text in texts:
+                queue.send_message(text)
+    return len(texts)
+
+
+@bp.function_name("alerts")
+@bp.route(route="alerts", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def alerts(req: func.HttpRequest) -> func.HttpResponse:
+    """Azure Monitor action group webhook → ``202 {"accepted": N}`` (resolved alerts: 0)."""
+    try:
+        accepted = accept_alert(req.headers, lambda: body_of(req, "alert"))
+    except Exception as exc:
+        return from_exception(exc, "alerts")
+    return json_response({"accepted": accepted}, 202)
+
+
+async def diagnose_body(body: bytes) -> dict[str, Any]:
+    """The diagnosis JSON (spec/cli.md) of one request body; an alert's rows are fetched when it has none."""
+    from ..intake import parse_one, payload
+    from ..service import diagnose as diagnose_batch
+    from . import evidence, runtime
+    from .messages import Search, needs_search
+
+    rt = runtime.get()
+    parsed = parse_one("request body", body)
+    denials = list(parsed.denials)
+    notes = list(parsed.notes)
+    requests = 0
+    if any(needs_search(d) for d in denials):
+        from ..intake.alerts import search_results_link, search_results_window
+
+        obj = payload(body)
+        link = search_results_link(obj)
+        if link:
+            expanded = []
+            for d in denials:
+                if not needs_search(d):
+                    expanded.append(d)
+                    continue
+                got = await evidence.fetch(rt, d, Search(link, search_results_window(obj)))
+                requests += got.requests
+                expanded.extend(got.denials or [d])
+                notes = [n for n in notes if "must be fetched" not in n]
+                notes.append(f"request body: fetched {got.rows} row(s) through linkToSearchResultsAPI, "
+                             f"{len(got.denials)} denial(s) about the alert's vault")
+            denials = expanded
+    async with rt.facts() as facts:
+        result = await diagnose_batch(denials, facts)
+    doc = result.to_dict()
+    doc["notes"] = notes + list(doc.get("notes", []))
+    stats = doc["stats"]
+    stats["skipped"] = parsed.skipped
+    if requests:
+        stats["arm_requests"] = stats.get("arm_requests", 0) + requests
+        by_api = stats.setdefault("requests_by_api", {})
+        by_api["log_analytics"] = by_api.get("log_analytics", 0) + requests
+    return doc
+
+
+@bp.function_name("diagnose")
+@bp.route(route="diagnose", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+async def diagnose(req: func.HttpRequest) -> func.HttpResponse:
+    """Runbooks: any input ``parse`` accepts, or ``{"principal_id", "vault", "operation", "object"}`` → diagnosis."""
+    try:
+        doc = await diagnose_body(body_of(req, "request body"))
+    except Exception as exc:
+        return from_exception(exc, "diagnose")
+    return json_response(doc, 200)
+
+
+@bp.function_name("openapi")
+@bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def openapi(req: func.HttpRequest) -> func.HttpResponse:
+    """The OpenAPI 3 document of the app's routes and JSON schemas."""
+    try:
+        from .openapi import document
+
+        return json_response(document(), 200)
+    except Exception as exc:
+        return from_exception(exc, "openapi")
+

@@ -1,0 +1,442 @@
+"""The function app's per-process runtime: settings, the fact backend (live Azure or the snapshot emulator), the
+storage clients, the webhook authenticator and notifications.
+
+Everything heavy (Azure SDKs, the emulator, storage clients) is created on first use and kept for the life of the
+process (one emulator per process, never per request; one queue/table client per process). Module-level imports
+are the standard library only: the blueprints import this module's constants at cold start.
+
+Settings (app settings / environment):
+
+- ``AzureWebJobsStorage`` (or ``AzureWebJobsStorage__accountName`` / ``__queueServiceUri`` / ``__tableServiceUri``
+  / ``__clientId`` for the identity-based connection): the queue ``denials`` and the tables ``claims``/``findings``.
+- ``KV_REMEDIATE_SNAPSHOT``: a snapshot file served by the bundled emulator instead of Azure (local and tests only).
+- ``AZURE_SUBSCRIPTION_IDS``: the subscriptions to search for vaults (live Azure).
+- ``KV_REMEDIATE_DEDUPE_WINDOW``: ISO 8601 duration (default ``PT10M``) in which identical denials are one finding.
+- ``KV_REMEDIATE_NOTIFY_URL``: Teams or Slack incoming-webhook URL (https; http only to loopback).
+- ``KV_REMEDIATE_WEBHOOK_AUDIENCE`` + ``KV_REMEDIATE_WEBHOOK_TENANT``: require an Entra ID token on ``/api/alerts``.
+- ``KV_REMEDIATE_POLICY``: the remediation policy (content or a path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import threading
+import time
+import urllib.parse
+import weakref
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from azure.storage.queue import QueueClient
+
+    from ..facts.arm import ArmFacts
+    from ..facts.loganalytics import LogAnalyticsClient
+    from ..guard import Policy
+    from ..store.claims import TableClaimStore
+    from ..store.findings import TableFindingStore
+    from ..wiring import EmulatorRun
+    from .webhook_auth import WebhookAuthenticator
+
+log = logging.getLogger("kv_remediate.app")
+
+STORAGE_CONNECTION = "AzureWebJobsStorage"
+DENIALS_QUEUE = "denials"
+POISON_QUEUE = "denials-poison"
+CLAIMS_TABLE = "claims"
+FINDINGS_TABLE = "findings"
+
+SNAPSHOT_SETTING = "KV_REMEDIATE_SNAPSHOT"
+WINDOW_SETTING = "KV_REMEDIATE_DEDUPE_WINDOW"
+NOTIFY_SETTING = "KV_REMEDIATE_NOTIFY_URL"
+POLICY_SETTING = "KV_REMEDIATE_POLICY"
+SUBSCRIPTIONS_SETTING = "AZURE_SUBSCRIPTION_IDS"
+DEFAULT_WINDOW = timedelta(minutes=10)
+DEFAULT_MAX_DEQUEUE = 5
+HOST_JSON = Path(__file__).resolve().parents[2] / "host.json"
+
+FACTS_BATCH_SECONDS = 1.0
+"""How long the worker's invocations share one fact source (its per-batch caches): a burst of messages is one
+batch, while a grant made a few seconds ago is always seen."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A configuration problem for /api/health: the setting and what is wrong, never its value."""
+
+    setting: str
+    problem: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"setting": self.setting, "problem": self.problem}
+
+
+def host_settings(path: Path = HOST_JSON) -> dict[str, Any]:
+    """The parts of host.json the app mirrors: queue retry limits and the HTTP route prefix."""
+    try:
+        host = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        host = {}
+    ext = _section(host, "extensions")
+    queues, http = _section(ext, "queues"), _section(ext, "http")
+    return {"max_dequeue_count": int(queues.get("maxDequeueCount", DEFAULT_MAX_DEQUEUE)),
+            "batch_size": int(queues.get("batchSize", 16)),
+            "new_batch_threshold": int(queues.get("newBatchThreshold", 8)),
+            "visibility_timeout": _hms(str(queues.get("visibilityTimeout", "00:00:00"))),
+            "route_prefix": str(http.get("routePrefix", "api")).strip("/")}
+
+
+def _section(value: Any, key: str) -> dict[str, Any]:
+    inner = value.get(key) if isinstance(value, dict) else None
+    return inner if isinstance(inner, dict) else {}
+
+
+def _hms(text: str) -> float:
+    """``hh:mm:ss`` (a .NET TimeSpan as host.json writes it) in seconds; 0 when unreadable."""
+    try:
+        h, m, s = text.split(":")
+        return int(h) * 3600 + int(m) * 60 + float(s)
+    except ValueError:
+        return 0.0
+
+
+def _is_loopback(host: str | None) -> bool:
+    return (host or "").lower() in ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The app settings that shape a run, read once per process."""
+
+    snapshot: str | None = None
+    subscriptions: tuple[str, ...] = ()
+    dedupe_window: timedelta = DEFAULT_WINDOW
+    notify_url: str | None = None
+    max_dequeue_count: int = DEFAULT_MAX_DEQUEUE
+    problems: tuple[Problem, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read (and check) the settings; problems are collected, not raised, so health can list them all."""
+        from ..guard import parse_duration
+
+        env = dict(os.environ if env is None else env)
+        problems: list[Problem] = []
+        snapshot = (env.get(SNAPSHOT_SETTING) or "").strip() or None
+        if snapshot and not Path(snapshot).is_file():
+            problems.append(Problem(SNAPSHOT_SETTING, "names a file that does not exist"))
+        if snapshot and env.get("WEBSITE_INSTANCE_ID"):
+            problems.append(Problem(SNAPSHOT_SETTING, "is set in Azure: the app reads a snapshot instead of the "
+                                    "tenant; remove the setting"))
+        subs = tuple(s.strip() for s in (env.get(SUBSCRIPTIONS_SETTING) or "").split(",") if s.strip())
+        if not snapshot and not subs:
+            problems.append(Problem(SUBSCRIPTIONS_SETTING, "is not set: no subscription to search for vaults"))
+        window = DEFAULT_WINDOW
+        raw_window = (env.get(WINDOW_SETTING) or "").strip()
+        if raw_window:
+            parsed = parse_duration(raw_window)
+            if parsed is None or parsed <= timedelta(0):
+                problems.append(Problem(WINDOW_SETTING, "is not a positive ISO 8601 duration (e.g. PT10M); "
+                                        "using the default of 10 minutes"))
+            else:
+                window = parsed
+        notify = (env.get(NOTIFY_SETTING) or "").strip() or None
+        if notify:
+            url = urllib.parse.urlsplit(notify)
+            if not (url.scheme == "https" or (url.scheme == "http" and _is_loopback(url.hostname))):
+                problems.append(Problem(NOTIFY_SETTING, "must be an https URL (http only to loopback); "
+                                        "notifications are off"))
+                notify = None
+        problems.extend(_storage_problems(env))
+        problems.extend(_webhook_problems(env))
+        problems.extend(_policy_problems(env))
+        return cls(snapshot=snapshot, subscriptions=subs, dedupe_window=window, notify_url=notify,
+                   max_dequeue_count=host_settings()["max_dequeue_count"], problems=tuple(problems), env=env)
+
+
+def _storage_problems(env: Mapping[str, str]) -> list[Problem]:
+    from ..errors import ConfigError
+    from ..store.azure import storage_settings
+
+    try:
+        storage_settings(env, prefix=STORAGE_CONNECTION)
+    except ConfigError as exc:
+        return [Problem(STORAGE_CONNECTION, exc.message)]
+    return []
+
+
+def _webhook_problems(env: Mapping[str, str]) -> list[Problem]:
+    from ..errors import ConfigError
+    from .webhook_auth import AUDIENCE_SETTING, WebhookAuthSettings
+
+    try:
+        WebhookAuthSettings.from_env(env)
+    except ConfigError as exc:
+        return [Problem(AUDIENCE_SETTING if AUDIENCE_SETTING in exc.message else "KV_REMEDIATE_WEBHOOK_TENANT",
+                        exc.message)]
+    return []
+
+
+def _policy_problems(env: Mapping[str, str]) -> list[Problem]:
+    from ..errors import RemediateError
+
+    try:
+        load_policy(env)
+    except RemediateError as exc:
+        return [Problem(POLICY_SETTING, exc.message)]
+    return []
+
+
+def load_policy(env: Mapping[str, str] | None = None) -> Policy:
+    """The remediation policy: ``KV_REMEDIATE_POLICY`` as YAML/JSON content or a file path, else the defaults."""
+    from ..errors import PolicyError
+    from ..guard import parse_policy, policy_from_dict
+
+    env = os.environ if env is None else env
+    raw = (env.get(POLICY_SETTING) or "").strip()
+    if not raw:
+        return policy_from_dict(None, "defaults")
+    if "\n" in raw or raw.startswith("{") or ": " in raw:
+        return parse_policy(raw, POLICY_SETTING)
+    try:
+        text = Path(raw).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"setting {POLICY_SETTING}: the policy file cannot be read ({type(exc).__name__})") from exc
+    return parse_policy(text, POLICY_SETTING)
+
+
+@dataclass
+class _Batch:
+    """One shared fact source and how many invocations are using it."""
+
+    facts: ArmFacts
+    born: float
+    users: int = 0
+    retired: bool = False
+
+
+class Runtime:
+    """Per-process state shared by every invocation; thread-safe lazy creation."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        self._lock = threading.RLock()
+        self._emulator: EmulatorRun | None = None
+        self._queue: QueueClient | None = None
+        self._claims: TableClaimStore | None = None
+        self._findings: TableFindingStore | None = None
+        self._auth: WebhookAuthenticator | None = None
+        self._auth_loaded = False
+        self._batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[_Batch]] = (
+            weakref.WeakKeyDictionary())
+        self._credentials: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+
+    # -- fact backend -----------------------------------------------------------------------------------------
+
+    @property
+    def emulator(self) -> EmulatorRun | None:
+        """The snapshot emulator (started on first use, once per process), or None for live Azure."""
+        if not self.settings.snapshot:
+            return None
+        with self._lock:
+            if self._emulator is None:
+                from ..wiring import EmulatorRun
+
+                run = EmulatorRun(self.settings.snapshot)
+                run.__enter__()
+                self._emulator = run
+                log.info("kv-remediate: serving snapshot %s through the emulator at %s", self.settings.snapshot,
+                         run.emulator.base_url)
+            return self._emulator
+
+    def _live_credential(self) -> Any:
+        """The function's identity for this event loop (async credentials are bound to their loop)."""
+        loop = asyncio.get_running_loop()
+        cred = self._credentials.get(loop)
+        if cred is None:
+            from azure.identity.aio import DefaultAzureCredential
+
+            cred = self._credentials[loop] = DefaultAzureCredential()
+        return cred
+
+    def new_facts(self) -> ArmFacts:
+        """A fresh fact source (one batch) on the configured backend."""
+        run = self.emulator
+        if run is not None:
+            return run.facts()
+        from ..errors import ConfigError
+        from ..facts.arm import ArmFacts
+
+        if not self.settings.subscriptions:
+            raise ConfigError(f"setting {SUBSCRIPTIONS_SETTING} is not set: no subscription to search for vaults")
+        return ArmFacts(self._live_credential(), self.settings.subscriptions)
+
+    @asynccontextmanager
+    async def facts(self, *, shared: bool = False) -> AsyncIterator[ArmFacts]:
+        """A fact source: a fresh one (closed afterwards), or with ``shared`` the one this event loop's recent
+        invocations use (a new one every ``FACTS_BATCH_SECONDS``), so a burst of queue messages is one batch."""
+        if not shared:
+            facts = self.new_facts()
+            try:
+                yield facts
+            finally:
+                await facts.close()
+            return
+        loop = asyncio.get_running_loop()
+        batches = self._batches.setdefault(loop, [])
+        now = time.monotonic()
+        batch = batches[-1] if batches and not batches[-1].retired else None
+        if batch is None or now - batch.born > FACTS_BATCH_SECONDS:
+            if batch is not None:
+                batch.retired = True
+            batch = _Batch(self.new_facts(), now)
+            batches.append(batch)
+        batch.users += 1
+        try:
+            yield batch.facts
+        finally:
+            batch.users -= 1
+            if batch.users == 0:
+                if batch.retired:
+                    await self._close_batch(batches, batch)
+                else:  # idle: close it once its time is up, unless someone picked it up again
+                    loop.call_later(FACTS_BATCH_SECONDS, lambda: loop.create_task(self._expire(batches, batch)))
+
+    async def _expire(self, batches: list[_Batch], batch: _Batch) -> None:
+        if batch.users == 0 and time.monotonic() - batch.born >= FACTS_BATCH_SECONDS:
+            batch.retired = True
+            await self._close_batch(batches, batch)
+
+    @staticmethod
+    async def _close_batch(batches: list[_Batch], batch: _Batch) -> None:
+        if batch in batches:
+            batches.remove(batch)
+            await batch.facts.close()
+
+    async def aclose(self) -> None:
+        """Close this event loop's shared fact sources and credential (before the loop stops)."""
+        loop = asyncio.get_running_loop()
+        for batch in list(self._batches.pop(loop, [])):
+            await batch.facts.close()
+        cred = self._credentials.pop(loop, None)
+        if cred is not None:
+            await cred.close()
+
+    def log_analytics(self) -> LogAnalyticsClient:
+        """A Log Analytics query client (close it after use): the emulator's, or Azure's with our identity."""
+        from ..facts.loganalytics import LogAnalyticsClient
+
+        run = self.emulator
+        if run is not None:
+            emu = run.emulator
+            return LogAnalyticsClient(emu.async_credential(), base_url=emu.base_url, connection_verify=emu.ca_file)
+        return LogAnalyticsClient(self._live_credential())
+
+    # -- storage ----------------------------------------------------------------------------------------------
+
+    def _storage(self) -> Any:
+        from ..store.azure import storage_settings
+
+        return storage_settings(self.settings.env, prefix=STORAGE_CONNECTION)
+
+    def queue(self) -> QueueClient:
+        """The `denials` queue client (created once per process; the queue is created if missing)."""
+        with self._lock:
+            if self._queue is None:
+                from ..store.azure import queue_client, queue_service_client
+
+                self._queue = queue_client(queue_service_client(self._storage()), DENIALS_QUEUE)
+            return self._queue
+
+    def claims(self) -> TableClaimStore:
+        """The distributed dedupe store on Table `claims`."""
+        with self._lock:
+            if self._claims is None:
+                from ..store.azure import table_client, table_service_client
+                from ..store.claims import TableClaimStore
+
+                self._claims = TableClaimStore(table_client(table_service_client(self._storage()), CLAIMS_TABLE))
+            return self._claims
+
+    def findings(self) -> TableFindingStore:
+        """The findings records on Table `findings`."""
+        with self._lock:
+            if self._findings is None:
+                from ..store.azure import table_client, table_service_client
+                from ..store.findings import TableFindingStore
+
+                self._findings = TableFindingStore(table_client(table_service_client(self._storage()),
+                                                                FINDINGS_TABLE))
+            return self._findings
+
+    # -- webhook auth and notifications -------------------------------------------------------------------------
+
+    def authenticator(self) -> WebhookAuthenticator | None:
+        """The secure-webhook validator when configured (its key cache lives for the process), else None."""
+        with self._lock:
+            if not self._auth_loaded:
+                from .webhook_auth import authenticator_from_env
+
+                self._auth = authenticator_from_env(self.settings.env)
+                self._auth_loaded = True
+            return self._auth
+
+    def notify(self, payload: dict[str, Any], timeout: float = 5.0) -> bool:
+        """POST ``payload`` to KV_REMEDIATE_NOTIFY_URL; False (logged, not raised) when it fails."""
+        url = self.settings.notify_url
+        if not url:
+            return False
+        import urllib.error
+        import urllib.request
+
+        request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                response.read()
+            return True
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            log.warning("kv-remediate: the notification to %s failed (%s)", NOTIFY_SETTING, type(exc).__name__)
+            return False
+
+    def close(self) -> None:
+        """Stop the emulator (if started); other clients are dropped with the process."""
+        with self._lock:
+            if self._emulator is not None:
+                self._emulator.__exit__(None, None, None)
+                self._emulator = None
+
+
+_RUNTIME: Runtime | None = None
+_RUNTIME_LOCK = threading.Lock()
+
+
+def get() -> Runtime:
+    """The process's runtime, created on first use from the environment."""
+    global _RUNTIME
+    with _RUNTIME_LOCK:
+        if _RUNTIME is None:
+            _RUNTIME = Runtime()
+        return _RUNTIME
+
+
+def current() -> Runtime | None:
+    """The process's runtime if one was created (nothing is created here)."""
+    return _RUNTIME
+
+
+def reset() -> None:
+    """Forget the runtime (stopping its emulator) so the next invocation re-reads the settings (tests, serve)."""
+    global _RUNTIME
+    with _RUNTIME_LOCK:
+        if _RUNTIME is not None:
+            _RUNTIME.close()
+        _RUNTIME = None

@@ -1,0 +1,186 @@
+"""The queue worker on `denials`: claim, diagnose, report (and, once the remediate issue lands, apply).
+
+Per message (one denial, see messages.py):
+
+1. A denial from a log alert that does not name the caller first claims its alert search (so a storm of such
+   alerts fetches the rows once), then fetches the rows through ``linkToSearchResultsAPI`` (evidence.py).
+2. Each denial claims its tuple (principal, vault, object, operation, status) in the Table ``claims`` with a
+   conditional insert (window ``KV_REMEDIATE_DEDUPE_WINDOW``): exactly one message across every instance wins;
+   the others add an occurrence to the winner's record and stop.
+3. The winners are diagnosed (one fact source shared by this process's concurrent invocations: a burst is a
+   batch), then each finding goes through :func:`act` (the single place where remediation will apply a plan) and
+   is reported: one structured log line, one record in the Table ``findings``, one notification when
+   ``KV_REMEDIATE_NOTIFY_URL`` is set.
+
+Failures raise, so the host retries the message; on the last allowed attempt (host.json ``maxDequeueCount``) the
+reason is logged as poison and the host moves the message to ``denials-poison``: nothing is retried forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import azure.functions as func
+
+from .runtime import DENIALS_QUEUE, POISON_QUEUE, STORAGE_CONNECTION
+
+if TYPE_CHECKING:
+    from ..model import Denial, Finding
+    from ..store.claims import Claim
+    from .messages import QueuedDenial
+    from .runtime import Runtime
+
+log = logging.getLogger("kv_remediate.worker")
+
+bp = func.Blueprint()
+
+
+def _vault(denial: dict[str, Any]) -> str | None:
+    v = denial.get("vault") or {}
+    return v.get("name") or v.get("resource_id")
+
+
+def _principal(denial: dict[str, Any]) -> str | None:
+    p = denial.get("principal") or {}
+    return p.get("object_id") or p.get("app_id") or p.get("upn")
+
+
+def finding_line(finding: dict[str, Any], *, alert_id: str | None, invocation_id: str | None,
+                 claim: Claim | None) -> dict[str, Any]:
+    """The structured log line (and notification facts) of one finding."""
+    denial = finding.get("denial") or {}
+    obj = denial.get("object") or {}
+    plan = finding.get("plan") or {}
+    fix = (plan.get("commands") or {}).get("az") or next(iter(finding.get("advice") or []), None)
+    return {"event": "kv-remediate.finding", "alert_id": alert_id, "invocation_id": invocation_id,
+            "vault": _vault(denial), "principal": _principal(denial), "cause": finding.get("cause"),
+            "operation": denial.get("operation"),
+            "object": f"{obj.get('kind')}/{obj.get('name')}" if obj.get("name") else obj.get("kind"),
+            "status": denial.get("status"), "occurrences": finding.get("occurrences"),
+            "outcome": finding.get("outcome"), "fix": fix, "dedupe_key": claim.key_hash if claim else None}
+
+
+def notification(finding: dict[str, Any], line: dict[str, Any]) -> dict[str, Any]:
+    """A JSON body a Teams or Slack incoming webhook shows as a message (``text``), with the facts attached."""
+    what = line["operation"] or "a request"
+    where = line["vault"] or "an unknown vault"
+    if line["object"]:
+        where = f"{where} ({line['object']})"
+    lines = [f"Key Vault denial diagnosed: {line['cause']}",
+             f"Who: {line['principal'] or 'unknown caller'}  |  What: {what}  |  Where: {where}",
+             str(finding.get("explanation") or "")]
+    if line["fix"]:
+        lines.append(f"Fix: `{line['fix']}`")
+    if line["alert_id"]:
+        lines.append(f"Alert: {line['alert_id']}")
+    text = "\n".join(x for x in lines if x)
+    return {"text": text, "summary": f"kv-remediate: {line['cause']} on {line['vault'] or 'a vault'}",
+            "kv_remediate": line}
+
+
+async def act(rt: Runtime, finding: Finding, alert_id: str | None) -> Finding:
+    """What the worker does with a finding before reporting it. Today: nothing (suggest only).
+
+    The single call site for remediation: the remediate issue applies the plan here when the policy says
+    ``mode: apply`` and returns the finding with its ``outcome`` (applied / refused_by / error).
+    """
+    return finding
+
+
+async def _claim(rt: Runtime, key: tuple[str | None, ...], claimant: str) -> Claim:
+    now = datetime.now(UTC)
+    return await asyncio.to_thread(lambda: rt.claims().claim(key, rt.settings.dedupe_window, now, claimant))
+
+
+async def _report(rt: Runtime, finding: Finding, *, alert_id: str | None, invocation_id: str | None,
+                  claim: Claim | None) -> None:
+    doc = finding.to_dict()
+    if claim is not None:
+        doc["dedupe"] = {"key_hash": claim.key_hash, "window_ends": claim.expires_at.isoformat()}
+    line = finding_line(doc, alert_id=alert_id, invocation_id=invocation_id, claim=claim)
+    log.info("kv-remediate finding %s", json.dumps(line, ensure_ascii=False, default=str),
+             extra={"custom_dimensions": line})
+    now = datetime.now(UTC)
+    await asyncio.to_thread(lambda: rt.findings().record(doc, alert_id=alert_id, invocation_id=invocation_id,
+                                                         when=now))
+    if rt.settings.notify_url:
+        await asyncio.to_thread(rt.notify, notification(doc, line))
+
+
+async def _denials(rt: Runtime, item: QueuedDenial, claimant: str) -> list[Denial] | None:
+    """The message's denials: itself, or its alert's rows; None when another message already fetched them."""
+    from . import evidence
+
+    if item.search is None:
+        return [item.denial]
+    window = item.search.window or (None, None)
+    claim = await _claim(rt, ("search", item.search.link, *window), claimant)
+    if not claim.won:
+        log.debug("kv-remediate: alert %s rows already fetched by %s (%d occurrences)", item.alert_id,
+                  claim.winner, claim.occurrences)
+        return None
+    got = await evidence.fetch(rt, item.denial, item.search)
+    if not got.denials:
+        log.warning("kv-remediate: alert %s: its search returned %d row(s), none a denial about the alert's vault; "
+                    "diagnosing the alert itself", item.alert_id, got.rows)
+        return [item.denial]
+    return list(got.denials)
+
+
+async def handle(rt: Runtime, body: bytes | str, *, message_id: str, invocation_id: str | None) -> int:
+    """Process one `denials` message; returns how many findings it reported (0 for a duplicate)."""
+    from ..service import collapse
+    from ..service import diagnose as diagnose_batch
+    from .messages import decode
+
+    item = decode(body)
+    denials = await _denials(rt, item, message_id)
+    if not denials:
+        return 0
+    winners: list[Denial] = []
+    claims: dict[tuple[str | None, ...], Claim] = {}
+    for denial, count in collapse(denials):
+        key = denial.identity_key()
+        claim = await _claim(rt, key, message_id)
+        if not claim.won:
+            log.debug("kv-remediate: duplicate of %s's denial (%d occurrences)", claim.winner, claim.occurrences)
+            continue
+        claims[key] = claim
+        winners.extend([denial] * count)
+    if not winners:
+        return 0
+    async with rt.facts(shared=True) as facts:
+        result = await diagnose_batch(winners, facts)
+    for finding in result.findings:
+        finding = await act(rt, finding, item.alert_id)
+        await _report(rt, finding, alert_id=item.alert_id, invocation_id=invocation_id,
+                      claim=claims.get(finding.denial.identity_key()))
+    return len(result.findings)
+
+
+@bp.function_name("worker")
+@bp.queue_trigger(arg_name="msg", queue_name=DENIALS_QUEUE, connection=STORAGE_CONNECTION)
+async def worker(msg: func.QueueMessage, context: func.Context) -> None:
+    """Diagnose one queued denial; failures raise so the host retries, then moves it to the poison queue."""
+    from . import runtime
+
+    rt = runtime.get()
+    attempt = msg.dequeue_count or 1
+    try:
+        await handle(rt, msg.get_body(), message_id=msg.id or context.invocation_id,
+                     invocation_id=context.invocation_id)
+    except Exception as exc:
+        from ..errors import RemediateError
+
+        reason = exc.message if isinstance(exc, RemediateError) else f"{type(exc).__name__}: {exc}"
+        if attempt >= rt.settings.max_dequeue_count:
+            log.error("kv-remediate poison: message %s failed on attempt %d of %d (%s); the host moves it to the "
+                      "queue '%s'", msg.id, attempt, rt.settings.max_dequeue_count, reason, POISON_QUEUE)
+        else:
+            log.warning("kv-remediate: message %s failed on attempt %d of %d (%s); it will be retried", msg.id,
+                        attempt, rt.settings.max_dequeue_count, reason)
+        raise

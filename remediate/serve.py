@@ -1,0 +1,611 @@
+"""``kv-remediate serve``: the function app's own decorated functions, run on loopback the way ``func start`` runs
+them, for runbook development, tests and benchmarks. No handler is implemented twice: every route and the queue
+worker are found in ``function_app.app.get_functions()`` and called with ``azure.functions`` objects.
+
+- HTTP: a threaded server (TCP_NODELAY, deep backlog, HTTP/1.1 keep-alive) on ``127.0.0.1:7071`` maps
+  ``/{routePrefix}/{route}`` (host.json, default ``api``) to the function whose trigger has that route and method.
+  Async functions run on one event loop (as the Python worker runs them), sync ones on the request's thread.
+  Function keys: like ``func start``, any ``code``/``x-functions-key`` (or none) is accepted, unless a key is
+  configured (``--function-key`` or ``KV_REMEDIATE_FUNCTION_KEY``); then routes above ANONYMOUS require it.
+- Queue: for each queue trigger, a pump receives messages from the trigger's queue (its ``connection`` setting,
+  Azurite locally), invokes the function with a ``func.QueueMessage``, deletes the message on success and on
+  failure makes it visible again after host.json's ``visibilityTimeout``, or moves it to ``<queue>-poison`` once
+  its dequeue count reaches ``maxDequeueCount``, as the Functions host does. ``--workers N`` runs N pump
+  processes (``python -m remediate.serve worker``), so several "instances" share the queue and the claims table.
+
+Settings come from the environment, then ``local.settings.json`` ``Values`` (as ``func start`` reads them);
+``--snapshot FILE`` sets ``KV_REMEDIATE_SNAPSHOT``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import contextlib
+import hmac
+import inspect
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import uuid
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import azure.functions as func
+from azure.functions.queue import QueueMessage
+
+from .app.runtime import host_settings
+
+log = logging.getLogger("kv_remediate.serve")
+
+KEY_SETTING = "KV_REMEDIATE_FUNCTION_KEY"
+ROOT = Path(__file__).resolve().parents[1]
+MAX_BODY = 8 * 1024 * 1024
+
+
+def load_app() -> func.FunctionApp:
+    """The FunctionApp of ``function_app.py`` (the repository root is put on ``sys.path`` when needed)."""
+    if str(ROOT) not in sys.path and (ROOT / "function_app.py").exists():
+        sys.path.insert(0, str(ROOT))
+    import function_app
+
+    app: func.FunctionApp = function_app.app
+    return app
+
+
+def load_local_settings(path: Path = Path("local.settings.json")) -> list[str]:
+    """Put ``Values`` of local.settings.json into the environment (existing variables win); returns the names."""
+    try:
+        values = json.loads(path.read_text(encoding="utf-8")).get("Values") or {}
+    except (OSError, ValueError, AttributeError):
+        return []
+    added = []
+    for k, v in values.items():
+        if isinstance(v, str) and v and k not in os.environ:
+            os.environ[k] = v
+            added.append(k)
+    return added
+
+
+# --- the functions of the app -----------------------------------------------------------------------------------
+
+_FUNCTIONS: dict[int, list[Any]] = {}
+_FUNCTIONS_LOCK = threading.Lock()
+
+
+def app_functions(app: func.FunctionApp) -> list[Any]:
+    """``app.get_functions()``, called once per app (azure-functions refuses a second call: it would see every
+    function name twice), as the Functions host indexes an app once."""
+    with _FUNCTIONS_LOCK:
+        found = _FUNCTIONS.get(id(app))
+        if found is None:
+            found = _FUNCTIONS[id(app)] = list(app.get_functions())
+        return found
+
+
+def _params(fn: Callable[..., Any]) -> set[str]:
+    return set(inspect.signature(fn).parameters)
+
+
+@dataclass(frozen=True)
+class HttpRoute:
+    """One HTTP-triggered function: where it listens and who may call it."""
+
+    name: str
+    methods: frozenset[str]
+    route: str
+    pattern: re.Pattern[str]
+    auth_level: str
+    fn: Callable[..., Any]
+    arg: str
+
+
+@dataclass(frozen=True)
+class QueueTrigger:
+    """One queue-triggered function: the queue, its connection setting and the argument names."""
+
+    name: str
+    queue_name: str
+    connection: str
+    fn: Callable[..., Any]
+    arg: str
+    wants_context: bool
+
+
+def _route_regex(template: str) -> re.Pattern[str]:
+    """A Functions route template (``items/{id}``, ``{id:int}``, ``{rest?}``) as a regex with named groups."""
+    out = []
+    for part in re.split(r"(\{[^}]+\})", template.strip("/")):
+        if part.startswith("{"):
+            name = part[1:-1].split(":")[0].rstrip("?")
+            out.append(f"(?P<{name}>[^/]*)" if part.endswith("?}") else f"(?P<{name}>[^/]+)")
+        else:
+            out.append(re.escape(part))
+    return re.compile("^" + "".join(out) + "$", re.IGNORECASE)
+
+
+def _value(x: Any) -> str:
+    return str(getattr(x, "value", x))
+
+
+def http_routes(app: func.FunctionApp) -> list[HttpRoute]:
+    """Every HTTP-triggered function of ``app``."""
+    out = []
+    for f in app_functions(app):
+        trig = f.get_trigger().get_dict_repr()
+        if trig.get("type") != "httpTrigger":
+            continue
+        template = str(trig.get("route") or f.get_function_name())
+        methods = frozenset(_value(m).upper() for m in (trig.get("methods") or ["GET", "POST"]))
+        out.append(HttpRoute(f.get_function_name(), methods, template, _route_regex(template),
+                             _value(trig.get("authLevel") or "function").lower(), f.get_user_function(),
+                             str(trig["name"])))
+    return out
+
+
+def queue_triggers(app: func.FunctionApp) -> list[QueueTrigger]:
+    """Every queue-triggered function of ``app``."""
+    out = []
+    for f in app_functions(app):
+        trig = f.get_trigger().get_dict_repr()
+        if trig.get("type") != "queueTrigger":
+            continue
+        fn = f.get_user_function()
+        out.append(QueueTrigger(f.get_function_name(), str(trig["queueName"]),
+                                str(trig.get("connection") or "AzureWebJobsStorage"), fn, str(trig["name"]),
+                                "context" in _params(fn)))
+    return out
+
+
+class _Context(func.Context):
+    """The invocation context handed to functions that ask for one."""
+
+    def __init__(self, function_name: str) -> None:
+        self._invocation_id = str(uuid.uuid4())
+        self._function_name = function_name
+
+    @property
+    def invocation_id(self) -> str:
+        return self._invocation_id
+
+    @property
+    def thread_local_storage(self) -> type[threading.local]:
+        return threading.local  # pragma: no cover - not used by the app
+
+    @property
+    def function_name(self) -> str:
+        return self._function_name
+
+    @property
+    def function_directory(self) -> str:
+        return str(ROOT)
+
+    @property
+    def trace_context(self) -> Any:
+        return None
+
+    @property
+    def retry_context(self) -> Any:
+        return None
+
+
+class LoopThread:
+    """One asyncio event loop in a daemon thread: where async functions run, as in the Python worker."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="kv-remediate-loop", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=64,
+                                                                             thread_name_prefix="kv-io"))
+        self.loop.run_forever()
+
+    def submit(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def stop(self) -> None:
+        """Close the runtime's clients bound to this loop, then stop it."""
+        from .app import runtime
+
+        rt = runtime.current()
+        if rt is not None and self.loop.is_running():
+            with contextlib.suppress(Exception):
+                self.submit(rt.aclose()).result(timeout=10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+
+
+async def _call(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """Await an async function, or run a sync one in the loop's executor."""
+    if inspect.iscoroutinefunction(fn):
+        return await fn(**kwargs)
+    return await asyncio.to_thread(fn, **kwargs)
+
+
+# --- HTTP ---------------------------------------------------------------------------------------------------------
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps({"error": {"code": code, "message": message}}), status_code=status,
+                             mimetype="application/json", charset="utf-8", headers=headers)
+
+
+class FunctionHost:
+    """Dispatches HTTP requests to the app's HTTP functions."""
+
+    def __init__(self, app: func.FunctionApp, loop: LoopThread, *, function_key: str | None = None,
+                 route_prefix: str | None = None) -> None:
+        self.routes = http_routes(app)
+        self.loop = loop
+        self.function_key = function_key
+        prefix = host_settings()["route_prefix"] if route_prefix is None else route_prefix
+        self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
+
+    def _authorized(self, route: HttpRoute, headers: Mapping[str, str], params: Mapping[str, str]) -> bool:
+        if route.auth_level == "anonymous" or not self.function_key:
+            return True
+        given = params.get("code") or next((v for k, v in headers.items() if k.lower() == "x-functions-key"), "")
+        return hmac.compare_digest(given.encode(), self.function_key.encode())
+
+    def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes,
+               base_url: str) -> func.HttpResponse:
+        """The response of the function the request is routed to (errors as the app's error JSON)."""
+        url = urllib.parse.urlsplit(target)
+        path = urllib.parse.unquote(url.path)
+        if self.prefix and not (path == self.prefix or path.startswith(self.prefix + "/")):
+            return _error(404, "NOT_FOUND", f"no function at {path}")
+        rel = path[len(self.prefix):].strip("/")
+        matches = [(r, m) for r in self.routes if (m := r.pattern.match(rel))]
+        if not matches:
+            return _error(404, "NOT_FOUND", f"no function at {path}")
+        found = [(r, m) for r, m in matches if method in r.methods]
+        if not found:
+            allowed = ", ".join(sorted({x for r, _ in matches for x in r.methods}))
+            return _error(405, "METHOD_NOT_ALLOWED", f"{method} is not allowed on {path} (allowed: {allowed})",
+                          {"Allow": allowed})
+        route, match = found[0]
+        params = {k: v[0] for k, v in urllib.parse.parse_qs(url.query, keep_blank_values=True).items()}
+        if not self._authorized(route, headers, params):
+            return _error(401, "UNAUTHORIZED", "missing or wrong function key (query 'code' or header "
+                          "'x-functions-key')")
+        req = func.HttpRequest(method, base_url + target, headers=dict(headers), params=params,
+                               route_params={k: v for k, v in match.groupdict().items() if v is not None},
+                               body=body)
+        try:
+            if inspect.iscoroutinefunction(route.fn):
+                response = self.loop.submit(route.fn(**{route.arg: req})).result()
+            else:
+                response = route.fn(**{route.arg: req})
+        except Exception:
+            log.exception("kv-remediate serve: function %s raised", route.name)
+            return _error(500, "INTERNAL", f"function {route.name} failed; see the serve log")
+        if not isinstance(response, func.HttpResponse):
+            return _error(500, "INTERNAL", f"function {route.name} returned no HTTP response")
+        return response
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 1024
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], host: FunctionHost) -> None:
+        self.host = host
+        super().__init__(address, _Handler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, addr = self.socket.accept()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock, addr
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("kv-remediate serve: connection error from %s", client_address, exc_info=True)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "kv-remediate-serve"
+    sys_version = ""
+    timeout = 120
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("serve: " + format, *args)
+
+    def _body(self) -> bytes | None:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            chunks: list[bytes] = []
+            total = 0
+            while True:
+                size = int((self.rfile.readline().split(b";")[0].strip() or b"0"), 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return b"".join(chunks)
+                total += size
+                if total > MAX_BODY:
+                    return None
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY:
+            return None
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _serve(self) -> None:
+        try:
+            body = self._body()
+        except ValueError:
+            body = None
+            self.close_connection = True
+        host, port = (str(x) for x in self.server.server_address[:2])
+        if body is None:
+            self.close_connection = True
+            response = _error(413, "BODY_TOO_LARGE", f"the request body is over {MAX_BODY} bytes")
+        else:
+            response = self.server.host.handle(self.command.upper(), self.path, dict(self.headers.items()), body,
+                                               f"http://{host}:{port}")
+        self._send(response)
+
+    def _send(self, response: func.HttpResponse) -> None:
+        data = response.get_body() or b""
+        self.send_response(response.status_code)
+        ctype = response.mimetype + (f"; charset={response.charset}" if response.charset else "")
+        headers = {k.lower(): v for k, v in response.headers.items()}
+        headers.setdefault("content-type", ctype)
+        for k, v in headers.items():
+            if k not in ("content-length", "transfer-encoding", "connection"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD" and data:
+            self.wfile.write(data)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
+
+
+class HttpServer:
+    """The app's HTTP functions on a loopback port (``port=0``: a free one); ``start()``/``stop()``."""
+
+    def __init__(self, app: func.FunctionApp, *, host: str = "127.0.0.1", port: int = 7071,
+                 function_key: str | None = None, loop: LoopThread | None = None) -> None:
+        self.loop = loop or LoopThread()
+        self._own_loop = loop is None
+        self.function_host = FunctionHost(app, self.loop, function_key=function_key)
+        self._server = _Server((host, port), self.function_host)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        host, port = (str(x) for x in self._server.server_address[:2])
+        return f"http://{host}:{port}"
+
+    def start(self) -> HttpServer:
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="kv-remediate-http", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._own_loop:
+            self.loop.stop()
+
+
+# --- queue --------------------------------------------------------------------------------------------------------
+
+
+class QueuePump:
+    """Runs one queue-triggered function against its Storage queue, with the host's retry and poison rules."""
+
+    def __init__(self, trigger: QueueTrigger, loop: LoopThread, *, env: Mapping[str, str] | None = None,
+                 concurrency: int | None = None, retry_delay: float | None = None,
+                 max_dequeue_count: int | None = None, poll_max: float = 1.0, lease_seconds: int = 300) -> None:
+        from .store.azure import queue_client, queue_service_client, storage_settings
+
+        host = host_settings()
+        self.trigger = trigger
+        self.loop = loop
+        self.concurrency = concurrency or max(1, host["batch_size"] + host["new_batch_threshold"])
+        self.retry_delay = host["visibility_timeout"] if retry_delay is None else retry_delay
+        self.max_dequeue_count = max_dequeue_count or host["max_dequeue_count"]
+        self.poll_max = poll_max
+        self.lease_seconds = lease_seconds
+        service = queue_service_client(storage_settings(os.environ if env is None else env,
+                                                        prefix=trigger.connection))
+        self.queue = queue_client(service, trigger.queue_name)
+        self.poison = queue_client(service, f"{trigger.queue_name}-poison")
+        self._inflight = 0
+        self._cond = threading.Condition()
+        self.processed = 0
+        self.failed = 0
+        self.poisoned = 0
+
+    async def _invoke(self, m: Any) -> None:
+        try:
+            msg = QueueMessage(  # type: ignore[no-untyped-call]
+                id=m.id, body=(m.content or "").encode(), dequeue_count=m.dequeue_count,
+                expiration_time=m.expires_on, insertion_time=m.inserted_on, time_next_visible=m.next_visible_on,
+                pop_receipt=m.pop_receipt)
+            kwargs: dict[str, Any] = {self.trigger.arg: msg}
+            if self.trigger.wants_context:
+                kwargs["context"] = _Context(self.trigger.name)
+            try:
+                await _call(self.trigger.fn, kwargs)
+            except Exception as exc:
+                self.failed += 1
+                if (m.dequeue_count or 1) >= self.max_dequeue_count:
+                    log.warning("kv-remediate serve: moving message %s to %s-poison after %d attempts (%s)", m.id,
+                                self.trigger.queue_name, m.dequeue_count, type(exc).__name__)
+                    await asyncio.to_thread(self.poison.send_message, m.content)
+                    await asyncio.to_thread(self.queue.delete_message, m.id, m.pop_receipt)
+                    self.poisoned += 1
+                else:
+                    await asyncio.to_thread(self.queue.update_message, m.id, m.pop_receipt,
+                                            visibility_timeout=int(self.retry_delay))
+                return
+            await asyncio.to_thread(self.queue.delete_message, m.id, m.pop_receipt)
+            self.processed += 1
+        except Exception:
+            log.exception("kv-remediate serve: settling message %s failed; it reappears after its lease", m.id)
+        finally:
+            with self._cond:
+                self._inflight -= 1
+                self._cond.notify_all()
+
+    def poll_once(self) -> int:
+        """Receive up to the free capacity and start those invocations; returns how many were received."""
+        with self._cond:
+            free = self.concurrency - self._inflight
+        if free <= 0:
+            return 0
+        messages = list(self.queue.receive_messages(messages_per_page=min(32, free), max_messages=min(32, free),
+                                                    visibility_timeout=self.lease_seconds))
+        with self._cond:
+            self._inflight += len(messages)
+        for m in messages:
+            self.loop.submit(self._invoke(m))
+        return len(messages)
+
+    def _wait_capacity(self, stop: threading.Event) -> None:
+        low = max(1, self.concurrency // 2)
+        with self._cond:
+            while self._inflight >= low and not stop.is_set():
+                self._cond.wait(0.1)
+
+    def idle(self) -> bool:
+        with self._cond:
+            return self._inflight == 0
+
+    def run(self, stop: threading.Event) -> None:
+        """Pump until ``stop`` is set: poll with back-off when the queue is empty (10 ms up to ``poll_max``)."""
+        delay = 0.01
+        while not stop.is_set():
+            self._wait_capacity(stop)
+            try:
+                got = self.poll_once()
+            except Exception as exc:
+                log.warning("kv-remediate serve: receiving from queue '%s' failed (%s); retrying",
+                            self.trigger.queue_name, type(exc).__name__)
+                got = 0
+            if got:
+                delay = 0.01
+                continue
+            stop.wait(delay)
+            delay = min(self.poll_max, delay * 2)
+
+    def drain(self, *, timeout: float = 60.0) -> int:
+        """Process until the queue has no message (visible or not) and nothing is in flight (tests)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.poll_once() == 0:
+                if self.idle() and self.queue.get_queue_properties().approximate_message_count == 0:
+                    return self.processed
+                time.sleep(0.02)
+        raise TimeoutError(f"queue '{self.trigger.queue_name}' not drained within {timeout} s")
+
+
+def run_worker(app: func.FunctionApp, stop: threading.Event, *, loop: LoopThread | None = None,
+               **pump_kw: Any) -> list[QueuePump]:
+    """Pump every queue trigger of ``app`` in background threads until ``stop`` is set."""
+    loop = loop or LoopThread()
+    pumps = [QueuePump(t, loop, **pump_kw) for t in queue_triggers(app)]
+    for p in pumps:
+        threading.Thread(target=p.run, args=(stop,), name=f"kv-remediate-pump-{p.trigger.name}", daemon=True).start()
+    return pumps
+
+
+# --- entry points -------------------------------------------------------------------------------------------------
+
+
+def _logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("azure").setLevel(logging.WARNING)
+
+
+def _wait_for_signal(stop: threading.Event) -> None:
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    while not stop.is_set():
+        stop.wait(0.5)
+
+
+def worker_main() -> int:
+    """One worker process: pump the app's queues until SIGTERM/SIGINT."""
+    _logging()
+    load_local_settings()
+    app = load_app()
+    stop = threading.Event()
+    run_worker(app, stop)
+    _wait_for_signal(stop)
+    return 0
+
+
+def serve(*, host: str = "127.0.0.1", port: int = 7071, snapshot: str | None = None, workers: int = 1,
+          function_key: str | None = None) -> int:
+    """Serve the app on ``host:port`` with ``workers`` queue-worker processes until interrupted."""
+    _logging()
+    if snapshot:
+        os.environ["KV_REMEDIATE_SNAPSHOT"] = str(Path(snapshot).resolve())
+    load_local_settings()
+    os.environ.setdefault("AzureWebJobsStorage", "UseDevelopmentStorage=true")
+    key = function_key or os.environ.get(KEY_SETTING) or None
+    app = load_app()
+    server = HttpServer(app, host=host, port=port, function_key=key).start()
+    children = [subprocess.Popen([sys.executable, "-m", "remediate.serve", "worker"], env=dict(os.environ))
+                for _ in range(max(0, workers))]
+    routes = ", ".join(f"{'/'.join(sorted(r.methods))} {server.function_host.prefix}/{r.route}"
+                       for r in server.function_host.routes)
+    sys.stderr.write(f"kv-remediate serve: {server.base_url} ({routes}); {workers} worker process(es); "
+                     f"function key {'required' if key else 'not checked'}\n")
+    stop = threading.Event()
+    try:
+        _wait_for_signal(stop)
+    finally:
+        server.stop()
+        for child in children:
+            child.terminate()
+        for child in children:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=10)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m remediate.serve [worker]``: the server (as ``kv-remediate serve``) or one worker process."""
+    parser = argparse.ArgumentParser(prog="python -m remediate.serve")
+    parser.add_argument("mode", nargs="?", choices=["http", "worker"], default="http")
+    parser.add_argument("--snapshot")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=7071)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args(argv)
+    if args.mode == "worker":
+        if args.snapshot:
+            os.environ["KV_REMEDIATE_SNAPSHOT"] = str(Path(args.snapshot).resolve())
+        return worker_main()
+    return serve(host=args.host, port=args.port, snapshot=args.snapshot, workers=args.workers)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -241,6 +241,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import serve
+
+    return serve(host=args.host, port=args.port, snapshot=args.snapshot, workers=args.workers,
+                 function_key=args.function_key)
+
+
 def _add_batch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="*", metavar="INPUT")
     p.add_argument("--snapshot", metavar="FILE", help="a tenant snapshot served by the bundled ARM emulator")
@@ -294,6 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job on the bundled sample tenant")
     p.add_argument("--output", choices=["text", "json"], default="text")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("serve", help="the function app's routes and queue worker on loopback (like func start)")
+    p.add_argument("--snapshot", metavar="FILE", help="a tenant snapshot served by the bundled ARM emulator")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7071)
+    p.add_argument("--workers", type=int, default=1, help="queue worker processes (0: HTTP only)")
+    p.add_argument("--function-key", metavar="KEY", help="require this function key (default: any, as func start)")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -156,11 +156,12 @@ async def remediate(denials: Sequence[Denial], source: Any, ctx: Any) -> Diagnos
     from .apply import apply_findings
     from .facts.writes import ArmWriter
 
-    before, before_by_api = source.requests, dict(source.by_api)
+    before, before_by_api, before_writes = source.requests, dict(source.by_api), source.arm_writes
     diagnosis = await diagnose(denials, source, DiagnoseOptions(PlanOptions(object_scope=ctx.policy.object_scope)))
     findings = await apply_findings(diagnosis.findings, ArmWriter(source), ctx)
     outcomes = Counter(str((f.outcome or {}).get("outcome")) for f in findings)
     by_api = {k: v - before_by_api.get(k, 0) for k, v in sorted(source.by_api.items())}
     stats = dict(diagnosis.stats, arm_requests=source.requests - before, requests_by_api=by_api,
+                 arm_writes=source.arm_writes - before_writes,
                  outcomes=dict(sorted(outcomes.items())), policy_mode=ctx.policy.mode)
     return Diagnosis(tuple(findings), stats, diagnosis.notes)

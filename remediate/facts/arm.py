@@ -127,15 +127,19 @@ class ArmFacts:
         self._graph: Any = None
         self.requests = 0
         self.by_api: dict[str, int] = {}
+        self.arm_writes = 0
         self.graph_denied = False
 
     # -- plumbing -------------------------------------------------------------------------------------------
 
     def _count(self, request: Any) -> None:
         self.requests += 1
-        url = str(getattr(getattr(request, "http_request", None), "url", ""))
+        http = getattr(request, "http_request", None)
+        url = str(getattr(http, "url", ""))
         api = "graph" if "/v1.0/" in url else "log_analytics" if "/v1/" in url else "arm"
         self.by_api[api] = self.by_api.get(api, 0) + 1
+        if api == "arm" and str(getattr(http, "method", "GET")).upper() in ("PUT", "PATCH", "POST", "DELETE"):
+            self.arm_writes += 1
 
     def _client_kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = {"raw_request_hook": self._count,

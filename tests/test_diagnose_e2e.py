@@ -206,3 +206,21 @@ def test_bad_snapshot_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                  "--operation", "SecretGet"])
     captured = capsys.readouterr()
     assert code == 2 and captured.out == "" and "vaults" in captured.err
+
+
+def test_unreachable_azure_is_a_domain_error_with_the_remedy() -> None:
+    # given an ARM endpoint nothing listens on (loopback, closed port) and no retries
+    from remediate.emulator.credential import AsyncFakeCredential
+    from remediate.errors import AzureUnavailableError
+    from remediate.facts.arm import ArmFacts
+    from remediate.model import VaultRef
+
+    async def go() -> None:
+        async with ArmFacts(AsyncFakeCredential(), [SUB], arm_url="https://127.0.0.1:9", retry_total=0) as facts:
+            await facts.find_vault(VaultRef("kv-payments", PAY_ID))
+
+    # when a vault is read, then the error says what was tried, why it failed and what to do (CLI exit 3)
+    with pytest.raises(AzureUnavailableError) as err:
+        asyncio.run(go())
+    assert "reading vault kv-payments" in err.value.message and err.value.exit_code == 3
+    assert "could not be reached" in err.value.message

@@ -224,6 +224,20 @@ class ArmFacts:
         result: T = await task
         return result
 
+    async def _read(self, what: str, call: Callable[[], Awaitable[T]], absent: T,
+                    absent_codes: tuple[int, ...] = (404,)) -> T:
+        """Run one read; ``absent`` for the statuses that mean "not there (for us)", else a domain error."""
+        try:
+            return await call()
+        except ResourceNotFoundError:
+            return absent
+        except HttpResponseError as exc:
+            if exc.status_code in absent_codes:
+                return absent
+            raise self._unavailable(what, exc) from exc
+        except (ServiceRequestError, ServiceResponseError, ClientAuthenticationError) as exc:
+            raise self._unavailable(what, exc) from exc
+
     @staticmethod
     def _unavailable(what: str, exc: Exception) -> AzureUnavailableError:
         if isinstance(exc, ClientAuthenticationError) or getattr(exc, "status_code", None) in (401, 403):
@@ -257,33 +271,20 @@ class ArmFacts:
         return VaultLookup(None, self.subscriptions)
 
     async def _get_vault(self, sub: str, rg: str, name: str) -> Vault | None:
-        try:
+        # 403: the vault exists but we may not read it; reported as VAULT_NOT_FOUND with the remedy.
+        async def call() -> Vault | None:
             return vault_from_sdk(await self.keyvault_client(sub).vaults.get(rg, name))
-        except ResourceNotFoundError:
-            return None
-        except HttpResponseError as exc:
-            if exc.status_code == 404:
-                return None
-            if exc.status_code == 403:
-                return None   # not visible to us: reported as VAULT_NOT_FOUND with the remedy
-            raise self._unavailable(f"reading vault {name} in subscription {sub}", exc) from exc
-        except (ServiceRequestError, ServiceResponseError, ClientAuthenticationError) as exc:
-            raise self._unavailable(f"reading vault {name} in subscription {sub}", exc) from exc
+        return await self._read(f"reading vault {name} in subscription {sub}", call, None, (403, 404))
 
     async def _list_vaults(self, sub: str) -> dict[str, Vault]:
-        try:
+        async def call() -> dict[str, Vault]:
             out: dict[str, Vault] = {}
             async for v in self.keyvault_client(sub).vaults.list_by_subscription():
                 vault = vault_from_sdk(v)
                 out[vault.name.lower()] = vault
                 self._tasks.setdefault(("vault", vault.id.lower()), _done(vault))
             return out
-        except HttpResponseError as exc:
-            if exc.status_code in (403, 404):
-                return {}
-            raise self._unavailable(f"listing vaults in subscription {sub}", exc) from exc
-        except (ServiceRequestError, ServiceResponseError, ClientAuthenticationError) as exc:
-            raise self._unavailable(f"listing vaults in subscription {sub}", exc) from exc
+        return await self._read(f"listing vaults in subscription {sub}", call, {}, (403, 404))
 
     # -- RBAC -----------------------------------------------------------------------------------------------
 
@@ -294,31 +295,23 @@ class ArmFacts:
         on the vault's keys, secrets and certificates, so one request per (principal, vault) serves every
         object of that vault. decide() keeps only the scopes that contain the denied object.
         """
-        async def fetch() -> tuple[RoleAssignment, ...]:
+        async def call() -> tuple[RoleAssignment, ...]:
             flt = f"assignedTo('{principal_id}')"
-            try:
-                return tuple([assignment_from_sdk(a) async for a in
-                              self.authorization_client().role_assignments.list_for_scope(scope, filter=flt)])
-            except HttpResponseError as exc:
-                if exc.status_code == 404:
-                    return ()
-                raise self._unavailable(f"listing role assignments of {principal_id} at {scope}", exc) from exc
-            except (ServiceRequestError, ServiceResponseError, ClientAuthenticationError) as exc:
-                raise self._unavailable(f"listing role assignments of {principal_id} at {scope}", exc) from exc
+            return tuple([assignment_from_sdk(a) async for a in
+                          self.authorization_client().role_assignments.list_for_scope(scope, filter=flt)])
+
+        async def fetch() -> tuple[RoleAssignment, ...]:
+            return await self._read(f"listing role assignments of {principal_id} at {scope}", call, ())
         return await self._once(("ra", principal_id.lower(), scope.lower()), fetch)
 
     async def deny_assignments(self, vault_id: str) -> tuple[DenyAssignment, ...]:
         """Deny assignments at, above and below the vault (one request per vault)."""
+        async def call() -> tuple[DenyAssignment, ...]:
+            return tuple([deny_from_sdk(d) async for d in
+                          self.authorization_client().deny_assignments.list_for_scope(vault_id)])
+
         async def fetch() -> tuple[DenyAssignment, ...]:
-            try:
-                return tuple([deny_from_sdk(d) async for d in
-                              self.authorization_client().deny_assignments.list_for_scope(vault_id)])
-            except HttpResponseError as exc:
-                if exc.status_code == 404:
-                    return ()
-                raise self._unavailable(f"listing deny assignments at {vault_id}", exc) from exc
-            except (ServiceRequestError, ServiceResponseError, ClientAuthenticationError) as exc:
-                raise self._unavailable(f"listing deny assignments at {vault_id}", exc) from exc
+            return await self._read(f"listing deny assignments at {vault_id}", call, ())
         return await self._once(("deny", vault_id.lower()), fetch)
 
     async def role_definitions(self, ids: Sequence[str]) -> dict[str, RoleDefinition]:
@@ -334,14 +327,9 @@ class ArmFacts:
                 custom.append((guid, rid))
 
         async def fetch(rid: str) -> RoleDefinition | None:
-            try:
+            async def call() -> RoleDefinition | None:
                 return role_from_sdk(await self.authorization_client().role_definitions.get_by_id(rid))
-            except HttpResponseError as exc:
-                if exc.status_code == 404:
-                    return None
-                raise self._unavailable(f"reading role definition {rid}", exc) from exc
-            except (ServiceRequestError, ServiceResponseError, ClientAuthenticationError) as exc:
-                raise self._unavailable(f"reading role definition {rid}", exc) from exc
+            return await self._read(f"reading role definition {rid}", call, None)
 
         got = await asyncio.gather(*(self._once(("rd", g), lambda r=r: fetch(r)) for g, r in custom))  # type: ignore[misc]
         for (guid, _), rd in zip(custom, got, strict=True):

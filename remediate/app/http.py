@@ -42,7 +42,8 @@ def accept_alert(headers: Any, body_reader: Any) -> int:
     parsed = parse_one("alert", body)
     link = search_results_link(obj)
     search = Search(link, search_results_window(obj)) if link else None
-    texts = [encode(QueuedDenial(d, d.alert_id, search if needs_search(d) else None)) for d in parsed.denials]
+    texts = [encode(QueuedDenial(d, d.alert_id, search if needs_search(d, parsed.notes) else None))
+             for d in parsed.denials]
     if texts:
         queue = rt.queue()
         with storage_errors("enqueueing denials", f"queue '{runtime.DENIALS_QUEUE}'"):
@@ -67,14 +68,14 @@ async def diagnose_body(body: bytes) -> dict[str, Any]:
     from ..intake import parse_one, payload
     from ..service import diagnose as diagnose_batch
     from . import evidence, runtime
-    from .messages import Search, needs_search
+    from .messages import FETCH_NOTE, Search, needs_search
 
     rt = runtime.get()
     parsed = parse_one("request body", body)
     denials = list(parsed.denials)
     notes = list(parsed.notes)
     requests = 0
-    if any(needs_search(d) for d in denials):
+    if any(needs_search(d, parsed.notes) for d in denials):
         from ..intake.alerts import search_results_link, search_results_window
 
         obj = payload(body)
@@ -82,13 +83,13 @@ async def diagnose_body(body: bytes) -> dict[str, Any]:
         if link:
             expanded = []
             for d in denials:
-                if not needs_search(d):
+                if not needs_search(d, parsed.notes):
                     expanded.append(d)
                     continue
                 got = await evidence.fetch(rt, d, Search(link, search_results_window(obj)))
                 requests += got.requests
                 expanded.extend(got.denials or [d])
-                notes = [n for n in notes if "must be fetched" not in n]
+                notes = [n for n in notes if FETCH_NOTE not in n]
                 notes.append(f"request body: fetched {got.rows} row(s) through linkToSearchResultsAPI, "
                              f"{len(got.denials)} denial(s) about the alert's vault")
             denials = expanded

@@ -9,6 +9,7 @@ never calls out, it only enqueues).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,9 +93,18 @@ def denial_from_dict(d: dict[str, Any]) -> Denial:
                   cause_hint=_str(d, "cause_hint"), alert_id=_str(d, "alert_id"))
 
 
-def needs_search(denial: Denial) -> bool:
-    """A log-alert denial that does not name the caller: its rows must be fetched."""
-    return denial.source in SEARCH_SOURCES and not denial.principal.known
+FETCH_NOTE = "the rows must be fetched"
+"""How intake (alerts.py) reports a log alert whose dimensions or results do not name the caller."""
+
+
+def rows_to_fetch(notes: Sequence[str]) -> bool:
+    """Whether intake's notes say the alert's rows must be fetched from its search link."""
+    return any(FETCH_NOTE in n for n in notes)
+
+
+def needs_search(denial: Denial, notes: Sequence[str]) -> bool:
+    """A log-alert denial that does not name the caller, from an alert whose rows intake says must be fetched."""
+    return denial.source in SEARCH_SOURCES and not denial.principal.known and rows_to_fetch(notes)
 
 
 def encode(item: QueuedDenial) -> str:

@@ -226,15 +226,16 @@ class _Batch:
 class Runtime:
     """Per-process state shared by every invocation; thread-safe lazy creation."""
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, authenticator: WebhookAuthenticator | None = None) -> None:
+        """``authenticator`` replaces the one built from the settings (e.g. keys from a loopback JWKS in tests)."""
         self.settings = settings or Settings.from_env()
         self._lock = threading.RLock()
         self._emulator: EmulatorRun | None = None
         self._queue: QueueClient | None = None
         self._claims: TableClaimStore | None = None
         self._findings: TableFindingStore | None = None
-        self._auth: WebhookAuthenticator | None = None
-        self._auth_loaded = False
+        self._auth: WebhookAuthenticator | None = authenticator
+        self._auth_loaded = authenticator is not None
         self._batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[_Batch]] = (
             weakref.WeakKeyDictionary())
         self._credentials: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
@@ -256,6 +257,11 @@ class Runtime:
                 log.info("kv-remediate: serving snapshot %s through the emulator at %s", self.settings.snapshot,
                          run.emulator.base_url)
             return self._emulator
+
+    @property
+    def emulator_started(self) -> bool:
+        """Whether this process has started the snapshot emulator (it starts on the first fact read)."""
+        return self._emulator is not None
 
     def _live_credential(self) -> Any:
         """The function's identity for this event loop (async credentials are bound to their loop)."""
@@ -431,6 +437,16 @@ def get() -> Runtime:
 def current() -> Runtime | None:
     """The process's runtime if one was created (nothing is created here)."""
     return _RUNTIME
+
+
+def install(rt: Runtime) -> Runtime:
+    """Make ``rt`` the process's runtime (replacing and closing any other)."""
+    global _RUNTIME
+    with _RUNTIME_LOCK:
+        if _RUNTIME is not None and _RUNTIME is not rt:
+            _RUNTIME.close()
+        _RUNTIME = rt
+        return rt
 
 
 def reset() -> None:

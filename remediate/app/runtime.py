@@ -175,13 +175,17 @@ def _storage_problems(env: Mapping[str, str]) -> list[Problem]:
 
 def _webhook_problems(env: Mapping[str, str]) -> list[Problem]:
     from ..errors import ConfigError
-    from .webhook_auth import AUDIENCE_SETTING, WebhookAuthSettings
+    from .webhook_auth import AUDIENCE_SETTING, TENANT_SETTING, WebhookAuthSettings
 
+    audience, tenant = ((env.get(s) or "").strip() for s in (AUDIENCE_SETTING, TENANT_SETTING))
+    if bool(audience) != bool(tenant):
+        missing = TENANT_SETTING if audience else AUDIENCE_SETTING
+        return [Problem(missing, f"is not set while {AUDIENCE_SETTING if audience else TENANT_SETTING} is: the "
+                        "secure webhook is half-configured and /api/alerts refuses every alert; set both or neither")]
     try:
         WebhookAuthSettings.from_env(env)
-    except ConfigError as exc:
-        return [Problem(AUDIENCE_SETTING if AUDIENCE_SETTING in exc.message else "KV_REMEDIATE_WEBHOOK_TENANT",
-                        exc.message)]
+    except ConfigError:
+        return [Problem(TENANT_SETTING, "is not a tenant id or domain")]
     return []
 
 

@@ -23,6 +23,15 @@ def _ref(name: str) -> dict[str, str]:
 
 
 _STR_OR_NULL = _s("string", True)
+_VAULT = "[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9]"
+_SEG = "[A-Za-z0-9._()-]{1,90}"
+
+
+def _operations() -> list[str]:
+    from .. import catalog
+
+    return sorted(op.name for op in catalog.operations())
+
 _PERMS = _s("object", True, additionalProperties=_s("array", items=_s("string")))
 
 SCHEMAS: dict[str, Any] = {
@@ -39,9 +48,14 @@ SCHEMAS: dict[str, Any] = {
     "RunbookRequest": _s("object", description="One denial described by hand (same as the CLI's flags).",
                          required=["principal_id", "vault", "operation"], additionalProperties=False, properties={
                              "principal_id": _s("string", format="uuid", description="object id of the caller"),
-                             "vault": _s("string", description="vault name or resource id"),
-                             "operation": _s("string", description="Key Vault operation, e.g. SecretGet"),
-                             "object": _s("string", description="KIND/NAME, e.g. secrets/db-password"),
+                             "vault": {"description": "vault name or resource id", "oneOf": [
+                                 _s("string", pattern=f"^{_VAULT}$"),
+                                 _s("string", pattern=f"^/subscriptions/{_SEG}/resourceGroups/{_SEG}/providers/"
+                                                      f"Microsoft\\.KeyVault/vaults/{_VAULT}$")]},
+                             "operation": _s("string", description="Key Vault operation (diagnostic log "
+                                             "OperationName)", enum=_operations()),
+                             "object": _s("string", description="KIND/NAME, e.g. secrets/db-password",
+                                          pattern="^(keys|secrets|certificates|storage)/[A-Za-z0-9-]{1,127}$"),
                              "tenant_id": _s("string", format="uuid")}),
     "Principal": _s("object", properties={
         "object_id": _STR_OR_NULL, "app_id": _STR_OR_NULL, "tenant_id": _STR_OR_NULL, "upn": _STR_OR_NULL,
@@ -82,6 +96,26 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
+RUNBOOK_EXAMPLE = {"principal_id": "f5cc68ab-42e1-5ea1-9f30-8c0bb96e5879", "vault": "kv-payments",
+                   "operation": "SecretGet", "object": "secrets/db-password"}
+ALERT_EXAMPLE = {
+    "schemaId": "azureMonitorCommonAlertSchema",
+    "data": {"essentials": {"alertId": "/subscriptions/946986aa-ba68-5122-92be-d8e38bdbfa86/providers/"
+                                       "Microsoft.AlertsManagement/alerts/cef3d224-bb3c-5f10-b9b9-f1029634e26e",
+                            "signalType": "Log", "monitorCondition": "Fired", "monitoringService": "Log Alerts V2",
+                            "firedDateTime": "2026-11-27T09:10:00Z", "alertTargetIDs": []},
+             "alertContext": {"conditionType": "LogQueryCriteria", "condition": {
+                 "windowStartTime": "2026-11-27T08:55:00Z", "windowEndTime": "2026-11-27T09:10:00Z",
+                 "allOf": [{"searchQuery": "AZKVAuditLogs | where HttpStatusCode == 403",
+                            "dimensions": [
+                                {"name": "_ResourceId", "value": "/subscriptions/946986aa-ba68-5122-92be-d8e38bdbfa86"
+                                 "/resourcegroups/rg-payments/providers/microsoft.keyvault/vaults/kv-payments"},
+                                {"name": "OperationName", "value": "SecretGet"},
+                                {"name": "identity_claim_oid_g", "value": "f5cc68ab-42e1-5ea1-9f30-8c0bb96e5879"},
+                                {"name": "id_s", "value": "https://kv-payments.vault.azure.net/secrets/db-password"},
+                            ]}]}}}}
+
+
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
@@ -103,7 +137,8 @@ def document() -> dict[str, Any]:
                 "description": "Validates the alert, queues its denials for the worker and answers at once. With "
                                "the secure webhook on, an Entra ID bearer token is required as well.",
                 "security": _KEY,
-                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Alert")}}},
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": _ref("Alert"), "example": ALERT_EXAMPLE}}},
                 "responses": {"202": _json(_ref("Accepted"), "denials queued"),
                               "400": _json(_ERR, "not an alert about a Key Vault, or unreadable"),
                               "401": _json(_ERR, "missing or wrong function key, or (secure webhook) a missing "
@@ -115,7 +150,7 @@ def document() -> dict[str, Any]:
                                "rows, REST error bodies, SDK or CLI error text) or a runbook request.",
                 "security": _KEY,
                 "requestBody": {"required": True, "content": {
-                    "application/json": {"schema": _ref("RunbookRequest")},
+                    "application/json": {"schema": _ref("RunbookRequest"), "example": RUNBOOK_EXAMPLE},
                     "text/plain": {"schema": _s("string")}}},
                 "responses": {"200": _json(_ref("Diagnosis"), "the diagnosis (spec/cli.md)"),
                               "400": _json(_ERR, "unusable input, naming what is wrong"),

@@ -53,6 +53,7 @@ log = logging.getLogger("kv_remediate.serve")
 KEY_SETTING = "KV_REMEDIATE_FUNCTION_KEY"
 ROOT = Path(__file__).resolve().parents[1]
 MAX_BODY = 8 * 1024 * 1024
+QUEUE_CONNECTIONS = 10  # the storage SDK's HTTP pool size per host
 
 
 def load_app() -> func.FunctionApp:
@@ -211,7 +212,7 @@ class LoopThread:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=64,
+        self.loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=16,
                                                                              thread_name_prefix="kv-io"))
         self.loop.run_forever()
 
@@ -305,9 +306,15 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 1024
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], host: FunctionHost) -> None:
+    def __init__(self, address: tuple[str, int], host: FunctionHost, *, reuse_port: bool = False) -> None:
         self.host = host
+        self.reuse_port = reuse_port
         super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        if self.reuse_port:  # several processes share the port; the kernel spreads connections among them
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
 
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, addr = self.socket.accept()
@@ -383,11 +390,11 @@ class HttpServer:
     """The app's HTTP functions on a loopback port (``port=0``: a free one); ``start()``/``stop()``."""
 
     def __init__(self, app: func.FunctionApp, *, host: str = "127.0.0.1", port: int = 7071,
-                 function_key: str | None = None, loop: LoopThread | None = None) -> None:
+                 function_key: str | None = None, loop: LoopThread | None = None, reuse_port: bool = False) -> None:
         self.loop = loop or LoopThread()
         self._own_loop = loop is None
         self.function_host = FunctionHost(app, self.loop, function_key=function_key)
-        self._server = _Server((host, port), self.function_host)
+        self._server = _Server((host, port), self.function_host, reuse_port=reuse_port)
         self._thread: threading.Thread | None = None
 
     @property
@@ -432,10 +439,19 @@ class QueuePump:
         self.queue = queue_client(service, trigger.queue_name)
         self.poison = queue_client(service, f"{trigger.queue_name}-poison")
         self._inflight = 0
+        self._slots = threading.BoundedSemaphore(QUEUE_CONNECTIONS)
         self._cond = threading.Condition()
         self.processed = 0
         self.failed = 0
         self.poisoned = 0
+
+    async def _queue_call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """A queue call in a thread, at most ``QUEUE_CONNECTIONS`` at once (each reuses a pooled connection)."""
+        def call() -> Any:
+            with self._slots:
+                return fn(*args, **kwargs)
+
+        return await asyncio.to_thread(call)
 
     async def _invoke(self, m: Any) -> None:
         try:
@@ -453,14 +469,14 @@ class QueuePump:
                 if (m.dequeue_count or 1) >= self.max_dequeue_count:
                     log.warning("kv-remediate serve: moving message %s to %s-poison after %d attempts (%s)", m.id,
                                 self.trigger.queue_name, m.dequeue_count, type(exc).__name__)
-                    await asyncio.to_thread(self.poison.send_message, m.content)
-                    await asyncio.to_thread(self.queue.delete_message, m.id, m.pop_receipt)
+                    await self._queue_call(self.poison.send_message, m.content)
+                    await self._queue_call(self.queue.delete_message, m.id, m.pop_receipt)
                     self.poisoned += 1
                 else:
-                    await asyncio.to_thread(self.queue.update_message, m.id, m.pop_receipt,
-                                            visibility_timeout=int(self.retry_delay))
+                    await self._queue_call(self.queue.update_message, m.id, m.pop_receipt,
+                                           visibility_timeout=int(self.retry_delay))
                 return
-            await asyncio.to_thread(self.queue.delete_message, m.id, m.pop_receipt)
+            await self._queue_call(self.queue.delete_message, m.id, m.pop_receipt)
             self.processed += 1
         except Exception:
             log.exception("kv-remediate serve: settling message %s failed; it reappears after its lease", m.id)
@@ -561,23 +577,45 @@ def worker_main() -> int:
     return 0
 
 
+def http_main(host: str, port: int) -> int:
+    """One more HTTP process on a shared port (``FUNCTIONS_WORKER_PROCESS_COUNT`` > 1) until SIGTERM/SIGINT."""
+    _logging()
+    server = HttpServer(load_app(), host=host, port=port, function_key=os.environ.get(KEY_SETTING) or None,
+                        reuse_port=True).start()
+    try:
+        _wait_for_signal(threading.Event())
+    finally:
+        server.stop()
+    return 0
+
+
 def serve(*, host: str = "127.0.0.1", port: int = 7071, snapshot: str | None = None, workers: int = 1,
           function_key: str | None = None) -> int:
-    """Serve the app on ``host:port`` with ``workers`` queue-worker processes until interrupted."""
+    """Serve the app on ``host:port`` with ``workers`` queue-worker processes until interrupted.
+
+    Like the Functions host, ``FUNCTIONS_WORKER_PROCESS_COUNT`` (default 1) Python processes run the HTTP
+    functions; they share the port (SO_REUSEPORT), so one process's GIL does not cap the app.
+    """
     _logging()
     if snapshot:
         os.environ["KV_REMEDIATE_SNAPSHOT"] = str(Path(snapshot).resolve())
     load_local_settings()
     os.environ.setdefault("AzureWebJobsStorage", "UseDevelopmentStorage=true")
     key = function_key or os.environ.get(KEY_SETTING) or None
+    if key:
+        os.environ[KEY_SETTING] = key
+    processes = max(1, int(os.environ.get("FUNCTIONS_WORKER_PROCESS_COUNT") or 1))
     app = load_app()
-    server = HttpServer(app, host=host, port=port, function_key=key).start()
-    children = [subprocess.Popen([sys.executable, "-m", "remediate.serve", "worker"], env=dict(os.environ))
-                for _ in range(max(0, workers))]
+    server = HttpServer(app, host=host, port=port, function_key=key, reuse_port=processes > 1).start()
+    bound = server.base_url.rsplit(":", 1)[1]
+    children = [subprocess.Popen([sys.executable, "-m", "remediate.serve", "http-process", "--host", host,
+                                  "--port", bound], env=dict(os.environ)) for _ in range(processes - 1)]
+    children += [subprocess.Popen([sys.executable, "-m", "remediate.serve", "worker"], env=dict(os.environ))
+                 for _ in range(max(0, workers))]
     routes = ", ".join(f"{'/'.join(sorted(r.methods))} {server.function_host.prefix}/{r.route}"
                        for r in server.function_host.routes)
-    sys.stderr.write(f"kv-remediate serve: {server.base_url} ({routes}); {workers} worker process(es); "
-                     f"function key {'required' if key else 'not checked'}\n")
+    sys.stderr.write(f"kv-remediate serve: {server.base_url} ({routes}); {processes} HTTP process(es), {workers} "
+                     f"worker process(es); function key {'required' if key else 'not checked'}\n")
     stop = threading.Event()
     try:
         _wait_for_signal(stop)
@@ -594,7 +632,7 @@ def serve(*, host: str = "127.0.0.1", port: int = 7071, snapshot: str | None = N
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m remediate.serve [worker]``: the server (as ``kv-remediate serve``) or one worker process."""
     parser = argparse.ArgumentParser(prog="python -m remediate.serve")
-    parser.add_argument("mode", nargs="?", choices=["http", "worker"], default="http")
+    parser.add_argument("mode", nargs="?", choices=["http", "worker", "http-process"], default="http")
     parser.add_argument("--snapshot")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7071)
@@ -604,6 +642,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.snapshot:
             os.environ["KV_REMEDIATE_SNAPSHOT"] = str(Path(args.snapshot).resolve())
         return worker_main()
+    if args.mode == "http-process":
+        return http_main(args.host, args.port)
     return serve(host=args.host, port=args.port, snapshot=args.snapshot, workers=args.workers)
 
 

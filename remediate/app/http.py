@@ -46,7 +46,7 @@ def accept_alert(headers: Any, body_reader: Any) -> int:
              for d in parsed.denials]
     if texts:
         queue = rt.queue()
-        with storage_errors("enqueueing denials", f"queue '{runtime.DENIALS_QUEUE}'"):
+        with rt.slot(runtime.DENIALS_QUEUE), storage_errors("enqueueing denials", f"queue '{runtime.DENIALS_QUEUE}'"):
             for text in texts:
                 queue.send_message(text)
     return len(texts)

@@ -62,6 +62,10 @@ DEFAULT_WINDOW = timedelta(minutes=10)
 DEFAULT_MAX_DEQUEUE = 5
 HOST_JSON = Path(__file__).resolve().parents[2] / "host.json"
 
+STORAGE_CONNECTIONS = 10
+"""Concurrent calls allowed per storage client: the SDK's HTTP pool keeps 10 connections per host; more callers
+at once would each open (and then discard) a connection of their own."""
+
 FACTS_BATCH_SECONDS = 1.0
 """How long the worker's invocations share one fact source (its per-batch caches): a burst of messages is one
 batch, while a grant made a few seconds ago is always seen."""
@@ -243,6 +247,13 @@ class Runtime:
         self._batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[_Batch]] = (
             weakref.WeakKeyDictionary())
         self._credentials: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+        self._slots = {name: threading.BoundedSemaphore(STORAGE_CONNECTIONS)
+                       for name in (DENIALS_QUEUE, CLAIMS_TABLE, FINDINGS_TABLE)}
+
+    def slot(self, client: str) -> threading.BoundedSemaphore:
+        """Hold this while calling the storage client ``client`` (a queue or table name): at most
+        ``STORAGE_CONNECTIONS`` calls at once, so every call reuses a pooled connection."""
+        return self._slots[client]
 
     # -- fact backend -----------------------------------------------------------------------------------------
 

@@ -92,8 +92,13 @@ async def act(rt: Runtime, finding: Finding, alert_id: str | None) -> Finding:
 
 
 async def _claim(rt: Runtime, key: tuple[str | None, ...], claimant: str) -> Claim:
-    now = datetime.now(UTC)
-    return await asyncio.to_thread(lambda: rt.claims().claim(key, rt.settings.dedupe_window, now, claimant))
+    from .runtime import CLAIMS_TABLE
+
+    def claim() -> Claim:
+        with rt.slot(CLAIMS_TABLE):
+            return rt.claims().claim(key, rt.settings.dedupe_window, datetime.now(UTC), claimant)
+
+    return await asyncio.to_thread(claim)
 
 
 async def _report(rt: Runtime, finding: Finding, *, alert_id: str | None, invocation_id: str | None,
@@ -104,9 +109,13 @@ async def _report(rt: Runtime, finding: Finding, *, alert_id: str | None, invoca
     line = finding_line(doc, alert_id=alert_id, invocation_id=invocation_id, claim=claim)
     log.info("kv-remediate finding %s", json.dumps(line, ensure_ascii=False, default=str),
              extra={"custom_dimensions": line})
-    now = datetime.now(UTC)
-    await asyncio.to_thread(lambda: rt.findings().record(doc, alert_id=alert_id, invocation_id=invocation_id,
-                                                         when=now))
+    from .runtime import FINDINGS_TABLE
+
+    def record() -> str:
+        with rt.slot(FINDINGS_TABLE):
+            return rt.findings().record(doc, alert_id=alert_id, invocation_id=invocation_id, when=datetime.now(UTC))
+
+    await asyncio.to_thread(record)
     if rt.settings.notify_url:
         await asyncio.to_thread(rt.notify, notification(doc, line))
 

@@ -1,0 +1,177 @@
+"""The app's parts on their own: queue message format, the Log Analytics link check and client (against the
+emulator), settings and health without values, the policy setting, notifications, and serve's key check."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import azure.functions as func
+import pytest
+
+from remediate.app import runtime
+from remediate.app.health import health
+from remediate.app.messages import QueuedDenial, Search, decode, denial_from_dict, encode, needs_search
+from remediate.app.worker import finding_line, notification
+from remediate.emulator import Emulator
+from remediate.errors import InputError, PolicyError
+from remediate.facts.loganalytics import LogAnalyticsClient, search_request
+from remediate.intake import parse_inputs, parse_one
+from remediate.serve import HttpServer, load_app
+from tests.test_app_support import DEMO, app_environment, call, guard_loopback, snapshot_with_rows, variant
+
+LINK = ("https://api.loganalytics.io/v1/workspaces/dddd3333-ee44-5555-66ff-777777aaaaaa/query?query=AzureDiagnostics"
+        "%0A%7C%20where%20httpStatusCode_d%20%3D%3D%20403&timespan=2026-11-20T09%3a45%3a00Z%2f2026-11-20T10%3a00%3a00Z")
+
+
+def test_every_demo_denial_survives_the_queue_message_round_trip() -> None:
+    # given every denial the demo inputs hold
+    inputs = sorted((f.name, f.read_bytes()) for f in (DEMO / "inputs").iterdir())
+    denials = parse_inputs(inputs).denials
+    assert len(denials) >= 10
+    for d in denials:
+        # when encoded as a queue message and decoded; then it is the same denial with its alert id
+        item = decode(encode(QueuedDenial(d, "alert-1")))
+        assert item.denial == d and item.alert_id == "alert-1" and item.search is None
+        assert denial_from_dict(d.to_dict()) == d
+
+
+def test_search_link_travels_with_the_denial_that_needs_it() -> None:
+    # given the alert without dimensions; then its denial needs the search and carries link and window
+    parsed = parse_one("alert", variant("alert_v2_no_dimensions_vault_scope.json"))
+    [d] = parsed.denials
+    assert needs_search(d, parsed.notes)
+    item = decode(encode(QueuedDenial(d, d.alert_id, Search(LINK, ("2026-11-20T09:45:00Z", "2026-11-20T10:00:00Z")))))
+    assert item.search == Search(LINK, ("2026-11-20T09:45:00Z", "2026-11-20T10:00:00Z"))
+    # and an alert with dimensions does not
+    with_dims = parse_one("alert", (DEMO / "inputs" / "10_log_alert_v2.json").read_bytes())
+    assert not any(needs_search(x, with_dims.notes) for x in with_dims.denials)
+
+
+@pytest.mark.parametrize("body", [b"not json", b'{"schema": "kv-remediate/queued-denial@1"}',
+                                  b'{"schema": "kv-remediate/queued-denial@1", "denial": {"source": 3}}',
+                                  b'{"schema": "kv-remediate/queued-denial@1", "denial": {"source": "x", '
+                                  b'"status": "403"}}'])
+def test_foreign_messages_are_bad_message_errors(body: bytes) -> None:
+    # given a message that is not ours; when decoded; then BAD_MESSAGE naming the problem
+    with pytest.raises(InputError) as info:
+        decode(body)
+    assert info.value.code == "BAD_MESSAGE"
+
+
+@pytest.mark.parametrize("link, problem", [
+    (LINK.replace("https://", "http://"), "https link"),
+    (LINK.replace("api.loganalytics.io", "evil.example"), "evil.example"),
+    (LINK.replace("api.loganalytics.io", "169.254.169.254"), "169.254.169.254"),
+    ("https://api.loganalytics.io/v1/workspaces/x/../../metadata?query=x", "not a Log Analytics query link"),
+    ("https://api.loganalytics.io/v1/workspaces/dddd/query", "no 'query'"),
+])
+def test_search_links_from_payloads_are_checked_before_any_token_is_sent(link: str, problem: str) -> None:
+    # given a link an attacker could put in a webhook payload; then it is refused, naming why
+    with pytest.raises(InputError, match=problem):
+        search_request(link)
+
+
+def test_search_request_uses_the_alert_window_over_the_link_timespan() -> None:
+    req = search_request(LINK + "%7C%20where%20x", ("2026-11-20T09:45:00Z", "2026-11-20T10:00:00Z"))
+    assert req.path == "/v1/workspaces/dddd3333-ee44-5555-66ff-777777aaaaaa/query"
+    assert req.body() == {"query": "AzureDiagnostics\n| where httpStatusCode_d == 403",
+                          "timespan": "2026-11-20T09:45:00Z/2026-11-20T10:00:00Z"}
+
+
+def test_log_analytics_client_fetches_the_window_from_the_emulator_and_counts(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    guard_loopback(monkeypatch)
+    # given the emulator serving the snapshot's log rows
+    with Emulator(snapshot_with_rows(tmp_path)) as emu:
+        async def run() -> tuple[dict[str, object], int]:
+            async with LogAnalyticsClient(emu.async_credential(), base_url=emu.base_url,
+                                          connection_verify=emu.ca_file) as client:
+                result = await client.search(LINK, ("2026-11-20T09:45:00Z", "2026-11-20T10:00:00Z"))
+                with pytest.raises(InputError):
+                    await client.search(LINK.replace("api.loganalytics.io", "example.com"))
+                return result, client.requests
+
+        before = emu.request_count
+        result, requests = asyncio.run(run())
+    # then one request returned the 4 rows of the window, and the refused link sent nothing
+    assert requests == 1 and emu.request_count - before == 1
+    [table] = result["tables"]  # type: ignore[misc]
+    assert len(table["rows"]) == 4
+
+
+def test_settings_problems_name_settings_never_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    # given settings that are wrong in several ways, with values that must not leak
+    secret = "https://hooks.example/services/SECRET-TOKEN"
+    env = {runtime.STORAGE_CONNECTION: "not-a-connection-string-SECRET", runtime.WINDOW_SETTING: "ten minutes",
+           runtime.NOTIFY_SETTING: secret.replace("https", "http"), runtime.SNAPSHOT_SETTING: "/nope/SECRET.json",
+           runtime.POLICY_SETTING: "mode: yolo"}
+    # when read
+    settings = runtime.Settings.from_env(env)
+    # then each problem names its setting, without the value
+    named = {p.setting for p in settings.problems}
+    assert named == {runtime.STORAGE_CONNECTION, runtime.WINDOW_SETTING, runtime.NOTIFY_SETTING,
+                     runtime.SNAPSHOT_SETTING, runtime.POLICY_SETTING}
+    text = json.dumps([p.to_dict() for p in settings.problems])
+    assert "SECRET" not in text
+    # and the defaults stand in: a 10 minute window, no notifications
+    assert settings.dedupe_window.total_seconds() == 600 and settings.notify_url is None
+
+
+def test_health_reports_version_and_problems(monkeypatch: pytest.MonkeyPatch, azurite: str) -> None:
+    # given a good configuration; when /api/health is called; then ok and no problems
+    with app_environment(monkeypatch, azurite, DEMO / "tenant.json"):
+        response = health(func.HttpRequest("GET", "http://localhost/api/health", body=b""))
+        doc = json.loads(response.get_body())
+        assert response.status_code == 200 and doc["status"] == "ok" and doc["problems"] == [] and doc["version"]
+        # given a missing subscription list and no snapshot; then degraded, naming the setting
+        monkeypatch.delenv(runtime.SNAPSHOT_SETTING)
+        runtime.reset()
+        doc = json.loads(health(func.HttpRequest("GET", "http://localhost/api/health", body=b"")).get_body())
+        assert doc["status"] == "degraded"
+        assert [p["setting"] for p in doc["problems"]] == [runtime.SUBSCRIPTIONS_SETTING]
+
+
+def test_policy_setting_content_or_file(tmp_path: Path) -> None:
+    # given the policy as content, as a file, or unreadable; then it loads or names the setting
+    assert runtime.load_policy({runtime.POLICY_SETTING: "mode: suggest"}).mode == "suggest"
+    path = tmp_path / "policy.yaml"
+    path.write_text("mode: apply\nmax_tier: 1\n")
+    assert runtime.load_policy({runtime.POLICY_SETTING: str(path)}).mode == "apply"
+    assert runtime.load_policy({}).source == "defaults"
+    with pytest.raises(PolicyError, match=runtime.POLICY_SETTING):
+        runtime.load_policy({runtime.POLICY_SETTING: str(tmp_path / "missing.yaml")})
+
+
+def test_notification_is_a_teams_and_slack_message_with_the_facts() -> None:
+    # given a finding; when turned into a notification; then `text` reads as a message and the facts ride along
+    finding = {"cause": "MISSING_ROLE_ASSIGNMENT", "explanation": "app has no role.", "advice": [],
+               "occurrences": 3, "plan": {"commands": {"az": "az role assignment create ..."}},
+               "denial": {"operation": "SecretGet", "status": 403, "vault": {"name": "kv-payments"},
+                          "principal": {"object_id": "p1"}, "object": {"kind": "secrets", "name": "db"}}}
+    line = finding_line(finding, alert_id="a1", invocation_id="i1", claim=None)
+    body = notification(finding, line)
+    assert body["text"].splitlines()[0] == "Key Vault denial diagnosed: MISSING_ROLE_ASSIGNMENT"
+    assert "Fix: `az role assignment create ...`" in body["text"] and "kv-payments (secrets/db)" in body["text"]
+    assert body["kv_remediate"] == line and line["principal"] == "p1" and line["invocation_id"] == "i1"
+
+
+def test_serve_checks_a_configured_function_key(monkeypatch: pytest.MonkeyPatch, azurite: str) -> None:
+    # given serve with a function key
+    with app_environment(monkeypatch, azurite, DEMO / "tenant.json"):
+        server = HttpServer(load_app(), port=0, function_key="k3y").start()
+        try:
+            base = server.base_url
+            # then function-level routes need it (query or header); anonymous health does not
+            assert call(base + "/api/openapi.json", method="GET")[0] == 401
+            assert call(base + "/api/openapi.json?code=wrong", method="GET")[1]["error"]["code"] == "UNAUTHORIZED"
+            assert call(base + "/api/openapi.json?code=k3y", method="GET")[0] == 200
+            assert call(base + "/api/openapi.json", method="GET", headers={"x-functions-key": "k3y"})[0] == 200
+            assert call(base + "/api/health", method="GET")[0] == 200
+            # and unknown routes and methods answer with the error JSON
+            assert call(base + "/api/nope?code=k3y", method="GET")[1]["error"]["code"] == "NOT_FOUND"
+            status, doc = call(base + "/api/alerts?code=k3y", method="GET")
+            assert status == 405 and doc["error"]["code"] == "METHOD_NOT_ALLOWED"
+        finally:
+            server.stop()

@@ -171,7 +171,7 @@ def bench_worker(conn: str, azurite_pid: int) -> None:
         queue = queues.get_queue_client(runtime.DENIALS_QUEUE, message_encode_policy=TextBase64EncodePolicy())
         with contextlib.suppress(ResourceExistsError):
             queue.create_queue()
-        with ThreadPoolExecutor(32) as pool:
+        with ThreadPoolExecutor(10) as pool:  # the SDK pools 10 connections
             list(pool.map(queue.send_message, texts))
         loop = LoopThread()
         pump = QueuePump(queue_triggers(load_app())[0], loop, retry_delay=0)

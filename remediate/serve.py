@@ -87,12 +87,19 @@ _FUNCTIONS_LOCK = threading.Lock()
 
 
 def app_functions(app: func.FunctionApp) -> list[Any]:
-    """``app.get_functions()``, called once per app (azure-functions refuses a second call: it would see every
-    function name twice), as the Functions host indexes an app once."""
+    """``app.get_functions()``, indexed once per app as the Functions host does.
+
+    azure-functions remembers the names it has seen in ``functions_bindings`` and refuses a second call (every
+    name would look duplicated); it is cleared around our call so other callers (tests, tools) still can.
+    """
     with _FUNCTIONS_LOCK:
         found = _FUNCTIONS.get(id(app))
         if found is None:
-            found = _FUNCTIONS[id(app)] = list(app.get_functions())
+            app.functions_bindings = None
+            try:
+                found = _FUNCTIONS[id(app)] = list(app.get_functions())
+            finally:
+                app.functions_bindings = None
         return found
 
 

@@ -20,6 +20,7 @@ Settings (app settings / environment):
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import os
@@ -221,6 +222,34 @@ def load_policy(env: Mapping[str, str] | None = None) -> Policy:
     return parse_policy(text, POLICY_SETTING)
 
 
+class FairSlots:
+    """A counting semaphore that serves waiters first come, first served (a released slot is handed to the
+    oldest waiter, never taken by a newcomer), so no caller waits far longer than the others."""
+
+    def __init__(self, slots: int) -> None:
+        self._free = slots
+        self._lock = threading.Lock()
+        self._waiters: collections.deque[threading.Lock] = collections.deque()
+
+    def __enter__(self) -> FairSlots:
+        with self._lock:
+            if self._free > 0 and not self._waiters:
+                self._free -= 1
+                return self
+            turn = threading.Lock()
+            turn.acquire()
+            self._waiters.append(turn)
+        turn.acquire()  # released by the holder that hands its slot over
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            if self._waiters:
+                self._waiters.popleft().release()
+            else:
+                self._free += 1
+
+
 @dataclass
 class _Batch:
     """One shared fact source and how many invocations are using it."""
@@ -247,10 +276,9 @@ class Runtime:
         self._batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[_Batch]] = (
             weakref.WeakKeyDictionary())
         self._credentials: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
-        self._slots = {name: threading.BoundedSemaphore(STORAGE_CONNECTIONS)
-                       for name in (DENIALS_QUEUE, CLAIMS_TABLE, FINDINGS_TABLE)}
+        self._slots = {name: FairSlots(STORAGE_CONNECTIONS) for name in (DENIALS_QUEUE, CLAIMS_TABLE, FINDINGS_TABLE)}
 
-    def slot(self, client: str) -> threading.BoundedSemaphore:
+    def slot(self, client: str) -> FairSlots:
         """Hold this while calling the storage client ``client`` (a queue or table name): at most
         ``STORAGE_CONNECTIONS`` calls at once, so every call reuses a pooled connection."""
         return self._slots[client]

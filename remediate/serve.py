@@ -46,7 +46,7 @@ from typing import Any
 import azure.functions as func
 from azure.functions.queue import QueueMessage
 
-from .app.runtime import host_settings
+from .app.runtime import FairSlots, host_settings
 
 log = logging.getLogger("kv_remediate.serve")
 
@@ -446,7 +446,7 @@ class QueuePump:
         self.queue = queue_client(service, trigger.queue_name)
         self.poison = queue_client(service, f"{trigger.queue_name}-poison")
         self._inflight = 0
-        self._slots = threading.BoundedSemaphore(QUEUE_CONNECTIONS)
+        self._slots = FairSlots(QUEUE_CONNECTIONS)
         self._cond = threading.Condition()
         self.processed = 0
         self.failed = 0

@@ -57,12 +57,36 @@ QUEUE_CONNECTIONS = 10  # the storage SDK's HTTP pool size per host
 
 
 def load_app() -> func.FunctionApp:
-    """The FunctionApp of ``function_app.py`` (the repository root is put on ``sys.path`` when needed)."""
-    if str(ROOT) not in sys.path and (ROOT / "function_app.py").exists():
-        sys.path.insert(0, str(ROOT))
-    import function_app
+    """The FunctionApp of ``function_app.py`` (the repository root is put on ``sys.path`` when needed).
 
-    app: func.FunctionApp = function_app.app
+    Installed without the repository (no function_app.py next to the package), the same blueprints are
+    registered on a FunctionApp built the way function_app.py builds it.
+    """
+    if (ROOT / "function_app.py").exists():
+        if str(ROOT) not in sys.path:
+            sys.path.insert(0, str(ROOT))
+        import function_app
+
+        found: func.FunctionApp = function_app.app
+        return found
+    global _INSTALLED_APP
+    if _INSTALLED_APP is None:
+        _INSTALLED_APP = blueprint_app()
+    return _INSTALLED_APP
+
+
+_INSTALLED_APP: func.FunctionApp | None = None
+
+
+def blueprint_app() -> func.FunctionApp:
+    """A new FunctionApp with the app's blueprints, registered as function_app.py registers them."""
+    from .app.health import bp as health_bp
+    from .app.http import bp as http_bp
+    from .app.worker import bp as worker_bp
+
+    app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+    for bp in (http_bp, health_bp, worker_bp):
+        app.register_functions(bp)
     return app
 
 

@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Any
 
-from remediate.serve import app_functions, load_app
+from remediate.serve import app_functions, blueprint_app, load_app
 from tests.test_app_support import ROOT
 
 
@@ -39,6 +39,13 @@ def test_worker_is_a_queue_trigger_on_denials_with_the_host_storage_connection()
     assert _functions()["worker"]["bindings"] == [
         {"direction": "IN", "type": "queueTrigger", "name": "msg", "queueName": "denials",
          "connection": "AzureWebJobsStorage"}]
+
+
+def test_installed_serve_builds_the_same_app_as_function_app() -> None:
+    # given the app serve builds when function_app.py is not beside the package (a pip install)
+    rebuilt = {f.get_function_name(): json.loads(f.get_function_json()) for f in app_functions(blueprint_app())}
+    # then it has the same functions and bindings
+    assert rebuilt == _functions()
 
 
 def test_host_json_limits_retries() -> None:

@@ -98,31 +98,6 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_policy(path: str | None) -> Any:
-    """--policy FILE, else the app setting KV_REMEDIATE_POLICY (content or path), else the defaults."""
-    import os
-
-    from .errors import InputError
-    from .guard import parse_policy, policy_from_dict
-
-    source, text = path, None
-    if path is None:
-        raw = os.environ.get("KV_REMEDIATE_POLICY", "").strip()
-        if not raw:
-            return policy_from_dict(None, "defaults")
-        if Path(raw).is_file():   # the setting holds a path, or else the policy itself
-            source = raw
-        else:
-            source, text = "KV_REMEDIATE_POLICY", raw
-    if text is None:
-        assert source is not None
-        try:
-            text = Path(source).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(source, f"cannot read the policy file ({exc})") from exc
-    return parse_policy(text, source or "policy")
-
-
 def _now() -> Any:
     from datetime import UTC, datetime
 
@@ -138,12 +113,13 @@ def cmd_remediate(args: argparse.Namespace) -> int:
     import asyncio
 
     from .apply import ApplyContext
+    from .guard import load_policy
     from .render.findings import report
     from .service import remediate
     from .store.select import open_stores
     from .wiring import EmulatorRun, live_facts, subscriptions_from_env
 
-    policy = _load_policy(args.policy)
+    policy = load_policy(args.policy)
     parsed = _denials_from_args(args)
     grants, slots = open_stores(args.state)
     ctx = ApplyContext(policy=policy, grants=grants, slots=slots, now=_now(), requested=args.apply,

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from .errors import PolicyError
@@ -129,6 +131,29 @@ def parse_policy(text: str, source: str) -> Policy:
         where = str(exc).splitlines()[0][:160]
         raise PolicyError(f"policy {source}: is neither valid YAML nor JSON ({where})") from exc
     return policy_from_dict(data, source)
+
+
+POLICY_SETTING = "KV_REMEDIATE_POLICY"
+
+
+def load_policy(path: str | None = None, env: Mapping[str, str] | None = None) -> Policy:
+    """The policy from ``path``, else the setting KV_REMEDIATE_POLICY (a file path, or the YAML/JSON itself),
+    else the defaults (suggest only). Errors name the file or setting, and the key."""
+    import os
+
+    source = path
+    if source is None:
+        raw = ((os.environ if env is None else env).get(POLICY_SETTING) or "").strip()
+        if not raw:
+            return policy_from_dict(None, "defaults")
+        if "\n" in raw or raw.startswith("{") or not Path(raw).is_file():
+            return parse_policy(raw, f"setting {POLICY_SETTING}")
+        source = raw
+    try:
+        text = Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"policy {source}: cannot be read ({type(exc).__name__}: {exc})") from exc
+    return parse_policy(text, source)
 
 
 @dataclass(frozen=True)

@@ -79,15 +79,10 @@ _INSTALLED_APP: func.FunctionApp | None = None
 
 
 def blueprint_app() -> func.FunctionApp:
-    """A new FunctionApp with the app's blueprints, registered as function_app.py registers them."""
-    from .app.health import bp as health_bp
-    from .app.http import bp as http_bp
-    from .app.worker import bp as worker_bp
+    """A new FunctionApp with the app's blueprints, built exactly as function_app.py builds it."""
+    from .app.registry import build_app
 
-    app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
-    for bp in (http_bp, health_bp, worker_bp):
-        app.register_functions(bp)
-    return app
+    return build_app()
 
 
 def load_local_settings(path: Path = Path("local.settings.json")) -> list[str]:

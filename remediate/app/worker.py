@@ -1,4 +1,4 @@
-"""The queue worker on `denials`: claim, diagnose, report (and, once the remediate issue lands, apply).
+"""The queue worker on `denials`: claim, diagnose, apply what policy allows, report.
 
 Per message (one denial, see messages.py):
 
@@ -8,9 +8,9 @@ Per message (one denial, see messages.py):
    conditional insert (window ``KV_REMEDIATE_DEDUPE_WINDOW``): exactly one message across every instance wins;
    the others add an occurrence to the winner's record and stop.
 3. The winners are diagnosed (one fact source shared by this process's concurrent invocations: a burst is a
-   batch), then each finding goes through :func:`act` (the single place where remediation will apply a plan) and
-   is reported: one structured log line, one record in the Table ``findings``, one notification when
-   ``KV_REMEDIATE_NOTIFY_URL`` is set.
+   batch), then the findings go through :func:`act` (the single place that applies a plan, when the policy
+   says ``mode: apply``) and each is reported: one structured log line, one record in the Table ``findings``,
+   one notification when ``KV_REMEDIATE_NOTIFY_URL`` is set.
 
 Failures raise, so the host retries the message; on the last allowed attempt (host.json ``maxDequeueCount``) the
 reason is logged as poison and the host moves the message to ``denials-poison``: nothing is retried forever.
@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,7 @@ import azure.functions as func
 from .runtime import DENIALS_QUEUE, POISON_QUEUE, STORAGE_CONNECTION
 
 if TYPE_CHECKING:
+    from ..facts.arm import ArmFacts
     from ..model import Denial, Finding
     from ..store.claims import Claim
     from .messages import QueuedDenial
@@ -75,6 +77,10 @@ def notification(finding: dict[str, Any], line: dict[str, Any]) -> dict[str, Any
              str(finding.get("explanation") or "")]
     if line["fix"]:
         lines.append(f"Fix: `{line['fix']}`")
+    if finding.get("outcome") in ("applied", "already_granted", "refused", "failed"):
+        from ..render.findings import outcome_text
+
+        lines.append(outcome_text(finding))
     if line["alert_id"]:
         lines.append(f"Alert: {line['alert_id']}")
     text = "\n".join(x for x in lines if x)
@@ -82,13 +88,26 @@ def notification(finding: dict[str, Any], line: dict[str, Any]) -> dict[str, Any
             "kv_remediate": line}
 
 
-async def act(rt: Runtime, finding: Finding, alert_id: str | None) -> Finding:
-    """What the worker does with a finding before reporting it. Today: nothing (suggest only).
+async def act(rt: Runtime, findings: list[Finding], alert_id: str | None, facts: ArmFacts) -> list[Finding]:
+    """Apply what policy allows (``mode: apply``), else leave the findings as suggestions.
 
-    The single call site for remediation: the remediate issue applies the plan here when the policy says
-    ``mode: apply`` and returns the finding with its ``outcome`` (applied / refused_by / error).
+    The single place the worker changes anything. An invalid policy changes nothing: each finding says so.
     """
-    return finding
+    from ..apply import ApplyContext, apply_findings
+    from ..errors import PolicyError
+    from ..facts.writes import ArmWriter
+
+    try:
+        policy = rt.policy()
+    except PolicyError as exc:
+        log.error("kv-remediate: not applying anything: %s", exc.message)
+        return [replace(f, outcome={"applied": False, "refused_by": "policy", "outcome": "refused",
+                                    "reason": exc.message}) for f in findings]
+    if policy.mode != "apply":
+        return findings
+    ctx = ApplyContext(policy=policy, grants=rt.grants(), slots=rt.claims(), now=datetime.now(UTC),
+                       requested=True, actor=rt.actor, alert_id=alert_id)
+    return await apply_findings(findings, ArmWriter(facts), ctx)
 
 
 async def _claim(rt: Runtime, key: tuple[str | None, ...], claimant: str) -> Claim:
@@ -164,11 +183,11 @@ async def handle(rt: Runtime, body: bytes | str, *, message_id: str, invocation_
         return 0
     async with rt.facts(shared=True) as facts:
         result = await diagnose_batch(winners, facts)
-    for finding in result.findings:
-        finding = await act(rt, finding, item.alert_id)
+        findings = await act(rt, list(result.findings), item.alert_id, facts)
+    for finding in findings:
         await _report(rt, finding, alert_id=item.alert_id, invocation_id=invocation_id,
                       claim=claims.get(finding.denial.identity_key()))
-    return len(result.findings)
+    return len(findings)
 
 
 @bp.function_name("worker")

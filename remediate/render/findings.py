@@ -111,17 +111,17 @@ def outcome_text(o: dict[str, Any]) -> str:
     """What remediate did with a finding, in one line."""
     kind = o.get("outcome")
     if kind == "applied":
-        return f"✔ applied (grant {o.get('grant_id')}" + (f", expires {o['expires_at']}" if o.get("expires_at")
+        return f"Applied (grant {o.get('grant_id')}" + (f", expires {o['expires_at']}" if o.get("expires_at")
                                                         else "") + ")"
     if kind == "already_granted":
-        return "✔ already granted: nothing changed"
+        return "Already granted: nothing changed"
     if kind == "refused":
-        return f"✘ refused by policy rule '{o.get('refused_by')}': {o.get('reason')}"
+        return f"Refused by policy rule '{o.get('refused_by')}': {o.get('reason')}"
     if kind == "failed":
-        return f"✘ FAILED: {o.get('error')}"
+        return f"FAILED: {o.get('error')}"
     if kind == "suggested":
-        return f"suggested only ({o.get('refused_by')}): {o.get('reason')}"
-    return "no change: " + str(o.get("detail") or kind)
+        return f"Suggested only ({o.get('refused_by')}): {o.get('reason')}"
+    return "No change: " + str(o.get("detail") or kind)
 
 
 def finding_text(f: Finding) -> str:

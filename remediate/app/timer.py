@@ -1,0 +1,42 @@
+"""The revocation timer: every 5 minutes, remove grants whose time limit (policy ``grant_ttl``) has passed.
+
+Only what the app itself granted is undone (its records in Table ``grants``): the role assignment it created,
+or exactly the access-policy permissions it added. Expired grants are revoked even when the policy has since
+become invalid: taking access away is always safe.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+
+import azure.functions as func
+
+log = logging.getLogger("kv_remediate.timer")
+
+bp = func.Blueprint()
+SCHEDULE = "0 */5 * * * *"
+
+
+async def revoke_due() -> list[dict[str, object]]:
+    """Revoke every expired grant now; one structured log line per revocation."""
+    from ..apply import revoke_expired
+    from ..facts.writes import ArmWriter
+    from . import runtime
+
+    rt = runtime.get()
+    async with rt.facts() as facts:
+        results = await revoke_expired(ArmWriter(facts), rt.grants(), datetime.now(UTC), actor=rt.actor)
+    for r in results:
+        log.info("kv-remediate revoke %s", json.dumps(r, default=str), extra={"custom_dimensions": r})
+    return results
+
+
+@bp.function_name("revoke_expired")
+@bp.timer_trigger(schedule=SCHEDULE, arg_name="timer", run_on_startup=False, use_monitor=True)
+async def revoke_timer(timer: func.TimerRequest) -> None:
+    """Every 5 minutes: revoke expired grants."""
+    if timer.past_due:
+        log.warning("kv-remediate: the revocation timer is past due; catching up")
+    await revoke_due()

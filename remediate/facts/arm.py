@@ -104,6 +104,34 @@ def capped_retry_policy(cap_s: float, total: int) -> Any:
                              retry_backoff_factor=0.2, retry_backoff_max=cap_s)
 
 
+def json_pipeline(base_url: str, credential: Any, scope: str, *, count: Callable[[Any], None],
+                  retry_policy: Any, transport: Any = None, connection_verify: str | bool | None = None) -> Any:
+    """A small azure-core pipeline for the JSON APIs without a management SDK (Microsoft Graph, Log Analytics):
+    bearer token for ``scope``, retries, request counting, JSON decoding."""
+    from azure.core import AsyncPipelineClient
+    from azure.core.pipeline.policies import (
+        AsyncBearerTokenCredentialPolicy,
+        ContentDecodePolicy,
+        CustomHookPolicy,
+        HeadersPolicy,
+        RequestIdPolicy,
+        UserAgentPolicy,
+    )
+    from azure.core.pipeline.transport import AioHttpTransport
+
+    from .. import __version__
+
+    if transport is None:
+        transport = AioHttpTransport(**({} if connection_verify is None else {"connection_verify": connection_verify}))
+    return AsyncPipelineClient(
+        base_url=base_url,
+        policies=[RequestIdPolicy(), HeadersPolicy({"Accept": "application/json"}),
+                  UserAgentPolicy(f"kv-remediate/{__version__}"), retry_policy,
+                  AsyncBearerTokenCredentialPolicy(credential, scope), CustomHookPolicy(raw_request_hook=count),
+                  ContentDecodePolicy()],
+        transport=transport)
+
+
 class ArmFacts:
     """Reads facts for a batch through the real SDK clients, with per-batch caches and a request counter."""
 
@@ -171,31 +199,10 @@ class ArmFacts:
 
     def _graph_client(self) -> Any:
         if self._graph is None:
-            from azure.core import AsyncPipelineClient
-            from azure.core.pipeline.policies import (
-                AsyncBearerTokenCredentialPolicy,
-                ContentDecodePolicy,
-                CustomHookPolicy,
-                HeadersPolicy,
-                RequestIdPolicy,
-                UserAgentPolicy,
-            )
-            from azure.core.pipeline.transport import AioHttpTransport
-
-            from .. import __version__
-
-            transport_kw: dict[str, Any] = {}
-            if self._verify is not None:
-                transport_kw["connection_verify"] = self._verify
-            transport = self._transport_factory() if self._transport_factory else AioHttpTransport(**transport_kw)
-            self._graph = AsyncPipelineClient(
-                base_url=self._graph_url,
-                policies=[RequestIdPolicy(), HeadersPolicy({"Accept": "application/json"}),
-                          UserAgentPolicy(f"kv-remediate/{__version__}"),
-                          capped_retry_policy(self._retry_cap, min(self._retry_total, 4)),
-                          AsyncBearerTokenCredentialPolicy(self._credential, "https://graph.microsoft.com/.default"),
-                          CustomHookPolicy(raw_request_hook=self._count), ContentDecodePolicy()],
-                transport=transport)
+            transport = self._transport_factory() if self._transport_factory else None
+            self._graph = json_pipeline(self._graph_url, self._credential, "https://graph.microsoft.com/.default",
+                                        count=self._count, transport=transport, connection_verify=self._verify,
+                                        retry_policy=capped_retry_policy(self._retry_cap, min(self._retry_total, 4)))
         return self._graph
 
     async def close(self) -> None:

@@ -89,31 +89,11 @@ class LogAnalyticsClient:
 
     def _pipeline(self) -> Any:
         if self._client is None:
-            from azure.core import AsyncPipelineClient
-            from azure.core.pipeline.policies import (
-                AsyncBearerTokenCredentialPolicy,
-                AsyncRetryPolicy,
-                ContentDecodePolicy,
-                CustomHookPolicy,
-                HeadersPolicy,
-                RequestIdPolicy,
-                UserAgentPolicy,
-            )
-            from azure.core.pipeline.transport import AioHttpTransport
+            from .arm import capped_retry_policy, json_pipeline
 
-            from .. import __version__
-
-            transport_kw: dict[str, Any] = {}
-            if self._verify is not None:
-                transport_kw["connection_verify"] = self._verify
-            self._client = AsyncPipelineClient(
-                base_url=self._base,
-                policies=[RequestIdPolicy(), HeadersPolicy({"Accept": "application/json"}),
-                          UserAgentPolicy(f"kv-remediate/{__version__}"),
-                          AsyncRetryPolicy(retry_total=self._retry_total),
-                          AsyncBearerTokenCredentialPolicy(self._credential, LOG_ANALYTICS_SCOPE),
-                          CustomHookPolicy(raw_request_hook=self._count), ContentDecodePolicy()],
-                transport=AioHttpTransport(**transport_kw))
+            self._client = json_pipeline(self._base, self._credential, LOG_ANALYTICS_SCOPE, count=self._count,
+                                         connection_verify=self._verify,
+                                         retry_policy=capped_retry_policy(30.0, self._retry_total))
         return self._client
 
     async def search(self, link: str, window: tuple[str, str] | None = None) -> dict[str, Any]:

@@ -187,8 +187,7 @@ def check(finding: Finding, policy: Policy, applied_last_hour: int = 0, *, reque
             return Verdict(False, "allow_privileged", f"the plan needs {plan.role_name}, a privileged role")
     else:
         assert isinstance(plan, AccessPolicyPlan)
-        principal, scope, vault_id = plan.object_id, plan.vault_id, plan.vault_id
-        ptype = {"app": "ServicePrincipal", "user": "User"}.get(finding.denial.principal.kind or "")
+        principal, scope, vault_id, ptype = plan.object_id, plan.vault_id, plan.vault_id, plan.principal_type
         if plan.application_id:
             return Verdict(False, "principal_types", "compound (application-bound) entries are never granted")
     if ptype not in ("ServicePrincipal", "User"):

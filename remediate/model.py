@@ -324,11 +324,13 @@ class AccessPolicyPlan:
     tier: int
     commands: dict[str, str]
     application_id: str | None = None
+    principal_type: str | None = None     # who the entry is for (policy checks it; ARM does not need it)
     kind: str = "access_policy"
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "vault_id": self.vault_id, "tenant_id": self.tenant_id,
                 "object_id": self.object_id, "application_id": self.application_id,
+                "principal_type": self.principal_type,
                 "add": {k: list(self.add.get(k, ())) for k in PERMISSION_KINDS}, "tier": self.tier,
                 "commands": dict(self.commands)}
 

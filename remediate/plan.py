@@ -135,6 +135,7 @@ def access_policy_plan(denial: Denial, facts: Facts, missing: dict[str, tuple[st
     tier = max((catalog.tier(a) for k, perms in add.items() for p in perms
                 for a in catalog.permission_data_actions(k, p)), default=0)
     return AccessPolicyPlan(vault_id=vault.id, tenant_id=vault.tenant_id, object_id=oid, add=add, tier=tier,
+                            principal_type=_principal_type(denial, facts),
                             commands=commands.access_policy(vault.id, vault.name, oid, vault.tenant_id, add))
 
 

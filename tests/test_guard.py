@@ -89,3 +89,14 @@ def test_an_allowed_plan_never_breaks_a_rule(tier: int, max_tier: int, recent: i
         assert tier <= max_tier and recent < limit and (allow_priv or not privileged)
     else:
         assert verdict.refused_by and verdict.reason
+
+
+def test_access_policy_plan_uses_the_callers_type() -> None:
+    from remediate.model import AccessPolicyPlan
+
+    plan = AccessPolicyPlan(vault_id=VAULT_ID, tenant_id=None, object_id=OID, add={"secrets": ("get",)}, tier=1,
+                            commands={}, principal_type="User")
+    f = replace(finding(), plan=plan)
+    assert check(f, APPLY).refused_by == "principal_types"
+    assert check(f, replace(APPLY, principal_types=("User",))).allowed
+    assert check(replace(f, plan=replace(plan, principal_type=None)), APPLY).refused_by == "principal_types"

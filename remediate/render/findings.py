@@ -7,9 +7,9 @@ from typing import Any
 from ..model import AccessPolicyPlan, Finding, RoleAssignmentPlan
 
 
-def _who(f: Finding) -> str:
+def _who(f: Finding, names: dict[str, str] | None = None) -> str:
     p = f.denial.principal
-    name = (f.evidence.get("principal") or {}).get("display_name")
+    name = (f.evidence.get("principal") or {}).get("display_name") or (names or {}).get((p.object_id or "").lower())
     ident = p.upn or p.object_id or p.app_id or "?"
     return f"{name} ({ident})" if name else ident
 
@@ -48,10 +48,11 @@ def summary_line(findings: list[Finding] | tuple[Finding, ...], stats: dict[str,
             f"{stats.get('elapsed_ms', 0)} ms")
 
 
-def table(findings: list[Finding] | tuple[Finding, ...], stats: dict[str, Any]) -> str:
+def table(findings: list[Finding] | tuple[Finding, ...], stats: dict[str, Any],
+          names: dict[str, str] | None = None) -> str:
     """The demo table: cause, who, vault/object, operation, fix; then the summary line."""
-    rows = [[f.cause, _who(f), _where(f), (f.denial.operation or "?") + (f" x{f.occurrences}" if f.occurrences > 1
-                                                                          else ""), fix_summary(f)]
+    rows = [[f.cause, _who(f, names), _where(f),
+             (f.denial.operation or "?") + (f" x{f.occurrences}" if f.occurrences > 1 else ""), fix_summary(f)]
             for f in findings]
     return _table(rows, ["CAUSE", "WHO", "VAULT/OBJECT", "OPERATION", "FIX"]) + "\n\n" + summary_line(findings, stats)
 

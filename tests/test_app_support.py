@@ -3,7 +3,8 @@ alert payloads rebased onto the demo tenant, a loopback notification receiver, a
 on loopback with fake credentials.
 
 Guards: ``HTTP(S)_PROXY`` point at a closed loopback port with ``NO_PROXY`` for loopback only, so a request to any
-other address (Azure, 169.254.169.254) fails at once; ``DefaultAzureCredential`` is replaced by a class that
+other address (Azure, the instance metadata address) fails at once; ``DefaultAzureCredential`` is replaced by
+a class that
 fails the test if anything builds it; ``KV_REMEDIATE_SNAPSHOT`` is always set.
 """
 

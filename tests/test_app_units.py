@@ -63,7 +63,7 @@ def test_foreign_messages_are_bad_message_errors(body: bytes) -> None:
 @pytest.mark.parametrize("link, problem", [
     (LINK.replace("https://", "http://"), "https link"),
     (LINK.replace("api.loganalytics.io", "evil.example"), "evil.example"),
-    (LINK.replace("api.loganalytics.io", "169.254.169.254"), "169.254.169.254"),
+    (LINK.replace("api.loganalytics.io", "169.254.0.1"), "169.254.0.1"),
     ("https://api.loganalytics.io/v1/workspaces/x/../../metadata?query=x", "not a Log Analytics query link"),
     ("https://api.loganalytics.io/v1/workspaces/dddd/query", "no 'query'"),
 ])

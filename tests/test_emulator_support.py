@@ -48,9 +48,14 @@ FAST_RETRY: dict[str, Any] = {"retry_backoff_factor": 0.01, "retry_backoff_max":
                               "retry_read": 10, "retry_connect": 10}
 
 
+def is_loopback(address: Any) -> bool:
+    """Whether a socket address (host, port, ...) is on this machine."""
+    return ipaddress.ip_address(address[0]).is_loopback
+
+
 @pytest.fixture(autouse=True)
 def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Fail any test whose code tries to connect anywhere but loopback (no Azure, no IMDS at 169.254.169.254).
+    """Fail any test whose code tries to connect anywhere but loopback (no Azure, no instance metadata address).
 
     Import it into a test module to apply it there (sync sockets and asyncio both end in ``socket.connect``).
     """
@@ -58,7 +63,7 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
     def guarded(self: socket.socket, address: Any) -> Any:
         if self.family in (socket.AF_INET, socket.AF_INET6):
-            assert ipaddress.ip_address(address[0]).is_loopback, f"non-loopback connection attempted: {address}"
+            assert is_loopback(address), f"non-loopback connection attempted: {address}"
         return real(self, address)
 
     monkeypatch.setattr(socket.socket, "connect", guarded)

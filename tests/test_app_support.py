@@ -4,8 +4,7 @@ on loopback with fake credentials.
 
 Guards: ``HTTP(S)_PROXY`` point at a closed loopback port with ``NO_PROXY`` for loopback only, so a request to any
 other address (Azure, the instance metadata address) fails at once; ``DefaultAzureCredential`` is replaced by
-a class that
-fails the test if anything builds it; ``KV_REMEDIATE_SNAPSHOT`` is always set.
+a class that fails the test if anything builds it; ``KV_REMEDIATE_SNAPSHOT`` is always set.
 """
 
 from __future__ import annotations

@@ -231,20 +231,10 @@ class Emulator:
                  latency_ms: float | None = None, faults: Faults | None = None, seed: int | None = None,
                  page_size: int | None = None, graph: bool | None = None) -> None:
         snap = load_snapshot(snapshot if snapshot is not None else {})
-        opts = snap.emulator
-        if latency_ms is not None:
-            opts.latency_ms = latency_ms
-        if faults is not None:
-            opts.faults = faults
-        if seed is not None:
-            opts.seed = seed
-        if page_size is not None:
-            opts.page_size = page_size
-        if graph is not None:
-            snap.graph = graph
         self._state = TenantState(snap)
-        self._rng = random.Random(opts.seed)
+        self._rng = random.Random(snap.emulator.seed)
         self._rng_lock = threading.Lock()
+        self.configure(latency_ms=latency_ms, faults=faults, seed=seed, page_size=page_size, graph=graph)
         self._count_lock = threading.Lock()
         self._requests = 0
         self.unrouted: list[str] = []  # "METHOD path" of every request no route served (gaps show up in tests)

@@ -390,52 +390,43 @@ def message_facts(message: str | None) -> MessageFacts:
 
 @lru_cache(maxsize=2048)
 def _message_facts(message: str) -> MessageFacts:
-    f = _Facts()
+    principal, vault = Principal(), VaultRef()
+    action: str | None = None
+    obj: ObjectRef | None = None
+    permission: tuple[str, str] | None = None
+    operation_word: str | None = None
+    caller_ip: str | None = None
     if "\\n" in message:
         message = message.replace("\\r\\n", "\n").replace("\\n", "\n")
     for m in _MSG.finditer(message):
         g = m.lastgroup
         if g == "perm":
             g = "pkind"
-        if g == "caller" and not f.principal.known:
-            f.principal = principal_from_caller(m.group("caller").strip().strip("'\""))
-        elif g == "ugoa" and not f.principal.known:
-            f.principal = principal_from_caller(m.group("ugoa"))
-        elif g == "action" and f.action is None:
-            f.action = catalog.canonical_action(m.group("action"))
-        elif g == "resource" and f.object is None:
+        if g == "caller" and not principal.known:
+            principal = principal_from_caller(m.group("caller").strip().strip("'\""))
+        elif g == "ugoa" and not principal.known:
+            principal = principal_from_caller(m.group("ugoa"))
+        elif g == "action" and action is None:
+            action = catalog.canonical_action(m.group("action"))
+        elif g == "resource" and obj is None:
             vref, obj = vault_from_resource_id(m.group("resource"))
-            if vref.name and not f.vault.name:
-                f.vault = vref
-            elif vref.resource_id and not f.vault.resource_id:
-                f.vault = VaultRef(name=f.vault.name, resource_id=vref.resource_id)
-            f.object = obj
+            if vref.name and not vault.name:
+                vault = vref
+            elif vref.resource_id and not vault.resource_id:
+                vault = VaultRef(name=vault.name, resource_id=vref.resource_id)
         elif g in ("vault", "kv"):
             name = vault_name(m.group(g))
-            if name and not f.vault.name:
-                f.vault = VaultRef(name=name, resource_id=f.vault.resource_id)
-        elif g == "pkind" and f.permission is None:
-            f.permission = (m.group("pkind"), m.group("perm"))
-        elif g in ("opq", "opnp") and f.operation_word is None:
-            f.operation_word = m.group(g)
-        elif g == "ip" and f.caller_ip is None:
-            f.caller_ip = ip_address(m.group("ip"))
-        elif g == "dkind" and f.object is None:
-            f.object = ObjectRef(kind=m.group("dkind") + "s")
-    return MessageFacts(f.principal, f.action, f.vault, f.object, f.permission, f.operation_word, f.caller_ip)
-
-
-@dataclass
-class _Facts:
-    """MessageFacts while it is being collected."""
-
-    principal: Principal = field(default_factory=Principal)
-    action: str | None = None
-    vault: VaultRef = field(default_factory=VaultRef)
-    object: ObjectRef | None = None
-    permission: tuple[str, str] | None = None
-    operation_word: str | None = None
-    caller_ip: str | None = None
+            if name and not vault.name:
+                vault = VaultRef(name=name, resource_id=vault.resource_id)
+        elif g == "pkind" and permission is None:
+            permission = (m.group("pkind"), m.group("perm"))
+        elif g in ("opq", "opnp") and operation_word is None:
+            operation_word = m.group(g)
+        elif g == "ip" and caller_ip is None:
+            caller_ip = ip_address(m.group("ip"))
+        elif g == "dkind" and obj is None:
+            obj = ObjectRef(kind=m.group("dkind") + "s")
+    return MessageFacts(principal, action, vault, obj, permission, operation_word, caller_ip)
 
 
 def implied_status(message: str | None) -> int | None:

@@ -153,6 +153,12 @@ def _cpu_seconds(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+async def _recorded() -> int:
+    from remediate.app import runtime
+
+    return len(await (await runtime.get().findings()).list(100000))
+
+
 def bench_worker(conn: str, azurite_pid: int) -> None:
     """Denials/s drained by one worker process (the decorated function via serve's queue pump)."""
     from azure.core.exceptions import ResourceExistsError
@@ -180,7 +186,7 @@ def bench_worker(conn: str, azurite_pid: int) -> None:
         processed = pump.drain(timeout=600)
         elapsed = time.perf_counter() - began
         cpu, az_cpu = _cpu_seconds() - cpu, _cpu_seconds(azurite_pid) - az_cpu
-        findings = len(runtime.get().findings().list(100000))
+        findings = loop.submit(_recorded()).result()
         loop.stop()
         print(f"worker, 1 process, {label}: {processed} denials in {elapsed:.2f} s = {processed / elapsed:.0f} "
               f"denials/s; {findings} findings recorded; failures {pump.failed}; CPU per denial: worker "

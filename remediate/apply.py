@@ -72,12 +72,12 @@ def _outcome(applied: bool, outcome: str, **kw: Any) -> dict[str, Any]:
     return {"applied": applied, "refused_by": kw.pop("refused_by", None), "outcome": outcome, **kw}
 
 
-def _take_slot(ctx: ApplyContext, vault_id: str, claimant: str) -> bool:
+async def _take_slot(ctx: ApplyContext, vault_id: str, claimant: str) -> bool:
     """One of ``max_grants_per_hour`` slots per vault, claimed atomically across instances."""
     if ctx.slots is None:
         return True
     for i in range(ctx.policy.max_grants_per_hour):
-        if ctx.slots.claim(("rate", vault_id.lower(), str(i)), HOUR, ctx.now, claimant).won:
+        if (await ctx.slots.claim(("rate", vault_id.lower(), str(i)), HOUR, ctx.now, claimant)).won:
             return True
     return False
 
@@ -135,7 +135,7 @@ async def apply_one(f: Finding, writer: ArmWriter, ctx: ApplyContext) -> dict[st
     vault_id = f.plan.vault_id if isinstance(f.plan, AccessPolicyPlan) else "/".join(f.plan.scope.split("/")[:9])
     recent = ctx.grants.count_applied_since(vault_id, ctx.now - HOUR) if ctx.requested else 0
     verdict = check(f, ctx.policy, recent, requested=ctx.requested)
-    if verdict.allowed and not _take_slot(ctx, vault_id, f"{vault_id}|{f.denial.identity_key()}|{ctx.now}"):
+    if verdict.allowed and not await _take_slot(ctx, vault_id, f"{vault_id}|{f.denial.identity_key()}|{ctx.now}"):
         verdict = replace(verdict, allowed=False, refused_by="max_grants_per_hour",
                           reason=f"all {ctx.policy.max_grants_per_hour} grant slots of the last hour are taken")
     if not verdict.allowed:

@@ -116,24 +116,25 @@ def cmd_remediate(args: argparse.Namespace) -> int:
     from .guard import load_policy
     from .render.findings import report
     from .service import remediate
-    from .store.select import open_stores
+    from .store.select import open_grants, open_slots
     from .wiring import EmulatorRun, live_facts, subscriptions_from_env
 
     policy = load_policy(args.policy)
     parsed = _denials_from_args(args)
-    grants, slots = open_stores(args.state)
-    ctx = ApplyContext(policy=policy, grants=grants, slots=slots, now=_now(), requested=args.apply,
-                       actor=("emulator" if args.snapshot else None))
+    grants = open_grants(args.state)
 
     async def go() -> Any:
-        if args.snapshot:
-            with EmulatorRun(args.snapshot) as run:
-                async with run.facts() as facts:
-                    result = await remediate(parsed.denials, facts, ctx)
-                _write_snapshot(run, args.snapshot_out)
-                return result
-        async with live_facts(subscriptions_from_env(args.subscription)) as facts:
-            return await remediate(parsed.denials, facts, ctx)
+        async with open_slots(args.state) as slots:
+            ctx = ApplyContext(policy=policy, grants=grants, slots=slots, now=_now(), requested=args.apply,
+                               actor=("emulator" if args.snapshot else None))
+            if args.snapshot:
+                with EmulatorRun(args.snapshot) as run:
+                    async with run.facts() as facts:
+                        result = await remediate(parsed.denials, facts, ctx)
+                    _write_snapshot(run, args.snapshot_out)
+                    return result
+            async with live_facts(subscriptions_from_env(args.subscription)) as facts:
+                return await remediate(parsed.denials, facts, ctx)
 
     result = asyncio.run(go())
     doc = result.to_dict()
@@ -144,9 +145,9 @@ def cmd_remediate(args: argparse.Namespace) -> int:
 
 
 def cmd_grants(args: argparse.Namespace) -> int:
-    from .store.select import open_stores
+    from .store.select import open_grants
 
-    grants, _ = open_stores(args.state)
+    grants = open_grants(args.state)
     records = grants.list(limit=args.limit)
     doc = {"schema": "kv-remediate/grants@1", "grants": [r.to_dict() for r in records]}
     lines = [f"{r.time:%Y-%m-%d %H:%M} {r.outcome:<15} {r.id}  {r.principal_id or '-'} on {r.scope or '-'}"
@@ -163,10 +164,10 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     from .apply import revoke, revoke_expired
     from .errors import InputError
     from .facts.writes import ArmWriter
-    from .store.select import open_stores
+    from .store.select import open_grants
     from .wiring import EmulatorRun, live_facts, subscriptions_from_env
 
-    grants, _ = open_stores(args.state)
+    grants = open_grants(args.state)
     now = _now()
     record = None
     if args.grant:

@@ -46,14 +46,13 @@ from typing import Any
 import azure.functions as func
 from azure.functions.queue import QueueMessage
 
-from .app.runtime import FairSlots, host_settings
+from .app.runtime import host_settings
 
 log = logging.getLogger("kv_remediate.serve")
 
 KEY_SETTING = "KV_REMEDIATE_FUNCTION_KEY"
 ROOT = Path(__file__).resolve().parents[1]
 MAX_BODY = 8 * 1024 * 1024
-QUEUE_CONNECTIONS = 10  # the storage SDK's HTTP pool size per host
 
 
 def load_app() -> func.FunctionApp:
@@ -233,6 +232,7 @@ class LoopThread:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
+        self._closers: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self._thread = threading.Thread(target=self._run, name="kv-remediate-loop", daemon=True)
         self._thread.start()
 
@@ -245,14 +245,19 @@ class LoopThread:
     def submit(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
+    def add_closer(self, close: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``close()`` on this loop when it stops (async clients must be closed on their loop)."""
+        self._closers.append(close)
+
     def stop(self) -> None:
-        """Close the runtime's clients bound to this loop, then stop it."""
+        """Close the async clients bound to this loop (the runtime's and any added closer's), then stop it."""
         from .app import runtime
 
         rt = runtime.current()
-        if rt is not None and self.loop.is_running():
-            with contextlib.suppress(Exception):
-                self.submit(rt.aclose()).result(timeout=10)
+        if self.loop.is_running():
+            for close in [*self._closers, *([rt.aclose] if rt is not None else [])]:
+                with contextlib.suppress(Exception):
+                    self.submit(close()).result(timeout=10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
 
@@ -460,24 +465,34 @@ class QueuePump:
         self.max_dequeue_count = max_dequeue_count or host["max_dequeue_count"]
         self.poll_max = poll_max
         self.lease_seconds = lease_seconds
-        service = queue_service_client(storage_settings(os.environ if env is None else env,
-                                                        prefix=trigger.connection))
+        self._settings = storage_settings(os.environ if env is None else env, prefix=trigger.connection)
+        service = queue_service_client(self._settings)
         self.queue = queue_client(service, trigger.queue_name)
-        self.poison = queue_client(service, f"{trigger.queue_name}-poison")
+        queue_client(service, f"{trigger.queue_name}-poison")
+        self._settlers: tuple[Any, ...] | None = None  # async (queue, poison, credential), opened on the loop
         self._inflight = 0
-        self._slots = FairSlots(QUEUE_CONNECTIONS)
         self._cond = threading.Condition()
+        loop.add_closer(self._close_settlers)
         self.processed = 0
         self.failed = 0
         self.poisoned = 0
 
-    async def _queue_call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """A queue call in a thread, at most ``QUEUE_CONNECTIONS`` at once (each reuses a pooled connection)."""
-        def call() -> Any:
-            with self._slots:
-                return fn(*args, **kwargs)
+    def _settle_clients(self) -> tuple[Any, Any]:
+        """Async clients of the queue and its poison queue, on the loop: settling a message costs no thread hop."""
+        if self._settlers is None:
+            from .store.azure import async_credential, async_queue_client
 
-        return await asyncio.to_thread(call)
+            credential = async_credential(self._settings) if self._settings.identity_based else None
+            self._settlers = (async_queue_client(self._settings, self.trigger.queue_name, credential=credential),
+                              async_queue_client(self._settings, f"{self.trigger.queue_name}-poison",
+                                                 credential=credential), credential)
+        return self._settlers[0], self._settlers[1]
+
+    async def _close_settlers(self) -> None:
+        settlers, self._settlers = self._settlers, None
+        for client in settlers or ():
+            if client is not None:
+                await client.close()
 
     async def _invoke(self, m: Any) -> None:
         try:
@@ -488,6 +503,7 @@ class QueuePump:
             kwargs: dict[str, Any] = {self.trigger.arg: msg}
             if self.trigger.wants_context:
                 kwargs["context"] = _Context(self.trigger.name)
+            queue, poison = self._settle_clients()
             try:
                 await _call(self.trigger.fn, kwargs)
             except Exception as exc:
@@ -495,14 +511,13 @@ class QueuePump:
                 if (m.dequeue_count or 1) >= self.max_dequeue_count:
                     log.warning("kv-remediate serve: moving message %s to %s-poison after %d attempts (%s)", m.id,
                                 self.trigger.queue_name, m.dequeue_count, type(exc).__name__)
-                    await self._queue_call(self.poison.send_message, m.content)
-                    await self._queue_call(self.queue.delete_message, m.id, m.pop_receipt)
+                    await poison.send_message(m.content)
+                    await queue.delete_message(m.id, m.pop_receipt)
                     self.poisoned += 1
                 else:
-                    await self._queue_call(self.queue.update_message, m.id, m.pop_receipt,
-                                           visibility_timeout=int(self.retry_delay))
+                    await queue.update_message(m.id, m.pop_receipt, visibility_timeout=int(self.retry_delay))
                 return
-            await self._queue_call(self.queue.delete_message, m.id, m.pop_receipt)
+            await queue.delete_message(m.id, m.pop_receipt)
             self.processed += 1
         except Exception:
             log.exception("kv-remediate serve: settling message %s failed; it reappears after its lease", m.id)

@@ -43,7 +43,12 @@ class App:
         return call(self.http.base_url + path, body, headers=headers)
 
     def findings(self) -> list[dict[str, Any]]:
-        return runtime.get().findings().list(1000)
+        """The `findings` table, read on the app's loop (its async table clients live there)."""
+        async def records() -> list[dict[str, Any]]:
+            return await (await runtime.get().findings()).list(1000)
+
+        got: list[dict[str, Any]] = self.http.loop.submit(records()).result(timeout=30)
+        return got
 
 
 @pytest.fixture

@@ -191,6 +191,39 @@ def test_cli_apply_refused_exits_4_and_snapshot_out(tmp_path: Path, capsys: pyte
     assert {g["outcome"] for g in listed} == {"applied", "refused"}
 
 
+def test_cli_apply_on_azure_tables_records_and_slots_there(tmp_path: Path, azurite: str,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    # given KV_REMEDIATE_STORAGE naming Azurite (the app's tables) and a policy allowing one grant per vault and hour
+    from azure.data.tables import TableServiceClient
+
+    monkeypatch.setenv("KV_REMEDIATE_STORAGE", azurite)
+    service = TableServiceClient.from_connection_string(azurite)
+    for name in ("grants", "claims"):
+        service.delete_table(name)
+    tenant_file, policy_file = tmp_path / "t.json", tmp_path / "p.yaml"
+    tenant_file.write_text(json.dumps(TENANT))
+    policy_file.write_text(f"mode: apply\nscopes: [/subscriptions/{SUB}]\nmax_grants_per_hour: 1\n")
+    requests = [{"principal_id": gid(name), "vault": "kv-payments", "operation": "SecretGet"}
+                for name in ("app-orders", "app-reporting")]
+    inputs = []
+    for i, body in enumerate(requests):
+        inputs.append(str(tmp_path / f"r{i}.json"))
+        Path(inputs[-1]).write_text(json.dumps(body))
+    # when the CLI applies both (no --state: the tables are the state)
+    code = main(["remediate", *inputs, "--snapshot", str(tenant_file), "--policy", str(policy_file), "--apply",
+                 "--output", "json"])
+    doc = json.loads(capsys.readouterr().out)
+    # then one grant used the vault's only slot, the other was refused by the rate rule; both are in the tables
+    assert code == 4
+    assert sorted(f["outcome"] for f in doc["findings"]) == ["applied", "refused"]
+    assert {f["refused_by"] for f in doc["findings"]} == {None, "max_grants_per_hour"}
+    grants = list(service.get_table_client("grants").list_entities())
+    assert sorted(g["outcome"] for g in grants) == ["applied", "refused"]
+    claims = list(service.get_table_client("claims").list_entities())
+    assert len(claims) == 1 and '"rate"' in claims[0]["key"]
+
+
 def test_suggest_is_the_default(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     tenant_file = tmp_path / "t.json"
     tenant_file.write_text(json.dumps(TENANT))

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from threading import Barrier
 
 import pytest
-from azure.data.tables import TableClient, TableServiceClient
+from azure.data.tables import TableServiceClient
+from azure.data.tables.aio import TableClient as AsyncTableClient
 
 from remediate.store.azure import table_client
 from remediate.store.claims import Claim, ClaimKey, ClaimStore, SqliteClaimStore, TableClaimStore, key_hash
@@ -24,8 +24,9 @@ StoreFactory = Callable[[], ClaimStore]
 
 
 @pytest.fixture(params=["table", "sqlite"])
-def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+async def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
     """Given a factory of stores that all share one fresh backend (a new table, or one SQLite file)."""
+    opened: list[ClaimStore] = []
     if request.param == "table":
         service: TableServiceClient = request.getfixturevalue("table_service")
         conn: str = request.getfixturevalue("azurite")
@@ -33,35 +34,34 @@ def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreF
         table_client(service, name)
 
         def table_store() -> ClaimStore:
-            return TableClaimStore(TableClient.from_connection_string(conn, table_name=name))
+            store = TableClaimStore(AsyncTableClient.from_connection_string(conn, table_name=name))
+            opened.append(store)
+            return store
 
         yield table_store
+        for store in opened:
+            await store.close()
         service.delete_table(name)
     else:
         path = tmp_path / "state" / "state.db"
         yield lambda: SqliteClaimStore(path)
 
 
-def _storm(factory: StoreFactory, n: int, now: datetime, prefix: str, instances: int | None = None) -> list[Claim]:
+async def _storm(factory: StoreFactory, n: int, now: datetime, prefix: str,
+                 instances: int | None = None) -> list[Claim]:
     """n concurrent claims from ``instances`` stores (default: one per claim, as n separate instances)."""
     stores = [factory() for _ in range(instances or n)]  # separate clients, as separate instances would have
-    barrier = Barrier(n)
-
-    def one(i: int) -> Claim:
-        barrier.wait()
-        return stores[i % len(stores)].claim(KEY, WINDOW, now + timedelta(microseconds=i), f"{prefix}-{i}")
-
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        return list(pool.map(one, range(n)))
+    return list(await asyncio.gather(*(stores[i % len(stores)].claim(KEY, WINDOW, now + timedelta(microseconds=i),
+                                                                     f"{prefix}-{i}") for i in range(n))))
 
 
-def test_first_claim_wins_and_later_ones_count_occurrences(new_store: StoreFactory) -> None:
+async def test_first_claim_wins_and_later_ones_count_occurrences(new_store: StoreFactory) -> None:
     # given an empty store
     store = new_store()
     # when three instances claim the same tuple inside the window
-    first = store.claim(KEY, WINDOW, T0, "a")
-    second = store.claim(KEY, WINDOW, T0 + timedelta(minutes=1), "b")
-    third = store.claim(KEY, WINDOW, T0 + timedelta(minutes=2), "c")
+    first = await store.claim(KEY, WINDOW, T0, "a")
+    second = await store.claim(KEY, WINDOW, T0 + timedelta(minutes=1), "b")
+    third = await store.claim(KEY, WINDOW, T0 + timedelta(minutes=2), "c")
     # then the first wins and the others count occurrences on its record
     assert (first.won, first.occurrences, first.winner) == (True, 1, "a")
     assert (second.won, second.occurrences, second.winner) == (False, 2, "a")
@@ -70,59 +70,59 @@ def test_first_claim_wins_and_later_ones_count_occurrences(new_store: StoreFacto
     assert first.expires_at == T0 + WINDOW
 
 
-def test_different_tuples_do_not_interfere(new_store: StoreFactory) -> None:
+async def test_different_tuples_do_not_interfere(new_store: StoreFactory) -> None:
     # given a claimed tuple
     store = new_store()
-    store.claim(KEY, WINDOW, T0, "a")
+    await store.claim(KEY, WINDOW, T0, "a")
     # when a tuple differing only by None vs "" is claimed
-    other = store.claim((*KEY[:-1], None), WINDOW, T0, "b")
+    other = await store.claim((*KEY[:-1], None), WINDOW, T0, "b")
     # then it is a separate claim
     assert other.won and other.occurrences == 1
 
 
-def test_winner_reclaiming_is_idempotent(new_store: StoreFactory) -> None:
+async def test_winner_reclaiming_is_idempotent(new_store: StoreFactory) -> None:
     # given a tuple won by claimant "msg-1"
     store = new_store()
-    store.claim(KEY, WINDOW, T0, "msg-1")
-    store.claim(KEY, WINDOW, T0, "msg-2")
+    await store.claim(KEY, WINDOW, T0, "msg-1")
+    await store.claim(KEY, WINDOW, T0, "msg-2")
     # when the same claimant (a redelivered message) claims again
-    again = store.claim(KEY, WINDOW, T0 + timedelta(minutes=1), "msg-1")
+    again = await store.claim(KEY, WINDOW, T0 + timedelta(minutes=1), "msg-1")
     # then it still wins and no occurrence is added
     assert again.won and again.occurrences == 2 and again.winner == "msg-1"
 
 
-def test_fifty_concurrent_claimants_one_winner(new_store: StoreFactory) -> None:
+async def test_fifty_concurrent_claimants_one_winner(new_store: StoreFactory) -> None:
     # given 50 instances with their own clients
     # when all claim the same tuple at once
-    claims = _storm(new_store, 50, T0, "inst")
+    claims = await _storm(new_store, 50, T0, "inst")
     # then exactly one wins, and the losers' counts are exactly 2..50 (each occurrence landed once)
     winners = [c for c in claims if c.won]
     assert len(winners) == 1
     assert sorted(c.occurrences for c in claims if not c.won) == list(range(2, 51))
     assert {c.winner for c in claims} == {winners[0].winner}
     # and the record holds 50 occurrences
-    final = new_store().claim(KEY, WINDOW, T0 + timedelta(minutes=1), "late")
+    final = await new_store().claim(KEY, WINDOW, T0 + timedelta(minutes=1), "late")
     assert final.occurrences == 51
 
 
-def test_threads_of_few_instances_coalesce_without_losing_counts(new_store: StoreFactory) -> None:
+async def test_concurrent_claims_of_few_instances_coalesce_without_losing_counts(new_store: StoreFactory) -> None:
     # given 3 instances with 20 concurrent claims each on one tuple
     # when all 60 claim at once
-    claims = _storm(new_store, 60, T0, "inst", instances=3)
+    claims = await _storm(new_store, 60, T0, "inst", instances=3)
     # then exactly one wins and every occurrence is counted exactly once
     assert [c.won for c in claims].count(True) == 1
     assert sorted(c.occurrences for c in claims if not c.won) == list(range(2, 61))
-    assert new_store().claim(KEY, WINDOW, T0 + timedelta(minutes=1), "late").occurrences == 61
+    assert (await new_store().claim(KEY, WINDOW, T0 + timedelta(minutes=1), "late")).occurrences == 61
 
 
-def test_expired_window_is_taken_over_exactly_once(new_store: StoreFactory) -> None:
+async def test_expired_window_is_taken_over_exactly_once(new_store: StoreFactory) -> None:
     # given a tuple won at T0 and counted twice
     store = new_store()
-    store.claim(KEY, WINDOW, T0, "old")
-    store.claim(KEY, WINDOW, T0 + timedelta(minutes=1), "x")
+    await store.claim(KEY, WINDOW, T0, "old")
+    await store.claim(KEY, WINDOW, T0 + timedelta(minutes=1), "x")
     # when 20 instances claim concurrently after the window has passed
     later = T0 + WINDOW + timedelta(seconds=1)
-    claims = _storm(new_store, 20, later, "new")
+    claims = await _storm(new_store, 20, later, "new")
     # then exactly one takes over, with a fresh window and count
     winners = [c for c in claims if c.won]
     assert len(winners) == 1 and winners[0].winner.startswith("new-")
@@ -130,20 +130,21 @@ def test_expired_window_is_taken_over_exactly_once(new_store: StoreFactory) -> N
     assert sorted(c.occurrences for c in claims) == list(range(1, 21))
 
 
-def test_naive_time_is_refused(new_store: StoreFactory) -> None:
+async def test_naive_time_is_refused(new_store: StoreFactory) -> None:
     # given a store; when claiming with a naive datetime; then it is refused before any write
     with pytest.raises(ValueError, match="timezone-aware"):
-        new_store().claim(KEY, WINDOW, datetime(2026, 1, 1), "a")
+        await new_store().claim(KEY, WINDOW, datetime(2026, 1, 1), "a")
 
 
-def test_record_deleted_behind_our_back_is_recreated(table_service: TableServiceClient) -> None:
+async def test_record_deleted_behind_our_back_is_recreated(azurite: str, table_service: TableServiceClient) -> None:
     # given a store that has seen a key's record, and the record then deleted (e.g. by a cleanup job)
     name = "claims" + uuid.uuid4().hex[:12]
     table = table_client(table_service, name)
-    store = TableClaimStore(table)
-    first = store.claim(KEY, WINDOW, T0, "a")
+    store = TableClaimStore(AsyncTableClient.from_connection_string(azurite, table_name=name))
+    first = await store.claim(KEY, WINDOW, T0, "a")
     table.delete_entity(first.key_hash[:2], first.key_hash)
     # when the key is claimed again inside the old window; then the new claimant wins a fresh record
-    again = store.claim(KEY, WINDOW, T0 + timedelta(minutes=1), "b")
+    again = await store.claim(KEY, WINDOW, T0 + timedelta(minutes=1), "b")
     assert (again.won, again.occurrences, again.winner) == (True, 1, "b")
+    await store.close()
     table_service.delete_table(name)

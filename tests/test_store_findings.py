@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from azure.data.tables import TableServiceClient
+from azure.data.tables.aio import TableClient as AsyncTableClient
 
 from remediate.store.azure import table_client
 from remediate.store.findings import FindingStore, SqliteFindingStore, TableFindingStore
@@ -25,24 +26,28 @@ def finding(n: int) -> dict[str, Any]:
 
 
 @pytest.fixture(params=["table", "sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FindingStore]:
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[FindingStore]:
     """Given an empty findings store on each real backend."""
     if request.param == "table":
         service: TableServiceClient = request.getfixturevalue("table_service")
+        conn: str = request.getfixturevalue("azurite")
         name = "findings" + uuid.uuid4().hex[:12]
-        yield TableFindingStore(table_client(service, name))
+        table_client(service, name)
+        table = TableFindingStore(AsyncTableClient.from_connection_string(conn, table_name=name))
+        yield table
+        await table.close()
         service.delete_table(name)
     else:
         yield SqliteFindingStore(tmp_path / "state.db")
 
 
-def test_round_trip_newest_first(store: FindingStore) -> None:
+async def test_round_trip_newest_first(store: FindingStore) -> None:
     # given findings recorded over two hours (so the table spans partitions), out of order
     minutes = [0, 90, 30, 61, 5]
-    ids = {m: store.record(finding(m), alert_id=f"alert-{m}", invocation_id=f"inv-{m}",
+    ids = {m: await store.record(finding(m), alert_id=f"alert-{m}", invocation_id=f"inv-{m}",
                            when=T0 + timedelta(minutes=m)) for m in minutes}
     # when listing
-    got = store.list(limit=10)
+    got = await store.list(limit=10)
     # then all come back newest first with their ids, context and summary
     assert [r["id"] for r in got] == [ids[m] for m in sorted(minutes, reverse=True)]
     first = got[0]
@@ -51,15 +56,15 @@ def test_round_trip_newest_first(store: FindingStore) -> None:
     assert (first["cause"], first["vault"], first["principal"]) == ("MISSING_ROLE_ASSIGNMENT", VAULT, "oid-90")
     assert first["time"] == "2026-11-27T13:30:00.000000Z"
     # and limit cuts the newest
-    assert [r["id"] for r in store.list(limit=2)] == [ids[90], ids[61]]
+    assert [r["id"] for r in await store.list(limit=2)] == [ids[90], ids[61]]
 
 
-def test_same_instant_findings_are_all_kept(store: FindingStore) -> None:
+async def test_same_instant_findings_are_all_kept(store: FindingStore) -> None:
     # given 20 findings recorded at the same instant without alert context
     for n in range(20):
-        store.record({"cause": None, "plan": None, "big": "y" * 40_000, "n": n}, alert_id=None, invocation_id=None,
-                     when=T0)
+        await store.record({"cause": None, "plan": None, "big": "y" * 40_000, "n": n}, alert_id=None,
+                           invocation_id=None, when=T0)
     # when listing; then none was lost, large bodies intact
-    got = store.list(limit=100)
+    got = await store.list(limit=100)
     assert sorted(r["finding"]["n"] for r in got) == list(range(20))
     assert all(len(r["finding"]["big"]) == 40_000 and r["alert_id"] is None for r in got)

@@ -152,7 +152,7 @@ async def remediate_body(body: bytes, apply: bool) -> dict[str, Any]:
     rt = runtime.get()
     policy = rt.policy()
     parsed, denials, notes, requests = await _denials_of(body)
-    ctx = ApplyContext(policy=policy, grants=rt.grants(), slots=rt.claims(), now=datetime.now(UTC),
+    ctx = ApplyContext(policy=policy, grants=rt.grants(), slots=await rt.claims(), now=datetime.now(UTC),
                        requested=apply, actor=rt.actor)
     async with rt.facts() as facts:
         result = await remediate(denials, facts, ctx)

@@ -2,7 +2,8 @@
 storage clients, the webhook authenticator and notifications.
 
 Everything heavy (Azure SDKs, the emulator, storage clients) is created on first use and kept for the life of the
-process (one emulator per process, never per request; one queue/table client per process). Module-level imports
+process (one emulator per process, never per request; one queue client per process; the worker's async table
+stores once per event loop, since async clients are bound to the loop that opened them). Module-level imports
 are the standard library only: the blueprints import this module's constants at cold start.
 
 Settings (app settings / environment):
@@ -28,14 +29,15 @@ import threading
 import time
 import urllib.parse
 import weakref
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
+    from azure.data.tables.aio import TableClient as AsyncTableClient
     from azure.storage.queue import QueueClient
 
     from ..facts.arm import ArmFacts
@@ -48,6 +50,8 @@ if TYPE_CHECKING:
     from .webhook_auth import WebhookAuthenticator
 
 log = logging.getLogger("kv_remediate.app")
+
+_Store = TypeVar("_Store", "TableClaimStore", "TableFindingStore")
 
 STORAGE_CONNECTION = "AzureWebJobsStorage"
 DENIALS_QUEUE = "denials"
@@ -251,6 +255,14 @@ class _Batch:
     retired: bool = False
 
 
+@dataclass
+class _LoopTables:
+    """One event loop's async table stores, and the storage credential they share (identity-based settings)."""
+
+    stores: dict[str, Any] = field(default_factory=dict)
+    credential: Any = None
+
+
 class Runtime:
     """Per-process state shared by every invocation; thread-safe lazy creation."""
 
@@ -260,8 +272,8 @@ class Runtime:
         self._lock = threading.RLock()
         self._emulator: EmulatorRun | None = None
         self._queue: QueueClient | None = None
-        self._claims: TableClaimStore | None = None
-        self._findings: TableFindingStore | None = None
+        self._tables: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopTables] = (
+            weakref.WeakKeyDictionary())
         self._grants: TableGrantStore | None = None
         self._policy: Policy | None = None
         self._auth: WebhookAuthenticator | None = authenticator
@@ -269,8 +281,7 @@ class Runtime:
         self._batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[_Batch]] = (
             weakref.WeakKeyDictionary())
         self._credentials: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
-        self._slots = {name: FairSlots(STORAGE_CONNECTIONS)
-                       for name in (DENIALS_QUEUE, CLAIMS_TABLE, FINDINGS_TABLE, GRANTS_TABLE)}
+        self._slots = {name: FairSlots(STORAGE_CONNECTIONS) for name in (DENIALS_QUEUE, GRANTS_TABLE)}
 
     def slot(self, client: str) -> FairSlots:
         """Hold this while calling the storage client ``client`` (a queue or table name): at most
@@ -372,6 +383,12 @@ class Runtime:
         cred = self._credentials.pop(loop, None)
         if cred is not None:
             await cred.close()
+        tables = self._tables.pop(loop, None)
+        if tables is not None:
+            for store in tables.stores.values():
+                await store.close()
+            if tables.credential is not None:
+                await tables.credential.close()
 
     def log_analytics(self) -> LogAnalyticsClient:
         """A Log Analytics query client (close it after use): the emulator's, or Azure's with our identity."""
@@ -399,26 +416,35 @@ class Runtime:
                 self._queue = queue_client(queue_service_client(self._storage()), DENIALS_QUEUE)
             return self._queue
 
-    def claims(self) -> TableClaimStore:
-        """The distributed dedupe store on Table `claims`."""
-        with self._lock:
-            if self._claims is None:
-                from ..store.azure import table_client, table_service_client
-                from ..store.claims import TableClaimStore
+    async def claims(self) -> TableClaimStore:
+        """The distributed dedupe store on Table `claims` (this event loop's)."""
+        from ..store.claims import TableClaimStore
 
-                self._claims = TableClaimStore(table_client(table_service_client(self._storage()), CLAIMS_TABLE))
-            return self._claims
+        return await self._table_store(CLAIMS_TABLE, TableClaimStore)
 
-    def findings(self) -> TableFindingStore:
-        """The findings records on Table `findings`."""
-        with self._lock:
-            if self._findings is None:
-                from ..store.azure import table_client, table_service_client
-                from ..store.findings import TableFindingStore
+    async def findings(self) -> TableFindingStore:
+        """The findings records on Table `findings` (this event loop's)."""
+        from ..store.findings import TableFindingStore
 
-                self._findings = TableFindingStore(table_client(table_service_client(self._storage()),
-                                                                FINDINGS_TABLE))
-            return self._findings
+        return await self._table_store(FINDINGS_TABLE, TableFindingStore)
+
+    async def _table_store(self, name: str, make: Callable[[AsyncTableClient], _Store]) -> _Store:
+        """This event loop's store on table ``name`` (the table is created on first use)."""
+        from ..store.azure import async_credential, async_table_client
+
+        tables = self._tables.setdefault(asyncio.get_running_loop(), _LoopTables())
+        stores = tables.stores
+        if name not in stores:
+            settings = self._storage()
+            if settings.identity_based and tables.credential is None:
+                tables.credential = async_credential(settings)
+            client = await async_table_client(settings, name, credential=tables.credential)
+            if name in stores:  # another invocation opened it meanwhile: keep theirs
+                await client.close()
+            else:
+                stores[name] = make(client)
+        store: _Store = stores[name]
+        return store
 
     def grants(self) -> TableGrantStore:
         """The grant audit trail on Table `grants` (shared by every instance; max_grants_per_hour counts here)."""

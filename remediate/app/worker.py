@@ -105,19 +105,13 @@ async def act(rt: Runtime, findings: list[Finding], alert_id: str | None, facts:
                                     "reason": exc.message}) for f in findings]
     if policy.mode != "apply":
         return findings
-    ctx = ApplyContext(policy=policy, grants=rt.grants(), slots=rt.claims(), now=datetime.now(UTC),
+    ctx = ApplyContext(policy=policy, grants=rt.grants(), slots=await rt.claims(), now=datetime.now(UTC),
                        requested=True, actor=rt.actor, alert_id=alert_id)
     return await apply_findings(findings, ArmWriter(facts), ctx)
 
 
 async def _claim(rt: Runtime, key: tuple[str | None, ...], claimant: str) -> Claim:
-    from .runtime import CLAIMS_TABLE
-
-    def claim() -> Claim:
-        with rt.slot(CLAIMS_TABLE):
-            return rt.claims().claim(key, rt.settings.dedupe_window, datetime.now(UTC), claimant)
-
-    return await asyncio.to_thread(claim)
+    return await (await rt.claims()).claim(key, rt.settings.dedupe_window, datetime.now(UTC), claimant)
 
 
 async def _report(rt: Runtime, finding: Finding, *, alert_id: str | None, invocation_id: str | None,
@@ -128,13 +122,7 @@ async def _report(rt: Runtime, finding: Finding, *, alert_id: str | None, invoca
     line = finding_line(doc, alert_id=alert_id, invocation_id=invocation_id, claim=claim)
     log.info("kv-remediate finding %s", json.dumps(line, ensure_ascii=False, default=str),
              extra={"custom_dimensions": line})
-    from .runtime import FINDINGS_TABLE
-
-    def record() -> str:
-        with rt.slot(FINDINGS_TABLE):
-            return rt.findings().record(doc, alert_id=alert_id, invocation_id=invocation_id, when=datetime.now(UTC))
-
-    await asyncio.to_thread(record)
+    await (await rt.findings()).record(doc, alert_id=alert_id, invocation_id=invocation_id, when=datetime.now(UTC))
     if rt.settings.notify_url:
         await asyncio.to_thread(rt.notify, notification(doc, line))
 

@@ -35,8 +35,11 @@ from ..errors import ConfigError, InputError, StorageError
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
+    from azure.core.credentials_async import AsyncTokenCredential
     from azure.data.tables import TableClient, TableServiceClient
+    from azure.data.tables.aio import TableClient as AsyncTableClient
     from azure.storage.queue import QueueClient, QueueServiceClient
+    from azure.storage.queue.aio import QueueClient as AsyncQueueClient
 
 DEFAULT_PREFIX = "KV_REMEDIATE_STORAGE"
 CLAIMS_TABLE = "claims"
@@ -125,6 +128,15 @@ def _credential(settings: StorageSettings) -> TokenCredential:
     return DefaultAzureCredential()
 
 
+def async_credential(settings: StorageSettings) -> AsyncTokenCredential:
+    """The app's identity for the async clients (bound to the event loop that uses it; close it there)."""
+    from azure.identity.aio import DefaultAzureCredential
+
+    if settings.client_id:
+        return DefaultAzureCredential(managed_identity_client_id=settings.client_id)
+    return DefaultAzureCredential()
+
+
 @contextmanager
 def storage_errors(action: str, target: str) -> Iterator[None]:
     """Translate Azure SDK exceptions raised inside the block into :class:`StorageError` (``from exc``)."""
@@ -165,6 +177,33 @@ def table_service_client(settings: StorageSettings) -> TableServiceClient:
     return TableServiceClient(endpoint=settings.table_service_uri, credential=_credential(settings))
 
 
+async def async_table_client(settings: StorageSettings, name: str, *,
+                             credential: AsyncTokenCredential | None = None) -> AsyncTableClient:
+    """An async client of table ``name`` (the worker's hot path: no thread hop per call), creating the table
+    when missing. Identity-based settings need ``credential`` (see :func:`async_credential`)."""
+    from azure.data.tables.aio import TableClient as AsyncTableClient
+
+    try:
+        if settings.connection_string is not None:
+            client = AsyncTableClient.from_connection_string(settings.connection_string, table_name=name)
+        elif settings.table_service_uri and credential is not None:
+            client = AsyncTableClient(endpoint=settings.table_service_uri, table_name=name, credential=credential)
+        else:
+            raise ConfigError(f"set {settings.setting}__tableServiceUri or {settings.setting}__accountName")
+    except ValueError as exc:
+        raise ConfigError(f"setting {settings.setting}: unusable connection string ({exc})") from exc
+    try:
+        with storage_errors("creating the table", f"table '{name}'"):
+            try:
+                await client.create_table()
+            except ResourceExistsError:
+                pass
+    except BaseException:
+        await client.close()
+        raise
+    return client
+
+
 def queue_service_client(settings: StorageSettings) -> QueueServiceClient:
     """A Queue service client for ``settings`` (messages base64 encoded, as the Functions queue trigger expects)."""
     from azure.storage.queue import QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy
@@ -179,6 +218,24 @@ def queue_service_client(settings: StorageSettings) -> QueueServiceClient:
     if not settings.queue_service_uri:
         raise ConfigError(f"set {settings.setting}__queueServiceUri or {settings.setting}__accountName")
     return QueueServiceClient(account_url=settings.queue_service_uri, credential=_credential(settings), **policies)
+
+
+def async_queue_client(settings: StorageSettings, name: str, *,
+                       credential: AsyncTokenCredential | None = None) -> AsyncQueueClient:
+    """An async client of the existing queue ``name`` (base64 text messages, as the Functions trigger expects)."""
+    from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
+    from azure.storage.queue.aio import QueueClient as AsyncQueueClient
+
+    policies: dict[str, Any] = {"message_encode_policy": TextBase64EncodePolicy(),
+                                "message_decode_policy": TextBase64DecodePolicy()}
+    try:
+        if settings.connection_string is not None:
+            return AsyncQueueClient.from_connection_string(settings.connection_string, name, **policies)
+    except ValueError as exc:
+        raise ConfigError(f"setting {settings.setting}: unusable connection string ({exc})") from exc
+    if not settings.queue_service_uri or credential is None:
+        raise ConfigError(f"set {settings.setting}__queueServiceUri or {settings.setting}__accountName")
+    return AsyncQueueClient(settings.queue_service_uri, name, credential=credential, **policies)
 
 
 def table_client(service: TableServiceClient, name: str, *, create: bool = True) -> TableClient:

@@ -13,11 +13,10 @@ Semantics are the same for :class:`TableClaimStore` (Azure Tables, the app) and 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import random
-import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -32,7 +31,7 @@ from ._common import default_state_path, from_table_time, iso, parse_iso, sessio
 from .azure import storage_errors
 
 if TYPE_CHECKING:
-    from azure.data.tables import TableClient
+    from azure.data.tables.aio import TableClient as AsyncTableClient
 
 ClaimKey = tuple[str | None, ...]
 
@@ -55,8 +54,12 @@ class Claim:
 class ClaimStore(Protocol):
     """Claims one key per window across every instance that shares the store."""
 
-    def claim(self, key: ClaimKey, window: timedelta, now: datetime, claimant: str) -> Claim:
+    async def claim(self, key: ClaimKey, window: timedelta, now: datetime, claimant: str) -> Claim:
         """Win ``key`` for ``window`` from ``now``, or count one occurrence on the current winner's record."""
+        ...
+
+    async def close(self) -> None:
+        """Release the store's connections (on the event loop that used it)."""
         ...
 
 
@@ -76,12 +79,12 @@ def _check(window: timedelta, now: datetime, claimant: str) -> datetime:
 
 @dataclass
 class _Batch:
-    """Claims on one key and window made concurrently in this process, settled by one leader in one write."""
+    """Claims on one key and window made concurrently on this event loop, settled by one leader in one write."""
 
     members: list[tuple[str, datetime]] = field(default_factory=list)
     results: list[Claim] = field(default_factory=list)
     error: BaseException | None = None
-    done: threading.Event = field(default_factory=threading.Event)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def _outcomes(claimants: list[str], winner: str, base: int, won_now: bool, digest: str,
@@ -105,67 +108,71 @@ def _outcomes(claimants: list[str], winner: str, base: int, won_now: bool, diges
 class TableClaimStore:
     """Claims in an Azure Table (``claims``): PartitionKey = first 2 hex digits of the key hash, RowKey = hash.
 
-    Across instances, correctness rests on the Table's conditional writes alone (insert; etag-conditional replace
-    and merge, retried on 412). Within one instance, concurrent claims on the same key and window are coalesced
-    (``coalesce=True``): one thread settles them all with one write (a loser batch adds its count in one merge),
-    which keeps a hot key from turning into a 412 retry storm among this process's own threads.
+    Async (``azure.data.tables.aio``): the worker claims on its event loop without a thread hop per call. Across
+    instances, correctness rests on the Table's conditional writes alone (insert; etag-conditional replace and
+    merge, retried on 412). Within one event loop, concurrent claims on the same key and window are coalesced
+    (``coalesce=True``): one leader settles them all with one write (a loser batch adds its count in one merge),
+    which keeps a hot key from turning into a 412 retry storm among this process's own invocations. Use one
+    store per event loop.
     """
 
     _STRIPES = 256
     _KNOWN_MAX = 4096
 
-    def __init__(self, table: TableClient, *, max_attempts: int = 500, backoff_s: float = 0.001,
+    def __init__(self, table: AsyncTableClient, *, max_attempts: int = 500, backoff_s: float = 0.001,
                  backoff_cap_s: float = 0.02, coalesce: bool = True) -> None:
         self._table = table
         self._max_attempts = max_attempts
         self._backoff_s = backoff_s
         self._backoff_cap_s = backoff_cap_s
         self._coalesce = coalesce
-        self._lock = threading.Lock()
         self._waiting: dict[tuple[str, timedelta], _Batch] = {}
-        self._stripes = [threading.Lock() for _ in range(self._STRIPES)]
+        self._stripes = [asyncio.Lock() for _ in range(self._STRIPES)]
         self._known: OrderedDict[str, None] = OrderedDict()  # keys whose record exists: skip the doomed insert
 
     def _remember(self, digest: str) -> None:
-        with self._lock:
-            self._known[digest] = None
-            self._known.move_to_end(digest)
-            while len(self._known) > self._KNOWN_MAX:
-                self._known.popitem(last=False)
+        self._known[digest] = None
+        self._known.move_to_end(digest)
+        while len(self._known) > self._KNOWN_MAX:
+            self._known.popitem(last=False)
 
-    def claim(self, key: ClaimKey, window: timedelta, now: datetime, claimant: str) -> Claim:
+    async def close(self) -> None:
+        await self._table.close()
+
+    async def claim(self, key: ClaimKey, window: timedelta, now: datetime, claimant: str) -> Claim:
         now = _check(window, now, claimant)
         digest = key_hash(key)
         if not self._coalesce:
-            return self._settle(key, digest, window, [(claimant, now)])[0]
+            return (await self._settle(key, digest, window, [(claimant, now)]))[0]
         slot = (digest, window)
-        with self._lock:
-            batch = self._waiting.get(slot)
-            leader = batch is None
-            if batch is None:
-                batch = self._waiting[slot] = _Batch()
+        batch = self._waiting.get(slot)
+        if batch is not None:  # a leader is waiting for this key's turn: join its write
             index = len(batch.members)
             batch.members.append((claimant, now))
-        if not leader:
-            batch.done.wait()
+            await batch.done.wait()
+            if isinstance(batch.error, asyncio.CancelledError):
+                raise StorageError(f"claiming a denial tuple on table '{self._table.table_name}': the invocation "
+                                   "settling this claim was cancelled; the message will be retried")
             if batch.error is not None:
                 raise batch.error
             return batch.results[index]
+        batch = self._waiting[slot] = _Batch(members=[(claimant, now)])
         try:
             # Wait for this key's previous batch (if any) to finish; claims arriving meanwhile join ours.
-            with self._stripes[int(digest[:8], 16) % self._STRIPES]:
-                with self._lock:
-                    del self._waiting[slot]
-                batch.results = self._settle(key, digest, window, batch.members)
+            async with self._stripes[int(digest[:8], 16) % self._STRIPES]:
+                del self._waiting[slot]
+                batch.results = await self._settle(key, digest, window, batch.members)
         except BaseException as exc:
+            if self._waiting.get(slot) is batch:
+                del self._waiting[slot]
             batch.error = exc
             raise
         finally:
             batch.done.set()
-        return batch.results[index]
+        return batch.results[0]
 
-    def _settle(self, key: ClaimKey, digest: str, window: timedelta,
-                members: list[tuple[str, datetime]]) -> list[Claim]:
+    async def _settle(self, key: ClaimKey, digest: str, window: timedelta,
+                      members: list[tuple[str, datetime]]) -> list[Claim]:
         """Apply a batch of claims (arrival order) with conditional writes; the batch acts at its latest ``now``."""
         from azure.data.tables import UpdateMode
 
@@ -182,13 +189,13 @@ class TableClaimStore:
             for attempt in range(self._max_attempts):
                 if insert:
                     try:
-                        self._table.create_entity(fresh)
+                        await self._table.create_entity(fresh)
                         self._remember(digest)
                         return fresh_results
                     except ResourceExistsError:
                         pass
                 try:
-                    entity = self._table.get_entity(pk, rk)
+                    entity = await self._table.get_entity(pk, rk)
                 except ResourceNotFoundError:
                     insert = True  # deleted meanwhile: try the insert again
                     continue
@@ -198,16 +205,17 @@ class TableClaimStore:
                 try:
                     if current_expiry <= now:
                         # The window has passed: take over, but only if nobody changed the record since we read it.
-                        self._table.update_entity(fresh, mode=UpdateMode.REPLACE, etag=etag,
-                                                  match_condition=MatchConditions.IfNotModified)
+                        await self._table.update_entity(fresh, mode=UpdateMode.REPLACE, etag=etag,
+                                                        match_condition=MatchConditions.IfNotModified)
                         return fresh_results
                     winner = str(entity["winner"])
                     base = int(entity.get("occurrences", 1))
                     results, added = _outcomes(claimants, winner, base, False, digest, current_expiry)
                     if added:
-                        self._table.update_entity({"PartitionKey": pk, "RowKey": rk, "occurrences": base + added},
-                                                  mode=UpdateMode.MERGE, etag=etag,
-                                                  match_condition=MatchConditions.IfNotModified)
+                        await self._table.update_entity({"PartitionKey": pk, "RowKey": rk,
+                                                         "occurrences": base + added},
+                                                        mode=UpdateMode.MERGE, etag=etag,
+                                                        match_condition=MatchConditions.IfNotModified)
                     return results
                 except ResourceNotFoundError:
                     insert = True
@@ -215,7 +223,7 @@ class TableClaimStore:
                     # 412: someone else counted or took over first; re-read and decide again after a short,
                     # jittered, capped back-off (spreads contenders on a hot key without idling long).
                     insert = False
-                    time.sleep(random.uniform(0, min(self._backoff_cap_s, self._backoff_s * (2 ** attempt))))
+                    await asyncio.sleep(random.uniform(0, min(self._backoff_cap_s, self._backoff_s * (2 ** attempt))))
         raise StorageError(f"claiming a denial tuple on table '{self._table.table_name}' row {rk} did not settle "
                            f"after {self._max_attempts} conditional writes (extreme contention); the message "
                            "will be retried by the queue")
@@ -234,15 +242,22 @@ CREATE TABLE IF NOT EXISTS claims (
 
 
 class SqliteClaimStore:
-    """Claims in a SQLite file, for the CLI and local runs: one ``BEGIN IMMEDIATE`` transaction per claim."""
+    """Claims in a SQLite file, for the CLI and local runs: one ``BEGIN IMMEDIATE`` transaction per claim (in a
+    worker thread, so a lock held by another process never blocks the event loop)."""
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path).expanduser() if path is not None else default_state_path()
         with session(self.path, "creating the claims table") as conn:
             conn.execute(_SCHEMA)
 
-    def claim(self, key: ClaimKey, window: timedelta, now: datetime, claimant: str) -> Claim:
+    async def close(self) -> None:
+        """Nothing to release: every claim opens and closes its own connection."""
+
+    async def claim(self, key: ClaimKey, window: timedelta, now: datetime, claimant: str) -> Claim:
         now = _check(window, now, claimant)
+        return await asyncio.to_thread(self._claim, key, window, now, claimant)
+
+    def _claim(self, key: ClaimKey, window: timedelta, now: datetime, claimant: str) -> Claim:
         digest = key_hash(key)
         expires = now + window
         with session(self.path, "claiming a denial tuple") as conn:

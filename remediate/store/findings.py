@@ -7,6 +7,7 @@ out of it so the table reads (and filters) well in Storage Explorer. ``list`` re
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import json
 import uuid
@@ -18,7 +19,7 @@ from ._common import default_state_path, from_table_time, iso, pack_json, parse_
 from .azure import storage_errors
 
 if TYPE_CHECKING:
-    from azure.data.tables import TableClient
+    from azure.data.tables.aio import TableClient as AsyncTableClient
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_US = 10**17  # microseconds; inverted times stay positive until year ~5100
@@ -27,13 +28,17 @@ _MAX_US = 10**17  # microseconds; inverted times stay positive until year ~5100
 class FindingStore(Protocol):
     """Keeps the worker's findings for people and dashboards."""
 
-    def record(self, finding: dict[str, Any], *, alert_id: str | None, invocation_id: str | None,
-               when: datetime) -> str:
+    async def record(self, finding: dict[str, Any], *, alert_id: str | None, invocation_id: str | None,
+                     when: datetime) -> str:
         """Store one finding; returns the record id."""
         ...
 
-    def list(self, limit: int = 100) -> builtins.list[dict[str, Any]]:
+    async def list(self, limit: int = 100) -> builtins.list[dict[str, Any]]:
         """The ``limit`` most recent records, newest first."""
+        ...
+
+    async def close(self) -> None:
+        """Release the store's connections (on the event loop that used it)."""
         ...
 
 
@@ -57,12 +62,19 @@ def _new_id(when: datetime) -> str:
 
 
 class TableFindingStore:
-    """Findings in an Azure Table: PartitionKey = inverted hour (spreads load, newest partition first)."""
+    """Findings in an Azure Table: PartitionKey = inverted hour (spreads load, newest partition first).
 
-    def __init__(self, table: TableClient) -> None:
+    Async (``azure.data.tables.aio``), so the worker records on its event loop without a thread hop. Use one store
+    per event loop.
+    """
+
+    def __init__(self, table: AsyncTableClient) -> None:
         self._table = table
 
-    def record(self, finding: dict[str, Any], *, alert_id: str | None, invocation_id: str | None,
+    async def close(self) -> None:
+        await self._table.close()
+
+    async def record(self, finding: dict[str, Any], *, alert_id: str | None, invocation_id: str | None,
                when: datetime) -> str:
         when = utc(when, "when")
         row = _new_id(when)
@@ -76,15 +88,15 @@ class TableFindingStore:
         if invocation_id is not None:
             entity["invocation_id"] = invocation_id
         with storage_errors("recording a finding", f"table '{self._table.table_name}'"):
-            self._table.create_entity(entity)
+            await self._table.create_entity(entity)
         return row
 
-    def list(self, limit: int = 100) -> builtins.list[dict[str, Any]]:
+    async def list(self, limit: int = 100) -> builtins.list[dict[str, Any]]:
         out: builtins.list[dict[str, Any]] = []
         if limit <= 0:
             return out
         with storage_errors("listing findings", f"table '{self._table.table_name}'"):
-            for entity in self._table.list_entities(results_per_page=min(limit, 1000)):
+            async for entity in self._table.list_entities(results_per_page=min(limit, 1000)):
                 out.append({"id": entity["RowKey"], "time": iso(from_table_time(entity["time"])),
                             "alert_id": entity.get("alert_id"), "invocation_id": entity.get("invocation_id"),
                             "cause": entity.get("cause"), "vault": entity.get("vault"),
@@ -109,15 +121,23 @@ CREATE TABLE IF NOT EXISTS findings (
 
 
 class SqliteFindingStore:
-    """Findings in a SQLite file (default ``~/.kv-remediate/state.db``), for local runs of the worker."""
+    """Findings in a SQLite file (default ``~/.kv-remediate/state.db``), for local runs of the worker (each call
+    in a worker thread, so the event loop never waits on the file lock)."""
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path).expanduser() if path is not None else default_state_path()
         with session(self.path, "creating the findings table") as conn:
             conn.execute(_SCHEMA)
 
-    def record(self, finding: dict[str, Any], *, alert_id: str | None, invocation_id: str | None,
-               when: datetime) -> str:
+    async def close(self) -> None:
+        """Nothing to release: every call opens and closes its own connection."""
+
+    async def record(self, finding: dict[str, Any], *, alert_id: str | None, invocation_id: str | None,
+                     when: datetime) -> str:
+        return await asyncio.to_thread(self._record, finding, alert_id, invocation_id, when)
+
+    def _record(self, finding: dict[str, Any], alert_id: str | None, invocation_id: str | None,
+                when: datetime) -> str:
         row = _new_id(when)
         summary = _summary(finding)
         with session(self.path, "recording a finding") as conn:
@@ -127,7 +147,10 @@ class SqliteFindingStore:
                           summary["principal"], json.dumps(finding, sort_keys=True, default=str)))
         return row
 
-    def list(self, limit: int = 100) -> builtins.list[dict[str, Any]]:
+    async def list(self, limit: int = 100) -> builtins.list[dict[str, Any]]:
+        return await asyncio.to_thread(self._list, limit)
+
+    def _list(self, limit: int) -> builtins.list[dict[str, Any]]:
         with session(self.path, "listing findings") as conn:
             rows = conn.execute("SELECT * FROM findings ORDER BY id LIMIT ?", (max(limit, 0),)).fetchall()
         return [{"id": r["id"], "time": iso(parse_iso(r["time"])), "alert_id": r["alert_id"],

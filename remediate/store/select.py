@@ -4,28 +4,53 @@ KV_REMEDIATE_STORAGE names a storage connection (the same tables the function ap
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
-from .claims import ClaimStore, SqliteClaimStore, TableClaimStore
-from .grants import GrantStore, SqliteGrantStore, TableGrantStore
+from .azure import StorageSettings
+from .claims import ClaimStore, SqliteClaimStore
+from .grants import GrantStore, SqliteGrantStore
 
 SETTING = "KV_REMEDIATE_STORAGE"
 
 
-def _tables() -> object | None:
+def _tables() -> StorageSettings | None:
     if not any(k == SETTING or k.startswith(SETTING + "__") for k in os.environ):
         return None
-    from .azure import storage_settings, table_service_client
+    from .azure import storage_settings
 
-    return table_service_client(storage_settings(prefix=SETTING))
+    return storage_settings(prefix=SETTING)
 
 
-def open_stores(state: str | Path | None) -> tuple[GrantStore, ClaimStore]:
-    """The grant audit store and the rate-slot store, on one backend."""
-    service = _tables()
-    if service is not None:
-        from .azure import table_client
+def open_grants(state: str | Path | None) -> GrantStore:
+    """The grant audit store."""
+    settings = _tables()
+    if settings is not None:
+        from .azure import table_client, table_service_client
+        from .grants import TableGrantStore
 
-        return (TableGrantStore(table_client(service, "grants")),  # type: ignore[arg-type]
-                TableClaimStore(table_client(service, "claims")))  # type: ignore[arg-type]
-    return SqliteGrantStore(state), SqliteClaimStore(state)
+        return TableGrantStore(table_client(table_service_client(settings), "grants"))  # type: ignore[return-value]
+    return SqliteGrantStore(state)
+
+
+@asynccontextmanager
+async def open_slots(state: str | Path | None) -> AsyncIterator[ClaimStore]:
+    """The rate-slot store on the same backend as :func:`open_grants`, closed (with its credential) on exit."""
+    settings = _tables()
+    if settings is None:
+        yield SqliteClaimStore(state)
+        return
+    from .azure import async_credential, async_table_client
+    from .claims import TableClaimStore
+
+    credential = async_credential(settings) if settings.identity_based else None
+    try:
+        store = TableClaimStore(await async_table_client(settings, "claims", credential=credential))
+        try:
+            yield store
+        finally:
+            await store.close()
+    finally:
+        if credential is not None:
+            await credential.close()

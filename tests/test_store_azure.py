@@ -25,6 +25,7 @@ from remediate.store.azure import (
     storage_settings,
     table_client,
     table_service_client,
+    uses_env_proxy,
 )
 from tests import azurite as azurite_launcher
 
@@ -51,6 +52,27 @@ def test_identity_based_settings_follow_functions_conventions() -> None:
     explicit = storage_settings({"X__queueServiceUri": "https://q.example", "X__tableServiceUri": "https://t.example"},
                                 prefix="X")
     assert (explicit.table_service_uri, explicit.queue_service_uri) == ("https://t.example", "https://q.example")
+
+
+ACCOUNT_URL = "https://stkv.table.core.windows.net"
+
+
+@pytest.mark.parametrize(("env", "url", "expected"), [
+    ({}, ACCOUNT_URL, False),
+    ({"HTTPS_PROXY": "http://proxy.corp:3128"}, ACCOUNT_URL, True),
+    ({"https_proxy": "http://proxy.corp:3128", "NO_PROXY": ".core.windows.net"}, ACCOUNT_URL, False),
+    ({"HTTP_PROXY": "http://proxy.corp:3128", "NO_PROXY": "127.0.0.1,localhost"}, "http://127.0.0.1:10002", False),
+], ids=["no proxy", "proxy", "bypassed by suffix", "loopback bypassed"])
+def test_env_proxy_is_honoured_only_where_it_applies(monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
+                                                     url: str, expected: bool) -> None:
+    # given proxy variables (or none) in the environment
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy",
+                 "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    # when deciding whether the async clients must read them; then only a proxy that applies to the URL counts
+    assert uses_env_proxy(url) is expected
 
 
 def test_missing_or_bad_settings_name_the_setting() -> None:

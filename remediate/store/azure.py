@@ -177,17 +177,46 @@ def table_service_client(settings: StorageSettings) -> TableServiceClient:
     return TableServiceClient(endpoint=settings.table_service_uri, credential=_credential(settings))
 
 
+def _service_url(settings: StorageSettings, service: str) -> str:
+    """The ``table`` or ``queue`` endpoint that ``settings`` name (for the proxy decision below)."""
+    if settings.connection_string is None:
+        return (settings.table_service_uri if service == "table" else settings.queue_service_uri) or ""
+    fields = {k.strip().lower(): v.strip() for k, _, v in
+              (part.partition("=") for part in settings.connection_string.split(";")) if v}
+    return fields.get(f"{service}endpoint") or (
+        f"{fields.get('defaultendpointsprotocol', 'https')}://{fields.get('accountname', '')}.{service}."
+        f"{fields.get('endpointsuffix', 'core.windows.net')}")
+
+
+def uses_env_proxy(url: str) -> bool:
+    """Whether the environment configures a proxy that ``url`` does not bypass (``NO_PROXY``).
+
+    Asked to honour the environment, aiohttp re-reads the proxy variables and ~/.netrc in a worker thread on every
+    request; the async clients decide once here instead, so the worker's storage calls stay on the event loop.
+    """
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    proxies = urllib.request.getproxies()
+    if not any(proxies.get(scheme) for scheme in ("http", "https", "all")):
+        return False
+    return not urllib.request.proxy_bypass(urlsplit(url).hostname or "")
+
+
 async def async_table_client(settings: StorageSettings, name: str, *,
                              credential: AsyncTokenCredential | None = None) -> AsyncTableClient:
     """An async client of table ``name`` (the worker's hot path: no thread hop per call), creating the table
     when missing. Identity-based settings need ``credential`` (see :func:`async_credential`)."""
     from azure.data.tables.aio import TableClient as AsyncTableClient
 
+    env = uses_env_proxy(_service_url(settings, "table"))
     try:
         if settings.connection_string is not None:
-            client = AsyncTableClient.from_connection_string(settings.connection_string, table_name=name)
+            client = AsyncTableClient.from_connection_string(settings.connection_string, table_name=name,
+                                                             use_env_settings=env)
         elif settings.table_service_uri and credential is not None:
-            client = AsyncTableClient(endpoint=settings.table_service_uri, table_name=name, credential=credential)
+            client = AsyncTableClient(endpoint=settings.table_service_uri, table_name=name, credential=credential,
+                                      use_env_settings=env)
         else:
             raise ConfigError(f"set {settings.setting}__tableServiceUri or {settings.setting}__accountName")
     except ValueError as exc:
@@ -227,7 +256,8 @@ def async_queue_client(settings: StorageSettings, name: str, *,
     from azure.storage.queue.aio import QueueClient as AsyncQueueClient
 
     policies: dict[str, Any] = {"message_encode_policy": TextBase64EncodePolicy(),
-                                "message_decode_policy": TextBase64DecodePolicy()}
+                                "message_decode_policy": TextBase64DecodePolicy(),
+                                "use_env_settings": uses_env_proxy(_service_url(settings, "queue"))}
     try:
         if settings.connection_string is not None:
             return AsyncQueueClient.from_connection_string(settings.connection_string, name, **policies)

@@ -281,11 +281,11 @@ class Runtime:
         self._batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[_Batch]] = (
             weakref.WeakKeyDictionary())
         self._credentials: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
-        self._slots = {name: FairSlots(STORAGE_CONNECTIONS) for name in (DENIALS_QUEUE, GRANTS_TABLE)}
+        self._slots = {DENIALS_QUEUE: FairSlots(STORAGE_CONNECTIONS)}
 
     def slot(self, client: str) -> FairSlots:
-        """Hold this while calling the storage client ``client`` (a queue or table name): at most
-        ``STORAGE_CONNECTIONS`` calls at once, so every call reuses a pooled connection."""
+        """Hold this while calling the sync storage client ``client`` (the `denials` queue, from the HTTP
+        threads): at most ``STORAGE_CONNECTIONS`` calls at once, so every call reuses a pooled connection."""
         return self._slots[client]
 
     # -- fact backend -----------------------------------------------------------------------------------------

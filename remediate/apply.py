@@ -3,7 +3,8 @@
 Only here do plans become changes: the guard's verdict first (pure), then at most one write through
 facts.writes (a deterministic role-assignment name, or ``accessPolicies/add`` of exactly the missing
 permissions), one verifying read, and a record in the grant store for every applied, already-granted, refused,
-failed and revoked change.
+failed and revoked change. Grant-store calls are synchronous (SQLite, or the sync Table client) and run in a
+worker thread, so an apply never stalls the event loop the worker's other invocations share.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def _summary(f: Finding) -> dict[str, Any]:
             "object": d.object.to_dict() if d.object else None, "source": d.source}
 
 
-def _record(ctx: ApplyContext, f: Finding, outcome: Outcome, **kw: Any) -> GrantRecord:
+async def _record(ctx: ApplyContext, f: Finding, outcome: Outcome, **kw: Any) -> GrantRecord:
     plan = f.plan
     base: dict[str, Any] = {"alert_id": ctx.alert_id or f.denial.alert_id,
                             "correlation_id": f.denial.correlation_id, "finding": _summary(f),
@@ -60,7 +61,7 @@ def _record(ctx: ApplyContext, f: Finding, outcome: Outcome, **kw: Any) -> Grant
         base.update(vault_id=plan.vault_id, principal_id=plan.object_id, scope=plan.vault_id)
     base.update(kw)
     record = GrantRecord(outcome=outcome, time=ctx.now, **base)
-    ctx.grants.add(record)
+    await asyncio.to_thread(ctx.grants.add, record)
     log.info("grant %s", record.outcome, extra={"kv_remediate": {
         "event": "grant", "grant_id": record.id, "outcome": record.outcome, "refused_by": record.refused_by,
         "alert_id": record.alert_id, "vault": record.vault_id, "principal": record.principal_id,
@@ -98,10 +99,10 @@ async def _apply_rbac(f: Finding, plan: RoleAssignmentPlan, writer: ArmWriter, c
                          "found no such assignment; nothing is recorded as granted; re-run to retry (idempotent)")
     assignment_id = f"{plan.scope}/providers/Microsoft.Authorization/roleAssignments/{name}"
     if not result.created:
-        rec = _record(ctx, f, "already_granted", before={"role_assignment": "present"},
+        rec = await _record(ctx, f, "already_granted", before={"role_assignment": "present"},
                       after={"role_assignment": assignment_id}, detail=result.detail)
         return _outcome(False, "already_granted", grant_id=rec.id, detail=result.detail)
-    rec = _record(ctx, f, "applied", before={"role_assignment": None}, after={"role_assignment": assignment_id},
+    rec = await _record(ctx, f, "applied", before={"role_assignment": None}, after={"role_assignment": assignment_id},
                   assignment_id=None if ttl and ctx.policy.use_pim else assignment_id, expires_at=expires,
                   detail="PIM schedule request " + result.resource_id if ttl and ctx.policy.use_pim else None)
     return _outcome(True, "applied", grant_id=rec.id, assignment_id=assignment_id,
@@ -121,7 +122,7 @@ async def _apply_access_policy(f: Finding, plan: AccessPolicyPlan, writer: ArmWr
     if any(lacking.values()):
         raise ApplyError(f"added {add} to {plan.object_id}'s entry on {plan.vault_id}, but reading it back lacks "
                          f"{ {k: v for k, v in lacking.items() if v} }; re-run to retry (idempotent)")
-    rec = _record(ctx, f, "applied", before=before, after=after, permissions_added=add, expires_at=expires)
+    rec = await _record(ctx, f, "applied", before=before, after=after, permissions_added=add, expires_at=expires)
     return _outcome(True, "applied", grant_id=rec.id, permissions_added=add,
                     expires_at=expires.isoformat() if expires else None)
 
@@ -133,14 +134,14 @@ async def apply_one(f: Finding, writer: ArmWriter, ctx: ApplyContext) -> dict[st
             return _outcome(False, "already_granted", detail="the vault already grants this; nothing to change")
         return _outcome(False, "no_plan", detail="no grant is the fix for this cause")
     vault_id = f.plan.vault_id if isinstance(f.plan, AccessPolicyPlan) else "/".join(f.plan.scope.split("/")[:9])
-    recent = ctx.grants.count_applied_since(vault_id, ctx.now - HOUR) if ctx.requested else 0
+    recent = await asyncio.to_thread(ctx.grants.count_applied_since, vault_id, ctx.now - HOUR) if ctx.requested else 0
     verdict = check(f, ctx.policy, recent, requested=ctx.requested)
     if verdict.allowed and not await _take_slot(ctx, vault_id, f"{vault_id}|{f.denial.identity_key()}|{ctx.now}"):
         verdict = replace(verdict, allowed=False, refused_by="max_grants_per_hour",
                           reason=f"all {ctx.policy.max_grants_per_hour} grant slots of the last hour are taken")
     if not verdict.allowed:
         if ctx.requested and verdict.refused_by not in ("mode", "apply"):
-            rec = _record(ctx, f, "refused", refused_by=verdict.refused_by, detail=verdict.reason)
+            rec = await _record(ctx, f, "refused", refused_by=verdict.refused_by, detail=verdict.reason)
             return _outcome(False, "refused", refused_by=verdict.refused_by, reason=verdict.reason, grant_id=rec.id)
         return _outcome(False, "suggested", refused_by=verdict.refused_by, reason=verdict.reason)
     expires = ctx.now + ctx.policy.grant_ttl if ctx.policy.grant_ttl else None
@@ -152,10 +153,10 @@ async def apply_one(f: Finding, writer: ArmWriter, ctx: ApplyContext) -> dict[st
     except TimeoutError:
         msg = (f"gave up after {ctx.budget_s:.0f} s: the write may or may not have reached Azure and was not "
                "verified; re-run (the change is idempotent) or check the vault")
-        rec = _record(ctx, f, "failed", detail=msg)
+        rec = await _record(ctx, f, "failed", detail=msg)
         return _outcome(False, "failed", error=msg, grant_id=rec.id)
     except (ApplyError, AzureUnavailableError) as exc:
-        rec = _record(ctx, f, "failed", detail=exc.message)
+        rec = await _record(ctx, f, "failed", detail=exc.message)
         return _outcome(False, "failed", error=exc.message, grant_id=rec.id)
 
 
@@ -227,10 +228,10 @@ async def revoke(record: GrantRecord, writer: ArmWriter, grants: GrantStore, now
         detail = "PIM expires the assignment itself"
     else:
         return {"grant_id": record.id, "revoked": False, "reason": "record names nothing to undo"}
-    if grants.mark_revoked(record.id, now, f"{why}: {detail}"):
-        grants.add(replace(record, id=new_grant_id(), outcome="revoked", time=now,
-                           actor=actor, revoked_at=now, revoke_detail=f"{why}: revokes {record.id}",
-                           detail=detail))
+    if await asyncio.to_thread(grants.mark_revoked, record.id, now, f"{why}: {detail}"):
+        await asyncio.to_thread(grants.add, replace(record, id=new_grant_id(), outcome="revoked", time=now, actor=actor,
+                                                    revoked_at=now, revoke_detail=f"{why}: revokes {record.id}",
+                                                    detail=detail))
     log.info("grant revoked", extra={"kv_remediate": {"event": "revoke", "grant_id": record.id, "detail": detail}})
     return {"grant_id": record.id, "revoked": True, "detail": detail}
 
@@ -239,7 +240,7 @@ async def revoke_expired(writer: ArmWriter, grants: GrantStore, now: datetime,
                          actor: str | None = None) -> list[dict[str, Any]]:
     """Revoke every applied grant whose time limit has passed (the timer and `revoke --expired`)."""
     results = []
-    for rec in grants.expired(now):
+    for rec in await asyncio.to_thread(grants.expired, now):
         try:
             results.append(await revoke(rec, writer, grants, now, actor))
         except (ApplyError, AzureUnavailableError) as exc:

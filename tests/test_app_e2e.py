@@ -51,15 +51,20 @@ class App:
         return got
 
 
-@pytest.fixture
-def app(azurite: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
-    with NotifyReceiver() as notify, app_environment(monkeypatch, azurite, snapshot_with_rows(tmp_path),
-                                                     KV_REMEDIATE_NOTIFY_URL=notify.url):
+def serve_app(azurite: str, snapshot: Path, monkeypatch: pytest.MonkeyPatch, **settings: str) -> Iterator[App]:
+    """The app served on ``snapshot`` with a notification receiver and extra app ``settings``; stopped after."""
+    with NotifyReceiver() as notify, app_environment(monkeypatch, azurite, snapshot, KV_REMEDIATE_NOTIFY_URL=notify.url,
+                                                     **settings):
         served = App(azurite, notify)
         try:
             yield served
         finally:
             served.http.stop()
+
+
+@pytest.fixture
+def app(azurite: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
+    yield from serve_app(azurite, snapshot_with_rows(tmp_path), monkeypatch)
 
 
 def _lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:

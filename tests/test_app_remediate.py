@@ -14,8 +14,8 @@ import pytest
 from remediate.app import runtime
 from remediate.app.timer import revoke_due
 from remediate.store.grants import GrantRecord
-from tests.test_app_e2e import App
-from tests.test_app_support import APP_ORDERS, DEMO, DEMO_SUB, NotifyReceiver, app_environment, call
+from tests.test_app_e2e import App, serve_app
+from tests.test_app_support import APP_ORDERS, DEMO, DEMO_SUB, call
 
 POLICY = {"mode": "apply", "scopes": [f"/subscriptions/{DEMO_SUB}"], "grant_ttl": "PT8H"}
 REQUEST = {"principal_id": APP_ORDERS, "vault": "kv-payments", "operation": "SecretGet",
@@ -25,13 +25,7 @@ REQUEST = {"principal_id": APP_ORDERS, "vault": "kv-payments", "operation": "Sec
 def _app(azurite: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: str) -> Iterator[App]:
     snapshot = tmp_path / "tenant.json"
     snapshot.write_text((DEMO / "tenant.json").read_text())
-    with NotifyReceiver() as notify, app_environment(monkeypatch, azurite, snapshot, KV_REMEDIATE_POLICY=policy,
-                                                     KV_REMEDIATE_NOTIFY_URL=notify.url):
-        served = App(azurite, notify)
-        try:
-            yield served
-        finally:
-            served.http.stop()
+    yield from serve_app(azurite, snapshot, monkeypatch, KV_REMEDIATE_POLICY=policy)
 
 
 @pytest.fixture

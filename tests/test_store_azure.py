@@ -17,6 +17,7 @@ from azure.storage.queue import QueueClient, QueueServiceClient
 from remediate.errors import ConfigError, InputError, StorageError
 from remediate.store.azure import (
     DEVELOPMENT_CONNECTION_STRING,
+    async_queue_client,
     enqueue_denials,
     parse_denial_message,
     queue_client,
@@ -73,6 +74,20 @@ def test_env_proxy_is_honoured_only_where_it_applies(monkeypatch: pytest.MonkeyP
         monkeypatch.setenv(name, value)
     # when deciding whether the async clients must read them; then only a proxy that applies to the URL counts
     assert uses_env_proxy(url) is expected
+
+
+async def test_async_queue_client_follows_identity_settings() -> None:
+    # given identity-based settings (an account name) and the app's async credential (a fake: nothing is called)
+    from remediate.emulator.credential import AsyncFakeCredential
+
+    settings = storage_settings({"AzureWebJobsStorage__accountName": "stkv"}, prefix="AzureWebJobsStorage")
+    # when the pump's async queue client is built; then it addresses the account's queue endpoint
+    client = async_queue_client(settings, "denials", credential=AsyncFakeCredential())
+    assert client.url == "https://stkv.queue.core.windows.net/denials"
+    await client.close()
+    # and without a credential the error names the settings to set, before any call
+    with pytest.raises(ConfigError, match="AzureWebJobsStorage__accountName"):
+        async_queue_client(settings, "denials")
 
 
 def test_missing_or_bad_settings_name_the_setting() -> None:

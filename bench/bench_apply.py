@@ -12,7 +12,7 @@ from typing import Any
 
 from remediate.apply import ApplyContext
 from remediate.guard import policy_from_dict
-from remediate.model import VaultRef
+from remediate.model import Proof, VaultRef
 from remediate.service import diagnose, remediate
 from remediate.store.claims import SqliteClaimStore
 from remediate.store.grants import SqliteGrantStore
@@ -27,7 +27,7 @@ POLICY = policy_from_dict({"mode": "apply", "scopes": [f"/subscriptions/{SUB}"],
 def one(tenant: dict[str, Any], d: Any, tmp: Path) -> dict[str, Any]:
     """Diagnose alone, then remediate on a fresh copy: the difference is what applying cost."""
     ctx = ApplyContext(policy=POLICY, grants=SqliteGrantStore(tmp / "s.db"), slots=SqliteClaimStore(tmp / "s.db"),
-                       now=datetime.now(UTC))
+                       now=datetime.now(UTC), operator=Proof("operator", "bench"))
 
     async def go() -> dict[str, Any]:
         with EmulatorRun(tenant) as emu:

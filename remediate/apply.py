@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from .errors import ApplyError, AzureUnavailableError
 from .facts.writes import ArmWriter
 from .guard import Policy, check
-from .model import AccessPolicyPlan, Finding, RoleAssignmentPlan
+from .model import AccessPolicyPlan, Finding, Proof, RoleAssignmentPlan
 from .render.commands import assignment_name
 from .store.claims import ClaimStore
 from .store.grants import GrantRecord, GrantStore, Outcome, new_grant_id
@@ -40,6 +40,15 @@ class ApplyContext:
     actor: str | None = None            # the function's own identity, for the audit trail
     alert_id: str | None = None
     budget_s: float = 120.0             # per finding, under the Functions timeout
+    operator: Proof | None = None       # an operator's explicit act (CLI --apply, /api/remediate with the apply
+                                        # role): covers every plan of the run; every other rule still holds
+    proofs: Mapping[tuple[str | None, ...], Proof] = field(default_factory=dict)
+    """Per denial (``Denial.identity_key()``): the audit-log row we read ourselves, or a person's approval."""
+    own_principals: frozenset[str] = frozenset()   # the app's own object ids (lower-case): never a grantee
+
+    def proof_for(self, f: Finding) -> Proof | None:
+        """What entitles this finding's plan to be applied, if anything (an input never does)."""
+        return self.operator or self.proofs.get(f.denial.identity_key())
 
 
 def _summary(f: Finding) -> dict[str, Any]:
@@ -135,7 +144,8 @@ async def apply_one(f: Finding, writer: ArmWriter, ctx: ApplyContext) -> dict[st
         return _outcome(False, "no_plan", detail="no grant is the fix for this cause")
     vault_id = f.plan.vault_id if isinstance(f.plan, AccessPolicyPlan) else "/".join(f.plan.scope.split("/")[:9])
     recent = await asyncio.to_thread(ctx.grants.count_applied_since, vault_id, ctx.now - HOUR) if ctx.requested else 0
-    verdict = check(f, ctx.policy, recent, requested=ctx.requested)
+    verdict = check(f, ctx.policy, recent, requested=ctx.requested, proof=ctx.proof_for(f),
+                    own_principals=ctx.own_principals)
     if verdict.allowed and not await _take_slot(ctx, vault_id, f"{vault_id}|{f.denial.identity_key()}|{ctx.now}"):
         verdict = replace(verdict, allowed=False, refused_by="max_grants_per_hour",
                           reason=f"all {ctx.policy.max_grants_per_hour} grant slots of the last hour are taken")

@@ -111,9 +111,11 @@ def _write_snapshot(run: Any, path: str | None) -> None:
 
 def cmd_remediate(args: argparse.Namespace) -> int:
     import asyncio
+    import getpass
 
     from .apply import ApplyContext
     from .guard import load_policy
+    from .model import Proof
     from .render.findings import report
     from .service import remediate
     from .store.select import open_grants, open_slots
@@ -125,8 +127,11 @@ def cmd_remediate(args: argparse.Namespace) -> int:
 
     async def go() -> Any:
         async with open_slots(args.state) as slots:
+            # --apply is an operator's explicit act: it stands in for audit evidence (every other rule holds).
+            operator = Proof("operator", f"kv-remediate remediate --apply by {getpass.getuser()}") if args.apply \
+                else None
             ctx = ApplyContext(policy=policy, grants=grants, slots=slots, now=_now(), requested=args.apply,
-                               actor=("emulator" if args.snapshot else None))
+                               actor=("emulator" if args.snapshot else None), operator=operator)
             if args.snapshot:
                 with EmulatorRun(args.snapshot) as run:
                     async with run.facts() as facts:

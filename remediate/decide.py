@@ -22,19 +22,21 @@ EVERYONE = "00000000-0000-0000-0000-000000000000"   # deny assignments use the n
 
 
 def required_for(denial: Denial) -> Required | None:
-    """What the denied operation needs in both models, from the catalogue; None when the operation is unknown."""
+    """What the denied operation needs in both models, from the catalogue's mapping alone; None when unknown.
+
+    The input only says *which* operation was denied (by name, or by a data action the catalogue maps to
+    operations that all need the same); the permissions, data actions and so the tier always come from the
+    catalogue, never from words in the input (an error text saying "secrets all permission" plans nothing).
+    """
     op = catalog.operation(denial.operation)
-    if op is not None:
-        return Required(op.data_actions, dict(op.access_policy))
-    if denial.data_action:
-        action = catalog.canonical_action(denial.data_action) or denial.data_action
-        perms = denial.access_policy_permission or catalog.permissions_for_action(action)
-        return Required((action,), dict(perms))
-    if denial.access_policy_permission:
-        actions = tuple(dict.fromkeys(a for kind, perms in denial.access_policy_permission.items()
-                                      for p in perms for a in catalog.permission_data_actions(kind, p)))
-        return Required(actions, dict(denial.access_policy_permission)) if actions else None
-    return None
+    if op is None and denial.data_action:
+        action = catalog.canonical_action(denial.data_action)
+        ops = catalog.operations_for_action(action) if action else []
+        mappings = {(o.data_actions, tuple(sorted(o.access_policy.items()))) for o in ops}
+        op = ops[0] if len(mappings) == 1 else None
+    if op is None or not op.data_actions:
+        return None
+    return Required(op.data_actions, dict(op.access_policy))
 
 
 def input_cause(denial: Denial) -> str | None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PolicyError
-from .model import AccessPolicyPlan, Finding, RoleAssignmentPlan
+from .model import AccessPolicyPlan, Finding, Proof, RoleAssignmentPlan
 
 KEYS = {"mode", "scopes", "principal_types", "principals", "max_tier", "allow_privileged", "object_scope",
         "grant_ttl", "use_pim", "max_grants_per_hour"}
@@ -171,8 +171,10 @@ def _within(scope: str, prefixes: tuple[str, ...]) -> bool:
     return any(s == p.rstrip("/").lower() or s.startswith(p.rstrip("/").lower() + "/") for p in prefixes)
 
 
-def check(finding: Finding, policy: Policy, applied_last_hour: int = 0, *, requested: bool = True) -> Verdict:
-    """Every rule of the policy, in order; the first that refuses wins. Pure: the caller counts recent grants."""
+def check(finding: Finding, policy: Policy, applied_last_hour: int = 0, *, requested: bool = True,
+          proof: Proof | None = None, own_principals: frozenset[str] = frozenset()) -> Verdict:
+    """Every rule of the policy, in order; the first that refuses wins. Pure: the caller counts recent grants,
+    and says what proves the denial (``proof``: audit log we read, an approval, or an operator's act)."""
     plan = finding.plan
     if plan is None:
         return Verdict(False, "plan", f"cause {finding.cause} is not fixed by a grant; nothing to apply")

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from .catalog import RoleDefinition
 
 PrincipalKind = Literal["app", "user"]
+ProofKind = Literal["audit_log", "approval", "operator"]
 
 DENIALS_SCHEMA = "kv-remediate/denials@1"
 DIAGNOSIS_SCHEMA = "kv-remediate/diagnosis@1"
@@ -256,6 +257,23 @@ class Facts:
 
 
 # --- Plans and findings ---
+
+@dataclass(frozen=True)
+class Proof:
+    """Why a grant may be applied: we read the denial ourselves in the vault's audit log (``audit_log``), a person
+    approved this exact plan (``approval``), or an operator asked for it explicitly (``operator``: the CLI's
+    ``--apply``, or ``/api/remediate`` called by an identity holding the apply app role).
+
+    An input never carries a Proof: it is made only by the code that read the log, checked the approval or
+    authenticated the operator. ``source`` says where (workspace and row time, approver, operator identity).
+    """
+
+    kind: ProofKind
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "source": self.source}
+
 
 @dataclass(frozen=True)
 class Required:

@@ -71,13 +71,18 @@ def _role_definition_id(vault_id: str, guid: str) -> str:
     return f"/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/{guid}"
 
 
-def _principal_type(denial: Denial, facts: Facts) -> str | None:
-    if denial.principal.kind == "app":
-        return "ServicePrincipal"
-    if denial.principal.kind == "user":
-        return "User"
-    t = facts.principal.type
-    return t if t in ("ServicePrincipal", "User") else None
+def _principal_type(denial: Denial, facts: Facts, *, arm_checks: bool) -> str | None:
+    """The grantee's type: Microsoft Graph's answer, never the input's claim where nothing else checks it.
+
+    A role assignment PUT carries ``principalType`` and ARM refuses one that does not match the directory
+    (400 ``UnmatchedPrincipalType``), so for RBAC plans the token's ``idtyp`` may stand in when Graph could not
+    be asked. An access-policy entry is written as given (ARM checks nothing), so only Graph's type counts there.
+    """
+    if facts.principal.type is not None:
+        return facts.principal.type      # "Group" included: the guard refuses it by name
+    if not arm_checks:
+        return None
+    return {"app": "ServicePrincipal", "user": "User"}.get(denial.principal.kind or "")
 
 
 def _custom_name(actions: tuple[str, ...], vault_name: str) -> str:
@@ -103,7 +108,7 @@ def rbac_plan(denial: Denial, facts: Facts, required: Required, options: PlanOpt
     scope = vault.id
     if options.object_scope and obj and obj.name and obj.kind in ("keys", "secrets", "certificates"):
         scope = f"{vault.id}/{obj.kind}/{obj.name}"
-    ptype = _principal_type(denial, facts)
+    ptype = _principal_type(denial, facts, arm_checks=True)
     actions = tuple(catalog.canonical_action(a) or a for a in required.data_actions)
     denied_tier = max(catalog.tier(a) for a in actions)
     chosen = least_privileged(actions)
@@ -135,7 +140,7 @@ def access_policy_plan(denial: Denial, facts: Facts, missing: dict[str, tuple[st
     tier = max((catalog.tier(a) for k, perms in add.items() for p in perms
                 for a in catalog.permission_data_actions(k, p)), default=0)
     return AccessPolicyPlan(vault_id=vault.id, tenant_id=vault.tenant_id, object_id=oid, add=add, tier=tier,
-                            principal_type=_principal_type(denial, facts),
+                            principal_type=_principal_type(denial, facts, arm_checks=False),
                             commands=commands.access_policy(vault.id, vault.name, oid, vault.tenant_id, add))
 
 

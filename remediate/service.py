@@ -118,7 +118,9 @@ async def gather_facts(denial: Denial, source: FactSource) -> Facts | None:
     roles = await source.role_definitions([a.role_definition_id for a in assignments])
     facts = Facts(vault=vault, principal=PrincipalInfo(oid), assignments=assignments, roles=roles,
                   deny_assignments=denies, searched_subscriptions=lookup.searched)
-    need_type = denial.principal.kind is None
+    # Access-policy entries are written as given (ARM checks no type), so their grantee's type must be Graph's,
+    # never the input's claim; RBAC writes are checked by ARM against principalType, so a claim may stand in.
+    need_type = denial.principal.kind is None or not vault.rbac
     first = decide(denial, facts)
     need_groups = first.cause not in ("ALREADY_GRANTED",) and _groups_could_matter(facts)
     if not (need_type or need_groups):
@@ -128,8 +130,9 @@ async def gather_facts(denial: Denial, source: FactSource) -> Facts | None:
     if need_groups and not info.groups_known:
         limitations.append("group memberships (Microsoft Graph was not permitted), so access-policy entries and "
                            "deny assignments naming the caller's groups were not matched")
-    if need_type and info.type is None and denial.principal.kind is None:
-        limitations.append("the caller's principal type (not in the token claims, and Graph could not tell)")
+    if need_type and info.type is None and (denial.principal.kind is None or not vault.rbac):
+        limitations.append("the caller's principal type (Microsoft Graph could not tell; an access-policy entry is "
+                           "granted only to a type Graph confirmed, never to one the input claims)")
     return Facts(vault=vault, principal=info, assignments=assignments, roles=roles, deny_assignments=denies,
                  searched_subscriptions=lookup.searched, limitations=tuple(limitations))
 

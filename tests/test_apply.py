@@ -18,7 +18,7 @@ from remediate.cli import main
 from remediate.facts.writes import ArmWriter
 from remediate.guard import policy_from_dict
 from remediate.intake import parse_inputs
-from remediate.model import Denial, ObjectRef, Principal, VaultRef
+from remediate.model import Denial, ObjectRef, Principal, Proof, VaultRef
 from remediate.service import remediate
 from remediate.store.claims import SqliteClaimStore
 from remediate.store.grants import SqliteGrantStore
@@ -49,7 +49,9 @@ def denial(oid: str, vault_doc: dict[str, Any], op: str = "SecretGet", obj: str 
 
 
 def ctx(tmp_path: Path, policy: dict[str, Any] | None = None, now: datetime = NOW, **kw: Any) -> ApplyContext:
+    """An operator's explicit apply (like the CLI's --apply), unless the test passes its own proofs."""
     db = tmp_path / "state.db"
+    kw.setdefault("operator", Proof("operator", "test"))
     return ApplyContext(policy=policy_from_dict(policy or APPLY), grants=SqliteGrantStore(db),
                         slots=SqliteClaimStore(db), now=now, actor="test", **kw)
 
@@ -63,6 +65,13 @@ def run(tenant: dict[str, Any], denials: list[Denial], c: ApplyContext) -> tuple
             return result, emu.emulator.tenant()
     result, after = asyncio.run(go())
     return [f.to_dict() for f in result.findings], result.stats, after
+
+
+def known(tenant: dict[str, Any], ids: list[str]) -> dict[str, Any]:
+    """The tenant with these ids in its directory as service principals (grants go only to types Graph knows)."""
+    tenant["principals"] = [*tenant.get("principals", []),
+                            *({"id": p, "type": "ServicePrincipal", "display_name": f"sp-{p[:8]}"} for p in ids)]
+    return tenant
 
 
 def assignments_of(tenant: dict[str, Any], oid: str) -> list[dict[str, Any]]:
@@ -102,7 +111,7 @@ def test_fifty_principals_on_one_access_policy_vault(tmp_path: Path) -> None:
     ops = ["SecretGet", "SecretList", "SecretSet", "KeyGet", "KeyList"]
     principals = [gid(f"ap-{i}") for i in range(50)]
     denials = [denial(p, LEGACY, op=ops[i % 5]) for i, p in enumerate(principals)]
-    findings, _, after = run(copy.deepcopy(TENANT), denials, ctx(tmp_path, dict(APPLY, max_tier=2)))
+    findings, _, after = run(known(copy.deepcopy(TENANT), principals), denials, ctx(tmp_path, dict(APPLY, max_tier=2)))
     # then all 50 entries exist, each with exactly its permission, and the existing entries are untouched
     assert [f["outcome"] for f in findings] == ["applied"] * 50
     expect = {"SecretGet": ("secrets", "get"), "SecretList": ("secrets", "list"), "SecretSet": ("secrets", "set"),
@@ -121,6 +130,7 @@ def test_faults_every_grant_exactly_once(tmp_path: Path) -> None:
     tenant["emulator"] = {"seed": 11, "faults": {"throttle_rate": 0.08, "retry_after_s": 0.01, "error_rate": 0.07,
                                                  "reset_rate": 0.05}}
     principals = [gid(f"fault-{i}") for i in range(100)]
+    known(tenant, principals)
     denials = [denial(p, PAY if i % 2 else LEGACY, obj=f"o{i}") for i, p in enumerate(principals * 2)]
     findings, _, after = run(tenant, denials, ctx(tmp_path))
     outs = [f["outcome"] for f in findings]

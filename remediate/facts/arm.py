@@ -89,6 +89,10 @@ def role_from_sdk(r: Any) -> RoleDefinition:
         assignable_scopes=tuple(r.assignable_scopes or ("/",)), description=r.description or "")
 
 
+READ_METHODS = frozenset({"HEAD", "GET", "PUT", "DELETE", "OPTIONS", "TRACE", "POST"})
+"""azure-core's idempotent methods plus POST, for POST calls that only read (Graph getByIds, getMemberGroups)."""
+
+
 def capped_retry_policy(cap_s: float, total: int) -> Any:
     """The SDK's retry policy, honouring Retry-After but never sleeping longer than ``cap_s`` per retry."""
     from azure.core.pipeline.policies import AsyncRetryPolicy
@@ -202,7 +206,7 @@ class ArmFacts:
             transport = self._transport_factory() if self._transport_factory else None
             self._graph = json_pipeline(self._graph_url, self._credential, "https://graph.microsoft.com/.default",
                                         count=self._count, transport=transport, connection_verify=self._verify,
-                                        retry_policy=capped_retry_policy(self._retry_cap, min(self._retry_total, 4)))
+                                        retry_policy=capped_retry_policy(self._retry_cap, self._retry_total))
         return self._graph
 
     async def close(self) -> None:
@@ -351,7 +355,9 @@ class ArmFacts:
 
         request = HttpRequest(method, url, json=body) if body is not None else HttpRequest(method, url)
         try:
-            response = await self._graph_client().send_request(request)
+            # Every Graph call we make is a read (getByIds and getMemberGroups are POSTs that change nothing), so a
+            # dropped connection is retried like a GET; azure-core retries only idempotent methods by default.
+            response = await self._graph_client().send_request(request, retry_on_methods=READ_METHODS)
         except (ServiceRequestError, ServiceResponseError, ClientAuthenticationError) as exc:
             raise self._unavailable(f"calling Microsoft Graph {url}", exc) from exc
         if response.status_code in (401, 403):

@@ -24,19 +24,19 @@ EVERYONE = "00000000-0000-0000-0000-000000000000"   # deny assignments use the n
 def required_for(denial: Denial) -> Required | None:
     """What the denied operation needs in both models, from the catalogue's mapping alone; None when unknown.
 
-    The input only says *which* operation was denied (by name, or by a data action the catalogue maps to
-    operations that all need the same); the permissions, data actions and so the tier always come from the
-    catalogue, never from words in the input (an error text saying "secrets all permission" plans nothing).
+    The input only says *which* operation was denied (by name, or by a data action the catalogue knows); the
+    permissions, data actions and so the tier always come from the catalogue, never from words in the input (an
+    error text saying "secrets all permission" plans nothing of the kind).
     """
     op = catalog.operation(denial.operation)
-    if op is None and denial.data_action:
-        action = catalog.canonical_action(denial.data_action)
-        ops = catalog.operations_for_action(action) if action else []
-        mappings = {(o.data_actions, tuple(sorted(o.access_policy.items()))) for o in ops}
-        op = ops[0] if len(mappings) == 1 else None
-    if op is None or not op.data_actions:
+    if op is not None:
+        return Required(op.data_actions, dict(op.access_policy)) if op.data_actions else None
+    action = catalog.canonical_action(denial.data_action) if denial.data_action else None
+    if action is None:
         return None
-    return Required(op.data_actions, dict(op.access_policy))
+    # Microsoft's published mapping of the data action to access-policy permissions (never 'all': it maps to none).
+    perms = {k: tuple(p for p in v if p.lower() != "all") for k, v in catalog.permissions_for_action(action).items()}
+    return Required((action,), {k: v for k, v in perms.items() if v})
 
 
 def input_cause(denial: Denial) -> str | None:

@@ -14,8 +14,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from . import catalog
+from .armid import GrantScope, is_guid, parse_grant_scope, parse_vault_id, within
 from .errors import PolicyError
-from .model import AccessPolicyPlan, Finding, Proof, RoleAssignmentPlan
+from .model import PERMISSION_KINDS, AccessPolicyPlan, Finding, Plan, Proof, RoleAssignmentPlan
 
 KEYS = {"mode", "scopes", "principal_types", "principals", "max_tier", "allow_privileged", "object_scope",
         "grant_ttl", "use_pim", "max_grants_per_hour"}
@@ -166,15 +168,76 @@ class Verdict:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def _within(scope: str, prefixes: tuple[str, ...]) -> bool:
-    s = scope.rstrip("/").lower()
-    return any(s == p.rstrip("/").lower() or s.startswith(p.rstrip("/").lower() + "/") for p in prefixes)
+def _role_tier(role_definition_id: str, subscription: str) -> tuple[int | None, str]:
+    """The catalogue's tier of a built-in Key Vault data role named by its full id, or None with the reason."""
+    prefix = f"/subscriptions/{subscription}/providers/microsoft.authorization/roledefinitions/"
+    guid = role_definition_id.rsplit("/", 1)[-1]
+    if role_definition_id.lower() != prefix + guid.lower():
+        return None, f"role definition {role_definition_id!r} is not a role definition id of the vault's subscription"
+    role = catalog.builtin_role(guid)
+    if role is None or not role.role_name.startswith("Key Vault") or not role.data_actions:
+        return None, f"role definition {guid} is not a built-in Key Vault data role in the catalogue"
+    actions = catalog.expand(role.data_actions, role.not_data_actions)
+    return max((catalog.tier(a) for a in actions), default=3), ""
+
+
+def _permissions_tier(add: Mapping[str, tuple[str, ...]]) -> tuple[int | None, str]:
+    """The catalogue's tier of access-policy permissions, or None when one is unknown or ``all``."""
+    tiers = [0]
+    for kind, perms in add.items():
+        for p in perms:
+            if kind not in PERMISSION_KINDS or p.lower() == "all" or catalog.canonical_permission(kind, p) is None:
+                return None, f"{kind} permission {p!r} is not a single permission of the catalogue (never 'all')"
+            tiers.extend(catalog.tier(a) for a in catalog.permission_data_actions(kind, p))
+    if len(tiers) == 1:
+        return None, "the plan adds no permission"
+    return max(tiers), ""
+
+
+@dataclass(frozen=True)
+class Write:
+    """The exact change a plan sends: who receives it, where, of which type, and the catalogue's tier of it."""
+
+    principal_id: str
+    principal_type: str | None
+    scope: GrantScope
+    tier: int
+
+
+def exact_write(plan: Plan) -> Write | Verdict:
+    """The write a plan makes, checked for shape: a canonical vault or object scope (``armid``), a GUID grantee,
+    and a role or permissions the catalogue knows. A refusal when any of it is not what we would build."""
+    if isinstance(plan, RoleAssignmentPlan):
+        scope = parse_grant_scope(plan.scope)
+        principal, ptype = plan.principal_id, plan.principal_type
+        if scope is None:
+            return Verdict(False, "scopes", f"{plan.scope!r} is not a vault, or a key, secret or certificate in one; "
+                           "grants are made nowhere else")
+        tier, why = _role_tier(plan.role_definition_id, scope.vault.subscription)
+    else:
+        vault = parse_vault_id(plan.vault_id)
+        principal, ptype = plan.object_id, plan.principal_type
+        if vault is None:
+            return Verdict(False, "scopes", f"{plan.vault_id!r} is not a vault id; access policies are written "
+                           "nowhere else")
+        scope = GrantScope(vault)
+        tier, why = _permissions_tier(plan.add)
+    if tier is None:
+        return Verdict(False, "permissions", why)
+    if not is_guid(principal) or principal.strip("0-") == "":
+        return Verdict(False, "principal_types", f"grantee {principal!r} is not an object id")
+    return Write(principal.lower(), ptype, scope, max(tier, plan.tier))
 
 
 def check(finding: Finding, policy: Policy, applied_last_hour: int = 0, *, requested: bool = True,
           proof: Proof | None = None, own_principals: frozenset[str] = frozenset()) -> Verdict:
     """Every rule of the policy, in order; the first that refuses wins. Pure: the caller counts recent grants,
-    and says what proves the denial (``proof``: audit log we read, an approval, or an operator's act)."""
+    and says what proves the denial (``proof``: audit log we read, an approval, or an operator's act).
+
+    The rules judge the exact write (``exact_write``), never the finding's description of it: its scope is a
+    canonical vault or object id inside a policy scope by whole segments, its grantee an identified user or
+    service principal that is not the app itself, its tier the catalogue's.
+    """
     plan = finding.plan
     if plan is None:
         return Verdict(False, "plan", f"cause {finding.cause} is not fixed by a grant; nothing to apply")
@@ -182,34 +245,36 @@ def check(finding: Finding, policy: Policy, applied_last_hour: int = 0, *, reque
         return Verdict(False, "mode", "policy mode is 'suggest': nothing is changed")
     if not requested:
         return Verdict(False, "apply", "apply was not requested")
-    if isinstance(plan, RoleAssignmentPlan):
-        principal, ptype, scope = plan.principal_id, plan.principal_type, plan.scope
-        vault_id = "/".join(plan.scope.split("/")[:9])
-        if plan.privileged and not policy.allow_privileged:
-            return Verdict(False, "allow_privileged", f"the plan needs {plan.role_name}, a privileged role")
-    else:
-        assert isinstance(plan, AccessPolicyPlan)
-        principal, scope, vault_id, ptype = plan.object_id, plan.vault_id, plan.vault_id, plan.principal_type
-        if plan.application_id:
-            return Verdict(False, "principal_types", "compound (application-bound) entries are never granted")
+    write = exact_write(plan)
+    if isinstance(write, Verdict):
+        return write
+    if isinstance(plan, RoleAssignmentPlan) and plan.privileged and not policy.allow_privileged:
+        return Verdict(False, "allow_privileged", f"the plan needs {plan.role_name}, a privileged role")
+    if isinstance(plan, AccessPolicyPlan) and plan.application_id:
+        return Verdict(False, "principal_types", "compound (application-bound) entries are never granted")
+    principal, ptype, scope = write.principal_id, write.principal_type, str(write.scope)
     if ptype not in ("ServicePrincipal", "User"):
         return Verdict(False, "principal_types", f"the caller's principal type is {ptype or 'unknown'}; only an "
                        "identified service principal or user may receive a grant (never a group)")
     if ptype not in policy.principal_types:
         return Verdict(False, "principal_types", f"{ptype} is not in principal_types {list(policy.principal_types)}")
-    if principal.lower() in policy.deny:
+    if principal in own_principals:
+        return Verdict(False, "principals.self", f"{principal} is kv-remediate's own identity; it never grants "
+                       "itself access")
+    if principal in policy.deny:
         return Verdict(False, "principals.deny", f"{principal} is on the deny list")
-    if policy.allow and principal.lower() not in policy.allow:
+    if policy.allow and principal not in policy.allow:
         return Verdict(False, "principals.allow", f"{principal} is not on the allow list")
-    if not scope.lower().startswith(vault_id.lower()) or vault_id.count("/") != 8:
-        return Verdict(False, "scopes", f"{scope} is above the vault; grants are never made above the vault scope")
-    if not _within(scope, policy.scopes):
+    if not any(within(scope, p) for p in policy.scopes):
         return Verdict(False, "scopes", f"{scope} is not under any allowed scope"
                        + ("" if policy.scopes else " (scopes is empty: nowhere)"))
-    if scope.lower() != vault_id.lower() and not policy.object_scope:
+    if write.scope.kind is not None and not policy.object_scope:
         return Verdict(False, "object_scope", "the plan is at the object scope but object_scope is false")
-    if plan.tier > policy.max_tier:
-        return Verdict(False, "max_tier", f"the grant carries tier {plan.tier}, above max_tier {policy.max_tier}")
+    if write.tier > policy.max_tier:
+        return Verdict(False, "max_tier", f"the grant carries tier {write.tier}, above max_tier {policy.max_tier}")
+    if proof is None:
+        return Verdict(False, "evidence", "nothing proves this denial happened: kv-remediate did not find it in the "
+                       "vault's audit log and no person approved the plan (an alert or text only says where to look)")
     if applied_last_hour >= policy.max_grants_per_hour:
         return Verdict(False, "max_grants_per_hour", f"{applied_last_hour} grants were applied on this vault in the "
                        f"last hour (limit {policy.max_grants_per_hour})")

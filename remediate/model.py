@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
+from .armid import is_guid, is_object_name, is_vault_name, is_version, parse_vault_id
 from .catalog import RoleDefinition
 
 PrincipalKind = Literal["app", "user"]
@@ -105,6 +106,35 @@ class Denial:
 
     def with_(self, **changes: Any) -> Denial:
         return replace(self, **changes)
+
+    def canonical(self) -> Denial:
+        """This denial with every id and name that is not of Azure's own shape made unknown (None).
+
+        Intake already validates; the core applies this again at its door (``service.diagnose``), so a denial
+        from any entry point (queue message, runbook, a future caller) can only point at GUID principals, real
+        vault ids and valid object names: nothing crafted reaches an OData filter, a URL or a plan.
+        """
+        p = self.principal
+
+        def gid(v: str | None) -> str | None:
+            return v.lower() if v and is_guid(v) and v.strip("0-") else None
+
+        principal = Principal(object_id=gid(p.object_id), app_id=gid(p.app_id), tenant_id=gid(p.tenant_id),
+                              upn=p.upn if p.upn and p.upn.isprintable() and len(p.upn) <= 256 else None,
+                              kind=p.kind if p.kind in ("app", "user") else None)
+        rid = parse_vault_id(self.vault.resource_id) if self.vault.resource_id else None
+        name = self.vault.name if self.vault.name and is_vault_name(self.vault.name) else None
+        if rid is not None and name is not None and rid.name.lower() != name.lower():
+            rid = None     # the two disagree: keep the name, which is looked up in ARM
+        obj = self.object
+        if obj is not None:
+            obj = None if obj.kind not in PERMISSION_KINDS else ObjectRef(
+                obj.kind, obj.name if obj.name and is_object_name(obj.name) else None,
+                obj.version.lower() if obj.version and is_version(obj.version) else None)
+        vault = VaultRef(name, str(rid) if rid else None)
+        if (principal, vault, obj) == (self.principal, self.vault, self.object):
+            return self
+        return replace(self, principal=principal, vault=vault, object=obj)
 
     def identity_key(self) -> tuple[str | None, ...]:
         """What makes two denials 'the same request' (principal, vault, object, operation)."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from . import catalog
+from .armid import OBJECT_KINDS, is_object_name
 from .catalog import RoleDefinition
 from .model import (
     AccessPolicyPlan,
@@ -106,7 +107,7 @@ def rbac_plan(denial: Denial, facts: Facts, required: Required, options: PlanOpt
         return None
     obj = denial.object
     scope = vault.id
-    if options.object_scope and obj and obj.name and obj.kind in ("keys", "secrets", "certificates"):
+    if options.object_scope and obj and obj.name and obj.kind in OBJECT_KINDS and is_object_name(obj.name):
         scope = f"{vault.id}/{obj.kind}/{obj.name}"
     ptype = _principal_type(denial, facts, arm_checks=True)
     actions = tuple(catalog.canonical_action(a) or a for a in required.data_actions)

@@ -143,7 +143,7 @@ async def diagnose(denials: Sequence[Denial], source: FactSource,
     options = options or DiagnoseOptions()
     start = time.perf_counter()
     before, before_by_api = source.requests, dict(source.by_api)
-    unique = collapse(denials)
+    unique = collapse([d.canonical() for d in denials])
     facts = await asyncio.gather(*(gather_facts(d, source) for d, _ in unique))
     findings = tuple(build_finding(d, n, f, options.plan) for (d, n), f in zip(unique, facts, strict=True))
     causes = Counter(f.cause for f in findings)

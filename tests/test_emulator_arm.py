@@ -397,12 +397,18 @@ def test_pim_admin_assign_with_expiry_then_admin_remove(emu: Emulator) -> None:
     end = (start + timedelta(hours=8)).strftime("%Y-%m-%dT%H:%M:%S")
     assert len(created) == 1 and created[0]["expiresOn"].startswith(end)
     assert created[0]["name"] == req.target_role_assignment_schedule_id
-    # the same request sent again (a retry after a lost answer) changes nothing
-    auth.role_assignment_schedule_requests.create(KV_RBAC, req.name, {"properties": {
-        "principalId": MI, "roleDefinitionId": rd, "requestType": "AdminAssign"}})
-    with pytest.raises(ResourceExistsError):
+    # a request name is single-use in Azure (Azure/bicep-types-az#1431): sending it again is refused
+    with pytest.raises(HttpResponseError) as again:
+        auth.role_assignment_schedule_requests.create(KV_RBAC, req.name, {"properties": {
+            "principalId": MI, "roleDefinitionId": rd, "requestType": "AdminAssign"}})
+    assert again.value.status_code == 400 and err_code(again) == "RoleAssignmentRequestExists"
+    assert f"A role assignment request with Id: {req.name} already exists" in str(again.value)
+    # a new request while the assignment is active: 400 RoleAssignmentExists (not a 409)
+    with pytest.raises(HttpResponseError) as active:
         auth.role_assignment_schedule_requests.create(KV_RBAC, str(uuid.uuid4()), {"properties": {
             "principalId": MI, "roleDefinitionId": rd, "requestType": "AdminAssign"}})
+    assert active.value.status_code == 400 and err_code(active) == "RoleAssignmentExists"
+    assert not isinstance(active.value, ResourceExistsError)
     removed = auth.role_assignment_schedule_requests.create(KV_RBAC, str(uuid.uuid4()), {"properties": {
         "principalId": MI, "roleDefinitionId": rd, "requestType": "AdminRemove"}})
     assert removed.status == "Revoked"
@@ -411,6 +417,60 @@ def test_pim_admin_assign_with_expiry_then_admin_remove(emu: Emulator) -> None:
         auth.role_assignment_schedule_requests.create(KV_RBAC, str(uuid.uuid4()), {"properties": {
             "principalId": MI, "roleDefinitionId": rd, "requestType": "AdminRemove"}})
     assert err_code(e) == "RoleAssignmentDoesNotExist"
+
+
+def _pim_policy(*rules: dict[str, object]) -> dict[str, object]:
+    return {"properties": {"scope": f"/subscriptions/{SUB}", "roleDefinitionId": SECRETS_USER,
+                           "effectiveRules": list(rules)}}
+
+
+EXPIRATION = {"ruleType": "RoleManagementPolicyExpirationRule", "id": "Expiration_Admin_Assignment",
+              "isExpirationRequired": True, "maximumDuration": "PT4H",
+              "target": {"caller": "Admin", "level": "Assignment"}}
+APPROVAL = {"ruleType": "RoleManagementPolicyApprovalRule", "id": "Approval_Admin_Assignment",
+            "setting": {"isApprovalRequired": True}, "target": {"caller": "Admin", "level": "Assignment"}}
+
+
+@pytest.mark.parametrize("duration, code, status", [
+    ("PT8H", "RoleAssignmentRequestPolicyValidationFailed", None),   # longer than the rule's maximum
+    ("PT2H", None, "Provisioned"),
+])
+def test_pim_expiration_rule_refuses_as_azure_does(duration: str, code: str | None, status: str | None) -> None:
+    # given a role management policy whose expiration rule allows at most 4 hours
+    snap = small()
+    snap["role_management_policies"] = [_pim_policy(EXPIRATION)]
+    with Emulator(snap) as emu:
+        auth = auth_client(emu)
+        body = {"properties": {"principalId": MI, "roleDefinitionId": SECRETS_USER, "requestType": "AdminAssign",
+                               "scheduleInfo": {"expiration": {"type": "AfterDuration", "duration": duration}}}}
+        # when a request asks for longer (or shorter); then it is refused with ARM's message (or provisioned)
+        if code:
+            with pytest.raises(HttpResponseError) as e:
+                auth.role_assignment_schedule_requests.create(KV_RBAC, str(uuid.uuid4()), body)
+            assert e.value.status_code == 400 and err_code(e) == code
+            assert 'The following policy rules failed: ["ExpirationRule"]' in str(e.value)
+            assert not [a for a in emu.tenant()["role_assignments"] if a["properties"]["principalId"] == MI]
+        else:
+            assert auth.role_assignment_schedule_requests.create(KV_RBAC, str(uuid.uuid4()), body).status == status
+
+
+def test_pim_approval_rule_leaves_the_request_pending_until_decided() -> None:
+    # given a policy requiring an approver
+    snap = small()
+    snap["role_management_policies"] = [_pim_policy(APPROVAL)]
+    with Emulator(snap) as emu:
+        auth = auth_client(emu)
+        body = {"properties": {"principalId": MI, "roleDefinitionId": SECRETS_USER, "requestType": "AdminAssign",
+                               "scheduleInfo": {"expiration": {"type": "AfterDuration", "duration": "PT1H"}}}}
+        # when a request is made; then it is PendingApproval, with an approval id and no assignment yet
+        req = auth.role_assignment_schedule_requests.create(KV_RBAC, str(uuid.uuid4()), body)
+        assert req.status == "PendingApproval" and req.approval_id
+        assert not [a for a in emu.tenant()["role_assignments"] if a["properties"]["principalId"] == MI]
+        # when the approver approves; then it is provisioned and the assignment exists, with its expiry
+        emu.state.decide_schedule_request(str(req.id), approve=True)
+        assert auth.role_assignment_schedule_requests.get(KV_RBAC, str(req.name)).status == "Provisioned"
+        [a] = [a for a in emu.tenant()["role_assignments"] if a["properties"]["principalId"] == MI]
+        assert a["expiresOn"]
 
 
 def test_pim_assignment_past_its_expiry_is_gone(emu: Emulator) -> None:

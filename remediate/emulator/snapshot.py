@@ -91,6 +91,9 @@ class Snapshot:
     role_definitions: list[dict[str, Any]] = field(default_factory=list)
     deny_assignments: list[dict[str, Any]] = field(default_factory=list)
     role_assignment_schedule_requests: list[dict[str, Any]] = field(default_factory=list)
+    # PIM role management policy assignments (ARM roleManagementPolicyAssignments shape: properties.scope,
+    # roleDefinitionId, effectiveRules): what the emulator enforces on schedule requests (see state.py)
+    role_management_policies: list[dict[str, Any]] = field(default_factory=list)
     principals: list[Principal] = field(default_factory=list)
     log_rows: list[dict[str, Any]] = field(default_factory=list)
     graph: bool = True
@@ -110,6 +113,7 @@ class Snapshot:
             "role_definitions": copy.deepcopy(self.role_definitions),
             "deny_assignments": copy.deepcopy(self.deny_assignments),
             "role_assignment_schedule_requests": copy.deepcopy(self.role_assignment_schedule_requests),
+            "role_management_policies": copy.deepcopy(self.role_management_policies),
             "principals": [
                 {"id": p.id, "type": p.type, "display_name": p.display_name,
                  **({"app_id": p.app_id} if p.app_id else {}),
@@ -366,6 +370,9 @@ def from_dict(data: Any, source: str = "snapshot") -> Snapshot:
             copy.deepcopy(c.obj(r, f"role_assignment_schedule_requests[{i}]"))
             for i, r in enumerate(c.lst(d.get("role_assignment_schedule_requests"),
                                         "role_assignment_schedule_requests"))],
+        role_management_policies=[
+            copy.deepcopy(c.obj(r, f"role_management_policies[{i}]"))
+            for i, r in enumerate(c.lst(d.get("role_management_policies"), "role_management_policies"))],
         principals=[_principal(c, p, f"principals[{i}]")
                     for i, p in enumerate(c.lst(d.get("principals"), "principals"))],
         log_rows=[copy.deepcopy(c.obj(r, f"log_rows[{i}]"))

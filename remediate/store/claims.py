@@ -62,6 +62,11 @@ class ClaimStore(Protocol):
         """Release the store's connections (on the event loop that used it)."""
         ...
 
+    async def release(self, key: ClaimKey, claimant: str) -> bool:
+        """Give back a claim ``claimant`` won (e.g. a rate slot whose write turned out not to grant anything);
+        True if this call removed it, False if someone else holds it (or nobody does)."""
+        ...
+
 
 def key_hash(key: ClaimKey) -> str:
     """A stable hex SHA-256 of the tuple (JSON, so None and "" differ); safe as a Table key (no / \\ # ?)."""
@@ -138,6 +143,22 @@ class TableClaimStore:
 
     async def close(self) -> None:
         await self._table.close()
+
+    async def release(self, key: ClaimKey, claimant: str) -> bool:
+        digest = key_hash(key)
+        with storage_errors("releasing a claim", f"table '{self._table.table_name}' row {digest}"):
+            try:
+                entity = await self._table.get_entity(digest[:2], digest)
+            except ResourceNotFoundError:
+                return False
+            if str(entity.get("winner")) != claimant:
+                return False
+            try:   # only if nobody took it over since we read it
+                await self._table.delete_entity(digest[:2], digest, etag=entity.metadata["etag"],
+                                                match_condition=MatchConditions.IfNotModified)
+                return True
+            except (ResourceNotFoundError, ResourceModifiedError):
+                return False
 
     async def claim(self, key: ClaimKey, window: timedelta, now: datetime, claimant: str) -> Claim:
         now = _check(window, now, claimant)
@@ -252,6 +273,14 @@ class SqliteClaimStore:
 
     async def close(self) -> None:
         """Nothing to release: every claim opens and closes its own connection."""
+
+    async def release(self, key: ClaimKey, claimant: str) -> bool:
+        return await asyncio.to_thread(self._release, key_hash(key), claimant)
+
+    def _release(self, digest: str, claimant: str) -> bool:
+        with session(self.path, "releasing a claim") as conn:
+            cur = conn.execute("DELETE FROM claims WHERE key_hash = ? AND winner = ?", (digest, claimant))
+            return cur.rowcount > 0
 
     async def claim(self, key: ClaimKey, window: timedelta, now: datetime, claimant: str) -> Claim:
         now = _check(window, now, claimant)

@@ -166,7 +166,7 @@ def cmd_grants(args: argparse.Namespace) -> int:
 def cmd_revoke(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .apply import revoke, revoke_expired
+    from .apply import reconcile, revoke, revoke_expired
     from .errors import InputError
     from .facts.writes import ArmWriter
     from .store.select import open_grants
@@ -184,6 +184,8 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         writer = ArmWriter(facts)
         if record is not None:
             return [await revoke(record, writer, grants, now, why="revoked by request")]
+        if args.reconcile:
+            return await reconcile(writer, grants, now)
         return await revoke_expired(writer, grants, now)
 
     async def go() -> list[dict[str, Any]]:
@@ -198,9 +200,15 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
     results = asyncio.run(go())
     doc = {"schema": "kv-remediate/revocations@1", "revocations": results}
-    text = "\n".join(f"{r['grant_id']}: " + (r.get("detail") or "revoked" if r.get("revoked") else
-                                             "not revoked: " + str(r.get("reason") or r.get("error")))
-                     for r in results) or "nothing to revoke"
+    def line(r: dict[str, Any]) -> str:
+        who = str(r.get("grant_id") or r.get("vault"))
+        if "reconciled" in r:
+            return f"{who}: " + (f"settled as {r['reconciled']}: {r.get('detail')}" if r["reconciled"] else
+                                 f"not settled: {r.get('error')}")
+        return f"{who}: " + (r.get("detail") or "revoked" if r.get("revoked") else
+                             "not revoked: " + str(r.get("reason") or r.get("error")))
+
+    text = "\n".join(line(r) for r in results) or "nothing to revoke"
     _emit(doc, text, args.output)
     return 0
 
@@ -284,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--expired", action="store_true")
     g.add_argument("--grant", metavar="ID")
+    g.add_argument("--reconcile", action="store_true",
+                   help="what the revocation timer does: settle intents a crash left pending (reading Azure), "
+                        "revoke expired grants, delete expired role assignments labelled as ours with no record")
     p.add_argument("--snapshot", metavar="FILE")
     p.add_argument("--snapshot-out", metavar="FILE")
     p.add_argument("--state", metavar="FILE")

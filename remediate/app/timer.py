@@ -1,8 +1,11 @@
-"""The revocation timer: every 5 minutes, remove grants whose time limit (policy ``grant_ttl``) has passed.
+"""The revocation timer: every 5 minutes, reconcile and remove grants whose time limit (``grant_ttl``) has passed.
 
 Only what the app itself granted is undone (its records in Table ``grants``): the role assignment it created,
-or exactly the access-policy permissions it added. Expired grants are revoked even when the policy has since
-become invalid: taking access away is always safe.
+or exactly the access-policy permissions it added. Each run first settles intents a crash left ``pending`` for
+longer than ``apply.GRACE`` (by reading Azure), then revokes expired grants, then deletes expired role
+assignments labelled as ours whose record was lost (see ``apply.reconcile``). So a grant outlives its expiry by
+at most one timer period (5 minutes), plus the grace when its record was left pending. Expired grants are
+revoked even when the policy has since become invalid: taking access away is always safe.
 """
 
 from __future__ import annotations
@@ -20,14 +23,14 @@ SCHEDULE = "0 */5 * * * *"
 
 
 async def revoke_due() -> list[dict[str, object]]:
-    """Revoke every expired grant now; one structured log line per revocation."""
-    from ..apply import revoke_expired
+    """Reconcile, then revoke every expired grant now; one structured log line per action."""
+    from ..apply import reconcile
     from ..facts.writes import ArmWriter
     from . import runtime
 
     rt = runtime.get()
     async with rt.facts() as facts:
-        results = await revoke_expired(ArmWriter(facts), rt.grants(), datetime.now(UTC), actor=rt.actor)
+        results = await reconcile(ArmWriter(facts), rt.grants(), datetime.now(UTC), actor=rt.actor)
     for r in results:
         log.info("kv-remediate revoke %s", json.dumps(r, default=str), extra={"custom_dimensions": r})
     return results
@@ -36,7 +39,7 @@ async def revoke_due() -> list[dict[str, object]]:
 @bp.function_name("revoke_expired")
 @bp.timer_trigger(schedule=SCHEDULE, arg_name="timer", run_on_startup=False, use_monitor=True)
 async def revoke_timer(timer: func.TimerRequest) -> None:
-    """Every 5 minutes: revoke expired grants."""
+    """Every 5 minutes: settle stale intents, revoke expired grants and expired labelled orphans."""
     if timer.past_due:
         log.warning("kv-remediate: the revocation timer is past due; catching up")
     await revoke_due()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from azure.core.exceptions import (
     ClientAuthenticationError,
@@ -35,6 +35,36 @@ class WriteResult:
     created: bool
     resource_id: str
     detail: str = ""
+    description: str | None = None   # the assignment's description as ARM returned it
+    conflict: bool = False           # 409 RoleAssignmentExists: the same grant exists under another name
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A role assignment as ARM returns it (the fields the reconciler and adoption need)."""
+
+    id: str
+    name: str
+    scope: str
+    principal_id: str
+    role_definition_id: str
+    description: str | None
+
+
+PimStatus = Literal["provisioned", "pending_approval", "exists", "refused", "other"]
+
+
+@dataclass(frozen=True)
+class PimResult:
+    """What a PIM schedule request came to: ``provisioned`` (active now), ``pending_approval`` (the role's
+    management policy wants an approver), ``exists`` (400 RoleAssignmentExists: the principal already holds an
+    active assignment of the role at the scope), ``refused`` (400 RoleAssignmentRequestPolicyValidationFailed:
+    the policy refuses the request as made, e.g. its ExpirationRule), ``other`` (any other request status)."""
+
+    status: PimStatus
+    request_id: str
+    code: str = ""
+    detail: str = ""
 
 
 def _vault_parts(vault_id: str) -> tuple[str, str, str]:
@@ -55,6 +85,22 @@ def _fail(what: str, exc: Exception) -> ApplyError:
     return ApplyError(f"{what}: {code} ({status or 'no response'}) {first}; {todo}")
 
 
+def _assignment(a: Any) -> Assignment:
+    return Assignment(id=str(a.id or ""), name=str(a.name or ""), scope=str(a.scope or ""),
+                      principal_id=str(a.principal_id or ""), role_definition_id=str(a.role_definition_id or ""),
+                      description=a.description)
+
+
+def _pim_status(status: Any) -> PimStatus:
+    """The REST spec's request ``status`` values, as the outcomes apply tells apart."""
+    text = str(getattr(status, "value", status) or "").lower()
+    if text in ("provisioned", "granted", "scheduled", "schedulecreated"):
+        return "provisioned"
+    if text in ("pendingapproval", "pendingapprovalprovisioning", "pendingadmindecision"):
+        return "pending_approval"
+    return "other"
+
+
 class ArmWriter:
     """Writes through an ArmFacts' clients (same credential, endpoint, retry policy and request counter)."""
 
@@ -64,11 +110,16 @@ class ArmWriter:
     # -- role assignments ---------------------------------------------------------------------------------------
 
     async def create_role_assignment(self, scope: str, name: str, role_definition_id: str, principal_id: str,
-                                     principal_type: str | None) -> WriteResult:
-        """PUT with a deterministic name; ARM's 409 RoleAssignmentExists (same grant, other name) is success."""
+                                     principal_type: str | None, description: str | None = None) -> WriteResult:
+        """PUT with a deterministic name; ARM's 409 RoleAssignmentExists (same grant, other name) is success.
+
+        ``description`` (ARM ``properties.description``) labels the assignment as ours: kv-remediate, the grant id
+        and its expiry, so Azure itself says which assignments we made and until when.
+        """
         from azure.mgmt.authorization.v2022_04_01.models import RoleAssignmentCreateParameters
 
-        params = RoleAssignmentCreateParameters(role_definition_id=role_definition_id, principal_id=principal_id)
+        params = RoleAssignmentCreateParameters(role_definition_id=role_definition_id, principal_id=principal_id,
+                                                description=description)
         if principal_type:   # set so a new identity does not fail with PrincipalNotFound (replication delay)
             params.principal_type = principal_type
         rid = f"{scope}/providers/Microsoft.Authorization/roleAssignments/{name}"
@@ -79,12 +130,14 @@ class ArmWriter:
             code, created = await self.facts.authorization_client().role_assignments.create(scope, name, params,
                                                                                              cls=status)
             if code == 200:   # ARM answers 200 when this exact assignment already existed under this name
-                return WriteResult(False, str(created.id or rid), "the same role assignment already exists")
-            return WriteResult(True, str(created.id or rid))
+                return WriteResult(False, str(created.id or rid), "the same role assignment already exists",
+                                   created.description)
+            return WriteResult(True, str(created.id or rid), description=created.description)
         except ResourceExistsError as exc:
             code = getattr(getattr(exc, "error", None), "code", "")
             if code == "RoleAssignmentExists" or exc.status_code == 409:
-                return WriteResult(False, rid, "the same role assignment already exists")
+                return WriteResult(False, rid, "the same role assignment already exists under another name: "
+                                   + (str(exc).splitlines()[0][:200] if str(exc) else code), conflict=True)
             raise _fail(f"assigning {role_definition_id} to {principal_id} at {scope}", exc) from exc
         except (HttpResponseError, ClientAuthenticationError, *_TRANSIENT) as exc:
             raise _fail(f"assigning {role_definition_id} to {principal_id} at {scope}", exc) from exc
@@ -94,8 +147,9 @@ class ArmWriter:
         """Read back: the named assignment, or any assignment of the same role to the principal at the scope."""
         client = self.facts.authorization_client().role_assignments
         try:
-            got = await client.get(scope, name)
-            return str(got.principal_id).lower() == principal_id.lower()
+            if name:   # PIM names its assignments itself: then only the list below can find it
+                got = await client.get(scope, name)
+                return str(got.principal_id).lower() == principal_id.lower()
         except ResourceNotFoundError:
             pass
         except (HttpResponseError, ClientAuthenticationError, *_TRANSIENT) as exc:
@@ -109,6 +163,27 @@ class ArmWriter:
             raise _fail(f"reading back role assignments of {principal_id} at {scope}", exc) from exc
         return False
 
+    async def get_role_assignment(self, scope: str, name: str) -> Assignment | None:
+        """One assignment by scope and name (None when ARM answers 404)."""
+        try:
+            a = await self.facts.authorization_client().role_assignments.get(scope, name)
+        except ResourceNotFoundError:
+            return None
+        except (HttpResponseError, ClientAuthenticationError, *_TRANSIENT) as exc:
+            raise _fail(f"reading the role assignment {name} at {scope}", exc) from exc
+        return _assignment(a)
+
+    async def list_role_assignments(self, scope: str) -> list[Assignment]:
+        """Every assignment at, above and below ``scope`` (ARM's list for a scope without ``$filter``; documented
+        in "List Azure role assignments using the REST API"). Used at vault scopes only, never at '/'."""
+        out: list[Assignment] = []
+        try:
+            async for a in self.facts.authorization_client().role_assignments.list_for_scope(scope):
+                out.append(_assignment(a))
+        except (HttpResponseError, ClientAuthenticationError, *_TRANSIENT) as exc:
+            raise _fail(f"listing role assignments at {scope}", exc) from exc
+        return out
+
     async def delete_role_assignment(self, scope: str, name: str) -> bool:
         """Delete one assignment by name; False when it was already gone."""
         try:
@@ -120,14 +195,20 @@ class ArmWriter:
             raise _fail(f"deleting role assignment {name} at {scope}", exc) from exc
 
     async def pim_assign(self, scope: str, name: str, role_definition_id: str, principal_id: str,
-                         duration: str, justification: str) -> WriteResult:
-        """A PIM AdminAssign schedule request that expires after ``duration`` (ISO 8601)."""
+                         duration: str, justification: str) -> PimResult:
+        """A PIM AdminAssign schedule request that expires after ``duration`` (ISO 8601).
+
+        ``name`` must be fresh for every request: a request id is single-use in Azure ("A role assignment request
+        with Id: {guid} already exists", Azure/bicep-types-az#1431, Azure/bicep#12472). The answers that are not
+        errors of ours come back as a :class:`PimResult`; everything else raises ApplyError with the remedy.
+        """
         from azure.mgmt.authorization.v2020_10_01.models import (
             RoleAssignmentScheduleRequest,
             RoleAssignmentScheduleRequestPropertiesScheduleInfo,
             RoleAssignmentScheduleRequestPropertiesScheduleInfoExpiration,
         )
 
+        rid = f"{scope}/providers/Microsoft.Authorization/roleAssignmentScheduleRequests/{name}"
         body = RoleAssignmentScheduleRequest(
             role_definition_id=role_definition_id, principal_id=principal_id, request_type="AdminAssign",
             justification=justification,
@@ -136,13 +217,29 @@ class ArmWriter:
                     type="AfterDuration", duration=duration)))
         try:
             got = await self.facts.authorization_client().role_assignment_schedule_requests.create(scope, name, body)
-            return WriteResult(True, str(got.id))
-        except ResourceExistsError as exc:
-            return WriteResult(False, f"{scope}/providers/Microsoft.Authorization/roleAssignmentScheduleRequests/"
-                                      f"{name}", str(exc).splitlines()[0][:200])
-        except (HttpResponseError, ClientAuthenticationError, *_TRANSIENT) as exc:
+        except HttpResponseError as exc:
+            code = str(getattr(getattr(exc, "error", None), "code", "") or "")
+            message = str(getattr(getattr(exc, "error", None), "message", "") or "")[:300]
+            if exc.status_code == 400 and code == "RoleAssignmentExists":
+                return PimResult("exists", rid, code, message or "The Role assignment already exists.")
+            if exc.status_code == 400 and code == "RoleAssignmentRequestPolicyValidationFailed":
+                return PimResult("refused", rid, code, message)
             raise _fail(f"requesting PIM assignment of {role_definition_id} to {principal_id} at {scope}",
                         exc) from exc
+        except (ClientAuthenticationError, *_TRANSIENT) as exc:
+            raise _fail(f"requesting PIM assignment of {role_definition_id} to {principal_id} at {scope}",
+                        exc) from exc
+        return PimResult(_pim_status(got.status), str(got.id or rid), str(got.status or ""))
+
+    async def pim_request_status(self, scope: str, name: str) -> PimStatus | None:
+        """What a schedule request we sent came to, read back (None when Azure has no such request)."""
+        try:
+            got = await self.facts.authorization_client().role_assignment_schedule_requests.get(scope, name)
+        except ResourceNotFoundError:
+            return None
+        except (HttpResponseError, ClientAuthenticationError, *_TRANSIENT) as exc:
+            raise _fail(f"reading PIM schedule request {name} at {scope}", exc) from exc
+        return _pim_status(got.status)
 
     # -- access policies --------------------------------------------------------------------------------------
 

@@ -47,6 +47,10 @@ class ConfigError(RemediateError):
     code = "BAD_CONFIG"
     exit_code = 2
 
+    def __init__(self, message: str, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting        # the setting at fault, when one is (health lists it without its value)
+
 
 class StorageError(AzureUnavailableError):
     """Azure Storage (tables, queues; or Azurite) failed: says what was tried on which table/queue and what to do."""

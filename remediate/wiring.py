@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from .clouds import Cloud, cloud_from_env
 from .errors import InputError
 from .facts.arm import ArmFacts
 
@@ -46,16 +47,18 @@ class EmulatorRun:
 
 
 @asynccontextmanager
-async def live_facts(subscriptions: Sequence[str]) -> AsyncIterator[ArmFacts]:
-    """Facts from Azure with the function's own identity (DefaultAzureCredential)."""
+async def live_facts(subscriptions: Sequence[str], cloud: Cloud | None = None) -> AsyncIterator[ArmFacts]:
+    """Facts from Azure with the function's own identity (DefaultAzureCredential), in the cloud ``AZURE_CLOUD``
+    and the endpoint settings name (clouds.py)."""
     if not subscriptions:
         raise InputError("--subscription", "no subscription to search: set AZURE_SUBSCRIPTION_IDS or pass "
                          "--subscription (or use --snapshot FILE for an offline tenant)")
     from azure.identity.aio import DefaultAzureCredential
 
+    cloud = cloud or cloud_from_env(os.environ)
     credential = DefaultAzureCredential()
     try:
-        async with ArmFacts(credential, subscriptions) as facts:
+        async with ArmFacts(credential, subscriptions, cloud=cloud) as facts:
             yield facts
     finally:
         await credential.close()

@@ -36,6 +36,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..clouds import CLOUD_SETTING, PUBLIC, Cloud, cloud_from_env
+from ..errors import ConfigError
+
 if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient as AsyncTableClient
     from azure.storage.queue import QueueClient
@@ -131,6 +134,7 @@ class Settings:
     dedupe_window: timedelta = DEFAULT_WINDOW
     notify_url: str | None = None
     max_dequeue_count: int = DEFAULT_MAX_DEQUEUE
+    cloud: Cloud | None = PUBLIC        # None: the cloud settings are unusable (health names them)
     problems: tuple[Problem, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -166,10 +170,16 @@ class Settings:
                 problems.append(Problem(NOTIFY_SETTING, "must be an https URL (http only to loopback); "
                                         "notifications are off"))
                 notify = None
+        cloud: Cloud | None = None
+        try:
+            cloud = cloud_from_env(env)
+        except ConfigError as exc:
+            problems.append(Problem(exc.setting or CLOUD_SETTING, exc.message.split(": ", 1)[-1] +
+                                    "; Azure is not called until it is fixed"))
         problems.extend(_storage_problems(env))
         problems.extend(_webhook_problems(env))
         problems.extend(_policy_problems(env))
-        return cls(snapshot=snapshot, subscriptions=subs, dedupe_window=window, notify_url=notify,
+        return cls(snapshot=snapshot, subscriptions=subs, dedupe_window=window, notify_url=notify, cloud=cloud,
                    max_dequeue_count=host_settings()["max_dequeue_count"], problems=tuple(problems), env=env)
 
 
@@ -331,7 +341,9 @@ class Runtime:
 
         if not self.settings.subscriptions:
             raise ConfigError(f"setting {SUBSCRIPTIONS_SETTING} is not set: no subscription to search for vaults")
-        return ArmFacts(self._live_credential(), self.settings.subscriptions)
+        if self.settings.cloud is None:
+            raise ConfigError(f"setting {CLOUD_SETTING} (or an endpoint override) is unusable; see /api/health")
+        return ArmFacts(self._live_credential(), self.settings.subscriptions, cloud=self.settings.cloud)
 
     @asynccontextmanager
     async def facts(self, *, shared: bool = False) -> AsyncIterator[ArmFacts]:

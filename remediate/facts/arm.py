@@ -24,11 +24,11 @@ from azure.core.exceptions import (
 
 from .. import catalog
 from ..catalog import RoleDefinition
+from ..clouds import PUBLIC, Cloud
 from ..errors import AzureUnavailableError
 from ..model import AccessPolicyEntry, DenyAssignment, PrincipalInfo, RoleAssignment, Vault, VaultLookup, VaultRef
 
 T = TypeVar("T")
-GRAPH_URL = "https://graph.microsoft.com"
 _VAULT_ID = re.compile(r"^/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/Microsoft\.KeyVault/vaults/([^/]+)$",
                        re.IGNORECASE)
 GRAPH_TYPES = {"#microsoft.graph.serviceprincipal": "ServicePrincipal", "#microsoft.graph.user": "User",
@@ -139,14 +139,15 @@ def json_pipeline(base_url: str, credential: Any, scope: str, *, count: Callable
 class ArmFacts:
     """Reads facts for a batch through the real SDK clients, with per-batch caches and a request counter."""
 
-    def __init__(self, credential: Any, subscriptions: Sequence[str], *, arm_url: str | None = None,
-                 graph_url: str = GRAPH_URL, connection_verify: str | bool | None = None,
+    def __init__(self, credential: Any, subscriptions: Sequence[str], *, cloud: Cloud = PUBLIC,
+                 arm_url: str | None = None, graph_url: str | None = None, connection_verify: str | bool | None = None,
                  graph: bool = True, max_concurrency: int = 32, retry_after_cap_s: float = 30.0,
                  retry_total: int = 10, transport_factory: Callable[[], Any] | None = None) -> None:
         self._credential = credential
         self.subscriptions = tuple(subscriptions)
-        self._arm_url = arm_url
-        self._graph_url = graph_url.rstrip("/")
+        self._cloud = cloud      # endpoints and token audiences; arm_url/graph_url point them elsewhere (emulator)
+        self._arm_url = (arm_url or cloud.arm).rstrip("/")
+        self._graph_url = (graph_url or cloud.graph).rstrip("/")
         self._verify = connection_verify
         self._graph_enabled = graph
         self._retry_cap = retry_after_cap_s
@@ -174,10 +175,9 @@ class ArmFacts:
             self.arm_writes += 1
 
     def _client_kwargs(self) -> dict[str, Any]:
-        kw: dict[str, Any] = {"raw_request_hook": self._count,
+        kw: dict[str, Any] = {"raw_request_hook": self._count, "base_url": self._arm_url,
+                              "credential_scopes": [self._cloud.arm_scope],
                               "retry_policy": capped_retry_policy(self._retry_cap, self._retry_total)}
-        if self._arm_url:
-            kw["base_url"] = self._arm_url
         if self._transport_factory is not None:
             kw["transport"] = self._transport_factory()
         elif self._verify is not None:
@@ -204,7 +204,7 @@ class ArmFacts:
     def _graph_client(self) -> Any:
         if self._graph is None:
             transport = self._transport_factory() if self._transport_factory else None
-            self._graph = json_pipeline(self._graph_url, self._credential, "https://graph.microsoft.com/.default",
+            self._graph = json_pipeline(self._graph_url, self._credential, self._cloud.graph_scope,
                                         count=self._count, transport=transport, connection_verify=self._verify,
                                         retry_policy=capped_retry_policy(self._retry_cap, self._retry_total))
         return self._graph

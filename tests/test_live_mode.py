@@ -1,0 +1,151 @@
+"""Live mode end to end: the code path that runs in Azure (DefaultAzureCredential and every SDK client, no
+--snapshot) pointed at loopback servers through the documented settings.
+
+- ``KV_REMEDIATE_ARM_ENDPOINT`` / ``KV_REMEDIATE_GRAPH_ENDPOINT``: the bundled HTTPS emulator (strict: it refuses
+  unknown routes and filters the way ARM and Graph do);
+- ``SSL_CERT_FILE``: the emulator's CA, trusted as the SDKs trust any CA bundle (Python's default SSL context);
+- ``AZURE_TOKEN_CREDENTIALS=ManagedIdentityCredential`` with ``IDENTITY_ENDPOINT``/``IDENTITY_HEADER``: the App
+  Service / Functions managed-identity protocol, answered by a loopback token endpoint that records the audiences
+  it was asked for.
+
+Proxies point at a closed loopback port with NO_PROXY for loopback only, so nothing can leave the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from remediate.clouds import CLOUDS, PUBLIC, cloud_from_env
+from remediate.emulator import Emulator
+from remediate.errors import ConfigError
+
+DEMO = Path(str(resources.files("remediate").joinpath("demo")))
+TENANT = json.loads((DEMO / "tenant.json").read_text())
+DEAD_PROXY = "http://127.0.0.1:9"
+HEADER = "test-identity-header"
+
+
+class TokenEndpoint(BaseHTTPRequestHandler):
+    """The App Service managed-identity endpoint (api-version 2019-08-01): a token per requested resource."""
+
+    resources: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        query = parse_qs(urlsplit(self.path).query)
+        if self.headers.get("X-IDENTITY-HEADER") != HEADER or query.get("api-version") != ["2019-08-01"]:
+            self.send_response(400)
+            self.end_headers()
+            return
+        resource = query["resource"][0]
+        self.resources.append(resource)
+        body = json.dumps({"access_token": "fake-token", "expires_on": str(int(time.time()) + 3600),
+                           "resource": resource, "token_type": "Bearer"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture()
+def token_endpoint() -> Iterator[tuple[str, list[str]]]:
+    TokenEndpoint.resources = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), TokenEndpoint)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/msi/token", TokenEndpoint.resources
+    finally:
+        server.shutdown()
+
+
+def live_env(emu: Emulator, identity_endpoint: str, tmp: Path) -> dict[str, str]:
+    return {"PATH": "/usr/bin:/bin", "HOME": str(tmp), "SSL_CERT_FILE": emu.ca_file,
+            "REQUESTS_CA_BUNDLE": emu.ca_file, "AZURE_TOKEN_CREDENTIALS": "ManagedIdentityCredential",
+            "IDENTITY_ENDPOINT": identity_endpoint, "IDENTITY_HEADER": HEADER,
+            "KV_REMEDIATE_ARM_ENDPOINT": emu.base_url, "KV_REMEDIATE_GRAPH_ENDPOINT": emu.base_url,
+            "AZURE_SUBSCRIPTION_IDS": ",".join(TENANT["subscriptions"]),
+            "HTTP_PROXY": DEAD_PROXY, "HTTPS_PROXY": DEAD_PROXY, "NO_PROXY": "127.0.0.1,localhost",
+            "AZURE_CORE_COLLECT_TELEMETRY": "0"}
+
+
+def test_live_mode_diagnoses_through_the_real_credential_and_sdks(tmp_path: Path,
+                                                                  token_endpoint: tuple[str, list[str]]) -> None:
+    identity_endpoint, asked = token_endpoint
+    # given the demo tenant behind a strict HTTPS server and a managed identity on loopback
+    with Emulator(TENANT) as emu:
+        endpoint = emu.base_url
+        snapshot_out = subprocess.run(
+            [sys.executable, "-m", "remediate", "diagnose", str(DEMO / "inputs" / "01_audit_events.json"),
+             "--snapshot", str(DEMO / "tenant.json"), "--output", "json"],
+            capture_output=True, text=True, timeout=120, check=True)
+        # when the CLI runs in live mode (no --snapshot) with the endpoint settings
+        live = subprocess.run(
+            [sys.executable, "-m", "remediate", "diagnose", str(DEMO / "inputs" / "01_audit_events.json"),
+             "--output", "json"], capture_output=True, text=True, timeout=120, check=False,
+            env=live_env(emu, identity_endpoint, tmp_path))
+    assert live.returncode == 0, live.stderr
+    # then it reaches the same causes and plans as the snapshot path
+    got, want = json.loads(live.stdout), json.loads(snapshot_out.stdout)
+    assert [(f["cause"], f["plan"]) for f in got["findings"]] == [(f["cause"], f["plan"]) for f in want["findings"]]
+    # and it asked the managed identity for tokens of the configured endpoints' audiences, nothing else
+    assert set(asked) == {endpoint}
+
+
+@pytest.mark.parametrize(("env", "arm", "graph", "logs"), [
+    ({}, "https://management.azure.com", "https://graph.microsoft.com", "https://api.loganalytics.io"),
+    ({"AZURE_CLOUD": "AzureUSGovernment"}, "https://management.usgovcloudapi.net", "https://graph.microsoft.us",
+     "https://api.loganalytics.us"),
+    ({"AZURE_CLOUD": "azurechinacloud"}, "https://management.chinacloudapi.cn",
+     "https://microsoftgraph.chinacloudapi.cn", "https://api.loganalytics.azure.cn"),
+    ({"AZURE_CLOUD": "AzureUSGovernment", "KV_REMEDIATE_GRAPH_ENDPOINT": "https://dod-graph.microsoft.us/"},
+     "https://management.usgovcloudapi.net", "https://dod-graph.microsoft.us", "https://api.loganalytics.us"),
+])
+def test_clouds_and_endpoint_overrides(env: dict[str, str], arm: str, graph: str, logs: str) -> None:
+    cloud = cloud_from_env(env)
+    assert (cloud.arm, cloud.graph, cloud.logs) == (arm, graph, logs)
+    assert cloud.arm_scope == f"{arm}/.default" and cloud.graph_scope == f"{graph}/.default"
+
+
+@pytest.mark.parametrize(("env", "setting"), [
+    ({"AZURE_CLOUD": "AzureGermanCloud"}, "AZURE_CLOUD"),
+    ({"KV_REMEDIATE_ARM_ENDPOINT": "http://management.azure.com"}, "KV_REMEDIATE_ARM_ENDPOINT"),
+    ({"KV_REMEDIATE_LOGS_ENDPOINT": "https://api.loganalytics.io/v1/workspaces"}, "KV_REMEDIATE_LOGS_ENDPOINT"),
+    ({"KV_REMEDIATE_GRAPH_ENDPOINT": "graph.microsoft.com"}, "KV_REMEDIATE_GRAPH_ENDPOINT"),
+])
+def test_unusable_cloud_settings_name_the_setting(env: dict[str, str], setting: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        cloud_from_env(env)
+    assert err.value.setting == setting and setting in err.value.message
+
+
+def test_every_cloud_has_https_endpoints_and_vault_suffixes() -> None:
+    for cloud in CLOUDS.values():
+        assert all(u.startswith("https://") for u in (cloud.arm, cloud.graph, cloud.logs))
+        assert cloud.vault_suffix.startswith("vault.") and cloud.hsm_suffix.startswith("managedhsm.")
+    assert PUBLIC.logs_hosts() == {"api.loganalytics.io", "api.loganalytics.azure.com"}
+
+
+def test_cli_refuses_an_unknown_cloud_with_one_line(tmp_path: Path) -> None:
+    got = subprocess.run([sys.executable, "-m", "remediate", "diagnose", str(DEMO / "inputs" / "01_audit_events.json"),
+                          "--output", "json"], capture_output=True, text=True, timeout=60, check=False,
+                         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "AZURE_CLOUD": "Mars",
+                              "AZURE_SUBSCRIPTION_IDS": TENANT["subscriptions"][0], "HTTPS_PROXY": DEAD_PROXY,
+                              "HTTP_PROXY": DEAD_PROXY, "NO_PROXY": "127.0.0.1"})
+    assert got.returncode == 2 and got.stdout == ""
+    assert len(got.stderr.strip().splitlines()) == 1 and "AZURE_CLOUD" in got.stderr

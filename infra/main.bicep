@@ -17,6 +17,9 @@ param namePrefix string = 'kvrem'
 @description('Apply mode: also grant the roles that let the function fix denials (RBAC administrator restricted by an ABAC condition, access-policy writer). The policy file still decides what is applied.')
 param applyMode bool = false
 
+@description('Apply mode: resource ids of the Key Vaults the function may fix. The writer roles (RBAC administrator with the ABAC condition, access-policy writer) are assigned on each of these vaults and nowhere else, never on a subscription or resource group. Empty: apply mode grants nothing.')
+param targetVaultIds array = []
+
 @description('Key Vault data roles the function may assign in apply mode; enforced by the ABAC condition. Narrow it to what your policy grants. Only Key Vault data roles are accepted (Key Vault Administrator, 00482a5a-..., only for policies with allow_privileged).')
 @minLength(1)
 @allowed([
@@ -43,12 +46,22 @@ param grantableRoleIds array = [
   'a4417e6f-fecd-4de8-b567-7b0420556985' // Key Vault Certificates Officer
 ]
 
-@description('Subscriptions whose vaults the function reads (Reader) and, in apply mode, may fix. Default: this subscription.')
+@description('Principal types the function may grant data roles to in apply mode; enforced by the ABAC condition. ServicePrincipal (apps and managed identities) by default; add User only if your policy grants to users (principal_types). Never Group.')
+@minLength(1)
+@allowed([
+  'ServicePrincipal'
+  'User'
+])
+param grantablePrincipalTypes array = [
+  'ServicePrincipal'
+]
+
+@description('Subscriptions whose vaults the function reads (Reader) to diagnose denials. Writing is per vault (targetVaultIds). Default: this subscription.')
 param targetSubscriptionIds array = [
   subscription().subscriptionId
 ]
 
-@description('Resource groups to target instead of (or besides) whole subscriptions: [{ "subscriptionId": "...", "resourceGroupName": "..." }].')
+@description('Resource groups the function reads (Reader) instead of (or besides) whole subscriptions: [{ "subscriptionId": "...", "resourceGroupName": "..." }].')
 param targetResourceGroups array = []
 
 @description('Resource id of an existing Log Analytics workspace that holds (or will hold) the Key Vault audit logs. Empty: the workspace this deployment creates.')
@@ -150,19 +163,31 @@ var auditWorkspaceResourceId = empty(auditWorkspaceId) ? ownWorkspaceId : auditW
 var auditWorkspaceParts = split(auditWorkspaceResourceId, '/')
 
 var targetResourceGroupSubscriptionIds = [for rg in targetResourceGroups: rg.subscriptionId]
-var allTargetSubscriptionIds = union(targetSubscriptionIds, targetResourceGroupSubscriptionIds)
-var targetSubscriptionScopes = [for subId in targetSubscriptionIds: '/subscriptions/${subId}']
-var targetResourceGroupScopes = [for rg in targetResourceGroups: '/subscriptions/${rg.subscriptionId}/resourceGroups/${rg.resourceGroupName}']
+var targetVaultSubscriptionIds = [for vaultId in targetVaultIds: split(vaultId, '/')[2]]
+var allTargetSubscriptionIds = union(targetSubscriptionIds, targetResourceGroupSubscriptionIds, targetVaultSubscriptionIds)
+// Writer roles only in apply mode, and only on these vaults (one module per vault, scoped to the vault itself).
+var writerVaultIds = applyMode ? targetVaultIds : []
+// The custom role must be assignable where the vaults are; custom role assignable scopes are subscriptions,
+// resource groups or management groups, so the vaults' resource groups (the assignment itself is on the vault).
+var targetVaultResourceGroupScopes = [for vaultId in targetVaultIds: '/subscriptions/${split(vaultId, '/')[2]}/resourceGroups/${split(vaultId, '/')[4]}']
 
 var useWebhookAad = !empty(webhookAadIdentifierUri)
 
-// ABAC condition for Role Based Access Control Administrator ("Constrain roles and principal types"): creating a
-// role assignment is allowed only for the grantable Key Vault data roles and only to service principals; deleting
-// one only when it is such an assignment. So the identity can never grant itself or anyone a broader role
-// (Owner, User Access Administrator, Contributor, Key Vault Contributor, RBAC administrator) and never grant to
-// users or groups, whatever the function's code does.
+// ABAC condition for Role Based Access Control Administrator, from Microsoft's "Constrain roles and principal types"
+// template (https://learn.microsoft.com/azure/role-based-access-control/delegate-role-assignments-examples) plus a
+// principal exclusion. Creating a role assignment is allowed only for the grantable Key Vault data roles, only to
+// the grantable principal types (never Group), and never to the function's own principal; deleting one only when
+// it is such an assignment. The attribute Microsoft.Authorization/roleAssignments:PrincipalId (GUID, sources
+// Request and Resource) takes GuidEquals, GuidNotEquals, ForAnyOfAnyValues:GuidEquals or
+// ForAnyOfAllValues:GuidNotEquals (https://learn.microsoft.com/azure/role-based-access-control/conditions-authorization-actions-attributes#principal-id);
+// ForAnyOfAllValues:GuidNotEquals {self} holds only when the principal differs from every listed id, here the one.
+// So the identity can never grant itself or anyone a broader role (Owner, User Access Administrator, Contributor,
+// Key Vault Contributor, RBAC administrator), never grant to groups, and never grant itself a data role, whatever
+// the function's code does.
 var grantableRoleList = join(grantableRoleIds, ', ')
-var rbacAdminCondition = '((!(ActionMatches{\'Microsoft.Authorization/roleAssignments/write\'})) OR (@Request[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {${grantableRoleList}} AND @Request[Microsoft.Authorization/roleAssignments:PrincipalType] ForAnyOfAnyValues:StringEqualsIgnoreCase {\'ServicePrincipal\'})) AND ((!(ActionMatches{\'Microsoft.Authorization/roleAssignments/delete\'})) OR (@Resource[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {${grantableRoleList}} AND @Resource[Microsoft.Authorization/roleAssignments:PrincipalType] ForAnyOfAnyValues:StringEqualsIgnoreCase {\'ServicePrincipal\'}))'
+var grantablePrincipalTypeList = '\'${join(grantablePrincipalTypes, '\', \'')}\''
+var selfPrincipalId = identity.properties.principalId
+var rbacAdminCondition = '((!(ActionMatches{\'Microsoft.Authorization/roleAssignments/write\'})) OR (@Request[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {${grantableRoleList}} AND @Request[Microsoft.Authorization/roleAssignments:PrincipalType] ForAnyOfAnyValues:StringEqualsIgnoreCase {${grantablePrincipalTypeList}} AND @Request[Microsoft.Authorization/roleAssignments:PrincipalId] ForAnyOfAllValues:GuidNotEquals {${selfPrincipalId}})) AND ((!(ActionMatches{\'Microsoft.Authorization/roleAssignments/delete\'})) OR (@Resource[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {${grantableRoleList}} AND @Resource[Microsoft.Authorization/roleAssignments:PrincipalType] ForAnyOfAnyValues:StringEqualsIgnoreCase {${grantablePrincipalTypeList}} AND @Resource[Microsoft.Authorization/roleAssignments:PrincipalId] ForAnyOfAllValues:GuidNotEquals {${selfPrincipalId}}))'
 
 var accessPolicyRoleName = 'kv-remediate access-policy writer (${namePrefix}-${suffix})'
 
@@ -273,6 +298,26 @@ module workspaceReader 'modules/workspace-reader.bicep' = {
   ]
 }
 
+// Reading (to find and diagnose vaults) may be broad: Reader on each target subscription / resource group.
+module subscriptionReaders 'modules/target-subscription-reader.bicep' = [for (subscriptionId, i) in targetSubscriptionIds: {
+  name: take('kvrem-sub-reader-${i}-${uniqueString(subscriptionId)}', 64)
+  scope: subscription(subscriptionId)
+  params: {
+    principalId: identity.properties.principalId
+  }
+}]
+
+module resourceGroupReaders 'modules/target-resourcegroup-reader.bicep' = [for (rg, i) in targetResourceGroups: {
+  name: take('kvrem-rg-reader-${i}-${uniqueString(rg.subscriptionId, rg.resourceGroupName)}', 64)
+  scope: resourceGroup(rg.subscriptionId, rg.resourceGroupName)
+  params: {
+    principalId: identity.properties.principalId
+  }
+}]
+
+// Writing is per vault, apply mode only: the access-policy writer custom role, and both writer roles assigned on
+// each vault in targetVaultIds (never at a subscription or resource group), so a bug in the code guard cannot
+// turn into a subscription-wide grant.
 module accessPolicyRole 'modules/accesspolicy-role.bicep' = if (applyMode) {
   name: 'kvrem-accesspolicy-role'
   scope: subscription()
@@ -280,27 +325,16 @@ module accessPolicyRole 'modules/accesspolicy-role.bicep' = if (applyMode) {
     roleName: accessPolicyRoleName
     assignableScopes: union([
       subscription().id
-    ], targetSubscriptionScopes, targetResourceGroupScopes)
+    ], targetVaultResourceGroupScopes)
   }
 }
 
-module subscriptionRoles 'modules/target-subscription-roles.bicep' = [for (subscriptionId, i) in targetSubscriptionIds: {
-  name: take('kvrem-sub-roles-${i}-${uniqueString(subscriptionId)}', 64)
-  scope: subscription(subscriptionId)
+module vaultWriters 'modules/target-vault-roles.bicep' = [for (vaultId, i) in writerVaultIds: {
+  name: take('kvrem-kv-writer-${i}-${uniqueString(vaultId)}', 64)
+  scope: resourceGroup(split(vaultId, '/')[2], split(vaultId, '/')[4])
   params: {
+    vaultName: last(split(vaultId, '/'))
     principalId: identity.properties.principalId
-    applyMode: applyMode
-    rbacAdminCondition: rbacAdminCondition
-    accessPolicyRoleName: applyMode ? accessPolicyRole.outputs.roleDefinitionName : ''
-  }
-}]
-
-module resourceGroupRoles 'modules/target-resourcegroup-roles.bicep' = [for (rg, i) in targetResourceGroups: {
-  name: take('kvrem-rg-roles-${i}-${uniqueString(rg.subscriptionId, rg.resourceGroupName)}', 64)
-  scope: resourceGroup(rg.subscriptionId, rg.resourceGroupName)
-  params: {
-    principalId: identity.properties.principalId
-    applyMode: applyMode
     rbacAdminCondition: rbacAdminCondition
     accessPolicyRoleName: applyMode ? accessPolicyRole.outputs.roleDefinitionName : ''
   }

@@ -116,65 +116,250 @@ def test_every_role_guid_in_infra_is_known_and_expected() -> None:
             assert guid in allowed_outside_kv or guid in kv_data_roles, f"{path.name}: unexpected GUID {guid}"
 
 
+READER_MODULES = ("modules/target-subscription-reader.bicep", "modules/target-resourcegroup-reader.bicep")
+VAULT_MODULE = "modules/target-vault-roles.bicep"
+ACCESS_POLICY_ROLE_PARAM = "accessPolicyRoleName"
+WRITER_ROLES = {RBAC_ADMINISTRATOR, ACCESS_POLICY_ROLE_PARAM}
+SELF = "99999999-9999-9999-9999-999999999999"  # stands in for identity.properties.principalId
+
+
+def role_assignments() -> list[tuple[str, str, dict[str, Any]]]:
+    """(file, role, config) of every role assignment in infra/, whatever file it is in."""
+    found = []
+    for path in BICEP_FILES:
+        rel = path.relative_to(INFRA).as_posix()
+        for a in resources_of_type(rel, "Microsoft.Authorization/roleAssignments").values():
+            found.append((rel, role_var(rel, a), body(a)[1]))
+    return found
+
+
+def target_scope(rel: str) -> str:
+    scope: str = tree(rel)["globals"]["scope"]["value"]
+    return scope
+
+
+def module_of(path: str) -> dict[str, Any]:
+    return next(m for m in tree("main.bicep")["modules"].values() if m["detail"]["path"] == path)
+
+
 def test_reader_log_analytics_reader_queue_and_table_roles_are_assigned() -> None:
-    sub = resources_of_type("modules/target-subscription-roles.bicep", "Microsoft.Authorization/roleAssignments")
-    rg = resources_of_type("modules/target-resourcegroup-roles.bicep", "Microsoft.Authorization/roleAssignments")
-    for rel, assignments in (("modules/target-subscription-roles.bicep", sub),
-                             ("modules/target-resourcegroup-roles.bicep", rg)):
-        unconditional = [a for a in assignments.values() if body(a)[0] is None]
-        assert [role_var(rel, a) for a in unconditional] == [READER], rel
+    for rel in READER_MODULES:
+        assignments = resources_of_type(rel, "Microsoft.Authorization/roleAssignments")
+        assert [(body(a)[0], role_var(rel, a)) for a in assignments.values()] == [(None, READER)], \
+            f"{rel}: Reader only, unconditionally"
     ws = resources_of_type("modules/workspace-reader.bicep", "Microsoft.Authorization/roleAssignments")
     assert [role_var("modules/workspace-reader.bicep", a) for a in ws.values()] == [LOG_ANALYTICS_READER]
     app = resources_of_type("modules/app-roles.bicep", "Microsoft.Authorization/roleAssignments")
     app_roles = {role_var("modules/app-roles.bicep", a) for a in app.values()}
     assert {STORAGE_QUEUE_DATA_CONTRIBUTOR, STORAGE_TABLE_DATA_CONTRIBUTOR} <= app_roles
-    for rel in ("modules/target-subscription-roles.bicep", "modules/target-resourcegroup-roles.bicep",
-                "modules/workspace-reader.bicep", "modules/app-roles.bicep"):
-        for a in resources_of_type(rel, "Microsoft.Authorization/roleAssignments").values():
-            props = body(a)[1]["properties"]
-            assert props["principalType"] == "ServicePrincipal", rel
-            assert props["principalId"] == "principalId", rel
+    for rel, _, cfg in role_assignments():
+        assert cfg["properties"]["principalType"] == "ServicePrincipal", rel
+        assert cfg["properties"]["principalId"] == "principalId", rel
 
 
-@pytest.mark.parametrize("rel", ["modules/target-subscription-roles.bicep", "modules/target-resourcegroup-roles.bicep"])
-def test_apply_mode_roles_are_conditional_and_the_rbac_admin_has_the_condition(rel: str) -> None:
-    assignments = resources_of_type(rel, "Microsoft.Authorization/roleAssignments")
-    conditional = {k: a for k, a in assignments.items() if body(a)[0] is not None}
-    assert len(conditional) == 2, "RBAC administrator and access-policy writer, both apply-mode only"
-    for a in conditional.values():
-        assert body(a)[0] == "applyMode"
-    admin = [a for a in conditional.values() if role_var(rel, a) == RBAC_ADMINISTRATOR]
-    assert len(admin) == 1
-    props = body(admin[0])[1]["properties"]
-    assert props["condition"] == "rbacAdminCondition" and props["conditionVersion"] == "2.0"
-    writer = next(a for a in conditional.values() if a is not admin[0])
-    assert body(writer)[1]["properties"]["roleDefinitionId"]["function"]["parameters"]["resource_name_1"] \
-        == "accessPolicyRoleName"
+def test_no_writer_role_is_assigned_at_subscription_or_resource_group_scope() -> None:
+    # given every role assignment in infra/
+    writers = [(rel, role, cfg) for rel, role, cfg in role_assignments() if role in WRITER_ROLES]
+    # then the writer roles (RBAC administrator, access-policy writer) are in the per-vault module only, once each
+    assert sorted((rel, role) for rel, role, _ in writers) == sorted(
+        [(VAULT_MODULE, RBAC_ADMINISTRATOR), (VAULT_MODULE, ACCESS_POLICY_ROLE_PARAM)])
+    # and each is scoped to an existing Key Vault (an assignment without `scope` would be at the resource group)
+    vaults = {name: r for name, r in tree(VAULT_MODULE)["resources"].items()
+              if r["type"] == "Microsoft.KeyVault/vaults"}
+    assert target_scope(VAULT_MODULE) == "resourceGroup"
+    for rel, role, cfg in writers:
+        assert cfg.get("scope") in vaults, f"{rel}: {role} is not scoped to the vault"
+        assert vaults[cfg["scope"]]["existing"] is True
+        assert vaults[cfg["scope"]]["config"]["name"] == "vaultName"
+    # and no subscription-scope file or main.bicep assigns anything but Reader
+    for rel, role, _ in role_assignments():
+        if target_scope(rel) == "subscription":
+            assert role == READER, f"{rel}: {role} at subscription scope"
+    assert not resources_of_type("main.bicep", "Microsoft.Authorization/roleAssignments")
 
 
-def test_every_target_roles_module_gets_apply_mode_and_the_condition() -> None:
-    modules = tree("main.bicep")["modules"]
-    targets = [m for m in modules.values() if m["detail"]["path"].startswith("modules/target-")]
-    assert len(targets) == 2
-    for m in targets:
-        params = body(m)[1]["params"]
-        assert params["applyMode"] == "applyMode"
-        assert params["rbacAdminCondition"] == "rbacAdminCondition"
-    access_role = next(m for m in modules.values() if m["detail"]["path"] == "modules/accesspolicy-role.bicep")
-    assert body(access_role)[0] == "applyMode"
-
-
-def rendered_condition() -> str:
-    """The ABAC condition as ARM receives it, for the default grantable roles."""
+def test_the_vault_module_runs_once_per_target_vault_in_apply_mode_only() -> None:
     main = tree("main.bicep")
+    writers = module_of(VAULT_MODULE)
+    loop = writers["config"]["loop_type"]["detail"]
+    assert loop["array_name"] == "writerVaultIds"
+    operands = main["variables"]["writerVaultIds"]["value"]["operator"]["operands"]
+    assert operands == {"condition": "applyMode", "true_value": "targetVaultIds", "false_value": []}
+    assert main["parameters"]["targetVaultIds"]["default"] == []
+    cfg = body(writers)[1]
+    vault = loop["item_name"]
+    # deployed into the vault's own subscription and resource group, for the vault named by the id's last segment
+    rg = cfg["scope"]["function"]
+    assert rg["type"] == "resource_group"
+    for part, index in (("subscription_id", 2), ("resource_group_name", 4)):
+        accessor = rg["parameters"][part]["operator"]["operands"]
+        assert accessor["operand_2"] == index
+        assert accessor["operand_1"]["function"]["parameters"]["input_string"] == vault
+    params = cfg["params"]
+    assert params["vaultName"]["function"]["type"] == "last"
+    assert params["principalId"] == {"operator": {"type": "property_accessor", "operands": {
+        "operand_1": "identity", "operand_2": {"operator": {"type": "property_accessor", "operands": {
+            "operand_1": "properties", "operand_2": "principalId"}}}}}}
+    assert params["rbacAdminCondition"] == "rbacAdminCondition"
+    rbac_admin = next(cfg for rel, role, cfg in role_assignments() if role == RBAC_ADMINISTRATOR)
+    assert rbac_admin["properties"]["condition"] == "rbacAdminCondition"
+    assert rbac_admin["properties"]["conditionVersion"] == "2.0"
+    assert body(module_of("modules/accesspolicy-role.bicep"))[0] == "applyMode"
+
+
+def test_readers_may_stay_broad_and_take_no_apply_mode_input() -> None:
+    for path in READER_MODULES:
+        params = body(module_of(path))[1]["params"]
+        assert set(params) == {"principalId"}, f"{path} gets only the principal"
+        assert set(tree(path)["parameters"]) == {"principalId"}
+
+
+def test_the_access_policy_role_is_assignable_only_where_the_target_vaults_are() -> None:
+    params = body(module_of("modules/accesspolicy-role.bicep"))[1]["params"]
+    scopes = params["assignableScopes"]["function"]
+    assert scopes["type"] == "union"
+    variables = tree("main.bicep")["variables"]
+    used = [v for v in scopes["parameters"].values() if isinstance(v, str)]
+    assert used == ["targetVaultResourceGroupScopes"]
+    rg_scopes = variables["targetVaultResourceGroupScopes"]["value"]
+    assert rg_scopes["loop_type"]["detail"]["array_name"] == "targetVaultIds"
+    assert rg_scopes["config"] == "/subscriptions/${split(vaultId, '/')[2]}/resourceGroups/${split(vaultId, '/')[4]}"
+    assert "targetSubscriptionScopes" not in variables and "targetResourceGroupScopes" not in variables
+
+
+# --- the ABAC condition, rendered and evaluated --------------------------------------------------------------------
+
+# Operators Microsoft documents for these attributes (conditions-authorization-actions-attributes).
+DOCUMENTED_OPERATORS = {
+    "RoleDefinitionId": {"GuidEquals", "GuidNotEquals", "ForAnyOfAnyValues:GuidEquals",
+                         "ForAnyOfAllValues:GuidNotEquals"},
+    "PrincipalId": {"GuidEquals", "GuidNotEquals", "ForAnyOfAnyValues:GuidEquals", "ForAnyOfAllValues:GuidNotEquals"},
+    "PrincipalType": {"StringEqualsIgnoreCase", "StringNotEqualsIgnoreCase", "ForAnyOfAnyValues:StringEqualsIgnoreCase",
+                      "ForAnyOfAllValues:StringNotEqualsIgnoreCase"},
+}
+_TOKEN = re.compile(r"\s*(?:(?P<lp>\()|(?P<rp>\))|(?P<not>!)|(?P<and>AND\b)|(?P<or>OR\b)"
+                    r"|ActionMatches\{'(?P<action>[^']*)'\}"
+                    r"|@(?P<source>Request|Resource)\[Microsoft\.Authorization/roleAssignments:(?P<attr>\w+)\] "
+                    r"(?P<op>[\w:]+) \{(?P<values>[^}]*)\})")
+
+
+def rendered_condition(principal_types: list[str] | None = None) -> str:
+    """The ABAC condition as ARM receives it, for the default grantable roles (and principal types)."""
+    main = tree("main.bicep")
+    variables = main["variables"]
     grantable = main["parameters"]["grantableRoleIds"]["default"]
-    joiner = main["variables"]["grantableRoleList"]["value"]["function"]
+    types = principal_types or main["parameters"]["grantablePrincipalTypes"]["default"]
+    joiner = variables["grantableRoleList"]["value"]["function"]
     assert joiner["type"] == "join" and joiner["parameters"]["delimiter"] == ", "
-    raw: str = main["variables"]["rbacAdminCondition"]["value"]
-    return raw.replace("${grantableRoleList}", ", ".join(grantable)).replace("\\'", "'")
+    assert variables["grantablePrincipalTypeList"]["value"] == \
+        "\\'${join(grantablePrincipalTypes, '\\', \\'')}\\'", "each type quoted, comma-separated"
+    raw: str = variables["rbacAdminCondition"]["value"]
+    return (raw.replace("${grantableRoleList}", ", ".join(grantable))
+            .replace("${grantablePrincipalTypeList}", ", ".join(f"'{t}'" for t in types))
+            .replace("${selfPrincipalId}", SELF).replace("\\'", "'"))
 
 
-def test_abac_condition_allows_only_key_vault_data_roles_for_service_principals() -> None:
+def evaluate(condition: str, action: str, role: str, principal_type: str, principal_id: str) -> bool:
+    """Evaluate the condition as Azure does for one role-assignment write or delete (single-valued attributes)."""
+    tokens = []
+    pos = 0
+    while pos < len(condition.rstrip()):
+        m = _TOKEN.match(condition, pos)
+        assert m, f"unparsed condition text at {pos}: {condition[pos:pos + 40]!r}"
+        tokens.append(m)
+        pos = m.end()
+    values = {"RoleDefinitionId": role, "PrincipalType": principal_type, "PrincipalId": principal_id}
+
+    def atom(m: re.Match[str]) -> bool:
+        if m["action"] is not None:
+            return m["action"] == action
+        attr, op = m["attr"], m["op"]
+        assert op in DOCUMENTED_OPERATORS[attr], f"{op} is not documented for {attr}"
+        listed = [v.strip().strip("'").lower() for v in m["values"].split(",")]
+        value = values[attr].lower()
+        # single-valued attribute: ForAnyOfAnyValues:XEquals is membership, ForAnyOfAllValues:XNotEquals its negation
+        return (value not in listed) if "NotEquals" in op else (value in listed)
+
+    i = 0
+
+    def expr() -> bool:  # AND and OR have equal precedence here: the template parenthesises every mix
+        nonlocal i
+        result = term()
+        while i < len(tokens) and (tokens[i]["and"] or tokens[i]["or"]):
+            is_and = bool(tokens[i]["and"])
+            i += 1
+            rhs = term()
+            result = (result and rhs) if is_and else (result or rhs)
+        return result
+
+    def term() -> bool:
+        nonlocal i
+        tok = tokens[i]
+        i += 1
+        if tok["not"]:
+            return not term()
+        if tok["lp"]:
+            value = expr()
+            assert tokens[i]["rp"], "unbalanced condition"
+            i += 1
+            return value
+        return atom(tok)
+
+    result = expr()
+    assert i == len(tokens), "trailing condition text"
+    return result
+
+
+WRITE = "Microsoft.Authorization/roleAssignments/write"
+DELETE = "Microsoft.Authorization/roleAssignments/delete"
+SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
+OTHER_SP = "11111111-1111-1111-1111-111111111111"
+
+
+@pytest.mark.parametrize(("action", "role", "ptype", "principal", "allowed"), [
+    (WRITE, SECRETS_USER, "ServicePrincipal", OTHER_SP, True),
+    (DELETE, SECRETS_USER, "ServicePrincipal", OTHER_SP, True),
+    (WRITE, SECRETS_USER, "ServicePrincipal", SELF, False),           # never itself
+    (WRITE, SECRETS_USER, "ServicePrincipal", SELF.upper(), False),   # GUIDs compare without case
+    (DELETE, SECRETS_USER, "ServicePrincipal", SELF, False),
+    (WRITE, SECRETS_USER, "Group", OTHER_SP, False),                  # never a group
+    (WRITE, SECRETS_USER, "User", OTHER_SP, False),                   # users only when the operator allows them
+    (WRITE, KV_ADMINISTRATOR, "ServicePrincipal", OTHER_SP, False),   # privileged only when added
+    (WRITE, "8e3af657-a8ff-443c-a75c-2fe8c4bcb635", "ServicePrincipal", OTHER_SP, False),  # Owner
+    (WRITE, RBAC_ADMINISTRATOR, "ServicePrincipal", OTHER_SP, False),
+    (DELETE, RBAC_ADMINISTRATOR, "ServicePrincipal", SELF, False),    # cannot remove its own guard rail
+    ("Microsoft.KeyVault/vaults/read", READER, "Group", SELF, True),   # other actions are not constrained
+], ids=lambda v: str(v)[:16])
+def test_abac_condition_decides_as_intended(action: str, role: str, ptype: str, principal: str,
+                                            allowed: bool) -> None:
+    assert evaluate(rendered_condition(), action, role, ptype, principal) is allowed
+
+
+def test_abac_condition_allows_users_only_when_listed_and_never_itself() -> None:
+    condition = rendered_condition(["ServicePrincipal", "User"])
+    assert evaluate(condition, WRITE, SECRETS_USER, "User", OTHER_SP)
+    assert not evaluate(condition, WRITE, SECRETS_USER, "User", SELF)
+    assert not evaluate(condition, WRITE, SECRETS_USER, "Group", OTHER_SP)
+    param = tree("main.bicep")["parameters"]["grantablePrincipalTypes"]
+    allowed = next(d["argument"] for d in param["decorators"] if d["type"] == "allowed")
+    assert sorted(allowed) == ["ServicePrincipal", "User"], "never Group"
+    assert param["default"] == ["ServicePrincipal"]
+
+
+def test_abac_condition_excludes_the_apps_own_principal_id() -> None:
+    main = tree("main.bicep")
+    # the excluded id is the principal of the identity the function app runs as
+    assert main["variables"]["selfPrincipalId"]["value"] == body(module_of(VAULT_MODULE))[1]["params"]["principalId"]
+    functionapp = body(module_of("modules/functionapp.bicep"))[1]["params"]
+    assert functionapp["identityId"] == {"operator": {"type": "property_accessor",
+                                                      "operands": {"operand_1": "identity", "operand_2": "id"}}}
+    condition = rendered_condition()
+    exclusions = re.findall(r"@(Request|Resource)\[Microsoft\.Authorization/roleAssignments:PrincipalId\] "
+                            r"ForAnyOfAllValues:GuidNotEquals \{([^}]*)\}", condition)
+    assert exclusions == [("Request", SELF), ("Resource", SELF)]
+
+
+def test_abac_condition_allows_only_key_vault_data_roles_for_the_grantable_principal_types() -> None:
     condition = rendered_condition()
     # Both actions are constrained: writes by the request's attributes, deletes by the existing assignment's.
     assert "!(ActionMatches{'Microsoft.Authorization/roleAssignments/write'})" in condition
@@ -365,10 +550,31 @@ def test_action_group_webhook_posts_the_common_schema_to_api_alerts_with_a_funct
     webhook = tree(rel)["variables"]["webhookBase"]["value"]
     assert webhook["useCommonAlertSchema"] is True
     uri = webhook["serviceUri"]
-    assert "/api/alerts?code=" in uri and "listKeys(" in uri and "/host/default" in uri
-    assert "functionKeys.default" in uri
+    assert uri == "https://${functionApp.properties.defaultHostName}/api/alerts?code=${alertsFunctionKey}"
     aad = tree(rel)["variables"]["webhookAad"]["value"]["operator"]["operands"]
     assert aad["true_value"]["useAadAuth"] is True and aad["false_value"] == {"useAadAuth": False}
+
+
+def test_action_group_uses_a_key_of_the_alerts_function_never_a_host_key() -> None:
+    from remediate.serve import app_functions, load_app
+
+    rel = "modules/alerting.bicep"
+    variables = tree(rel)["variables"]
+    # the key is listed on the alerts function (POST {site}/functions/{name}/listkeys answers {"default": key})
+    key = variables["alertsFunctionKey"]["value"]["operator"]
+    assert key["type"] == "property_accessor" and key["operands"]["operand_2"] == "default"
+    listed = key["operands"]["operand_1"]["function"]
+    assert listed["type"] == "list_func" and listed["parameters"]["func_name"] == "listKeys"
+    assert listed["parameters"]["resource_identifier"] == "${functionApp.id}/functions/${alertsFunctionName}"
+    # and that function is the one the app registers for POST /api/alerts
+    name = variables["alertsFunctionName"]["value"]
+    functions = {f.get_function_name(): json.loads(f.get_function_json()) for f in app_functions(load_app())}
+    trigger = next(b for b in functions[name]["bindings"] if b["type"] == "httpTrigger")
+    assert (trigger["route"], trigger["methods"], trigger["authLevel"]) == ("alerts", ["POST"], "FUNCTION")
+    # and no host key (valid for every function, /api/remediate included) is read anywhere in infra/
+    for path in BICEP_FILES:
+        text = path.read_text(encoding="utf-8")
+        assert "/host/default" not in text and "functionKeys" not in text and "masterKey" not in text, path.name
 
 
 def test_alerting_is_conditional_and_outputs_are_present() -> None:

@@ -63,9 +63,20 @@ AZKVAuditLogs
 | summarize Denials = count() by CallerObjectId, AppId, ResourceId, OperationName, Id = ObjectUri, HttpStatusCode
 '''
 
+// The webhook carries a key of the `alerts` function only, never a host key (valid for every function, including
+// /api/remediate and /api/diagnose): whoever reads the action group can call /api/alerts and nothing else.
+// ARM "Web Apps - List Function Keys": POST {site id}/functions/{functionName}/listkeys
+// (https://learn.microsoft.com/rest/api/appservice/web-apps/list-function-keys). The documented response type is a
+// StringDictionary, but the service answers with the keys at the top level, e.g. {"default": "<key>"}
+// (https://github.com/Azure/azure-rest-api-specs/issues/12889), hence `.default`. The function must exist (code
+// published) or the call is a 404: see "First deployment" in infra/README.md.
+// The function's name (remediate/app/http.py: @bp.function_name("alerts")), which is also its route.
+var alertsFunctionName = 'alerts'
+var alertsFunctionKey = listKeys('${functionApp.id}/functions/${alertsFunctionName}', '2024-04-01').default
+
 var webhookBase = {
   name: 'kv-remediate-alerts'
-  serviceUri: 'https://${functionApp.properties.defaultHostName}/api/alerts?code=${listKeys('${functionApp.id}/host/default', '2024-04-01').functionKeys.default}'
+  serviceUri: 'https://${functionApp.properties.defaultHostName}/api/alerts?code=${alertsFunctionKey}'
   useCommonAlertSchema: true
 }
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from . import catalog
 from .errors import ApplyError, AzureUnavailableError, InputError
 from .facts.writes import ArmWriter, Assignment
 from .guard import Policy, check
@@ -86,13 +87,21 @@ def parse_label(text: str | None) -> tuple[str, datetime | None] | None:
         return None
 
 
+def _ra_key(scope: str, principal_id: str, role_definition_id: str) -> str:
+    return "|".join(("ra", scope.rstrip("/").lower(), principal_id.lower(),
+                     role_definition_id.rsplit("/", 1)[-1].lower()))
+
+
+def _ap_key(vault_id: str, object_id: str, add: Mapping[str, Sequence[str]]) -> str:
+    perms = sorted(f"{k}:{x.lower()}" for k, v in add.items() for x in v)
+    return "|".join(("ap", vault_id.rstrip("/").lower(), object_id.lower(), *perms))
+
+
 def write_key(plan: RoleAssignmentPlan | AccessPolicyPlan) -> str:
     """The identity of the write a plan makes (case-insensitive ARM ids): one open grant per key."""
     if isinstance(plan, RoleAssignmentPlan):
-        return "|".join(("ra", plan.scope.rstrip("/").lower(), plan.principal_id.lower(),
-                         plan.role_definition_id.rsplit("/", 1)[-1].lower()))
-    perms = sorted(f"{k}:{x.lower()}" for k, v in plan.add.items() for x in v)
-    return "|".join(("ap", plan.vault_id.rstrip("/").lower(), plan.object_id.lower(), *perms))
+        return _ra_key(plan.scope, plan.principal_id, plan.role_definition_id)
+    return _ap_key(plan.vault_id, plan.object_id, plan.add)
 
 
 def _summary(f: Finding) -> dict[str, Any]:
@@ -187,6 +196,11 @@ class _Run:
     slot: ClaimKey | None = None
     claimant: str = ""
     resumed: bool = False
+
+    @property
+    def sent(self) -> bool:
+        """The write left us: from here on it may have taken effect in Azure."""
+        return not self.step.startswith("intent recorded")
 
     async def release_slot(self, ctx: ApplyContext) -> None:
         """The write granted nothing (someone else's grant, or refused): the slot goes back."""
@@ -318,10 +332,20 @@ async def _run(f: Finding, writer: ArmWriter, ctx: ApplyContext, run: _Run) -> d
             return await _apply_rbac(f, f.plan, writer, ctx, run)
     except TimeoutError:
         msg = (f"gave up after {ctx.budget_s:.0f} s at '{run.step}': the write may or may not have reached Azure "
-               "and was not verified; re-run (the change is idempotent) or check the vault")
+               "and was not verified")
     except (ApplyError, AzureUnavailableError) as exc:
         msg = f"{exc.message} (reached: {run.step})"
-    done = await _settle(ctx.grants, run.rec, "failed", detail=msg)
+    if run.sent:   # the write may have taken effect: one fresh read says which, else the reconciler will
+        try:
+            if await _present(run.rec, writer):
+                done = await _settle(ctx.grants, run.rec, "applied", detail=f"{msg}; yet a fresh read found the "
+                                     "write in Azure, so it is recorded as applied")
+                return _reported(done) if done.outcome != "applied" else _applied(done, adopted=run.resumed)
+        except (ApplyError, AzureUnavailableError) as exc:
+            done = await _settle(ctx.grants, run.rec, "pending", detail=f"{msg}; whether it took effect could not be "
+                                 f"read ({exc.message}): left pending for the reconciler, which reads Azure")
+            return _outcome(False, "failed", error=done.detail, grant_id=done.id)
+    done = await _settle(ctx.grants, run.rec, "failed", detail=msg + "; re-run to retry (idempotent)")
     return _reported(done)
 
 
@@ -349,11 +373,44 @@ async def _settle_approval(rec: GrantRecord, writer: ArmWriter, grants: GrantSto
                                    "; the request was not approved (denied, cancelled or timed out)"))
 
 
+def _granting_keys(f: Finding) -> list[str]:
+    """Write keys of grants of ours that could be what the diagnosis found granting (a retry after a crash sees
+    its own write as ALREADY_GRANTED): each direct role assignment that grants, and the access-policy add the
+    required permissions would have been."""
+    keys = [_ra_key(str(a["scope"]), str(a["principal_id"]), str(a["role_definition_id"]))
+            for a in f.evidence.get("role_assignments", []) if a.get("grants") and a.get("via") == "direct"
+            and a.get("scope") and a.get("role_definition_id") and a.get("principal_id")]
+    vault = (f.evidence.get("vault") or {}).get("id")
+    if vault and f.denial.principal.object_id and f.required and f.required.access_policy:
+        add = {k: [catalog.canonical_permission(k, p) or p for p in v] for k, v in f.required.access_policy.items()}
+        keys.append(_ap_key(str(vault), f.denial.principal.object_id, add))
+    return keys
+
+
+async def _adopt_granting(f: Finding, writer: ArmWriter, ctx: ApplyContext) -> dict[str, Any] | None:
+    """An ALREADY_GRANTED finding whose grant is an open grant of ours: adopt it (applied, original expiry)."""
+    for key in _granting_keys(f):
+        held = await asyncio.to_thread(ctx.grants.open_for, key)
+        if held is None:
+            continue
+        if held.outcome == "applied":
+            return _applied(held, adopted=True)
+        if held.outcome == "pending_approval":
+            return await _settle_approval(held, writer, ctx.grants) or _reported(held)
+        if await _present(held, writer):
+            done = await _settle(ctx.grants, held, "applied", detail=(held.detail or "") +
+                                 "; adopted by a retry: the write had reached Azure before the attempt stopped")
+            return _reported(done) if done.outcome != "applied" else _applied(done, adopted=True)
+    return None
+
+
 async def apply_one(f: Finding, writer: ArmWriter, ctx: ApplyContext) -> dict[str, Any]:
     """Guard, record the intent, write once, verify, settle; the outcome is merged into the finding's JSON."""
     if f.plan is None:
         if f.cause == "ALREADY_GRANTED":
-            return _outcome(False, "already_granted", detail="the vault already grants this; nothing to change")
+            adopted = await _adopt_granting(f, writer, ctx) if ctx.requested else None
+            return adopted or _outcome(False, "already_granted",
+                                       detail="the vault already grants this; nothing to change")
         return _outcome(False, "no_plan", detail="no grant is the fix for this cause")
     vault_id = f.plan.vault_id if isinstance(f.plan, AccessPolicyPlan) else "/".join(f.plan.scope.split("/")[:9])
     recent = await asyncio.to_thread(ctx.grants.count_applied_since, vault_id, ctx.now - HOUR) if ctx.requested else 0
@@ -384,6 +441,9 @@ async def apply_one(f: Finding, writer: ArmWriter, ctx: ApplyContext) -> dict[st
                              if e.get("via") == "direct" and not e.get("application_id")), {}) or {}
     elif ctx.policy.grant_ttl_text and ctx.policy.use_pim:
         kw["requests"] = [str(uuid.uuid4())]
+    else:   # the deterministic name is the write's identity in Azure: recorded before the write
+        name = assignment_name(f.plan.scope, f.plan.principal_id, f.plan.role_definition_id.rsplit("/", 1)[-1])
+        kw["assignment_id"] = f"{f.plan.scope}/providers/Microsoft.Authorization/roleAssignments/{name}"
     intent = _new_record(ctx, f, "pending", expires_at=expires, write_key=key,
                          detail="intent recorded; the write was not confirmed", **kw)
     run = _Run(rec=intent, slot=slot, claimant=claimant)

@@ -74,3 +74,20 @@ class ApplyError(RemediateError):
 
     code = "APPLY_FAILED"
     exit_code = 1
+
+
+class TooLargeError(InputError):
+    """An input over one of intake's caps (denials per input, distinct principals per batch, records, blocks).
+
+    Raised before any denial is returned (nothing half-done); the app answers HTTP 413, the CLI exits 2.
+    ``what`` names the counted thing, ``count`` how many were seen (at least), ``cap`` the limit.
+    """
+
+    code = "TOO_LARGE"
+    status = 413
+
+    def __init__(self, source: str, what: str, count: int, cap: int, remedy: str) -> None:
+        super().__init__(source, f"more than {cap} {what} ({count} seen, the cap is {cap}); {remedy}", "TOO_LARGE")
+        self.what = what
+        self.count = count
+        self.cap = cap

@@ -2,7 +2,10 @@
 
 ``parse_inputs`` takes a batch of ``(name, bytes)`` and returns one ``ParseResult``; any unusable input raises
 ``InputError`` (naming the input and the problem) before anything is returned, so a batch fails as a whole.
-Nothing else is ever raised.
+Nothing else is ever raised. Inputs over intake's caps (``limits``: denials per input, distinct principals per
+batch, records, blocks) raise ``TooLargeError`` (an InputError, HTTP 413). Ids and names are canonical or None:
+an object is keys/secrets/certificates/storage with a name by Key Vault's rule, a vault id only when every
+segment is valid, and no id or name holds a control character.
 
 ``Denial.source`` vocabulary (stable; family first):
 
@@ -35,13 +38,16 @@ Nothing else is ever raised.
 
 from __future__ import annotations
 
-from ..errors import InputError
+from ..errors import InputError, TooLargeError
 from ..model import ParseResult
+from . import limits
 from .alerts import search_results_link
 from .common import Outcome
 from .detect import decode, parse_text, payload
+from .limits import DEFAULT_MAX_DENIALS, DEFAULT_MAX_PRINCIPALS, MAX_DENIALS_SETTING, MAX_PRINCIPALS_SETTING
 
-__all__ = ["InputError", "parse_inputs", "parse_one", "payload", "search_results_link"]
+__all__ = ["DEFAULT_MAX_DENIALS", "DEFAULT_MAX_PRINCIPALS", "MAX_DENIALS_SETTING", "MAX_PRINCIPALS_SETTING",
+           "InputError", "TooLargeError", "parse_inputs", "parse_one", "payload", "search_results_link"]
 
 
 def _result(out: Outcome) -> ParseResult:
@@ -51,17 +57,32 @@ def _result(out: Outcome) -> ParseResult:
 def _parse(name: str, data: bytes) -> Outcome:
     if not isinstance(data, (bytes, bytearray)):
         raise InputError(name, "unreadable: not bytes")
+    limits.start_input(name)
     return parse_text(name, decode(name, bytes(data)))
 
 
-def parse_one(name: str, data: bytes) -> ParseResult:
-    """The denials in one input; InputError when it is unusable."""
-    return _result(_parse(name, data))
+def parse_one(name: str, data: bytes, *, max_denials: int | None = DEFAULT_MAX_DENIALS,
+              max_principals: int | None = DEFAULT_MAX_PRINCIPALS) -> ParseResult:
+    """The denials in one input; InputError when it is unusable.
+
+    ``max_denials`` caps the denials the input may yield (default 100: one alert or request body), and
+    ``max_principals`` the distinct principals among them (default 50); None is no cap. Over a cap:
+    ``TooLargeError`` (an InputError, code TOO_LARGE, ``status`` 413), raised before anything is returned.
+    """
+    with limits.budget(max_denials, max_principals):
+        return _result(_parse(name, data))
 
 
-def parse_inputs(inputs: list[tuple[str, bytes]]) -> ParseResult:
-    """The denials of a batch, in input order; the first unusable input fails the whole batch."""
+def parse_inputs(inputs: list[tuple[str, bytes]], *, max_denials: int | None = DEFAULT_MAX_DENIALS,
+                 max_principals: int | None = DEFAULT_MAX_PRINCIPALS) -> ParseResult:
+    """The denials of a batch, in input order; the first unusable input fails the whole batch.
+
+    ``max_denials`` applies to each input (default 100), ``max_principals`` to the distinct principals of the
+    whole batch (default 50); None is no cap. Over a cap: ``TooLargeError`` naming the input, before anything
+    is returned.
+    """
     total = Outcome()
-    for name, data in inputs:
-        total.extend(_parse(name, data))
+    with limits.budget(max_denials, max_principals):
+        for name, data in inputs:
+            total.extend(_parse(name, data))
     return _result(total)

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..model import VaultRef
+from . import limits
 from .common import (
     DENIAL_STATUSES,
     Draft,
@@ -41,6 +42,7 @@ _KV_QUERY = re.compile(r"AZKVAuditLogs|MICROSOFT\.KEYVAULT|vault\.azure\.net|Mic
 _QUERY_STATUS = re.compile(r"(?:httpStatusCode_d|HttpStatusCode|StatusCode)\s*==\s*(\d{3})\b|"
                            r"ResultSignature\s*==\s*[\"'](\w+)[\"']", re.IGNORECASE)
 _QUERY_RANGE = re.compile(r"(?:httpStatusCode_d|HttpStatusCode)\s*(?:>=?|<=?|!=|in\b)", re.IGNORECASE)
+_TABLE = re.compile(r"\s{0,64}(?:let [^;]{0,1024};\s{0,64}){0,32}([A-Za-z_][A-Za-z0-9_]{0,127})")
 _METRIC_KINDS = {"singleresourcemultiplemetriccriteria", "multipleresourcemultiplemetriccriteria",
                  "dynamicthresholdcriteria", "webtestlocationavailabilitycriteria"}
 _STATUS_METRICS = {"serviceapiresult", "availability", "serviceapilatency"}
@@ -133,7 +135,10 @@ def _not_kv(name: str, about: list[str]) -> InputError:
 
 def _query_status(query: str | None) -> int | None:
     """The one status a query filters on (``httpStatusCode_d == 403``), if it names exactly one."""
-    if not query or _QUERY_RANGE.search(query):
+    if not query:
+        return None
+    query = query[:limits.MAX_MESSAGE_CHARS]
+    if _QUERY_RANGE.search(query):
         return None
     found = {status_value(a or b) for a, b in _QUERY_STATUS.findall(query)}
     found.discard(None)
@@ -143,7 +148,7 @@ def _query_status(query: str | None) -> int | None:
 def _query_table(query: str | None) -> str | None:
     if not query:
         return None
-    m = re.match(r"\s*(?:let [^;]*;\s*)*([A-Za-z_][A-Za-z0-9_]*)", query)
+    m = _TABLE.match(query[:limits.MAX_MESSAGE_CHARS])
     return m.group(1) if m else None
 
 
@@ -181,6 +186,7 @@ def _finish(d: Draft, ess: Essentials, out: Outcome, *, query: str | None, when:
 def _log_v2(name: str, ess: Essentials, ctx: dict[str, Any], payload: Any) -> Outcome:
     cond = as_dict(ctx.get("condition"))
     items = [as_dict(i) for i in as_list(cond.get("allOf"))]
+    limits.check_records(name, len(items) + sum(len(as_list(i.get("event"))) for i in items))
     when = text(cond.get("windowEndTime"))
     out = Outcome()
     queries = " ".join(text(i.get("searchQuery")) or "" for i in items)
@@ -266,6 +272,7 @@ def _metric(name: str, ess: Essentials, criteria: list[dict[str, Any]], source: 
         vault = vault_from_resource_id(resource_id)[0]
     if not (any(n.lower() == _KV_TYPE for n in namespaces) or vault.name or (rtype or "").lower() == _KV_TYPE):
         raise _not_kv(name, [n for n in namespaces if n] + ess.about() + ([rtype] if rtype else []))
+    limits.check_records(name, len(criteria))
     out = Outcome()
     for c in criteria:
         dims = _pairs(c.get("dimensions"))

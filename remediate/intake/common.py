@@ -16,8 +16,9 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from .. import catalog
+from .. import armid, catalog
 from ..model import Denial, ObjectRef, Principal, PrincipalKind, VaultRef
+from . import limits
 
 # --- primitive accessors (total over JSON values) ---------------------------------------------------------
 
@@ -63,6 +64,24 @@ def lower_keys(record: Mapping[Any, Any]) -> dict[str, Any]:
 
 # --- identifiers ---------------------------------------------------------------------------------------------
 
+# C0 and C1 controls, DEL, and the invisible format characters that reorder or forge text (bidi embeddings,
+# overrides and isolates, zero-width characters, line/paragraph separators, the BOM): never part of an id or name.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+_MAX_ID = 256
+
+
+def has_control(value: str) -> bool:
+    """True when a string holds a control or invisible formatting character (see ``_CONTROL``)."""
+    return _CONTROL.search(value) is not None
+
+
+def identifier(value: Any) -> str | None:
+    """``text`` for ids and names: None when it is long (> 256) or holds a control or formatting character."""
+    if not isinstance(value, str) or len(value) > _MAX_ID or has_control(value):
+        return None
+    return text(value)
+
+
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _NIL_GUID = "00000000-0000-0000-0000-000000000000"
 _MASKED = re.compile(r"XXXX|xxxx|<[^>]*>|\*\*\*|\.\.\.|REDACTED|\{[^}]*\}")
@@ -77,6 +96,8 @@ def guid(value: Any) -> str | None:
 
 @lru_cache(maxsize=8192)
 def _guid(value: str) -> str | None:
+    if len(value) > 64 or has_control(value):
+        return None
     v = value.strip()
     if len(v) != 36 or not _GUID.fullmatch(v) or v == _NIL_GUID:
         return None
@@ -95,6 +116,8 @@ def vault_name(value: Any) -> str | None:
 
 @lru_cache(maxsize=4096)
 def _vault_name(value: str) -> str | None:
+    if len(value) > 64 or has_control(value):
+        return None
     v = value.strip()
     if not _VAULT_NAME.fullmatch(v) or "--" in v or masked(v):
         return None
@@ -102,11 +125,14 @@ def _vault_name(value: str) -> str | None:
 
 
 def object_name(value: Any) -> str | None:
-    """An object name as given, unless it is empty or masked."""
-    v = text(value)
-    if v is None or masked(v) or len(v) > 127:
+    """A key, secret or certificate name by Key Vault's rule (``^[0-9A-Za-z-]{1,127}$``), unless masked, else None.
+
+    Nothing is decoded or trimmed into shape: ``x%2F..``, ``a.b``, ``a b``, a backslash, a look-alike letter or a
+    control character is not a name, so the object is unknown rather than partially kept.
+    """
+    if not isinstance(value, str) or len(value) > 127 or not armid.is_object_name(value) or masked(value):
         return None
-    return v
+    return value
 
 
 def ip_address(value: Any) -> str | None:
@@ -126,39 +152,54 @@ def _ip_address(v: str) -> str | None:
 
 # --- vaults and objects --------------------------------------------------------------------------------------
 
+# ASCII: no unicode case folding (a Kelvin sign is not a 'k'); every part bounded.
 _VAULT_ID = re.compile(
-    r"/subscriptions/([^/'\"\r\n]{1,80})/resourcegroups/([^/'\"\r\n]{1,90})/providers/microsoft\.keyvault/vaults/([^/\s'\"?]+)"
-    r"((?:/[^/\s'\"?]+)*)", re.IGNORECASE)
+    r"/subscriptions/([^/'\"\r\n]{1,80})/resourcegroups/([^/'\"\r\n]{1,90})/providers/microsoft\.keyvault/vaults/"
+    r"([^/\s'\"?#]{1,64})((?:/[^/\s'\"?#]{1,1024}){0,16})", re.IGNORECASE | re.ASCII)
+_MAX_RESOURCE_ID = 4096
 _PROVIDER_TYPE = re.compile(r"/providers/([^/]+/[^/]+)", re.IGNORECASE)
 _OBJECT_KINDS = {"keys": "keys", "secrets": "secrets", "certificates": "certificates", "storage": "storage",
                  "deletedkeys": "keys", "deletedsecrets": "secrets", "deletedcertificates": "certificates",
                  "deletedstorage": "storage"}
 _NOT_OBJECTS = {"contacts", "issuers", "restore"}
+_MAX_PATH = 4096
 
 
 _NO_VAULT: tuple[VaultRef, ObjectRef | None] = (VaultRef(), None)
 
 
 def vault_from_resource_id(value: Any) -> tuple[VaultRef, ObjectRef | None]:
-    """Vault (and a trailing object path) from a resource id; the id is kept only when its subscription is real."""
-    if not isinstance(value, str) or "/" not in value:
+    """Vault (and a trailing object path) from a resource id.
+
+    The vault id is kept only when its subscription is a GUID, its resource group and vault name are valid by
+    ARM's and Key Vault's rules, and the id holds no ``..``, ``%`` or backslash; the object only by
+    ``object_from_path``'s rules. A control character anywhere makes the whole id unknown.
+    """
+    if not isinstance(value, str) or "/" not in value or len(value) > _MAX_RESOURCE_ID:
         return _NO_VAULT
-    return _vault_from_resource_id(value)
+    return _vault_from_resource_id(value.strip())
 
 
 @lru_cache(maxsize=4096)
 def _vault_from_resource_id(v: str) -> tuple[VaultRef, ObjectRef | None]:
+    if has_control(v):
+        return _NO_VAULT
     m = _VAULT_ID.search(v)
     if m is None:
         return _NO_VAULT
     sub, rg, name, rest = m.group(1), m.group(2), m.group(3), m.group(4)
+    tail = v[m.end():]
+    if tail and tail[0] not in "?#":
+        if not rest:
+            return _NO_VAULT  # the vault segment runs on past what a name can be ("kv1 x", "kv1\\..")
+        rest += tail  # the object segment runs on ("secrets/x y"): judged whole, never cut to "x"
     vname = vault_name(name)
+    whole = v[m.start():]
     rid: str | None = None
-    if vname and guid(sub) and not masked(rg):
-        rid = v[m.start():m.start(4)].rstrip("/")
-        if not rid.startswith("/"):
-            rid = "/" + rid
-    obj = object_from_path(rest) if rest else None
+    if (vname and guid(sub) and armid.parse_vault_id(v[m.start():m.start(4)]) is not None and not masked(rg)
+            and ".." not in whole and "%" not in whole and "\\" not in whole):
+        rid = v[m.start():m.start(4)]
+    obj = object_from_path(rest.split("?", 1)[0].split("#", 1)[0]) if rest else None
     return VaultRef(name=vname, resource_id=rid), obj
 
 
@@ -181,19 +222,51 @@ def is_vault_id(value: Any) -> bool:
     return bool(v and _VAULT_ID.search(v))
 
 
-def object_from_path(path: str) -> ObjectRef | None:
-    """Object kind, name and version from a data-plane path (/secrets/n/v, /deletedkeys/n, ...)."""
-    segs = [unquote(s) for s in path.split("/") if s]
-    if not segs:
+def _segment(raw: str) -> str | None:
+    """One path segment percent-decoded once; None when it is not a plain segment after that.
+
+    Not plain: decoding leaves a ``%`` (double encoding), a ``/`` or backslash, invalid UTF-8, or a control
+    character; or the segment is ``.``/``..`` (a client or proxy would move the request elsewhere).
+    """
+    d = unquote(raw, errors="strict") if "%" in raw else raw
+    if "%" in d or "/" in d or "\\" in d or d in (".", "..") or has_control(d):
         return None
-    kind = _OBJECT_KINDS.get(segs[0].lower())
+    return d
+
+
+def object_from_path(path: str) -> ObjectRef | None:
+    """Object kind, name and version from a data-plane path (/secrets/n/v, /deletedkeys/n, ...).
+
+    Canonical or nothing: the kind is keys, secrets, certificates or storage (``deleted*`` and any ASCII case map
+    to it); a path with a ``.``/``..`` segment (plain or encoded), a backslash or a control character names no
+    object; a name that is not valid by Key Vault's rule after one percent-decoding is unknown (None); a version
+    is 32 hex digits or unknown.
+    """
+    if not isinstance(path, str) or len(path) > _MAX_PATH or "\\" in path or has_control(path):
+        return None
+    raw = [s for s in path.split("/") if s]
+    if not raw:
+        return None
+    try:
+        segs = [_segment(s) for s in raw]
+    except UnicodeDecodeError:
+        return None
+    first = segs[0]
+    if first is None or not first.isascii():
+        return None
+    kind = _OBJECT_KINDS.get(first.lower())
     if kind is None:
         return None
-    if len(segs) < 2 or segs[1].lower() in _NOT_OBJECTS:
+    if any(s in (".", "..") for s in (unquote(r) for r in raw)):
+        return None
+    if len(segs) < 2:
+        return None
+    if segs[1] is not None and segs[1].isascii() and segs[1].lower() in _NOT_OBJECTS:
         return None
     name = object_name(segs[1])
     version = None
-    if len(segs) >= 3 and _VERSION.fullmatch(segs[2]) and segs[2].strip("0"):
+    if name is not None and len(segs) >= 3 and segs[2] is not None and _VERSION.fullmatch(segs[2]) \
+            and segs[2].strip("0"):
         version = segs[2].lower()
     return ObjectRef(kind=kind, name=name, version=version)
 
@@ -260,6 +333,9 @@ def tenant_from_iss(value: Any) -> str | None:
     return guid(m.group(1) or m.group(2)) if m else None
 
 
+_UPN = re.compile(r"[^\s@]{1,128}@[^\s@]{1,127}")
+
+
 def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
     """A Principal from token claims in any spelling; kind from idtyp, else upn/scp (user) or appidacr (app)."""
     c: dict[str, Any] = {}
@@ -269,8 +345,8 @@ def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
     oid = guid(c.get("oid"))
     appid = guid(c.get("appid")) or guid(c.get("azp"))
     tid = guid(c.get("tid")) or tenant_from_iss(c.get("iss"))
-    upn = text(c.get("upn")) or None
-    if upn and (masked(upn) or "@" not in upn):
+    upn = identifier(c.get("upn"))
+    if upn and (masked(upn) or not _UPN.fullmatch(upn)):
         upn = None
     idtyp = (text(c.get("idtyp")) or "").lower()
     kind: PrincipalKind | None = None
@@ -293,7 +369,7 @@ def merge_principal(a: Principal, b: Principal) -> Principal:
 def principal_from_caller(caller: str) -> Principal:
     """``appid=..;oid=..;numgroups=..;iss=..;xmsmirid=..`` (the Caller text of Key Vault errors)."""
     pairs: dict[str, str] = {}
-    for part in caller.split(";"):
+    for part in caller[:2048].split(";"):
         k, sep, v = part.partition("=")
         if sep:
             pairs.setdefault(k.strip().lower(), v.strip())
@@ -338,17 +414,18 @@ def status_value(value: Any) -> int | None:
 
 # --- message text (Key Vault's error text, wherever it appears) ----------------------------------------------
 
+# Every quantifier is bounded and no '\s*' can run across lines (the message is also cut to MAX_MESSAGE_CHARS first).
 _MSG = re.compile(
-    r"Caller:\s*(?P<caller>[^\r\n\\]*?appid=[^\r\n\s\\]*)"
-    r"|The user, group or application '(?P<ugoa>[^']*)'"
-    r"|Action:\s*'?(?P<action>Microsoft\.KeyVault/[A-Za-z/]+)"
-    r"|Resource:\s*'(?P<resource>[^'\r\n]*)'"
-    r"|Vault:\s*(?P<vault>[^;\s\\\"']+);location="
-    r"|key vault '(?P<kv>[^';]+)(?:;location=[^']*)?'"
-    r"|does not have (?P<pkind>keys|secrets|certificates|storage) (?P<perm>[A-Za-z]+) permission"
-    r"|Operation:\s*\\?\"(?P<opq>[A-Za-z]+)\\?\""
-    r"|Operation (?P<opnp>[A-Za-z]+) is not (?:permitted|allowed)"
-    r"|Client address(?::\s*| \()(?P<ip>[0-9A-Fa-f.:]+)"
+    r"Caller:[ \t]{0,8}(?P<caller>[^\r\n\\]{0,512}?appid=[^\r\n\s\\]{0,1024})"
+    r"|The user, group or application '(?P<ugoa>[^'\r\n]{0,1024})'"
+    r"|Action:[ \t]{0,8}'?(?P<action>Microsoft\.KeyVault/[A-Za-z/]{1,128})"
+    r"|Resource:[ \t]{0,8}'(?P<resource>[^'\r\n]{0,1024})'"
+    r"|Vault:[ \t]{0,8}(?P<vault>[^;\s\\\"']{1,64});location="
+    r"|key vault '(?P<kv>[^';\r\n]{1,64})(?:;location=[^'\r\n]{0,64})?'"
+    r"|does not have (?P<pkind>keys|secrets|certificates|storage) (?P<perm>[A-Za-z]{1,40}) permission"
+    r"|Operation:[ \t]{0,8}\\?\"(?P<opq>[A-Za-z]{1,80})\\?\""
+    r"|Operation (?P<opnp>[A-Za-z]{1,80}) is not (?:permitted|allowed)"
+    r"|Client address(?::[ \t]{0,8}| \()(?P<ip>[0-9A-Fa-f.:]{2,45})"
     r"|on a disabled (?P<dkind>secret|key|certificate)")
 
 _NETWORK = re.compile(r"ForbiddenByFirewall|ForbiddenByConnection|network security perimeter|\bNSP\b|"
@@ -359,10 +436,12 @@ _KEY_OP = re.compile(r"KeyOperationForbidden|is not permitted on this key", re.I
 _DISABLED = re.compile(r"SecretDisabled|KeyDisabled|CertificateDisabled|not allowed on a disabled", re.IGNORECASE)
 _OBO = re.compile(r"on[- ]behalf[- ]of|compound identit|\bOBO\b", re.IGNORECASE)
 _CHALLENGE = re.compile(r"AKV10000|missing a Bearer|Request is missing a Bearer", re.IGNORECASE)
-_IMPLIED_403 = re.compile(r"Caller is not authorized to perform action|does not have \w+ \w+ permission on key vault|"
+_IMPLIED_403 = re.compile(r"Caller is not authorized to perform action|"
+                          r"does not have \w{1,40} \w{1,40} permission on key vault|"
                           r"Client address[^\r\n]{0,40}is not authorized|is not permitted on this key|"
                           r"Access denied to first party service|not allowed on a disabled", re.IGNORECASE)
 _AKV401 = re.compile(r"\bAKV100\d\d\b")
+_THROTTLED = re.compile(r"\bThrottled\b")
 
 
 @dataclass(frozen=True)
@@ -385,7 +464,7 @@ def message_facts(message: str | None) -> MessageFacts:
     """Scan one message once; the first occurrence of each field wins (tools often print it twice)."""
     if not message:
         return _NO_FACTS
-    return _message_facts(message)
+    return _message_facts(message[:limits.MAX_MESSAGE_CHARS])
 
 
 @lru_cache(maxsize=2048)
@@ -433,6 +512,7 @@ def implied_status(message: str | None) -> int | None:
     """A status the service's own wording implies (403 texts; AKV100xx are 401), for inputs that carry none."""
     if not message:
         return None
+    message = message[:limits.MAX_MESSAGE_CHARS]
     if _IMPLIED_403.search(message):
         return 403
     if _AKV401.search(message):
@@ -617,14 +697,14 @@ def cause_hint(*, status: int | None, texts: Iterable[str | None], principal: Pr
                operation: str | None = None, address_authorized: bool | None = None,
                status_only: bool = False) -> str | None:
     """The cause the input alone decides (causes.md), else None."""
-    blob = "\n".join(t for t in texts if t)
+    blob = "\n".join(t[:limits.MAX_MESSAGE_CHARS] for t in texts if t)
     return _cause_hint(status, blob, principal.known, (operation or "").lower(), address_authorized, status_only)
 
 
 @lru_cache(maxsize=2048)
 def _cause_hint(status: int | None, blob: str, known: bool, operation: str, address_authorized: bool | None,
                 status_only: bool) -> str | None:
-    if status == 429 or re.search(r"\bThrottled\b", blob):
+    if status == 429 or _THROTTLED.search(blob):
         return "THROTTLED"
     if status == 401:
         if _CHALLENGE.search(blob) or (operation == "authentication" and not known):
@@ -648,6 +728,15 @@ def _cause_hint(status: int | None, blob: str, known: bool, operation: str, addr
 
 
 # --- assembling one denial -----------------------------------------------------------------------------------
+
+
+def _code(value: Any) -> str | None:
+    """An error code (``Forbidden``, ``ForbiddenByRbac``): a short word, or None."""
+    v = identifier(value)
+    return v if v is not None and len(v) <= 128 and _CODE.fullmatch(v) else None
+
+
+_CODE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 
 
 @dataclass
@@ -717,13 +806,14 @@ class Draft:
         texts = (self.message, self.error_code, self.inner_code)
         hint = cause_hint(status=self.status, texts=texts, principal=self.principal, operation=ops.operation,
                           address_authorized=self.address_authorized, status_only=self.status_only)
-        message = self.message.strip() if self.message else None
+        message = self.message[:limits.MAX_MESSAGE_CHARS].strip() if self.message else None
+        limits.count_denial(self.principal)
         return Denial(
-            source=self.source, status=self.status, error_code=text(self.error_code), inner_code=text(self.inner_code),
-            principal=self.principal, vault=vault, operation=ops.operation, data_action=ops.data_action,
-            access_policy_permission=ops.permission, object=self.object, caller_ip=self.caller_ip,
-            time=text(self.time), correlation_id=guid(self.correlation_id), message=message or None,
-            cause_hint=hint, alert_id=text(self.alert_id))
+            source=self.source, status=self.status, error_code=_code(self.error_code),
+            inner_code=_code(self.inner_code), principal=self.principal, vault=vault, operation=ops.operation,
+            data_action=ops.data_action, access_policy_permission=ops.permission, object=self.object,
+            caller_ip=self.caller_ip, time=identifier(self.time), correlation_id=guid(self.correlation_id),
+            message=message or None, cause_hint=hint, alert_id=identifier(self.alert_id))
 
 
 @dataclass

@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 from ..errors import InputError
-from . import alerts, errors_text, logs, runbook
+from . import alerts, errors_text, limits, logs, runbook
 from .common import Outcome
 
 _SEPARATOR = re.compile(r"^[ \t]*---[ \t]*$", re.MULTILINE)
@@ -19,6 +19,7 @@ _FENCE = re.compile(r"^[ \t]*```[\w-]*[ \t]*$", re.MULTILINE)
 _MD_ESCAPE = re.compile(r"\\([()\[\]_*#<>`{}.!|-])")
 _BOX = re.compile(r"^[ \t]*[│┃|╵╷][ \t]?", re.MULTILINE)
 _QUOTE = re.compile(r"^[ \t]*> ?", re.MULTILINE)
+_QUOTE_START = re.compile(r"[ \t\n]{0,64}> ")
 
 
 def decode(name: str, data: bytes) -> str:
@@ -48,7 +49,7 @@ def _clean_text(block: str) -> str:
         block = _MD_ESCAPE.sub(r"\1", block)
     if "│" in block or "╷" in block:
         block = _BOX.sub("", block)
-    if re.match(r"\s*> ", block):
+    if _QUOTE_START.match(block):
         block = _QUOTE.sub("", block)
     return block
 
@@ -56,6 +57,7 @@ def _clean_text(block: str) -> str:
 def _json_outcome(name: str, value: Any) -> Outcome | None:
     """The outcome for a parsed JSON value, or None when no family recognises it."""
     if isinstance(value, list):
+        limits.check_records(name, len(value))
         recs = logs.records_of(value)
         if recs is not None:
             return logs.rows_outcome(recs, None, keep_unknown_status=False)
@@ -110,6 +112,7 @@ def _json_lines(name: str, block: str) -> Outcome | None:
         except (ValueError, RecursionError):
             return None
         records.append(value)
+        limits.check_records(name, len(records))
     return _json_outcome(name, records) if len(records) > 1 else None
 
 
@@ -155,6 +158,7 @@ def parse_block(name: str, block: str) -> Outcome | None:
 def parse_text(name: str, text: str) -> Outcome:
     """Every block of one decoded input; unrecognised blocks beside recognised ones are counted and noted."""
     blocks = [b for b in _SEPARATOR.split(text) if b.strip()] if "---" in text else [text]
+    limits.check_blocks(name, len(blocks))
     if not blocks:
         raise InputError(name, "is empty")
     out = Outcome()

@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import TooLargeError
+from . import limits
 from .common import (
     CODE_STATUS,
     DENIAL_STATUSES,
@@ -32,50 +34,61 @@ _SOURCES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("error.go", re.compile(r"^RESPONSE \d{3}: |^ERROR CODE: ", re.MULTILINE)),
     ("error.dotnet", re.compile(r"RequestFailedException|^Status: \d{3} \(", re.MULTILINE)),
     ("error.java", re.compile(r"HttpResponseException|com\.azure\.|Status code \d{3}")),
-    ("error.javascript", re.compile(r"RestError|statusCode: \d{3}|^\s*at .+\.js:\d+", re.MULTILINE)),
+    ("error.javascript", re.compile(r"RestError|statusCode: \d{3}|^[ \t]{0,64}at [^\n]{1,4096}?\.js:\d", re.MULTILINE)),
     ("error.python_legacy", re.compile(r"KeyVaultErrorException|azure\.keyvault\.(?:v7_\d\.)?models|"
                                        r"msrest\.exceptions|Operation returned an invalid status code")),
     ("error.python", re.compile(r"azure\.core\.exceptions|HttpResponseError|Traceback \(most recent call last\)|"
                                 r"ResourceNotFoundError|ClientAuthenticationError")),
     ("error.azure_cli", re.compile(r"^ERROR: |^\$ az |^az keyvault ", re.MULTILINE)),
-    ("error.azure_core", re.compile(r"^\((\w+)\) .+$\n(?:.*\n)*?^Code: \w+", re.MULTILINE)),
 )
+# azure-core's text: a "(Code) message" line, and a "Code: X" line after it (two linear scans, no lazy run).
+_CORE_PAREN = re.compile(r"^\(\w{1,128}\) [^\n]", re.MULTILINE)
+_CORE_CODE = re.compile(r"^Code: \w", re.MULTILINE)
 
+# Every pattern below runs over a whole block (up to the 4 MiB body limit): each quantifier is bounded, and no
+# '^\s*' under MULTILINE (it would run across every following blank line from every line start: quadratic).
 _STATUS = re.compile(
-    r"Status:\s*(\d{3})\b|RESPONSE (\d{3})\b|StatusCode=(\d{3})\b|Status=(\d{3})\b|Status code (\d{3})\b|"
-    r"\"?statusCode\"?\s*[:=]\s*(\d{3})\b|\.reply\((\d{3})\b|HTTP/\d(?:\.\d)? (\d{3})\b|"
-    r"invalid status code '(\w+)'|\"status\"\s*:\s*(\d{3})\b")
-_CODE_LINE = re.compile(r"^\s*(?:Code|ERROR CODE|ErrorCode):\s*\"?(\w+)", re.MULTILINE)
-_PAREN_CODE = re.compile(r"^(?:ERROR: |[\w.]+(?:Error|Exception): )?\((\w+)\) ", re.MULTILINE)
-_AUTOREST_CODE = re.compile(r"\bCode=\"(\w+)\"")
-_JS_CODE = re.compile(r"\bcode: '(\w+)'")
-_MESSAGE_LINE = re.compile(r"^\s*Message:\s*(.+(?:\n(?!\s*(?:Code|Inner error|Target|Exception Details):).+)*)",
+    r"Status:\s{0,8}(\d{3})\b|RESPONSE (\d{3})\b|StatusCode=(\d{3})\b|Status=(\d{3})\b|Status code (\d{3})\b|"
+    r"\"?statusCode\"?\s{0,8}[:=]\s{0,8}(\d{3})\b|\.reply\((\d{3})\b|HTTP/\d(?:\.\d)? (\d{3})\b|"
+    r"invalid status code '(\w{1,64})'|\"status\"\s{0,8}:\s{0,8}(\d{3})\b")
+_CODE_LINE = re.compile(r"^[ \t]{0,64}(?:Code|ERROR CODE|ErrorCode):[ \t]{0,8}\"?(\w{1,128})", re.MULTILINE)
+_PAREN_CODE = re.compile(r"^(?:ERROR: |[\w.]{1,256}(?:Error|Exception): )?\((\w{1,128})\) ", re.MULTILINE)
+_AUTOREST_CODE = re.compile(r"\bCode=\"(\w{1,128})\"")
+_JS_CODE = re.compile(r"\bcode: '(\w{1,128})'")
+_MESSAGE_LINE = re.compile(r"^[ \t]{0,64}Message:[ \t]{0,8}([^\n]{1,8192}"
+                           r"(?:\n(?![ \t]{0,64}(?:Code|Inner error|Target|Exception Details):)[^\n]{1,8192}){0,64})",
                            re.MULTILINE)
-_INNER = re.compile(r"Inner ?error\"?\s*[:=]\s*\{\s*\"code\"\s*:\s*\"(\w+)\"", re.IGNORECASE)
-_AUTOREST_MSG = re.compile(r"Message=\"((?:[^\"\\]|\\.)*)\"")
-_BODY_START = re.compile(r"\{\s*\"error\"\s*:|\{\s*\\\"error\\\"\s*:|\{\s*'error'\s*:")
-_TRUNC_CODE = re.compile(r"\"code\"\s*:\s*\"(\w+)\"")
-_TRUNC_MSG = re.compile(r"\"message\"\s*:\s*\"((?:[^\"\\]|\\.)*)")
-_REQUEST = re.compile(r"^\s*(GET|PUT|POST|PATCH|DELETE|HEAD) (https://\S+)|"
-                      r"Request URL: '(https://[^']+)'|Request method: '(\w+)'|"
-                      r"\burl: '(https://[^']+)'|\bmethod: '(\w+)'|"
-                      r"nock\('(https://[^']+)'|^\s*\.(get|put|post|patch|delete)\('([^']*)'", re.MULTILINE)
-_VAULT_URL = re.compile(r"https://[A-Za-z0-9-]+\.vault(?:core)?\.(?:azure\.net|azure\.cn|usgovcloudapi\.net|"
-                        r"microsoftazure\.de)[^\s\"'<>)]*")
+_INNER = re.compile(r"Inner ?error\"?\s{0,8}[:=]\s{0,8}\{\s{0,8}\"code\"\s{0,8}:\s{0,8}\"(\w{1,128})\"", re.IGNORECASE)
+_AUTOREST_MSG = re.compile(r"Message=\"((?:[^\"\\]|\\.){0,8192})\"")
+_BODY_START = re.compile(r"\{\s{0,64}\"error\"\s{0,64}:|\{\s{0,64}\\\"error\\\"\s{0,64}:|\{\s{0,64}'error'\s{0,64}:")
+_TRUNC_CODE = re.compile(r"\"code\"\s{0,8}:\s{0,8}\"(\w{1,128})\"")
+_TRUNC_MSG = re.compile(r"\"message\"\s{0,8}:\s{0,8}\"((?:[^\"\\]|\\.){0,8192})")
+_TRUNC_INNER = re.compile(r"inner[eE]rror\"\s{0,8}:\s{0,8}\{\s{0,8}\"code\"\s{0,8}:\s{0,8}\"(\w{1,128})\"")
+_REQUEST = re.compile(r"^[ \t]{0,64}(GET|PUT|POST|PATCH|DELETE|HEAD) (https://\S{1,4096})|"
+                      r"Request URL: '(https://[^'\n]{1,4096})'|Request method: '(\w{1,16})'|"
+                      r"\burl: '(https://[^'\n]{1,4096})'|\bmethod: '(\w{1,16})'|"
+                      r"nock\('(https://[^'\n]{1,4096})'|^[ \t]{0,64}\.(get|put|post|patch|delete)\('([^'\n]{0,4096})'",
+                      re.MULTILINE)
+_VAULT_URL = re.compile(r"https://[A-Za-z0-9-]{1,64}\.vault(?:core)?\.(?:azure\.net|azure\.cn|usgovcloudapi\.net|"
+                        r"microsoftazure\.de)[^\s\"'<>)]{0,4096}")
+# One body is decoded from at most this many characters after its '{' (a REST error body is a few KiB).
+_BODY_WINDOW = 64 * 1024
 # Anchors that mark a block as a Key Vault / Azure SDK error (recognised even when it is not a denial).
 _RECOGNISED = re.compile(
-    r"[{,]\s*\\?[\"']error\\?[\"']\s*:|Status:\s*\d{3}\b|RESPONSE \d{3}:|StatusCode=\d{3}\b|Status code \d{3}\b|"
-    r"statusCode\"?:\s*\d{3}\b|^Code: \w+$|^(?:ERROR: )?\(\w+\) \w|\bAKV\d{5}\b|Caller is not authorized to perform|"
-    r"does not have \w+ \w+ permission on key vault|is not permitted on this key|Access denied to first party|"
+    r"[{,]\s{0,64}\\?[\"']error\\?[\"']\s{0,64}:|Status:\s{0,8}\d{3}\b|RESPONSE \d{3}:|StatusCode=\d{3}\b|"
+    r"Status code \d{3}\b|statusCode\"?:\s{0,8}\d{3}\b|^Code: \w{1,128}$|^(?:ERROR: )?\(\w{1,128}\) \w|\bAKV\d{5}\b|"
+    r"Caller is not authorized to perform|does not have \w{1,40} \w{1,40} permission on key vault|"
+    r"is not permitted on this key|Access denied to first party|"
     r"Client address: \d|Operation is not allowed|not allowed on a disabled|get_token failed|"
     r"challenge resource '|CredentialUnavailableError|ClientAuthenticationError|HttpResponseError|"
     r"RequestFailedException|RestError|HttpResponseException|KeyVaultErrorException|"
     r"Operation returned an invalid status code|Request was not processed because too many requests",
     re.MULTILINE)
 # Documentation and queries quote error texts; they are not errors (markdown tables, HTML comments, KQL pipes).
-_DOCUMENT = re.compile(r"^\s*\|[ :-]*-{2,}|^\s*<!--|^\s*\|\s*(?:where|summarize|project|extend)\b|^//", re.MULTILINE)
+_DOCUMENT = re.compile(r"^[ \t]{0,64}\|[ :-]{0,64}-{2}|^[ \t]{0,64}<!--|"
+                       r"^[ \t]{0,64}\|[ \t]{0,64}(?:where|summarize|project|extend)\b|^//", re.MULTILINE)
 
-_SDK_METHOD = re.compile(r"BaseClient#(\w+)")
+_SDK_METHOD = re.compile(r"BaseClient#(\w{1,128})")
 _METHOD_VERB = re.compile(r"(Get|Set|Delete|Update|Create|Import|Backup|Restore|Recover|Purge)(Deleted)?"
                           r"(Secret|Key|Certificate)(s|Versions)?$")
 _KEY_OPS = {"Encrypt": "KeyEncrypt", "Decrypt": "KeyDecrypt", "Sign": "KeySign", "Verify": "KeyVerify",
@@ -131,6 +144,7 @@ def body_of(obj: Any) -> _Body | None:
 def _bodies(block: str) -> list[_Body]:
     """Every distinct error body embedded in a block (plain, backslash-escaped or truncated)."""
     out: list[_Body] = []
+    seen: set[tuple[str | None, str | None, str | None]] = set()
     decoder = json.JSONDecoder()
     pos = 0
     while True:
@@ -138,29 +152,45 @@ def _bodies(block: str) -> list[_Body]:
         if m is None:
             break
         start = m.start()
-        snippet = block[start:]
-        escaped = snippet.startswith("{\\") or "\\\"error\\\"" in snippet[:20]
-        if escaped:
-            snippet = snippet.replace('\\"', '"')
-        if m.group(0).startswith("{'") or snippet[:12].replace(" ", "").startswith("{'error'"):
-            snippet = snippet.replace("'", '"')
+        head = block[start:start + 20]
+        escaped = head.startswith("{\\") or "\\\"error\\\"" in head
+        quoted = m.group(0).startswith("{'") or head[:12].replace(" ", "").startswith("{'error'")
         body: _Body | None = None
         end = start + len(m.group(0))
         try:
-            value, used = decoder.raw_decode(snippet)
+            if escaped or quoted:  # rewritten copy of a bounded window, never of the rest of the block
+                snippet = block[start:start + _BODY_WINDOW]
+                if escaped:
+                    snippet = snippet.replace('\\"', '"')
+                if quoted:
+                    snippet = snippet.replace("'", '"')
+                value, used = decoder.raw_decode(snippet)
+                end = start + used if not escaped else start + len(m.group(0))
+            else:
+                value, used = decoder.raw_decode(block, start)
+                end = used
             body = body_of(value)
-            end = start + used if not escaped else start + len(m.group(0))
         except (ValueError, RecursionError):
+            snippet = block[start:start + _BODY_WINDOW]
+            if escaped:
+                snippet = snippet.replace('\\"', '"')
+            if quoted:
+                snippet = snippet.replace("'", '"')
             code = _TRUNC_CODE.search(snippet)
             msg = _TRUNC_MSG.search(snippet)
             body = _Body(code.group(1) if code else None, _unescape(msg.group(1)) if msg else None, None, start, end)
-            inner = re.search(r"inner[eE]rror\"\s*:\s*\{\s*\"code\"\s*:\s*\"(\w+)\"", snippet)
+            inner = _TRUNC_INNER.search(snippet)
             body.inner = inner.group(1) if inner else None
             end = len(block)
         if body is not None:
             body.start, body.end = start, max(end, start + 1)
-            if not any(b.code == body.code and b.message == body.message and b.inner == body.inner for b in out):
+            key = (body.code, body.message, body.inner)
+            if key not in seen:
+                seen.add(key)
                 out.append(body)
+                if len(out) > limits.MAX_BODIES:
+                    raise TooLargeError(limits.current_name(), "distinct error bodies in one text block", len(out),
+                                        limits.MAX_BODIES, "send one error text per input")
         pos = max(end, start + 1)
     return out
 
@@ -183,6 +213,9 @@ def source_of(block: str) -> str:
     for name, pattern in _SOURCES:
         if pattern.search(block):
             return name
+    paren = _CORE_PAREN.search(block)
+    if paren is not None and _CORE_CODE.search(block, paren.end()):
+        return "error.azure_core"
     if _BODY_START.search(block):
         stripped = block.strip()
         return "error.rest" if stripped.startswith("{") else "error.log_line"

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..model import VaultRef
+from . import limits
 from .common import (
     DENIAL_STATUSES,
     Draft,
@@ -166,6 +167,7 @@ def record_source(row: dict[str, Any]) -> str:
 
 def rows_outcome(rows: list[dict[str, Any]], source: str | None, *, keep_unknown_status: bool) -> Outcome:
     """Denials for the 401/403/429 rows; every other row (other status, other service) counts as skipped."""
+    limits.check_records(limits.current_name(), len(rows))
     out = Outcome()
     for raw in rows:
         row = flatten(raw)
@@ -198,6 +200,8 @@ def query_rows(obj: dict[str, Any]) -> list[dict[str, Any]] | None:
     if not isinstance(tables, list):
         return None
     rows: list[dict[str, Any]] = []
+    limits.check_records(limits.current_name(), sum(len(as_list(as_dict(t).get("rows", as_dict(t).get("Rows"))))
+                                                    for t in tables))
     for t in tables:
         td = as_dict(t)
         cols = as_list(td.get("columns", td.get("Columns")))

@@ -45,7 +45,7 @@ GRACE = timedelta(minutes=5)
 """How old a ``pending`` intent must be before the reconciler settles it by reading Azure: longer than one
 apply can take (``budget_s``, 120 s), so it never races an apply still running."""
 LABEL_PREFIX = "kv-remediate grant "
-_LABEL = re.compile(r"^kv-remediate grant ([0-9a-fA-F-]{36}); expires (\S+)")
+_LABEL = re.compile(r"^kv-remediate grant ([0-9a-fA-F-]{36}); expires ([^;\s]+)")
 
 
 @dataclass(frozen=True)

@@ -176,11 +176,11 @@ class World:
 
 
 @pytest.fixture
-def world_for(tmp_path: Path, backend: Callable[[], GrantStore]) -> Iterator[Callable[[Kind], World]]:
+def world_for(tmp_path: Path, backend: Callable[[], GrantStore]) -> Iterator[Callable[..., World]]:
     runs: list[EmulatorRun] = []
 
-    def make(kind: Kind) -> World:
-        run = EmulatorRun(copy.deepcopy(TENANT))
+    def make(kind: Kind, tenant: dict[str, Any] | None = None) -> World:
+        run = EmulatorRun(copy.deepcopy(tenant or TENANT))
         run.__enter__()
         runs.append(run)
         return World(run, backend, tmp_path / "slots.db", kind)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -172,3 +173,90 @@ def test_unusable_state_file_is_a_storage_error(tmp_path: Path) -> None:
     # when the SQLite store is opened there; then the error names the file and what to do
     with pytest.raises(StorageError, match=r"could not open the state file .*--state"):
         SqliteGrantStore(blocker / "state.db")
+
+
+def pending(minutes: int, key: str = "ra|scope|p1|role", ttl: timedelta = timedelta(hours=1)) -> GrantRecord:
+    when = T0 + timedelta(minutes=minutes)
+    return GrantRecord(outcome="pending", time=when, expires_at=when + ttl, vault_id=VAULT, principal_id="p1",
+                       scope=VAULT, plan=PLAN, write_key=key, detail="intent recorded")
+
+
+def test_begin_holds_the_write_identity_until_settled(store: GrantStore) -> None:
+    # given an intent on one write identity
+    first = pending(0)
+    assert store.begin(first) == first
+    # when a retry begins the same write; then nothing new is recorded and the open intent comes back
+    assert store.begin(pending(1)).id == first.id
+    assert store.open_for(first.write_key or "") == first
+    assert [r.id for r in store.list()] == [first.id]
+    # when it is settled as applied; then it still holds the key (a grant of ours exists)
+    applied_rec = replace(first, outcome="applied", detail="created")
+    assert store.settle(first.id, "pending", applied_rec)
+    assert not store.settle(first.id, "pending", replace(first, outcome="abandoned"))   # settled already
+    assert store.open_for(first.write_key or "") == applied_rec
+    # when it is revoked; then the key is free, and the next intent on it is recorded
+    store.mark_revoked(first.id, T0 + timedelta(hours=2), "expired")
+    assert store.open_for(first.write_key or "") is None
+    second = pending(200)
+    assert store.begin(second) == second
+
+
+def test_failed_intent_frees_the_key(store: GrantStore) -> None:
+    first = pending(0)
+    store.begin(first)
+    assert store.settle(first.id, "pending", replace(first, outcome="failed", detail="ARM said no"))
+    assert store.open_for(first.write_key or "") is None
+    assert store.begin(pending(1)).id != first.id
+
+
+def test_expiry_and_intent_queries_are_answered_by_time(store: GrantStore) -> None:
+    # given intents at minutes 0, 10, 20 on distinct writes; the first two applied, the last still pending
+    recs = [pending(m, key=f"ra|s|p{m}|r") for m in (0, 10, 20)]
+    for r in recs:
+        store.begin(r)
+    for r in recs[:2]:
+        store.settle(r.id, "pending", replace(r, outcome="applied"))
+    # then "unresolved before T" and "applied expiring at or before T" see exactly what is due
+    assert [r.id for r in store.unresolved_before(T0 + timedelta(minutes=19))] == []
+    assert [r.id for r in store.unresolved_before(T0 + timedelta(minutes=20))] == [recs[2].id]
+    assert [r.id for r in store.expired(T0 + timedelta(minutes=65))] == [recs[0].id]
+    assert [r.id for r in store.expired(T0 + timedelta(hours=3))] == [recs[0].id, recs[1].id]   # not the pending
+    store.mark_revoked(recs[0].id, T0 + timedelta(hours=3))
+    assert [r.id for r in store.expired(T0 + timedelta(hours=3))] == [recs[1].id]
+    assert store.vaults() == [VAULT.lower()]
+
+
+def test_table_expiry_query_reads_the_index_not_the_partition(table_service: TableServiceClient) -> None:
+    # given 200 applied grants, 2 of them due
+    name = "grants" + uuid.uuid4().hex[:12]
+    client = table_client(table_service, name)
+    store = TableGrantStore(client)
+    for i in range(200):
+        store.add(applied(i, ttl=timedelta(hours=1) if i < 2 else timedelta(days=30)))
+    queries: list[str] = []
+    original = client.query_entities
+
+    def spy(query_filter: str, **kw: object) -> object:
+        queries.append(query_filter)
+        return original(query_filter, **kw)  # type: ignore[arg-type]
+
+    client.query_entities = spy  # type: ignore[method-assign]
+    # when the timer asks what is due; then the answer comes from a RowKey range of the index partition
+    assert len(store.expired(T0 + timedelta(hours=2))) == 2
+    assert queries == ["PartitionKey eq @pk and RowKey le @upto"]
+    table_service.delete_table(name)
+
+
+def test_a_constraint_failure_is_a_storage_error_not_a_duplicate(tmp_path: Path) -> None:
+    # given a state file whose grants table was made by something else (an extra NOT NULL column)
+    import sqlite3
+
+    db = tmp_path / "state.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE grants (id TEXT PRIMARY KEY, time TEXT NOT NULL, outcome TEXT NOT NULL, "
+                     "vault_key TEXT, expires_at TEXT, revoked_at TEXT, record TEXT NOT NULL, extra TEXT NOT NULL)")
+    store = SqliteGrantStore(db)
+    # when a record is added; then the error says what it is, never "a record with this id already exists"
+    with pytest.raises(StorageError, match="NOT NULL constraint failed") as info:
+        store.add(applied(0))
+    assert "already exists" not in info.value.message

@@ -47,6 +47,8 @@ class EmulatorOptions:
     seed: int | None = None
     page_size: int = 50
     faults: Faults = field(default_factory=Faults)
+    # the Log Analytics query API answers 200 with this PartialError message beside the rows (routes_logs.py)
+    logs_partial_error: str | None = None
 
 
 @dataclass
@@ -124,6 +126,8 @@ class Snapshot:
             "graph": self.graph,
             "emulator": {"latency_ms": self.emulator.latency_ms, "seed": self.emulator.seed,
                          "page_size": self.emulator.page_size,
+                         **({"logs_partial_error": self.emulator.logs_partial_error}
+                            if self.emulator.logs_partial_error else {}),
                          "faults": {"throttle_rate": f.throttle_rate, "retry_after_s": f.retry_after_s,
                                     "error_rate": f.error_rate, "reset_rate": f.reset_rate,
                                     "lost_response_rate": f.lost_response_rate}},
@@ -341,7 +345,8 @@ def _options(c: _Ctx, raw: Any) -> EmulatorOptions:
         raise c.fail("emulator.faults", "throttle_rate + error_rate + reset_rate exceeds 1")
     return EmulatorOptions(
         latency_ms=c.num(o.get("latency_ms"), "emulator.latency_ms", 0.0, 0.0, 600_000.0),
-        seed=seed, page_size=int(c.num(o.get("page_size"), "emulator.page_size", 50, 1, 10_000)), faults=faults)
+        seed=seed, page_size=int(c.num(o.get("page_size"), "emulator.page_size", 50, 1, 10_000)), faults=faults,
+        logs_partial_error=str(o["logs_partial_error"]) if o.get("logs_partial_error") else None)
 
 
 def from_dict(data: Any, source: str = "snapshot") -> Snapshot:

@@ -1,13 +1,22 @@
-"""Fetch an alert's rows through the Log Analytics query API (its ``linkToSearchResultsAPI``).
+"""Read a vault's audit log through the Log Analytics query API, with the app's own fixed query.
 
-Used when a Log Alerts V2 payload carries no usable dimensions (or a V1 alert no rows): the worker (and
-``/api/diagnose``) asks the API for the rows of the alert's window with the function's own identity and parses
-them like any AzureDiagnostics/AZKVAuditLogs rows. Live Azure and the bundled emulator differ only in the base
-URL, TLS trust and the credential, as for facts/arm.py's Microsoft Graph client.
+Two uses, one query (``AUDIT_QUERY``): the worker (and ``/api/diagnose``) find the denials of a log alert whose
+payload does not name the caller, and, under ``mode: apply``, the worker proves that a denial really happened
+before it applies a plan (a grant needs evidence the app read itself, never an input's claim).
 
-The link comes from a webhook payload, so it is not trusted: only HTTPS links to the Log Analytics API hosts and
-its ``/v1/.../query`` paths are followed (never send the function's token anywhere else), and the query is sent
-with the alert's own window (the links' ``timespan`` is sometimes malformed).
+Trust: an alert's ``linkToSearchResultsAPI`` is attacker-shaped. Its KQL is never run and its path is never
+followed: :func:`link_target` only reads which workspace (or vault resource) it names, and the caller keeps that
+only when it is one of the configured workspaces (``KV_REMEDIATE_AUDIT_WORKSPACES``) or a vault in the configured
+subscriptions. The query always goes to ``/v1/workspaces/{configured id}/query`` with our text.
+
+Injection safety: the query API has no bind parameters (the request body is only ``query``, ``timespan`` and
+``workspaces``), so values are placed in the text. Each is first validated against a closed alphabet: workspace
+and principal ids are GUIDs (hex and ``-``), the vault name matches Key Vault's rule ``^[A-Za-z0-9-]{3,24}$``, the
+operation is the catalogue's own spelling (letters only), times are re-formatted from parsed datetimes. Then each is
+written as a single-quoted KQL string literal (``kql_string``; quote and backslash escaped as KQL's string-literal
+rules say, as defence in depth). No validated value contains a quote, a backslash, a newline or a pipe, so no value
+can end its literal, and the query's shape is a constant: the ``let`` header carries the values, the body below it
+never changes (the emulator refuses any other text, see emulator/routes_logs.py).
 """
 
 from __future__ import annotations
@@ -15,11 +24,11 @@ from __future__ import annotations
 import re
 import urllib.parse
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.core.exceptions import (
     ClientAuthenticationError,
-    HttpResponseError,
     ServiceRequestError,
     ServiceResponseError,
 )
@@ -29,49 +38,162 @@ from ..errors import AzureUnavailableError, InputError
 LOG_ANALYTICS_URL = "https://api.loganalytics.io"
 LOG_ANALYTICS_SCOPE = "https://api.loganalytics.io/.default"
 ALLOWED_HOSTS = frozenset({"api.loganalytics.io", "api.loganalytics.azure.com"})
-_PATH = re.compile(r"^/v1/(?:workspaces/[A-Za-z0-9-]{1,64}|subscriptions/[^?#]+)/query$", re.IGNORECASE)
+GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+VAULT_NAME = re.compile(r"^[A-Za-z0-9-]{3,24}$")
+MAX_WINDOW = timedelta(days=2)
+MAX_ROWS = 200
 _LINK = "linkToSearchResultsAPI"
+_WS_PATH = re.compile(r"^/v1/workspaces/([^/]+)/query$", re.IGNORECASE)
+_RES_PATH = re.compile(r"^/v1(/subscriptions/([^/]+)/resourcegroups/[^/]+/providers/microsoft\.keyvault/vaults/"
+                       r"([^/]+))/query$", re.IGNORECASE)
+
+AUDIT_QUERY_BODY = """\
+union isfuzzy=true
+    (AZKVAuditLogs
+    | where TimeGenerated between (kvStart .. kvEnd)
+    | where _ResourceId endswith strcat('/microsoft.keyvault/vaults/', kvVault)
+    | where HttpStatusCode in (401, 403)
+    | project TimeGenerated, CorrelationId, OperationName, ResultSignature, httpStatusCode_d = toreal(HttpStatusCode),
+        ResultDescription, CallerIPAddress = CallerIpAddress, requestUri_s = RequestUri, ResourceId = _ResourceId,
+        identity_claim_oid_g = tostring(Identity.claim.oid), identity_claim_appid_g = tostring(Identity.claim.appid)),
+    (AzureDiagnostics
+    | where TimeGenerated between (kvStart .. kvEnd)
+    | where ResourceProvider == 'MICROSOFT.KEYVAULT' and Category == 'AuditEvent' and Resource =~ kvVault
+    | where httpStatusCode_d in (401, 403)
+    | project TimeGenerated, CorrelationId, OperationName, ResultSignature, httpStatusCode_d, ResultDescription,
+        CallerIPAddress, requestUri_s, ResourceId = _ResourceId,
+        identity_claim_oid_g = tostring(column_ifexists('identity_claim_oid_g', '')),
+        identity_claim_appid_g = tostring(column_ifexists('identity_claim_appid_g', '')))
+| where isempty(kvPrincipal) or identity_claim_oid_g =~ kvPrincipal
+| where isempty(kvOperation) or OperationName =~ kvOperation
+| extend Category = 'AuditEvent', ResourceProvider = 'MICROSOFT.KEYVAULT'
+| order by TimeGenerated asc
+| take 200"""
+"""The fixed part of the audit query: every request sends exactly this text after the ``let`` header."""
+
+AUDIT_QUERY_HEADER = ("let kvStart = datetime({start});\nlet kvEnd = datetime({end});\nlet kvVault = {vault};\n"
+                      "let kvPrincipal = {principal};\nlet kvOperation = {operation};\n")
+"""The parameters, each a validated value written as a KQL literal (``kql_string``)."""
+
+
+def kql_string(value: str) -> str:
+    """A single-quoted KQL string literal (backslash and quote escaped; callers pass validated values only)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def kql_time(when: datetime) -> str:
+    """A datetime as KQL's ``datetime(...)`` accepts it (UTC, ISO 8601, 7 fraction digits like Log Analytics)."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
+
+
+def parse_time(text: str | None) -> datetime | None:
+    """An ISO 8601 time (``Z`` or offset, up to 7 fraction digits) as an aware datetime; None when unreadable."""
+    if not isinstance(text, str) or len(text) > 40:
+        return None
+    m = re.match(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})?$", text.strip(),
+                 re.IGNORECASE)
+    if not m:
+        return None
+    frac = (m.group(2) or "0")[:6].ljust(6, "0")
+    zone = m.group(3) or "Z"
+    try:
+        return datetime.fromisoformat(f"{m.group(1)}.{frac}{'+00:00' if zone.upper() == 'Z' else zone}")
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)
-class SearchRequest:
-    """What to ask the query API: the query path (workspace or resource-centric), the KQL, the time span."""
+class AuditQuery:
+    """The parameters of one audit-log read; validated on construction (InputError naming the field otherwise)."""
 
-    path: str
-    query: str
-    timespan: str | None
+    vault: str
+    start: datetime
+    end: datetime
+    principal: str | None = None
+    operation: str | None = None
 
-    def body(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"query": self.query}
-        if self.timespan:
-            out["timespan"] = self.timespan
-        return out
+    def __post_init__(self) -> None:
+        from .. import catalog
+
+        if not VAULT_NAME.match(self.vault or ""):
+            raise InputError("audit query", f"vault name {self.vault!r} is not a Key Vault name", "BAD_AUDIT_QUERY")
+        if self.principal is not None and not GUID.match(self.principal):
+            raise InputError("audit query", "the principal is not an object id (GUID)", "BAD_AUDIT_QUERY")
+        if self.operation is not None:
+            op = catalog.operation(self.operation)
+            if op is None or op.name != self.operation or not self.operation.isalpha():
+                raise InputError("audit query", f"operation {self.operation!r} is not in the catalogue",
+                                 "BAD_AUDIT_QUERY")
+        if self.start.tzinfo is None or self.end.tzinfo is None or not self.start <= self.end:
+            raise InputError("audit query", "the window must be two aware times, start before end", "BAD_AUDIT_QUERY")
+        if self.end - self.start > MAX_WINDOW:
+            raise InputError("audit query", f"the window is longer than {MAX_WINDOW}", "BAD_AUDIT_QUERY")
+
+    def kql(self) -> str:
+        """The query text: the ``let`` header of validated literals, then the fixed body."""
+        header = AUDIT_QUERY_HEADER.format(start=kql_time(self.start), end=kql_time(self.end),
+                                           vault=kql_string(self.vault.lower()),
+                                           principal=kql_string((self.principal or "").lower()),
+                                           operation=kql_string(self.operation or ""))
+        return header + AUDIT_QUERY_BODY
+
+    def timespan(self) -> str:
+        """The request's ``timespan`` (the same window; the service intersects it with the query's own filter)."""
+        return f"{kql_time(self.start)}/{kql_time(self.end)}"
 
 
-def search_request(link: str, window: tuple[str, str] | None = None) -> SearchRequest:
-    """Validate an alert's search link and read its query; ``window`` (start, end) overrides the link's timespan."""
+@dataclass(frozen=True)
+class LinkTarget:
+    """What an alert's link may tell us: a workspace id, or a vault resource (subscription, name)."""
+
+    workspace: str | None = None
+    subscription: str | None = None
+    vault: str | None = None
+
+
+def link_target(link: str) -> LinkTarget:
+    """Where an alert's search link points (never its query); InputError BAD_SEARCH_LINK when it is not a
+    Log Analytics query link to a workspace id or a Key Vault vault."""
     try:
         url = urllib.parse.urlsplit(link.strip())
     except ValueError as exc:
         raise InputError(_LINK, f"is not a URL ({exc})", "BAD_SEARCH_LINK") from exc
     host = (url.hostname or "").lower()
     if url.scheme != "https" or host not in ALLOWED_HOSTS:
-        raise InputError(_LINK, f"must be an https link to the Log Analytics API ({', '.join(sorted(ALLOWED_HOSTS))})"
-                         f"; got host {host or '(none)'!r}", "BAD_SEARCH_LINK")
+        raise InputError(_LINK, f"must be an https link to the Log Analytics API ({', '.join(sorted(ALLOWED_HOSTS))})",
+                         "BAD_SEARCH_LINK")
     path = urllib.parse.unquote(url.path).rstrip("/")
-    if not _PATH.match(path) or ".." in path:
-        raise InputError(_LINK, "is not a Log Analytics query link (/v1/workspaces/{id}/query or "
-                         "/v1/subscriptions/.../query)", "BAD_SEARCH_LINK")
-    params = urllib.parse.parse_qs(url.query, keep_blank_values=False)
-    query = (params.get("query") or [""])[0].strip()
-    if not query:
-        raise InputError(_LINK, "has no 'query' parameter", "BAD_SEARCH_LINK")
-    timespan = f"{window[0]}/{window[1]}" if window else next(iter(params.get("timespan") or []), None)
-    return SearchRequest(path=path, query=query, timespan=timespan)
+    if (m := _WS_PATH.match(path)) and GUID.match(m.group(1)):
+        return LinkTarget(workspace=m.group(1).lower())
+    if (m := _RES_PATH.match(path)) and GUID.match(m.group(2)) and VAULT_NAME.match(m.group(3)):
+        return LinkTarget(subscription=m.group(2).lower(), vault=m.group(3).lower())
+    raise InputError(_LINK, "names neither a workspace id (/v1/workspaces/{guid}/query) nor a Key Vault vault "
+                     "(/v1/subscriptions/{guid}/resourceGroups/.../vaults/{name}/query)", "BAD_SEARCH_LINK")
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """Rows (dicts by column name) of one workspace, and the service's partial-error text when it gave one."""
+
+    workspace: str
+    rows: tuple[dict[str, Any], ...]
+    partial: str | None = None
+
+
+def _rows(body: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+    out: list[dict[str, Any]] = []
+    for t in body.get("tables") or []:
+        if not isinstance(t, dict):
+            continue
+        names = [str(c.get("name")) for c in t.get("columns") or [] if isinstance(c, dict)]
+        for r in t.get("rows") or []:
+            if isinstance(r, list) and len(r) == len(names):
+                out.append(dict(zip(names, r, strict=True)))
+    return tuple(out[:MAX_ROWS])
 
 
 class LogAnalyticsClient:
-    """Runs alert searches with the function's identity; counts requests (``requests``, ``by_api``)."""
+    """Runs the audit query with the function's identity; counts requests (``requests``, ``by_api``)."""
 
     def __init__(self, credential: Any, *, base_url: str = LOG_ANALYTICS_URL,
                  connection_verify: str | bool | None = None, retry_total: int = 4) -> None:
@@ -96,15 +218,19 @@ class LogAnalyticsClient:
                                          retry_policy=capped_retry_policy(30.0, self._retry_total))
         return self._client
 
-    async def search(self, link: str, window: tuple[str, str] | None = None) -> dict[str, Any]:
-        """The query API result (``{"tables": [...]}``) for an alert's search link over ``window``."""
+    async def audit(self, workspace: str, query: AuditQuery) -> QueryResult:
+        """The audit rows of ``query`` in ``workspace`` (a GUID). AzureUnavailableError when the service cannot be
+        asked or refuses (the caller turns it into a limitation); a 200 with a partial ``error`` keeps the rows
+        and says so in ``partial``."""
         from azure.core.rest import HttpRequest
 
-        req = search_request(link, window)
-        where = f"the Log Analytics query API ({req.path})"
+        if not GUID.match(workspace):
+            raise InputError("audit workspace", "is not a workspace id (GUID)", "BAD_AUDIT_QUERY")
+        where = f"the Log Analytics query API (workspace {workspace})"
         try:
-            response = await self._pipeline().send_request(
-                HttpRequest("POST", f"{self._base}{req.path}", json=req.body()))
+            response = await self._pipeline().send_request(HttpRequest(
+                "POST", f"{self._base}/v1/workspaces/{workspace.lower()}/query",
+                json={"query": query.kql(), "timespan": query.timespan()}))
             await response.read()
         except ClientAuthenticationError as exc:
             raise AzureUnavailableError(f"calling {where} failed: the function's identity could not get a token "
@@ -113,22 +239,25 @@ class LogAnalyticsClient:
             raise AzureUnavailableError(f"calling {where} failed: not reachable ({_short(exc)}); retry later") from exc
         status = response.status_code
         if status in (401, 403):
-            raise AzureUnavailableError(
-                f"calling {where} was refused (HTTP {status}): grant the function's identity 'Log Analytics "
-                "Reader' on the workspace the alert rule queries")
-        if status in (400, 404):
-            raise InputError(_LINK, f"the query API answered HTTP {status} ({_error_text(response)}); check the "
-                             "alert rule's query and workspace", "BAD_SEARCH_LINK")
+            raise AzureUnavailableError(f"calling {where} was refused (HTTP {status}): grant the function's identity "
+                                        "'Log Analytics Reader' on the audit workspace")
         if status >= 400:
-            raise AzureUnavailableError(f"calling {where} failed with HTTP {status} "
-                                        f"({_short(HttpResponseError(response=response))}); retry later")
+            raise AzureUnavailableError(f"calling {where} failed with HTTP {status} ({_error_text(response)}); "
+                                        f"{'check the workspace id' if status in (400, 404) else 'retry later'}")
         try:
             body = response.json()
         except ValueError as exc:
             raise AzureUnavailableError(f"calling {where}: the answer is not JSON") from exc
         if not isinstance(body, dict) or not isinstance(body.get("tables"), list):
             raise AzureUnavailableError(f"calling {where}: the answer has no 'tables'")
-        return body
+        partial = None
+        # A non-fatal failure is a 200 whose body also has an 'error' (code PartialError, details in 'details'):
+        # learn.microsoft.com/azure/azure-monitor/logs/api/response-format ("Azure Monitor Log Analytics API
+        # errors"). The rows may be incomplete, so the caller treats it as a limitation, never as a full answer.
+        err = body.get("error")
+        if isinstance(err, dict):
+            partial = f"{err.get('code') or 'PartialError'}: {str(err.get('message') or '')[:200]}"
+        return QueryResult(workspace.lower(), _rows(body), partial)
 
     async def close(self) -> None:
         """Close the pipeline (and its HTTP session) if one was opened."""
@@ -146,7 +275,9 @@ class LogAnalyticsClient:
 def _error_text(response: Any) -> str:
     try:
         err = response.json().get("error") or {}
-        return f"{err.get('code')}: {str(err.get('message'))[:200]}"
+        inner = err.get("innererror") or {}
+        more = f" ({inner.get('code')})" if isinstance(inner, dict) and inner.get("code") else ""
+        return f"{err.get('code')}{more}: {str(err.get('message'))[:200]}"
     except (ValueError, AttributeError):
         return "no error body"
 
@@ -154,3 +285,7 @@ def _error_text(response: Any) -> str:
 def _short(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+__all__ = ["AUDIT_QUERY_BODY", "AUDIT_QUERY_HEADER", "AuditQuery", "LinkTarget",
+           "LogAnalyticsClient", "QueryResult", "kql_string", "kql_time", "link_target", "parse_time"]

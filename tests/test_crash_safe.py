@@ -325,3 +325,40 @@ def test_someone_elses_assignment_is_already_granted_and_frees_the_slot(world_fo
     assert [r.outcome for r in w.records()] == ["already_granted"]
     with sqlite3.connect(w.slots) as conn:
         assert conn.execute("SELECT COUNT(*) FROM claims").fetchone()[0] == 0
+
+
+def test_cli_revoke_reconcile_settles_and_revokes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from remediate.cli import main
+
+    # given a CLI apply with a one-hour limit (its tenant written out), and an intent a crash left before its write
+    tenant, after, final = tmp_path / "t.json", tmp_path / "t2.json", tmp_path / "t3.json"
+    tenant.write_text(json.dumps(TENANT))
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps(dict(APPLY, grant_ttl="PT1H")))
+    request = tmp_path / "r.json"
+    request.write_text(json.dumps({"principal_id": ORDERS, "vault": "kv-payments", "operation": "SecretGet"}))
+    state = tmp_path / "state.db"
+    assert main(["remediate", str(request), "--snapshot", str(tenant), "--snapshot-out", str(after), "--policy",
+                 str(policy), "--apply", "--state", str(state), "--output", "json"]) == 0
+    capsys.readouterr()
+    store = SqliteGrantStore(state)
+    t0 = datetime.now(UTC)
+    stray = GrantRecord(outcome="pending", time=t0, expires_at=t0 + TTL, vault_id=LEGACY["id"], principal_id=ORDERS,
+                        scope=LEGACY["id"], permissions_added={"secrets": ["get"]}, write_key="ap|x|y|secrets:get",
+                        detail="intent recorded; the write was not confirmed")
+    store.begin(stray)
+    # when `revoke --reconcile` runs after the expiry
+    monkeypatch.setattr("remediate.cli._now", lambda: t0 + TTL + timedelta(minutes=5))
+    assert main(["revoke", "--reconcile", "--snapshot", str(after), "--snapshot-out", str(final), "--state",
+                 str(state), "--output", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    # then the stray intent is abandoned, the grant revoked, and the tenant holds no assignment of ours
+    assert {r.get("reconciled") for r in doc["revocations"]} >= {"abandoned"}
+    assert [r["revoked"] for r in doc["revocations"] if "revoked" in r] == [True]
+    assert store.get(stray.id).outcome == "abandoned"  # type: ignore[union-attr]
+    held = [a for a in json.loads(final.read_text())["role_assignments"]
+            if a["properties"]["principalId"].lower() == ORDERS.lower()]
+    assert held == []

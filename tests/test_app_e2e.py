@@ -29,6 +29,10 @@ from tests.test_app_support import (
 )
 
 
+WORKSPACE = "dddd3333-ee44-5555-66ff-777777aaaaaa"
+"""The audit workspace the alert variants' search links name (configured in KV_REMEDIATE_AUDIT_WORKSPACES)."""
+
+
 class App:
     """`serve` in this process: the HTTP server and a pump for the worker, sharing one event loop."""
 
@@ -64,7 +68,7 @@ def serve_app(azurite: str, snapshot: Path, monkeypatch: pytest.MonkeyPatch, **s
 
 @pytest.fixture
 def app(azurite: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
-    yield from serve_app(azurite, snapshot_with_rows(tmp_path), monkeypatch)
+    yield from serve_app(azurite, snapshot_with_rows(tmp_path), monkeypatch, KV_REMEDIATE_AUDIT_WORKSPACES=WORKSPACE)
 
 
 def _lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
@@ -177,11 +181,13 @@ def test_diagnose_answers_the_runbook_request_synchronously(app: App) -> None:
 def test_diagnose_fetches_rows_for_an_alert_without_dimensions(app: App) -> None:
     # given the alert without dimensions; when a runbook posts it to /api/diagnose
     status, doc = app.post("/api/diagnose", variant("alert_v2_no_dimensions_vault_scope.json"))
-    # then the rows are fetched through Log Analytics and counted with the other requests
+    # then the rows are read through Log Analytics with our query and counted with the other requests
     assert status == 200
     assert [f["denial"]["principal"]["object_id"] for f in doc["findings"]] == [APP_SIGNER]
     assert doc["stats"]["requests_by_api"]["log_analytics"] == 1
-    assert any("fetched 4 row(s)" in n for n in doc["notes"])  # the window holds 4 of the snapshot's 5 rows
+    # our query filters in the service: of the snapshot's 5 rows only the window's 2 denials on the alert's vault
+    # come back (the link's query used to return 4 rows of the window and the app filtered them)
+    assert any("read 2 audit row(s)" in n for n in doc["notes"])
 
 
 def test_poison_message_is_retried_then_moved_to_the_poison_queue(app: App, azurite: str,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import azure.functions as func
@@ -16,7 +17,15 @@ from remediate.app.messages import QueuedDenial, Search, decode, denial_from_dic
 from remediate.app.worker import finding_line, notification
 from remediate.emulator import Emulator
 from remediate.errors import InputError, PolicyError
-from remediate.facts.loganalytics import LogAnalyticsClient, search_request
+from remediate.facts.loganalytics import (
+    AUDIT_QUERY_BODY,
+    AuditQuery,
+    LinkTarget,
+    LogAnalyticsClient,
+    QueryResult,
+    kql_string,
+    link_target,
+)
 from remediate.intake import parse_inputs, parse_one
 from remediate.serve import HttpServer, load_app
 from tests.test_app_support import DEMO, app_environment, call, guard_loopback, snapshot_with_rows, variant
@@ -62,43 +71,73 @@ def test_foreign_messages_are_bad_message_errors(body: bytes) -> None:
 
 @pytest.mark.parametrize("link, problem", [
     (LINK.replace("https://", "http://"), "https link"),
-    (LINK.replace("api.loganalytics.io", "evil.example"), "evil.example"),
-    (LINK.replace("api.loganalytics.io", "169.254.0.1"), "169.254.0.1"),
-    ("https://api.loganalytics.io/v1/workspaces/x/../../metadata?query=x", "not a Log Analytics query link"),
-    ("https://api.loganalytics.io/v1/workspaces/dddd/query", "no 'query'"),
+    (LINK.replace("api.loganalytics.io", "evil.example"), "https link"),
+    (LINK.replace("api.loganalytics.io", "169.254.0.1"), "https link"),
+    ("https://api.loganalytics.io/v1/workspaces/x/../../metadata?query=x", "names neither"),
+    ("https://api.loganalytics.io/v1/workspaces/dddd/query", "names neither"),
+    ("https://api.loganalytics.io/v1/subscriptions/3f1c2b7a-5d44-4e8b-9c1e-2a6f0d9b8e11/resourceGroups/rg/providers/"
+     "Microsoft.Storage/storageAccounts/st/query?query=StorageBlobLogs", "names neither"),
 ])
 def test_search_links_from_payloads_are_checked_before_any_token_is_sent(link: str, problem: str) -> None:
     # given a link an attacker could put in a webhook payload; then it is refused, naming why
     with pytest.raises(InputError, match=problem):
-        search_request(link)
+        link_target(link)
 
 
-def test_search_request_uses_the_alert_window_over_the_link_timespan() -> None:
-    req = search_request(LINK + "%7C%20where%20x", ("2026-11-20T09:45:00Z", "2026-11-20T10:00:00Z"))
-    assert req.path == "/v1/workspaces/dddd3333-ee44-5555-66ff-777777aaaaaa/query"
-    assert req.body() == {"query": "AzureDiagnostics\n| where httpStatusCode_d == 403",
-                          "timespan": "2026-11-20T09:45:00Z/2026-11-20T10:00:00Z"}
+def test_a_link_gives_only_where_to_look_never_its_query() -> None:
+    # given the alert's link with its KQL; then only the workspace is taken from it
+    assert link_target(LINK + "%7C%20where%20x") == LinkTarget(workspace="dddd3333-ee44-5555-66ff-777777aaaaaa")
+    vault = ("https://api.loganalytics.io/v1/subscriptions/3F1C2B7A-5d44-4e8b-9c1e-2a6f0d9b8e11/resourceGroups/rg/"
+             "providers/Microsoft.KeyVault/vaults/KV-Payments/query?query=SigninLogs")
+    assert link_target(vault) == LinkTarget(subscription="3f1c2b7a-5d44-4e8b-9c1e-2a6f0d9b8e11", vault="kv-payments")
 
 
-def test_log_analytics_client_fetches_the_window_from_the_emulator_and_counts(tmp_path: Path,
-                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("field, value", [
+    ("vault", "kv'; SigninLogs //"), ("vault", "kv\nSigninLogs"), ("vault", "a"), ("vault", "x" * 25),
+    ("principal", "11111111-0000-0000-0000-00000000000'"), ("principal", "' or 1==1 or '"),
+    ("operation", "SecretGet' or '1"), ("operation", "NotAnOperation"),
+])
+def test_audit_query_values_outside_their_alphabet_are_refused(field: str, value: str) -> None:
+    # given a value an input could carry; when building the audit query; then it is refused, nothing is sent
+    args: dict[str, object] = {"vault": "kv-payments", "principal": None, "operation": None, field: value}
+    with pytest.raises(InputError):
+        AuditQuery(start=datetime(2026, 11, 20, 9, 45, tzinfo=UTC), end=datetime(2026, 11, 20, 10, tzinfo=UTC),
+                   **args)  # type: ignore[arg-type]
+
+
+def test_audit_query_is_the_fixed_body_under_a_header_of_literals() -> None:
+    q = AuditQuery(vault="KV-Payments", start=datetime(2026, 11, 20, 9, 45, tzinfo=UTC),
+                   end=datetime(2026, 11, 20, 10, tzinfo=UTC), principal="11111111-0000-0000-0000-00000000000A",
+                   operation="SecretGet")
+    text = q.kql()
+    assert text.endswith(AUDIT_QUERY_BODY)
+    assert text.startswith("let kvStart = datetime(2026-11-20T09:45:00.0000000Z);\n"
+                           "let kvEnd = datetime(2026-11-20T10:00:00.0000000Z);\nlet kvVault = 'kv-payments';\n"
+                           "let kvPrincipal = '11111111-0000-0000-0000-00000000000a';\nlet kvOperation = 'SecretGet';")
+    assert kql_string("a'b\\c") == "'a\\'b\\\\c'"
+
+
+def test_log_analytics_client_sends_our_query_to_the_workspace_and_counts(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     guard_loopback(monkeypatch)
     # given the emulator serving the snapshot's log rows
     with Emulator(snapshot_with_rows(tmp_path)) as emu:
-        async def run() -> tuple[dict[str, object], int]:
+        async def run() -> tuple[QueryResult, int]:
             async with LogAnalyticsClient(emu.async_credential(), base_url=emu.base_url,
                                           connection_verify=emu.ca_file) as client:
-                result = await client.search(LINK, ("2026-11-20T09:45:00Z", "2026-11-20T10:00:00Z"))
+                result = await client.audit("dddd3333-ee44-5555-66ff-777777aaaaaa", AuditQuery(
+                    vault="kv-payments", start=datetime(2026, 11, 20, 9, 45, tzinfo=UTC),
+                    end=datetime(2026, 11, 20, 10, tzinfo=UTC)))
                 with pytest.raises(InputError):
-                    await client.search(LINK.replace("api.loganalytics.io", "example.com"))
+                    await client.audit("not-a-workspace", AuditQuery(vault="kv-payments", start=datetime(
+                        2026, 11, 20, 9, 45, tzinfo=UTC), end=datetime(2026, 11, 20, 10, tzinfo=UTC)))
                 return result, client.requests
 
         before = emu.request_count
         result, requests = asyncio.run(run())
-    # then one request returned the 4 rows of the window, and the refused link sent nothing
+    # then one request returned the window's two denials on that vault, and the refused workspace sent nothing
     assert requests == 1 and emu.request_count - before == 1
-    [table] = result["tables"]  # type: ignore[misc]
-    assert len(table["rows"]) == 4
+    assert [r["OperationName"] for r in result.rows] == ["KeySign", "KeySign"] and result.partial is None
 
 
 def test_settings_problems_name_settings_never_values(monkeypatch: pytest.MonkeyPatch) -> None:

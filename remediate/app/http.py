@@ -65,20 +65,24 @@ def alerts(req: func.HttpRequest) -> func.HttpResponse:
 
 
 async def _denials_of(body: bytes) -> tuple[Any, list[Any], list[str], int]:
-    """Parse one request body; an alert without usable dimensions has its rows fetched (Log Analytics)."""
+    """Parse one request body (in a worker thread: parsing never blocks the loop); an alert without usable
+    dimensions has its denials read from the audit log with the app's own query (evidence.fetch: the alert's
+    link only says which configured workspace to read, its KQL never runs)."""
+    import asyncio
+
     from ..intake import parse_one, payload
     from . import evidence, runtime
     from .messages import FETCH_NOTE, Search, needs_search
 
     rt = runtime.get()
-    parsed = parse_one("request body", body)
+    parsed = await asyncio.to_thread(parse_one, "request body", body)
     denials = list(parsed.denials)
     notes = list(parsed.notes)
     requests = 0
     if any(needs_search(d, parsed.notes) for d in denials):
         from ..intake.alerts import search_results_link, search_results_window
 
-        obj = payload(body)
+        obj = await asyncio.to_thread(payload, body)
         link = search_results_link(obj)
         if link:
             expanded = []
@@ -90,7 +94,8 @@ async def _denials_of(body: bytes) -> tuple[Any, list[Any], list[str], int]:
                 requests += got.requests
                 expanded.extend(got.denials or [d])
                 notes = [n for n in notes if FETCH_NOTE not in n]
-                notes.append(f"request body: fetched {got.rows} row(s) through linkToSearchResultsAPI, "
+                notes.extend(f"request body: {n}" for n in got.notes)
+                notes.append(f"request body: read {got.rows} audit row(s) with kv-remediate's own query, "
                              f"{len(got.denials)} denial(s) about the alert's vault")
             denials = expanded
     return parsed, denials, notes, requests

@@ -9,6 +9,7 @@ never calls out, it only enqueues).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -91,6 +92,45 @@ def denial_from_dict(d: dict[str, Any]) -> Denial:
                   access_policy_permission=access, object=ref, caller_ip=_str(d, "caller_ip"),
                   time=_str(d, "time"), correlation_id=_str(d, "correlation_id"), message=_str(d, "message"),
                   cause_hint=_str(d, "cause_hint"), alert_id=_str(d, "alert_id"))
+
+
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+"""C0, DEL, C1, the line and paragraph separators, zero-width and bidi controls: what forges a log line or
+reorders text on screen (Trojan Source, CVE-2021-42574)."""
+
+
+def escape_controls(value: Any) -> Any:
+    """``value`` with every control character written as its escape (``\\n``, ``\\x1b``, ``\\u202e``), so a
+    crafted id cannot start a new log line or flip text; non-strings are returned as they are."""
+    if not isinstance(value, str):
+        return value
+    return _CONTROLS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), value)
+
+
+def escape_all(obj: Any) -> Any:
+    """``escape_controls`` over every string in a JSON-like value (keys too)."""
+    if isinstance(obj, dict):
+        return {escape_controls(k): escape_all(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [escape_all(v) for v in obj]
+    return escape_controls(obj)
+
+
+_MARKUP = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "`": "'", "*": "\\*", "~": "\\~",
+                         "[": "\\[", "]": "\\]"})
+
+
+def chat_text(value: Any) -> str:
+    """A value as plain text in a Teams/Slack message: controls escaped, ``<>&`` entity-escaped (Slack's own rule,
+    which also defuses ``<!channel>``/``<@U..>`` mentions and Teams ``<at>`` tags), markdown marks backslashed and
+    backticks made quotes (no value can close our code span or format "approved" text)."""
+    return str(escape_controls("" if value is None else str(value))).translate(_MARKUP)
+
+
+def chat_code(value: Any) -> str:
+    """A value inside a code span: controls escaped, ``<>&`` escaped, backticks made quotes."""
+    text = str(escape_controls("" if value is None else str(value)))
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("`", "'")
 
 
 FETCH_NOTE = "the rows must be fetched"

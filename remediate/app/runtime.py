@@ -16,6 +16,8 @@ Settings (app settings / environment):
 - ``KV_REMEDIATE_NOTIFY_URL``: Teams or Slack incoming-webhook URL (https; http only to loopback).
 - ``KV_REMEDIATE_WEBHOOK_AUDIENCE`` + ``KV_REMEDIATE_WEBHOOK_TENANT``: require an Entra ID token on ``/api/alerts``.
 - ``KV_REMEDIATE_POLICY``: the remediation policy (content or a path).
+- ``KV_REMEDIATE_AUDIT_WORKSPACES``: comma-separated Log Analytics workspace ids (GUIDs) holding the vaults' audit
+  logs: the only workspaces the app reads (alert rows, and the evidence ``mode: apply`` needs).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import collections
 import json
 import logging
 import os
+import re
 import threading
 import time
 import urllib.parse
@@ -68,6 +71,7 @@ WINDOW_SETTING = "KV_REMEDIATE_DEDUPE_WINDOW"
 NOTIFY_SETTING = "KV_REMEDIATE_NOTIFY_URL"
 POLICY_SETTING = "KV_REMEDIATE_POLICY"
 SUBSCRIPTIONS_SETTING = "AZURE_SUBSCRIPTION_IDS"
+AUDIT_WORKSPACES_SETTING = "KV_REMEDIATE_AUDIT_WORKSPACES"
 DEFAULT_WINDOW = timedelta(minutes=10)
 DEFAULT_MAX_DEQUEUE = 5
 HOST_JSON = Path(__file__).resolve().parents[2] / "host.json"
@@ -135,6 +139,8 @@ class Settings:
     notify_url: str | None = None
     max_dequeue_count: int = DEFAULT_MAX_DEQUEUE
     cloud: Cloud | None = PUBLIC        # None: the cloud settings are unusable (health names them)
+    audit_workspaces: tuple[str, ...] = ()
+    """KV_REMEDIATE_AUDIT_WORKSPACES: the only Log Analytics workspaces the app reads (lower-case GUIDs)."""
     problems: tuple[Problem, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -176,11 +182,23 @@ class Settings:
         except ConfigError as exc:
             problems.append(Problem(exc.setting or CLOUD_SETTING, exc.message.split(": ", 1)[-1] +
                                     "; Azure is not called until it is fixed"))
+        workspaces = _guid_list(env, AUDIT_WORKSPACES_SETTING, problems)
         problems.extend(_storage_problems(env))
         problems.extend(_webhook_problems(env))
         problems.extend(_policy_problems(env))
         return cls(snapshot=snapshot, subscriptions=subs, dedupe_window=window, notify_url=notify, cloud=cloud,
-                   max_dequeue_count=host_settings()["max_dequeue_count"], problems=tuple(problems), env=env)
+                   max_dequeue_count=host_settings()["max_dequeue_count"], audit_workspaces=workspaces,
+                   problems=tuple(problems), env=env)
+
+
+def _guid_list(env: Mapping[str, str], setting: str, problems: list[Problem]) -> tuple[str, ...]:
+    """A comma-separated list of GUIDs (lower-cased, in order); anything else is a problem and is left out."""
+    guid = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+    items = [s.strip().lower() for s in (env.get(setting) or "").split(",") if s.strip()]
+    good = tuple(dict.fromkeys(s for s in items if guid.match(s)))
+    if len(good) < len(set(items)):
+        problems.append(Problem(setting, "has entries that are not workspace ids (GUIDs); they are ignored"))
+    return good
 
 
 def _storage_problems(env: Mapping[str, str]) -> list[Problem]:

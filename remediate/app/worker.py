@@ -3,14 +3,18 @@
 Per message (one denial, see messages.py):
 
 1. A denial from a log alert that does not name the caller first claims its alert search (so a storm of such
-   alerts fetches the rows once), then fetches the rows through ``linkToSearchResultsAPI`` (evidence.py).
+   alerts reads the rows once), then reads the alert window's denials in the audit log with the app's own query
+   over the configured workspaces (evidence.py; the alert's link only says which workspace, its KQL never runs).
 2. Each denial claims its tuple (principal, vault, object, operation, status) in the Table ``claims`` with a
    conditional insert (window ``KV_REMEDIATE_DEDUPE_WINDOW``): exactly one message across every instance wins;
    the others add an occurrence to the winner's record and stop.
-3. The winners are diagnosed (one fact source shared by this process's concurrent invocations: a burst is a
-   batch), then the findings go through :func:`act` (the single place that applies a plan, when the policy
-   says ``mode: apply``) and each is reported: one structured log line, one record in the Table ``findings``,
-   one notification when ``KV_REMEDIATE_NOTIFY_URL`` is set.
+3. The winners go through :func:`run_batch` (one fact source shared by this process's concurrent invocations: a
+   burst is a batch): diagnosed with the policy's plan options and, under ``mode: apply``, applied through the
+   core's ``service.remediate`` only where the app itself read the denial in the vault's audit log
+   (evidence.py: a Proof per denial; without one the guard refuses with ``refused_by: "evidence"``). Each finding
+   is reported: one structured log line, one record in the Table ``findings``, one notification when
+   ``KV_REMEDIATE_NOTIFY_URL`` is set; every value in the line and the notification has its control characters
+   escaped (and, in the notification, markup and mentions defused).
 
 Failures raise, so the host retries the message; on the last allowed attempt (host.json ``maxDequeueCount``) the
 reason is logged as poison and the host moves the message to ``denials-poison``: nothing is retried forever.
@@ -30,8 +34,7 @@ import azure.functions as func
 from .runtime import DENIALS_QUEUE, POISON_QUEUE, STORAGE_CONNECTION
 
 if TYPE_CHECKING:
-    from ..facts.arm import ArmFacts
-    from ..model import Denial, Finding
+    from ..model import Denial, Finding, Proof
     from ..store.claims import Claim
     from .messages import QueuedDenial
     from .runtime import Runtime
@@ -53,61 +56,93 @@ def _principal(denial: dict[str, Any]) -> str | None:
 
 def finding_line(finding: dict[str, Any], *, alert_id: str | None, invocation_id: str | None,
                  claim: Claim | None) -> dict[str, Any]:
-    """The structured log line (and notification facts) of one finding."""
+    """The structured log line (and notification facts) of one finding; every string has its control
+    characters escaped (a crafted id cannot forge a line or flip text)."""
+    from .messages import escape_all
+
     denial = finding.get("denial") or {}
     obj = denial.get("object") or {}
     plan = finding.get("plan") or {}
     fix = (plan.get("commands") or {}).get("az") or next(iter(finding.get("advice") or []), None)
-    return {"event": "kv-remediate.finding", "alert_id": alert_id, "invocation_id": invocation_id,
+    line = {"event": "kv-remediate.finding", "alert_id": alert_id, "invocation_id": invocation_id,
             "vault": _vault(denial), "principal": _principal(denial), "cause": finding.get("cause"),
             "operation": denial.get("operation"),
             "object": f"{obj.get('kind')}/{obj.get('name')}" if obj.get("name") else obj.get("kind"),
             "status": denial.get("status"), "occurrences": finding.get("occurrences"),
             "outcome": finding.get("outcome"), "fix": fix, "dedupe_key": claim.key_hash if claim else None}
+    escaped: dict[str, Any] = escape_all(line)
+    return escaped
 
 
 def notification(finding: dict[str, Any], line: dict[str, Any]) -> dict[str, Any]:
-    """A JSON body a Teams or Slack incoming webhook shows as a message (``text``), with the facts attached."""
-    what = line["operation"] or "a request"
-    where = line["vault"] or "an unknown vault"
+    """A JSON body a Teams or Slack incoming webhook shows as a message (``text``), with the facts attached.
+
+    Every value is made inert first (messages.chat_text: controls escaped, markup and mentions defused)."""
+    from .messages import chat_code, chat_text, escape_all
+
+    what = chat_text(line["operation"] or "a request")
+    where = chat_text(line["vault"] or "an unknown vault")
     if line["object"]:
-        where = f"{where} ({line['object']})"
-    lines = [f"Key Vault denial diagnosed: {line['cause']}",
-             f"Who: {line['principal'] or 'unknown caller'}  |  What: {what}  |  Where: {where}",
-             str(finding.get("explanation") or "")]
+        where = f"{where} ({chat_text(line['object'])})"
+    lines = [f"Key Vault denial diagnosed: {chat_text(line['cause'])}",
+             f"Who: {chat_text(line['principal'] or 'unknown caller')}  |  What: {what}  |  Where: {where}",
+             chat_text(finding.get("explanation") or "")]
     if line["fix"]:
-        lines.append(f"Fix: `{line['fix']}`")
+        lines.append(f"Fix: `{chat_code(line['fix'])}`")
     if finding.get("outcome") in ("applied", "already_granted", "refused", "failed"):
         from ..render.findings import outcome_text
 
-        lines.append(outcome_text(finding))
+        lines.append(chat_text(outcome_text(finding)))
     if line["alert_id"]:
-        lines.append(f"Alert: {line['alert_id']}")
+        lines.append(f"Alert: {chat_text(line['alert_id'])}")
     text = "\n".join(x for x in lines if x)
-    return {"text": text, "summary": f"kv-remediate: {line['cause']} on {line['vault'] or 'a vault'}",
-            "kv_remediate": line}
+    summary = f"kv-remediate: {chat_text(line['cause'])} on {chat_text(line['vault'] or 'a vault')}"
+    return {"text": text, "summary": summary, "kv_remediate": escape_all(line)}
 
 
-async def act(rt: Runtime, findings: list[Finding], alert_id: str | None, facts: ArmFacts) -> list[Finding]:
-    """Apply what policy allows (``mode: apply``), else leave the findings as suggestions.
+def _with_audit(f: Finding, proof: Proof | None, limitation: str | None) -> Finding:
+    """The finding with what the audit-log read found (``evidence.audit_log``): the proof, or why there is none."""
+    audit: dict[str, Any] = {"proof": proof.to_dict() if proof else None}
+    if limitation and proof is None:
+        audit["limitation"] = limitation
+    return replace(f, evidence={**f.evidence, "audit_log": audit})
 
-    The single place the worker changes anything. An invalid policy changes nothing: each finding says so.
-    """
-    from ..apply import ApplyContext, apply_findings
+
+async def run_batch(rt: Runtime, denials: list[Denial], *, alert_id: str | None, window: tuple[str, str] | None,
+                    known: dict[tuple[str | None, ...], Proof] | None = None) -> list[Finding]:
+    """Diagnose (with the policy's plan options) and, under ``mode: apply``, apply what the policy allows through
+    the one core function, ``service.remediate``, on the evidence the app read itself in the audit log.
+
+    An invalid policy changes nothing: each finding says so (``refused_by: policy``)."""
+    from ..apply import ApplyContext
     from ..errors import PolicyError
-    from ..facts.writes import ArmWriter
+    from ..plan import PlanOptions
+    from ..service import DiagnoseOptions, diagnose, remediate
+    from . import evidence
 
     try:
         policy = rt.policy()
     except PolicyError as exc:
         log.error("kv-remediate: not applying anything: %s", exc.message)
+        async with rt.facts(shared=True) as facts:
+            result = await diagnose(denials, facts)
         return [replace(f, outcome={"applied": False, "refused_by": "policy", "outcome": "refused",
-                                    "reason": exc.message}) for f in findings]
+                                    "reason": exc.message}) for f in result.findings]
     if policy.mode != "apply":
-        return findings
+        async with rt.facts(shared=True) as facts:
+            result = await diagnose(denials, facts, DiagnoseOptions(PlanOptions(object_scope=policy.object_scope)))
+        return list(result.findings)
+    proved = await evidence.prove(rt, denials, window, known)
     ctx = ApplyContext(policy=policy, grants=rt.grants(), slots=await rt.claims(), now=datetime.now(UTC),
-                       requested=True, actor=rt.actor, alert_id=alert_id)
-    return await apply_findings(findings, ArmWriter(facts), ctx)
+                       requested=True, actor=rt.actor, alert_id=alert_id, proofs=proved.proofs,
+                       own_principals=frozenset(rt.settings.self_object_ids))
+    async with rt.facts(shared=True) as facts:
+        result = await remediate(denials, facts, ctx)
+    out = []
+    for f in result.findings:
+        key = f.denial.identity_key()
+        out.append(_with_audit(f, proved.proofs.get(key), proved.limitations.get(key)))
+    return out
 
 
 async def _claim(rt: Runtime, key: tuple[str | None, ...], claimant: str) -> Claim:
@@ -127,51 +162,55 @@ async def _report(rt: Runtime, finding: Finding, *, alert_id: str | None, invoca
         await asyncio.to_thread(rt.notify, notification(doc, line))
 
 
-async def _denials(rt: Runtime, item: QueuedDenial, claimant: str) -> list[Denial] | None:
-    """The message's denials: itself, or its alert's rows; None when another message already fetched them."""
+async def _denials(rt: Runtime, item: QueuedDenial, claimant: str) -> tuple[list[Denial], dict[Any, Proof]] | None:
+    """The message's denials (itself, or its alert's rows, with the proofs those rows are); None when another
+    message already read them."""
     from . import evidence
+    from .messages import escape_controls
 
     if item.search is None:
-        return [item.denial]
+        return [item.denial], {}
     window = item.search.window or (None, None)
     claim = await _claim(rt, ("search", item.search.link, *window), claimant)
     if not claim.won:
-        log.debug("kv-remediate: alert %s rows already fetched by %s (%d occurrences)", item.alert_id,
-                  claim.winner, claim.occurrences)
+        log.debug("kv-remediate: alert %s rows already fetched by %s (%d occurrences)",
+                  escape_controls(item.alert_id), claim.winner, claim.occurrences)
         return None
     got = await evidence.fetch(rt, item.denial, item.search)
+    for note in got.notes:
+        log.warning("kv-remediate: alert %s: %s", escape_controls(item.alert_id), escape_controls(note))
     if not got.denials:
-        log.warning("kv-remediate: alert %s: its search returned %d row(s), none a denial about the alert's vault; "
-                    "diagnosing the alert itself", item.alert_id, got.rows)
-        return [item.denial]
-    return list(got.denials)
+        log.warning("kv-remediate: alert %s: the audit log gave %d row(s), none a denial about the alert's vault; "
+                    "diagnosing the alert itself", escape_controls(item.alert_id), got.rows)
+        return [item.denial], {}
+    return list(got.denials), dict(got.proofs)
 
 
 async def handle(rt: Runtime, body: bytes | str, *, message_id: str, invocation_id: str | None) -> int:
     """Process one `denials` message; returns how many findings it reported (0 for a duplicate)."""
     from ..service import collapse
-    from ..service import diagnose as diagnose_batch
-    from .messages import decode
+    from .messages import decode, escape_controls
 
     item = decode(body)
-    denials = await _denials(rt, item, message_id)
-    if not denials:
+    got = await _denials(rt, item, message_id)
+    if not got or not got[0]:
         return 0
+    denials, known = got
     winners: list[Denial] = []
     claims: dict[tuple[str | None, ...], Claim] = {}
     for denial, count in collapse(denials):
         key = denial.identity_key()
         claim = await _claim(rt, key, message_id)
         if not claim.won:
-            log.debug("kv-remediate: duplicate of %s's denial (%d occurrences)", claim.winner, claim.occurrences)
+            log.debug("kv-remediate: duplicate of %s's denial (%d occurrences)", escape_controls(claim.winner),
+                      claim.occurrences)
             continue
-        claims[key] = claim
+        claims[key] = claims[denial.canonical().identity_key()] = claim
         winners.extend([denial] * count)
     if not winners:
         return 0
-    async with rt.facts(shared=True) as facts:
-        result = await diagnose_batch(winners, facts)
-        findings = await act(rt, list(result.findings), item.alert_id, facts)
+    findings = await run_batch(rt, winners, alert_id=item.alert_id,
+                               window=item.search.window if item.search else None, known=known)
     for finding in findings:
         await _report(rt, finding, alert_id=item.alert_id, invocation_id=invocation_id,
                       claim=claims.get(finding.denial.identity_key()))

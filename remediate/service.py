@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .catalog import RoleDefinition
-from .decide import EVERYONE, decide, input_cause
+from .decide import EVERYONE, decide, input_cause, object_scope
 from .diagnosis import build_finding
 from .model import (
     DIAGNOSIS_SCHEMA,
@@ -38,7 +38,9 @@ class FactSource(Protocol):
 
     requests: int
     by_api: dict[str, int]
-    graph_denied: bool
+
+    @property
+    def graph_denied(self) -> bool: ...
 
     async def find_vault(self, ref: VaultRef) -> VaultLookup: ...
     async def assignments(self, principal_id: str, scope: str) -> tuple[RoleAssignment, ...]: ...
@@ -101,8 +103,9 @@ async def gather_facts(denial: Denial, source: FactSource) -> Facts | None:
     known_id = ref.resource_id
     ra_task = deny_task = None
     if early is None and oid and known_id:
-        # The vault id is known: start every independent read at once.
-        ra_task = asyncio.ensure_future(source.assignments(oid, known_id))
+        # The vault id is known: start every independent read at once. Assignments are asked for at the denied
+        # object's own scope (atScope() there returns everything at or above it: facts.arm.ArmFacts.assignments).
+        ra_task = asyncio.ensure_future(source.assignments(oid, object_scope(known_id, denial) or known_id))
         deny_task = asyncio.ensure_future(source.deny_assignments(known_id))
     lookup = await source.find_vault(ref)
     vault = lookup.vault
@@ -111,7 +114,7 @@ async def gather_facts(denial: Denial, source: FactSource) -> Facts | None:
         await asyncio.gather(*(t for t in (ra_task, deny_task) if t is not None), return_exceptions=True)
         return Facts(vault=vault, principal=PrincipalInfo(oid), searched_subscriptions=lookup.searched)
     if ra_task is None or vault.id.lower() != (known_id or "").lower():
-        ra_task = asyncio.ensure_future(source.assignments(oid, vault.id))
+        ra_task = asyncio.ensure_future(source.assignments(oid, object_scope(vault.id, denial) or vault.id))
         deny_task = asyncio.ensure_future(source.deny_assignments(vault.id))
     assert deny_task is not None
     assignments, denies = await asyncio.gather(ra_task, deny_task)
@@ -127,12 +130,17 @@ async def gather_facts(denial: Denial, source: FactSource) -> Facts | None:
         return facts
     info = await source.principal(oid, need_type=need_type, need_groups=need_groups)
     limitations = []
+    problem = getattr(source, "graph_problem", None)   # per Graph call: why it told nothing (facts.arm)
+
+    def why(call: str, default: str) -> str:
+        return (problem(oid, call) if problem else None) or default
     if need_groups and not info.groups_known:
-        limitations.append("group memberships (Microsoft Graph was not permitted), so access-policy entries and "
-                           "deny assignments naming the caller's groups were not matched")
+        limitations.append(f"group memberships ({why('getMemberGroups', 'Microsoft Graph was not permitted')}), so "
+                           "access-policy entries and deny assignments naming the caller's groups were not matched")
     if need_type and info.type is None and (denial.principal.kind is None or not vault.rbac):
-        limitations.append("the caller's principal type (Microsoft Graph could not tell; an access-policy entry is "
-                           "granted only to a type Graph confirmed, never to one the input claims)")
+        limitations.append(f"the caller's principal type ({why('getByIds', 'Microsoft Graph could not tell')}; an "
+                           "access-policy entry is granted only to a type Graph confirmed, never to one the input "
+                           "claims)")
     return Facts(vault=vault, principal=info, assignments=assignments, roles=roles, deny_assignments=denies,
                  searched_subscriptions=lookup.searched, limitations=tuple(limitations))
 

@@ -7,7 +7,7 @@ import logging
 import re
 from typing import Any
 
-from remediate.emulator.state import ArmError, TenantState, parse_assignment_filter
+from remediate.emulator.state import ArmError, AssignmentFilter, TenantState, norm, parse_assignment_filter
 from remediate.emulator.wire import Request, Response, page, paging
 
 log = logging.getLogger("remediate.emulator")
@@ -20,11 +20,21 @@ _RESOURCES = re.compile(r"^/subscriptions/[^/]+/resources$")
 _SUB_ALIAS = "/providers/microsoft.subscription/subscriptions/"
 
 
+_PROVIDER = re.compile(r"/providers/([^/]+)/([^/]+)")
+
+
 def not_found_route(req: Request) -> ArmError:
-    """The 404 ARM sends for a path it has no provider for, noting the gap (and logging it)."""
+    """ARM's 404 for a path it has no resource type for (logged, and kept in ``Emulator.unrouted``).
+
+    ARM's words: ``{"error": {"code": "InvalidResourceType", "message": "The resource type '{type}' could not be
+    found in the namespace '{namespace}' for api version '{version}'."}}`` (the ARM error body is only code and
+    message: azure-core ``ODataV4Format`` / the REST specs' ``CloudError``).
+    """
     log.warning("emulator: no route for %s %s", req.method, req.path)
-    return ArmError(404, "InvalidResourceType", f"The resource type could not be found for '{req.method} {req.path}' "
-                    "(the kv-remediate emulator does not serve this route).")
+    found = _PROVIDER.findall(req.path)
+    namespace, rtype = found[-1] if found else ("", req.path.rstrip("/").rsplit("/", 1)[-1])
+    return ArmError(404, "InvalidResourceType", f"The resource type '{rtype}' could not be found in the namespace "
+                    f"'{namespace}' for api version '{req.q('api-version') or ''}'.")
 
 
 def _listing(req: Request, items: list[dict[str, Any]], offset: int, text: str | None) -> Response:
@@ -90,7 +100,14 @@ def _authz(state: TenantState, req: Request, scope: str, rest: str) -> Response:
             if req.method != "GET":
                 raise _method(req)
             offset, text = paging(req, "$filter")
-            items = state.list_role_assignments(scope, parse_assignment_filter(text))
+            flt = parse_assignment_filter(text, role_assignments=True)
+            if norm(scope) == "/" and flt == AssignmentFilter():
+                # Azure/azure-powershell#20323 (debug output of the real 400 BadRequest): "The role assignments
+                # query at '/' scope is not allowed without any filters." (the code is not in the quote; ARM's
+                # generic BadRequest is used here).
+                raise ArmError(400, "BadRequest", "The role assignments query at '/' scope is not allowed without "
+                               "any filters.")
+            items = state.list_role_assignments(scope, flt)
             return _listing(req, items, offset, text)
         if req.method == "GET":
             return Response(200, state.get_role_assignment(scope, name))

@@ -1,8 +1,12 @@
-"""Microsoft Graph routes (``/v1.0``): directory objects by id and group memberships, from snapshot principals."""
+"""Microsoft Graph routes (``/v1.0``): directory objects by id and group memberships, from snapshot principals.
+
+Only documented routes are served: ``POST /directoryObjects/getByIds``, ``POST /{directoryObjects|users|
+servicePrincipals|groups}/{id}/getMemberGroups``, ``GET /{users|servicePrincipals|groups}/{id}`` and their
+``memberOf`` / ``transitiveMemberOf`` (optionally cast to ``microsoft.graph.group``); anything else is refused
+as Graph refuses it."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from remediate.emulator.snapshot import Principal
@@ -12,7 +16,7 @@ from remediate.emulator.wire import Request, Response, page, paging
 CONTEXT = "https://graph.microsoft.com/v1.0/$metadata#directoryObjects"
 _GRAPH_TYPE = {"ServicePrincipal": "servicePrincipal", "User": "user", "Group": "group"}
 _COLLECTIONS = {"directoryobjects": None, "serviceprincipals": "ServicePrincipal", "users": "User", "groups": "Group"}
-_MEMBERS = re.compile(r"^/v1\.0/([a-z]+)/([^/]+)(?:/(transitivememberof|memberof)(?:/microsoft\.graph\.group)?)?$")
+_NAVIGATIONS = ("transitivememberof", "memberof")
 
 
 def graph_object(p: Principal | None, object_id: str) -> dict[str, Any]:
@@ -32,41 +36,86 @@ def graph_object(p: Principal | None, object_id: str) -> dict[str, Any]:
 
 
 def _not_found(object_id: str) -> ArmError:
+    # Graph's words for an unknown id (quoted in microsoftgraph/msgraph-sdk-javascript#350).
     return ArmError(404, "Request_ResourceNotFound", f"Resource '{object_id}' does not exist or one of its queried "
                     "reference-property objects are not present.")
 
 
+def unknown_segment(segment: str) -> ArmError:
+    """Graph's answer to a path it has no route for: 400 BadRequest "Resource not found for the segment 'x'."
+
+    That is what Graph answers, at routing and before authorization, for a segment v1.0 does not have (reports
+    of live calls quoting it: "v1.0 .../containerTypes/{id}/permissions -> 400 'Resource not found for the
+    segment 'permissions''", "HTTP 400 'Resource not found for the segment 'getDeviceInstallStatusReport''");
+    the body is Graph's ``{"error": {"code", "message", "innerError": {date, request-id, client-request-id}}}``
+    (server._error_body). ``/directoryObjects/{id}/transitiveMemberOf`` is such a path: transitiveMemberOf is
+    a navigation of users, groups, servicePrincipals, devices and contacts only.
+    """
+    return ArmError(400, "BadRequest", f"Resource not found for the segment '{segment}'.")
+
+
+def _get_by_ids(state: TenantState, req: Request) -> Response:
+    body = req.body if isinstance(req.body, dict) else {}
+    ids = body.get("ids")
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise ArmError(400, "Request_BadRequest", "Invalid request: 'ids' must be a list of strings.")
+    types = {str(t).lower() for t in (body.get("types") or [])}
+    out = []
+    for i in ids:
+        p = state.principals.get(i.lower())
+        if p is not None and (not types or _GRAPH_TYPE.get(p.type, "").lower() in types):
+            out.append(graph_object(p, i))
+    return Response(200, {"@odata.context": CONTEXT, "value": out})
+
+
+def _member_groups(state: TenantState, req: Request, p: Principal) -> Response:
+    """``getMemberGroups``: the ids of every group the object is in, transitively (directoryobject-getmembergroups:
+    "This function is transitive"; response ``{"@odata.context": ...#Collection(Edm.String), "value": [ids]}``)."""
+    body = req.body if isinstance(req.body, dict) else {}
+    flag = body.get("securityEnabledOnly")
+    if not isinstance(flag, bool):
+        raise ArmError(400, "Request_BadRequest", "Invalid request: the parameter 'securityEnabledOnly' (a boolean) "
+                       "is required.")
+    groups = state.groups_of(p.id)   # snapshot groups are security groups, so the flag changes nothing here
+    return Response(200, {"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#Collection(Edm.String)",
+                          "value": groups})
+
+
 def handle(state: TenantState, req: Request) -> Response:
-    """Dispatch one Graph request; with the snapshot's ``"graph": false`` every call is 403, as without consent."""
-    if not state.snap.graph:
-        raise ArmError(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
+    """Dispatch one Graph request; an unknown route is Graph's 400 (at routing, before consent is checked), and
+    with the snapshot's ``"graph": false`` every known call is 403, as without consent."""
     low = req.path.lower().rstrip("/")
-    if low == "/v1.0/directoryobjects/getbyids":
+    segs = req.path.rstrip("/").split("/")[2:]          # after "/v1.0"
+    lsegs = low.split("/")[2:]
+    if not segs or lsegs[0] not in _COLLECTIONS:
+        raise unknown_segment(segs[0] if segs else "v1.0")
+    if len(segs) == 2 and lsegs[1] == "getbyids":
         if req.method != "POST":
-            raise ArmError(405, "Request_BadRequest", "Method not allowed.")
-        body = req.body if isinstance(req.body, dict) else {}
-        ids = body.get("ids")
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise ArmError(400, "Request_BadRequest", "Invalid request: 'ids' must be a list of strings.")
-        types = {str(t).lower() for t in (body.get("types") or [])}
-        out = []
-        for i in ids:
-            p = state.principals.get(i.lower())
-            if p is not None and (not types or _GRAPH_TYPE.get(p.type, "").lower() in types):
-                out.append(graph_object(p, i))
-        return Response(200, {"@odata.context": CONTEXT, "value": out})
-    m = _MEMBERS.match(low)
-    if m is None or m.group(1) not in _COLLECTIONS or req.method != "GET":
-        raise ArmError(400, "Request_BadRequest", f"Unsupported request: {req.method} {req.path} "
-                       "(the kv-remediate emulator serves getByIds, objects by id and memberOf/transitiveMemberOf).")
-    object_id = req.path.rstrip("/").split("/")[3]
+            raise unknown_segment(segs[1])
+        _consented(state)
+        return _get_by_ids(state, req)
+    if len(segs) > 4 or (len(segs) == 4 and (lsegs[2] not in _NAVIGATIONS or lsegs[3] != "microsoft.graph.group")):
+        raise unknown_segment(segs[3] if len(segs) == 4 else segs[4])
+    if len(segs) >= 3:
+        nav = lsegs[2]
+        if nav == "getmembergroups":
+            if req.method != "POST" or len(segs) != 3:
+                raise unknown_segment(segs[2])
+        elif nav not in _NAVIGATIONS or lsegs[0] == "directoryobjects" or req.method != "GET":
+            raise unknown_segment(segs[2])
+    elif req.method != "GET":
+        raise unknown_segment(segs[-1])
+    _consented(state)
+    object_id = segs[1]
     p = state.principals.get(object_id.lower())
-    want = _COLLECTIONS[m.group(1)]
+    want = _COLLECTIONS[lsegs[0]]
     if p is None or (want is not None and p.type != want):
         raise _not_found(object_id)
-    if m.group(3) is None:
+    if len(segs) == 2:
         return Response(200, {"@odata.context": CONTEXT + "/$entity", **graph_object(p, p.id)})
-    groups = state.groups_of(p.id) if m.group(3) == "transitivememberof" else list(p.member_of)
+    if lsegs[2] == "getmembergroups":
+        return _member_groups(state, req, p)
+    groups = state.groups_of(p.id) if lsegs[2] == "transitivememberof" else list(p.member_of)
     items = [graph_object(state.principals.get(g.lower()), g) for g in groups]
     offset, _ = paging(req, "$filter")
     top = req.q("$top")
@@ -77,3 +126,8 @@ def handle(state: TenantState, req: Request) -> Response:
     if link:
         result["@odata.nextLink"] = link
     return Response(200, result)
+
+
+def _consented(state: TenantState) -> None:
+    if not state.snap.graph:
+        raise ArmError(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")

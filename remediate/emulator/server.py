@@ -414,8 +414,8 @@ class Emulator:
                 return routes_logs.handle(self._state, req)
             return routes_arm.handle(self._state, req)
         except ArmError as e:
-            if e.code in ("InvalidResourceType", "PathNotFoundError") or (family == "graph" and e.status == 400
-                                                                         and "Unsupported request" in e.message):
+            if e.code in ("InvalidResourceType", "PathNotFoundError", "UnsupportedQuery") or (
+                    family == "graph" and e.status == 400 and "Resource not found for the segment" in e.message):
                 self.unrouted.append(f"{method} {path}")
             return Response(e.status, _error_body(family, e), e.headers)
         except Exception as e:  # a bug in the emulator: answer like ARM would, and make it visible

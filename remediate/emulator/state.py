@@ -96,8 +96,31 @@ class AssignmentFilter:
     principal_id: str | None = None
 
 
-def parse_assignment_filter(text: str | None) -> AssignmentFilter:
-    """``atScope()``, ``assignedTo('id')``, ``principalId eq 'id'``, joined by ``and`` (case-insensitive)."""
+ROLE_ASSIGNMENT_FILTERS = ("Supported filters are either 'atScope()' or 'principalId eq '{value}' or "
+                           "assignedTo('{value}')'.")
+
+
+def unsupported_filter(text: str) -> ArmError:
+    """ARM's refusal of a role-assignment ``$filter``, verbatim in shape and words.
+
+    Quoted from real answers: ``{"error": {"code": "UnsupportedQuery", "message": "The filter 'principalId' is not
+    supported. Supported filters are either 'atScope()' or 'principalId eq '{value}' or assignedTo('{value}')'."}}``
+    (turbot/steampipe-plugin-azure table_azure_role_assignment.go, citing Azure/azure-rest-api-specs#28255, where
+    ``principalId eq {id}`` without quotes gets the same message).
+    """
+    return ArmError(400, "UnsupportedQuery", f"The filter '{text}' is not supported. {ROLE_ASSIGNMENT_FILTERS}")
+
+
+def parse_assignment_filter(text: str | None, *, role_assignments: bool = False) -> AssignmentFilter:
+    """``atScope()``, ``assignedTo('id')``, ``principalId eq 'id'``, joined by ``and`` (case-insensitive).
+
+    With ``role_assignments`` only the combinations ARM accepts for roleAssignments pass: one of the three alone,
+    or ``atScope() and assignedTo('id')`` (role-assignments-list-rest.md lists exactly these). ``atScope() and
+    principalId eq`` is refused: "if you use atScope() and principalId+eq+'{objectId}' together, it will throw
+    exception because the API doesn't allow it" (Azure/azure-powershell PR #20433, review thread; azure-cli
+    role/custom.py: '"atScope()" and "principalId eq '{value}'" query cannot be used together (API limitation)').
+    Any other clause (``roleDefinitionId eq``, unquoted ids) is the same ``UnsupportedQuery``.
+    """
     if not text or not text.strip():
         return AssignmentFilter()
     at_scope, assigned, principal = False, None, None
@@ -110,8 +133,9 @@ def parse_assignment_filter(text: str | None) -> AssignmentFilter:
         elif m := re.fullmatch(r"principalId\s+eq\s+'([^']+)'", c, re.IGNORECASE):
             principal = m.group(1)
         else:
-            raise ArmError(400, "UnsupportedQuery", f"The filter '{text}' is not supported. Supported filters are "
-                           "atScope(), assignedTo('{principalId}') and principalId eq '{principalId}'.")
+            raise unsupported_filter(text)
+    if role_assignments and principal is not None and (at_scope or assigned is not None):
+        raise unsupported_filter(text)
     return AssignmentFilter(at_scope, assigned, principal)
 
 

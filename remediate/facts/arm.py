@@ -31,6 +31,9 @@ from ..model import AccessPolicyEntry, DenyAssignment, PrincipalInfo, RoleAssign
 T = TypeVar("T")
 _VAULT_ID = re.compile(r"^/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/Microsoft\.KeyVault/vaults/([^/]+)$",
                        re.IGNORECASE)
+GRAPH_CALLS = {"getByIds": "POST /v1.0/directoryObjects/getByIds",
+               "getMemberGroups": "POST /v1.0/directoryObjects/{id}/getMemberGroups"}
+GRAPH_PERMISSION = {"getByIds": "Directory.Read.All", "getMemberGroups": "Directory.Read.All"}  # per the docs pages
 GRAPH_TYPES = {"#microsoft.graph.serviceprincipal": "ServicePrincipal", "#microsoft.graph.user": "User",
                "#microsoft.graph.group": "Group"}
 
@@ -161,7 +164,8 @@ class ArmFacts:
         self.requests = 0
         self.by_api: dict[str, int] = {}
         self.arm_writes = 0
-        self.graph_denied = False
+        self._graph_refused: dict[str, str] = {}                 # call -> why (401/403: skip that call from now on)
+        self._graph_problems: dict[tuple[str, str], str] = {}    # (call, object id) -> why it told nothing
 
     # -- plumbing -------------------------------------------------------------------------------------------
 
@@ -300,20 +304,28 @@ class ArmFacts:
     # -- RBAC -----------------------------------------------------------------------------------------------
 
     async def assignments(self, principal_id: str, scope: str) -> tuple[RoleAssignment, ...]:
-        """Assignments at, above and below ``scope`` (the vault) for the principal and its groups.
+        """Assignments that apply at ``scope`` (the denied object's own scope, or the vault's) for the principal
+        and its groups: ``atScope() and assignedTo('{id}')`` listed at that scope.
 
-        ``assignedTo()`` makes ARM resolve the groups; leaving out ``atScope()`` also returns the assignments
-        on the vault's keys, secrets and certificates, so one request per (principal, vault) serves every
-        object of that vault. decide() keeps only the scopes that contain the denied object.
+        Only documented semantics are relied on. The REST reference of Role Assignments - List For Scope
+        (2022-04-01) says "Use $filter=atScope() to return all role assignments at or above the scope", and
+        role-assignments-list-rest.md lists ``atScope() and assignedTo('{objectId}')`` as a supported
+        combination; ``assignedTo`` includes the principal's (transitive) groups. It is what the Azure CLI sends
+        for ``az role assignment list --assignee X --scope S`` (azure-cli role/custom.py
+        ``_search_role_assignments``: ``f = 'atScope()'`` then ``f + " and assignedTo('{}')"``). Nothing
+        documents that ``assignedTo()`` without ``atScope()`` at a resource scope includes assignments *below*
+        it, so a grant on one secret/key/certificate is found by asking at that object's scope, never by
+        asking at the vault and hoping. Root ('/') and subscription items come back with their own ids (the
+        recorded ``atScope()`` list in tests/fixtures/recordings/04_*). One request per (principal, scope).
         """
         async def call() -> tuple[RoleAssignment, ...]:
-            flt = f"assignedTo('{principal_id}')"
+            flt = f"atScope() and assignedTo('{principal_id}')"
             return tuple([assignment_from_sdk(a) async for a in
                           self.authorization_client().role_assignments.list_for_scope(scope, filter=flt)])
 
         async def fetch() -> tuple[RoleAssignment, ...]:
             return await self._read(f"listing role assignments of {principal_id} at {scope}", call, ())
-        return await self._once(("ra", principal_id.lower(), scope.lower()), fetch)
+        return await self._once(("ra", principal_id.lower(), scope.rstrip("/").lower()), fetch)
 
     async def deny_assignments(self, vault_id: str) -> tuple[DenyAssignment, ...]:
         """Deny assignments at, above and below the vault (one request per vault)."""
@@ -349,70 +361,133 @@ class ArmFacts:
         return out
 
     # -- Microsoft Graph --------------------------------------------------------------------------------------
+    #
+    # Two documented calls, each needing what its page says (application permissions, least privileged first):
+    #   POST /v1.0/directoryObjects/getByIds                (type, name)  Directory.Read.All
+    #       learn.microsoft.com/graph/api/directoryobject-getbyids: "Directory.Read.All" is the least privileged
+    #   POST /v1.0/directoryObjects/{id}/getMemberGroups    (groups)      Directory.Read.All
+    #       learn.microsoft.com/graph/api/directoryobject-getmembergroups, "Group memberships for a directory
+    #       object": Directory.Read.All (the type-specific tables, e.g. User.Read.All + GroupMember.Read.All,
+    #       apply to /users/{id}/getMemberGroups, whose type we would have to know first). The function is
+    #       transitive; with ``securityEnabledOnly: false`` it returns every group (and directory role) id, up to
+    #       11,000 (beyond: 400 Directory_ResultSizeLimitExceeded).
+    # (``GET /directoryObjects/{id}/transitiveMemberOf`` is not a Graph route: transitiveMemberOf exists only
+    # under /users, /groups, /servicePrincipals, /devices and /contacts.)
+    # Every Graph read is optional: any failure becomes a limitation on the finding that needed it, never an
+    # abort, and a refusal (401/403) skips later calls *of the same kind* only.
 
-    async def _graph_json(self, method: str, url: str, body: Any = None) -> Any:
+    @property
+    def graph_denied(self) -> bool:
+        """True once Graph refused any call (401/403)."""
+        return bool(self._graph_refused)
+
+    def graph_problem(self, object_id: str, call: str) -> str | None:
+        """Why ``call`` ("getByIds" | "getMemberGroups") told nothing about ``object_id``, or None."""
+        if not self._graph_enabled:
+            return "Microsoft Graph reads are turned off for this run"
+        return self._graph_problems.get((call, object_id.lower())) or self._graph_refused.get(call)
+
+    def _graph_failed(self, call: str, object_ids: Sequence[str], status: int | None, code: str,
+                      message: str) -> None:
+        what = GRAPH_CALLS[call]
+        if status in (401, 403):
+            self._graph_refused[call] = (
+                f"Microsoft Graph refused {what} ({status} {code}: {message[:160]}); grant the function's identity "
+                f"the application permission {GRAPH_PERMISSION[call]} (admin consent) to read this")
+            return
+        if status is None:
+            why = f"Microsoft Graph could not be reached for {what} ({code}: {message[:160]})"
+        elif code == "Directory_ResultSizeLimitExceeded":
+            why = (f"Microsoft Graph answered {status} {code} to {what}: the caller is in more than 11,000 groups, "
+                   "more than getMemberGroups returns")
+        elif status == 404:
+            why = f"Microsoft Graph has no directory object with this id ({what}: {status} {code})"
+        else:
+            why = f"Microsoft Graph answered {status} {code} to {what} ({message[:160]})"
+        for oid in object_ids:
+            self._graph_problems[(call, oid.lower())] = why
+
+    async def _graph_json(self, call: str, object_ids: Sequence[str], method: str, url: str,
+                          body: Any = None) -> Any:
+        """One Graph call; the decoded JSON, or None after recording why (never raises for Graph's answer)."""
         from azure.core.rest import HttpRequest
 
+        if not self._graph_enabled or call in self._graph_refused:
+            return None
         request = HttpRequest(method, url, json=body) if body is not None else HttpRequest(method, url)
         try:
-            # Every Graph call we make is a read (getByIds and getMemberGroups are POSTs that change nothing), so a
-            # dropped connection is retried like a GET; azure-core retries only idempotent methods by default.
-            response = await self._graph_client().send_request(request, retry_on_methods=READ_METHODS)
-        except (ServiceRequestError, ServiceResponseError, ClientAuthenticationError) as exc:
-            raise self._unavailable(f"calling Microsoft Graph {url}", exc) from exc
-        if response.status_code in (401, 403):
-            self.graph_denied = True
+            response = await self._graph_client().send_request(request)
+            await response.read()
+        except ClientAuthenticationError as exc:
+            self._graph_failed(call, object_ids, 401, "TokenUnavailable", str(exc).splitlines()[0] if str(exc) else "")
             return None
-        if response.status_code == 404:
-            return {}
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            self._graph_failed(call, object_ids, None, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            return None
         if response.status_code >= 400:
-            raise self._unavailable(f"calling Microsoft Graph {url}",
-                                    HttpResponseError(response=response))
-        await response.read()
-        return response.json()
+            code, message = _graph_error(response)
+            self._graph_failed(call, object_ids, response.status_code, code, message)
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            self._graph_failed(call, object_ids, response.status_code, "InvalidJson", "the body is not JSON")
+            return None
+
+    async def _get_by_ids(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        page = await self._graph_json("getByIds", ids, "POST", f"{self._graph_url}/v1.0/directoryObjects/getByIds",
+                                      {"ids": list(ids), "types": ["user", "servicePrincipal", "group"]})
+        values = page.get("value") if isinstance(page, dict) else None
+        return {str(o.get("id")).lower(): o for o in (values if isinstance(values, list) else [])
+                if isinstance(o, dict) and o.get("id")}
 
     async def display_names(self, object_ids: Sequence[str]) -> dict[str, str]:
         """Display names for many principals in one Graph call (for tables a person reads); {} without Graph."""
         ids = sorted({i.lower() for i in object_ids if i})[:1000]
-        if not ids or not self._graph_enabled or self.graph_denied:
+        if not ids:
             return {}
-        page = await self._graph_json("POST", f"{self._graph_url}/v1.0/directoryObjects/getByIds",
-                                      {"ids": ids, "types": ["user", "servicePrincipal", "group"]})
-        return {str(o.get("id")).lower(): str(o.get("displayName")) for o in (page or {}).get("value", [])
-                if o.get("id") and o.get("displayName")}
+        found = await self._get_by_ids(ids)
+        return {k: str(o["displayName"]) for k, o in found.items() if o.get("displayName")}
 
     async def principal(self, object_id: str, *, need_type: bool, need_groups: bool) -> PrincipalInfo:
-        """Type, name and transitive groups from Graph, asking only for what the decision needs."""
-        if not self._graph_enabled or self.graph_denied or not (need_type or need_groups):
+        """Type, name and transitive groups from Graph, asking only for what the decision needs; each call that
+        fails leaves its part unknown (see :meth:`graph_problem`) and the other part intact."""
+        if not (need_type or need_groups):
             return PrincipalInfo(object_id)
 
-        async def info() -> Any:
-            return await self._graph_json("POST", f"{self._graph_url}/v1.0/directoryObjects/getByIds",
-                                          {"ids": [object_id], "types": ["user", "servicePrincipal", "group"]})
+        async def info() -> dict[str, Any] | None:
+            return (await self._get_by_ids([object_id])).get(object_id.lower())
 
         async def groups() -> list[str] | None:
-            url: str | None = (f"{self._graph_url}/v1.0/directoryObjects/{object_id}/transitiveMemberOf"
-                               "?$select=id")
-            found: list[str] = []
-            while url:
-                page = await self._graph_json("GET", url)
-                if page is None:
-                    return None
-                for g in page.get("value", []):
-                    if str(g.get("@odata.type", "#microsoft.graph.group")).lower() == "#microsoft.graph.group":
-                        found.append(str(g.get("id")))
-                url = page.get("@odata.nextLink")
-            return found
+            page = await self._graph_json(
+                "getMemberGroups", [object_id], "POST",
+                f"{self._graph_url}/v1.0/directoryObjects/{object_id}/getMemberGroups", {"securityEnabledOnly": False})
+            values = page.get("value") if isinstance(page, dict) else None
+            if not isinstance(values, list):
+                if page is not None:
+                    self._graph_failed("getMemberGroups", [object_id], 200, "UnexpectedBody", "no 'value' list")
+                return None
+            return [str(g) for g in values if isinstance(g, str) and g.lower() != object_id.lower()]
 
         meta, grp = await asyncio.gather(
             self._once(("gp", object_id.lower()), info) if need_type else _none(),
             self._once(("gg", object_id.lower()), groups) if need_groups else _none())
-        obj = (meta or {}).get("value", [{}]) if meta else [{}]
-        first = obj[0] if obj else {}
+        first = meta or {}
         return PrincipalInfo(
             object_id=object_id, type=GRAPH_TYPES.get(str(first.get("@odata.type", "")).lower()),
             display_name=first.get("displayName"), app_id=first.get("appId"),
             groups=tuple(grp or ()), groups_known=grp is not None)
+
+
+def _graph_error(response: Any) -> tuple[str, str]:
+    """(code, message) of Graph's error body ``{"error": {"code", "message", "innerError"}}``, tolerating others."""
+    try:
+        err = response.json().get("error")
+    except (ValueError, AttributeError):
+        err = None
+    if isinstance(err, dict):
+        return str(err.get("code") or "Unknown"), str(err.get("message") or "")
+    return f"HTTP{response.status_code}", ""
 
 
 async def _none() -> None:

@@ -28,7 +28,6 @@ from tests.test_app_support import (
     variant,
 )
 
-
 WORKSPACE = "dddd3333-ee44-5555-66ff-777777aaaaaa"
 """The audit workspace the alert variants' search links name (configured in KV_REMEDIATE_AUDIT_WORKSPACES)."""
 

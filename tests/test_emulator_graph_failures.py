@@ -48,8 +48,12 @@ class FailingGraph(Emulator):
 
 @pytest.fixture
 def emulator(request: pytest.FixtureRequest) -> Iterator[FailingGraph]:
-    with FailingGraph(request.param) as emu:
+    emu = FailingGraph(request.param)
+    emu.start()
+    try:
         yield emu
+    finally:
+        emu.stop()
 
 
 def diagnose_policy_vault_denial(emu: Emulator, n: int = 1) -> list[dict[str, Any]]:

@@ -271,3 +271,22 @@ def test_a_forged_alert_id_on_the_queue_is_escaped_in_the_log_and_the_notificati
         [note] = app.notify.bodies
         assert not _raw_controls(note["text"]) and "<!channel>" not in note["text"]
         assert not any(x.startswith("kv-remediate finding") for x in note["text"].splitlines())
+
+
+def test_rows_read_for_an_alert_without_the_caller_are_their_own_proof(azurite: str, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # given `mode: apply` (tier 2 allowed) and the no-dimensions alert, whose rows are in the configured workspace
+    rows = [{**r, "TenantId": WORKSPACE} for r in json.loads(snapshot_with_rows(tmp_path).read_text())["log_rows"]]
+    policy = json.dumps({**POLICY, "max_tier": 2})
+    for app in _serve(azurite, _snapshot(tmp_path, rows), monkeypatch, KV_REMEDIATE_POLICY=policy):
+        # when posted and the worker drains the queue
+        app.post("/api/alerts", variant("alert_v2_no_dimensions_vault_scope.json"))
+        app.pump.drain(timeout=60)
+        # then the caller found in the rows got the grant, proved by the row that named it
+        [record] = app.findings()
+        finding = record["finding"]
+        assert finding["denial"]["principal"]["object_id"] == APP_SIGNER
+        assert finding["outcome"] == "applied", finding
+        proof = finding["evidence"]["audit_log"]["proof"]["source"]
+        assert proof.startswith(f"workspace {WORKSPACE} row 2026-11-20T09:5")
+        assert len(_assignments(APP_SIGNER)) == 1

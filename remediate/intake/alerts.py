@@ -81,20 +81,31 @@ class Essentials:
         return types
 
 
+MAX_LINK = 8192
+"""Longer search links are ignored: the app never follows a link's query, it only reads which workspace it names."""
+
+
+def _link(value: Any) -> str | None:
+    link = text(value)
+    return link if link and len(link) <= MAX_LINK and link.lower().startswith("https://") else None
+
+
 def search_results_link(payload: Any) -> str | None:
-    """The Log Analytics API link an alert's rows can be fetched from (filtered link first), or None."""
+    """The Log Analytics API link of an alert (filtered link first), or None; only https links of bounded length.
+
+    The link only tells the app where to look (app/evidence.py): its query is never run."""
     root = as_dict(payload)
     data = as_dict(root.get("data"))
     ctx = as_dict(data.get("alertContext")) or as_dict(root.get("alertContext")) or root
     lk = lower_keys(ctx)
     for key in ("linktofilteredsearchresultsapi", "linktosearchresultsapi"):
-        link = text(lk.get(key))
+        link = _link(lk.get(key))
         if link:
             return link
     for item in as_list(as_dict(ctx.get("condition")).get("allOf")):
         il = lower_keys(as_dict(item))
         for key in ("linktofilteredsearchresultsapi", "linktosearchresultsapi"):
-            link = text(il.get(key))
+            link = _link(il.get(key))
             if link:
                 return link
     return None
@@ -103,7 +114,7 @@ def search_results_link(payload: Any) -> str | None:
 def search_results_window(payload: Any) -> tuple[str, str] | None:
     """The ``(start, end)`` the alert evaluated (V2 ``windowStartTime``/``windowEndTime``, V1 search interval).
 
-    The time span to fetch the alert's rows for; None when the payload does not say.
+    The time span to read the alert's rows for; None when the payload does not say (or says more than a time).
     """
     root = as_dict(payload)
     data = as_dict(root.get("data"))
@@ -113,7 +124,7 @@ def search_results_window(payload: Any) -> tuple[str, str] | None:
     for start_key, end_key, where in (("windowstarttime", "windowendtime", cond),
                                       ("searchintervalstarttimeutc", "searchintervalendtimeutc", lk)):
         start, end = text(where.get(start_key)), text(where.get(end_key))
-        if start and end:
+        if start and end and len(start) <= 40 and len(end) <= 40:
             return start, end
     return None
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,8 +28,6 @@ class Recording(Emulator):
         self.lists: list[tuple[str, str]] = []
 
     def _dispatch(self, method: str, target: str, raw: bytes) -> Response:
-        import urllib.parse
-
         split = urllib.parse.urlsplit(target)
         if split.path.lower().endswith("/providers/microsoft.authorization/roleassignments"):
             q = dict(urllib.parse.parse_qsl(split.query))
@@ -55,7 +54,8 @@ def diagnose_get(emu: Emulator, secret: str) -> dict[str, Any]:
                             transport_factory=emu.async_transport, retry_total=0) as facts:
             return await diagnose(parse_inputs(inputs).denials, facts)
     (finding,) = asyncio.run(go()).findings
-    return finding.to_dict()
+    out: dict[str, Any] = finding.to_dict()
+    return out
 
 
 def test_grant_on_the_secret_itself_is_seen(emu: Recording) -> None:

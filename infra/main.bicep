@@ -97,8 +97,11 @@ param webhookAadIdentifierUri string = ''
 @description('Secure webhook: object id of that app registration.')
 param webhookAadObjectId string = ''
 
-@description('Secure webhook: tenant of that app registration.')
+@description('Secure webhook and apply over HTTP: tenant id (a GUID, not a domain) of the app registration(s).')
 param webhookAadTenantId string = tenant().tenantId
+
+@description('Apply over HTTP: application id URI (token audience) of the app registration whose app role KvRemediate.Apply lets a caller apply with POST /api/remediate. Empty: webhookAadIdentifierUri (one registration for both); both empty: /api/remediate never applies.')
+param remediateApiAadIdentifierUri string = ''
 
 @description('Remediation policy (YAML or JSON content) for KV_REMEDIATE_POLICY. Empty: the defaults (suggest only).')
 param remediationPolicy string = ''
@@ -172,6 +175,7 @@ var writerVaultIds = applyMode ? targetVaultIds : []
 var targetVaultResourceGroupScopes = [for vaultId in targetVaultIds: '/subscriptions/${split(vaultId, '/')[2]}/resourceGroups/${split(vaultId, '/')[4]}']
 
 var useWebhookAad = !empty(webhookAadIdentifierUri)
+var remediateApiAudience = empty(remediateApiAadIdentifierUri) ? webhookAadIdentifierUri : remediateApiAadIdentifierUri
 
 // ABAC condition for Role Based Access Control Administrator, from Microsoft's "Constrain roles and principal types"
 // template (https://learn.microsoft.com/azure/role-based-access-control/delegate-role-assignments-examples) plus a
@@ -215,6 +219,19 @@ var remediateAppSettings = [
   {
     name: 'KV_REMEDIATE_WEBHOOK_TENANT'
     value: useWebhookAad ? webhookAadTenantId : ''
+  }
+  {
+    name: 'KV_REMEDIATE_API_AUDIENCE'
+    value: remediateApiAudience
+  }
+  {
+    name: 'KV_REMEDIATE_API_TENANT'
+    value: empty(remediateApiAudience) ? '' : webhookAadTenantId
+  }
+  {
+    // The guard's own copy of what the ABAC condition enforces: never grant to the app's own identity.
+    name: 'KV_REMEDIATE_SELF_OBJECT_ID'
+    value: identity.properties.principalId
   }
 ]
 

@@ -458,9 +458,13 @@ def test_function_app_is_flex_consumption_python_311_with_the_user_assigned_iden
 
 
 def test_app_settings_cover_the_function_contract() -> None:
-    names = {s["name"] for s in tree("main.bicep")["variables"]["remediateAppSettings"]["value"]}
-    assert names == {"AZURE_SUBSCRIPTION_IDS", "KV_REMEDIATE_POLICY", "KV_REMEDIATE_DEDUPE_WINDOW",
-                     "KV_REMEDIATE_NOTIFY_URL", "KV_REMEDIATE_WEBHOOK_AUDIENCE", "KV_REMEDIATE_WEBHOOK_TENANT"}
+    settings = {s["name"]: s["value"] for s in tree("main.bicep")["variables"]["remediateAppSettings"]["value"]}
+    assert set(settings) == {"AZURE_SUBSCRIPTION_IDS", "KV_REMEDIATE_POLICY", "KV_REMEDIATE_DEDUPE_WINDOW",
+                             "KV_REMEDIATE_NOTIFY_URL", "KV_REMEDIATE_WEBHOOK_AUDIENCE", "KV_REMEDIATE_WEBHOOK_TENANT",
+                             "KV_REMEDIATE_API_AUDIENCE", "KV_REMEDIATE_API_TENANT", "KV_REMEDIATE_SELF_OBJECT_ID"}
+    # the guard knows the identity the ABAC condition excludes: the same principal, from the same resource
+    assert settings["KV_REMEDIATE_SELF_OBJECT_ID"] == tree("main.bicep")["variables"]["selfPrincipalId"]["value"]
+    assert settings["KV_REMEDIATE_API_AUDIENCE"] == "remediateApiAudience"
 
 
 def test_app_insights_uses_a_workspace_and_entra_only() -> None:

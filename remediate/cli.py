@@ -245,7 +245,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .serve import serve
 
     return serve(host=args.host, port=args.port, snapshot=args.snapshot, workers=args.workers,
-                 function_key=args.function_key)
+                 function_key=args.function_key, insecure_no_key=args.insecure_no_key)
 
 
 def _add_batch_args(p: argparse.ArgumentParser) -> None:
@@ -310,7 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7071)
     p.add_argument("--workers", type=int, default=1, help="queue worker processes (0: HTTP only)")
-    p.add_argument("--function-key", metavar="KEY", help="require this function key (default: any, as func start)")
+    p.add_argument("--function-key", metavar="KEY",
+                   help="the function key routes require (default: KV_REMEDIATE_FUNCTION_KEY, else a random key "
+                        "generated and printed at start)")
+    p.add_argument("--insecure-no-key", action="store_true",
+                   help="accept requests without a function key (Host/Origin checks and CSRF refusal still apply)")
     p.set_defaults(func=cmd_serve)
     return parser
 

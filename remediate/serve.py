@@ -5,8 +5,18 @@ worker are found in ``function_app.app.get_functions()`` and called with ``azure
 - HTTP: a threaded server (TCP_NODELAY, deep backlog, HTTP/1.1 keep-alive) on ``127.0.0.1:7071`` maps
   ``/{routePrefix}/{route}`` (host.json, default ``api``) to the function whose trigger has that route and method.
   Async functions run on one event loop (as the Python worker runs them), sync ones on the request's thread.
-  Function keys: like ``func start``, any ``code``/``x-functions-key`` (or none) is accepted, unless a key is
-  configured (``--function-key`` or ``KV_REMEDIATE_FUNCTION_KEY``); then routes above ANONYMOUS require it.
+  Function keys: ``serve`` always requires one on routes above ANONYMOUS (``code`` query or ``x-functions-key``):
+  ``--function-key`` or ``KV_REMEDIATE_FUNCTION_KEY``, else a random key is generated and printed at start;
+  ``--insecure-no-key`` turns the check off (then browser-shaped simple requests are refused, see below).
+  (``HttpServer`` embedded in tests checks a key only when given one.)
+- Browser safety (any mode): the ``Host`` header must name a loopback address or name (or the bound host) with the
+  bound port, which defeats DNS rebinding; a request whose ``Origin`` is not this server's, or whose
+  ``Sec-Fetch-Site`` is ``cross-site``/``same-site``, is refused (403), so no web page can call the routes; without
+  a key, a POST with a CORS "simple" content type (``text/plain``, form encodings) from a browser (``Origin``,
+  ``Referer``, ``Sec-Fetch-*`` or a ``Mozilla/`` user agent) is refused as cross-site request forgery.
+- Bodies: ``Content-Length`` (digits only) or ``Transfer-Encoding: chunked`` (hex sizes only, never negative, never
+  past ``MAX_BODY`` in total), not both; anything else is 400, over the limit 413. Every error, 5xx included, is
+  the app's error JSON.
 - Queue: for each queue trigger, a pump receives messages from the trigger's queue (its ``connection`` setting,
   Azurite locally), invokes the function with a ``func.QueueMessage``, deletes the message on success and on
   failure makes it visible again after host.json's ``visibilityTimeout``, or moves it to ``<queue>-poison`` once
@@ -14,7 +24,8 @@ worker are found in ``function_app.app.get_functions()`` and called with ``azure
   processes (``python -m remediate.serve worker``), so several "instances" share the queue and the claims table.
 
 Settings come from the environment, then ``local.settings.json`` ``Values`` (as ``func start`` reads them);
-``--snapshot FILE`` sets ``KV_REMEDIATE_SNAPSHOT``.
+``--snapshot FILE`` sets ``KV_REMEDIATE_SNAPSHOT``. A snapshot on an Azure host (``WEBSITE_INSTANCE_ID``,
+``WEBSITE_SITE_NAME`` present) is a ConfigError: ``serve`` refuses to start.
 """
 
 from __future__ import annotations
@@ -25,10 +36,12 @@ import concurrent.futures
 import contextlib
 import hmac
 import inspect
+import ipaddress
 import json
 import logging
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -46,13 +59,29 @@ from typing import Any
 import azure.functions as func
 from azure.functions.queue import QueueMessage
 
-from .app.runtime import host_settings
+from .app.runtime import host_settings, snapshot_in_azure
+from .errors import ConfigError
 
 log = logging.getLogger("kv_remediate.serve")
 
 KEY_SETTING = "KV_REMEDIATE_FUNCTION_KEY"
 ROOT = Path(__file__).resolve().parents[1]
 MAX_BODY = 8 * 1024 * 1024
+MAX_LINE = 4096
+"""Longest chunk-size or trailer line read (a chunk size is at most 16 hex digits plus extensions)."""
+_HEX = re.compile(rb"^[0-9A-Fa-f]{1,16}$")
+_DIGITS = re.compile(r"^[0-9]{1,19}$")
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+SIMPLE_TYPES = ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data")
+"""Content types a browser sends cross-origin without a CORS preflight (the "simple request" CSRF vector)."""
+
+
+class BadRequest(Exception):
+    """An HTTP framing error in the request (answered 400 or 413, never passed to a function)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
 
 
 def load_app() -> func.FunctionApp:
@@ -277,28 +306,101 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
                              mimetype="application/json", charset="utf-8", headers=headers)
 
 
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    return next((v for k, v in headers.items() if k.lower() == name), None)
+
+
+def _is_loopback_name(host: str) -> bool:
+    host = host.strip("[]").lower()
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_port(value: str) -> tuple[str, int | None] | None:
+    """``host[:port]`` of a Host header or an origin's netloc; None when unreadable."""
+    try:
+        parts = urllib.parse.urlsplit("//" + value.strip())
+        return (parts.hostname or "", parts.port)
+    except ValueError:
+        return None
+
+
 class FunctionHost:
-    """Dispatches HTTP requests to the app's HTTP functions."""
+    """Dispatches HTTP requests to the app's HTTP functions, after the Host, Origin and key checks."""
 
     def __init__(self, app: func.FunctionApp, loop: LoopThread, *, function_key: str | None = None,
-                 route_prefix: str | None = None) -> None:
+                 route_prefix: str | None = None, bound_host: str = "127.0.0.1") -> None:
         self.routes = http_routes(app)
         self.loop = loop
         self.function_key = function_key
+        self.bound_host = bound_host
         prefix = host_settings()["route_prefix"] if route_prefix is None else route_prefix
         self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
 
     def _authorized(self, route: HttpRoute, headers: Mapping[str, str], params: Mapping[str, str]) -> bool:
         if route.auth_level == "anonymous" or not self.function_key:
             return True
-        given = params.get("code") or next((v for k, v in headers.items() if k.lower() == "x-functions-key"), "")
+        given = params.get("code") or _header(headers, "x-functions-key") or ""
         return hmac.compare_digest(given.encode(), self.function_key.encode())
+
+    def _our_host(self, value: str | None, port: int) -> bool:
+        """Whether ``value`` (a Host header or origin netloc) names this server: loopback (or the bound host)
+        with the bound port. Anything else may be a DNS-rebinding page reaching loopback through its own name."""
+        found = _host_port(value or "")
+        if found is None or not found[0]:
+            return False
+        name, given_port = found
+        if given_port != port:
+            return False
+        return _is_loopback_name(name) or name.lower() == self.bound_host.strip("[]").lower()
+
+    def refusal(self, method: str, headers: Mapping[str, str], base_url: str,
+                keyed: bool) -> func.HttpResponse | None:
+        """Why a request is refused before routing (Host, Origin, CSRF), or None. ``keyed``: it carries the key."""
+        port = urllib.parse.urlsplit(base_url).port or 80
+        host = _header(headers, "host")
+        if not self._our_host(host, port):
+            return _error(421 if host else 400, "BAD_HOST", f"the Host header {host!r} does not name this server "
+                          f"(a loopback address or name with port {port}); refused to defeat DNS rebinding")
+        origin = _header(headers, "origin")
+        if origin is not None:
+            url = urllib.parse.urlsplit(origin.strip())
+            if url.scheme != "http" or not self._our_host(url.netloc, port):
+                return _error(403, "CROSS_ORIGIN", f"requests from the web origin {origin!r} are refused: serve "
+                              "answers only local tools, never a browser page of another origin")
+        site = (_header(headers, "sec-fetch-site") or "").strip().lower()
+        if site in ("cross-site", "same-site"):
+            return _error(403, "CROSS_ORIGIN", f"a {site} browser request is refused (Sec-Fetch-Site)")
+        browser = any(_header(headers, h) is not None for h in ("origin", "referer", "sec-fetch-mode",
+                                                                 "sec-fetch-site", "sec-fetch-dest"))
+        browser = browser or (_header(headers, "user-agent") or "").startswith("Mozilla/")
+        ctype = (_header(headers, "content-type") or "").split(";")[0].strip().lower()
+        if not keyed and browser and method not in ("GET", "HEAD", "OPTIONS") and (not ctype or ctype in SIMPLE_TYPES):
+            return _error(403, "CSRF", f"a browser-shaped {method} with content type {ctype or '(none)'} and no "
+                          "function key is refused (cross-site request forgery); send the key, or use a tool with "
+                          "Content-Type: application/json")
+        return None
 
     def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes,
                base_url: str) -> func.HttpResponse:
         """The response of the function the request is routed to (errors as the app's error JSON)."""
+        try:
+            return self._handle(method, target, headers, body, base_url)
+        except Exception:
+            log.exception("kv-remediate serve: handling %s %s failed", method, target[:200])
+            return _error(500, "INTERNAL", "unexpected error while handling the request; see the serve log")
+
+    def _handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes,
+                base_url: str) -> func.HttpResponse:
         url = urllib.parse.urlsplit(target)
         path = urllib.parse.unquote(url.path)
+        early = self.refusal(method, headers, base_url, keyed=True)  # Host and Origin, before anything else
+        if early is not None:
+            return early
         if self.prefix and not (path == self.prefix or path.startswith(self.prefix + "/")):
             return _error(404, "NOT_FOUND", f"no function at {path}")
         rel = path[len(self.prefix):].strip("/")
@@ -312,6 +414,11 @@ class FunctionHost:
                           {"Allow": allowed})
         route, match = found[0]
         params = {k: v[0] for k, v in urllib.parse.parse_qs(url.query, keep_blank_values=True).items()}
+        keyed = bool(self.function_key) and route.auth_level != "anonymous" and self._authorized(route, headers,
+                                                                                                  params)
+        refused = self.refusal(method, headers, base_url, keyed)
+        if refused is not None:
+            return refused
         if not self._authorized(route, headers, params):
             return _error(401, "UNAUTHORIZED", "missing or wrong function key (query 'code' or header "
                           "'x-functions-key')")
@@ -366,39 +473,83 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("serve: " + format, *args)
 
-    def _body(self) -> bytes | None:
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            chunks: list[bytes] = []
-            total = 0
-            while True:
-                size = int((self.rfile.readline().split(b";")[0].strip() or b"0"), 16)
-                if size == 0:
-                    self.rfile.readline()
-                    return b"".join(chunks)
-                total += size
-                if total > MAX_BODY:
-                    return None
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
+    def _line(self) -> bytes:
+        line = self.rfile.readline(MAX_LINE + 1)
+        if len(line) > MAX_LINE:
+            raise BadRequest(400, "BAD_CHUNK", f"a chunk-size or trailer line is over {MAX_LINE} bytes")
+        if not line.endswith(b"\n"):
+            raise BadRequest(400, "BAD_CHUNK", "the chunked body ended before its last chunk")
+        return line
+
+    def _chunked(self) -> bytes:
+        """A ``Transfer-Encoding: chunked`` body: hex sizes only (no sign, no ``0x``), never past MAX_BODY."""
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            text = self._line().split(b";")[0].strip()
+            if not _HEX.match(text):
+                raise BadRequest(400, "BAD_CHUNK", f"chunk size {text[:20]!r} is not a hexadecimal number")
+            size = int(text, 16)
+            if size == 0:
+                while self._line().strip():  # trailer fields, up to the empty line
+                    pass
+                return b"".join(chunks)
+            total += size
+            if total > MAX_BODY:
+                raise BadRequest(413, "BODY_TOO_LARGE", f"the request body is over {MAX_BODY} bytes")
+            data = self.rfile.read(size)
+            if len(data) != size:
+                raise BadRequest(400, "BAD_CHUNK", "the chunked body ended inside a chunk")
+            chunks.append(data)
+            if self.rfile.readline(3).strip():
+                raise BadRequest(400, "BAD_CHUNK", "a chunk is longer than its size says")
+
+    def _body(self) -> bytes:
+        encoding = (self.headers.get("Transfer-Encoding") or "").strip().lower()
+        length_header = self.headers.get("Content-Length")
+        if encoding:
+            if encoding != "chunked":
+                raise BadRequest(400, "BAD_FRAMING", f"Transfer-Encoding {encoding!r} is not supported (chunked only)")
+            if length_header is not None:
+                raise BadRequest(400, "BAD_FRAMING", "both Content-Length and Transfer-Encoding are set")
+            return self._chunked()
+        if length_header is None:
+            return b""
+        if not _DIGITS.match(length_header.strip()):
+            raise BadRequest(400, "BAD_FRAMING", f"Content-Length {length_header[:30]!r} is not a number")
+        length = int(length_header)
         if length > MAX_BODY:
-            return None
-        return self.rfile.read(length) if length > 0 else b""
+            raise BadRequest(413, "BODY_TOO_LARGE", f"the request body is over {MAX_BODY} bytes")
+        data = self.rfile.read(length) if length > 0 else b""
+        if len(data) != length:
+            raise BadRequest(400, "BAD_FRAMING", "the body is shorter than its Content-Length")
+        return data
 
     def _serve(self) -> None:
         try:
-            body = self._body()
-        except ValueError:
-            body = None
-            self.close_connection = True
-        host, port = (str(x) for x in self.server.server_address[:2])
-        if body is None:
-            self.close_connection = True
-            response = _error(413, "BODY_TOO_LARGE", f"the request body is over {MAX_BODY} bytes")
-        else:
+            try:
+                body = self._body()
+            except BadRequest as bad:
+                self.close_connection = True
+                self._send(_error(bad.status, bad.code, bad.message))
+                return
+            host, port = (str(x) for x in self.server.server_address[:2])
             response = self.server.host.handle(self.command.upper(), self.path, dict(self.headers.items()), body,
                                                f"http://{host}:{port}")
+        except Exception:
+            log.exception("kv-remediate serve: request failed")
+            self.close_connection = True
+            response = _error(500, "INTERNAL", "unexpected error while handling the request; see the serve log")
         self._send(response)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Protocol errors of the server itself (bad request line, unsupported method...) as the error JSON."""
+        self.close_connection = True
+        try:
+            self._send(_error(code, "BAD_REQUEST" if code < 500 else "SERVER_ERROR",
+                              message or explain or f"HTTP {code}"))
+        except Exception:  # the connection is gone
+            log.debug("kv-remediate serve: could not send error %s", code, exc_info=True)
 
     def _send(self, response: func.HttpResponse) -> None:
         data = response.get_body() or b""
@@ -424,7 +575,7 @@ class HttpServer:
                  function_key: str | None = None, loop: LoopThread | None = None, reuse_port: bool = False) -> None:
         self.loop = loop or LoopThread()
         self._own_loop = loop is None
-        self.function_host = FunctionHost(app, self.loop, function_key=function_key)
+        self.function_host = FunctionHost(app, self.loop, function_key=function_key, bound_host=host)
         self._server = _Server((host, port), self.function_host, reuse_port=reuse_port)
         self._thread: threading.Thread | None = None
 
@@ -607,10 +758,18 @@ def _wait_for_signal(stop: threading.Event) -> None:
         stop.wait(0.5)
 
 
+def refuse_snapshot_in_azure(env: Mapping[str, str] | None = None) -> None:
+    """ConfigError when ``KV_REMEDIATE_SNAPSHOT`` is set on an Azure host: never serve a snapshot there."""
+    problem = snapshot_in_azure(os.environ if env is None else env)
+    if problem:
+        raise ConfigError(f"setting KV_REMEDIATE_SNAPSHOT {problem}")
+
+
 def worker_main() -> int:
     """One worker process: pump the app's queues until SIGTERM/SIGINT."""
     _logging()
     load_local_settings()
+    refuse_snapshot_in_azure()
     app = load_app()
     stop = threading.Event()
     run_worker(app, stop)
@@ -630,21 +789,41 @@ def http_main(host: str, port: int) -> int:
     return 0
 
 
+def resolve_key(function_key: str | None, insecure_no_key: bool, env: Mapping[str, str] | None = None) -> str | None:
+    """The function key ``serve`` requires: the given one, else ``KV_REMEDIATE_FUNCTION_KEY``, else a new random
+    one (printed at start); None only with ``insecure_no_key``. Both a key and ``insecure_no_key`` is an error."""
+    env = os.environ if env is None else env
+    key = function_key or (env.get(KEY_SETTING) or "").strip() or None
+    if insecure_no_key:
+        if function_key:
+            raise ConfigError("serve: --function-key and --insecure-no-key contradict each other; give one")
+        return None
+    if key is not None and len(key) < 16:
+        raise ConfigError(f"serve: the function key ({'--function-key' if function_key else KEY_SETTING}) is "
+                          "shorter than 16 characters; use a longer random key, or omit it to have one generated")
+    return key or secrets.token_urlsafe(32)
+
+
 def serve(*, host: str = "127.0.0.1", port: int = 7071, snapshot: str | None = None, workers: int = 1,
-          function_key: str | None = None) -> int:
+          function_key: str | None = None, insecure_no_key: bool = False) -> int:
     """Serve the app on ``host:port`` with ``workers`` queue-worker processes until interrupted.
 
-    Like the Functions host, ``FUNCTIONS_WORKER_PROCESS_COUNT`` (default 1) Python processes run the HTTP
-    functions; they share the port (SO_REUSEPORT), so one process's GIL does not cap the app.
+    A function key is always required (given, from ``KV_REMEDIATE_FUNCTION_KEY``, or generated and printed),
+    unless ``insecure_no_key``. Like the Functions host, ``FUNCTIONS_WORKER_PROCESS_COUNT`` (default 1) Python
+    processes run the HTTP functions; they share the port (SO_REUSEPORT), so one process's GIL does not cap the app.
     """
     _logging()
     if snapshot:
         os.environ["KV_REMEDIATE_SNAPSHOT"] = str(Path(snapshot).resolve())
     load_local_settings()
+    refuse_snapshot_in_azure()
     os.environ.setdefault("AzureWebJobsStorage", "UseDevelopmentStorage=true")
-    key = function_key or os.environ.get(KEY_SETTING) or None
+    generated = not insecure_no_key and not function_key and not (os.environ.get(KEY_SETTING) or "").strip()
+    key = resolve_key(function_key, insecure_no_key)
     if key:
         os.environ[KEY_SETTING] = key
+    else:
+        os.environ.pop(KEY_SETTING, None)
     processes = max(1, int(os.environ.get("FUNCTIONS_WORKER_PROCESS_COUNT") or 1))
     app = load_app()
     server = HttpServer(app, host=host, port=port, function_key=key, reuse_port=processes > 1).start()
@@ -656,7 +835,11 @@ def serve(*, host: str = "127.0.0.1", port: int = 7071, snapshot: str | None = N
     routes = ", ".join(f"{'/'.join(sorted(r.methods))} {server.function_host.prefix}/{r.route}"
                        for r in server.function_host.routes)
     sys.stderr.write(f"kv-remediate serve: {server.base_url} ({routes}); {processes} HTTP process(es), {workers} "
-                     f"worker process(es); function key {'required' if key else 'not checked'}\n")
+                     f"worker process(es); function key "
+                     f"{'required' if key else 'NOT CHECKED (--insecure-no-key)'}\n")
+    if key and generated:
+        sys.stderr.write(f"kv-remediate serve: generated function key (send it as header x-functions-key or query "
+                         f"code): {key}\n")
     stop = threading.Event()
     try:
         _wait_for_signal(stop)
@@ -678,6 +861,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7071)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--function-key")
+    parser.add_argument("--insecure-no-key", action="store_true")
     args = parser.parse_args(argv)
     if args.mode == "worker":
         if args.snapshot:
@@ -685,7 +870,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return worker_main()
     if args.mode == "http-process":
         return http_main(args.host, args.port)
-    return serve(host=args.host, port=args.port, snapshot=args.snapshot, workers=args.workers)
+    return serve(host=args.host, port=args.port, snapshot=args.snapshot, workers=args.workers,
+                 function_key=args.function_key, insecure_no_key=args.insecure_no_key)
 
 
 if __name__ == "__main__":

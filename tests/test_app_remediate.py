@@ -1,5 +1,8 @@
 """Remediation in the function app, through the real parts (serve, Azurite, the emulator, the SDK):
-POST /api/remediate, the queue worker applying under `mode: apply`, the revocation timer, an invalid policy."""
+POST /api/remediate, the queue worker applying under `mode: apply`, the revocation timer, an invalid policy.
+
+Applying over HTTP is an operator's act: the requests that apply carry an Entra ID token for the app's audience
+holding KvRemediate.Apply (keys from a loopback JWKS); tests/test_app_apply_auth.py covers the refusals."""
 
 from __future__ import annotations
 
@@ -14,8 +17,9 @@ import pytest
 from remediate.app import runtime
 from remediate.app.timer import revoke_due
 from remediate.store.grants import GrantRecord
-from tests.test_app_e2e import App, serve_app
-from tests.test_app_support import APP_ORDERS, DEMO, DEMO_SUB, call
+from tests.entra import API_SETTINGS, api_authenticator, bearer, jwks_server, operator_token
+from tests.test_app_e2e import WORKSPACE, App, serve_app
+from tests.test_app_support import APP_ORDERS, APP_ORDERS_CLIENT, DEMO, DEMO_SUB, audit_row, call
 
 POLICY = {"mode": "apply", "scopes": [f"/subscriptions/{DEMO_SUB}"], "grant_ttl": "PT8H"}
 REQUEST = {"principal_id": APP_ORDERS, "vault": "kv-payments", "operation": "SecretGet",
@@ -23,9 +27,23 @@ REQUEST = {"principal_id": APP_ORDERS, "vault": "kv-payments", "operation": "Sec
 
 
 def _app(azurite: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: str) -> Iterator[App]:
+    # the worker applies only on a denial it read itself in the audit log: the demo alert's two denials are rows
+    # of the configured workspace (inside 10_log_alert_v2's window)
+    tenant = json.loads((DEMO / "tenant.json").read_text())
+    tenant["log_rows"] = [{**audit_row("2026-11-27T09:05:00Z", oid=APP_ORDERS, appid=APP_ORDERS_CLIENT,
+                                       operation=op, uri=uri), "TenantId": WORKSPACE}
+                          for op, uri in (("KeySign", "/keys/orders-signing/sign"),
+                                          ("SecretGet", "/secrets/orders-db"))]
     snapshot = tmp_path / "tenant.json"
-    snapshot.write_text((DEMO / "tenant.json").read_text())
-    yield from serve_app(azurite, snapshot, monkeypatch, KV_REMEDIATE_POLICY=policy)
+    snapshot.write_text(json.dumps(tenant))
+    with jwks_server() as (url, ctx, _):
+        for app in serve_app(azurite, snapshot, monkeypatch, KV_REMEDIATE_POLICY=policy,
+                             KV_REMEDIATE_AUDIT_WORKSPACES=WORKSPACE, **API_SETTINGS):
+            runtime.install(runtime.Runtime(api_authenticator=api_authenticator(url, ctx)))
+            yield app
+
+
+OPERATOR = bearer(operator_token())
 
 
 @pytest.fixture
@@ -48,12 +66,14 @@ def test_remediate_suggests_unless_apply_is_asked(app: App) -> None:
 
 def test_remediate_applies_once_and_records_it(app: App) -> None:
     # given `mode: apply`; when the runbook asks to apply twice
-    status, first = app.post("/api/remediate", json.dumps({**REQUEST, "apply": True}).encode())
-    _, second = app.post("/api/remediate?apply=true", json.dumps(REQUEST).encode())
-    # then one role assignment exists, recorded with its expiry, and the second answer says already granted
+    status, first = app.post("/api/remediate", json.dumps({**REQUEST, "apply": True}).encode(), **OPERATOR)
+    _, second = app.post("/api/remediate?apply=true", json.dumps(REQUEST).encode(), **OPERATOR)
+    # then one role assignment exists, recorded with its expiry; the second run finds it granted and, the grant
+    # being ours, reports it as that same grant (adopted), never a second write
     assert status == 200 and first["findings"][0]["outcome"] == "applied"
     assert second["findings"][0]["cause"] == "ALREADY_GRANTED"
-    assert second["findings"][0]["outcome"] == "already_granted"
+    assert second["findings"][0]["outcome"] == "applied" and second["findings"][0]["adopted"] is True
+    assert second["findings"][0]["grant_id"] == first["findings"][0]["grant_id"]
     assert len(_assignments_for(APP_ORDERS)) == 1
     [record] = runtime.get().grants().list()
     assert record.outcome == "applied" and record.expires_at is not None and record.actor
@@ -80,7 +100,7 @@ def test_worker_applies_under_mode_apply_and_refuses_by_rule(app: App) -> None:
 
 def test_timer_revokes_expired_grants(app: App) -> None:
     # given an applied grant whose time limit has passed
-    app.post("/api/remediate", json.dumps({**REQUEST, "apply": True}).encode())
+    app.post("/api/remediate", json.dumps({**REQUEST, "apply": True}).encode(), **OPERATOR)
     grants = runtime.get().grants()
     [record] = grants.list()
     past = datetime.now(UTC) - timedelta(minutes=1)
@@ -100,7 +120,7 @@ def broken(azurite: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
 
 
 def test_invalid_policy_refuses_to_act_and_health_says_why(broken: App) -> None:
-    status, doc = broken.post("/api/remediate", json.dumps({**REQUEST, "apply": True}).encode())
+    status, doc = broken.post("/api/remediate", json.dumps({**REQUEST, "apply": True}).encode(), **OPERATOR)
     assert status == 500 and doc["error"]["code"] == "BAD_POLICY" and "max_tier" in doc["error"]["message"]
     status, health = call(broken.http.base_url + "/api/health", method="GET")
     assert status == 200 and health["status"] == "degraded"

@@ -5,6 +5,7 @@ lost."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -35,13 +36,15 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def served(azurite: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """`kv-remediate serve --workers 4` as a subprocess on the demo snapshot; its base URL and log file."""
+def served(azurite: str, tmp_path: Path) -> Iterator[tuple[str, Path, str]]:
+    """`kv-remediate serve --workers 4` as a subprocess on the demo snapshot; its base URL, log file and the
+    function key it generated and printed (no key given: serve makes one, it never runs open)."""
     clear_storage(azurite)
     port = _free_port()
     log = tmp_path / "serve.log"
     env = {**os.environ, **LOOPBACK_ONLY, runtime.STORAGE_CONNECTION: azurite,
            runtime.SNAPSHOT_SETTING: str(DEMO / "tenant.json"), "PYTHONPATH": str(ROOT)}
+    env.pop("KV_REMEDIATE_FUNCTION_KEY", None)
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "remediate.cli", "serve", "--port", str(port),
                                  "--workers", str(WORKERS)], cwd=str(tmp_path), env=env, stdout=out, stderr=out)
@@ -56,15 +59,17 @@ def served(azurite: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
                 pass
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
-        yield base, log
+        printed = re.search(r"generated function key .*: (\S+)$", log.read_text(), re.MULTILINE)
+        assert printed, log.read_text()
+        yield base, log, printed.group(1)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
 
 
 def test_storm_of_identical_alerts_is_one_diagnosis_with_every_occurrence_counted(
-        served: tuple[str, Path], azurite: str) -> None:
-    base, log = served
+        served: tuple[str, Path, str], azurite: str) -> None:
+    base, log, key = served
     # given one alert (one denial) that fires 1,000 times
     body = (DEMO / "inputs" / "10_log_alert_v2.json").read_bytes()
     [denial] = parse_one("alert", body).denials
@@ -72,7 +77,7 @@ def test_storm_of_identical_alerts_is_one_diagnosis_with_every_occurrence_counte
 
     # when 50 clients post the copies concurrently
     def post(_: int) -> tuple[int, Any]:
-        return call(base + "/api/alerts", body, headers={"Content-Type": "application/json"})
+        return call(base + "/api/alerts", body, headers={"Content-Type": "application/json", "x-functions-key": key})
 
     with ThreadPoolExecutor(CLIENTS) as pool:
         answers = list(pool.map(post, range(ALERTS)))

@@ -133,7 +133,8 @@ def app_environment(monkeypatch: pytest.MonkeyPatch, connection_string: str, sna
     monkeypatch.setenv(runtime.STORAGE_CONNECTION, connection_string)
     monkeypatch.setenv(runtime.SNAPSHOT_SETTING, str(snapshot))
     for name in (runtime.NOTIFY_SETTING, runtime.WINDOW_SETTING, runtime.POLICY_SETTING,
-                 "KV_REMEDIATE_WEBHOOK_AUDIENCE", "KV_REMEDIATE_WEBHOOK_TENANT"):
+                 "KV_REMEDIATE_WEBHOOK_AUDIENCE", "KV_REMEDIATE_WEBHOOK_TENANT", "KV_REMEDIATE_API_AUDIENCE",
+                 "KV_REMEDIATE_API_TENANT", runtime.SELF_SETTING, "WEBSITE_INSTANCE_ID", "WEBSITE_SITE_NAME"):
         monkeypatch.delenv(name, raising=False)
     for k, v in settings.items():
         monkeypatch.setenv(k, v)

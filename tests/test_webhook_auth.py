@@ -1,35 +1,37 @@
-"""Secure webhook tokens: real RS256 signatures with keys made here, JWKS served over loopback HTTPS."""
+"""Entra ID bearer tokens (secure webhook and the apply role): real RS256 signatures with keys made here, JWKS served
+over loopback HTTPS. Lifetimes are checked by ``jwt.decode`` against the wall clock, so tokens are made around now."""
 
 from __future__ import annotations
 
-import json
 import ssl
-import threading
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
 import pytest
-import trustme
 from cryptography.hazmat.primitives.asymmetric import rsa
-from jwt.algorithms import RSAAlgorithm
 
 from remediate.app.webhook_auth import (
+    ACTION_GROUPS_APP_ID,
+    APPLY_ROLE,
     JwksCache,
     WebhookAuthenticator,
     WebhookAuthSettings,
+    api_authenticator_from_env,
+    api_settings_from_env,
     authenticator_from_env,
     http_fetcher,
     keys_from_jwks,
     validate_token,
 )
 from remediate.errors import ConfigError, WebhookAuthError
+from tests import entra
+from tests.entra import jwk
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 AUDIENCE = "api://kv-remediate-webhook"
-NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+NOW = datetime.now(UTC)
 
 
 def _key() -> rsa.RSAPrivateKey:
@@ -39,55 +41,73 @@ def _key() -> rsa.RSAPrivateKey:
 KEY, OTHER_KEY, ROLLED_KEY = _key(), _key(), _key()
 
 
-def jwk(key: rsa.RSAPrivateKey, kid: str) -> dict[str, Any]:
-    return {**json.loads(RSAAlgorithm.to_jwk(key.public_key())), "kid": kid, "use": "sig", "alg": "RS256"}
-
-
-def token(*, key: rsa.RSAPrivateKey = KEY, kid: str = "k1", iss: str | None = None, aud: str = AUDIENCE,
-          exp: timedelta = timedelta(hours=1), nbf: timedelta = timedelta(minutes=-5), alg: str = "RS256") -> str:
-    claims = {"iss": iss or f"https://sts.windows.net/{TENANT}/", "aud": aud, "tid": TENANT,
-              "sub": "azure-monitor", "iat": int((NOW - timedelta(minutes=5)).timestamp()),
-              "nbf": int((NOW + nbf).timestamp()), "exp": int((NOW + exp).timestamp())}
-    return jwt.encode(claims, key, algorithm=alg, headers={"kid": kid})
+def token(*, key: rsa.RSAPrivateKey = KEY, **kw: Any) -> str:
+    return entra.token(key=key, tenant=TENANT, aud=kw.pop("aud", AUDIENCE), **kw)
 
 
 SETTINGS = WebhookAuthSettings(tenant=TENANT, audiences=(AUDIENCE,))
+API = WebhookAuthSettings(tenant=TENANT, audiences=(AUDIENCE,), roles=(APPLY_ROLE,), app_ids=(), purpose="apply")
 KEYS = keys_from_jwks({"keys": [jwk(KEY, "k1"), {"kty": "EC", "kid": "ec"}, {"kty": "RSA"}]})
 
 
-def reason(tok: str, keys: Mapping[str, Any] = KEYS, now: datetime = NOW) -> str:
+def reason(tok: str, keys: Mapping[str, Any] = KEYS, settings: WebhookAuthSettings = SETTINGS) -> str:
     with pytest.raises(WebhookAuthError) as info:
-        validate_token(tok, settings=SETTINGS, keys=keys, now=now)
-    assert info.value.status == 401 and info.value.reason in str(info.value)
+        validate_token(tok, settings=settings, keys=keys)
+    assert info.value.status == 401 and f"({info.value.reason})" in str(info.value)
     return info.value.reason
 
 
 def test_valid_v1_and_v2_tokens_are_accepted() -> None:
-    # given tokens from the tenant's key with the v1 and the v2 issuer
-    for iss in (f"https://sts.windows.net/{TENANT}/", f"https://login.microsoftonline.com/{TENANT}/v2.0"):
+    # given Action Groups' tokens from the tenant's key with the v1 and the v2 issuer (v2 names the app in azp)
+    v1 = token(iss=f"https://sts.windows.net/{TENANT}/")
+    v2 = token(iss=f"https://login.microsoftonline.com/{TENANT}/v2.0", appid=None, azp=ACTION_GROUPS_APP_ID)
+    for tok in (v1, v2):
         # when validated; then the claims come back
-        claims = validate_token(token(iss=iss), settings=SETTINGS, keys=KEYS, now=NOW)
-        assert claims["tid"] == TENANT and claims["iss"] == iss
+        claims = validate_token(tok, settings=SETTINGS, keys=KEYS)
+        assert claims["tid"] == TENANT
 
 
-def test_each_invalid_token_is_rejected_with_its_reason() -> None:
-    # given tokens each wrong in one way; when validated; then each is rejected naming what is wrong
-    assert reason(token(aud="api://someone-else")) == "wrong_audience"
-    assert reason(token(iss="https://sts.windows.net/00000000-0000-0000-0000-000000000000/")) == "wrong_issuer"
-    assert reason(token(iss=f"https://login.microsoftonline.com/{TENANT}/")) == "wrong_issuer"
-    assert reason(token(exp=timedelta(minutes=-2))) == "expired"
-    assert reason(token(nbf=timedelta(minutes=5))) == "not_yet_valid"
-    assert reason(token(key=OTHER_KEY)) == "bad_signature"
-    assert reason(token(kid="unknown")) == "unknown_key"
-    assert reason("not.a.jwt") == "malformed"
-    assert reason(jwt.encode({"aud": AUDIENCE}, "secret-long-enough-for-hmac-sha256-32b", algorithm="HS256",
-                             headers={"kid": "k1"})) == "unsupported_alg"
+@pytest.mark.parametrize("tok, expected", [
+    (lambda: token(aud="api://someone-else"), "wrong_audience"),
+    (lambda: token(iss="https://sts.windows.net/00000000-0000-0000-0000-000000000000/"), "wrong_issuer"),
+    (lambda: token(iss=f"https://login.microsoftonline.com/{TENANT}/"), "wrong_issuer"),
+    (lambda: token(iss="https://sts.windows.net/contoso.onmicrosoft.com/"), "wrong_issuer"),
+    (lambda: token(exp=timedelta(minutes=-2)), "expired"),
+    (lambda: token(nbf=timedelta(minutes=5)), "not_yet_valid"),
+    (lambda: token(key=OTHER_KEY), "bad_signature"),
+    (lambda: token(kid="unknown"), "unknown_key"),
+    (lambda: token(drop=("exp",)), "malformed"),
+    (lambda: token(drop=("nbf",)), "malformed"),
+    (lambda: "not.a.jwt", "malformed"),
+    (lambda: jwt.encode({"aud": AUDIENCE}, "secret-long-enough-for-hmac-sha256-32b", algorithm="HS256",
+                        headers={"kid": "k1"}), "unsupported_alg"),
+    # the tenant's other apps, with the right audience: not Action Groups, or without its role
+    (lambda: token(appid="0a1b2c3d-0000-4000-8000-000000000bad"), "wrong_app"),
+    (lambda: token(appid=None), "wrong_app"),
+    (lambda: token(roles=[]), "missing_role"),
+    (lambda: token(roles=["ActionGroupsSecureWebhook.Other", APPLY_ROLE]), "missing_role"),
+    (lambda: token(drop=("roles",)), "missing_role"),
+])
+def test_each_invalid_webhook_token_is_rejected_with_its_reason(tok: Any, expected: str) -> None:
+    # given a token wrong in one way; when validated; then it is rejected naming what is wrong
+    assert reason(tok()) == expected
+
+
+def test_apply_tokens_need_the_apply_role_from_any_app() -> None:
+    # given the apply settings (role KvRemediate.Apply, any calling app)
+    claims = validate_token(token(roles=[APPLY_ROLE], appid=entra.OPERATOR_APPID), settings=API, keys=KEYS)
+    assert claims["appid"] == entra.OPERATOR_APPID
+    # then Action Groups' own token (its role, not ours) and a token without roles are refused
+    assert reason(token(), settings=API) == "missing_role"
+    assert reason(token(roles=[], appid=entra.OPERATOR_APPID), settings=API) == "missing_role"
+    with pytest.raises(WebhookAuthError, match="apply bearer token rejected"):
+        validate_token(token(), settings=API, keys=KEYS)
 
 
 def test_small_clock_skew_is_tolerated() -> None:
     # given a token that expired 30 s ago and one valid from 30 s in the future; then both pass (60 s leeway)
-    validate_token(token(exp=timedelta(seconds=-30)), settings=SETTINGS, keys=KEYS, now=NOW)
-    validate_token(token(nbf=timedelta(seconds=30)), settings=SETTINGS, keys=KEYS, now=NOW)
+    validate_token(token(exp=timedelta(seconds=-30)), settings=SETTINGS, keys=KEYS)
+    validate_token(token(nbf=timedelta(seconds=30)), settings=SETTINGS, keys=KEYS)
 
 
 def test_missing_or_non_bearer_authorization_is_rejected() -> None:
@@ -147,36 +167,8 @@ def test_key_fetch_failure_rejects_with_keys_unavailable() -> None:
 @pytest.fixture(scope="module")
 def jwks_server() -> Iterator[tuple[str, ssl.SSLContext, list[str]]]:
     """A loopback HTTPS server publishing the JWKS (certificate from a throwaway CA the client trusts)."""
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    hits: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            hits.append(self.path)
-            body = json.dumps({"keys": [jwk(KEY, "k1")]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(server_ctx)
-    server.socket = server_ctx.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    client_ctx = ssl.create_default_context()
-    ca.configure_trust(client_ctx)
-    try:
-        yield f"https://127.0.0.1:{server.server_address[1]}/{TENANT}/discovery/v2.0/keys", client_ctx, hits
-    finally:
-        server.shutdown()
-        server.server_close()
+    with entra.jwks_server([jwk(KEY, "k1")]) as served:
+        yield served
 
 
 def test_end_to_end_over_loopback_https(jwks_server: tuple[str, ssl.SSLContext, list[str]]) -> None:
@@ -201,12 +193,24 @@ def test_http_fetcher_refuses_plain_http() -> None:
 
 def test_settings_from_env() -> None:
     # given neither setting: disabled; both: enabled with the tenant's issuers; one: a configuration error
-    assert authenticator_from_env({}) is None
+    assert authenticator_from_env({}) is None and api_authenticator_from_env({}) is None
     auth = authenticator_from_env({"KV_REMEDIATE_WEBHOOK_AUDIENCE": "a, api://b",
-                                   "KV_REMEDIATE_WEBHOOK_TENANT": TENANT}, fetcher=lambda url: {"keys": []})
+                                   "KV_REMEDIATE_WEBHOOK_TENANT": TENANT.upper()}, fetcher=lambda url: {"keys": []})
     assert auth is not None and auth.settings.audiences == ("a", "api://b")
     assert auth.settings.issuers[1] == f"https://login.microsoftonline.com/{TENANT}/v2.0"
+    assert auth.settings.app_ids == (ACTION_GROUPS_APP_ID,) and auth.settings.roles == ("ActionGroupsSecureWebhook",)
+    api = api_settings_from_env({"KV_REMEDIATE_API_AUDIENCE": "api://kv", "KV_REMEDIATE_API_TENANT": TENANT})
+    assert api is not None and api.roles == (APPLY_ROLE,) and api.app_ids == () and api.purpose == "apply"
     with pytest.raises(ConfigError, match="KV_REMEDIATE_WEBHOOK_TENANT"):
         authenticator_from_env({"KV_REMEDIATE_WEBHOOK_AUDIENCE": "a"})
-    with pytest.raises(ConfigError):
-        WebhookAuthSettings(tenant="evil/../x", audiences=("a",))
+    with pytest.raises(ConfigError, match="KV_REMEDIATE_API_AUDIENCE"):
+        api_settings_from_env({"KV_REMEDIATE_API_TENANT": TENANT})
+
+
+@pytest.mark.parametrize("tenant", ["contoso.onmicrosoft.com", "contoso.com", "evil/../x", "common", "organizations",
+                                    TENANT + "x", ""])
+def test_only_tenant_ids_are_accepted(tenant: str) -> None:
+    # given a tenant that is a domain, a multi-tenant alias or junk; then a ConfigError naming the setting
+    with pytest.raises(ConfigError, match="KV_REMEDIATE_WEBHOOK_TENANT") as info:
+        WebhookAuthSettings(tenant=tenant, audiences=("a",))
+    assert "GUID" in info.value.message

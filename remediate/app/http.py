@@ -1,10 +1,15 @@
 """HTTP routes: the alert webhook, the runbook API and the OpenAPI document.
 
-- ``POST /api/alerts`` (function key): an Azure Monitor alert (common or legacy schema) → its denials on the
-  queue ``denials`` → ``202 {"accepted": N}``. Fast and Azure-free: no ARM, Graph or Log Analytics call here.
+- ``POST /api/alerts`` (the ``alerts`` function key; with the secure webhook on, also an Entra ID token from the
+  Action Groups application holding ``ActionGroupsSecureWebhook``): an Azure Monitor alert (common or legacy
+  schema) → its denials on the queue ``denials`` → ``202 {"accepted": N}``. Fast and Azure-free: no ARM, Graph or
+  Log Analytics call here.
 - ``POST /api/diagnose`` (function key): anything ``kv-remediate parse`` accepts, or a runbook request →
   ``200`` with the diagnosis JSON of spec/cli.md, synchronously.
-- ``POST /api/remediate`` (function key): like diagnose; ``"apply": true`` applies what policy allows.
+- ``POST /api/remediate`` (function key): like diagnose; ``"apply": true`` (or ``?apply=true``) also needs an Entra
+  ID bearer token for the app's own audience holding the app role ``KvRemediate.Apply``: that token is the
+  operator's explicit, authenticated act (the proof the guard asks for). A function key alone only diagnoses:
+  apply without a valid token is 401 before anything is read from Azure or changed.
 - ``GET /api/openapi.json`` (function key): the OpenAPI 3 document of the routes.
 
 Handlers parse, call one core function, render; heavy modules are imported inside them (cold start).
@@ -139,6 +144,9 @@ def apply_flag(req: func.HttpRequest, body: bytes) -> tuple[bool, bytes]:
             obj = json.loads(body)
         except ValueError:
             return apply, body
+        except RecursionError as exc:
+            raise InputError("request body", "is nested too deeply to parse (JSON nesting deeper than the parser's "
+                             "recursion limit); send a flat request", "BAD_INPUT") from exc
         if isinstance(obj, dict) and "apply" in obj:
             value = obj.pop("apply")
             if not isinstance(value, bool):
@@ -147,9 +155,36 @@ def apply_flag(req: func.HttpRequest, body: bytes) -> tuple[bool, bytes]:
     return apply, body
 
 
-async def remediate_body(body: bytes, apply: bool) -> dict[str, Any]:
+def operator_proof(headers: Any) -> Any:
+    """The operator's proof for ``/api/remediate`` with apply: a valid Entra ID token holding ``KvRemediate.Apply``
+    (WebhookAuthError → 401 otherwise, also when the apply role is not configured: nothing is applied over HTTP)."""
+    import re
+
+    from ..errors import WebhookAuthError
+    from ..model import Proof
+    from . import runtime
+    from .webhook_auth import API_AUDIENCE_SETTING, API_TENANT_SETTING, APPLY_ROLE
+
+    auth = runtime.get().api_authenticator()
+    if auth is None:
+        raise WebhookAuthError("not_configured", f"apply bearer token rejected (not_configured): applying over HTTP "
+                               f"needs an Entra ID token holding the app role {APPLY_ROLE}, and the app has no "
+                               f"token settings ({API_AUDIENCE_SETTING}, {API_TENANT_SETTING}); a function key alone "
+                               "only diagnoses: call without apply, or use the CLI's --apply")
+    claims = auth.authenticate(headers, datetime.now(UTC))
+
+    def ident(name: str) -> str:  # a GUID from a signed token; anything else is shown as "?"
+        value = claims.get(name)
+        return value if isinstance(value, str) and re.fullmatch(r"[0-9A-Fa-f-]{36}", value) else "?"
+
+    return Proof("operator", f"token oid {ident('oid')} appid {ident('appid') if 'appid' in claims else ident('azp')}")
+
+
+async def remediate_body(body: bytes, apply: bool, operator: Any = None) -> dict[str, Any]:
     """Diagnose, then apply what policy allows when ``apply`` (each finding says applied, or the rule that
-    refused it). An invalid policy refuses the request before anything is read or changed."""
+    refused it). ``operator`` is the proof of an authenticated apply (:func:`operator_proof`); without it, a plan
+    applies only on evidence the app read itself. An invalid policy refuses the request before anything is read
+    or changed."""
     from ..apply import ApplyContext
     from ..service import remediate
     from . import runtime
@@ -158,7 +193,8 @@ async def remediate_body(body: bytes, apply: bool) -> dict[str, Any]:
     policy = rt.policy()
     parsed, denials, notes, requests = await _denials_of(body)
     ctx = ApplyContext(policy=policy, grants=rt.grants(), slots=await rt.claims(), now=datetime.now(UTC),
-                       requested=apply, actor=rt.actor)
+                       requested=apply, actor=rt.actor, operator=operator if apply else None,
+                       own_principals=rt.settings.self_object_ids)
     async with rt.facts() as facts:
         result = await remediate(denials, facts, ctx)
     return _document(result, parsed, notes, requests)
@@ -167,10 +203,12 @@ async def remediate_body(body: bytes, apply: bool) -> dict[str, Any]:
 @bp.function_name("remediate")
 @bp.route(route="remediate", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 async def remediate_route(req: func.HttpRequest) -> func.HttpResponse:
-    """Like /api/diagnose; with ``"apply": true`` (or ``?apply=true``) applies the plans policy allows."""
+    """Like /api/diagnose; with ``"apply": true`` (or ``?apply=true``) and a token holding ``KvRemediate.Apply``,
+    applies the plans policy allows (without the token: 401, nothing read from Azure or changed)."""
     try:
         apply, body = apply_flag(req, body_of(req, "request body"))
-        doc = await remediate_body(body, apply)
+        operator = operator_proof(req.headers) if apply else None
+        doc = await remediate_body(body, apply, operator)
     except Exception as exc:
         return from_exception(exc, "remediate")
     return json_response(doc, 200)

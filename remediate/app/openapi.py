@@ -92,7 +92,11 @@ SCHEMAS: dict[str, Any] = {
     "Health": _s("object", required=["status", "version", "problems"], properties={
         "status": _s("string", enum=["ok", "degraded"]), "version": _s("string"),
         "problems": _s("array", items=_s("object", required=["setting", "problem"], properties={
-            "setting": _s("string"), "problem": _s("string")}))}),
+            "setting": _s("string"), "problem": _s("string")})),
+        "own_identity": _s("object", properties={
+            "setting": _s("string"), "set": _s("boolean", description="whether the app's own object id is "
+                                               "configured (never the value)"), "refused": _s("string")}),
+        "tokens": _s("object", properties={"webhook_token": _s("boolean"), "apply_token": _s("boolean")})}),
 }
 SCHEMAS["RemediateRequest"] = dict(
     SCHEMAS["RunbookRequest"], description="A runbook request, plus whether to apply what policy allows.",
@@ -126,6 +130,8 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 _ERR = _ref("Error")
 _KEY: list[dict[str, list[str]]] = [{"functionKey": []}, {"functionKeyQuery": []}]
+_TOO_LARGE = "over a size cap (body over 4 MiB, more denials per input than KV_REMEDIATE_MAX_DENIALS or more " \
+             "distinct principals than KV_REMEDIATE_MAX_PRINCIPALS): nothing was done"
 
 
 def document() -> dict[str, Any]:
@@ -139,14 +145,20 @@ def document() -> dict[str, Any]:
             "/api/alerts": {"post": {
                 "operationId": "alerts", "summary": "Azure Monitor action group webhook",
                 "description": "Validates the alert, queues its denials for the worker and answers at once. With "
-                               "the secure webhook on, an Entra ID bearer token is required as well.",
-                "security": _KEY,
+                               "the secure webhook on, an Entra ID bearer token is required as well: issued to "
+                               "Azure Monitor Action Groups (appid 461e8683-5575-4561-ac7f-899cc907d62a) for this "
+                               "app, holding the app role ActionGroupsSecureWebhook.",
+                "security": [*_KEY, {"functionKey": [], "actionGroupsBearer": []},
+                                    {"functionKeyQuery": [], "actionGroupsBearer": []}],
                 "requestBody": {"required": True, "content": {"application/json": {
                     "schema": _ref("Alert"), "example": ALERT_EXAMPLE}}},
                 "responses": {"202": _json(_ref("Accepted"), "denials queued"),
                               "400": _json(_ERR, "not an alert about a Key Vault, or unreadable"),
                               "401": _json(_ERR, "missing or wrong function key, or (secure webhook) a missing "
-                                                 "or invalid bearer token"),
+                                                 "or invalid bearer token, or one without the Action Groups app "
+                                                 "and role"),
+                              "413": _json(_ERR, _TOO_LARGE),
+                              "500": _json(_ERR, "the app is misconfigured (health names the setting)"),
                               "503": _json(_ERR, "the queue could not be reached; Azure Monitor retries")}}},
             "/api/diagnose": {"post": {
                 "operationId": "diagnose", "summary": "Diagnose a denial (runbooks)",
@@ -159,13 +171,19 @@ def document() -> dict[str, Any]:
                 "responses": {"200": _json(_ref("Diagnosis"), "the diagnosis (spec/cli.md)"),
                               "400": _json(_ERR, "unusable input, naming what is wrong"),
                               "401": _json(_ERR, "missing or wrong function key"),
+                              "413": _json(_ERR, _TOO_LARGE),
+                              "500": _json(_ERR, "the app is misconfigured (health names the setting)"),
                               "503": _json(_ERR, "Azure could not be reached or refused the app's identity")}}},
             "/api/remediate": {"post": {
                 "operationId": "remediate", "summary": "Diagnose, then apply what policy allows",
                 "description": "Like /api/diagnose. With `\"apply\": true` in a runbook request (or `?apply=true`) "
                                "the plans that every policy rule allows are applied; each finding says `applied`, "
-                               "or `refused_by` the rule that refused it. Default: suggest only.",
-                "security": _KEY,
+                               "or `refused_by` the rule that refused it. Default: suggest only. Applying needs, "
+                               "besides the function key, an Entra ID bearer token for this app's audience "
+                               "(KV_REMEDIATE_API_AUDIENCE) holding the app role KvRemediate.Apply: the key alone "
+                               "only diagnoses, and apply without a valid token is 401 before anything is read.",
+                "security": [*_KEY, {"functionKey": [], "applyBearer": []},
+                                    {"functionKeyQuery": [], "applyBearer": []}],
                 "parameters": [{"name": "apply", "in": "query", "required": False,
                                 "schema": _s("string", enum=["true", "false"])}],
                 "requestBody": {"required": True, "content": {
@@ -174,8 +192,11 @@ def document() -> dict[str, Any]:
                     "text/plain": {"schema": _s("string")}}},
                 "responses": {"200": _json(_ref("Diagnosis"), "the findings, each with its outcome"),
                               "400": _json(_ERR, "unusable input, naming what is wrong"),
-                              "401": _json(_ERR, "missing or wrong function key"),
-                              "500": _json(_ERR, "the remediation policy is invalid: nothing is read or changed"),
+                              "401": _json(_ERR, "missing or wrong function key, or apply without a valid bearer "
+                                                 "token holding KvRemediate.Apply (nothing read or changed)"),
+                              "413": _json(_ERR, _TOO_LARGE),
+                              "500": _json(_ERR, "the remediation policy or a setting is invalid: nothing is read "
+                                                 "or changed"),
                               "503": _json(_ERR, "Azure could not be reached or refused the app's identity")}}},
             "/api/health": {"get": {
                 "operationId": "health", "summary": "Version and configuration problems (no values)",
@@ -192,8 +213,13 @@ def document() -> dict[str, Any]:
             "securitySchemes": {
                 "functionKey": {"type": "apiKey", "in": "header", "name": "x-functions-key"},
                 "functionKeyQuery": {"type": "apiKey", "in": "query", "name": "code"},
-                "entraBearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                                "description": "secure webhook (KV_REMEDIATE_WEBHOOK_AUDIENCE/_TENANT)"},
+                "actionGroupsBearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                                       "description": "secure webhook (KV_REMEDIATE_WEBHOOK_AUDIENCE/_TENANT): a "
+                                                      "token of Azure Monitor Action Groups with the app role "
+                                                      "ActionGroupsSecureWebhook"},
+                "applyBearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                                "description": "apply over HTTP (KV_REMEDIATE_API_AUDIENCE/_TENANT): an Entra ID "
+                                               "token for this app holding the app role KvRemediate.Apply"},
             },
         },
     }

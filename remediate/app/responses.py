@@ -1,8 +1,9 @@
 """HTTP responses of the app: JSON bodies, and every failure as ``{"error": {"code", "message"}}``.
 
-Domain errors map to statuses (bad input 400, bearer token 401, Azure or storage unavailable 503, a broken
-configuration 500); anything unexpected is logged with its traceback and answered 500 with a generic message:
-a response never carries a stack trace.
+Domain errors map to statuses (bad input 400, bearer token 401, an input over a size cap 413 (``TOO_LARGE``,
+``BODY_TOO_LARGE``), Azure or storage unavailable 503, a broken configuration 500); a body nested too deeply to
+parse (``RecursionError``) is a 400 naming the body; anything unexpected is logged with its traceback and answered
+500 with a generic message: a response never carries a stack trace.
 """
 
 from __future__ import annotations
@@ -42,7 +43,12 @@ def from_exception(exc: BaseException, route: str) -> func.HttpResponse:
     )
 
     if isinstance(exc, InputError):
-        return error_response(400, exc.code, exc.message)
+        too_large = getattr(exc, "status", None) == 413 or exc.code in ("TOO_LARGE", "BODY_TOO_LARGE")
+        return error_response(413 if too_large else 400, exc.code, exc.message)
+    if isinstance(exc, RecursionError):
+        name = "alert" if route == "alerts" else "request body"
+        return error_response(400, "BAD_INPUT", f"{name}: is nested too deeply to parse (deeper than the parser's "
+                              "recursion limit); send a flat document")
     if isinstance(exc, WebhookAuthError):
         log.warning("kv-remediate %s: request refused (%s)", route, exc.reason)
         return error_response(401, exc.code, exc.message, {"WWW-Authenticate": 'Bearer error="invalid_token"'})
@@ -60,7 +66,7 @@ def from_exception(exc: BaseException, route: str) -> func.HttpResponse:
 
 
 def body_of(req: func.HttpRequest, name: str) -> bytes:
-    """The request body, refused (400) when empty or over 4 MiB."""
+    """The request body, refused when empty (400) or over 4 MiB (413)."""
     from ..errors import InputError
 
     body = req.get_body() or b""

@@ -1,16 +1,31 @@
-"""Optional secure webhook: validate the Entra ID bearer token an Azure Monitor "Secure webhook" action sends.
+"""Entra ID bearer tokens: the secure webhook (``/api/alerts``) and the apply role (``/api/remediate`` with apply).
 
-Enabled when both ``KV_REMEDIATE_WEBHOOK_AUDIENCE`` and ``KV_REMEDIATE_WEBHOOK_TENANT`` are set (one without the
-other is a configuration error: it must never silently leave the webhook open). A token is accepted only if:
+Two uses of one validator:
+
+- **Secure webhook**, on when ``KV_REMEDIATE_WEBHOOK_AUDIENCE`` and ``KV_REMEDIATE_WEBHOOK_TENANT`` are both set (one
+  without the other is a configuration error: it must never silently leave the webhook open). The caller must be
+  Azure Monitor Action Groups itself: ``appid``/``azp`` is the Action Groups application
+  ``461e8683-5575-4561-ac7f-899cc907d62a`` and ``roles`` holds ``ActionGroupsSecureWebhook`` (Microsoft Learn,
+  "Azure Monitor action groups", section "Secure webhook PowerShell script": the role is created on the webhook's
+  app registration and assigned to that application's service principal, so only tokens Action Groups obtains for
+  it carry both).
+- **Apply over HTTP**, on when ``KV_REMEDIATE_API_AUDIENCE`` and ``KV_REMEDIATE_API_TENANT`` are set: the caller (any
+  user or service principal of the tenant) must hold the app role ``KvRemediate.Apply`` of the app's own
+  registration (``roles`` claim). Without these settings, nothing is ever applied over HTTP.
+
+A token is accepted only if:
 
 - it is an RS256 JWT signed by one of the tenant's published keys (JWKS, selected by ``kid``);
 - ``iss`` is ``https://sts.windows.net/{tenant}/`` (v1 tokens) or ``https://login.microsoftonline.com/{tenant}/v2.0``;
+  the tenant is a tenant id (a GUID): a domain can never equal the issuer's id, so it is a configuration error;
 - ``aud`` is the configured audience (a comma-separated setting may list several, e.g. app id and its URI);
-- ``exp`` and ``nbf`` hold at ``now`` give or take a small leeway.
+- ``exp`` and ``nbf`` are present and hold now, give or take a small leeway (``jwt.decode`` checks all of the above);
+- ``roles`` holds the required role, and for the webhook ``appid``/``azp`` is the Action Groups application.
 
-Otherwise :class:`~remediate.errors.WebhookAuthError` (HTTP 401) says why. The checks are pure (token, keys and
-``now`` are inputs); the key fetch is the only I/O, behind an injectable fetcher, cached with a TTL and re-fetched
-once when a token names an unknown ``kid`` (key rollover), at most once per ``min_refresh``.
+Otherwise :class:`~remediate.errors.WebhookAuthError` (HTTP 401) says why. The key fetch is the only I/O, behind an
+injectable fetcher, cached with a TTL and re-fetched once when a token names an unknown ``kid`` (key rollover), at
+most once per ``min_refresh``; the cache takes ``now`` so its expiry is testable (``jwt.PyJWKClient`` keeps its own
+monotonic clock and cannot be told the time).
 """
 
 from __future__ import annotations
@@ -32,30 +47,61 @@ from ..errors import ConfigError, WebhookAuthError
 
 AUDIENCE_SETTING = "KV_REMEDIATE_WEBHOOK_AUDIENCE"
 TENANT_SETTING = "KV_REMEDIATE_WEBHOOK_TENANT"
+API_AUDIENCE_SETTING = "KV_REMEDIATE_API_AUDIENCE"
+API_TENANT_SETTING = "KV_REMEDIATE_API_TENANT"
+ACTION_GROUPS_APP_ID = "461e8683-5575-4561-ac7f-899cc907d62a"
+"""Azure Monitor Action Groups' application id ("AzNS AAD Webhook"), as Microsoft's secure-webhook script uses it."""
+ACTION_GROUPS_ROLE = "ActionGroupsSecureWebhook"
+APPLY_ROLE = "KvRemediate.Apply"
 JWKS_URL = "https://login.microsoftonline.com/{tenant}/discovery/v2.0/keys"
 ALGORITHM = "RS256"
 
 JwksFetcher = Callable[[str], Mapping[str, Any]]
 """Fetches a JWKS document (``{"keys": [...]}``) from a URL."""
 
-_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
+TENANT_ID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+def tenant_problem(tenant: str) -> str | None:
+    """Why ``tenant`` is not usable as the token tenant (None when it is a tenant id)."""
+    if TENANT_ID.match(tenant):
+        return None
+    if re.match(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$", tenant) and "." in tenant:
+        return (f"{tenant!r} is a domain; give the tenant id (a GUID, e.g. from `az account show --query tenantId`): "
+                "token issuers name the tenant by id, so a domain never matches and every request would be refused")
+    return "is not a tenant id (a GUID, e.g. from `az account show --query tenantId`)"
 
 
 @dataclass(frozen=True)
 class WebhookAuthSettings:
-    """Who may call: the tenant whose tokens we accept and the audience they must carry."""
+    """Who may call: the tenant whose tokens we accept, the audience, the role and (webhook) the calling app.
+
+    The defaults are the secure webhook's (Action Groups' app id and role); :func:`api_settings_from_env` makes
+    the apply route's (any app of the tenant, role ``KvRemediate.Apply``).
+    """
 
     tenant: str
     audiences: tuple[str, ...]
     leeway: timedelta = timedelta(seconds=60)
     jwks_url: str = ""
+    roles: tuple[str, ...] = (ACTION_GROUPS_ROLE,)
+    app_ids: tuple[str, ...] = (ACTION_GROUPS_APP_ID,)
+    """The callers' application ids (``appid`` v1, ``azp`` v2); empty: any application of the tenant."""
+    tenant_setting: str = TENANT_SETTING
+    audience_setting: str = AUDIENCE_SETTING
+    purpose: str = "webhook"
 
     def __post_init__(self) -> None:
-        if not _TENANT.match(self.tenant):
-            raise ConfigError(f"setting {TENANT_SETTING}: {self.tenant!r} is not a tenant id or domain")
+        problem = tenant_problem(self.tenant)
+        if problem:
+            raise ConfigError(f"setting {self.tenant_setting}: {problem}")
         if not self.audiences or not all(self.audiences):
-            raise ConfigError(f"setting {AUDIENCE_SETTING}: give the audience (application id or URI) of the "
-                              "tokens Azure Monitor sends")
+            raise ConfigError(f"setting {self.audience_setting}: give the audience (application id or URI) of the "
+                              "tokens callers send")
+        if not self.roles or not all(self.roles):
+            raise ConfigError(f"{self.purpose} tokens: at least one required app role must be named")
+        object.__setattr__(self, "tenant", self.tenant.lower())
+        object.__setattr__(self, "app_ids", tuple(a.lower() for a in self.app_ids))
         if not self.jwks_url:
             object.__setattr__(self, "jwks_url", JWKS_URL.format(tenant=self.tenant))
 
@@ -64,33 +110,44 @@ class WebhookAuthSettings:
         return (f"https://sts.windows.net/{self.tenant}/", f"https://login.microsoftonline.com/{self.tenant}/v2.0")
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> WebhookAuthSettings | None:
-        """The settings, or None when the secure webhook is not configured (neither setting set)."""
+    def from_env(cls, env: Mapping[str, str] | None = None, *, audience_setting: str = AUDIENCE_SETTING,
+                 tenant_setting: str = TENANT_SETTING, **kw: Any) -> WebhookAuthSettings | None:
+        """The settings, or None when neither setting is set; one without the other is a ConfigError."""
         env = os.environ if env is None else env
-        audience = (env.get(AUDIENCE_SETTING) or "").strip()
-        tenant = (env.get(TENANT_SETTING) or "").strip()
+        audience = (env.get(audience_setting) or "").strip()
+        tenant = (env.get(tenant_setting) or "").strip()
         if not audience and not tenant:
             return None
         if not audience or not tenant:
-            missing = AUDIENCE_SETTING if not audience else TENANT_SETTING
-            raise ConfigError(f"secure webhook half-configured: {missing} is not set; set both "
-                              f"{AUDIENCE_SETTING} and {TENANT_SETTING}, or neither to accept unauthenticated alerts")
-        return cls(tenant=tenant, audiences=tuple(a.strip() for a in audience.split(",") if a.strip()))
+            missing = audience_setting if not audience else tenant_setting
+            raise ConfigError(f"{kw.get('purpose', 'webhook')} token settings half-configured: {missing} is not "
+                              f"set; set both {audience_setting} and {tenant_setting}, or neither")
+        return cls(tenant=tenant, audiences=tuple(a.strip() for a in audience.split(",") if a.strip()),
+                   tenant_setting=tenant_setting, audience_setting=audience_setting, **kw)
 
 
-def _reject(reason: str, detail: str) -> WebhookAuthError:
-    return WebhookAuthError(reason, f"webhook bearer token rejected ({reason}): {detail}")
+def api_settings_from_env(env: Mapping[str, str] | None = None) -> WebhookAuthSettings | None:
+    """The apply route's token settings (role ``KvRemediate.Apply``, any app), or None when not configured."""
+    return WebhookAuthSettings.from_env(env, audience_setting=API_AUDIENCE_SETTING, tenant_setting=API_TENANT_SETTING,
+                                        roles=(APPLY_ROLE,), app_ids=(), purpose="apply")
 
 
-def bearer_token(headers: Mapping[str, str]) -> str:
+def _reject(reason: str, detail: str, purpose: str = "webhook") -> WebhookAuthError:
+    return WebhookAuthError(reason, f"{purpose} bearer token rejected ({reason}): {detail}")
+
+
+def bearer_token(headers: Mapping[str, str], purpose: str = "webhook") -> str:
     """The token of an ``Authorization: Bearer ...`` header (header name case-insensitive)."""
     value = next((v for k, v in headers.items() if k.lower() == "authorization"), None)
     if not value or not value.strip():
-        raise _reject("missing_token", "no Authorization header; configure the action group's webhook as a "
-                      "'Secure webhook' with the app registration of this function")
+        hint = ("configure the action group's webhook as a 'Secure webhook' with the app registration of this "
+                "function" if purpose == "webhook" else
+                f"send an Entra ID access token for this app holding the app role {APPLY_ROLE}; a function key alone "
+                "only diagnoses")
+        raise _reject("missing_token", f"no Authorization header; {hint}", purpose)
     scheme, _, token = value.strip().partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise _reject("missing_token", "the Authorization header is not 'Bearer <token>'")
+        raise _reject("missing_token", "the Authorization header is not 'Bearer <token>'", purpose)
     return token.strip()
 
 
@@ -110,53 +167,68 @@ def keys_from_jwks(jwks: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def token_kid(token: str) -> str:
+def token_kid(token: str, purpose: str = "webhook") -> str:
     """The ``kid`` of a token's header, checking the header names RS256 (no ``none``, no HMAC confusion)."""
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError as exc:
-        raise _reject("malformed", f"not a JWT ({exc})") from exc
+        raise _reject("malformed", f"not a JWT ({exc})", purpose) from exc
     if header.get("alg") != ALGORITHM:
-        raise _reject("unsupported_alg", f"algorithm {header.get('alg')!r}; only {ALGORITHM} is accepted")
+        raise _reject("unsupported_alg", f"algorithm {header.get('alg')!r}; only {ALGORITHM} is accepted", purpose)
     kid = header.get("kid")
     if not isinstance(kid, str) or not kid:
-        raise _reject("malformed", "the token header has no 'kid'")
+        raise _reject("malformed", "the token header has no 'kid'", purpose)
     return kid
 
 
-def validate_token(token: str, *, settings: WebhookAuthSettings, keys: Mapping[str, Any],
-                   now: datetime) -> dict[str, Any]:
-    """Check signature, issuer, audience and lifetime at ``now``; returns the claims, or raises WebhookAuthError."""
-    kid = token_kid(token)
-    key = keys.get(kid)
-    if key is None:
-        raise _reject("unknown_key", f"signing key {kid!r} is not among tenant {settings.tenant}'s published keys")
+def _decode(token: str, key: Any, settings: WebhookAuthSettings) -> dict[str, Any]:
+    """``jwt.decode``: signature, issuer, audience, exp/nbf (with leeway), required claims; errors → reasons."""
+    p = settings.purpose
     try:
         claims: dict[str, Any] = jwt.decode(
-            token, key, algorithms=[ALGORITHM],
-            options={"verify_signature": True, "verify_exp": False, "verify_nbf": False, "verify_iat": False,
-                     "verify_aud": False, "verify_iss": False})
+            token, key, algorithms=[ALGORITHM], audience=list(settings.audiences), issuer=list(settings.issuers),
+            leeway=settings.leeway, options={"require": ["exp", "nbf", "iss", "aud"], "verify_signature": True})
     except jwt.InvalidSignatureError as exc:
-        raise _reject("bad_signature", "the signature does not match the tenant's key") from exc
+        raise _reject("bad_signature", "the signature does not match the tenant's key", p) from exc
+    except jwt.ExpiredSignatureError as exc:
+        raise _reject("expired", f"expired (leeway {int(settings.leeway.total_seconds())} s)", p) from exc
+    except jwt.ImmatureSignatureError as exc:
+        raise _reject("not_yet_valid", f"not valid yet ({exc})", p) from exc
+    except jwt.InvalidIssuerError as exc:
+        raise _reject("wrong_issuer", f"issuer is not tenant {settings.tenant}'s "
+                      f"({' or '.join(settings.issuers)})", p) from exc
+    except jwt.InvalidAudienceError as exc:
+        raise _reject("wrong_audience", f"audience is not {' or '.join(settings.audiences)}", p) from exc
+    except jwt.MissingRequiredClaimError as exc:
+        raise _reject("malformed", f"the token has no {exc.claim!r} claim", p) from exc
     except jwt.PyJWTError as exc:
-        raise _reject("malformed", str(exc)) from exc
-    if claims.get("iss") not in settings.issuers:
-        raise _reject("wrong_issuer", f"issuer {claims.get('iss')!r} is not tenant {settings.tenant}'s "
-                      f"({' or '.join(settings.issuers)})")
-    aud = claims.get("aud")
-    token_audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
-    if not any(a in settings.audiences for a in token_audiences):
-        raise _reject("wrong_audience", f"audience {aud!r} is not {' or '.join(settings.audiences)}")
-    at = now.astimezone(UTC).timestamp()
-    leeway = settings.leeway.total_seconds()
-    exp = claims.get("exp")
-    if not isinstance(exp, int | float):
-        raise _reject("malformed", "the token has no numeric 'exp'")
-    if at > exp + leeway:
-        raise _reject("expired", f"expired at {datetime.fromtimestamp(exp, UTC).isoformat()}")
-    nbf = claims.get("nbf")
-    if isinstance(nbf, int | float) and at < nbf - leeway:
-        raise _reject("not_yet_valid", f"not valid before {datetime.fromtimestamp(nbf, UTC).isoformat()}")
+        raise _reject("malformed", str(exc), p) from exc
+    return claims
+
+
+def caller_app(claims: Mapping[str, Any]) -> str:
+    """The calling application's id: ``appid`` (v1 tokens) or ``azp`` (v2 tokens); "" when neither."""
+    value = claims.get("appid") or claims.get("azp")
+    return value.lower() if isinstance(value, str) else ""
+
+
+def validate_token(token: str, *, settings: WebhookAuthSettings, keys: Mapping[str, Any]) -> dict[str, Any]:
+    """Check signature, issuer, audience, lifetime, role and calling app; the claims, or WebhookAuthError."""
+    p = settings.purpose
+    kid = token_kid(token, p)
+    key = keys.get(kid)
+    if key is None:
+        raise _reject("unknown_key", f"signing key {kid!r} is not among tenant {settings.tenant}'s published keys", p)
+    claims = _decode(token, key, settings)
+    roles = claims.get("roles")
+    held = [r for r in roles if isinstance(r, str)] if isinstance(roles, list) else []
+    if not any(r in held for r in settings.roles):
+        raise _reject("missing_role", f"the token's roles {held} do not include {' or '.join(settings.roles)}; "
+                      "assign the app role to the caller on this app's registration (Enterprise applications → "
+                      "Users and groups, or an app role assignment for a service principal)", p)
+    if settings.app_ids and caller_app(claims) not in settings.app_ids:
+        raise _reject("wrong_app", f"the calling application {caller_app(claims) or '(none)'} is not "
+                      f"{' or '.join(settings.app_ids)} (Azure Monitor Action Groups)", p)
     return claims
 
 
@@ -188,27 +260,27 @@ class JwksCache:
     _fetched_at: dict[str, datetime] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def _fetch(self, url: str, now: datetime) -> dict[str, Any]:
+    def _fetch(self, url: str, now: datetime, purpose: str) -> dict[str, Any]:
         try:
             keys = keys_from_jwks(self.fetcher(url))
         except WebhookAuthError:
             raise
         except Exception as exc:  # any I/O or parse failure of the fetcher
             raise _reject("keys_unavailable", f"could not fetch the signing keys from {url} ({exc}); "
-                          "check outbound HTTPS to login.microsoftonline.com") from exc
+                          "check outbound HTTPS to login.microsoftonline.com", purpose) from exc
         self.fetches += 1
         self._keys[url], self._fetched_at[url] = keys, now
         return keys
 
-    def keys(self, url: str, now: datetime, *, kid: str | None = None) -> Mapping[str, Any]:
+    def keys(self, url: str, now: datetime, *, kid: str | None = None, purpose: str = "webhook") -> Mapping[str, Any]:
         """Keys for ``url``; re-fetched when older than ``ttl``, or once when ``kid`` is unknown (rate-limited)."""
         with self._lock:
             fetched = self._fetched_at.get(url)
             if fetched is None or now - fetched >= self.ttl:
-                return self._fetch(url, now)
+                return self._fetch(url, now, purpose)
             keys = self._keys[url]
             if kid is not None and kid not in keys and now - fetched >= self.min_refresh:
-                return self._fetch(url, now)
+                return self._fetch(url, now, purpose)
             return keys
 
 
@@ -219,18 +291,29 @@ class WebhookAuthenticator:
     settings: WebhookAuthSettings
     cache: JwksCache
 
-    def authenticate(self, headers: Mapping[str, str], now: datetime) -> dict[str, Any]:
-        """The caller's claims, or WebhookAuthError (→ 401) saying why the request is refused."""
-        token = bearer_token(headers)
-        kid = token_kid(token)
-        keys = self.cache.keys(self.settings.jwks_url, now, kid=kid)
-        return validate_token(token, settings=self.settings, keys=keys, now=now)
+    def authenticate(self, headers: Mapping[str, str], now: datetime | None = None) -> dict[str, Any]:
+        """The caller's claims, or WebhookAuthError (→ 401) saying why the request is refused. ``now`` is the
+        key cache's clock; the token's lifetime is checked against the wall clock by ``jwt.decode``."""
+        purpose = self.settings.purpose
+        token = bearer_token(headers, purpose)
+        kid = token_kid(token, purpose)
+        keys = self.cache.keys(self.settings.jwks_url, now or datetime.now(UTC), kid=kid, purpose=purpose)
+        return validate_token(token, settings=self.settings, keys=keys)
 
 
 def authenticator_from_env(env: Mapping[str, str] | None = None, *,
                            fetcher: JwksFetcher | None = None) -> WebhookAuthenticator | None:
-    """The authenticator for the app settings, or None when the secure webhook is not configured."""
+    """The secure-webhook authenticator for the app settings, or None when it is not configured."""
     settings = WebhookAuthSettings.from_env(env)
+    if settings is None:
+        return None
+    return WebhookAuthenticator(settings, JwksCache(fetcher or http_fetcher()))
+
+
+def api_authenticator_from_env(env: Mapping[str, str] | None = None, *,
+                               fetcher: JwksFetcher | None = None) -> WebhookAuthenticator | None:
+    """The apply-role authenticator for the app settings, or None when it is not configured (no HTTP apply)."""
+    settings = api_settings_from_env(env)
     if settings is None:
         return None
     return WebhookAuthenticator(settings, JwksCache(fetcher or http_fetcher()))

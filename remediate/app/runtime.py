@@ -15,6 +15,9 @@ Settings (app settings / environment):
 - ``KV_REMEDIATE_DEDUPE_WINDOW``: ISO 8601 duration (default ``PT10M``) in which identical denials are one finding.
 - ``KV_REMEDIATE_NOTIFY_URL``: Teams or Slack incoming-webhook URL (https; http only to loopback).
 - ``KV_REMEDIATE_WEBHOOK_AUDIENCE`` + ``KV_REMEDIATE_WEBHOOK_TENANT``: require an Entra ID token on ``/api/alerts``.
+- ``KV_REMEDIATE_API_AUDIENCE`` + ``KV_REMEDIATE_API_TENANT``: the token (app role ``KvRemediate.Apply``) that
+  ``/api/remediate`` needs to apply; without them nothing is applied over HTTP.
+- ``KV_REMEDIATE_SELF_OBJECT_ID``: the app's own principal object id(s), comma-separated: never a grantee.
 - ``KV_REMEDIATE_POLICY``: the remediation policy (content or a path).
 - ``KV_REMEDIATE_AUDIT_WORKSPACES``: comma-separated Log Analytics workspace ids (GUIDs) holding the vaults' audit
   logs: the only workspaces the app reads (alert rows, and the evidence ``mode: apply`` needs).
@@ -72,6 +75,10 @@ NOTIFY_SETTING = "KV_REMEDIATE_NOTIFY_URL"
 POLICY_SETTING = "KV_REMEDIATE_POLICY"
 SUBSCRIPTIONS_SETTING = "AZURE_SUBSCRIPTION_IDS"
 AUDIT_WORKSPACES_SETTING = "KV_REMEDIATE_AUDIT_WORKSPACES"
+SELF_SETTING = "KV_REMEDIATE_SELF_OBJECT_ID"
+AZURE_HOST_SETTINGS = ("WEBSITE_INSTANCE_ID", "WEBSITE_SITE_NAME")
+"""Set by the Functions/App Service host in Azure (never locally): the app runs against a real tenant."""
+_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 DEFAULT_WINDOW = timedelta(minutes=10)
 DEFAULT_MAX_DEQUEUE = 5
 HOST_JSON = Path(__file__).resolve().parents[2] / "host.json"
@@ -129,6 +136,15 @@ def _is_loopback(host: str | None) -> bool:
     return (host or "").lower() in ("127.0.0.1", "localhost", "::1")
 
 
+def snapshot_in_azure(env: Mapping[str, str]) -> str | None:
+    """Why the settings must not run (``KV_REMEDIATE_SNAPSHOT`` on an Azure host), or None."""
+    hosts = [k for k in AZURE_HOST_SETTINGS if (env.get(k) or "").strip()]
+    if (env.get(SNAPSHOT_SETTING) or "").strip() and hosts:
+        return (f"is set on an Azure host ({', '.join(hosts)} present): the app would read a snapshot instead of "
+                "the tenant, so it refuses to start; remove the setting")
+    return None
+
+
 @dataclass(frozen=True)
 class Settings:
     """The app settings that shape a run, read once per process."""
@@ -139,6 +155,8 @@ class Settings:
     notify_url: str | None = None
     max_dequeue_count: int = DEFAULT_MAX_DEQUEUE
     cloud: Cloud | None = PUBLIC        # None: the cloud settings are unusable (health names them)
+    self_object_ids: frozenset[str] = frozenset()
+    """The app's own principal object ids (lower-case, KV_REMEDIATE_SELF_OBJECT_ID): the guard never grants them."""
     audit_workspaces: tuple[str, ...] = ()
     """KV_REMEDIATE_AUDIT_WORKSPACES: the only Log Analytics workspaces the app reads (lower-case GUIDs)."""
     problems: tuple[Problem, ...] = ()
@@ -154,9 +172,12 @@ class Settings:
         snapshot = (env.get(SNAPSHOT_SETTING) or "").strip() or None
         if snapshot and not Path(snapshot).is_file():
             problems.append(Problem(SNAPSHOT_SETTING, "names a file that does not exist"))
-        if snapshot and env.get("WEBSITE_INSTANCE_ID"):
-            problems.append(Problem(SNAPSHOT_SETTING, "is set in Azure: the app reads a snapshot instead of the "
-                                    "tenant; remove the setting"))
+        in_azure = snapshot_in_azure(env)
+        if in_azure:
+            problems.append(Problem(SNAPSHOT_SETTING, in_azure))
+        own, own_problem = _self_ids(env)
+        if own_problem:
+            problems.append(Problem(SELF_SETTING, own_problem))
         subs = tuple(s.strip() for s in (env.get(SUBSCRIPTIONS_SETTING) or "").split(",") if s.strip())
         if not snapshot and not subs:
             problems.append(Problem(SUBSCRIPTIONS_SETTING, "is not set: no subscription to search for vaults"))
@@ -187,8 +208,8 @@ class Settings:
         problems.extend(_webhook_problems(env))
         problems.extend(_policy_problems(env))
         return cls(snapshot=snapshot, subscriptions=subs, dedupe_window=window, notify_url=notify, cloud=cloud,
-                   max_dequeue_count=host_settings()["max_dequeue_count"], audit_workspaces=workspaces,
-                   problems=tuple(problems), env=env)
+                   max_dequeue_count=host_settings()["max_dequeue_count"], self_object_ids=own,
+                   audit_workspaces=workspaces, problems=tuple(problems), env=env)
 
 
 def _guid_list(env: Mapping[str, str], setting: str, problems: list[Problem]) -> tuple[str, ...]:
@@ -199,6 +220,17 @@ def _guid_list(env: Mapping[str, str], setting: str, problems: list[Problem]) ->
     if len(good) < len(set(items)):
         problems.append(Problem(setting, "has entries that are not workspace ids (GUIDs); they are ignored"))
     return good
+
+
+def _self_ids(env: Mapping[str, str]) -> tuple[frozenset[str], str | None]:
+    """The app's own object ids from KV_REMEDIATE_SELF_OBJECT_ID, and a problem (never naming the value)."""
+    raw = [x.strip().lower() for x in (env.get(SELF_SETTING) or "").split(",") if x.strip()]
+    if any(not _GUID.match(x) for x in raw):
+        return frozenset(x for x in raw if _GUID.match(x)), "is not a comma-separated list of object ids (GUIDs)"
+    if not raw and any((env.get(k) or "").strip() for k in AZURE_HOST_SETTINGS):
+        return frozenset(), ("is not set on an Azure host: the guard cannot recognise the app's own identity as a "
+                             "grantee; set it to the managed identity's principal (object) id")
+    return frozenset(raw), None
 
 
 def _storage_problems(env: Mapping[str, str]) -> list[Problem]:
@@ -213,19 +245,27 @@ def _storage_problems(env: Mapping[str, str]) -> list[Problem]:
 
 
 def _webhook_problems(env: Mapping[str, str]) -> list[Problem]:
-    from ..errors import ConfigError
-    from .webhook_auth import AUDIENCE_SETTING, TENANT_SETTING, WebhookAuthSettings
+    from .webhook_auth import (
+        API_AUDIENCE_SETTING,
+        API_TENANT_SETTING,
+        AUDIENCE_SETTING,
+        TENANT_SETTING,
+        tenant_problem,
+    )
 
-    audience, tenant = ((env.get(s) or "").strip() for s in (AUDIENCE_SETTING, TENANT_SETTING))
-    if bool(audience) != bool(tenant):
-        missing = TENANT_SETTING if audience else AUDIENCE_SETTING
-        return [Problem(missing, f"is not set while {AUDIENCE_SETTING if audience else TENANT_SETTING} is: the "
-                        "secure webhook is half-configured and /api/alerts refuses every alert; set both or neither")]
-    try:
-        WebhookAuthSettings.from_env(env)
-    except ConfigError:
-        return [Problem(TENANT_SETTING, "is not a tenant id or domain")]
-    return []
+    out = []
+    for aud_s, ten_s, effect in ((AUDIENCE_SETTING, TENANT_SETTING, "/api/alerts refuses every alert"),
+                                 (API_AUDIENCE_SETTING, API_TENANT_SETTING, "/api/remediate refuses to apply")):
+        audience, tenant = ((env.get(s) or "").strip() for s in (aud_s, ten_s))
+        if bool(audience) != bool(tenant):
+            missing = ten_s if audience else aud_s
+            out.append(Problem(missing, f"is not set while {aud_s if audience else ten_s} is: the token check is "
+                               f"half-configured and {effect}; set both or neither"))
+        elif tenant and (problem := tenant_problem(tenant)):
+            out.append(Problem(ten_s, (problem if problem.startswith("is ") else
+                                       "is a domain, not a tenant id (a GUID): token issuers name the tenant by "
+                                       "id, so every token would be refused") + f"; {effect}"))
+    return out
 
 
 def _policy_problems(env: Mapping[str, str]) -> list[Problem]:
@@ -294,8 +334,10 @@ class _LoopTables:
 class Runtime:
     """Per-process state shared by every invocation; thread-safe lazy creation."""
 
-    def __init__(self, settings: Settings | None = None, *, authenticator: WebhookAuthenticator | None = None) -> None:
-        """``authenticator`` replaces the one built from the settings (e.g. keys from a loopback JWKS in tests)."""
+    def __init__(self, settings: Settings | None = None, *, authenticator: WebhookAuthenticator | None = None,
+                 api_authenticator: WebhookAuthenticator | None = None) -> None:
+        """``authenticator`` / ``api_authenticator`` replace the webhook's / the apply role's validator built from
+        the settings (e.g. keys from a loopback JWKS in tests)."""
         self.settings = settings or Settings.from_env()
         self._lock = threading.RLock()
         self._emulator: EmulatorRun | None = None
@@ -306,6 +348,8 @@ class Runtime:
         self._policy: Policy | None = None
         self._auth: WebhookAuthenticator | None = authenticator
         self._auth_loaded = authenticator is not None
+        self._api_auth: WebhookAuthenticator | None = api_authenticator
+        self._api_auth_loaded = api_authenticator is not None
         self._batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[_Batch]] = (
             weakref.WeakKeyDictionary())
         self._credentials: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
@@ -323,6 +367,11 @@ class Runtime:
         """The snapshot emulator (started on first use, once per process), or None for live Azure."""
         if not self.settings.snapshot:
             return None
+        in_azure = snapshot_in_azure(self.settings.env)
+        if in_azure:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"setting {SNAPSHOT_SETTING} {in_azure}")
         with self._lock:
             if self._emulator is None:
                 from ..wiring import EmulatorRun
@@ -517,6 +566,16 @@ class Runtime:
                 self._auth = authenticator_from_env(self.settings.env)
                 self._auth_loaded = True
             return self._auth
+
+    def api_authenticator(self) -> WebhookAuthenticator | None:
+        """The apply-role validator for /api/remediate when configured, else None (nothing applied over HTTP)."""
+        with self._lock:
+            if not self._api_auth_loaded:
+                from .webhook_auth import api_authenticator_from_env
+
+                self._api_auth = api_authenticator_from_env(self.settings.env)
+                self._api_auth_loaded = True
+            return self._api_auth
 
     def notify(self, payload: dict[str, Any], timeout: float = 5.0) -> bool:
         """POST ``payload`` to KV_REMEDIATE_NOTIFY_URL; False (logged, not raised) when it fails."""

@@ -85,7 +85,6 @@ def test_documented_calls_only_and_no_limitation_when_graph_answers(emulator: Fa
     ({"getMemberGroups": REFUSED}, "refused POST /v1.0/directoryObjects/{id}/getMemberGroups (403 "
                                    "Authorization_RequestDenied"),
     ({"getMemberGroups": BAD}, "answered 400 BadRequest to POST /v1.0/directoryObjects/{id}/getMemberGroups"),
-    ({"getMemberGroups": TOO_MANY}, "more than 11,000 groups"),
 ], indirect=["emulator"])
 def test_group_call_failure_is_a_group_limitation_and_the_type_is_still_read(emulator: FailingGraph,
                                                                              want: str) -> None:
@@ -123,3 +122,23 @@ def test_a_refusal_skips_later_calls_of_that_kind_only(emulator: FailingGraph) -
 def test_both_calls_failing_never_aborts_the_batch(emulator: FailingGraph) -> None:
     (f,) = diagnose_policy_vault_denial(emulator)
     assert len(limitations(f)) == 2 and f["cause"]
+
+
+@pytest.mark.parametrize("emulator", [{"getMemberGroups": TOO_MANY}], indirect=True)
+def test_more_groups_than_get_member_groups_returns_falls_back_to_the_typed_transitive_list(
+        emulator: FailingGraph) -> None:
+    """getMemberGroups' documented workaround for Directory_ResultSizeLimitExceeded: the object's own
+    ``/servicePrincipals/{id}/transitiveMemberOf/microsoft.graph.group``, paged."""
+    emulator.configure(page_size=1)
+    (f,) = diagnose_policy_vault_denial(emulator)
+    assert limitations(f) == [] and f["evidence"]["principal"]["groups_known"] is True
+    assert KV_ADMINS in f["evidence"]["principal"]["groups"]
+    assert emulator.graph_calls.count("microsoft.graph.group") == 2 and emulator.unrouted == []   # two pages
+
+
+@pytest.mark.parametrize("emulator", [{"getMemberGroups": TOO_MANY, "microsoft.graph.group": REFUSED}],
+                         indirect=True)
+def test_size_limit_and_refused_fallback_is_a_specific_limitation(emulator: FailingGraph) -> None:
+    (f,) = diagnose_policy_vault_denial(emulator)
+    (lim,) = limitations(f)
+    assert "more than 11,000 groups" in lim, lim

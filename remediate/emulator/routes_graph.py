@@ -119,7 +119,8 @@ def handle(state: TenantState, req: Request) -> Response:
     items = [graph_object(state.principals.get(g.lower()), g) for g in groups]
     offset, _ = paging(req, "$filter")
     top = req.q("$top")
-    size = int(top) if top and top.isdigit() and int(top) > 0 else None
+    # $top asks for at most that many; the server may send fewer (Graph paging docs), here at most its page size
+    size = min(int(top), req.page_size) if top and top.isdigit() and int(top) > 0 else None
     chunk, link = page(req, items, offset, None, size=size, token_param="$skiptoken",
                        extra={"$top": str(size)} if size else None)
     result: dict[str, Any] = {"@odata.context": CONTEXT, "value": chunk}

@@ -32,8 +32,13 @@ T = TypeVar("T")
 _VAULT_ID = re.compile(r"^/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/Microsoft\.KeyVault/vaults/([^/]+)$",
                        re.IGNORECASE)
 GRAPH_CALLS = {"getByIds": "POST /v1.0/directoryObjects/getByIds",
-               "getMemberGroups": "POST /v1.0/directoryObjects/{id}/getMemberGroups"}
-GRAPH_PERMISSION = {"getByIds": "Directory.Read.All", "getMemberGroups": "Directory.Read.All"}  # per the docs pages
+               "getMemberGroups": "POST /v1.0/directoryObjects/{id}/getMemberGroups",
+               "transitiveMemberOf": "GET /v1.0/{users|servicePrincipals}/{id}/transitiveMemberOf/"
+                                     "microsoft.graph.group"}
+GRAPH_PERMISSION = {"getByIds": "Directory.Read.All", "getMemberGroups": "Directory.Read.All",  # per the docs pages
+                    "transitiveMemberOf": "Directory.Read.All"}
+_GRAPH_COLLECTION = {"User": "users", "ServicePrincipal": "servicePrincipals"}
+_SIZE_LIMIT = "Directory_ResultSizeLimitExceeded"
 GRAPH_TYPES = {"#microsoft.graph.serviceprincipal": "ServicePrincipal", "#microsoft.graph.user": "User",
                "#microsoft.graph.group": "Group"}
 
@@ -166,6 +171,7 @@ class ArmFacts:
         self.arm_writes = 0
         self._graph_refused: dict[str, str] = {}                 # call -> why (401/403: skip that call from now on)
         self._graph_problems: dict[tuple[str, str], str] = {}    # (call, object id) -> why it told nothing
+        self._size_limited: set[str] = set()                     # objects in more groups than getMemberGroups returns
 
     # -- plumbing -------------------------------------------------------------------------------------------
 
@@ -406,6 +412,8 @@ class ArmFacts:
             why = f"Microsoft Graph answered {status} {code} to {what} ({message[:160]})"
         for oid in object_ids:
             self._graph_problems[(call, oid.lower())] = why
+            if code == _SIZE_LIMIT:
+                self._size_limited.add(oid.lower())
 
     async def _graph_json(self, call: str, object_ids: Sequence[str], method: str, url: str,
                           body: Any = None) -> Any:
@@ -466,8 +474,31 @@ class ArmFacts:
             if not isinstance(values, list):
                 if page is not None:
                     self._graph_failed("getMemberGroups", [object_id], 200, "UnexpectedBody", "no 'value' list")
+                if object_id.lower() in self._size_limited:
+                    return await paged_groups()
                 return None
             return [str(g) for g in values if isinstance(g, str) and g.lower() != object_id.lower()]
+
+        async def paged_groups() -> list[str] | None:
+            # getMemberGroups stops at 11,000 groups; its docs name the workaround: the transitive memberOf list
+            # of the object's own type (users / servicePrincipals), cast to groups and paged.
+            meta = await self._once(("gp", object_id.lower()), info)
+            collection = _GRAPH_COLLECTION.get(GRAPH_TYPES.get(str((meta or {}).get("@odata.type", "")).lower(), ""))
+            if collection is None:
+                return None
+            url: str | None = (f"{self._graph_url}/v1.0/{collection}/{object_id}/transitiveMemberOf/"
+                               "microsoft.graph.group?$select=id&$top=999")
+            found: list[str] = []
+            while url:
+                page = await self._graph_json("transitiveMemberOf", [object_id], "GET", url)
+                values = page.get("value") if isinstance(page, dict) else None
+                if not isinstance(values, list):
+                    return None
+                found += [str(g["id"]) for g in values if isinstance(g, dict) and g.get("id")]
+                link = page.get("@odata.nextLink") if isinstance(page, dict) else None
+                url = str(link) if link else None
+            self._graph_problems.pop(("getMemberGroups", object_id.lower()), None)
+            return found
 
         meta, grp = await asyncio.gather(
             self._once(("gp", object_id.lower()), info) if need_type else _none(),

@@ -95,7 +95,7 @@ def custom_role(actions: tuple[str, ...], vault_id: str, vault_name: str, scope:
                 principal_type: str | None) -> CustomRolePlan:
     """A custom role with exactly the missing data actions, assignable only at the vault."""
     name = _custom_name(actions, vault_name)
-    return CustomRolePlan(name, actions, (vault_id,), scope, principal_id, principal_type,
+    return CustomRolePlan(name, actions, (commands.assignable_scope(vault_id),), scope, principal_id, principal_type,
                           commands.custom_role(name, actions, vault_id, scope, principal_id, principal_type))
 
 
@@ -142,7 +142,8 @@ def access_policy_plan(denial: Denial, facts: Facts, missing: dict[str, tuple[st
                 for a in catalog.permission_data_actions(k, p)), default=0)
     return AccessPolicyPlan(vault_id=vault.id, tenant_id=vault.tenant_id, object_id=oid, add=add, tier=tier,
                             principal_type=_principal_type(denial, facts, arm_checks=False),
-                            commands=commands.access_policy(vault.id, vault.name, oid, vault.tenant_id, add))
+                            commands=commands.access_policy(vault.id, vault.name, oid, vault.tenant_id, add,
+                                                            held=commands.held_permissions(vault, oid)))
 
 
 def plan(denial: Denial, decision: Decision, facts: Facts | None, options: PlanOptions = DEFAULT_PLAN) -> Plan | None:

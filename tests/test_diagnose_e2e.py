@@ -98,12 +98,15 @@ def test_plans_are_least_privilege(demo_findings: list[dict[str, Any]]) -> None:
     signer = by_cause[(gid("app-signer"), "KeySign")]["plan"]
     assert signer["role_name"] == "Key Vault Crypto User"   # tier 2 role for a tier 1 action
     assert signer["alternatives"][0]["data_actions"] == ["Microsoft.KeyVault/vaults/keys/sign/action"]
-    assert signer["alternatives"][0]["assignable_scopes"] == [PAY_ID]
+    # assignable in the resource group (Microsoft advises against a resource there), assigned at the vault
+    assert signer["alternatives"][0]["assignable_scopes"] == [PAY_ID.split("/providers/")[0]]
+    assert signer["alternatives"][0]["scope"] == PAY_ID
     alice = by_cause[(gid("alice"), "SecretSet")]["plan"]
     assert alice["kind"] == "access_policy" and alice["add"] == {"keys": [], "secrets": ["set"],
                                                                  "certificates": [], "storage": []}
     assert alice["object_id"] == gid("alice") and alice["application_id"] is None
-    assert "az keyvault set-policy" in alice["commands"]["az"] and "name: 'add'" in alice["commands"]["bicep"]
+    # accessPolicies/add merges server-side; set-policy would replace alice's secret list (get,list) with "set"
+    assert "/accessPolicies/add?" in alice["commands"]["az"] and "name: 'add'" in alice["commands"]["bicep"]
     wrong = by_cause[(gid("app-reporting"), "SecretGet")]
     assert wrong["plan"]["kind"] == "access_policy" and wrong["plan"]["add"]["secrets"] == ["get"]
 

@@ -22,6 +22,7 @@ test: $(STAMP)
 
 unit: $(STAMP)
 	bash tools/install_azurite.sh
+	bash tools/install_azcli.sh
 	$(PY) -m pytest
 
 lint: $(STAMP)

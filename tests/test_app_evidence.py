@@ -173,6 +173,7 @@ def test_worker_applies_on_an_audit_row_and_honours_object_scope(azurite: str, t
 @pytest.mark.parametrize("rows, emulator, limitation", [
     ([], {}, "no matching row"),
     ([_orders_row(operation="SecretList", uri="/secrets")], {}, "no matching row"),          # another operation
+    ([_orders_row(uri="/secrets/payroll-key")], {}, "no matching row"),                      # another secret
     ([_orders_row(TenantId=OTHER_WORKSPACE)], {}, "no matching row"),                        # another workspace
     ([_orders_row(httpStatusCode_d=200, ResultSignature="OK")], {}, "no matching row"),      # not a denial
     ([SIGNIN_ROW | {"TimeGenerated": "2026-11-27T09:05:00Z", "identity_claim_oid_g": APP_ORDERS}], {},

@@ -8,8 +8,9 @@ not search is dropped with a note.
 
 - :func:`fetch`: the denials of a log alert that does not name the caller (any principal, the alert's vault,
   401/403, the alert's window). Each row we read is also the proof of its own denial.
-- :func:`prove`: for ``mode: apply``, one read per denial (principal, vault, operation, window, 401/403); a row
-  found is ``Proof("audit_log", "workspace {ws} row {TimeGenerated} {CorrelationId}")``.
+- :func:`prove`: for ``mode: apply``, one read per denial (principal, vault, operation, window, 401/403; the row's
+  request URI must name the denial's object when it names one); a row found is
+  ``Proof("audit_log", "workspace {ws} row {TimeGenerated} {CorrelationId}")``.
 
 Optional reads never abort: a failed or partial read is a limitation (a note, and no proof), so the guard
 refuses the plan with ``refused_by: "evidence"`` while the diagnosis goes on.
@@ -189,12 +190,27 @@ def _prove_query(d: Denial, window: tuple[datetime, datetime]) -> tuple[Any, str
         return None, exc.message
 
 
+def _same_object(row: dict[str, Any], d: Denial) -> bool:
+    """When the denial names an object, the row's request was on that object (kind and name from its URI path),
+    so a claim about one secret is never proved by a denial on another."""
+    import urllib.parse
+
+    if d.object is None or not d.object.name:
+        return True
+    try:
+        path = urllib.parse.urlsplit(str(row.get("requestUri_s") or "")).path
+    except ValueError:
+        return False
+    parts = [p for p in path.split("/") if p]
+    return len(parts) >= 2 and parts[0].lower() == d.object.kind.lower() and parts[1].lower() == d.object.name.lower()
+
+
 def _matches(row: dict[str, Any], d: Denial, operation: str) -> bool:
-    """Re-check what the service filtered: the row is this principal's 401/403 on this operation."""
+    """Re-check what the service filtered: the row is this principal's 401/403 on this operation and object."""
     status = row.get("httpStatusCode_d")
     return (str(row.get("identity_claim_oid_g") or "").lower() == (d.principal.object_id or "").lower()
             and str(row.get("OperationName") or "").lower() == operation.lower()
-            and isinstance(status, int | float) and int(status) in (401, 403))
+            and isinstance(status, int | float) and int(status) in (401, 403) and _same_object(row, d))
 
 
 @dataclass

@@ -17,6 +17,7 @@ Handlers parse, call one core function, render; heavy modules are imported insid
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -207,7 +208,7 @@ async def remediate_route(req: func.HttpRequest) -> func.HttpResponse:
     applies the plans policy allows (without the token: 401, nothing read from Azure or changed)."""
     try:
         apply, body = apply_flag(req, body_of(req, "request body"))
-        operator = operator_proof(req.headers) if apply else None
+        operator = await asyncio.to_thread(operator_proof, req.headers) if apply else None  # JWKS fetch: off loop
         doc = await remediate_body(body, apply, operator)
     except Exception as exc:
         return from_exception(exc, "remediate")

@@ -157,6 +157,7 @@ _VAULT_ID = re.compile(
     r"/subscriptions/([^/'\"\r\n]{1,80})/resourcegroups/([^/'\"\r\n]{1,90})/providers/microsoft\.keyvault/vaults/"
     r"([^/\s'\"?#]{1,64})((?:/[^/\s'\"?#]{1,1024}){0,16})", re.IGNORECASE | re.ASCII)
 _MAX_RESOURCE_ID = 4096
+_DOTS = re.compile(r"\.\.|/\.(?:/|$)")
 _PROVIDER_TYPE = re.compile(r"/providers/([^/]+/[^/]+)", re.IGNORECASE)
 _OBJECT_KINDS = {"keys": "keys", "secrets": "secrets", "certificates": "certificates", "storage": "storage",
                  "deletedkeys": "keys", "deletedsecrets": "secrets", "deletedcertificates": "certificates",
@@ -175,15 +176,13 @@ def vault_from_resource_id(value: Any) -> tuple[VaultRef, ObjectRef | None]:
     ARM's and Key Vault's rules, and the id holds no ``..``, ``%`` or backslash; the object only by
     ``object_from_path``'s rules. A control character anywhere makes the whole id unknown.
     """
-    if not isinstance(value, str) or "/" not in value or len(value) > _MAX_RESOURCE_ID:
+    if not isinstance(value, str) or "/" not in value or len(value) > _MAX_RESOURCE_ID or has_control(value):
         return _NO_VAULT
     return _vault_from_resource_id(value.strip())
 
 
 @lru_cache(maxsize=4096)
 def _vault_from_resource_id(v: str) -> tuple[VaultRef, ObjectRef | None]:
-    if has_control(v):
-        return _NO_VAULT
     m = _VAULT_ID.search(v)
     if m is None:
         return _NO_VAULT
@@ -197,7 +196,7 @@ def _vault_from_resource_id(v: str) -> tuple[VaultRef, ObjectRef | None]:
     whole = v[m.start():]
     rid: str | None = None
     if (vname and guid(sub) and armid.parse_vault_id(v[m.start():m.start(4)]) is not None and not masked(rg)
-            and ".." not in whole and "%" not in whole and "\\" not in whole):
+            and "%" not in whole and "\\" not in whole and not _DOTS.search(whole)):
         rid = v[m.start():m.start(4)]
     obj = object_from_path(rest.split("?", 1)[0].split("#", 1)[0]) if rest else None
     return VaultRef(name=vname, resource_id=rid), obj
@@ -228,10 +227,18 @@ def _segment(raw: str) -> str | None:
     Not plain: decoding leaves a ``%`` (double encoding), a ``/`` or backslash, invalid UTF-8, or a control
     character; or the segment is ``.``/``..`` (a client or proxy would move the request elsewhere).
     """
-    d = unquote(raw, errors="strict") if "%" in raw else raw
+    try:
+        d = unquote(raw, errors="strict") if "%" in raw else raw
+    except UnicodeDecodeError:
+        return None
     if "%" in d or "/" in d or "\\" in d or d in (".", "..") or has_control(d):
         return None
     return d
+
+
+def _dot_parts(decoded: str) -> bool:
+    """True when a decoded segment holds a '.' or '..' path component (``%2e%2e%2f..``)."""
+    return any(p in (".", "..") for p in decoded.replace("\\", "/").split("/"))
 
 
 def object_from_path(path: str) -> ObjectRef | None:
@@ -247,18 +254,15 @@ def object_from_path(path: str) -> ObjectRef | None:
     raw = [s for s in path.split("/") if s]
     if not raw:
         return None
-    try:
-        segs = [_segment(s) for s in raw]
-    except UnicodeDecodeError:
-        return None
+    segs = [_segment(s) for s in raw]
     first = segs[0]
     if first is None or not first.isascii():
         return None
     kind = _OBJECT_KINDS.get(first.lower())
     if kind is None:
         return None
-    if any(s in (".", "..") for s in (unquote(r) for r in raw)):
-        return None
+    if any(s in (".", "..") for s in (unquote(r) for r in raw)) or any(_dot_parts(unquote(r)) for r in raw[2:]):
+        return None  # the request lands elsewhere: plain or encoded dot segments, or '%2F..' after the name
     if len(segs) < 2:
         return None
     if segs[1] is not None and segs[1].isascii() and segs[1].lower() in _NOT_OBJECTS:
@@ -281,8 +285,8 @@ class Uri:
 
 def vault_uri(value: Any) -> Uri | None:
     """Vault name and path from ``https://<name>.vault.azure.net/...`` (any sovereign cloud suffix)."""
-    if not isinstance(value, str) or "://" not in value:
-        return None
+    if not isinstance(value, str) or "://" not in value or len(value) > _MAX_PATH or has_control(value):
+        return None  # urlsplit drops tabs and newlines ("db\nx" would become "dbx"): refuse, never repair
     return _vault_uri(value.strip())
 
 

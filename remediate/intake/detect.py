@@ -14,7 +14,6 @@ from ..errors import InputError
 from . import alerts, errors_text, limits, logs, runbook
 from .common import Outcome
 
-_SEPARATOR = re.compile(r"^[ \t]*---[ \t]*$", re.MULTILINE)
 _FENCE = re.compile(r"^[ \t]*```[\w-]*[ \t]*$", re.MULTILINE)
 _MD_ESCAPE = re.compile(r"\\([()\[\]_*#<>`{}.!|-])")
 _BOX = re.compile(r"^[ \t]*[│┃|╵╷][ \t]?", re.MULTILINE)
@@ -54,6 +53,36 @@ def _clean_text(block: str) -> str:
     return block
 
 
+def _text_outcome(name: str, block: str) -> Outcome | None:
+    """errors_text over the part of a text block the input's text budget allows (a note when it was cut)."""
+    cut, was_cut = limits.take_text(block)
+    if not cut.strip():
+        return None
+    cleaned = _clean_text(cut)
+    if not errors_text.recognised(cleaned):
+        return None
+    out = errors_text.parse_block(cleaned)
+    if out is not None and was_cut:
+        out.notes.append(f"{name}: only the first {limits.MAX_TEXT_CHARS // 1024} KiB of error text were read")
+    return out
+
+
+def _split_blocks(text: str) -> list[str]:
+    """Blocks separated by ``---`` lines (string operations only: linear whatever the text)."""
+    if "---" not in text:
+        return [text]
+    blocks: list[str] = []
+    current: list[str] = []
+    for line in text.split("\n"):
+        if line.strip(" \t") == "---":
+            blocks.append("\n".join(current))
+            current = []
+        else:
+            current.append(line)
+    blocks.append("\n".join(current))
+    return [b for b in blocks if b.strip()]
+
+
 def _json_outcome(name: str, value: Any) -> Outcome | None:
     """The outcome for a parsed JSON value, or None when no family recognises it."""
     if isinstance(value, list):
@@ -70,8 +99,8 @@ def _json_outcome(name: str, value: Any) -> Outcome | None:
                 return None
             out.extend(sub)
         return out
-    if isinstance(value, str) and errors_text.recognised(value):
-        return errors_text.parse_block(_clean_text(value.replace("\r\n", "\n")))  # an error text saved as JSON
+    if isinstance(value, str):
+        return _text_outcome(name, value.replace("\r\n", "\n"))  # an error text saved as JSON
     if not isinstance(value, dict):
         return None
     if alerts.is_alert(value):
@@ -129,6 +158,7 @@ def parse_block(name: str, block: str) -> Outcome | None:
     """One block; None when it is neither recognised JSON nor recognised error text."""
     stripped = block.strip()
     if stripped.startswith(("{", "[")):
+        limits.check_json(name, stripped)
         try:
             value = json.loads(stripped)
         except RecursionError as exc:
@@ -137,7 +167,7 @@ def parse_block(name: str, block: str) -> Outcome | None:
             lines = _json_lines(name, stripped)
             if lines is not None:
                 return lines
-            sub = errors_text.parse_block(_clean_text(stripped)) if errors_text.recognised(stripped) else None
+            sub = _text_outcome(name, stripped)
             if sub is not None:
                 return sub
             raise InputError(name, f"is not valid JSON ({exc.args[0].split(':')[0] if exc.args else exc}) "
@@ -146,18 +176,16 @@ def parse_block(name: str, block: str) -> Outcome | None:
         if out is None:
             raise _unrecognised_json(name, value)
         return out
-    cleaned = _clean_text(block)
-    inner = cleaned.strip()
-    if inner.startswith(("{", "[")) and inner != stripped:
-        return parse_block(name, inner)
-    if not errors_text.recognised(cleaned):
-        return None
-    return errors_text.parse_block(cleaned)
+    if len(block) <= limits.MAX_TEXT_CHARS:
+        inner = _clean_text(block).strip()
+        if inner.startswith(("{", "[")) and inner != stripped:
+            return parse_block(name, inner)  # JSON in a code fence or a quote
+    return _text_outcome(name, block)
 
 
 def parse_text(name: str, text: str) -> Outcome:
     """Every block of one decoded input; unrecognised blocks beside recognised ones are counted and noted."""
-    blocks = [b for b in _SEPARATOR.split(text) if b.strip()] if "---" in text else [text]
+    blocks = _split_blocks(text)
     limits.check_blocks(name, len(blocks))
     if not blocks:
         raise InputError(name, "is empty")

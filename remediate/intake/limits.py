@@ -36,6 +36,13 @@ MAX_RECORDS = 10_000
 MAX_BLOCKS = 1_000
 #: Distinct REST error bodies one text block (a log) may embed.
 MAX_BODIES = 1_000
+#: Characters of (non-JSON) error text per input that patterns run over; the rest is not read (a note says so).
+#: Published SDK, CLI and log error texts are a few KiB; patterns cost far more per character than JSON decoding.
+MAX_TEXT_CHARS = 64 * 1024
+#: JSON objects (``{``) and separators (``,``) one body may hold, counted before it is decoded: a 4 MiB export of
+#: real audit records has a few thousand records, tens of thousands of values.
+MAX_JSON_OBJECTS = 50_000
+MAX_JSON_COMMAS = 250_000
 
 
 @dataclass
@@ -45,6 +52,7 @@ class _Budget:
     max_principals: int | None
     principals: set[str] = field(default_factory=set)
     denials: int = 0
+    text_left: int = MAX_TEXT_CHARS
 
 
 _BUDGET: ContextVar[_Budget | None] = ContextVar("kv_remediate_intake_budget", default=None)
@@ -64,7 +72,29 @@ def start_input(name: str) -> None:
     """A new input of the batch begins: its denial count starts at zero."""
     b = _BUDGET.get()
     if b is not None:
-        b.name, b.denials = name, 0
+        b.name, b.denials, b.text_left = name, 0, MAX_TEXT_CHARS
+
+
+def take_text(block: str) -> tuple[str, bool]:
+    """The part of a text block patterns may run over (the input's remaining text budget), and whether it was cut."""
+    b = _BUDGET.get()
+    left = b.text_left if b is not None else MAX_TEXT_CHARS
+    cut = block[:max(0, left)]
+    if b is not None:
+        b.text_left = max(0, left - len(cut))
+    return cut, len(cut) < len(block)
+
+
+def check_json(name: str, body: str) -> None:
+    """TooLargeError, before decoding, when a JSON body holds more objects or values than any real input."""
+    objects = body.count("{")
+    if objects > MAX_JSON_OBJECTS:
+        raise TooLargeError(name, "JSON objects in one body", objects, MAX_JSON_OBJECTS,
+                            "export a narrower time window or split the file")
+    commas = body.count(",")
+    if commas > MAX_JSON_COMMAS:
+        raise TooLargeError(name, "JSON values in one body", commas, MAX_JSON_COMMAS,
+                            "export a narrower time window or split the file")
 
 
 def principal_key(p: Principal) -> str | None:

@@ -11,7 +11,7 @@ from typing import Any
 from .. import catalog
 from ..errors import InputError
 from ..model import ObjectRef, Principal, VaultRef
-from .common import Draft, Outcome, guid, object_name, text, vault_from_resource_id, vault_name
+from .common import Draft, Outcome, guid, object_from_path, text, vault_from_resource_id, vault_name
 
 FIELDS = frozenset({"principal_id", "vault", "operation", "object", "tenant_id"})
 
@@ -58,14 +58,15 @@ def parse_runbook(name: str, obj: dict[str, Any]) -> Outcome:
     ref: ObjectRef | None = None
     raw_obj = obj.get("object")
     if raw_obj is not None:
-        kind, _, rest = (text(raw_obj) or "").partition("/")
-        kind = {"deletedsecrets": "secrets", "deletedkeys": "keys", "deletedcertificates": "certificates"}.get(
-            kind.lower(), kind.lower())
-        oname, _, version = rest.partition("/")
-        if kind not in catalog.OBJECT_KINDS or not object_name(oname):
-            raise InputError(name, f"object {raw_obj!r} is not KIND/NAME with KIND keys, secrets, certificates "
-                                   "or storage")
-        ref = ObjectRef(kind=kind, name=oname, version=version or None)
+        raw = text(raw_obj) or ""
+        parts = raw.split("/")
+        found = object_from_path("/" + raw) if 2 <= len(parts) <= 3 and all(parts) else None
+        if (found is None or found.kind not in catalog.OBJECT_KINDS or found.name is None
+                or (len(parts) == 3 and found.version is None)):
+            raise InputError(name, f"object {raw_obj!r} is not KIND/NAME[/VERSION] with KIND keys, secrets, "
+                                   "certificates or storage, a name of letters, digits and hyphens (1-127) and a "
+                                   "version of 32 hex digits")
+        ref = found
 
     d = Draft(source="runbook", principal=Principal(object_id=pid, tenant_id=tid), vault=vault, operation=operation,
               object=ref)

@@ -211,3 +211,48 @@ def test_unsafe_ids_are_not_rendered(vault_id: str) -> None:
     assert commands.custom_role("r", ("a",), vault_id, vault_id, SIGNER, None)["az"] == commands.UNSAFE
     assert commands.access_policy(vault_id, "kv", ALICE, TID, {"secrets": ("get",)})["az"] == commands.UNSAFE
     assert commands.assignable_scope(vault_id) == vault_id
+
+
+def _cli_role_assignment_put(emu: Any, argv: list[str]) -> int:
+    """What ``az role assignment create --assignee-object-id --assignee-principal-type --role ID --scope`` sends
+    (azure-cli role/custom.py ``_create_role_assignment``: PUT {scope}/providers/Microsoft.Authorization/
+    roleAssignments/{new uuid} with roleDefinitionId, principalId and principalType; a full role definition id is
+    used as given, ``_resolve_role_id``)."""
+    opt = dict(zip(argv[4::2], argv[5::2], strict=True))
+    body = {"properties": {"roleDefinitionId": opt["--role"], "principalId": opt["--assignee-object-id"],
+                           "principalType": opt["--assignee-principal-type"]}}
+    url = (f"{opt['--scope']}/providers/Microsoft.Authorization/roleAssignments/{uuid.uuid4()}"
+           "?api-version=2022-04-01")
+    return _send(emu, shlex.join(["az", "rest", "--method", "put", "--url", url, "--body", json.dumps(body)]))
+
+
+def test_pasting_the_custom_role_lines_twice_creates_one_role_and_assigns_it() -> None:
+    # given the demo's signer, whose Key Vault Crypto User grant has a custom-role alternative
+    async def go(emu: EmulatorRun) -> Any:
+        async with emu.facts() as facts:
+            denial = ("runbook", json.dumps({"principal_id": SIGNER, "vault": "kv-payments", "operation": "KeySign",
+                                             "object": "keys/release-signing"}).encode())
+            return (await diagnose(parse_inputs([denial]).denials, facts)).findings
+
+    with EmulatorRun(TENANT) as run:
+        [finding] = asyncio.run(go(run))
+        assert finding.plan is not None
+        [alt] = finding.plan.alternatives
+        tokens = shlex.split(alt.commands["az"], comments=True)
+        create, assign = tokens[:tokens.index("&&")], tokens[tokens.index("&&") + 1:]
+        # when the role definition PUT is pasted twice (the second is an update, not a name conflict)
+        assert _send(run.emulator, shlex.join(create)) in (200, 201)
+        assert _send(run.emulator, shlex.join(create)) in (200, 201)
+        # and the assignment as the CLI sends it
+        assert _cli_role_assignment_put(run.emulator, assign) in (200, 201)
+        tenant = run.emulator.tenant()
+    # then one role with that name exists, assignable in the resource group, and the signer holds it at the vault
+    guid = commands.custom_role_guid(alt.role_name, PAY)
+    roles = [r for r in tenant["role_definitions"] if (r.get("properties") or r).get("roleName") == alt.role_name]
+    assert len(roles) == 1
+    role = roles[0].get("properties") or roles[0]
+    assert role["assignableScopes"] == [PAY.split("/providers/")[0]]
+    grants = [a for a in tenant["role_assignments"]
+              if (a.get("properties") or a).get("principalId") == SIGNER
+              and str((a.get("properties") or a).get("roleDefinitionId", "")).endswith(guid)]
+    assert [(g.get("properties") or g)["scope"].lower() for g in grants] == [PAY.lower()]

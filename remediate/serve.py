@@ -545,6 +545,8 @@ class _Handler(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Protocol errors of the server itself (bad request line, unsupported method...) as the error JSON."""
         self.close_connection = True
+        if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":  # unparsed request: answer with headers
+            self.request_version = "HTTP/1.0"
         try:
             self._send(_error(code, "BAD_REQUEST" if code < 500 else "SERVER_ERROR",
                               message or explain or f"HTTP {code}"))

@@ -339,13 +339,16 @@ def test_the_denial_cap_counts_per_input_not_per_batch() -> None:
     assert len(parse_inputs(inputs).denials) == 180
 
 
-@pytest.mark.parametrize("shape", ["text blocks", "error bodies", "json lines", "rows"])
+@pytest.mark.parametrize("shape", ["text blocks", "separators", "json lines", "rows", "json objects", "json values"])
 def test_structural_caps_refuse_huge_inputs(shape: str) -> None:
     if shape == "text blocks":
         data = "\n---\n".join("Status: 403" for _ in range(1001)).encode()
-    elif shape == "error bodies":
-        data = "\n".join("ERROR " + json.dumps({"error": {"code": "NotFound", "message": f"m{i}"}})
-                         for i in range(1001)).encode()
+    elif shape == "separators":
+        data = ("Status: 403\n" + "|---|---|\n" * 2001).encode()
+    elif shape == "json objects":
+        data = ("[" + ",".join(["{}"] * 50_001) + "]").encode()
+    elif shape == "json values":
+        data = ("[" + ",".join(["0"] * 250_002) + "]").encode()
     elif shape == "json lines":
         data = "\n".join("{}" for _ in range(10_001)).encode()
     else:
@@ -364,3 +367,15 @@ def test_cli_exits_2_with_one_line_when_an_input_is_over_a_cap(tmp_path: Path,
     out, err = capsys.readouterr()
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and str(big) in err and "more than 100 denials" in err and "Traceback" not in err
+
+
+def test_error_text_past_the_text_budget_is_not_read_and_a_note_says_so() -> None:
+    # given a log of 2,000 lines each embedding a different 403 body (about 150 KiB of text)
+    lines = ["2026-11-20 ERROR " + json.dumps({"error": {"code": "Forbidden", "message": f"m{i}"}})
+             for i in range(2000)]
+    data = "\n".join(lines).encode()
+    # when it is parsed without a denial cap
+    result = parse_one("app.log", data, max_denials=None)
+    # then only the first 32 KiB were read (fewer denials than lines), and a note names the input and the limit
+    assert 0 < len(result.denials) < 2000
+    assert "app.log: only the first 32 KiB of error text were read" in result.notes

@@ -10,7 +10,7 @@ import json
 import re
 from typing import Any
 
-from ..errors import InputError
+from ..errors import InputError, TooLargeError
 from . import alerts, errors_text, limits, logs, runbook
 from .common import Outcome
 
@@ -67,19 +67,28 @@ def _text_outcome(name: str, block: str) -> Outcome | None:
     return out
 
 
-def _split_blocks(text: str) -> list[str]:
-    """Blocks separated by ``---`` lines (string operations only: linear whatever the text)."""
-    if "---" not in text:
+def _split_blocks(name: str, text: str) -> list[str]:
+    """Blocks separated by ``---`` lines: one step per ``---`` found (at most ``MAX_SEPARATORS``), never per line."""
+    dashes = text.count("---")
+    if not dashes:
         return [text]
+    if dashes > limits.MAX_SEPARATORS:
+        raise TooLargeError(name, "'---' runs (block separators)", dashes, limits.MAX_SEPARATORS, "split the file")
     blocks: list[str] = []
-    current: list[str] = []
-    for line in text.split("\n"):
-        if line.strip(" \t") == "---":
-            blocks.append("\n".join(current))
-            current = []
-        else:
-            current.append(line)
-    blocks.append("\n".join(current))
+    start = pos = 0
+    while True:
+        i = text.find("---", pos)
+        if i < 0:
+            break
+        line_start = text.rfind("\n", 0, i) + 1
+        line_end = text.find("\n", i)
+        if line_end < 0:
+            line_end = len(text)
+        if text[line_start:line_end].strip(" \t") == "---":
+            blocks.append(text[start:line_start])
+            start = line_end + 1
+        pos = line_end + 1
+    blocks.append(text[start:])
     return [b for b in blocks if b.strip()]
 
 
@@ -185,7 +194,7 @@ def parse_block(name: str, block: str) -> Outcome | None:
 
 def parse_text(name: str, text: str) -> Outcome:
     """Every block of one decoded input; unrecognised blocks beside recognised ones are counted and noted."""
-    blocks = _split_blocks(text)
+    blocks = _split_blocks(name, text)
     limits.check_blocks(name, len(blocks))
     if not blocks:
         raise InputError(name, "is empty")

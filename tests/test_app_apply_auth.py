@@ -14,9 +14,11 @@ from typing import Any
 
 import azure.functions as func
 import pytest
+from azure.storage.queue import QueueServiceClient
 
 from remediate.app import runtime
 from remediate.app.http import diagnose, remediate_route
+from remediate.intake import parse_one
 from tests.entra import (
     API_AUDIENCE,
     API_SETTINGS,
@@ -29,7 +31,7 @@ from tests.entra import (
     token,
 )
 from tests.test_app_e2e import App, serve_app
-from tests.test_app_support import APP_ORDERS, DEMO, DEMO_SUB, call
+from tests.test_app_support import APP_ORDERS, DEMO, DEMO_SUB, call, variant
 
 POLICY = {"mode": "apply", "scopes": [f"/subscriptions/{DEMO_SUB}"], "grant_ttl": "PT8H"}
 REQUEST = {"principal_id": APP_ORDERS, "vault": "kv-payments", "operation": "SecretGet",
@@ -173,3 +175,26 @@ def test_decorated_functions_refuse_and_apply_directly(app: App) -> None:
     ok = loop.submit(remediate_route(_request(APPLY, **bearer(operator_token())))).result(timeout=60)
     assert ok.status_code == 200 and json.loads(ok.get_body())["findings"][0]["outcome"] == "applied"
     assert len(_assignments()) == 1
+
+
+@pytest.mark.parametrize("path", ["/api/alerts", "/api/diagnose", "/api/remediate"])
+def test_an_input_over_the_denial_cap_is_413_and_nothing_is_done(azurite: str, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    # given KV_REMEDIATE_MAX_DENIALS=1 and an alert that carries two denials
+    body = variant("alert_v1_searchresults_azurediagnostics.json")
+    assert len(parse_one("alert", body).denials) >= 2
+    for app in _serve(azurite, tmp_path, monkeypatch, KV_REMEDIATE_MAX_DENIALS="1"):
+        # when it is posted; then 413 TOO_LARGE naming the cap, nothing queued or read
+        status, doc = app.post(path, body, **bearer(operator_token()))
+        assert status == 413 and doc["error"]["code"] == "TOO_LARGE" and "cap is 1" in doc["error"]["message"]
+        queue = QueueServiceClient.from_connection_string(azurite).get_queue_client(runtime.DENIALS_QUEUE)
+        assert queue.get_queue_properties().approximate_message_count == 0
+        assert not runtime.get().emulator_started
+
+
+def test_an_unusable_cap_setting_is_a_health_problem(azurite: str, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    for app in _serve(azurite, tmp_path, monkeypatch, KV_REMEDIATE_MAX_PRINCIPALS="-5"):
+        status, health = call(app.http.base_url + "/api/health", method="GET")
+        assert status == 200 and any(p["setting"] == "KV_REMEDIATE_MAX_PRINCIPALS" for p in health["problems"])
+        assert runtime.get().settings.max_principals == 50

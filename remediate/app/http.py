@@ -46,7 +46,7 @@ def accept_alert(headers: Any, body_reader: Any) -> int:
     if not isinstance(obj, dict) or not is_alert(obj):
         raise InputError("alert", "is not an Azure Monitor alert payload (common alert schema or a legacy "
                          "metric, log or activity log webhook); send other inputs to /api/diagnose", "NOT_AN_ALERT")
-    parsed = parse_one("alert", body)
+    parsed = parse_one("alert", body, **rt.settings.caps)
     link = search_results_link(obj)
     search = Search(link, search_results_window(obj)) if link else None
     texts = [encode(QueuedDenial(d, d.alert_id, search if needs_search(d, parsed.notes) else None))
@@ -81,7 +81,7 @@ async def _denials_of(body: bytes) -> tuple[Any, list[Any], list[str], int]:
     from .messages import FETCH_NOTE, Search, needs_search
 
     rt = runtime.get()
-    parsed = await asyncio.to_thread(parse_one, "request body", body)
+    parsed = await asyncio.to_thread(lambda: parse_one("request body", body, **rt.settings.caps))
     denials = list(parsed.denials)
     notes = list(parsed.notes)
     requests = 0

@@ -156,6 +156,8 @@ class Settings:
     max_dequeue_count: int = DEFAULT_MAX_DEQUEUE
     cloud: Cloud | None = PUBLIC        # None: the cloud settings are unusable (health names them)
     self_object_ids: frozenset[str] = frozenset()
+    max_denials: int = 100              # KV_REMEDIATE_MAX_DENIALS: denials one alert or request body may yield
+    max_principals: int = 50            # KV_REMEDIATE_MAX_PRINCIPALS: distinct principals per batch
     """The app's own principal object ids (lower-case, KV_REMEDIATE_SELF_OBJECT_ID): the guard never grants them."""
     audit_workspaces: tuple[str, ...] = ()
     """KV_REMEDIATE_AUDIT_WORKSPACES: the only Log Analytics workspaces the app reads (lower-case GUIDs)."""
@@ -178,6 +180,7 @@ class Settings:
         own, own_problem = _self_ids(env)
         if own_problem:
             problems.append(Problem(SELF_SETTING, own_problem))
+        caps = _caps(env, problems)
         subs = tuple(s.strip() for s in (env.get(SUBSCRIPTIONS_SETTING) or "").split(",") if s.strip())
         if not snapshot and not subs:
             problems.append(Problem(SUBSCRIPTIONS_SETTING, "is not set: no subscription to search for vaults"))
@@ -208,8 +211,28 @@ class Settings:
         problems.extend(_webhook_problems(env))
         problems.extend(_policy_problems(env))
         return cls(snapshot=snapshot, subscriptions=subs, dedupe_window=window, notify_url=notify, cloud=cloud,
-                   max_dequeue_count=host_settings()["max_dequeue_count"], self_object_ids=own,
+                   max_dequeue_count=host_settings()["max_dequeue_count"], self_object_ids=own, **caps,
                    audit_workspaces=workspaces, problems=tuple(problems), env=env)
+
+    @property
+    def caps(self) -> dict[str, int]:
+        """Intake's caps as ``parse_one``/``parse_inputs`` keywords."""
+        return {"max_denials": self.max_denials, "max_principals": self.max_principals}
+
+
+def _caps(env: Mapping[str, str], problems: list[Problem]) -> dict[str, int]:
+    """Intake's caps from their settings (positive integers); an unusable value keeps the default (health)."""
+    from ..intake import DEFAULT_MAX_DENIALS, DEFAULT_MAX_PRINCIPALS, MAX_DENIALS_SETTING, MAX_PRINCIPALS_SETTING
+
+    out = {}
+    for key, setting, default in (("max_denials", MAX_DENIALS_SETTING, DEFAULT_MAX_DENIALS),
+                                  ("max_principals", MAX_PRINCIPALS_SETTING, DEFAULT_MAX_PRINCIPALS)):
+        raw = (env.get(setting) or "").strip()
+        if raw and not (raw.isdigit() and 0 < int(raw) <= 1_000_000):
+            problems.append(Problem(setting, f"is not a positive integer; using the default of {default}"))
+            raw = ""
+        out[key] = int(raw) if raw else default
+    return out
 
 
 def _guid_list(env: Mapping[str, str], setting: str, problems: list[Problem]) -> tuple[str, ...]:

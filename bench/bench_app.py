@@ -47,6 +47,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+BENCH_KEY = "bench-function-key-0123456789"
+
+
 def _percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -56,8 +59,8 @@ async def _client(port: int, body: bytes, count: int, latencies: list[float], fa
     """One keep-alive HTTP/1.1 client posting ``count`` alerts back to back (a minimal client: no GIL contention
     between 50 client threads, so the numbers are the server's)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    head = (f"POST /api/alerts?code=bench HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    head = (f"POST /api/alerts?code={BENCH_KEY} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
     for _ in range(count):
         t = time.perf_counter()
         writer.write(head + body)
@@ -85,7 +88,8 @@ async def _load(port: int, body: bytes) -> tuple[list[float], list[int], float]:
 
 
 def _app_env(conn: str) -> dict[str, str]:
-    return {**LOOPBACK_ONLY, "AzureWebJobsStorage": conn, "KV_REMEDIATE_SNAPSHOT": str(DEMO / "tenant.json")}
+    return {**LOOPBACK_ONLY, "AzureWebJobsStorage": conn, "KV_REMEDIATE_SNAPSHOT": str(DEMO / "tenant.json"),
+            "KV_REMEDIATE_FUNCTION_KEY": BENCH_KEY}  # serve requires a key
 
 
 def bench_alerts(conn: str, processes: int) -> None:

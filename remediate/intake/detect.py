@@ -137,6 +137,7 @@ _DECODER = json.JSONDecoder()
 def _json_lines(name: str, block: str) -> Outcome | None:
     """JSON lines (storage ``PT1H.json`` blobs) or objects pasted one after another: one record each."""
     records: list[Any] = []
+    limits.check_records(name, block.count("\n{") + 1 if block.count("\n") >= limits.MAX_RECORDS else 0)
     pos, end = 0, len(block)
     while pos < end:
         while pos < end and block[pos] in " \t\n,":

@@ -24,6 +24,7 @@ from tests.test_emulator_support import APP, KV_ADMINS, SUB, loopback_only, smal
 
 REFUSED = ArmError(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
 BAD = ArmError(400, "BadRequest", "Resource not found for the segment 'getMemberGroups'.")
+THROTTLED = ArmError(429, "TooManyRequests", "Too many requests.")
 TOO_MANY = ArmError(400, "Directory_ResultSizeLimitExceeded", "Request_ResultSizeLimitExceeded")
 
 
@@ -41,6 +42,9 @@ class FailingGraph(Emulator):
             self.graph_calls.append(path.rsplit("/", 1)[-1])
         for suffix, err in self.fail.items():
             if path.startswith("/v1.0/") and path.endswith(suffix):
+                if err.code == "TooManyRequests":    # once, as a throttle is: then the call is served
+                    del self.fail[suffix]
+                    return Response(429, {"error": {"code": err.code, "message": err.message}}, {"Retry-After": "0"})
                 return Response(err.status, {"error": {"code": err.code, "message": err.message, "innerError": {
                     "date": "2026-12-02T12:00:00", "request-id": "r", "client-request-id": "c"}}})
         return super()._dispatch(method, target, raw)
@@ -56,14 +60,14 @@ def emulator(request: pytest.FixtureRequest) -> Iterator[FailingGraph]:
         emu.stop()
 
 
-def diagnose_policy_vault_denial(emu: Emulator, n: int = 1) -> list[dict[str, Any]]:
+def diagnose_policy_vault_denial(emu: Emulator, n: int = 1, retries: int = 0) -> list[dict[str, Any]]:
     """A denial on the access-policy vault (it needs the caller's type and groups from Graph)."""
     inputs = [("runbook", json.dumps({"principal_id": APP, "vault": "kv-policy", "operation": op}).encode())
               for op in ("SecretGet", "SecretList", "KeyGet")[:n]]
 
     async def go() -> Any:
         async with ArmFacts(emu.async_credential(), [SUB], arm_url=emu.base_url, graph_url=emu.base_url,
-                            transport_factory=emu.async_transport, retry_total=0) as facts:
+                            transport_factory=emu.async_transport, retry_total=retries) as facts:
             return await diagnose(parse_inputs(inputs).denials, facts)
     return [f.to_dict() for f in asyncio.run(go()).findings]
 
@@ -142,3 +146,11 @@ def test_size_limit_and_refused_fallback_is_a_specific_limitation(emulator: Fail
     (f,) = diagnose_policy_vault_denial(emulator)
     (lim,) = limitations(f)
     assert "more than 11,000 groups" in lim, lim
+
+
+@pytest.mark.parametrize("emulator", [{"getByIds": THROTTLED, "getMemberGroups": THROTTLED}], indirect=True)
+def test_a_throttled_graph_post_is_retried_not_a_limitation(emulator: FailingGraph) -> None:
+    """getByIds and getMemberGroups are read-only POSTs: retried after a 429 like any read."""
+    (f,) = diagnose_policy_vault_denial(emulator, retries=2)
+    assert limitations(f) == [] and f["evidence"]["principal"]["type"] == "ServicePrincipal"
+    assert emulator.graph_calls.count("getByIds") == 2 and emulator.graph_calls.count("getMemberGroups") == 2

@@ -98,4 +98,3 @@ def test_sigkill_mid_apply_then_rerun_then_timer(tmp_path: Path, azurite: str,
         assert ours(emu) == []
         assert sorted((r.outcome, r.revoked_at is not None) for r in store.list()) == [
             ("applied", True), ("revoked", True)]
-

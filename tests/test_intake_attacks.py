@@ -339,9 +339,14 @@ def test_the_denial_cap_counts_per_input_not_per_batch() -> None:
     assert len(parse_inputs(inputs).denials) == 180
 
 
-@pytest.mark.parametrize("shape", ["text blocks", "separators", "json lines", "rows", "json objects", "json values"])
+@pytest.mark.parametrize("shape", ["text blocks", "separators", "json lines", "rows", "json objects", "json values",
+                                   "json arrays", "dimensions"])
 def test_structural_caps_refuse_huge_inputs(shape: str) -> None:
-    if shape == "text blocks":
+    if shape == "dimensions":
+        data = _alert([_dims() + [{"name": f"d{i}", "value": "x"} for i in range(1001)]])
+    elif shape == "json arrays":
+        data = ("[" + "[]" * 50_001 + "]").encode()
+    elif shape == "text blocks":
         data = "\n---\n".join("Status: 403" for _ in range(1001)).encode()
     elif shape == "separators":
         data = ("Status: 403\n" + "|---|---|\n" * 2001).encode()

@@ -198,6 +198,7 @@ def _log_v2(name: str, ess: Essentials, ctx: dict[str, Any], payload: Any) -> Ou
     cond = as_dict(ctx.get("condition"))
     items = [as_dict(i) for i in as_list(cond.get("allOf"))]
     limits.check_records(name, len(items) + sum(len(as_list(i.get("event"))) for i in items))
+    limits.check_dimensions(name, max((len(as_list(i.get("dimensions"))) for i in items), default=0))
     when = text(cond.get("windowEndTime"))
     out = Outcome()
     queries = " ".join(text(i.get("searchQuery")) or "" for i in items)

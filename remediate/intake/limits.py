@@ -45,6 +45,8 @@ MAX_SEPARATORS = 4 * MAX_BLOCKS
 #: real audit records has a few thousand records, tens of thousands of values.
 MAX_JSON_OBJECTS = 50_000
 MAX_JSON_COMMAS = 250_000
+#: Dimensions one alert condition may carry (Azure Monitor allows a handful per rule).
+MAX_DIMENSIONS = 1_000
 
 
 @dataclass
@@ -89,7 +91,7 @@ def take_text(block: str) -> tuple[str, bool]:
 
 def check_json(name: str, body: str) -> None:
     """TooLargeError, before decoding, when a JSON body holds more objects or values than any real input."""
-    objects = body.count("{")
+    objects = max(body.count("{"), body.count("["))
     if objects > MAX_JSON_OBJECTS:
         raise TooLargeError(name, "JSON objects in one body", objects, MAX_JSON_OBJECTS,
                             "export a narrower time window or split the file")
@@ -128,6 +130,13 @@ def check_records(name: str, count: int) -> None:
     if count > MAX_RECORDS:
         raise TooLargeError(name, "rows or records in one input", count, MAX_RECORDS,
                             "export a narrower time window or fewer columns, or split the file")
+
+
+def check_dimensions(name: str, count: int) -> None:
+    """TooLargeError when one alert condition carries more dimensions than ``MAX_DIMENSIONS``."""
+    if count > MAX_DIMENSIONS:
+        raise TooLargeError(name, "dimensions in one alert condition", count, MAX_DIMENSIONS,
+                            "split the alert rule's dimensions")
 
 
 def check_blocks(name: str, count: int) -> None:

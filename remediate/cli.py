@@ -46,11 +46,33 @@ def _emit(doc: dict[str, Any], text: str, output: str | None) -> None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
+def _caps(args: argparse.Namespace) -> dict[str, int | None]:
+    """Intake caps for an operator's batch: the flags, else the app's settings when set, else none (an export of
+    thousands of audit rows is a normal CLI input; the app, which takes unauthenticated alerts, keeps defaults)."""
+    import os
+
+    from .errors import InputError
+    from .intake.limits import MAX_DENIALS_SETTING, MAX_PRINCIPALS_SETTING
+
+    out: dict[str, int | None] = {}
+    for key, flag, setting in (("max_denials", "--max-denials", MAX_DENIALS_SETTING),
+                               ("max_principals", "--max-principals", MAX_PRINCIPALS_SETTING)):
+        value = getattr(args, key, None)
+        where = flag
+        if value is None and (os.environ.get(setting) or "").strip():
+            where, raw = setting, os.environ[setting].strip()
+            value = int(raw) if raw.isdigit() else -1
+        if value is not None and value < 0:
+            raise InputError(where, "must be a whole number (0: no cap)")
+        out[key] = value or None
+    return out
+
+
 def cmd_parse(args: argparse.Namespace) -> int:
     from .intake import parse_inputs
     from .render.denials import denials_table
 
-    result = parse_inputs(_read_inputs(args.inputs))
+    result = parse_inputs(_read_inputs(args.inputs), **_caps(args))
     _emit(result.to_dict(), denials_table(result), args.output)
     return 0
 
@@ -69,7 +91,7 @@ def _denials_from_args(args: argparse.Namespace) -> Any:
         request = {"principal_id": args.principal, "vault": args.vault, "operation": args.operation,
                    "object": args.object}
         return parse_inputs([("--principal/--vault/--operation", json.dumps(request).encode())])
-    return parse_inputs(_read_inputs(args.inputs))
+    return parse_inputs(_read_inputs(args.inputs), **_caps(args))
 
 
 async def _diagnose(denials: Any, snapshot: str | None, subscriptions: Sequence[str] | None) -> Any:
@@ -257,6 +279,16 @@ def _add_batch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--operation", metavar="NAME")
     p.add_argument("--object", metavar="KIND/NAME")
     p.add_argument("--output", choices=["text", "json"])
+    _add_cap_args(p)
+
+
+def _add_cap_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-denials", type=int, metavar="N",
+                   help="refuse an input that yields more than N denials (default: KV_REMEDIATE_MAX_DENIALS, "
+                        "else no cap; 0: no cap)")
+    p.add_argument("--max-principals", type=int, metavar="N",
+                   help="refuse a batch naming more than N distinct principals (default: "
+                        "KV_REMEDIATE_MAX_PRINCIPALS, else no cap; 0: no cap)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -267,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("parse", help="what the input says, no Azure calls")
     p.add_argument("inputs", nargs="*", metavar="INPUT")
     p.add_argument("--output", choices=["text", "json"])
+    _add_cap_args(p)
     p.set_defaults(func=cmd_parse)
 
     p = sub.add_parser("diagnose", help="why it failed, and the least-privilege fix")

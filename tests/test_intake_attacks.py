@@ -368,10 +368,29 @@ def test_cli_exits_2_with_one_line_when_an_input_is_over_a_cap(tmp_path: Path,
     ok, big = tmp_path / "ok.json", tmp_path / "big.json"
     ok.write_bytes(_error_body(f"{VAULT_ID}/secrets/db"))
     big.write_bytes(_alert([_dims() for _ in range(DEFAULT_MAX_DENIALS + 1)]))
-    code = main(["parse", "--output", "json", str(ok), str(big)])
+    code = main(["parse", "--output", "json", "--max-denials", str(DEFAULT_MAX_DENIALS), str(ok), str(big)])
     out, err = capsys.readouterr()
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and str(big) in err and "more than 100 denials" in err and "Traceback" not in err
+
+
+def test_cli_takes_the_cap_from_the_setting_and_is_uncapped_without_one(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str],
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # given an operator's export with more denials than the app's default cap
+    big = tmp_path / "big.json"
+    big.write_bytes(_alert([_dims() for _ in range(DEFAULT_MAX_DENIALS + 1)]))
+    # when the CLI parses it with no cap set, then it is one batch (an operator's file, not an unattended alert)
+    monkeypatch.delenv(MAX_DENIALS_SETTING, raising=False)
+    assert main(["parse", "--output", "json", str(big)]) == 0
+    assert len(json.loads(capsys.readouterr().out)["denials"]) == DEFAULT_MAX_DENIALS + 1
+    # and with the app's setting in the environment, the CLI keeps the same cap
+    monkeypatch.setenv(MAX_DENIALS_SETTING, "10")
+    assert main(["parse", "--output", "json", str(big)]) == 2
+    assert "the cap is 10" in capsys.readouterr().err
+    monkeypatch.setenv(MAX_DENIALS_SETTING, "ten")
+    assert main(["parse", "--output", "json", str(big)]) == 2
+    assert MAX_DENIALS_SETTING in capsys.readouterr().err
 
 
 def test_error_text_past_the_text_budget_is_not_read_and_a_note_says_so() -> None:

@@ -113,8 +113,11 @@ def _summary(f: Finding) -> dict[str, Any]:
 
 def _new_record(ctx: ApplyContext, f: Finding, outcome: Outcome, **kw: Any) -> GrantRecord:
     plan = f.plan
+    proof = ctx.proof_for(f)
+    # What entitled the change (the audit row we read, the approval, or the operator's token) stays on the record.
+    summary = dict(_summary(f), proof=proof.to_dict() if proof else None)
     base: dict[str, Any] = {"alert_id": ctx.alert_id or f.denial.alert_id,
-                            "correlation_id": f.denial.correlation_id, "finding": _summary(f),
+                            "correlation_id": f.denial.correlation_id, "finding": summary,
                             "plan": plan.to_dict() if plan else None, "actor": ctx.actor}
     if isinstance(plan, RoleAssignmentPlan):
         base.update(vault_id="/".join(plan.scope.split("/")[:9]), principal_id=plan.principal_id, scope=plan.scope,

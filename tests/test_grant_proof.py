@@ -185,6 +185,16 @@ def test_the_apps_own_identity_is_never_granted(tmp_path: Path) -> None:
     assert findings[0]["refused_by"] == "principals.self"
 
 
+def test_the_record_says_what_entitled_the_grant(tmp_path: Path) -> None:
+    # given an operator's proof, when a plan is applied, then its grant record carries that proof
+    findings, _ = run([denial(APP, "kv-payments", "SecretGet", ObjectRef("secrets", "db"))], tmp_path,
+                      proof=Proof("operator", "token oid x"))
+    assert findings[0]["outcome"] == "applied"
+    record = SqliteGrantStore(tmp_path / "state.db").get(findings[0]["grant_id"])
+    assert record is not None and record.finding is not None
+    assert record.finding["proof"] == {"kind": "operator", "source": "token oid x"}
+
+
 def test_without_proof_nothing_is_applied(tmp_path: Path) -> None:
     findings, after = run([denial(APP, "kv-payments", "SecretGet", ObjectRef("secrets", "db"))], tmp_path, proof=None)
     assert assignments(after) == assignments(TENANT)

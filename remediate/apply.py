@@ -352,8 +352,9 @@ async def _run(f: Finding, writer: ArmWriter, ctx: ApplyContext, run: _Run) -> d
     return _reported(done)
 
 
-async def _resume(f: Finding, held: GrantRecord, writer: ArmWriter, ctx: ApplyContext) -> dict[str, Any]:
-    """A retry met the open record of the same write: adopt what reached Azure, else finish it under that record."""
+async def _adopt(held: GrantRecord, writer: ArmWriter, ctx: ApplyContext) -> dict[str, Any] | None:
+    """The outcome of an open record of ours whose write reached Azure (adopted: applied, original expiry); None
+    when nothing of it is in Azure."""
     if held.outcome == "applied":
         return _applied(held, adopted=True)
     if held.outcome == "pending_approval":
@@ -362,7 +363,12 @@ async def _resume(f: Finding, held: GrantRecord, writer: ArmWriter, ctx: ApplyCo
         done = await _settle(ctx.grants, held, "applied", detail=(held.detail or "") +
                              "; adopted by a retry: the write had reached Azure before the attempt stopped")
         return _reported(done) if done.outcome != "applied" else _applied(done, adopted=True)
-    return await _run(f, writer, ctx, _Run(rec=held, resumed=True))
+    return None
+
+
+async def _resume(f: Finding, held: GrantRecord, writer: ArmWriter, ctx: ApplyContext) -> dict[str, Any]:
+    """A retry met the open record of the same write: adopt what reached Azure, else finish it under that record."""
+    return await _adopt(held, writer, ctx) or await _run(f, writer, ctx, _Run(rec=held, resumed=True))
 
 
 async def _settle_approval(rec: GrantRecord, writer: ArmWriter, grants: GrantStore) -> dict[str, Any] | None:
@@ -394,16 +400,9 @@ async def _adopt_granting(f: Finding, writer: ArmWriter, ctx: ApplyContext) -> d
     """An ALREADY_GRANTED finding whose grant is an open grant of ours: adopt it (applied, original expiry)."""
     for key in _granting_keys(f):
         held = await asyncio.to_thread(ctx.grants.open_for, key)
-        if held is None:
-            continue
-        if held.outcome == "applied":
-            return _applied(held, adopted=True)
-        if held.outcome == "pending_approval":
-            return await _settle_approval(held, writer, ctx.grants) or _reported(held)
-        if await _present(held, writer):
-            done = await _settle(ctx.grants, held, "applied", detail=(held.detail or "") +
-                                 "; adopted by a retry: the write had reached Azure before the attempt stopped")
-            return _reported(done) if done.outcome != "applied" else _applied(done, adopted=True)
+        adopted = await _adopt(held, writer, ctx) if held is not None else None
+        if adopted is not None:
+            return adopted
     return None
 
 

@@ -108,3 +108,18 @@ def session(path: str | Path, action: str) -> Iterator[sqlite3.Connection]:
                            "locked, retry when it has finished") from exc
     finally:
         conn.close()
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT``; rolled back on any exception. A body that decides to change nothing may
+    ``ROLLBACK`` itself and return: nothing is left to commit then."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    if conn.in_transaction:
+        conn.execute("COMMIT")

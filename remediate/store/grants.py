@@ -30,7 +30,17 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
 from ..errors import InputError, StorageError
-from ._common import default_state_path, from_table_time, iso, pack_json, parse_iso, session, unpack_json, utc
+from ._common import (
+    default_state_path,
+    from_table_time,
+    iso,
+    pack_json,
+    parse_iso,
+    session,
+    transaction,
+    unpack_json,
+    utc,
+)
 from .azure import storage_errors
 
 if TYPE_CHECKING:
@@ -246,24 +256,18 @@ class SqliteGrantStore:
         if record.outcome != "pending" or not record.write_key:
             raise ValueError("begin() takes a pending record with a write_key")
         with session(self.path, "recording a grant intent") as conn:
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                held = self._holder(conn, record.write_key)
-                if held is not None:
-                    conn.execute("ROLLBACK")
-                    return held
-                conn.execute("INSERT OR REPLACE INTO grant_keys (write_key, grant_id) VALUES (?, ?)",
-                             (record.write_key, record.id))
-                conn.execute(_INSERT, _row(record))
-                conn.execute("COMMIT")
-                return record
+                with transaction(conn):
+                    held = self._holder(conn, record.write_key)
+                    if held is not None:
+                        conn.execute("ROLLBACK")
+                        return held
+                    conn.execute("INSERT OR REPLACE INTO grant_keys (write_key, grant_id) VALUES (?, ?)",
+                                 (record.write_key, record.id))
+                    conn.execute(_INSERT, _row(record))
+                    return record
             except conn.IntegrityError as exc:
-                conn.execute("ROLLBACK")
                 raise self._integrity(exc, record.id, "recording a grant intent") from exc
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
 
     @staticmethod
     def _holder(conn: Any, write_key: str) -> GrantRecord | None:
@@ -281,26 +285,19 @@ class SqliteGrantStore:
     def settle(self, id: str, expect: str, record: GrantRecord) -> bool:
         if record.id != id:
             raise ValueError("settle() keeps the record id")
-        with session(self.path, "settling a grant record") as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                row = conn.execute("SELECT outcome FROM grants WHERE id = ?", (id,)).fetchone()
-                if row is None:
-                    raise _not_found(id)
-                if row["outcome"] != expect:
-                    conn.execute("ROLLBACK")
-                    return False
-                _, time, outcome, vault_key, expires, revoked, text = _row(record)
-                conn.execute("UPDATE grants SET time = ?, outcome = ?, vault_key = ?, expires_at = ?, revoked_at = ?,"
-                             " record = ? WHERE id = ?", (time, outcome, vault_key, expires, revoked, text, id))
-                if not record.is_open:
-                    conn.execute("DELETE FROM grant_keys WHERE grant_id = ?", (id,))
-                conn.execute("COMMIT")
-                return True
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+        with session(self.path, "settling a grant record") as conn, transaction(conn):
+            row = conn.execute("SELECT outcome FROM grants WHERE id = ?", (id,)).fetchone()
+            if row is None:
+                raise _not_found(id)
+            if row["outcome"] != expect:
+                conn.execute("ROLLBACK")
+                return False
+            _, time, outcome, vault_key, expires, revoked, text = _row(record)
+            conn.execute("UPDATE grants SET time = ?, outcome = ?, vault_key = ?, expires_at = ?, revoked_at = ?,"
+                         " record = ? WHERE id = ?", (time, outcome, vault_key, expires, revoked, text, id))
+            if not record.is_open:
+                conn.execute("DELETE FROM grant_keys WHERE grant_id = ?", (id,))
+            return True
 
     def unresolved_before(self, before: datetime) -> builtins.list[GrantRecord]:
         with session(self.path, "listing unresolved grant intents") as conn:
@@ -343,26 +340,19 @@ class SqliteGrantStore:
         return [GrantRecord.from_dict(json.loads(r["record"])) for r in rows]
 
     def mark_revoked(self, id: str, when: datetime, detail: str | None = None) -> bool:
-        with session(self.path, "marking a grant revoked") as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                row = conn.execute("SELECT record, revoked_at FROM grants WHERE id = ?", (id,)).fetchone()
-                if row is None:
-                    raise _not_found(id)
-                if row["revoked_at"] is not None:
-                    conn.execute("ROLLBACK")
-                    return False
-                record = replace(GrantRecord.from_dict(json.loads(row["record"])), revoked_at=when,
-                                 revoke_detail=detail)
-                conn.execute("UPDATE grants SET revoked_at = ?, record = ? WHERE id = ?",
-                             (iso(when), json.dumps(record.to_dict(), sort_keys=True, default=str), id))
-                conn.execute("DELETE FROM grant_keys WHERE grant_id = ?", (id,))
-                conn.execute("COMMIT")
-                return True
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+        with session(self.path, "marking a grant revoked") as conn, transaction(conn):
+            row = conn.execute("SELECT record, revoked_at FROM grants WHERE id = ?", (id,)).fetchone()
+            if row is None:
+                raise _not_found(id)
+            if row["revoked_at"] is not None:
+                conn.execute("ROLLBACK")
+                return False
+            record = replace(GrantRecord.from_dict(json.loads(row["record"])), revoked_at=when,
+                             revoke_detail=detail)
+            conn.execute("UPDATE grants SET revoked_at = ?, record = ? WHERE id = ?",
+                         (iso(when), json.dumps(record.to_dict(), sort_keys=True, default=str), id))
+            conn.execute("DELETE FROM grant_keys WHERE grant_id = ?", (id,))
+            return True
 
     def count_applied_since(self, vault_id: str, since: datetime) -> int:
         with session(self.path, "counting recent grants") as conn:

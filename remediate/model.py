@@ -319,7 +319,8 @@ class Required:
 
 @dataclass(frozen=True)
 class CustomRolePlan:
-    """A custom role with exactly the missing data actions, assignable only at the vault."""
+    """A custom role with exactly the missing data actions, assignable in the vault's resource group (Microsoft advises
+    against resource-level assignable scopes) and assigned at the vault or object only."""
 
     role_name: str
     data_actions: tuple[str, ...]

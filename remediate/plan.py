@@ -93,7 +93,8 @@ def _custom_name(actions: tuple[str, ...], vault_name: str) -> str:
 
 def custom_role(actions: tuple[str, ...], vault_id: str, vault_name: str, scope: str, principal_id: str,
                 principal_type: str | None) -> CustomRolePlan:
-    """A custom role with exactly the missing data actions, assignable only at the vault."""
+    """A custom role with exactly the missing data actions, assignable in the vault's resource group (Microsoft advises
+    against resource-level assignable scopes) and assigned at the vault or object only."""
     name = _custom_name(actions, vault_name)
     return CustomRolePlan(name, actions, (commands.assignable_scope(vault_id),), scope, principal_id, principal_type,
                           commands.custom_role(name, actions, vault_id, scope, principal_id, principal_type))

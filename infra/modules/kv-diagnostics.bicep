@@ -10,7 +10,7 @@ param workspaceId string
 @description('Name of the diagnostic setting.')
 param settingName string = 'kv-remediate-audit'
 
-resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
+resource vault 'Microsoft.KeyVault/vaults@2026-02-01' existing = {
   name: vaultName
 }
 

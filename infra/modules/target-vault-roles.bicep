@@ -23,7 +23,7 @@ param accessPolicyRoleName string
 
 var rbacAdministrator = 'f58310d9-a9f6-439a-9e8d-f62e7b41a168'
 
-resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
+resource vault 'Microsoft.KeyVault/vaults@2026-02-01' existing = {
   name: vaultName
 }
 

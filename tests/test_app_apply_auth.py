@@ -145,7 +145,8 @@ def test_the_apps_own_identity_is_never_a_grantee(azurite: str, tmp_path: Path,
         assert APP_ORDERS not in json.dumps(health).lower()
 
 
-def _deep(depth: int = 100_000) -> bytes:
+def _deep(depth: int = 20_000) -> bytes:
+    """Nested past the JSON decoder's recursion limit, with fewer brackets than intake's structure cap (50,000)."""
     return b'{"principal_id": ' + b"[" * depth + b"]" * depth + b"}"
 
 
@@ -155,6 +156,20 @@ def test_too_deep_json_is_a_400_naming_the_body(app: App, path: str) -> None:
     status, doc = app.post(path, _deep(), **bearer(operator_token()))
     # then 400 with the error JSON naming the body, never a 500 or a traceback; nothing changed
     assert status == 400 and doc["error"]["code"] in ("BAD_INPUT", "NOT_AN_ALERT"), doc
+    assert "body" in doc["error"]["message"] or "alert" in doc["error"]["message"]
+    assert "Traceback" not in json.dumps(doc) and _assignments() == []
+
+
+@pytest.mark.parametrize(("path", "status", "code"), [
+    ("/api/remediate", 400, "BAD_INPUT"),      # the apply flag's own parse meets the nesting first
+    ("/api/diagnose", 413, "TOO_LARGE"),       # intake counts the brackets before decoding
+    ("/api/alerts", 400, "NOT_AN_ALERT"),      # not decodable, so not an alert payload
+])
+def test_json_past_the_structure_cap_is_refused_naming_the_body(app: App, path: str, status: int, code: str) -> None:
+    # given a body with more nested arrays than any real input (100,000); when posted with a valid token
+    got, doc = app.post(path, _deep(100_000), **bearer(operator_token()))
+    # then it is refused with the error JSON naming the body, never a 500 or a traceback, and nothing changed
+    assert (got, doc["error"]["code"]) == (status, code), doc
     assert "body" in doc["error"]["message"] or "alert" in doc["error"]["message"]
     assert "Traceback" not in json.dumps(doc) and _assignments() == []
 

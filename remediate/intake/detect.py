@@ -23,7 +23,8 @@ _QUOTE_START = re.compile(r"[ \t\n]{0,64}> ")
 
 def decode(name: str, data: bytes) -> str:
     """The input as text; an InputError for empty, binary or non-UTF-8 input."""
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+    utf8 = not data.startswith((b"\xff\xfe", b"\xfe\xff"))
+    if not utf8:
         try:
             raw = data.decode("utf-16")
         except UnicodeDecodeError as exc:
@@ -33,9 +34,11 @@ def decode(name: str, data: bytes) -> str:
             raw = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             raise InputError(name, f"unreadable bytes: not UTF-8 text (byte {exc.start})") from exc
-    if "\x00" in raw:
+    # In UTF-8 a NUL character is exactly a 0x00 byte (never part of a longer sequence): search the bytes, faster.
+    if (b"\x00" in data) if utf8 else ("\x00" in raw):
         raise InputError(name, "unreadable bytes: binary data (NUL bytes), not text")
-    text = raw.replace("\r\n", "\n").replace("\r", "\n")
+    # Each pass over a 4 MiB body costs milliseconds: normalise line ends only when there is a CR to normalise.
+    text = raw.replace("\r\n", "\n").replace("\r", "\n") if "\r" in raw else raw
     if not text.strip():
         raise InputError(name, "is empty")
     return text

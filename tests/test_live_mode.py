@@ -29,7 +29,7 @@ import pytest
 
 from remediate.clouds import CLOUDS, PUBLIC, cloud_from_env
 from remediate.emulator import Emulator
-from remediate.errors import ConfigError
+from remediate.errors import ConfigError, InputError
 
 DEMO = Path(str(resources.files("remediate").joinpath("demo")))
 TENANT = json.loads((DEMO / "tenant.json").read_text())
@@ -132,6 +132,17 @@ def test_unusable_cloud_settings_name_the_setting(env: dict[str, str], setting: 
     with pytest.raises(ConfigError) as err:
         cloud_from_env(env)
     assert err.value.setting == setting and setting in err.value.message
+
+
+@pytest.mark.parametrize("cloud", list(CLOUDS.values()), ids=lambda c: c.name)
+def test_search_links_are_accepted_on_the_clouds_own_log_analytics_host(cloud: Any) -> None:
+    from remediate.facts.loganalytics import link_target
+
+    ws = "11111111-2222-4333-8444-555555555555"
+    assert link_target(f"{cloud.logs}/v1/workspaces/{ws}/query", cloud.logs_hosts()).workspace == ws
+    other = next(c for c in CLOUDS.values() if c is not cloud)
+    with pytest.raises(InputError):
+        link_target(f"{other.logs}/v1/workspaces/{ws}/query", cloud.logs_hosts())
 
 
 def test_every_cloud_has_https_endpoints_and_vault_suffixes() -> None:

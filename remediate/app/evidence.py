@@ -101,6 +101,7 @@ def _as_result(rows: Sequence[dict[str, Any]]) -> bytes:
 
 def _targets(rt: Runtime, alert: Denial, search: Search) -> tuple[tuple[str, ...], str | None, str | None]:
     """(workspaces to read, vault name, why not) for an alert's link: only configured workspaces, only vaults."""
+    from ..clouds import PUBLIC
     from ..errors import InputError
     from ..facts.loganalytics import VAULT_NAME, link_target
 
@@ -109,7 +110,7 @@ def _targets(rt: Runtime, alert: Denial, search: Search) -> tuple[tuple[str, ...
         return (), None, ("KV_REMEDIATE_AUDIT_WORKSPACES is not set: the alert's rows were not read (set it to the "
                           "audit workspace ids)")
     try:
-        target = link_target(search.link)
+        target = link_target(search.link, (rt.settings.cloud or PUBLIC).logs_hosts())
     except InputError as exc:
         return (), None, f"the alert's search link was not followed: {exc.message}"
     vault = _vault_name(alert)

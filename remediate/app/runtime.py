@@ -500,7 +500,9 @@ class Runtime:
         if run is not None:
             emu = run.emulator
             return LogAnalyticsClient(emu.async_credential(), base_url=emu.base_url, connection_verify=emu.ca_file)
-        return LogAnalyticsClient(self._live_credential())
+        if self.settings.cloud is None:
+            raise ConfigError(f"setting {CLOUD_SETTING} (or an endpoint override) is unusable; see /api/health")
+        return LogAnalyticsClient(self._live_credential(), cloud=self.settings.cloud)
 
     # -- storage ----------------------------------------------------------------------------------------------
 

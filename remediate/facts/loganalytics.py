@@ -33,11 +33,10 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
+from ..clouds import PUBLIC, Cloud
 from ..errors import AzureUnavailableError, InputError
 
-LOG_ANALYTICS_URL = "https://api.loganalytics.io"
-LOG_ANALYTICS_SCOPE = "https://api.loganalytics.io/.default"
-ALLOWED_HOSTS = frozenset({"api.loganalytics.io", "api.loganalytics.azure.com"})
+ALLOWED_HOSTS = PUBLIC.logs_hosts()     # the public cloud's; other clouds pass their own (clouds.Cloud.logs_hosts)
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 VAULT_NAME = re.compile(r"^[A-Za-z0-9-]{3,24}$")
 MAX_WINDOW = timedelta(days=2)
@@ -151,16 +150,16 @@ class LinkTarget:
     vault: str | None = None
 
 
-def link_target(link: str) -> LinkTarget:
+def link_target(link: str, hosts: frozenset[str] = ALLOWED_HOSTS) -> LinkTarget:
     """Where an alert's search link points (never its query); InputError BAD_SEARCH_LINK when it is not a
-    Log Analytics query link to a workspace id or a Key Vault vault."""
+    Log Analytics query link (on one of the cloud's ``hosts``) to a workspace id or a Key Vault vault."""
     try:
         url = urllib.parse.urlsplit(link.strip())
     except ValueError as exc:
         raise InputError(_LINK, f"is not a URL ({exc})", "BAD_SEARCH_LINK") from exc
     host = (url.hostname or "").lower()
-    if url.scheme != "https" or host not in ALLOWED_HOSTS:
-        raise InputError(_LINK, f"must be an https link to the Log Analytics API ({', '.join(sorted(ALLOWED_HOSTS))})",
+    if url.scheme != "https" or host not in hosts:
+        raise InputError(_LINK, f"must be an https link to the Log Analytics API ({', '.join(sorted(hosts))})",
                          "BAD_SEARCH_LINK")
     path = urllib.parse.unquote(url.path).rstrip("/")
     if (m := _WS_PATH.match(path)) and GUID.match(m.group(1)):
@@ -195,10 +194,11 @@ def _rows(body: dict[str, Any]) -> tuple[dict[str, Any], ...]:
 class LogAnalyticsClient:
     """Runs the audit query with the function's identity; counts requests (``requests``, ``by_api``)."""
 
-    def __init__(self, credential: Any, *, base_url: str = LOG_ANALYTICS_URL,
+    def __init__(self, credential: Any, *, cloud: Cloud = PUBLIC, base_url: str | None = None,
                  connection_verify: str | bool | None = None, retry_total: int = 4) -> None:
         self._credential = credential
-        self._base = base_url.rstrip("/")
+        self._scope = cloud.logs_scope      # the token audience follows the cloud's endpoint
+        self._base = (base_url or cloud.logs).rstrip("/")
         self._verify = connection_verify
         self._retry_total = retry_total
         self._client: Any = None
@@ -213,7 +213,7 @@ class LogAnalyticsClient:
         if self._client is None:
             from .arm import capped_retry_policy, json_pipeline
 
-            self._client = json_pipeline(self._base, self._credential, LOG_ANALYTICS_SCOPE, count=self._count,
+            self._client = json_pipeline(self._base, self._credential, self._scope, count=self._count,
                                          connection_verify=self._verify,
                                          retry_policy=capped_retry_policy(30.0, self._retry_total))
         return self._client

@@ -101,12 +101,8 @@ READ_METHODS = frozenset({"HEAD", "GET", "PUT", "DELETE", "OPTIONS", "TRACE", "P
 """azure-core's idempotent methods plus POST, for POST calls that only read (Graph getByIds, getMemberGroups)."""
 
 
-def capped_retry_policy(cap_s: float, total: int, *, retry_post: bool = False) -> Any:
-    """The SDK's retry policy, honouring Retry-After but never sleeping longer than ``cap_s`` per retry.
-
-    ``retry_post`` also retries POST after a dropped response (azure-core retries only idempotent methods then):
-    for Graph, whose POSTs here (getByIds, getMemberGroups) are read-only functions.
-    """
+def capped_retry_policy(cap_s: float, total: int) -> Any:
+    """The SDK's retry policy, honouring Retry-After but never sleeping longer than ``cap_s`` per retry."""
     from azure.core.pipeline.policies import AsyncRetryPolicy
 
     class CappedRetryPolicy(AsyncRetryPolicy):  # type: ignore[misc,type-arg]
@@ -116,13 +112,8 @@ def capped_retry_policy(cap_s: float, total: int, *, retry_post: bool = False) -
 
     # Each kind of failure (status, read, connect) may use the whole budget: under an alert storm ARM throttles
     # in runs, and every write is idempotent, so retrying is always safe; the per-invocation budget bounds it.
-    policy = CappedRetryPolicy(retry_total=total, retry_status=total, retry_read=total, retry_connect=total,
-                               retry_backoff_factor=0.2, retry_backoff_max=cap_s)
-    if retry_post:
-        # azure-core keeps its method allow-list in _method_whitelist (RetryPolicyBase.__init__; the public
-        # retry_on_methods is a per-request option only); without POST a 429 or a dropped connection is final.
-        policy._method_whitelist = policy._method_whitelist | {"POST"}
-    return policy
+    return CappedRetryPolicy(retry_total=total, retry_status=total, retry_read=total, retry_connect=total,
+                             retry_backoff_factor=0.2, retry_backoff_max=cap_s)
 
 
 def json_pipeline(base_url: str, credential: Any, scope: str, *, count: Callable[[Any], None],
@@ -225,8 +216,7 @@ class ArmFacts:
             transport = self._transport_factory() if self._transport_factory else None
             self._graph = json_pipeline(self._graph_url, self._credential, self._cloud.graph_scope,
                                         count=self._count, transport=transport, connection_verify=self._verify,
-                                        retry_policy=capped_retry_policy(self._retry_cap, self._retry_total,
-                                                                         retry_post=True))
+                                        retry_policy=capped_retry_policy(self._retry_cap, self._retry_total))
         return self._graph
 
     async def close(self) -> None:
@@ -434,7 +424,9 @@ class ArmFacts:
             return None
         request = HttpRequest(method, url, json=body) if body is not None else HttpRequest(method, url)
         try:
-            response = await self._graph_client().send_request(request)
+            # Graph's POSTs here (getByIds, getMemberGroups) only read: retried like GETs after a 429 or a dropped
+            # connection (azure-core's per-request retry_on_methods; by default it retries only idempotent methods).
+            response = await self._graph_client().send_request(request, retry_on_methods=READ_METHODS)
             await response.read()
         except ClientAuthenticationError as exc:
             self._graph_failed(call, object_ids, 401, "TokenUnavailable", str(exc).splitlines()[0] if str(exc) else "")

@@ -21,7 +21,6 @@ from .model import PERMISSION_KINDS, AccessPolicyPlan, Finding, Plan, Proof, Rol
 
 KEYS = {"mode", "scopes", "principal_types", "principals", "max_tier", "allow_privileged", "object_scope",
         "grant_ttl", "use_pim", "max_grants_per_hour"}
-_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
 _DURATION = re.compile(r"^P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+)S)?)?$")
 
 
@@ -74,7 +73,7 @@ def _bool(data: dict[str, Any], key: str, default: bool, source: str) -> bool:
 def _ids(value: Any, key: str, source: str) -> tuple[str, ...]:
     if value is None:
         return ()
-    if not isinstance(value, list) or not all(isinstance(x, str) and _GUID.match(x) for x in value):
+    if not isinstance(value, list) or not all(isinstance(x, str) and is_guid(x) for x in value):
         raise _bad(source, key, "must be a list of object ids (GUIDs)")
     return tuple(x.lower() for x in value)
 

@@ -101,9 +101,10 @@ def _as_result(rows: Sequence[dict[str, Any]]) -> bytes:
 
 def _targets(rt: Runtime, alert: Denial, search: Search) -> tuple[tuple[str, ...], str | None, str | None]:
     """(workspaces to read, vault name, why not) for an alert's link: only configured workspaces, only vaults."""
+    from ..armid import is_vault_name
     from ..clouds import PUBLIC
     from ..errors import InputError
-    from ..facts.loganalytics import VAULT_NAME, link_target
+    from ..facts.loganalytics import link_target
 
     configured = _workspaces(rt)
     if not configured:
@@ -128,7 +129,7 @@ def _targets(rt: Runtime, alert: Denial, search: Search) -> tuple[tuple[str, ...
             return (), None, "the alert's search link names another vault than the alert; it was not read"
         vault = target.vault
         workspaces = configured
-    if not vault or not VAULT_NAME.match(vault):
+    if not vault or not is_vault_name(vault):
         return (), None, "the alert names no vault: its rows were not read"
     return workspaces, vault, None
 

@@ -30,7 +30,6 @@ import collections
 import json
 import logging
 import os
-import re
 import threading
 import time
 import urllib.parse
@@ -42,6 +41,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..armid import is_guid
 from ..clouds import CLOUD_SETTING, PUBLIC, Cloud, cloud_from_env
 from ..errors import ConfigError
 
@@ -78,7 +78,6 @@ AUDIT_WORKSPACES_SETTING = "KV_REMEDIATE_AUDIT_WORKSPACES"
 SELF_SETTING = "KV_REMEDIATE_SELF_OBJECT_ID"
 AZURE_HOST_SETTINGS = ("WEBSITE_INSTANCE_ID", "WEBSITE_SITE_NAME")
 """Set by the Functions/App Service host in Azure (never locally): the app runs against a real tenant."""
-_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 DEFAULT_WINDOW = timedelta(minutes=10)
 DEFAULT_MAX_DEQUEUE = 5
 HOST_JSON = Path(__file__).resolve().parents[2] / "host.json"
@@ -237,9 +236,8 @@ def _caps(env: Mapping[str, str], problems: list[Problem]) -> dict[str, int]:
 
 def _guid_list(env: Mapping[str, str], setting: str, problems: list[Problem]) -> tuple[str, ...]:
     """A comma-separated list of GUIDs (lower-cased, in order); anything else is a problem and is left out."""
-    guid = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
     items = [s.strip().lower() for s in (env.get(setting) or "").split(",") if s.strip()]
-    good = tuple(dict.fromkeys(s for s in items if guid.match(s)))
+    good = tuple(dict.fromkeys(s for s in items if is_guid(s)))
     if len(good) < len(set(items)):
         problems.append(Problem(setting, "has entries that are not workspace ids (GUIDs); they are ignored"))
     return good
@@ -248,8 +246,8 @@ def _guid_list(env: Mapping[str, str], setting: str, problems: list[Problem]) ->
 def _self_ids(env: Mapping[str, str]) -> tuple[frozenset[str], str | None]:
     """The app's own object ids from KV_REMEDIATE_SELF_OBJECT_ID, and a problem (never naming the value)."""
     raw = [x.strip().lower() for x in (env.get(SELF_SETTING) or "").split(",") if x.strip()]
-    if any(not _GUID.match(x) for x in raw):
-        return frozenset(x for x in raw if _GUID.match(x)), "is not a comma-separated list of object ids (GUIDs)"
+    if any(not is_guid(x) for x in raw):
+        return frozenset(x for x in raw if is_guid(x)), "is not a comma-separated list of object ids (GUIDs)"
     if not raw and any((env.get(k) or "").strip() for k in AZURE_HOST_SETTINGS):
         return frozenset(), ("is not set on an Azure host: the guard cannot recognise the app's own identity as a "
                              "grantee; set it to the managed identity's principal (object) id")

@@ -43,6 +43,7 @@ from typing import Any
 
 import jwt
 
+from ..armid import is_guid
 from ..errors import ConfigError, WebhookAuthError
 
 AUDIENCE_SETTING = "KV_REMEDIATE_WEBHOOK_AUDIENCE"
@@ -59,12 +60,9 @@ ALGORITHM = "RS256"
 JwksFetcher = Callable[[str], Mapping[str, Any]]
 """Fetches a JWKS document (``{"keys": [...]}``) from a URL."""
 
-TENANT_ID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-
-
 def tenant_problem(tenant: str) -> str | None:
     """Why ``tenant`` is not usable as the token tenant (None when it is a tenant id)."""
-    if TENANT_ID.match(tenant):
+    if is_guid(tenant):
         return None
     if re.match(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$", tenant) and "." in tenant:
         return (f"{tenant!r} is a domain; give the tenant id (a GUID, e.g. from `az account show --query tenantId`): "

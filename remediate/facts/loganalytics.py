@@ -33,12 +33,11 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
+from ..armid import is_guid, is_vault_name
 from ..clouds import PUBLIC, Cloud
 from ..errors import AzureUnavailableError, InputError
 
 ALLOWED_HOSTS = PUBLIC.logs_hosts()     # the public cloud's; other clouds pass their own (clouds.Cloud.logs_hosts)
-GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-VAULT_NAME = re.compile(r"^[A-Za-z0-9-]{3,24}$")
 MAX_WINDOW = timedelta(days=2)
 MAX_ROWS = 200
 _LINK = "linkToSearchResultsAPI"
@@ -114,9 +113,9 @@ class AuditQuery:
     def __post_init__(self) -> None:
         from .. import catalog
 
-        if not VAULT_NAME.match(self.vault or ""):
+        if not is_vault_name(self.vault or ""):
             raise InputError("audit query", f"vault name {self.vault!r} is not a Key Vault name", "BAD_AUDIT_QUERY")
-        if self.principal is not None and not GUID.match(self.principal):
+        if self.principal is not None and not is_guid(self.principal):
             raise InputError("audit query", "the principal is not an object id (GUID)", "BAD_AUDIT_QUERY")
         if self.operation is not None:
             op = catalog.operation(self.operation)
@@ -162,9 +161,9 @@ def link_target(link: str, hosts: frozenset[str] = ALLOWED_HOSTS) -> LinkTarget:
         raise InputError(_LINK, f"must be an https link to the Log Analytics API ({', '.join(sorted(hosts))})",
                          "BAD_SEARCH_LINK")
     path = urllib.parse.unquote(url.path).rstrip("/")
-    if (m := _WS_PATH.match(path)) and GUID.match(m.group(1)):
+    if (m := _WS_PATH.match(path)) and is_guid(m.group(1)):
         return LinkTarget(workspace=m.group(1).lower())
-    if (m := _RES_PATH.match(path)) and GUID.match(m.group(2)) and VAULT_NAME.match(m.group(3)):
+    if (m := _RES_PATH.match(path)) and is_guid(m.group(2)) and is_vault_name(m.group(3)):
         return LinkTarget(subscription=m.group(2).lower(), vault=m.group(3).lower())
     raise InputError(_LINK, "names neither a workspace id (/v1/workspaces/{guid}/query) nor a Key Vault vault "
                      "(/v1/subscriptions/{guid}/resourceGroups/.../vaults/{name}/query)", "BAD_SEARCH_LINK")
@@ -224,7 +223,7 @@ class LogAnalyticsClient:
         and says so in ``partial``."""
         from azure.core.rest import HttpRequest
 
-        if not GUID.match(workspace):
+        if not is_guid(workspace):
             raise InputError("audit workspace", "is not a workspace id (GUID)", "BAD_AUDIT_QUERY")
         where = f"the Log Analytics query API (workspace {workspace})"
         try:

@@ -66,13 +66,13 @@ def lower_keys(record: Mapping[Any, Any]) -> dict[str, Any]:
 
 # C0 and C1 controls, DEL, and the invisible format characters that reorder or forge text (bidi embeddings,
 # overrides and isolates, zero-width characters, line/paragraph separators, the BOM): never part of an id or name.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
 _MAX_ID = 256
 
 
 def has_control(value: str) -> bool:
-    """True when a string holds a control or invisible formatting character (see ``_CONTROL``)."""
-    return _CONTROL.search(value) is not None
+    """True when a string holds a control or invisible formatting character (see ``CONTROL_CHARS``)."""
+    return CONTROL_CHARS.search(value) is not None
 
 
 def identifier(value: Any) -> str | None:

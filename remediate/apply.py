@@ -269,7 +269,10 @@ async def _apply_pim(f: Finding, plan: RoleAssignmentPlan, writer: ArmWriter, ct
         requests.append(str(uuid.uuid4()))
         rec = run.rec = await _settle(ctx.grants, rec, "pending", requests=requests)
     request = requests[-1]
-    justification = f"{label(rec.id, rec.expires_at)}; {f.cause} for {f.denial.operation}"
+    # Only our own words go to Azure: the catalogue's operation name (or data actions), never the input's spelling.
+    op = catalog.operation(f.denial.operation)
+    what = op.name if op else ", ".join(f.required.data_actions if f.required else ())
+    justification = f"{label(rec.id, rec.expires_at)}; {f.cause} for {what}"
     run.step = f"PIM schedule request {request} sent, not answered"
     result = await writer.pim_assign(plan.scope, request, plan.role_definition_id, plan.principal_id,
                                      ctx.policy.grant_ttl_text or "", justification)

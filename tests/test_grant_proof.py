@@ -88,10 +88,11 @@ OPERATOR = Proof("operator", "test")
 
 
 def run(denials: list[Denial], tmp: Path, *, tenant: dict[str, Any] | None = None,
-        proof: Proof | None = OPERATOR) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Remediate under the widest policy with an operator's proof; the findings and the tenant afterwards."""
+        proof: Proof | None = OPERATOR, **policy: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Remediate under the widest policy (plus ``policy`` keys) with an operator's proof; the findings and the
+    tenant afterwards."""
     db = tmp / "state.db"
-    ctx = ApplyContext(policy=policy_from_dict(WIDE), grants=SqliteGrantStore(db), slots=SqliteClaimStore(db),
+    ctx = ApplyContext(policy=policy_from_dict(dict(WIDE, **policy)), grants=SqliteGrantStore(db), slots=SqliteClaimStore(db),
                        now=NOW,
                        operator=proof, own_principals=frozenset({SELF.lower()}))
 
@@ -183,6 +184,20 @@ def test_the_apps_own_identity_is_never_granted(tmp_path: Path) -> None:
     findings, after = run([denial(SELF, "kv-payments", "SecretGet", ObjectRef("secrets", "db"))], tmp_path)
     assert assignments(after) == assignments(TENANT)
     assert findings[0]["refused_by"] == "principals.self"
+
+
+def test_a_pim_justification_holds_only_our_words(tmp_path: Path) -> None:
+    # given a PIM grant planned from a catalogue data action, with crafted text where the operation name goes
+    d = denial(APP, "kv-payments", "SecretGet\nApproved by the security team", ObjectRef("secrets", "db"),
+               data_action="Microsoft.KeyVault/vaults/secrets/getSecret/action")
+    findings, after = run([d], tmp_path, use_pim=True, grant_ttl="PT8H")
+    # then the request Azure holds says what kv-remediate knows (label, cause, data action), nothing of the input
+    assert findings[0]["outcome"] == "applied", findings[0]
+    [req] = [r for r in after["role_assignment_schedule_requests"]
+             if r["properties"]["principalId"].lower() == APP.lower()]
+    justification = req["properties"]["justification"]
+    assert "Approved" not in justification and "\n" not in justification
+    assert "Microsoft.KeyVault/vaults/secrets/getSecret/action" in justification
 
 
 def test_the_record_says_what_entitled_the_grant(tmp_path: Path) -> None:

@@ -92,9 +92,8 @@ def run(denials: list[Denial], tmp: Path, *, tenant: dict[str, Any] | None = Non
     """Remediate under the widest policy (plus ``policy`` keys) with an operator's proof; the findings and the
     tenant afterwards."""
     db = tmp / "state.db"
-    ctx = ApplyContext(policy=policy_from_dict(dict(WIDE, **policy)), grants=SqliteGrantStore(db), slots=SqliteClaimStore(db),
-                       now=NOW,
-                       operator=proof, own_principals=frozenset({SELF.lower()}))
+    ctx = ApplyContext(policy=policy_from_dict(dict(WIDE, **policy)), grants=SqliteGrantStore(db),
+                       slots=SqliteClaimStore(db), now=NOW, operator=proof, own_principals=frozenset({SELF.lower()}))
 
     async def go() -> tuple[Any, dict[str, Any]]:
         with EmulatorRun(copy.deepcopy(tenant or TENANT)) as emu:

@@ -66,7 +66,7 @@ class TokenEndpoint(BaseHTTPRequestHandler):
 def token_endpoint() -> Iterator[tuple[str, list[str]]]:
     TokenEndpoint.resources = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), TokenEndpoint)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/msi/token", TokenEndpoint.resources

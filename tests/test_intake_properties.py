@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -135,7 +136,6 @@ def test_corrupted_text_corpus(path: Path, data: st.DataObject) -> None:
 
 def test_deeply_nested_json_is_an_input_error() -> None:
     # given JSON nested far beyond any payload, then it is refused, not a RecursionError
-    try:
+    with pytest.raises(InputError) as caught:
         parse_one("deep.json", b"[" * 100_000 + b"]" * 100_000)
-    except InputError as exc:
-        assert "deep.json" in exc.message
+    assert "deep.json" in caught.value.message

@@ -96,13 +96,9 @@ def _denials_from_args(args: argparse.Namespace) -> Any:
 
 async def _diagnose(denials: Any, snapshot: str | None, subscriptions: Sequence[str] | None) -> Any:
     from .service import diagnose
-    from .wiring import EmulatorRun, live_facts, subscriptions_from_env
+    from .wiring import fact_source
 
-    if snapshot:
-        with EmulatorRun(snapshot) as run:
-            async with run.facts() as facts:
-                return await diagnose(denials, facts)
-    async with live_facts(subscriptions_from_env(subscriptions)) as facts:
+    async with fact_source(snapshot, subscriptions) as facts:
         return await diagnose(denials, facts)
 
 
@@ -126,11 +122,6 @@ def _now() -> Any:
     return datetime.now(UTC)
 
 
-def _write_snapshot(run: Any, path: str | None) -> None:
-    if path:
-        Path(path).write_text(json.dumps(run.emulator.tenant(), indent=1) + "\n", encoding="utf-8")
-
-
 def cmd_remediate(args: argparse.Namespace) -> int:
     import asyncio
     import getpass
@@ -141,7 +132,7 @@ def cmd_remediate(args: argparse.Namespace) -> int:
     from .render.findings import report
     from .service import remediate
     from .store.select import open_grants, open_slots
-    from .wiring import EmulatorRun, live_facts, subscriptions_from_env
+    from .wiring import fact_source
 
     policy = load_policy(args.policy)
     parsed = _denials_from_args(args)
@@ -154,13 +145,7 @@ def cmd_remediate(args: argparse.Namespace) -> int:
                 else None
             ctx = ApplyContext(policy=policy, grants=grants, slots=slots, now=_now(), requested=args.apply,
                                actor=("emulator" if args.snapshot else None), operator=operator)
-            if args.snapshot:
-                with EmulatorRun(args.snapshot) as run:
-                    async with run.facts() as facts:
-                        result = await remediate(parsed.denials, facts, ctx)
-                    _write_snapshot(run, args.snapshot_out)
-                    return result
-            async with live_facts(subscriptions_from_env(args.subscription)) as facts:
+            async with fact_source(args.snapshot, args.subscription, snapshot_out=args.snapshot_out) as facts:
                 return await remediate(parsed.denials, facts, ctx)
 
     result = asyncio.run(go())
@@ -192,7 +177,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     from .errors import InputError
     from .facts.writes import ArmWriter
     from .store.select import open_grants
-    from .wiring import EmulatorRun, live_facts, subscriptions_from_env
+    from .wiring import fact_source
 
     grants = open_grants(args.state)
     now = _now()
@@ -211,13 +196,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         return await revoke_expired(writer, grants, now)
 
     async def go() -> list[dict[str, Any]]:
-        if args.snapshot:
-            with EmulatorRun(args.snapshot) as run:
-                async with run.facts() as facts:
-                    out = await work(facts)
-                _write_snapshot(run, args.snapshot_out)
-                return out
-        async with live_facts(subscriptions_from_env(None)) as facts:
+        async with fact_source(args.snapshot, snapshot_out=args.snapshot_out) as facts:
             return await work(facts)
 
     results = asyncio.run(go())
@@ -242,18 +221,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .intake import parse_inputs
     from .render.findings import table
     from .service import diagnose
-    from .wiring import EmulatorRun
+    from .wiring import fact_source
 
     demo = resources.files("remediate").joinpath("demo")
     inputs = sorted((f.name, f.read_bytes()) for f in demo.joinpath("inputs").iterdir() if f.is_file())
     parsed = parse_inputs(inputs)
 
     async def go(tenant: str) -> Any:
-        with EmulatorRun(tenant) as run:
-            async with run.facts() as facts:
-                result = await diagnose(parsed.denials, facts)
-                # one more Graph call, only for the people reading the table
-                names = await facts.display_names([f.denial.principal.object_id or "" for f in result.findings])
+        async with fact_source(tenant) as facts:
+            result = await diagnose(parsed.denials, facts)
+            # one more Graph call, only for the people reading the table
+            names = await facts.display_names([f.denial.principal.object_id or "" for f in result.findings])
         return result, names
 
     with resources.as_file(demo.joinpath("tenant.json")) as tenant:

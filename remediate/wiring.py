@@ -3,6 +3,7 @@ emulator. The only module besides the tests that imports the emulator."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -62,3 +63,20 @@ async def live_facts(subscriptions: Sequence[str], cloud: Cloud | None = None) -
             yield facts
     finally:
         await credential.close()
+
+
+@asynccontextmanager
+async def fact_source(snapshot: str | None, subscriptions: Sequence[str] | None = None, *,
+                      snapshot_out: str | None = None) -> AsyncIterator[ArmFacts]:
+    """Every command's one choice of backend: the bundled emulator serving ``snapshot`` (its tenant written to
+    ``snapshot_out`` after a run that did not fail), else Azure in the subscriptions given or configured."""
+    if not snapshot:
+        async with live_facts(subscriptions_from_env(subscriptions)) as facts:
+            yield facts
+        return
+    with EmulatorRun(snapshot) as run:
+        async with run.facts() as facts:
+            yield facts
+        if snapshot_out:
+            Path(snapshot_out).write_text(json.dumps(run.emulator.tenant(), indent=1) + "\n", encoding="utf-8")
+

@@ -33,7 +33,7 @@ from . import catalog
 from .errors import ApplyError, AzureUnavailableError, InputError
 from .facts.writes import ArmWriter, Assignment
 from .guard import Policy, check
-from .model import AccessPolicyPlan, Finding, Proof, RoleAssignmentPlan
+from .model import AccessPolicyPlan, Cause, Finding, Proof, RoleAssignmentPlan
 from .render.commands import assignment_name
 from .store._common import iso, parse_iso
 from .store.claims import ClaimKey, ClaimStore
@@ -412,7 +412,7 @@ async def _adopt_granting(f: Finding, writer: ArmWriter, ctx: ApplyContext) -> d
 async def apply_one(f: Finding, writer: ArmWriter, ctx: ApplyContext) -> dict[str, Any]:
     """Guard, record the intent, write once, verify, settle; the outcome is merged into the finding's JSON."""
     if f.plan is None:
-        if f.cause == "ALREADY_GRANTED":
+        if f.cause == Cause.ALREADY_GRANTED:
             adopted = await _adopt_granting(f, writer, ctx) if ctx.requested else None
             return adopted or _outcome(False, "already_granted",
                                        detail="the vault already grants this; nothing to change")

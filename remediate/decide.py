@@ -13,11 +13,18 @@ from typing import Any
 
 from . import catalog
 from .catalog import RoleDefinition
-from .model import AccessPolicyEntry, Decision, Denial, DenyAssignment, Facts, Required, RoleAssignment
+from .model import (
+    INPUT_CAUSES,
+    AccessPolicyEntry,
+    Cause,
+    Decision,
+    Denial,
+    DenyAssignment,
+    Facts,
+    Required,
+    RoleAssignment,
+)
 
-INPUT_DECIDED = ("AUTH_CHALLENGE", "AUTH_FAILED", "THROTTLED", "NETWORK_BLOCKED", "TRUSTED_SERVICE_DENIED",
-                 "KEY_OPERATION_NOT_PERMITTED", "OBJECT_DISABLED", "COMPOUND_IDENTITY_REQUIRED",
-                 "PRINCIPAL_NOT_IDENTIFIED")
 EVERYONE = "00000000-0000-0000-0000-000000000000"   # deny assignments use the nil GUID for "all principals"
 
 
@@ -39,14 +46,14 @@ def required_for(denial: Denial) -> Required | None:
     return Required((action,), {k: v for k, v in perms.items() if v})
 
 
-def input_cause(denial: Denial) -> str | None:
+def input_cause(denial: Denial) -> Cause | None:
     """The cause when the input alone decides it (status or the service's own words)."""
     if denial.status == 401:
-        return denial.cause_hint if denial.cause_hint in ("AUTH_CHALLENGE", "AUTH_FAILED") else "AUTH_FAILED"
+        return Cause.AUTH_CHALLENGE if denial.cause_hint == Cause.AUTH_CHALLENGE else Cause.AUTH_FAILED
     if denial.status == 429:
-        return "THROTTLED"
-    if denial.cause_hint in INPUT_DECIDED:
-        return denial.cause_hint
+        return Cause.THROTTLED
+    if denial.cause_hint in INPUT_CAUSES:
+        return Cause(denial.cause_hint)
     return None
 
 
@@ -287,12 +294,12 @@ def decide(denial: Denial, facts: Facts | None) -> Decision:
     if early is not None:
         return Decision(early, model, required, evidence)
     if not denial.principal.object_id:
-        return Decision("PRINCIPAL_NOT_IDENTIFIED", model, required, evidence)
+        return Decision(Cause.PRINCIPAL_NOT_IDENTIFIED, model, required, evidence)
     if facts is None or vault is None:
         detail = {"searched": list(facts.searched_subscriptions) if facts else []}
-        return Decision("VAULT_NOT_FOUND", None, required, evidence, detail)
+        return Decision(Cause.VAULT_NOT_FOUND, None, required, evidence, detail)
     if required is None or not required.data_actions:
-        return Decision("UNKNOWN", model, required, evidence, {"reason": "the denied operation is not known"})
+        return Decision(Cause.UNKNOWN, model, required, evidence, {"reason": "the denied operation is not known"})
 
     rbac = rbac_check(denial, facts, required.data_actions)
     ap = access_policy_check(denial, facts, required.access_policy)
@@ -302,21 +309,21 @@ def decide(denial: Denial, facts: Facts | None) -> Decision:
     if vault.rbac:
         hit = [d for d in rbac.denies if d["applies"]]
         if hit:
-            return Decision("DENY_ASSIGNMENT", model, required, evidence, {"deny": hit[0]})
+            return Decision(Cause.DENY_ASSIGNMENT, model, required, evidence, {"deny": hit[0]})
         if rbac.granted:
-            return Decision("ALREADY_GRANTED", model, required, evidence, {"grant": rbac.granted[0]})
+            return Decision(Cause.ALREADY_GRANTED, model, required, evidence, {"grant": rbac.granted[0]})
         if rbac.conditional:
-            return Decision("CONDITION_NOT_MET", model, required, evidence, {"grant": rbac.conditional[0]})
+            return Decision(Cause.CONDITION_NOT_MET, model, required, evidence, {"grant": rbac.conditional[0]})
         if ap["granted"]:
-            return Decision("WRONG_PERMISSION_MODEL", model, required, evidence,
+            return Decision(Cause.WRONG_PERMISSION_MODEL, model, required, evidence,
                             {"held_in": "access_policy", "grant": ap["granted"][0]})
-        return Decision("MISSING_ROLE_ASSIGNMENT", model, required, evidence)
+        return Decision(Cause.MISSING_ROLE_ASSIGNMENT, model, required, evidence)
     if ap["granted"]:
-        return Decision("ALREADY_GRANTED", model, required, evidence, {"grant": ap["granted"][0]})
+        return Decision(Cause.ALREADY_GRANTED, model, required, evidence, {"grant": ap["granted"][0]})
     if ap["compound_only"]:
-        return Decision("COMPOUND_IDENTITY_REQUIRED", model, required, evidence, {"grant": ap["compound_only"][0]})
+        return Decision(Cause.COMPOUND_IDENTITY_REQUIRED, model, required, evidence, {"grant": ap["compound_only"][0]})
     missing = {k: tuple(v) for k, v in ap["missing"].items()}
     if rbac.granted:
-        return Decision("WRONG_PERMISSION_MODEL", model, required, evidence,
+        return Decision(Cause.WRONG_PERMISSION_MODEL, model, required, evidence,
                         {"held_in": "rbac", "grant": rbac.granted[0], "missing": missing})
-    return Decision("MISSING_ACCESS_POLICY", model, required, evidence, {"missing": missing})
+    return Decision(Cause.MISSING_ACCESS_POLICY, model, required, evidence, {"missing": missing})

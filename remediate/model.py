@@ -7,12 +7,45 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from enum import StrEnum
 from typing import Any, Literal
 
 from .armid import is_guid, is_object_name, is_vault_name, is_version, parse_vault_id
 from .catalog import RoleDefinition
 
 PrincipalKind = Literal["app", "user"]
+
+
+class Cause(StrEnum):
+    """Why a request was denied: the stable vocabulary of ``causes.md`` (its wording lives in catalog/causes.py).
+
+    A StrEnum, so the JSON, the store and every comparison see the plain code."""
+
+    AUTH_CHALLENGE = "AUTH_CHALLENGE"
+    AUTH_FAILED = "AUTH_FAILED"
+    THROTTLED = "THROTTLED"
+    NETWORK_BLOCKED = "NETWORK_BLOCKED"
+    TRUSTED_SERVICE_DENIED = "TRUSTED_SERVICE_DENIED"
+    KEY_OPERATION_NOT_PERMITTED = "KEY_OPERATION_NOT_PERMITTED"
+    OBJECT_DISABLED = "OBJECT_DISABLED"
+    COMPOUND_IDENTITY_REQUIRED = "COMPOUND_IDENTITY_REQUIRED"
+    PRINCIPAL_NOT_IDENTIFIED = "PRINCIPAL_NOT_IDENTIFIED"
+    VAULT_NOT_FOUND = "VAULT_NOT_FOUND"
+    DENY_ASSIGNMENT = "DENY_ASSIGNMENT"
+    CONDITION_NOT_MET = "CONDITION_NOT_MET"
+    ALREADY_GRANTED = "ALREADY_GRANTED"
+    WRONG_PERMISSION_MODEL = "WRONG_PERMISSION_MODEL"
+    MISSING_ROLE_ASSIGNMENT = "MISSING_ROLE_ASSIGNMENT"
+    MISSING_ACCESS_POLICY = "MISSING_ACCESS_POLICY"
+    UNKNOWN = "UNKNOWN"
+
+
+# The causes a grant fixes (and so the only ones that get a plan): defined here once.
+GRANT_CAUSES = frozenset({Cause.MISSING_ROLE_ASSIGNMENT, Cause.MISSING_ACCESS_POLICY, Cause.WRONG_PERMISSION_MODEL})
+# The causes the input alone decides (status, or the service's own words), before any fact is read.
+INPUT_CAUSES = frozenset({Cause.AUTH_CHALLENGE, Cause.AUTH_FAILED, Cause.THROTTLED, Cause.NETWORK_BLOCKED,
+                          Cause.TRUSTED_SERVICE_DENIED, Cause.KEY_OPERATION_NOT_PERMITTED, Cause.OBJECT_DISABLED,
+                          Cause.COMPOUND_IDENTITY_REQUIRED, Cause.PRINCIPAL_NOT_IDENTIFIED})
 ProofKind = Literal["audit_log", "approval", "operator"]
 
 DENIALS_SCHEMA = "kv-remediate/denials@1"
@@ -391,7 +424,7 @@ Plan = RoleAssignmentPlan | AccessPolicyPlan
 class Decision:
     """The pure verdict for one denial: the cause, what was required, and the evidence behind it."""
 
-    cause: str
+    cause: Cause
     permission_model: str | None
     required: Required | None
     evidence: dict[str, Any]
@@ -402,7 +435,7 @@ class Decision:
 class Finding:
     """One diagnosed denial (or several identical ones) with its explanation and fix."""
 
-    cause: str
+    cause: Cause
     occurrences: int
     denial: Denial
     permission_model: str | None

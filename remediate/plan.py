@@ -10,6 +10,7 @@ from . import catalog
 from .armid import OBJECT_KINDS, is_object_name
 from .catalog import RoleDefinition
 from .model import (
+    GRANT_CAUSES,
     AccessPolicyPlan,
     CustomRolePlan,
     Decision,
@@ -22,7 +23,6 @@ from .model import (
 from .render import commands
 
 ADMIN = "Key Vault Administrator"
-GRANT_CAUSES = ("MISSING_ROLE_ASSIGNMENT", "MISSING_ACCESS_POLICY", "WRONG_PERMISSION_MODEL")
 
 
 @dataclass(frozen=True)

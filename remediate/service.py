@@ -19,6 +19,7 @@ from .decide import EVERYONE, decide, input_cause, object_scope
 from .diagnosis import build_finding
 from .model import (
     DIAGNOSIS_SCHEMA,
+    Cause,
     Denial,
     DenyAssignment,
     Facts,
@@ -30,7 +31,7 @@ from .model import (
 )
 from .plan import PlanOptions
 
-NEEDS_VAULT_FOR_ADVICE = ("NETWORK_BLOCKED", "TRUSTED_SERVICE_DENIED")
+NEEDS_VAULT_FOR_ADVICE = frozenset({Cause.NETWORK_BLOCKED, Cause.TRUSTED_SERVICE_DENIED})
 
 
 class FactSource(Protocol):
@@ -125,7 +126,7 @@ async def gather_facts(denial: Denial, source: FactSource) -> Facts | None:
     # never the input's claim; RBAC writes are checked by ARM against principalType, so a claim may stand in.
     need_type = denial.principal.kind is None or not vault.rbac
     first = decide(denial, facts)
-    need_groups = first.cause not in ("ALREADY_GRANTED",) and _groups_could_matter(facts)
+    need_groups = first.cause != Cause.ALREADY_GRANTED and _groups_could_matter(facts)
     if not (need_type or need_groups):
         return facts
     info = await source.principal(oid, need_type=need_type, need_groups=need_groups)

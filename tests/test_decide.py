@@ -166,3 +166,12 @@ def test_evidence_lists_every_assignment_considered() -> None:
     result = decide(denial(), read)
     assert [a["grants"] for a in result.evidence["role_assignments"]] == [True, False]
     assert result.evidence["role_assignments"][0]["via"] == "group"
+
+
+def test_cause_vocabulary_matches_its_catalogue() -> None:
+    # given the typed vocabulary and the one wording catalogue, then each code has exactly one wording
+    from remediate.catalog.causes import CAUSES
+    from remediate.model import GRANT_CAUSES, INPUT_CAUSES, Cause
+
+    assert set(CAUSES) == {c.value for c in Cause}
+    assert set(Cause) >= GRANT_CAUSES and not GRANT_CAUSES & INPUT_CAUSES

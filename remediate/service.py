@@ -70,6 +70,18 @@ class DiagnoseOptions:
     plan: PlanOptions = field(default_factory=PlanOptions)
 
 
+class RequestCount:
+    """The requests a source made since this was created: the one place ``arm_requests`` and ``requests_by_api``
+    are computed (diagnose and remediate both report them)."""
+
+    def __init__(self, source: FactSource) -> None:
+        self._source, self._requests, self._by_api = source, source.requests, dict(source.by_api)
+
+    def since(self) -> dict[str, Any]:
+        by_api = {k: v - self._by_api.get(k, 0) for k, v in sorted(self._source.by_api.items())}
+        return {"arm_requests": self._source.requests - self._requests, "requests_by_api": by_api}
+
+
 def collapse(denials: Sequence[Denial]) -> list[tuple[Denial, int]]:
     """Identical denials (principal, vault, object, operation, status, hint) become one with a count."""
     counts: Counter[tuple[Any, ...]] = Counter()
@@ -151,14 +163,12 @@ async def diagnose(denials: Sequence[Denial], source: FactSource,
     """Diagnose a batch: one finding per distinct denial, in input order."""
     options = options or DiagnoseOptions()
     start = time.perf_counter()
-    before, before_by_api = source.requests, dict(source.by_api)
+    count = RequestCount(source)
     unique = collapse([d.canonical() for d in denials])
     facts = await asyncio.gather(*(gather_facts(d, source) for d, _ in unique))
     findings = tuple(build_finding(d, n, f, options.plan) for (d, n), f in zip(unique, facts, strict=True))
     causes = Counter(f.cause for f in findings)
-    by_api = {k: v - before_by_api.get(k, 0) for k, v in sorted(source.by_api.items())}
-    stats = {"arm_requests": source.requests - before, "requests_by_api": by_api,
-             "elapsed_ms": round((time.perf_counter() - start) * 1000),
+    stats = {**count.since(), "elapsed_ms": round((time.perf_counter() - start) * 1000),
              "denials": len(denials), "findings": len(findings), "causes": dict(sorted(causes.items()))}
     return Diagnosis(findings, stats)
 
@@ -168,12 +178,10 @@ async def remediate(denials: Sequence[Denial], source: Any, ctx: Any) -> Diagnos
     from .apply import apply_findings
     from .facts.writes import ArmWriter
 
-    before, before_by_api, before_writes = source.requests, dict(source.by_api), source.arm_writes
+    count, before_writes = RequestCount(source), source.arm_writes
     diagnosis = await diagnose(denials, source, DiagnoseOptions(PlanOptions(object_scope=ctx.policy.object_scope)))
     findings = await apply_findings(diagnosis.findings, ArmWriter(source), ctx)
     outcomes = Counter(str((f.outcome or {}).get("outcome")) for f in findings)
-    by_api = {k: v - before_by_api.get(k, 0) for k, v in sorted(source.by_api.items())}
-    stats = dict(diagnosis.stats, arm_requests=source.requests - before, requests_by_api=by_api,
-                 arm_writes=source.arm_writes - before_writes,
+    stats = dict(diagnosis.stats, **count.since(), arm_writes=source.arm_writes - before_writes,
                  outcomes=dict(sorted(outcomes.items())), policy_mode=ctx.policy.mode)
     return Diagnosis(tuple(findings), stats, diagnosis.notes)

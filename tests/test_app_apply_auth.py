@@ -16,7 +16,8 @@ import azure.functions as func
 import pytest
 from azure.storage.queue import QueueServiceClient
 
-from remediate.app import runtime
+from remediate.app import services
+from remediate.app import settings as app_settings
 from remediate.app.http import diagnose, remediate_route
 from remediate.intake import parse_one
 from tests.entra import (
@@ -47,7 +48,7 @@ def _serve(azurite: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, tok
         extra = {**API_SETTINGS, **settings} if tokens else settings
         for app in serve_app(azurite, snapshot, monkeypatch, KV_REMEDIATE_POLICY=json.dumps(POLICY), **extra):
             if tokens:
-                runtime.install(runtime.Runtime(api_authenticator=api_authenticator(url, ctx)))
+                services.install(services.Runtime(api_authenticator=api_authenticator(url, ctx)))
             yield app
 
 
@@ -57,14 +58,14 @@ def app(azurite: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
 
 
 def _assignments(principal: str = APP_ORDERS) -> list[dict[str, Any]]:
-    run = runtime.get().emulator
+    run = services.get().emulator
     assert run is not None
     return [a for a in run.emulator.tenant()["role_assignments"] if a["properties"]["principalId"] == principal]
 
 
 def _arm_calls() -> int:
     """Requests the emulator has answered (0 when it never started: nothing was read)."""
-    rt = runtime.get()
+    rt = services.get()
     if not rt.emulator_started:
         return 0
     run = rt.emulator
@@ -78,7 +79,7 @@ def test_a_token_with_the_apply_role_applies_and_names_the_operator(app: App) ->
     # then the plan is applied: the emulator holds the role assignment, and the grant is recorded
     assert status == 200 and doc["findings"][0]["outcome"] == "applied", doc
     assert len(_assignments()) == 1
-    [record] = runtime.get().grants().list()
+    [record] = services.get().grants().list()
     assert record.outcome == "applied"
 
 
@@ -114,8 +115,8 @@ def test_apply_without_a_valid_token_is_401_and_nothing_is_read_or_changed(
     # then 401 with the error JSON naming why, no Azure read, no assignment, no record
     assert status == 401 and doc["error"]["code"] == "UNAUTHORIZED", doc
     assert f"({reason})" in doc["error"]["message"]
-    assert _arm_calls() == 0 and not runtime.get().emulator_started
-    assert _assignments() == [] and runtime.get().grants().list() == []
+    assert _arm_calls() == 0 and not services.get().emulator_started
+    assert _assignments() == [] and services.get().grants().list() == []
 
 
 def test_without_token_settings_nothing_is_applied_over_http(azurite: str, tmp_path: Path,
@@ -202,9 +203,9 @@ def test_an_input_over_the_denial_cap_is_413_and_nothing_is_done(azurite: str, t
         # when it is posted; then 413 TOO_LARGE naming the cap, nothing queued or read
         status, doc = app.post(path, body, **bearer(operator_token()))
         assert status == 413 and doc["error"]["code"] == "TOO_LARGE" and "cap is 1" in doc["error"]["message"]
-        queue = QueueServiceClient.from_connection_string(azurite).get_queue_client(runtime.DENIALS_QUEUE)
+        queue = QueueServiceClient.from_connection_string(azurite).get_queue_client(app_settings.DENIALS_QUEUE)
         assert queue.get_queue_properties().approximate_message_count == 0
-        assert not runtime.get().emulator_started
+        assert not services.get().emulator_started
 
 
 def test_an_unusable_cap_setting_is_a_health_problem(azurite: str, tmp_path: Path,
@@ -212,4 +213,4 @@ def test_an_unusable_cap_setting_is_a_health_problem(azurite: str, tmp_path: Pat
     for app in _serve(azurite, tmp_path, monkeypatch, KV_REMEDIATE_MAX_PRINCIPALS="-5"):
         status, health = call(app.http.base_url + "/api/health", method="GET")
         assert status == 200 and any(p["setting"] == "KV_REMEDIATE_MAX_PRINCIPALS" for p in health["problems"])
-        assert runtime.get().settings.max_principals == 50
+        assert services.get().settings.max_principals == 50

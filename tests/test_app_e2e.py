@@ -14,7 +14,8 @@ import pytest
 from azure.data.tables import TableServiceClient
 from azure.storage.queue import QueueServiceClient
 
-from remediate.app import runtime
+from remediate.app import services
+from remediate.app import settings as app_settings
 from remediate.intake import parse_one
 from remediate.serve import HttpServer, QueuePump, load_app, queue_triggers
 from tests.test_app_support import (
@@ -48,7 +49,7 @@ class App:
     def findings(self) -> list[dict[str, Any]]:
         """The `findings` table, read on the app's loop (its async table clients live there)."""
         async def records() -> list[dict[str, Any]]:
-            return await (await runtime.get().findings()).list(1000)
+            return await (await services.get().findings()).list(1000)
 
         got: list[dict[str, Any]] = self.http.loop.submit(records()).result(timeout=30)
         return got
@@ -96,7 +97,7 @@ def test_alert_becomes_findings_record_log_line_and_notification(app: App, caplo
     status, doc = app.post("/api/alerts", body)
     # then it is accepted at once, one queued denial per denial in the payload, without any ARM call
     assert status == 202 and doc == {"accepted": len(parse_one("alert", body).denials)} and doc["accepted"] >= 1
-    assert not runtime.get().emulator_started
+    assert not services.get().emulator_started
     # when the worker drains the queue
     app.pump.drain(timeout=60)
     # then each distinct denial has one record in `findings`, one log line and one notification
@@ -121,7 +122,7 @@ def test_v2_alert_without_dimensions_is_diagnosed_from_its_rows(app: App, caplog
     # when it is posted; then it is queued as-is (the webhook never calls Log Analytics)
     status, doc = app.post("/api/alerts", body)
     assert (status, doc) == (202, {"accepted": 1})
-    assert not runtime.get().emulator_started
+    assert not services.get().emulator_started
     # when the worker takes it
     app.pump.drain(timeout=60)
     # then the rows came from the emulator's Log Analytics API: only the window's denials on the alert's vault
@@ -139,7 +140,7 @@ def test_resolved_alert_is_accepted_with_nothing_queued(app: App, azurite: str) 
     # given a resolved metric alert; when posted; then 202 with 0 accepted and the queue stays empty
     status, doc = app.post("/api/alerts", variant("alert_metric_resolved_keyvault.json"))
     assert (status, doc) == (202, {"accepted": 0})
-    queue = QueueServiceClient.from_connection_string(azurite).get_queue_client(runtime.DENIALS_QUEUE)
+    queue = QueueServiceClient.from_connection_string(azurite).get_queue_client(app_settings.DENIALS_QUEUE)
     assert queue.get_queue_properties().approximate_message_count == 0
 
 
@@ -196,14 +197,14 @@ def test_poison_message_is_retried_then_moved_to_the_poison_queue(app: App, azur
     queues = QueueServiceClient.from_connection_string(azurite)
     from azure.storage.queue import TextBase64EncodePolicy
 
-    queues.get_queue_client(runtime.DENIALS_QUEUE, message_encode_policy=TextBase64EncodePolicy()).send_message(
+    queues.get_queue_client(app_settings.DENIALS_QUEUE, message_encode_policy=TextBase64EncodePolicy()).send_message(
         '{"schema": "something-else"}')
     # when the worker runs until the queue is empty
     app.pump.drain(timeout=60)
     # then it was tried maxDequeueCount times, the reason logged as poison, and the host moved it aside
-    assert app.pump.failed == runtime.get().settings.max_dequeue_count == 5
+    assert app.pump.failed == services.get().settings.max_dequeue_count == 5
     assert app.pump.poisoned == 1
-    poison = queues.get_queue_client(runtime.POISON_QUEUE)
+    poison = queues.get_queue_client(app_settings.POISON_QUEUE)
     assert poison.get_queue_properties().approximate_message_count == 1
     [logged] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("kv-remediate poison")]
     assert "attempt 5 of 5" in logged and "not a kv-remediate/queued-denial@1 message" in logged
@@ -215,7 +216,7 @@ def test_findings_table_holds_the_finding_json(app: App, azurite: str) -> None:
     app.post("/api/alerts", (DEMO / "inputs" / "10_log_alert_v2.json").read_bytes())
     app.pump.drain(timeout=60)
     # when the Table is read directly; then the entity carries cause, vault, principal and the finding JSON
-    table = TableServiceClient.from_connection_string(azurite).get_table_client(runtime.FINDINGS_TABLE)
+    table = TableServiceClient.from_connection_string(azurite).get_table_client(app_settings.FINDINGS_TABLE)
     [entity] = list(table.list_entities())
     assert entity["cause"] == "MISSING_ROLE_ASSIGNMENT" and entity["principal"] == APP_ORDERS
     assert json.loads(entity["finding"])["dedupe"]["key_hash"]

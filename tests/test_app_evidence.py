@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from azure.storage.queue import QueueServiceClient, TextBase64EncodePolicy
 
-from remediate.app import runtime
+from remediate.app import services
+from remediate.app import settings as app_settings
 from remediate.app.worker import finding_line, notification
 from remediate.facts.loganalytics import LogAnalyticsClient
 from tests.test_app_e2e import WORKSPACE, App, serve_app
@@ -57,7 +58,7 @@ def _orders_row(operation: str = "SecretGet", uri: str = "/secrets/orders-db", *
 
 
 def _assignments(principal: str) -> list[dict[str, Any]]:
-    run = runtime.get().emulator
+    run = services.get().emulator
     assert run is not None
     return [a for a in run.emulator.tenant()["role_assignments"] if a["properties"]["principalId"] == principal]
 
@@ -186,7 +187,7 @@ def test_without_a_row_the_guard_refuses_by_evidence_and_nothing_changes(
     # given `mode: apply` and an audit log that does not hold this denial
     snap = _snapshot(tmp_path, rows, **emulator)
     for app in _serve(azurite, snap, monkeypatch, KV_REMEDIATE_POLICY=json.dumps(POLICY)):
-        before = runtime.get().emulator
+        before = services.get().emulator
         # when the alert (which claims the denial) is posted and the worker drains the queue
         app.post("/api/alerts", SECRET_ALERT.encode())
         app.pump.drain(timeout=60)
@@ -202,14 +203,14 @@ def test_without_a_row_the_guard_refuses_by_evidence_and_nothing_changes(
 def test_an_unreachable_log_analytics_is_a_limitation_never_an_abort(azurite: str, tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     # given `mode: apply` and a Log Analytics endpoint that refuses connections
-    def closed(self: runtime.Runtime) -> LogAnalyticsClient:
+    def closed(self: services.Runtime) -> LogAnalyticsClient:
         run = self.emulator
         assert run is not None
         return LogAnalyticsClient(run.emulator.async_credential(), base_url="https://127.0.0.1:9", retry_total=0)
 
     for app in _serve(azurite, _snapshot(tmp_path, [_orders_row()]), monkeypatch,
                       KV_REMEDIATE_POLICY=json.dumps(POLICY)):
-        monkeypatch.setattr(runtime.Runtime, "log_analytics", closed)
+        monkeypatch.setattr(services.Runtime, "log_analytics", closed)
         app.post("/api/alerts", SECRET_ALERT.encode())
         app.pump.drain(timeout=60)
         # then the message succeeded on its first attempt, the finding was reported, refused by evidence
@@ -261,7 +262,7 @@ def test_a_forged_alert_id_on_the_queue_is_escaped_in_the_log_and_the_notificati
 
         [denial] = parse_one("alert", SECRET_ALERT.encode()).denials
         queue = QueueServiceClient.from_connection_string(azurite).get_queue_client(
-            runtime.DENIALS_QUEUE, message_encode_policy=TextBase64EncodePolicy())
+            app_settings.DENIALS_QUEUE, message_encode_policy=TextBase64EncodePolicy())
         queue.send_message(encode(QueuedDenial(denial, FORGED)))
         # when the worker takes it
         app.pump.drain(timeout=60)

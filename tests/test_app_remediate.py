@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from remediate.app import runtime
+from remediate.app import services
 from remediate.app.timer import revoke_due
 from remediate.store.grants import GrantRecord
 from tests.entra import API_SETTINGS, api_authenticator, bearer, jwks_server, operator_token
@@ -39,7 +39,7 @@ def _app(azurite: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: 
     with jwks_server() as (url, ctx, _):
         for app in serve_app(azurite, snapshot, monkeypatch, KV_REMEDIATE_POLICY=policy,
                              KV_REMEDIATE_AUDIT_WORKSPACES=WORKSPACE, **API_SETTINGS):
-            runtime.install(runtime.Runtime(api_authenticator=api_authenticator(url, ctx)))
+            services.install(services.Runtime(api_authenticator=api_authenticator(url, ctx)))
             yield app
 
 
@@ -52,7 +52,7 @@ def app(azurite: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
 
 
 def _assignments_for(principal: str) -> list[dict[str, object]]:
-    run = runtime.get().emulator
+    run = services.get().emulator
     assert run is not None
     return [a for a in run.emulator.tenant()["role_assignments"] if a["properties"]["principalId"] == principal]
 
@@ -75,7 +75,7 @@ def test_remediate_applies_once_and_records_it(app: App) -> None:
     assert second["findings"][0]["outcome"] == "applied" and second["findings"][0]["adopted"] is True
     assert second["findings"][0]["grant_id"] == first["findings"][0]["grant_id"]
     assert len(_assignments_for(APP_ORDERS)) == 1
-    [record] = runtime.get().grants().list()
+    [record] = services.get().grants().list()
     assert record.outcome == "applied" and record.expires_at is not None and record.actor
 
 
@@ -92,7 +92,7 @@ def test_worker_applies_under_mode_apply_and_refuses_by_rule(app: App) -> None:
     outcomes = {f["finding"]["denial"]["operation"]: f["finding"] for f in app.findings()}
     assert outcomes["SecretGet"]["outcome"] == "applied"
     assert outcomes["KeySign"]["refused_by"] == "max_tier" and outcomes["KeySign"]["applied"] is False
-    assert sorted(r.outcome for r in runtime.get().grants().list()) == ["applied", "refused"]
+    assert sorted(r.outcome for r in services.get().grants().list()) == ["applied", "refused"]
     assert [a["properties"]["scope"] for a in _assignments_for(APP_ORDERS)] == [
         outcomes["SecretGet"]["plan"]["scope"]]
     assert any(b["kv_remediate"]["outcome"] == "applied" and "Applied" in b["text"] for b in app.notify.bodies)
@@ -101,7 +101,7 @@ def test_worker_applies_under_mode_apply_and_refuses_by_rule(app: App) -> None:
 def test_timer_revokes_expired_grants(app: App) -> None:
     # given an applied grant whose time limit has passed
     app.post("/api/remediate", json.dumps({**REQUEST, "apply": True}).encode(), **OPERATOR)
-    grants = runtime.get().grants()
+    grants = services.get().grants()
     [record] = grants.list()
     past = datetime.now(UTC) - timedelta(minutes=1)
     grants.add(GrantRecord(**{**record.__dict__, "id": "expired-" + record.id, "expires_at": past}))

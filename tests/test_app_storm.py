@@ -19,7 +19,7 @@ import pytest
 from azure.data.tables import TableServiceClient
 from azure.storage.queue import QueueServiceClient
 
-from remediate.app import runtime
+from remediate.app import settings as app_settings
 from remediate.intake import parse_one
 from remediate.store.claims import key_hash
 from tests.test_app_support import DEMO, LOOPBACK_ONLY, ROOT, call, clear_storage
@@ -42,8 +42,8 @@ def served(azurite: str, tmp_path: Path) -> Iterator[tuple[str, Path, str]]:
     clear_storage(azurite)
     port = _free_port()
     log = tmp_path / "serve.log"
-    env = {**os.environ, **LOOPBACK_ONLY, runtime.STORAGE_CONNECTION: azurite,
-           runtime.SNAPSHOT_SETTING: str(DEMO / "tenant.json"), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, **LOOPBACK_ONLY, app_settings.STORAGE_CONNECTION: azurite,
+           app_settings.SNAPSHOT_SETTING: str(DEMO / "tenant.json"), "PYTHONPATH": str(ROOT)}
     env.pop("KV_REMEDIATE_FUNCTION_KEY", None)
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "remediate.cli", "serve", "--port", str(port),
@@ -86,9 +86,9 @@ def test_storm_of_identical_alerts_is_one_diagnosis_with_every_occurrence_counte
 
     # when the 4 worker processes drain the queue
     tables = TableServiceClient.from_connection_string(azurite)
-    claims = tables.get_table_client(runtime.CLAIMS_TABLE)
+    claims = tables.get_table_client(app_settings.CLAIMS_TABLE)
     queues = QueueServiceClient.from_connection_string(azurite)
-    queue = queues.get_queue_client(runtime.DENIALS_QUEUE)
+    queue = queues.get_queue_client(app_settings.DENIALS_QUEUE)
     deadline = time.monotonic() + 90
     occurrences = 0
     while time.monotonic() < deadline:
@@ -103,8 +103,8 @@ def test_storm_of_identical_alerts_is_one_diagnosis_with_every_occurrence_counte
     # then the tuple was claimed once and counted 1,000 times, diagnosed once, and nothing is left or poisoned
     assert occurrences == ALERTS
     assert queue.get_queue_properties().approximate_message_count == 0
-    assert queues.get_queue_client(runtime.POISON_QUEUE).get_queue_properties().approximate_message_count == 0
-    records = list(tables.get_table_client(runtime.FINDINGS_TABLE).list_entities())
+    assert queues.get_queue_client(app_settings.POISON_QUEUE).get_queue_properties().approximate_message_count == 0
+    records = list(tables.get_table_client(app_settings.FINDINGS_TABLE).list_entities())
     assert [(r["cause"], r["alert_id"]) for r in records] == [("MISSING_ROLE_ASSIGNMENT", denial.alert_id)]
     text = log.read_text(errors="replace")
     assert text.count("kv-remediate finding ") == 1

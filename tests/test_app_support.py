@@ -24,7 +24,8 @@ import pytest
 from azure.data.tables import TableServiceClient
 from azure.storage.queue import QueueServiceClient
 
-from remediate.app import runtime
+from remediate.app import services
+from remediate.app import settings as app_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "remediate" / "demo"
@@ -114,11 +115,11 @@ def guard_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
 def clear_storage(connection_string: str) -> None:
     """Empty the app's queues and tables so tests do not see each other's claims and findings."""
     queues = QueueServiceClient.from_connection_string(connection_string)
-    for name in (runtime.DENIALS_QUEUE, runtime.POISON_QUEUE):
+    for name in (app_settings.DENIALS_QUEUE, app_settings.POISON_QUEUE):
         with contextlib.suppress(Exception):
             queues.get_queue_client(name).clear_messages()
     tables = TableServiceClient.from_connection_string(connection_string)
-    for name in (runtime.CLAIMS_TABLE, runtime.FINDINGS_TABLE, runtime.GRANTS_TABLE):
+    for name in (app_settings.CLAIMS_TABLE, app_settings.FINDINGS_TABLE, app_settings.GRANTS_TABLE):
         table = tables.get_table_client(name)
         with contextlib.suppress(Exception):
             for e in list(table.list_entities(select=["PartitionKey", "RowKey"])):
@@ -130,20 +131,20 @@ def app_environment(monkeypatch: pytest.MonkeyPatch, connection_string: str, sna
                     **settings: str) -> Iterator[None]:
     """The app's settings for one test (storage on Azurite, the snapshot), a fresh runtime before and after."""
     guard_loopback(monkeypatch)
-    monkeypatch.setenv(runtime.STORAGE_CONNECTION, connection_string)
-    monkeypatch.setenv(runtime.SNAPSHOT_SETTING, str(snapshot))
-    for name in (runtime.NOTIFY_SETTING, runtime.WINDOW_SETTING, runtime.POLICY_SETTING,
+    monkeypatch.setenv(app_settings.STORAGE_CONNECTION, connection_string)
+    monkeypatch.setenv(app_settings.SNAPSHOT_SETTING, str(snapshot))
+    for name in (app_settings.NOTIFY_SETTING, app_settings.WINDOW_SETTING, app_settings.POLICY_SETTING,
                  "KV_REMEDIATE_WEBHOOK_AUDIENCE", "KV_REMEDIATE_WEBHOOK_TENANT", "KV_REMEDIATE_API_AUDIENCE",
-                 "KV_REMEDIATE_API_TENANT", runtime.SELF_SETTING, "WEBSITE_INSTANCE_ID", "WEBSITE_SITE_NAME"):
+                 "KV_REMEDIATE_API_TENANT", app_settings.SELF_SETTING, "WEBSITE_INSTANCE_ID", "WEBSITE_SITE_NAME"):
         monkeypatch.delenv(name, raising=False)
     for k, v in settings.items():
         monkeypatch.setenv(k, v)
     clear_storage(connection_string)
-    runtime.reset()
+    services.reset()
     try:
         yield
     finally:
-        runtime.reset()
+        services.reset()
 
 
 class NotifyReceiver:

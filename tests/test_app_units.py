@@ -11,7 +11,8 @@ from pathlib import Path
 import azure.functions as func
 import pytest
 
-from remediate.app import runtime
+from remediate.app import services
+from remediate.app import settings as app_settings
 from remediate.app.health import health
 from remediate.app.messages import QueuedDenial, Search, decode, denial_from_dict, encode, needs_search
 from remediate.app.worker import finding_line, notification
@@ -143,15 +144,17 @@ def test_log_analytics_client_sends_our_query_to_the_workspace_and_counts(tmp_pa
 def test_settings_problems_name_settings_never_values(monkeypatch: pytest.MonkeyPatch) -> None:
     # given settings that are wrong in several ways, with values that must not leak
     secret = "https://hooks.example/services/SECRET-TOKEN"
-    env = {runtime.STORAGE_CONNECTION: "not-a-connection-string-SECRET", runtime.WINDOW_SETTING: "ten minutes",
-           runtime.NOTIFY_SETTING: secret.replace("https", "http"), runtime.SNAPSHOT_SETTING: "/nope/SECRET.json",
-           runtime.POLICY_SETTING: "mode: yolo"}
+    env = {app_settings.STORAGE_CONNECTION: "not-a-connection-string-SECRET",
+           app_settings.WINDOW_SETTING: "ten minutes",
+           app_settings.NOTIFY_SETTING: secret.replace("https", "http"),
+           app_settings.SNAPSHOT_SETTING: "/nope/SECRET.json",
+           app_settings.POLICY_SETTING: "mode: yolo"}
     # when read
-    settings = runtime.Settings.from_env(env)
+    settings = app_settings.Settings.from_env(env)
     # then each problem names its setting, without the value
     named = {p.setting for p in settings.problems}
-    assert named == {runtime.STORAGE_CONNECTION, runtime.WINDOW_SETTING, runtime.NOTIFY_SETTING,
-                     runtime.SNAPSHOT_SETTING, runtime.POLICY_SETTING}
+    assert named == {app_settings.STORAGE_CONNECTION, app_settings.WINDOW_SETTING, app_settings.NOTIFY_SETTING,
+                     app_settings.SNAPSHOT_SETTING, app_settings.POLICY_SETTING}
     text = json.dumps([p.to_dict() for p in settings.problems])
     assert "SECRET" not in text
     # and the defaults stand in: a 10 minute window, no notifications
@@ -165,22 +168,22 @@ def test_health_reports_version_and_problems(monkeypatch: pytest.MonkeyPatch, az
         doc = json.loads(response.get_body())
         assert response.status_code == 200 and doc["status"] == "ok" and doc["problems"] == [] and doc["version"]
         # given a missing subscription list and no snapshot; then degraded, naming the setting
-        monkeypatch.delenv(runtime.SNAPSHOT_SETTING)
-        runtime.reset()
+        monkeypatch.delenv(app_settings.SNAPSHOT_SETTING)
+        services.reset()
         doc = json.loads(health(func.HttpRequest("GET", "http://localhost/api/health", body=b"")).get_body())
         assert doc["status"] == "degraded"
-        assert [p["setting"] for p in doc["problems"]] == [runtime.SUBSCRIPTIONS_SETTING]
+        assert [p["setting"] for p in doc["problems"]] == [app_settings.SUBSCRIPTIONS_SETTING]
 
 
 def test_policy_setting_content_or_file(tmp_path: Path) -> None:
     # given the policy as content, as a file, or unreadable; then it loads or names the setting
-    assert runtime.load_policy({runtime.POLICY_SETTING: "mode: suggest"}).mode == "suggest"
+    assert app_settings.load_policy({app_settings.POLICY_SETTING: "mode: suggest"}).mode == "suggest"
     path = tmp_path / "policy.yaml"
     path.write_text("mode: apply\nmax_tier: 1\n")
-    assert runtime.load_policy({runtime.POLICY_SETTING: str(path)}).mode == "apply"
-    assert runtime.load_policy({}).source == "defaults"
-    with pytest.raises(PolicyError, match=runtime.POLICY_SETTING):
-        runtime.load_policy({runtime.POLICY_SETTING: str(tmp_path / "missing.yaml")})
+    assert app_settings.load_policy({app_settings.POLICY_SETTING: str(path)}).mode == "apply"
+    assert app_settings.load_policy({}).source == "defaults"
+    with pytest.raises(PolicyError, match=app_settings.POLICY_SETTING):
+        app_settings.load_policy({app_settings.POLICY_SETTING: str(tmp_path / "missing.yaml")})
 
 
 def test_notification_is_a_teams_and_slack_message_with_the_facts() -> None:

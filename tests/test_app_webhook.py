@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from azure.storage.queue import QueueServiceClient
 
-from remediate.app import runtime
+from remediate.app import services
+from remediate.app import settings as app_settings
 from remediate.app.webhook_auth import APPLY_ROLE
 from remediate.serve import HttpServer, load_app
 from tests.entra import (
@@ -35,7 +36,7 @@ def secured(azurite: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """`serve` with the secure webhook on (settings set; keys fetched from the loopback JWKS)."""
     with jwks_server() as (url, ctx, _), app_environment(monkeypatch, azurite, DEMO / "tenant.json",
                                                          **WEBHOOK_SETTINGS):
-        runtime.install(runtime.Runtime(authenticator=webhook_authenticator(url, ctx)))
+        services.install(services.Runtime(authenticator=webhook_authenticator(url, ctx)))
         server = HttpServer(load_app(), port=0).start()
         try:
             yield server.base_url + "/api/alerts"
@@ -47,7 +48,7 @@ ALERT = (DEMO / "inputs" / "10_log_alert_v2.json").read_bytes()
 
 
 def _queued(conn: str) -> int:
-    queue = QueueServiceClient.from_connection_string(conn).get_queue_client(runtime.DENIALS_QUEUE)
+    queue = QueueServiceClient.from_connection_string(conn).get_queue_client(app_settings.DENIALS_QUEUE)
     return int(queue.get_queue_properties().approximate_message_count)
 
 

@@ -29,7 +29,7 @@ from typing import Any
 from ..errors import RemediateError
 from ..model import Denial, Proof
 from .messages import Search
-from .runtime import Runtime
+from .services import Runtime
 
 log = logging.getLogger("kv_remediate.evidence")
 

@@ -24,6 +24,7 @@ from typing import Any
 import azure.functions as func
 
 from .responses import body_of, from_exception, json_response
+from .settings import DENIALS_QUEUE
 
 bp = func.Blueprint()
 
@@ -34,10 +35,10 @@ def accept_alert(headers: Any, body_reader: Any) -> int:
     from ..intake import parse_one, payload
     from ..intake.alerts import is_alert, search_results_link, search_results_window
     from ..store.azure import storage_errors
-    from . import runtime
+    from . import services
     from .messages import QueuedDenial, Search, encode, needs_search
 
-    rt = runtime.get()
+    rt = services.get()
     auth = rt.authenticator()
     if auth is not None:
         auth.authenticate(headers, datetime.now(UTC))
@@ -53,7 +54,7 @@ def accept_alert(headers: Any, body_reader: Any) -> int:
              for d in parsed.denials]
     if texts:
         queue = rt.queue()
-        with rt.slot(runtime.DENIALS_QUEUE), storage_errors("enqueueing denials", f"queue '{runtime.DENIALS_QUEUE}'"):
+        with rt.slot(DENIALS_QUEUE), storage_errors("enqueueing denials", f"queue '{DENIALS_QUEUE}'"):
             for text in texts:
                 queue.send_message(text)
     return len(texts)
@@ -77,10 +78,10 @@ async def _denials_of(body: bytes) -> tuple[Any, list[Any], list[str], int]:
     import asyncio
 
     from ..intake import parse_one, payload
-    from . import evidence, runtime
+    from . import evidence, services
     from .messages import FETCH_NOTE, Search, needs_search
 
-    rt = runtime.get()
+    rt = services.get()
     parsed = await asyncio.to_thread(lambda: parse_one("request body", body, **rt.settings.caps))
     denials = list(parsed.denials)
     notes = list(parsed.notes)
@@ -122,10 +123,10 @@ def _document(result: Any, parsed: Any, notes: list[str], requests: int) -> dict
 async def diagnose_body(body: bytes) -> dict[str, Any]:
     """The diagnosis JSON (spec/cli.md) of one request body; an alert's rows are fetched when it has none."""
     from ..service import diagnose as diagnose_batch
-    from . import runtime
+    from . import services
 
     parsed, denials, notes, requests = await _denials_of(body)
-    async with runtime.get().facts() as facts:
+    async with services.get().facts() as facts:
         result = await diagnose_batch(denials, facts)
     return _document(result, parsed, notes, requests)
 
@@ -163,10 +164,10 @@ def operator_proof(headers: Any) -> Any:
 
     from ..errors import WebhookAuthError
     from ..model import Proof
-    from . import runtime
+    from . import services
     from .webhook_auth import API_AUDIENCE_SETTING, API_TENANT_SETTING, APPLY_ROLE
 
-    auth = runtime.get().api_authenticator()
+    auth = services.get().api_authenticator()
     if auth is None:
         raise WebhookAuthError("not_configured", f"apply bearer token rejected (not_configured): applying over HTTP "
                                f"needs an Entra ID token holding the app role {APPLY_ROLE}, and the app has no "
@@ -188,9 +189,9 @@ async def remediate_body(body: bytes, apply: bool, operator: Any = None) -> dict
     or changed."""
     from ..apply import ApplyContext
     from ..service import remediate
-    from . import runtime
+    from . import services
 
-    rt = runtime.get()
+    rt = services.get()
     policy = rt.policy()
     parsed, denials, notes, requests = await _denials_of(body)
     ctx = ApplyContext(policy=policy, grants=rt.grants(), slots=await rt.claims(), now=datetime.now(UTC),

@@ -31,13 +31,13 @@ from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 
-from .runtime import DENIALS_QUEUE, POISON_QUEUE, STORAGE_CONNECTION
+from .settings import DENIALS_QUEUE, POISON_QUEUE, STORAGE_CONNECTION
 
 if TYPE_CHECKING:
     from ..model import Denial, Finding, Proof
     from ..store.claims import Claim
     from .messages import QueuedDenial
-    from .runtime import Runtime
+    from .services import Runtime
 
 log = logging.getLogger("kv_remediate.worker")
 
@@ -221,9 +221,9 @@ async def handle(rt: Runtime, body: bytes | str, *, message_id: str, invocation_
 @bp.queue_trigger(arg_name="msg", queue_name=DENIALS_QUEUE, connection=STORAGE_CONNECTION)
 async def worker(msg: func.QueueMessage, context: func.Context) -> None:
     """Diagnose one queued denial; failures raise so the host retries, then moves it to the poison queue."""
-    from . import runtime
+    from . import services
 
-    rt = runtime.get()
+    rt = services.get()
     attempt = msg.dequeue_count or 1
     try:
         await handle(rt, msg.get_body(), message_id=msg.id or context.invocation_id,

@@ -17,12 +17,13 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
     """``200 {"status": "ok"|"degraded", "version", "problems": [{"setting", "problem"}], "own_identity":
     {"setting", "set", "refused"}, "tokens": {"webhook_token", "apply_token"}}`` (whether set, never values)."""
     try:
-        from . import runtime
+        from . import services
+        from .settings import SELF_SETTING
 
-        settings = runtime.get().settings
+        settings = services.get().settings
         problems = [p.to_dict() for p in settings.problems]
         env = settings.env
-        own = {"setting": runtime.SELF_SETTING, "set": bool(settings.self_object_ids),
+        own = {"setting": SELF_SETTING, "set": bool(settings.self_object_ids),
                "refused": "the app's own identity is never a grantee (refused by the guard, rule principals.self)"
                           + ("" if settings.self_object_ids else "; not set, so the guard cannot recognise it")}
         auth = {"webhook_token": bool((env.get("KV_REMEDIATE_WEBHOOK_AUDIENCE") or "").strip()),

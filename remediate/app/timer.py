@@ -26,9 +26,9 @@ async def revoke_due() -> list[dict[str, object]]:
     """Reconcile, then revoke every expired grant now; one structured log line per action."""
     from ..apply import reconcile
     from ..facts.writes import ArmWriter
-    from . import runtime
+    from . import services
 
-    rt = runtime.get()
+    rt = services.get()
     async with rt.facts() as facts:
         results = await reconcile(ArmWriter(facts), rt.grants(), datetime.now(UTC), actor=rt.actor)
     for r in results:

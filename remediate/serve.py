@@ -59,7 +59,7 @@ from typing import Any
 import azure.functions as func
 from azure.functions.queue import QueueMessage
 
-from .app.runtime import host_settings, snapshot_in_azure
+from .app.settings import host_settings, snapshot_in_azure
 from .errors import ConfigError
 
 log = logging.getLogger("kv_remediate.serve")
@@ -280,9 +280,9 @@ class LoopThread:
 
     def stop(self) -> None:
         """Close the async clients bound to this loop (the runtime's and any added closer's), then stop it."""
-        from .app import runtime
+        from .app import services
 
-        rt = runtime.current()
+        rt = services.current()
         if self.loop.is_running():
             for close in [*self._closers, *([rt.aclose] if rt is not None else [])]:
                 with contextlib.suppress(Exception):

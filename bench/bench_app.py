@@ -158,9 +158,9 @@ def _cpu_seconds(pid: int | None = None) -> float:
 
 
 async def _recorded() -> int:
-    from remediate.app import runtime
+    from remediate.app import services
 
-    return len(await (await runtime.get().findings()).list(100000))
+    return len(await (await services.get().findings()).list(100000))
 
 
 def bench_worker(conn: str, azurite_pid: int) -> None:
@@ -168,7 +168,8 @@ def bench_worker(conn: str, azurite_pid: int) -> None:
     from azure.core.exceptions import ResourceExistsError
     from azure.storage.queue import QueueServiceClient, TextBase64EncodePolicy
 
-    from remediate.app import runtime
+    from remediate.app import services
+    from remediate.app.settings import DENIALS_QUEUE
     from remediate.serve import LoopThread, QueuePump, load_app, queue_triggers
     from tests.test_app_support import clear_storage
 
@@ -176,16 +177,16 @@ def bench_worker(conn: str, azurite_pid: int) -> None:
     queues = QueueServiceClient.from_connection_string(conn)
     for label, distinct in (("distinct denials", True), ("storm, 20 distinct tuples", False)):
         clear_storage(conn)
-        runtime.reset()
+        services.reset()
         texts = _messages(distinct)
-        queue = queues.get_queue_client(runtime.DENIALS_QUEUE, message_encode_policy=TextBase64EncodePolicy())
+        queue = queues.get_queue_client(DENIALS_QUEUE, message_encode_policy=TextBase64EncodePolicy())
         with contextlib.suppress(ResourceExistsError):
             queue.create_queue()
         with ThreadPoolExecutor(10) as pool:  # the SDK pools 10 connections
             list(pool.map(queue.send_message, texts))
         loop = LoopThread()
         pump = QueuePump(queue_triggers(load_app())[0], loop, retry_delay=0)
-        runtime.get().emulator  # noqa: B018 - start the emulator before the clock (once per process in Azure too)
+        services.get().emulator  # noqa: B018 - start the emulator before the clock (once per process in Azure too)
         began, cpu, az_cpu = time.perf_counter(), _cpu_seconds(), _cpu_seconds(azurite_pid)
         processed = pump.drain(timeout=600)
         elapsed = time.perf_counter() - began
@@ -196,7 +197,7 @@ def bench_worker(conn: str, azurite_pid: int) -> None:
               f"denials/s; {findings} findings recorded; failures {pump.failed}; CPU per denial: worker "
               f"{cpu / processed * 1000:.1f} ms, Azurite {az_cpu / processed * 1000:.1f} ms (target ≥ 200/s)",
               flush=True)
-        runtime.reset()
+        services.reset()
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from azure.storage.queue import QueueServiceClient
 
-from remediate.app import runtime
+from remediate.app import settings as app_settings
 from remediate.errors import ConfigError
 from remediate.serve import MAX_BODY, HttpServer, load_app, resolve_key, serve
 from tests.test_app_support import DEMO, LOOPBACK_ONLY, ROOT, app_environment
@@ -62,7 +62,7 @@ def post(srv: HttpServer, path: str = "/api/alerts", body: bytes = ALERT, *, key
 
 
 def queued(conn: str) -> int:
-    queue = QueueServiceClient.from_connection_string(conn).get_queue_client(runtime.DENIALS_QUEUE)
+    queue = QueueServiceClient.from_connection_string(conn).get_queue_client(app_settings.DENIALS_QUEUE)
     return int(queue.get_queue_properties().approximate_message_count)
 
 
@@ -219,7 +219,8 @@ def test_a_snapshot_on_an_azure_host_refuses_to_start(azure_env: dict[str, str],
     with pytest.raises(ConfigError, match="KV_REMEDIATE_SNAPSHOT"):
         serve(port=0, snapshot=str(DEMO / "tenant.json"), workers=0)
     # and through the CLI: exit 2 with the reason
-    env = {**os.environ, **LOOPBACK_ONLY, **azure_env, "PYTHONPATH": str(ROOT), runtime.STORAGE_CONNECTION: azurite}
+    env = {**os.environ, **LOOPBACK_ONLY, **azure_env, "PYTHONPATH": str(ROOT),
+           app_settings.STORAGE_CONNECTION: azurite}
     proc = subprocess.run([sys.executable, "-m", "remediate.cli", "serve", "--port", "0", "--snapshot",
                            str(DEMO / "tenant.json"), "--workers", "0"], env=env, capture_output=True, text=True,
                           timeout=60, cwd=str(tmp_path))

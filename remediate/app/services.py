@@ -169,9 +169,9 @@ class Runtime:
         loop = asyncio.get_running_loop()
         cred = self._credentials.get(loop)
         if cred is None:
-            from azure.identity.aio import DefaultAzureCredential
+            from ..credentials import async_default_credential
 
-            cred = self._credentials[loop] = DefaultAzureCredential()
+            cred = self._credentials[loop] = async_default_credential()
         return cred
 
     def new_facts(self) -> ArmFacts:

@@ -121,20 +121,16 @@ def storage_settings(env: Mapping[str, str] | None = None, prefix: str = DEFAULT
 
 def _credential(settings: StorageSettings) -> TokenCredential:
     """The app's identity; imported here so nothing builds (or imports) azure.identity before it is needed."""
-    from azure.identity import DefaultAzureCredential
+    from ..credentials import default_credential
 
-    if settings.client_id:
-        return DefaultAzureCredential(managed_identity_client_id=settings.client_id)
-    return DefaultAzureCredential()
+    return default_credential(settings.client_id)
 
 
 def async_credential(settings: StorageSettings) -> AsyncTokenCredential:
     """The app's identity for the async clients (bound to the event loop that uses it; close it there)."""
-    from azure.identity.aio import DefaultAzureCredential
+    from ..credentials import async_default_credential
 
-    if settings.client_id:
-        return DefaultAzureCredential(managed_identity_client_id=settings.client_id)
-    return DefaultAzureCredential()
+    return async_default_credential(settings.client_id)
 
 
 @contextmanager

@@ -54,10 +54,10 @@ async def live_facts(subscriptions: Sequence[str], cloud: Cloud | None = None) -
     if not subscriptions:
         raise InputError("--subscription", "no subscription to search: set AZURE_SUBSCRIPTION_IDS or pass "
                          "--subscription (or use --snapshot FILE for an offline tenant)")
-    from azure.identity.aio import DefaultAzureCredential
+    from .credentials import async_default_credential
 
     cloud = cloud or cloud_from_env(os.environ)
-    credential = DefaultAzureCredential()
+    credential = async_default_credential()
     try:
         async with ArmFacts(credential, subscriptions, cloud=cloud) as facts:
             yield facts

@@ -34,7 +34,7 @@ from .errors import ApplyError, AzureUnavailableError, InputError
 from .facts.writes import ArmWriter, Assignment
 from .guard import Policy, check
 from .model import AccessPolicyPlan, Cause, Finding, Proof, RoleAssignmentPlan
-from .render.commands import assignment_name
+from .plan import assignment_name
 from .store._common import iso, parse_iso
 from .store.claims import ClaimKey, ClaimStore
 from .store.grants import GrantRecord, GrantStore, Outcome, new_grant_id

@@ -7,8 +7,9 @@ from typing import Any
 from . import catalog
 from .catalog import causes
 from .decide import decide
-from .model import AccessPolicyPlan, Decision, Denial, Facts, Finding, Plan, RoleAssignmentPlan
+from .model import GRANT_CAUSES, AccessPolicyPlan, Decision, Denial, Facts, Finding, Plan, RoleAssignmentPlan
 from .plan import DEFAULT_PLAN, PlanOptions, plan
+from .render.commands import with_commands
 
 MODEL_NAMES = {"rbac": "Azure RBAC", "access_policy": "access policies"}
 
@@ -97,6 +98,8 @@ def build_finding(denial: Denial, occurrences: int, facts: Facts | None,
     """Decide, plan and explain one (collapsed) denial."""
     decision = decide(denial, facts)
     fix = plan(denial, decision, facts, options)
+    if fix is not None and facts is not None and facts.vault is not None:
+        fix = with_commands(fix, facts.vault)
     explanation, advice = causes.render(decision.cause, _context(denial, decision, facts, fix))
     advice_list = list(advice)
     if isinstance(fix, RoleAssignmentPlan):
@@ -112,8 +115,7 @@ def build_finding(denial: Denial, occurrences: int, facts: Facts | None,
     limitations = facts.limitations if facts else ()
     if limitations:
         explanation += " Not checked: " + "; ".join(limitations) + "."
-    if decision.cause in ("MISSING_ROLE_ASSIGNMENT", "MISSING_ACCESS_POLICY", "WRONG_PERMISSION_MODEL") \
-            and fix is None:
+    if decision.cause in GRANT_CAUSES and fix is None:
         advice_list.append("No plan: the caller's object id is needed to aim a grant.")
     return Finding(cause=decision.cause, occurrences=occurrences, denial=denial,
                    permission_model=decision.permission_model, required=decision.required,

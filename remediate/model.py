@@ -361,7 +361,7 @@ class CustomRolePlan:
     scope: str
     principal_id: str
     principal_type: str | None
-    commands: dict[str, str]
+    commands: dict[str, str] = field(default_factory=dict)   # az and Bicep, filled by render.commands
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "custom_role", "role_name": self.role_name, "data_actions": list(self.data_actions),
@@ -380,7 +380,7 @@ class RoleAssignmentPlan:
     role_definition_id: str
     role_name: str
     tier: int
-    commands: dict[str, str]
+    commands: dict[str, str] = field(default_factory=dict)   # az and Bicep, filled by render.commands
     privileged: bool = False
     alternatives: tuple[CustomRolePlan, ...] = ()
     kind: str = "role_assignment"
@@ -404,7 +404,7 @@ class AccessPolicyPlan:
     object_id: str
     add: dict[str, tuple[str, ...]]
     tier: int
-    commands: dict[str, str]
+    commands: dict[str, str] = field(default_factory=dict)   # az and Bicep, filled by render.commands
     application_id: str | None = None
     principal_type: str | None = None     # who the entry is for (policy checks it; ARM does not need it)
     kind: str = "access_policy"

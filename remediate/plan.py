@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass
 from functools import lru_cache
 
 from . import catalog
-from .armid import OBJECT_KINDS, is_object_name
+from .armid import OBJECT_KINDS, is_object_name, parse_vault_id
 from .catalog import RoleDefinition
 from .model import (
     GRANT_CAUSES,
@@ -20,9 +21,29 @@ from .model import (
     Required,
     RoleAssignmentPlan,
 )
-from .render import commands
 
 ADMIN = "Key Vault Administrator"
+NAMESPACE = uuid.UUID("5b0e6bde-7f3a-4b8e-9a53-6b7e2d1c0f11")   # of every name kv-remediate derives
+
+
+def assignment_name(scope: str, principal_id: str, role_guid: str) -> str:
+    """Deterministic role-assignment name (UUID5 of scope, principal and role), so re-applying is a no-op."""
+    return str(uuid.uuid5(NAMESPACE, f"{scope.lower()}|{principal_id.lower()}|{role_guid.lower()}"))
+
+
+def assignable_scope(vault_id: str) -> str:
+    """Where a custom role for this vault is assignable: the vault's resource group, not the vault.
+
+    Microsoft's "Understand Azure role definitions" (AssignableScopes): "Although it's possible to create a custom
+    role with a resource instance in AssignableScopes using the command line, it's not recommended. [...] create
+    your custom roles with AssignableScopes of management group, subscription, or resource group, but assign the
+    custom roles with narrow scope, such as resource or resource group." The assignment stays at the vault (or
+    object), so what the grantee can do is unchanged.
+    """
+    vault = parse_vault_id(vault_id)
+    if vault is None:
+        return vault_id                       # not rendered anyway (UNSAFE); never guess a parent
+    return f"/subscriptions/{vault.subscription}/resourceGroups/{vault.resource_group}"
 
 
 @dataclass(frozen=True)
@@ -96,8 +117,7 @@ def custom_role(actions: tuple[str, ...], vault_id: str, vault_name: str, scope:
     """A custom role with exactly the missing data actions, assignable in the vault's resource group (Microsoft advises
     against resource-level assignable scopes) and assigned at the vault or object only."""
     name = _custom_name(actions, vault_name)
-    return CustomRolePlan(name, actions, (commands.assignable_scope(vault_id),), scope, principal_id, principal_type,
-                          commands.custom_role(name, actions, vault_id, scope, principal_id, principal_type))
+    return CustomRolePlan(name, actions, (assignable_scope(vault_id),), scope, principal_id, principal_type)
 
 
 def rbac_plan(denial: Denial, facts: Facts, required: Required, options: PlanOptions) -> RoleAssignmentPlan | None:
@@ -128,8 +148,7 @@ def rbac_plan(denial: Denial, facts: Facts, required: Required, options: PlanOpt
     rd_id = _role_definition_id(vault.id, role.name)
     return RoleAssignmentPlan(
         principal_id=oid, principal_type=ptype, scope=scope, role_definition_id=rd_id, role_name=role.role_name,
-        tier=tier, privileged=privileged, alternatives=alternatives,
-        commands=commands.role_assignment(oid, ptype, role.name, role.role_name, scope, vault.id))
+        tier=tier, privileged=privileged, alternatives=alternatives)
 
 
 def access_policy_plan(denial: Denial, facts: Facts, missing: dict[str, tuple[str, ...]]) -> AccessPolicyPlan | None:
@@ -142,9 +161,7 @@ def access_policy_plan(denial: Denial, facts: Facts, missing: dict[str, tuple[st
     tier = max((catalog.tier(a) for k, perms in add.items() for p in perms
                 for a in catalog.permission_data_actions(k, p)), default=0)
     return AccessPolicyPlan(vault_id=vault.id, tenant_id=vault.tenant_id, object_id=oid, add=add, tier=tier,
-                            principal_type=_principal_type(denial, facts, arm_checks=False),
-                            commands=commands.access_policy(vault.id, vault.name, oid, vault.tenant_id, add,
-                                                            held=commands.held_permissions(vault, oid)))
+                            principal_type=_principal_type(denial, facts, arm_checks=False))
 
 
 def plan(denial: Denial, decision: Decision, facts: Facts | None, options: PlanOptions = DEFAULT_PLAN) -> Plan | None:

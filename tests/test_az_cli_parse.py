@@ -44,7 +44,7 @@ from remediate.model import (
     VaultRef,
 )
 from remediate.plan import PlanOptions, access_policy_plan, rbac_plan
-from remediate.render.commands import UNSAFE
+from remediate.render.commands import UNSAFE, with_commands
 from remediate.service import DiagnoseOptions, diagnose
 from remediate.wiring import EmulatorRun
 
@@ -159,8 +159,9 @@ def planner_commands() -> dict[str, str]:
                 facts = Facts(vault=Vault(id=VAULT_ID, name="kv1", tenant_id=TENANT, rbac=True),
                               principal=PrincipalInfo(OID, type=ptype))
                 for object_scope in (False, True):
-                    plan = rbac_plan(denial, facts, Required((action,), {}), PlanOptions(object_scope=object_scope))
-                    assert plan is not None
+                    data = rbac_plan(denial, facts, Required((action,), {}), PlanOptions(object_scope=object_scope))
+                    assert data is not None and facts.vault is not None
+                    plan = with_commands(data, facts.vault)
                     out.setdefault(plan.commands["az"], f"planner {action} ({ptype})")
                     for alt in plan.alternatives:
                         out.setdefault(alt.commands["az"], f"planner custom role {action}")
@@ -175,9 +176,10 @@ def planner_commands() -> dict[str, str]:
                 vault = Vault(id=VAULT_ID, name="kv1", tenant_id=tenant, rbac=False, access_policies=entries)
                 denial = Denial(source="test", status=403, principal=Principal(object_id=OID),
                                 vault=VaultRef("kv1", VAULT_ID))
-                plan = access_policy_plan(denial, Facts(vault=vault, principal=PrincipalInfo(OID)),
+                data = access_policy_plan(denial, Facts(vault=vault, principal=PrincipalInfo(OID)),
                                           {kind: tuple(sorted(perms))})
-                assert plan is not None
+                assert data is not None
+                plan = with_commands(data, vault)
                 out.setdefault(plan.commands["az"], f"planner access policy {kind} (tenant {tenant})")
     return out
 

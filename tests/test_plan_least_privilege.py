@@ -7,6 +7,7 @@ import pytest
 from remediate import catalog
 from remediate.model import Denial, Facts, ObjectRef, Principal, PrincipalInfo, Required, Vault, VaultRef
 from remediate.plan import PlanOptions, candidates, least_privileged, rbac_plan
+from remediate.render.commands import with_commands
 
 KV = "Microsoft.KeyVault/vaults/"
 SUB = "3f2b9c1d-5e6f-4a7b-8c9d-0e1f2a3b4c5d"
@@ -96,8 +97,10 @@ def _denial(action: str, obj: ObjectRef | None = None) -> Denial:
                   vault=VaultRef("kv1", VAULT_ID), data_action=KV + action, object=obj)
 
 
+VAULT = Vault(id=VAULT_ID, name="kv1", tenant_id=OID, rbac=True)
+
 def _facts() -> Facts:
-    return Facts(vault=Vault(id=VAULT_ID, name="kv1", tenant_id=OID, rbac=True), principal=PrincipalInfo(OID))
+    return Facts(vault=VAULT, principal=PrincipalInfo(OID))
 
 
 @pytest.mark.parametrize("action", sorted(EXPECTED))
@@ -105,8 +108,9 @@ def test_plan_for_each_data_action(action: str) -> None:
     # given an RBAC vault and one missing data action
     required = Required((KV + action,), {})
     # when planned
-    plan = rbac_plan(_denial(action), _facts(), required, PlanOptions())
-    assert plan is not None
+    data = rbac_plan(_denial(action), _facts(), required, PlanOptions())
+    assert data is not None
+    plan = with_commands(data, VAULT)   # plans are data; render adds the commands
     # then the plan is at the vault, for a service principal, privileged only when nothing narrower exists
     assert plan.scope == VAULT_ID and plan.principal_type == "ServicePrincipal"
     assert plan.privileged == (EXPECTED[action] is None)
@@ -128,4 +132,4 @@ def test_object_scope_only_when_asked_and_known() -> None:
     at_object = rbac_plan(_denial("secrets/getSecret/action", obj), _facts(), required, PlanOptions(object_scope=True))
     assert at_vault is not None and at_vault.scope == VAULT_ID
     assert at_object is not None and at_object.scope == VAULT_ID + "/secrets/db-password"
-    assert "scope: target" in at_object.commands["bicep"]
+    assert "scope: target" in with_commands(at_object, VAULT).commands["bicep"]

@@ -16,8 +16,10 @@ import re
 import shlex
 import uuid
 from collections.abc import Mapping
+from dataclasses import replace
 
-from ..model import Vault
+from ..model import AccessPolicyPlan, Plan, Vault
+from ..plan import NAMESPACE, assignable_scope
 
 _GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
 _VAULT_ID = re.compile(
@@ -28,7 +30,6 @@ _PTYPES = ("ServicePrincipal", "User")
 AP_FLAGS = {"keys": "--key-permissions", "secrets": "--secret-permissions", "certificates": "--certificate-permissions",
             "storage": "--storage-permissions"}
 UNSAFE = "not rendered: an identifier failed validation"
-NAMESPACE = uuid.UUID("5b0e6bde-7f3a-4b8e-9a53-6b7e2d1c0f11")
 KEYVAULT_API = "2026-02-01"
 AUTHORIZATION_API = "2022-04-01"
 _KV_BICEP = f"Microsoft.KeyVault/vaults@{KEYVAULT_API}"
@@ -44,11 +45,6 @@ def _vault_ok(vault_id: str) -> bool:
 
 def _scope_ok(scope: str, vault_id: str) -> bool:
     return scope.lower().startswith(vault_id.lower()) and bool(_SCOPE_TAIL.match(scope[len(vault_id):]))
-
-
-def assignment_name(scope: str, principal_id: str, role_guid: str) -> str:
-    """Deterministic role-assignment name (UUID5 of scope, principal and role), so re-applying is a no-op."""
-    return str(uuid.uuid5(NAMESPACE, f"{scope.lower()}|{principal_id.lower()}|{role_guid.lower()}"))
 
 
 def _bicep_str(v: str) -> str:
@@ -169,21 +165,6 @@ def access_policy(vault_id: str, vault_name: str, object_id: str, tenant_id: str
     return {"az": az, "bicep": bicep}
 
 
-def assignable_scope(vault_id: str) -> str:
-    """Where a custom role for this vault is assignable: the vault's resource group, not the vault.
-
-    Microsoft's "Understand Azure role definitions" (AssignableScopes): "Although it's possible to create a custom
-    role with a resource instance in AssignableScopes using the command line, it's not recommended. [...] create
-    your custom roles with AssignableScopes of management group, subscription, or resource group, but assign the
-    custom roles with narrow scope, such as resource or resource group." The assignment stays at the vault (or
-    object), so what the grantee can do is unchanged.
-    """
-    if not _vault_ok(vault_id):
-        return vault_id                       # not rendered anyway (UNSAFE); never guess a parent
-    sub, rg, _ = _vault_parts(vault_id)
-    return f"/subscriptions/{sub}/resourceGroups/{rg}"
-
-
 def custom_role_guid(role_name: str, vault_id: str) -> str:
     """The custom role definition's name (a GUID), fixed by what it grants and where: re-running is an update."""
     return str(uuid.uuid5(NAMESPACE, f"role|{assignable_scope(vault_id).lower()}|{role_name}"))
@@ -244,3 +225,17 @@ def custom_role(role_name: str, actions: tuple[str, ...], vault_id: str, scope: 
         lines.append(f"    principalType: {_bicep_str(ptype)}")
     lines += ["  }", "}"]
     return {"az": az, "bicep": "\n".join(lines)}
+
+
+def with_commands(fix: Plan, vault: Vault) -> Plan:
+    """The plan with its ``az`` and Bicep text, rendered from the plan's data (plan.py builds data only)."""
+    if isinstance(fix, AccessPolicyPlan):
+        return replace(fix, commands=access_policy(fix.vault_id, vault.name, fix.object_id, fix.tenant_id, fix.add,
+                                                   held=held_permissions(vault, fix.object_id)))
+    alternatives = tuple(replace(a, commands=custom_role(a.role_name, a.data_actions, vault.id, a.scope,
+                                                         a.principal_id, a.principal_type)) for a in fix.alternatives)
+    return replace(fix, alternatives=alternatives,
+                   commands=role_assignment(fix.principal_id, fix.principal_type,
+                                            fix.role_definition_id.rsplit("/", 1)[-1], fix.role_name, fix.scope,
+                                            vault.id))
+

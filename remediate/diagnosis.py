@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import catalog
 from .catalog import causes
 from .decide import decide
 from .model import GRANT_CAUSES, AccessPolicyPlan, Decision, Denial, Facts, Finding, Plan, RoleAssignmentPlan
@@ -120,10 +119,3 @@ def build_finding(denial: Denial, occurrences: int, facts: Facts | None,
     return Finding(cause=decision.cause, occurrences=occurrences, denial=denial,
                    permission_model=decision.permission_model, required=decision.required,
                    explanation=explanation, plan=fix, advice=tuple(advice_list), evidence=decision.evidence)
-
-
-def tier_of_required(finding: Finding) -> int | None:
-    """The highest tier among the data actions a finding required (for reports and policy)."""
-    if finding.required is None or not finding.required.data_actions:
-        return None
-    return max(catalog.tier(a) for a in finding.required.data_actions)

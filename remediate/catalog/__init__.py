@@ -198,11 +198,3 @@ def builtin_role_by_name(role_name: str) -> RoleDefinition | None:
         if r.role_name.lower() == role_name.lower():
             return r
     return None
-
-
-def role_from_arm(obj: dict[str, Any]) -> RoleDefinition:
-    """A role definition from ARM's JSON (``az role definition list`` or the REST body with ``properties``)."""
-    body = dict(obj.get("properties") or {})
-    body.update({k: v for k, v in obj.items() if k != "properties"})
-    body.setdefault("roleName", body.get("name", ""))
-    return _role(body)

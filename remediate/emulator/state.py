@@ -23,15 +23,15 @@ from remediate.emulator.state_pim import PimState
 from remediate.emulator.state_vaults import VaultState
 
 __all__ = [
-    'ArmError',
-    'AssignmentFilter',
+    "ArmError",
+    "AssignmentFilter",
     "TenantState",
-    'decode_token',
-    'encode_token',
-    'norm',
-    'parse_assignment_filter',
-    'parse_duration',
-    'parse_time',
+    "decode_token",
+    "encode_token",
+    "norm",
+    "parse_assignment_filter",
+    "parse_duration",
+    "parse_time",
 ]
 
 

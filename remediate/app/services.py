@@ -355,11 +355,11 @@ class Runtime:
                 self._api_auth_loaded = True
             return self._api_auth
 
-    def notify(self, payload: dict[str, Any], timeout: float = 5.0) -> bool:
+    async def notify(self, payload: dict[str, Any], timeout: float = 5.0) -> bool:
         """POST ``payload`` to KV_REMEDIATE_NOTIFY_URL; False (logged, not raised) when it fails."""
         from .notify import post
 
-        return post(self.settings.notify_url, payload, timeout)
+        return await post(self.settings.notify_url, payload, timeout)
 
     def close(self) -> None:
         """Stop the emulator (if started); other clients are dropped with the process."""

@@ -157,16 +157,13 @@ def cmd_remediate(args: argparse.Namespace) -> int:
 
 
 def cmd_grants(args: argparse.Namespace) -> int:
+    from .render.grants import grants_table
     from .store.select import open_grants
 
     grants = open_grants(args.state)
     records = grants.list(limit=args.limit)
     doc = {"schema": "kv-remediate/grants@1", "grants": [r.to_dict() for r in records]}
-    lines = [f"{r.time:%Y-%m-%d %H:%M} {r.outcome:<15} {r.id}  {r.principal_id or '-'} on {r.scope or '-'}"
-             + (f"  refused_by={r.refused_by}" if r.refused_by else "")
-             + (f"  expires={r.expires_at:%Y-%m-%d %H:%M}" if r.expires_at else "")
-             + (f"  revoked={r.revoked_at:%Y-%m-%d %H:%M}" if r.revoked_at else "") for r in records]
-    _emit(doc, "\n".join(lines) or "no grant records", args.output)
+    _emit(doc, grants_table(records), args.output)
     return 0
 
 

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from remediate.apply import ApplyContext, reconcile
+from remediate.backends import EmulatorRun
 from remediate.facts.writes import ArmWriter
 from remediate.guard import policy_from_dict
 from remediate.model import Proof, VaultRef
 from remediate.service import diagnose, remediate
 from remediate.store.claims import SqliteClaimStore
 from remediate.store.grants import GrantRecord, SqliteGrantStore
-from remediate.wiring import EmulatorRun
 
 from .bench_diagnose import SUB, TENANT, denial, gid
 

@@ -14,6 +14,7 @@ import uuid
 from importlib import resources
 from typing import Any
 
+from remediate.backends import EmulatorRun
 from remediate.diagnosis import build_finding
 from remediate.model import (
     AccessPolicyEntry,
@@ -27,7 +28,6 @@ from remediate.model import (
     VaultRef,
 )
 from remediate.service import diagnose
-from remediate.wiring import EmulatorRun
 
 NS = uuid.UUID("0f5a6c1e-2b3d-4e5f-8a9b-0c1d2e3f4a5b")
 TENANT: dict[str, Any] = json.loads(resources.files("remediate").joinpath("demo", "tenant.json").read_text())

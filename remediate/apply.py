@@ -35,8 +35,8 @@ from .facts.writes import ArmWriter, Assignment
 from .guard import Policy, check
 from .model import AccessPolicyPlan, Cause, Finding, Proof, RoleAssignmentPlan
 from .plan import assignment_name
-from .store._common import iso, parse_iso
 from .store.claims import ClaimKey, ClaimStore
+from .store.encoding import iso, parse_iso
 from .store.grants import GrantRecord, GrantStore, Outcome, new_grant_id
 
 log = logging.getLogger("kv_remediate.apply")

@@ -95,8 +95,8 @@ def _denials_from_args(args: argparse.Namespace) -> Any:
 
 
 async def _diagnose(denials: Any, snapshot: str | None, subscriptions: Sequence[str] | None) -> Any:
+    from .backends import fact_source
     from .service import diagnose
-    from .wiring import fact_source
 
     async with fact_source(snapshot, subscriptions) as facts:
         return await diagnose(denials, facts)
@@ -127,12 +127,11 @@ def cmd_remediate(args: argparse.Namespace) -> int:
     import getpass
 
     from .apply import ApplyContext
+    from .backends import fact_source, open_grants, open_slots
     from .guard import load_policy
     from .model import Proof
     from .render.findings import report
     from .service import remediate
-    from .store.select import open_grants, open_slots
-    from .wiring import fact_source
 
     policy = load_policy(args.policy)
     parsed = _denials_from_args(args)
@@ -157,16 +156,13 @@ def cmd_remediate(args: argparse.Namespace) -> int:
 
 
 def cmd_grants(args: argparse.Namespace) -> int:
-    from .store.select import open_grants
+    from .backends import open_grants
+    from .render.grants import grants_table
 
     grants = open_grants(args.state)
     records = grants.list(limit=args.limit)
     doc = {"schema": "kv-remediate/grants@1", "grants": [r.to_dict() for r in records]}
-    lines = [f"{r.time:%Y-%m-%d %H:%M} {r.outcome:<15} {r.id}  {r.principal_id or '-'} on {r.scope or '-'}"
-             + (f"  refused_by={r.refused_by}" if r.refused_by else "")
-             + (f"  expires={r.expires_at:%Y-%m-%d %H:%M}" if r.expires_at else "")
-             + (f"  revoked={r.revoked_at:%Y-%m-%d %H:%M}" if r.revoked_at else "") for r in records]
-    _emit(doc, "\n".join(lines) or "no grant records", args.output)
+    _emit(doc, grants_table(records), args.output)
     return 0
 
 
@@ -174,10 +170,9 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     import asyncio
 
     from .apply import reconcile, revoke, revoke_expired
+    from .backends import fact_source, open_grants
     from .errors import InputError
     from .facts.writes import ArmWriter
-    from .store.select import open_grants
-    from .wiring import fact_source
 
     grants = open_grants(args.state)
     now = _now()
@@ -218,10 +213,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import asyncio
     from importlib import resources
 
+    from .backends import fact_source
     from .intake import parse_inputs
     from .render.findings import table
     from .service import diagnose
-    from .wiring import fact_source
 
     demo = resources.files("remediate").joinpath("demo")
     inputs = sorted((f.name, f.read_bytes()) for f in demo.joinpath("inputs").iterdir() if f.is_file())

@@ -22,10 +22,9 @@ from remediate.app.webhook_auth import (
     ACTION_GROUPS_APP_ID,
     ACTION_GROUPS_ROLE,
     APPLY_ROLE,
-    JwksCache,
     WebhookAuthenticator,
     WebhookAuthSettings,
-    http_fetcher,
+    signing_keys,
 )
 
 TENANT = "28f841eb-fe15-511b-b0ce-7c31211ef512"
@@ -74,14 +73,16 @@ def bearer(tok: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def jwks_server(keys: list[dict[str, Any]] | None = None) -> Iterator[tuple[str, ssl.SSLContext, list[str]]]:
-    """The tenant's signing keys over loopback HTTPS: (JWKS URL, client SSL context, request paths seen)."""
+    """The tenant's signing keys over loopback HTTPS: (JWKS URL, client SSL context, request paths seen). The keys
+    served are ``keys`` as it is at each request, so a test can publish a new key (rollover)."""
     ca = trustme.CA()
-    body = json.dumps({"keys": keys if keys is not None else [jwk(KEY, "k1")]}).encode()
+    published = keys if keys is not None else [jwk(KEY, "k1")]
     hits: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             hits.append(self.path)
+            body = json.dumps({"keys": published}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -108,7 +109,7 @@ def jwks_server(keys: list[dict[str, Any]] | None = None) -> Iterator[tuple[str,
 def webhook_authenticator(url: str, ctx: ssl.SSLContext) -> WebhookAuthenticator:
     """The secure webhook's validator (Action Groups' app and role) with keys from the loopback JWKS."""
     settings = WebhookAuthSettings(tenant=TENANT, audiences=(WEBHOOK_AUDIENCE,), jwks_url=url)
-    return WebhookAuthenticator(settings, JwksCache(http_fetcher(context=ctx)))
+    return WebhookAuthenticator(settings, signing_keys(url, ssl_context=ctx))
 
 
 def api_authenticator(url: str, ctx: ssl.SSLContext) -> WebhookAuthenticator:
@@ -116,7 +117,7 @@ def api_authenticator(url: str, ctx: ssl.SSLContext) -> WebhookAuthenticator:
     settings = WebhookAuthSettings(tenant=TENANT, audiences=(API_AUDIENCE,), jwks_url=url, roles=(APPLY_ROLE,),
                                    app_ids=(), tenant_setting="KV_REMEDIATE_API_TENANT",
                                    audience_setting="KV_REMEDIATE_API_AUDIENCE", purpose="apply")
-    return WebhookAuthenticator(settings, JwksCache(http_fetcher(context=ctx)))
+    return WebhookAuthenticator(settings, signing_keys(url, ssl_context=ctx))
 
 
 API_SETTINGS = {"KV_REMEDIATE_API_AUDIENCE": API_AUDIENCE, "KV_REMEDIATE_API_TENANT": TENANT}

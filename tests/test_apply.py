@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from remediate.apply import ApplyContext, revoke_expired
+from remediate.backends import EmulatorRun
 from remediate.cli import main
 from remediate.facts.writes import ArmWriter
 from remediate.guard import policy_from_dict
@@ -22,7 +23,6 @@ from remediate.model import Denial, ObjectRef, Principal, Proof, VaultRef
 from remediate.service import remediate
 from remediate.store.claims import SqliteClaimStore
 from remediate.store.grants import SqliteGrantStore
-from remediate.wiring import EmulatorRun
 
 TENANT: dict[str, Any] = json.loads(resources.files("remediate").joinpath("demo", "tenant.json").read_text())
 NS = uuid.UUID("0f5a6c1e-2b3d-4e5f-8a9b-0c1d2e3f4a5b")

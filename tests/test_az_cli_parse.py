@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 
 from remediate import catalog
+from remediate.backends import EmulatorRun
 from remediate.intake import parse_inputs
 from remediate.model import (
     AccessPolicyEntry,
@@ -46,7 +47,6 @@ from remediate.model import (
 from remediate.plan import PlanOptions, access_policy_plan, rbac_plan
 from remediate.render.commands import UNSAFE, with_commands
 from remediate.service import DiagnoseOptions, diagnose
-from remediate.wiring import EmulatorRun
 
 ROOT = Path(__file__).resolve().parents[1]
 AZ = Path(os.environ.get("KV_REMEDIATE_AZ") or ROOT / ".tools" / "azcli-venv" / "bin" / "az")

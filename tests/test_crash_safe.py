@@ -24,6 +24,7 @@ import pytest
 from azure.data.tables import TableServiceClient
 
 from remediate.apply import GRACE, ApplyContext, parse_label, reconcile
+from remediate.backends import EmulatorRun
 from remediate.errors import StorageError
 from remediate.facts.writes import ArmWriter
 from remediate.guard import policy_from_dict
@@ -32,7 +33,6 @@ from remediate.service import remediate
 from remediate.store.azure import table_client
 from remediate.store.claims import SqliteClaimStore
 from remediate.store.grants import GrantRecord, GrantStore, SqliteGrantStore, TableGrantStore
-from remediate.wiring import EmulatorRun
 from tests.test_apply import APPLY, LEGACY, PAY, TENANT, denial, entry_of, gid
 
 TTL = timedelta(hours=1)

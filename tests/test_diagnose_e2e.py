@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
+from remediate.backends import EmulatorRun
 from remediate.cli import main
 from remediate.intake import parse_inputs
 from remediate.service import diagnose
-from remediate.wiring import EmulatorRun
 
 DEMO = resources.files("remediate").joinpath("demo")
 TENANT: dict[str, Any] = json.loads(DEMO.joinpath("tenant.json").read_text())

@@ -25,12 +25,12 @@ from hypothesis import strategies as st
 from remediate import catalog
 from remediate.apply import ApplyContext
 from remediate.armid import parse_grant_scope
+from remediate.backends import EmulatorRun
 from remediate.guard import policy_from_dict
 from remediate.model import Denial, ObjectRef, Principal, Proof, VaultRef
 from remediate.service import remediate
 from remediate.store.claims import SqliteClaimStore
 from remediate.store.grants import SqliteGrantStore
-from remediate.wiring import EmulatorRun
 
 TENANT: dict[str, Any] = json.loads(resources.files("remediate").joinpath("demo", "tenant.json").read_text())
 SUB = TENANT["subscriptions"][0]

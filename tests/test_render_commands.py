@@ -24,11 +24,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pycep import BicepParser
 
+from remediate.backends import EmulatorRun
 from remediate.intake import parse_inputs
 from remediate.model import AccessPolicyEntry, Vault
 from remediate.render import commands
 from remediate.service import diagnose
-from remediate.wiring import EmulatorRun
 
 DEMO = resources.files("remediate").joinpath("demo")
 TENANT: dict[str, Any] = json.loads(DEMO.joinpath("tenant.json").read_text())

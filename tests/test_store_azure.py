@@ -9,6 +9,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from azure.data.tables import TableServiceClient
@@ -18,7 +19,7 @@ from remediate.errors import ConfigError, InputError, StorageError
 from remediate.store.azure import (
     DEVELOPMENT_CONNECTION_STRING,
     async_queue_client,
-    enqueue_denials,
+    denial_message,
     parse_denial_message,
     queue_client,
     queue_service_client,
@@ -29,6 +30,16 @@ from remediate.store.azure import (
     uses_env_proxy,
 )
 from tests import azurite as azurite_launcher
+
+
+def enqueue_denials(queue: QueueClient, denials: list[dict[str, Any]], alert_id: str | None) -> int:
+    """Put one message per denial on the queue as /api/alerts does (app.http.accept_alert): every message is
+    encoded and size-checked before the first is sent, so bad input sends nothing."""
+    texts = [denial_message(d, alert_id) for d in denials]
+    for text in texts:
+        queue.send_message(text)
+    return len(texts)
+
 
 DENIAL = {"source": "alert", "status": 403, "principal": {"object_id": "p1"}, "vault": {"name": "kv"},
           "message": "Caller is not authorized — ünïcode"}

@@ -3,9 +3,11 @@ over loopback HTTPS. Lifetimes are checked by ``jwt.decode`` against the wall cl
 
 from __future__ import annotations
 
+import socket
 import ssl
-from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime, timedelta
+import time
+from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import jwt
@@ -15,14 +17,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from remediate.app.webhook_auth import (
     ACTION_GROUPS_APP_ID,
     APPLY_ROLE,
-    JwksCache,
     WebhookAuthenticator,
     WebhookAuthSettings,
     api_authenticator_from_env,
     api_settings_from_env,
     authenticator_from_env,
-    http_fetcher,
-    keys_from_jwks,
+    signing_keys,
     validate_token,
 )
 from remediate.errors import ConfigError, WebhookAuthError
@@ -31,7 +31,6 @@ from tests.entra import jwk
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 AUDIENCE = "api://kv-remediate-webhook"
-NOW = datetime.now(UTC)
 
 
 def _key() -> rsa.RSAPrivateKey:
@@ -47,10 +46,27 @@ def token(*, key: rsa.RSAPrivateKey = KEY, **kw: Any) -> str:
 
 SETTINGS = WebhookAuthSettings(tenant=TENANT, audiences=(AUDIENCE,))
 API = WebhookAuthSettings(tenant=TENANT, audiences=(AUDIENCE,), roles=(APPLY_ROLE,), app_ids=(), purpose="apply")
-KEYS = keys_from_jwks({"keys": [jwk(KEY, "k1"), {"kty": "EC", "kid": "ec"}, {"kty": "RSA"}]})
+KEYS = jwt.PyJWKSet.from_dict({"keys": [jwk(KEY, "k1"), {"kty": "EC", "kid": "ec"}, {"kty": "RSA"}]})
 
 
-def reason(tok: str, keys: Mapping[str, Any] = KEYS, settings: WebhookAuthSettings = SETTINGS) -> str:
+def closed_port_url() -> str:
+    """An HTTPS URL on a loopback port nothing listens on: any key fetch there fails with connection refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"https://127.0.0.1:{port}/keys"
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Seconds added to the monotonic clock, the one PyJWKClient's key cache reads (it cannot be told the time)."""
+    real = time.monotonic
+    skew = [0.0]
+    monkeypatch.setattr(time, "monotonic", lambda: real() + skew[0])
+    return skew
+
+
+def reason(tok: str, keys: jwt.PyJWKSet = KEYS, settings: WebhookAuthSettings = SETTINGS) -> str:
     with pytest.raises(WebhookAuthError) as info:
         validate_token(tok, settings=settings, keys=keys)
     assert info.value.status == 401 and f"({info.value.reason})" in str(info.value)
@@ -111,57 +127,52 @@ def test_small_clock_skew_is_tolerated() -> None:
 
 
 def test_missing_or_non_bearer_authorization_is_rejected() -> None:
-    # given an authenticator with a fetcher that must not be called
-    def no_fetch(url: str) -> Mapping[str, Any]:
-        raise AssertionError("no key fetch for a request without a token")
-
-    auth = WebhookAuthenticator(SETTINGS, JwksCache(no_fetch))
+    # given an authenticator whose key fetch would fail (keys_unavailable) if it were ever called
+    auth = WebhookAuthenticator(SETTINGS, signing_keys(closed_port_url()))
     # when requests carry no token, or not a bearer one; then missing_token
     for headers in ({}, {"Authorization": ""}, {"authorization": "Basic dXNlcjpwYXNz"}, {"Authorization": "Bearer "}):
         with pytest.raises(WebhookAuthError) as info:
-            auth.authenticate(headers, NOW)
+            auth.authenticate(headers)
         assert info.value.reason == "missing_token"
 
 
-def test_keys_are_cached_and_refetched_once_on_rollover() -> None:
-    # given a JWKS endpoint that starts publishing a new key after the first fetch
-    published = {"keys": [jwk(KEY, "k1")]}
-    calls: list[str] = []
-
-    def fetch(url: str) -> Mapping[str, Any]:
-        calls.append(url)
-        return published
-
-    auth = WebhookAuthenticator(SETTINGS, JwksCache(fetch, ttl=timedelta(hours=1), min_refresh=timedelta(minutes=1)))
-    # when many valid requests arrive; then the keys are fetched once
-    for _ in range(5):
-        auth.authenticate({"Authorization": f"Bearer {token()}"}, NOW)
-    assert calls == [f"https://login.microsoftonline.com/{TENANT}/discovery/v2.0/keys"]
-    # when the tenant rolls to a new key; then one re-fetch picks it up
-    published = {"keys": [jwk(KEY, "k1"), jwk(ROLLED_KEY, "k2")]}
-    later = NOW + timedelta(minutes=2)
-    auth.authenticate({"Authorization": f"Bearer {token(key=ROLLED_KEY, kid='k2')}"}, later)
-    assert len(calls) == 2
-    # and unknown kids do not make every request fetch again (at most once per min_refresh)
-    for _ in range(5):
-        with pytest.raises(WebhookAuthError):
-            auth.authenticate({"Authorization": f"Bearer {token(kid='k9')}"}, later)
-    assert len(calls) == 2
-    # and the TTL expiry refreshes
-    auth.authenticate({"Authorization": f"Bearer {token()}"}, NOW + timedelta(minutes=59))
-    auth.authenticate({"Authorization": f"Bearer {token(exp=timedelta(hours=3))}"}, NOW + timedelta(hours=2, minutes=3))
-    assert len(calls) == 3
+def test_keys_are_cached_and_refetched_once_on_rollover(clock: list[float]) -> None:
+    # given the tenant's JWKS endpoint, which starts publishing a new key after the first fetch
+    assert SETTINGS.jwks_url == f"https://login.microsoftonline.com/{TENANT}/discovery/v2.0/keys"
+    published = [jwk(KEY, "k1")]
+    with entra.jwks_server(published) as (url, ctx, calls):
+        settings = WebhookAuthSettings(tenant=TENANT, audiences=(AUDIENCE,), jwks_url=url)
+        keys = signing_keys(url, ssl_context=ctx, ttl=timedelta(hours=1), min_refresh=timedelta(minutes=1))
+        auth = WebhookAuthenticator(settings, keys)
+        # when many valid requests arrive; then the keys are fetched once
+        for _ in range(5):
+            auth.authenticate({"Authorization": f"Bearer {token()}"})
+        assert len(calls) == 1
+        # when the tenant rolls to a new key; then one re-fetch picks it up
+        published.append(jwk(ROLLED_KEY, "k2"))
+        clock[0] = timedelta(minutes=2).total_seconds()
+        auth.authenticate({"Authorization": f"Bearer {token(key=ROLLED_KEY, kid='k2')}"})
+        assert len(calls) == 2
+        # and unknown kids do not make every request fetch again (at most once per min_refresh)
+        for _ in range(5):
+            with pytest.raises(WebhookAuthError):
+                auth.authenticate({"Authorization": f"Bearer {token(kid='k9')}"})
+        assert len(calls) == 2
+        # and the TTL expiry refreshes
+        clock[0] = timedelta(minutes=59).total_seconds()
+        auth.authenticate({"Authorization": f"Bearer {token()}"})
+        clock[0] = timedelta(hours=2, minutes=3).total_seconds()
+        auth.authenticate({"Authorization": f"Bearer {token(exp=timedelta(hours=3))}"})
+        assert len(calls) == 3
 
 
 def test_key_fetch_failure_rejects_with_keys_unavailable() -> None:
-    # given a fetcher that fails; when a token arrives; then it is refused with a reason saying keys are unavailable
-    def broken(url: str) -> Mapping[str, Any]:
-        raise OSError("connection refused")
-
-    auth = WebhookAuthenticator(SETTINGS, JwksCache(broken))
+    # given keys that cannot be fetched; when a token arrives; then it is refused with a reason saying keys are
+    # unavailable
+    auth = WebhookAuthenticator(SETTINGS, signing_keys(closed_port_url()))
     with pytest.raises(WebhookAuthError) as info:
-        auth.authenticate({"Authorization": f"Bearer {token()}"}, NOW)
-    assert info.value.reason == "keys_unavailable" and "connection refused" in str(info.value)
+        auth.authenticate({"Authorization": f"Bearer {token()}"})
+    assert info.value.reason == "keys_unavailable" and "Connection refused" in str(info.value)
 
 
 @pytest.fixture(scope="module")
@@ -172,30 +183,30 @@ def jwks_server() -> Iterator[tuple[str, ssl.SSLContext, list[str]]]:
 
 
 def test_end_to_end_over_loopback_https(jwks_server: tuple[str, ssl.SSLContext, list[str]]) -> None:
-    # given the real HTTPS fetcher pointed at the loopback JWKS
+    # given the real HTTPS key client pointed at the loopback JWKS
     url, ctx, hits = jwks_server
     settings = WebhookAuthSettings(tenant=TENANT, audiences=("other", AUDIENCE), jwks_url=url)
-    auth = WebhookAuthenticator(settings, JwksCache(http_fetcher(context=ctx)))
+    auth = WebhookAuthenticator(settings, signing_keys(url, ssl_context=ctx))
     # when a valid token and then a forged one arrive
-    claims = auth.authenticate({"Authorization": f"Bearer {token()}"}, NOW)
+    claims = auth.authenticate({"Authorization": f"Bearer {token()}"})
     with pytest.raises(WebhookAuthError) as info:
-        auth.authenticate({"Authorization": f"Bearer {token(key=OTHER_KEY)}"}, NOW)
+        auth.authenticate({"Authorization": f"Bearer {token(key=OTHER_KEY)}"})
     # then the valid one passes, the forged one fails on its signature, and the keys were fetched once
     assert claims["aud"] == AUDIENCE and info.value.reason == "bad_signature"
     assert len(hits) == 1
 
 
-def test_http_fetcher_refuses_plain_http() -> None:
-    # given the real fetcher; when asked for an http:// URL; then it refuses before any connection
+def test_signing_keys_refuse_plain_http() -> None:
+    # given the real key client; when asked for an http:// URL; then it refuses before any connection
     with pytest.raises(ValueError, match="non-HTTPS"):
-        http_fetcher()("http://127.0.0.1:9/keys")
+        signing_keys("http://127.0.0.1:9/keys")
 
 
 def test_settings_from_env() -> None:
     # given neither setting: disabled; both: enabled with the tenant's issuers; one: a configuration error
     assert authenticator_from_env({}) is None and api_authenticator_from_env({}) is None
     auth = authenticator_from_env({"KV_REMEDIATE_WEBHOOK_AUDIENCE": "a, api://b",
-                                   "KV_REMEDIATE_WEBHOOK_TENANT": TENANT.upper()}, fetcher=lambda url: {"keys": []})
+                                   "KV_REMEDIATE_WEBHOOK_TENANT": TENANT.upper()})
     assert auth is not None and auth.settings.audiences == ("a", "api://b")
     assert auth.settings.issuers[1] == f"https://login.microsoftonline.com/{TENANT}/v2.0"
     assert auth.settings.app_ids == (ACTION_GROUPS_APP_ID,) and auth.settings.roles == ("ActionGroupsSecureWebhook",)

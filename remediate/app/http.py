@@ -41,7 +41,7 @@ def accept_alert(headers: Any, body_reader: Any) -> int:
     rt = services.get()
     auth = rt.authenticator()
     if auth is not None:
-        auth.authenticate(headers, datetime.now(UTC))
+        auth.authenticate(headers)
     body: bytes = body_reader()
     obj = payload(body)
     if not isinstance(obj, dict) or not is_alert(obj):
@@ -173,7 +173,7 @@ def operator_proof(headers: Any) -> Any:
                                f"needs an Entra ID token holding the app role {APPLY_ROLE}, and the app has no "
                                f"token settings ({API_AUDIENCE_SETTING}, {API_TENANT_SETTING}); a function key alone "
                                "only diagnoses: call without apply, or use the CLI's --apply")
-    claims = auth.authenticate(headers, datetime.now(UTC))
+    claims = auth.authenticate(headers)
 
     def ident(name: str) -> str:  # a GUID from a signed token; anything else is shown as "?"
         value = claims.get(name)

@@ -1,5 +1,6 @@
-"""The function app's per-process services: the fact backend (live Azure or the snapshot emulator), the storage
-clients, the webhook authenticators and the policy, created lazily and shared by every invocation.
+"""The function app's per-process services: the fact backend (live Azure or the snapshot emulator, both made by
+``remediate.backends``), the storage clients, the webhook authenticators and the policy, created lazily and shared
+by every invocation.
 
 Everything heavy (Azure SDKs, the emulator, storage clients) is created on first use and kept for the life of the
 process (one emulator per process, never per request; one queue client per process; the worker's async table
@@ -39,13 +40,13 @@ if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient as AsyncTableClient
     from azure.storage.queue import QueueClient
 
+    from ..backends import Backend, EmulatorRun
     from ..facts.arm import ArmFacts
     from ..facts.loganalytics import LogAnalyticsClient
     from ..guard import Policy
     from ..store.claims import TableClaimStore
     from ..store.findings import TableFindingStore
     from ..store.grants import TableGrantStore
-    from ..wiring import EmulatorRun
     from .webhook_auth import WebhookAuthenticator
 
 log = logging.getLogger("kv_remediate.app")
@@ -150,7 +151,7 @@ class Runtime:
             raise ConfigError(f"setting {SNAPSHOT_SETTING} {in_azure}")
         with self._lock:
             if self._emulator is None:
-                from ..wiring import EmulatorRun
+                from ..backends import EmulatorRun
 
                 run = EmulatorRun(self.settings.snapshot)
                 run.__enter__()
@@ -174,19 +175,23 @@ class Runtime:
             cred = self._credentials[loop] = async_default_credential()
         return cred
 
-    def new_facts(self) -> ArmFacts:
-        """A fresh fact source (one batch) on the configured backend."""
+    def backend(self, *, reads_vaults: bool = True) -> Backend:
+        """The configured backend: the snapshot emulator (started once per process), else Azure with this event
+        loop's identity. ``reads_vaults``: the caller needs subscriptions to search (fact reads; not log queries)."""
         run = self.emulator
         if run is not None:
-            return run.facts()
-        from ..errors import ConfigError
-        from ..facts.arm import ArmFacts
+            return run
+        from ..backends import AzureBackend
 
-        if not self.settings.subscriptions:
+        if reads_vaults and not self.settings.subscriptions:
             raise ConfigError(f"setting {SUBSCRIPTIONS_SETTING} is not set: no subscription to search for vaults")
         if self.settings.cloud is None:
             raise ConfigError(f"setting {CLOUD_SETTING} (or an endpoint override) is unusable; see /api/health")
-        return ArmFacts(self._live_credential(), self.settings.subscriptions, cloud=self.settings.cloud)
+        return AzureBackend(self._live_credential(), self.settings.subscriptions, self.settings.cloud)
+
+    def new_facts(self) -> ArmFacts:
+        """A fresh fact source (one batch) on the configured backend."""
+        return self.backend().facts()
 
     @asynccontextmanager
     async def facts(self, *, shared: bool = False) -> AsyncIterator[ArmFacts]:
@@ -247,15 +252,7 @@ class Runtime:
 
     def log_analytics(self) -> LogAnalyticsClient:
         """A Log Analytics query client (close it after use): the emulator's, or Azure's with our identity."""
-        from ..facts.loganalytics import LogAnalyticsClient
-
-        run = self.emulator
-        if run is not None:
-            emu = run.emulator
-            return LogAnalyticsClient(emu.async_credential(), base_url=emu.base_url, connection_verify=emu.ca_file)
-        if self.settings.cloud is None:
-            raise ConfigError(f"setting {CLOUD_SETTING} (or an endpoint override) is unusable; see /api/health")
-        return LogAnalyticsClient(self._live_credential(), cloud=self.settings.cloud)
+        return self.backend(reads_vaults=False).log_analytics()
 
     # -- storage ----------------------------------------------------------------------------------------------
 
@@ -355,11 +352,11 @@ class Runtime:
                 self._api_auth_loaded = True
             return self._api_auth
 
-    def notify(self, payload: dict[str, Any], timeout: float = 5.0) -> bool:
+    async def notify(self, payload: dict[str, Any], timeout: float = 5.0) -> bool:
         """POST ``payload`` to KV_REMEDIATE_NOTIFY_URL; False (logged, not raised) when it fails."""
         from .notify import post
 
-        return post(self.settings.notify_url, payload, timeout)
+        return await post(self.settings.notify_url, payload, timeout)
 
     def close(self) -> None:
         """Stop the emulator (if started); other clients are dropped with the process."""

@@ -22,23 +22,21 @@ A token is accepted only if:
 - ``exp`` and ``nbf`` are present and hold now, give or take a small leeway (``jwt.decode`` checks all of the above);
 - ``roles`` holds the required role, and for the webhook ``appid``/``azp`` is the Action Groups application.
 
-Otherwise :class:`~remediate.errors.WebhookAuthError` (HTTP 401) says why. The key fetch is the only I/O, behind an
-injectable fetcher, cached with a TTL and re-fetched once when a token names an unknown ``kid`` (key rollover), at
-most once per ``min_refresh``; the cache takes ``now`` so its expiry is testable (``jwt.PyJWKClient`` keeps its own
-monotonic clock and cannot be told the time).
+Otherwise :class:`~remediate.errors.WebhookAuthError` (HTTP 401) says why. The keys come from ``jwt.PyJWKClient``
+(HTTPS only): the key set is cached for a TTL and re-fetched once when a token names an unknown ``kid`` (key
+rollover), at most once per ``min_refresh``. Its fetch is the only I/O and blocks (urllib), so the routes run
+:meth:`WebhookAuthenticator.authenticate` off the event loop (sync handlers run in worker threads; the async
+``/api/remediate`` uses ``asyncio.to_thread``).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import ssl
-import threading
-import urllib.request
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import jwt
@@ -57,8 +55,13 @@ APPLY_ROLE = "KvRemediate.Apply"
 JWKS_URL = "https://login.microsoftonline.com/{tenant}/discovery/v2.0/keys"
 ALGORITHM = "RS256"
 
-JwksFetcher = Callable[[str], Mapping[str, Any]]
-"""Fetches a JWKS document (``{"keys": [...]}``) from a URL."""
+KEYS_TTL = timedelta(hours=12)
+"""How long a fetched key set is used before it is fetched again."""
+KEYS_MIN_REFRESH = timedelta(minutes=1)
+"""How often, at most, a token naming an unknown ``kid`` may make us fetch the key set again (rollover)."""
+
+Keys = jwt.PyJWKClient | jwt.PyJWKSet
+"""Where a token's signing key is looked up: the tenant's JWKS endpoint (cached), or a fixed key set."""
 
 def tenant_problem(tenant: str) -> str | None:
     """Why ``tenant`` is not usable as the token tenant (None when it is a tenant id)."""
@@ -149,20 +152,16 @@ def bearer_token(headers: Mapping[str, str], purpose: str = "webhook") -> str:
     return token.strip()
 
 
-def keys_from_jwks(jwks: Mapping[str, Any]) -> dict[str, Any]:
-    """RSA signing keys of a JWKS document by ``kid``; keys we cannot use (other types, no kid) are skipped."""
-    out: dict[str, Any] = {}
-    entries = jwks.get("keys") if isinstance(jwks, Mapping) else None
-    for entry in entries if isinstance(entries, list) else []:
-        if not isinstance(entry, dict) or entry.get("kty") != "RSA" or not entry.get("kid"):
-            continue
-        if entry.get("use") not in (None, "sig"):
-            continue
-        try:
-            out[str(entry["kid"])] = jwt.PyJWK(entry, algorithm=ALGORITHM).key
-        except jwt.PyJWTError:
-            continue
-    return out
+def signing_keys(url: str, *, ssl_context: ssl.SSLContext | None = None, ttl: timedelta = KEYS_TTL,
+                 min_refresh: timedelta = KEYS_MIN_REFRESH, timeout: float = 5.0) -> jwt.PyJWKClient:
+    """The tenant's published signing keys at ``url`` (HTTPS only): the key set is cached for ``ttl``, and a token
+    naming an unknown ``kid`` makes it fetch again at most once per ``min_refresh``. ``ssl_context`` lets tests
+    trust a loopback CA. The fetch blocks: call it off the event loop."""
+    if not url.startswith("https://"):
+        raise ValueError(f"refusing to fetch signing keys over a non-HTTPS URL: {url}")
+    return jwt.PyJWKClient(url, cache_keys=False, cache_jwk_set=True, lifespan=ttl.total_seconds(),
+                           cooldown_duration=min_refresh.total_seconds(), timeout=timeout, ssl_context=ssl_context,
+                           headers={"Accept": "application/json"})
 
 
 def token_kid(token: str, purpose: str = "webhook") -> str:
@@ -179,7 +178,7 @@ def token_kid(token: str, purpose: str = "webhook") -> str:
     return kid
 
 
-def _decode(token: str, key: Any, settings: WebhookAuthSettings) -> dict[str, Any]:
+def _decode(token: str, key: jwt.PyJWK, settings: WebhookAuthSettings) -> dict[str, Any]:
     """``jwt.decode``: signature, issuer, audience, exp/nbf (with leeway), required claims; errors → reasons."""
     p = settings.purpose
     try:
@@ -204,20 +203,46 @@ def _decode(token: str, key: Any, settings: WebhookAuthSettings) -> dict[str, An
     return claims
 
 
+def signing_key(keys: Keys, kid: str, settings: WebhookAuthSettings) -> jwt.PyJWK:
+    """The RS256 signing key named ``kid``: unknown_key when the tenant does not publish it, keys_unavailable when
+    its key set cannot be fetched (or holds no usable key)."""
+    p = settings.purpose
+    unknown = _reject("unknown_key", f"signing key {kid!r} is not among tenant {settings.tenant}'s published keys", p)
+    if isinstance(keys, jwt.PyJWKSet):
+        try:
+            key = keys[kid]
+        except KeyError:
+            raise unknown from None
+    else:
+        try:
+            key = keys.get_signing_key(kid)
+        except (jwt.PyJWKClientError, jwt.PyJWKSetError) as exc:
+            cached = keys.jwk_set_cache.get() if keys.jwk_set_cache is not None else None
+            if isinstance(exc, jwt.PyJWKClientConnectionError) or cached is None:
+                raise _unavailable(keys.uri, exc, p) from exc
+            raise unknown from exc
+        except Exception as exc:  # any other I/O or parse failure of the fetch (e.g. a body that is not JSON)
+            raise _unavailable(keys.uri, exc, p) from exc
+    if key.algorithm_name != ALGORITHM or key.public_key_use not in (None, "sig"):
+        raise unknown
+    return key
+
+
+def _unavailable(url: str, exc: Exception, purpose: str) -> WebhookAuthError:
+    return _reject("keys_unavailable", f"could not fetch the signing keys from {url} ({exc}); check outbound HTTPS "
+                   "to login.microsoftonline.com", purpose)
+
+
 def caller_app(claims: Mapping[str, Any]) -> str:
     """The calling application's id: ``appid`` (v1 tokens) or ``azp`` (v2 tokens); "" when neither."""
     value = claims.get("appid") or claims.get("azp")
     return value.lower() if isinstance(value, str) else ""
 
 
-def validate_token(token: str, *, settings: WebhookAuthSettings, keys: Mapping[str, Any]) -> dict[str, Any]:
+def validate_token(token: str, *, settings: WebhookAuthSettings, keys: Keys) -> dict[str, Any]:
     """Check signature, issuer, audience, lifetime, role and calling app; the claims, or WebhookAuthError."""
     p = settings.purpose
-    kid = token_kid(token, p)
-    key = keys.get(kid)
-    if key is None:
-        raise _reject("unknown_key", f"signing key {kid!r} is not among tenant {settings.tenant}'s published keys", p)
-    claims = _decode(token, key, settings)
+    claims = _decode(token, signing_key(keys, token_kid(token, p), settings), settings)
     roles = claims.get("roles")
     held = [r for r in roles if isinstance(r, str)] if isinstance(roles, list) else []
     if not any(r in held for r in settings.roles):
@@ -230,88 +255,31 @@ def validate_token(token: str, *, settings: WebhookAuthSettings, keys: Mapping[s
     return claims
 
 
-def http_fetcher(*, timeout: float = 5.0, context: ssl.SSLContext | None = None) -> JwksFetcher:
-    """A fetcher over HTTPS (only): GET the URL, parse JSON. ``context`` lets tests trust a loopback CA."""
-
-    def fetch(url: str) -> Mapping[str, Any]:
-        if not url.startswith("https://"):
-            raise ValueError(f"refusing to fetch signing keys over a non-HTTPS URL: {url}")
-        request = urllib.request.Request(url, headers={"Accept": "application/json"})
-        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
-            body = json.loads(response.read().decode())
-        if not isinstance(body, dict):
-            raise ValueError(f"{url} did not return a JSON object")
-        return body
-
-    return fetch
-
-
-@dataclass
-class JwksCache:
-    """The tenant's signing keys, fetched through ``fetcher``, kept for ``ttl``; thread-safe."""
-
-    fetcher: JwksFetcher
-    ttl: timedelta = timedelta(hours=12)
-    min_refresh: timedelta = timedelta(minutes=1)
-    fetches: int = 0
-    _keys: dict[str, dict[str, Any]] = field(default_factory=dict)
-    _fetched_at: dict[str, datetime] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def _fetch(self, url: str, now: datetime, purpose: str) -> dict[str, Any]:
-        try:
-            keys = keys_from_jwks(self.fetcher(url))
-        except WebhookAuthError:
-            raise
-        except Exception as exc:  # any I/O or parse failure of the fetcher
-            raise _reject("keys_unavailable", f"could not fetch the signing keys from {url} ({exc}); "
-                          "check outbound HTTPS to login.microsoftonline.com", purpose) from exc
-        self.fetches += 1
-        self._keys[url], self._fetched_at[url] = keys, now
-        return keys
-
-    def keys(self, url: str, now: datetime, *, kid: str | None = None, purpose: str = "webhook") -> Mapping[str, Any]:
-        """Keys for ``url``; re-fetched when older than ``ttl``, or once when ``kid`` is unknown (rate-limited)."""
-        with self._lock:
-            fetched = self._fetched_at.get(url)
-            if fetched is None or now - fetched >= self.ttl:
-                return self._fetch(url, now, purpose)
-            keys = self._keys[url]
-            if kid is not None and kid not in keys and now - fetched >= self.min_refresh:
-                return self._fetch(url, now, purpose)
-            return keys
-
-
 @dataclass
 class WebhookAuthenticator:
     """Validates requests for one configuration; keep one per process so the key cache is shared."""
 
     settings: WebhookAuthSettings
-    cache: JwksCache
+    keys: Keys
 
-    def authenticate(self, headers: Mapping[str, str], now: datetime | None = None) -> dict[str, Any]:
-        """The caller's claims, or WebhookAuthError (→ 401) saying why the request is refused. ``now`` is the
-        key cache's clock; the token's lifetime is checked against the wall clock by ``jwt.decode``."""
-        purpose = self.settings.purpose
-        token = bearer_token(headers, purpose)
-        kid = token_kid(token, purpose)
-        keys = self.cache.keys(self.settings.jwks_url, now or datetime.now(UTC), kid=kid, purpose=purpose)
-        return validate_token(token, settings=self.settings, keys=keys)
+    def authenticate(self, headers: Mapping[str, str]) -> dict[str, Any]:
+        """The caller's claims, or WebhookAuthError (→ 401) saying why the request is refused. May fetch the
+        tenant's keys (blocking): call it off the event loop."""
+        token = bearer_token(headers, self.settings.purpose)
+        return validate_token(token, settings=self.settings, keys=self.keys)
 
 
-def authenticator_from_env(env: Mapping[str, str] | None = None, *,
-                           fetcher: JwksFetcher | None = None) -> WebhookAuthenticator | None:
+def authenticator_from_env(env: Mapping[str, str] | None = None) -> WebhookAuthenticator | None:
     """The secure-webhook authenticator for the app settings, or None when it is not configured."""
     settings = WebhookAuthSettings.from_env(env)
     if settings is None:
         return None
-    return WebhookAuthenticator(settings, JwksCache(fetcher or http_fetcher()))
+    return WebhookAuthenticator(settings, signing_keys(settings.jwks_url))
 
 
-def api_authenticator_from_env(env: Mapping[str, str] | None = None, *,
-                               fetcher: JwksFetcher | None = None) -> WebhookAuthenticator | None:
+def api_authenticator_from_env(env: Mapping[str, str] | None = None) -> WebhookAuthenticator | None:
     """The apply-role authenticator for the app settings, or None when it is not configured (no HTTP apply)."""
     settings = api_settings_from_env(env)
     if settings is None:
         return None
-    return WebhookAuthenticator(settings, JwksCache(fetcher or http_fetcher()))
+    return WebhookAuthenticator(settings, signing_keys(settings.jwks_url))

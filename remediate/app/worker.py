@@ -22,7 +22,6 @@ reason is logged as poison and the host moves the message to ``denials-poison``:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from dataclasses import replace
@@ -159,7 +158,7 @@ async def _report(rt: Runtime, finding: Finding, *, alert_id: str | None, invoca
              extra={"custom_dimensions": line})
     await (await rt.findings()).record(doc, alert_id=alert_id, invocation_id=invocation_id, when=datetime.now(UTC))
     if rt.settings.notify_url:
-        await asyncio.to_thread(rt.notify, notification(doc, line))
+        await rt.notify(notification(doc, line))
 
 
 async def _denials(rt: Runtime, item: QueuedDenial, claimant: str) -> tuple[list[Denial], dict[Any, Proof]] | None:

@@ -5,13 +5,10 @@ from __future__ import annotations
 from collections import Counter
 
 from ..model import Denial, ParseResult
+from .table import aligned
 
 _COLUMNS = ("#", "status", "source", "principal", "vault", "operation", "object", "caller ip", "cause hint")
 _MAX = 44
-
-
-def _cut(value: str) -> str:
-    return value if len(value) <= _MAX else value[: _MAX - 1] + "…"
 
 
 def _principal(d: Denial) -> str:
@@ -56,12 +53,7 @@ def denials_table(result: ParseResult) -> str:
     """The denials as an aligned table, then the notes, then the summary line."""
     lines: list[str] = []
     if result.denials:
-        rows = [_COLUMNS] + [tuple(_cut(c) for c in _row(i, d)) for i, d in enumerate(result.denials, 1)]
-        widths = [max(len(r[c]) for r in rows) for c in range(len(_COLUMNS))]
-        for j, r in enumerate(rows):
-            lines.append("  ".join(cell.ljust(widths[c]) for c, cell in enumerate(r)).rstrip())
-            if j == 0:
-                lines.append("  ".join("-" * w for w in widths))
+        lines.extend(aligned(_COLUMNS, (_row(i, d) for i, d in enumerate(result.denials, 1)), max_width=_MAX))
         messages = [(i, d.message) for i, d in enumerate(result.denials, 1) if d.message]
         if messages:
             lines.append("")

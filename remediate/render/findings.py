@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..model import AccessPolicyPlan, Finding, RoleAssignmentPlan
+from .table import aligned
 
 
 def _who(f: Finding, names: dict[str, str] | None = None) -> str:
@@ -33,14 +34,6 @@ def fix_summary(f: Finding) -> str:
     return (f.advice[0] if f.advice else "no change needed")[:70]
 
 
-def _table(rows: list[list[str]], headers: list[str]) -> str:
-    widths = [min(max(len(r[i]) for r in [headers, *rows]), 48) for i in range(len(headers))]
-    def line(r: list[str]) -> str:
-        cells = [(c if len(c) <= widths[i] else c[: widths[i] - 1] + "…").ljust(widths[i]) for i, c in enumerate(r)]
-        return "  ".join(cells).rstrip()
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
-
-
 def summary_line(findings: list[Finding] | tuple[Finding, ...], stats: dict[str, Any]) -> str:
     grants = sum(1 for f in findings if f.plan is not None)
     return (f"{stats.get('denials', 0)} denial(s) -> {len(findings)} finding(s), {grants} with a grant to propose, "
@@ -54,7 +47,8 @@ def table(findings: list[Finding] | tuple[Finding, ...], stats: dict[str, Any],
     rows = [[f.cause, _who(f, names), _where(f),
              (f.denial.operation or "?") + (f" x{f.occurrences}" if f.occurrences > 1 else ""), fix_summary(f)]
             for f in findings]
-    return _table(rows, ["CAUSE", "WHO", "VAULT/OBJECT", "OPERATION", "FIX"]) + "\n\n" + summary_line(findings, stats)
+    lines = aligned(["CAUSE", "WHO", "VAULT/OBJECT", "OPERATION", "FIX"], rows, max_width=48)
+    return "\n".join(lines) + "\n\n" + summary_line(findings, stats)
 
 
 def _mark(ok: bool | None) -> str:

@@ -7,10 +7,10 @@ and owns the `denials` queue format. Azure SDK table/queue packages are imported
 
 from __future__ import annotations
 
-from ._common import default_state_path
 from .claims import Claim, ClaimKey, ClaimStore, SqliteClaimStore, TableClaimStore, key_hash
 from .findings import FindingStore, SqliteFindingStore, TableFindingStore
 from .grants import GrantRecord, GrantStore, SqliteGrantStore, TableGrantStore, new_grant_id
+from .sqlite import default_state_path
 
 __all__ = [
     "Claim", "ClaimKey", "ClaimStore", "FindingStore", "GrantRecord", "GrantStore", "SqliteClaimStore",

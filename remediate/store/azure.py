@@ -315,15 +315,3 @@ def parse_denial_message(text: str | bytes) -> tuple[dict[str, Any], str | None]
                          "object)", code="BAD_MESSAGE")
     alert_id = body.get("alert_id")
     return body["denial"], alert_id if isinstance(alert_id, str) else None
-
-
-def enqueue_denials(queue_client: QueueClient, denials: list[dict[str, Any]], alert_id: str | None) -> int:
-    """Put one message per denial on the queue; returns how many were sent.
-
-    All messages are encoded (and size-checked) before the first is sent, so bad input sends nothing.
-    """
-    texts = [denial_message(d, alert_id) for d in denials]
-    with storage_errors("enqueueing denials", f"queue '{queue_client.queue_name}'"):
-        for text in texts:
-            queue_client.send_message(text)
-    return len(texts)

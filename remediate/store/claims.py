@@ -27,8 +27,9 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
 from ..errors import StorageError
-from ._common import default_state_path, from_table_time, iso, parse_iso, session, utc
 from .azure import storage_errors
+from .encoding import from_table_time, iso, parse_iso, utc
+from .sqlite import default_state_path, session
 
 if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient as AsyncTableClient

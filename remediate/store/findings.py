@@ -15,8 +15,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ._common import default_state_path, from_table_time, iso, pack_json, parse_iso, session, unpack_json, utc
 from .azure import storage_errors
+from .encoding import from_table_time, iso, pack_json, parse_iso, unpack_json, utc
+from .sqlite import default_state_path, session
 
 if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient as AsyncTableClient

@@ -30,18 +30,9 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
 from ..errors import InputError, StorageError
-from ._common import (
-    default_state_path,
-    from_table_time,
-    iso,
-    pack_json,
-    parse_iso,
-    session,
-    transaction,
-    unpack_json,
-    utc,
-)
 from .azure import storage_errors
+from .encoding import from_table_time, iso, pack_json, parse_iso, unpack_json, utc
+from .sqlite import default_state_path, session, transaction
 
 if TYPE_CHECKING:
     from azure.data.tables import TableClient

@@ -205,7 +205,13 @@ def test_custom_role_bicep_defines_and_assigns() -> None:
     assert resources_["target"]["api_version"] == resources_["vault"]["api_version"] == "2026-02-01"
 
 
-@pytest.mark.parametrize("vault_id", ["/subscriptions/x/resourceGroups/rg", PAY + "/../other", PAY + "'; rm -rf /"])
+@pytest.mark.parametrize("vault_id", [
+    "/subscriptions/x/resourceGroups/rg", PAY + "/../other", PAY + "'; rm -rf /",
+    # armid's rules, not a looser local copy: a trailing newline ('$' matched before it), a subscription of hyphens,
+    # a resource group ending in '.', and vault names Key Vault refuses are ids Azure cannot hold
+    PAY + "\n", PAY.replace(PAY.split("/")[2], "-" * 36), PAY.replace("/resourceGroups/" + PAY.split("/")[4] + "/",
+                                                                      "/resourceGroups/rg./"),
+    PAY.rsplit("/", 1)[0] + "/1-a", PAY.rsplit("/", 1)[0] + "/kv--x-"])
 def test_unsafe_ids_are_not_rendered(vault_id: str) -> None:
     # given an id that fails validation, when rendered, then nothing is printed to paste
     assert commands.custom_role("r", ("a",), vault_id, vault_id, SIGNER, None)["az"] == commands.UNSAFE
@@ -256,3 +262,11 @@ def test_pasting_the_custom_role_lines_twice_creates_one_role_and_assigns_it() -
               if (a.get("properties") or a).get("principalId") == SIGNER
               and str((a.get("properties") or a).get("roleDefinitionId", "")).endswith(guid)]
     assert [(g.get("properties") or g)["scope"].lower() for g in grants] == [PAY.lower()]
+
+
+@pytest.mark.parametrize("tail", ["/SECRETS/x", "/secrets/x\n", "/secrets/a/b", "/secrets/"])
+def test_object_scopes_outside_armids_rule_are_not_rendered(tail: str) -> None:
+    # given an object scope armid does not accept, when a role assignment is rendered there, then nothing is printed
+    role = "4633458b-17de-408a-b874-0445c86b69e6"
+    assert commands.role_assignment(ALICE, "User", role, "Key Vault Secrets User", PAY + tail, PAY)["az"] \
+        == commands.UNSAFE

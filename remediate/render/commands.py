@@ -12,20 +12,15 @@ version (learn.microsoft.com/rest/api/authorization/versions); none of its versi
 from __future__ import annotations
 
 import json
-import re
 import shlex
 import uuid
 from collections.abc import Mapping
 from dataclasses import replace
 
+from .. import armid
 from ..model import AccessPolicyPlan, Plan, Vault
 from ..plan import NAMESPACE, assignable_scope
 
-_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
-_VAULT_ID = re.compile(
-    r"^/subscriptions/[0-9a-f-]{36}/resourceGroups/[-\w._()]{1,90}/providers/Microsoft\.KeyVault/vaults/"
-    r"[A-Za-z0-9-]{3,24}$", re.IGNORECASE)
-_SCOPE_TAIL = re.compile(r"^(/(keys|secrets|certificates)/[A-Za-z0-9-]{1,127})?$", re.IGNORECASE)
 _PTYPES = ("ServicePrincipal", "User")
 AP_FLAGS = {"keys": "--key-permissions", "secrets": "--secret-permissions", "certificates": "--certificate-permissions",
             "storage": "--storage-permissions"}
@@ -36,15 +31,17 @@ _KV_BICEP = f"Microsoft.KeyVault/vaults@{KEYVAULT_API}"
 
 
 def _guid(v: str | None) -> bool:
-    return bool(v and _GUID.match(v))
+    return bool(v) and armid.is_guid(v or "")
 
 
 def _vault_ok(vault_id: str) -> bool:
-    return bool(_VAULT_ID.match(vault_id))
+    return armid.parse_vault_id(vault_id) is not None
 
 
 def _scope_ok(scope: str, vault_id: str) -> bool:
-    return scope.lower().startswith(vault_id.lower()) and bool(_SCOPE_TAIL.match(scope[len(vault_id):]))
+    """``scope`` is the vault itself or one valid object in it (armid's rules, compared by whole segments)."""
+    grant = armid.parse_grant_scope(scope)
+    return grant is not None and armid.segments(str(grant.vault)) == armid.segments(vault_id)
 
 
 def _bicep_str(v: str) -> str:
@@ -52,8 +49,9 @@ def _bicep_str(v: str) -> str:
 
 
 def _vault_parts(vault_id: str) -> tuple[str, str, str]:
-    p = vault_id.split("/")
-    return p[2], p[4], p[8]
+    v = armid.parse_vault_id(vault_id)
+    assert v is not None, "checked by _vault_ok first"
+    return v.subscription, v.resource_group, v.name
 
 
 def role_assignment(principal_id: str, principal_type: str | None, role_guid: str, role_name: str, scope: str,

@@ -20,7 +20,8 @@ from remediate.app import services
 from remediate.app import settings as app_settings
 from remediate.app.http import diagnose, remediate_route
 from remediate.intake import parse_one
-from tests.entra import (
+from tests.support.app import APP_ORDERS, DEMO, DEMO_SUB, call, variant
+from tests.support.entra import (
     API_AUDIENCE,
     API_SETTINGS,
     FORGED,
@@ -31,8 +32,7 @@ from tests.entra import (
     operator_token,
     token,
 )
-from tests.test_app_e2e import App, serve_app
-from tests.test_app_support import APP_ORDERS, DEMO, DEMO_SUB, call, variant
+from tests.support.served_app import App, serve_app
 
 POLICY = {"mode": "apply", "scopes": [f"/subscriptions/{DEMO_SUB}"], "grant_ttl": "PT8H"}
 REQUEST = {"principal_id": APP_ORDERS, "vault": "kv-payments", "operation": "SecretGet",

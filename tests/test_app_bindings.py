@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from remediate.serve import app_functions, blueprint_app, load_app
-from tests.test_app_support import ROOT
+from tests.support.app import ROOT
 
 
 def _functions() -> dict[str, dict[str, Any]]:

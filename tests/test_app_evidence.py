@@ -17,8 +17,7 @@ from remediate.app import services
 from remediate.app import settings as app_settings
 from remediate.app.worker import finding_line, notification
 from remediate.facts.loganalytics import LogAnalyticsClient
-from tests.test_app_e2e import WORKSPACE, App, serve_app
-from tests.test_app_support import (
+from tests.support.app import (
     APP_ORDERS,
     APP_ORDERS_CLIENT,
     APP_SIGNER,
@@ -29,6 +28,7 @@ from tests.test_app_support import (
     snapshot_with_rows,
     variant,
 )
+from tests.support.served_app import WORKSPACE, App, serve_app
 
 OTHER_WORKSPACE = "0a0b0c0d-1111-4222-8333-944445555666"
 POLICY = {"mode": "apply", "scopes": [f"/subscriptions/{DEMO_SUB}"]}

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from remediate.serve import HttpServer, load_app
-from tests.test_app_support import APP_ORDERS, DEMO, ROOT, app_environment
+from tests.support.app import APP_ORDERS, DEMO, ROOT, app_environment
 
 SCRIPT = ROOT / "examples" / "diagnose.sh"
 RUNBOOK = ROOT / "examples" / "Diagnose-KeyVaultDenial.ps1"

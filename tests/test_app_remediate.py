@@ -17,9 +17,9 @@ import pytest
 from remediate.app import services
 from remediate.app.timer import revoke_due
 from remediate.store.grants import GrantRecord
-from tests.entra import API_SETTINGS, api_authenticator, bearer, jwks_server, operator_token
-from tests.test_app_e2e import WORKSPACE, App, serve_app
-from tests.test_app_support import APP_ORDERS, APP_ORDERS_CLIENT, DEMO, DEMO_SUB, audit_row, call
+from tests.support.app import APP_ORDERS, APP_ORDERS_CLIENT, DEMO, DEMO_SUB, audit_row, call
+from tests.support.entra import API_SETTINGS, api_authenticator, bearer, jwks_server, operator_token
+from tests.support.served_app import WORKSPACE, App, serve_app
 
 POLICY = {"mode": "apply", "scopes": [f"/subscriptions/{DEMO_SUB}"], "grant_ttl": "PT8H"}
 REQUEST = {"principal_id": APP_ORDERS, "vault": "kv-payments", "operation": "SecretGet",

@@ -20,7 +20,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from remediate.serve import HttpServer, load_app
-from tests.test_app_support import app_environment, snapshot_with_rows
+from tests.support.app import app_environment, snapshot_with_rows
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from azure.storage.queue import QueueServiceClient
 from remediate.app import settings as app_settings
 from remediate.intake import parse_one
 from remediate.store.claims import key_hash
-from tests.test_app_support import DEMO, LOOPBACK_ONLY, ROOT, call, clear_storage
+from tests.support.app import DEMO, LOOPBACK_ONLY, ROOT, call, clear_storage
 
 ALERTS = 1000
 CLIENTS = 50

@@ -29,7 +29,7 @@ from remediate.facts.loganalytics import (
 )
 from remediate.intake import parse_inputs, parse_one
 from remediate.serve import HttpServer, load_app
-from tests.test_app_support import DEMO, app_environment, call, guard_loopback, snapshot_with_rows, variant
+from tests.support.app import DEMO, app_environment, call, guard_loopback, snapshot_with_rows, variant
 
 LINK = ("https://api.loganalytics.io/v1/workspaces/dddd3333-ee44-5555-66ff-777777aaaaaa/query?query=AzureDiagnostics"
         "%0A%7C%20where%20httpStatusCode_d%20%3D%3D%20403&timespan=2026-11-20T09%3a45%3a00Z%2f2026-11-20T10%3a00%3a00Z")

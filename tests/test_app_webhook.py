@@ -17,7 +17,8 @@ from remediate.app import services
 from remediate.app import settings as app_settings
 from remediate.app.webhook_auth import APPLY_ROLE
 from remediate.serve import HttpServer, load_app
-from tests.entra import (
+from tests.support.app import DEMO, app_environment, call
+from tests.support.entra import (
     FORGED,
     WEBHOOK_AUDIENCE,
     WEBHOOK_SETTINGS,
@@ -26,7 +27,6 @@ from tests.entra import (
     token,
     webhook_authenticator,
 )
-from tests.test_app_support import DEMO, app_environment, call
 
 AUDIENCE = WEBHOOK_AUDIENCE
 

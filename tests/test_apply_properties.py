@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from remediate import catalog
-from tests.test_apply import APPLY, LEGACY, PAY, SUB, TENANT, ctx, denial, gid, run
+from tests.support.demo_apply import APPLY, LEGACY, PAY, SUB, TENANT, ctx, denial, gid, run
 
 OPS = sorted(o.name for o in catalog.operations() if o.object_kind in ("secrets", "keys", "certificates")
              and o.name[0].isupper())

@@ -184,11 +184,11 @@ def planner_commands() -> dict[str, str]:
     return out
 
 
-BATCH = Path(__file__).with_name("az_parse_batch.py")
+BATCH = ROOT / "tests" / "support" / "az_parse_batch.py"
 
 
 def run_batch(argvs: list[list[str]], env: dict[str, str], chunks: int = 2) -> list[dict[str, Any]]:
-    """``argvs`` through tests/az_parse_batch.py: a few warm CLI processes instead of one process per line."""
+    """``argvs`` through tests/support/az_parse_batch.py: a few warm CLI processes instead of one process per line."""
     size = max(1, -(-len(argvs) // chunks))
     parts = [argvs[i:i + size] for i in range(0, len(argvs), size)]
 

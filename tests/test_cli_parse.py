@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from remediate.cli import main
-from tests.test_intake_expect import FIXTURES
+from tests.support.intake_expect import FIXTURES
 
 ROOT = Path(__file__).resolve().parents[1]
 RBAC = FIXTURES / "samples" / "errors" / "kv_403_forbiddenbyrbac_body_aca_blog.json"

@@ -10,83 +10,30 @@ access policies go through the same cases, on SQLite and on Azure Tables (Azurit
 
 from __future__ import annotations
 
-import asyncio
-import copy
 import sqlite3
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from azure.data.tables import TableServiceClient
 
-from remediate.apply import GRACE, ApplyContext, parse_label, reconcile
+from remediate.apply import GRACE, parse_label
 from remediate.errors import StorageError
 from remediate.facts.writes import ArmWriter
-from remediate.guard import policy_from_dict
-from remediate.model import Proof
-from remediate.service import remediate
-from remediate.store.azure import table_client
-from remediate.store.claims import SqliteClaimStore
-from remediate.store.grants import GrantRecord, GrantStore, SqliteGrantStore, TableGrantStore
-from remediate.wiring import EmulatorRun
-from tests.test_apply import APPLY, LEGACY, PAY, TENANT, denial, entry_of, gid
-
-TTL = timedelta(hours=1)
-ORDERS = gid("app-orders")
+from remediate.store.grants import GrantRecord, GrantStore, SqliteGrantStore
+from tests.support.crash_world import KINDS, ORDERS, TTL, Kind, World
+from tests.support.demo_apply import APPLY, LEGACY, TENANT
 
 
 class Killed(BaseException):
     """The process dies here: no except clause of ours runs (they catch Exception subclasses only)."""
 
 
-@dataclass(frozen=True)
-class Kind:
-    """One way to grant: the policy that selects it, the denial that needs it, and how to see it in the tenant."""
-
-    name: str
-    policy: dict[str, Any]
-    vault: dict[str, Any]
-    write: str          # the ArmWriter method that sends the write
-    verify: str         # the ArmWriter method of the verifying read
-
-    def denial(self) -> Any:
-        return denial(ORDERS, self.vault, op="SecretGet")
-
-    def grants_in(self, tenant: dict[str, Any]) -> int:
-        """How many grants of this kind the principal holds in the emulator now (0 or 1 when all is well)."""
-        if self.vault is LEGACY:
-            e = entry_of(tenant, "kv-legacy", ORDERS)
-            return int(bool(e and "get" in [p.lower() for p in e["permissions"].get("secrets", [])]))
-        now = datetime.now(UTC)
-        return sum(1 for a in tenant["role_assignments"] if a["properties"]["principalId"].lower() == ORDERS.lower()
-                   and not (a.get("expiresOn") and datetime.fromisoformat(a["expiresOn"].replace("Z", "+00:00"))
-                            <= now))
-
-
-KINDS = [
-    Kind("role_assignment", dict(APPLY, grant_ttl="PT1H"), PAY, "create_role_assignment", "role_assignment_exists"),
-    Kind("pim", dict(APPLY, grant_ttl="PT1H", use_pim=True), PAY, "pim_assign", "role_assignment_exists"),
-    Kind("access_policy", dict(APPLY, grant_ttl="PT1H"), LEGACY, "add_access_policy", "entry_permissions"),
-]
-
 FAULTS = ["after_intent", "after_write", "after_verify", "before_applied", "store_fails_before_applied",
           "store_down_after_write", "store_fails_on_intent", "lost_answer"]
-
-
-@pytest.fixture(params=["sqlite", "table"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], GrantStore]]:
-    """A grant store factory on each real backend (each call: a new client on the same data)."""
-    if request.param == "sqlite":
-        yield lambda: SqliteGrantStore(tmp_path / "state.db")
-        return
-    service: TableServiceClient = request.getfixturevalue("table_service")
-    name = "grants" + uuid.uuid4().hex[:12]
-    yield lambda: TableGrantStore(table_client(service, name))
-    service.delete_table(name)
 
 
 class FaultyStore:
@@ -140,54 +87,6 @@ def wrap_writer(monkeypatch: pytest.MonkeyPatch, kind: Kind, fault: str) -> None
         return result
 
     monkeypatch.setattr(ArmWriter, method, wrapper)
-
-
-class World:
-    """One emulated tenant kept across the attempts, the timer runs and the assertions."""
-
-    def __init__(self, emu: EmulatorRun, grants: Callable[[], GrantStore], slots: Path, kind: Kind) -> None:
-        self.emu, self.grants, self.slots, self.kind = emu, grants, slots, kind
-        self.t0 = datetime.now(UTC)
-        self.expiry = self.t0 + TTL   # of the grant the first recorded intent made
-
-    def ctx(self, store: GrantStore, at: timedelta = timedelta(0)) -> ApplyContext:
-        return ApplyContext(policy=policy_from_dict(self.kind.policy), grants=store,
-                            slots=SqliteClaimStore(self.slots), now=self.t0 + at, actor="test",
-                            operator=Proof("operator", "test"))
-
-    def attempt(self, store: GrantStore, at: timedelta = timedelta(0)) -> dict[str, Any]:
-        async def go() -> dict[str, Any]:
-            async with self.emu.facts() as facts:
-                result = await remediate([self.kind.denial()], facts, self.ctx(store, at))
-            return dict(result.findings[0].outcome or {})
-        return asyncio.run(go())
-
-    def timer(self, at: timedelta) -> list[dict[str, Any]]:
-        async def go() -> list[dict[str, Any]]:
-            async with self.emu.facts() as facts:
-                return await reconcile(ArmWriter(facts), self.grants(), self.t0 + at, actor="timer")
-        return asyncio.run(go())
-
-    def held(self) -> int:
-        return self.kind.grants_in(self.emu.emulator.tenant())
-
-    def records(self) -> list[GrantRecord]:
-        return self.grants().list()
-
-
-@pytest.fixture
-def world_for(tmp_path: Path, backend: Callable[[], GrantStore]) -> Iterator[Callable[..., World]]:
-    runs: list[EmulatorRun] = []
-
-    def make(kind: Kind, tenant: dict[str, Any] | None = None) -> World:
-        run = EmulatorRun(copy.deepcopy(tenant or TENANT))
-        run.__enter__()
-        runs.append(run)
-        return World(run, backend, tmp_path / "slots.db", kind)
-
-    yield make
-    for run in runs:
-        run.__exit__(None, None, None)
 
 
 def first_attempt(w: World, fault: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any] | None:

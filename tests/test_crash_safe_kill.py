@@ -27,9 +27,9 @@ from remediate.emulator import Emulator
 from remediate.facts.arm import ArmFacts
 from remediate.facts.writes import ArmWriter
 from remediate.store.grants import TableGrantStore
-from tests.test_app_support import ROOT
-from tests.test_apply import APPLY, TENANT, gid
-from tests.test_live_mode import live_env, token_endpoint  # noqa: F401 (fixture)
+from tests.support.app import ROOT
+from tests.support.demo_apply import APPLY, TENANT, gid
+from tests.support.live import live_env
 
 ORDERS = gid("app-orders")
 TTL = timedelta(hours=1)
@@ -40,7 +40,7 @@ def ours(emu: Emulator) -> list[dict[str, Any]]:
 
 
 def test_sigkill_mid_apply_then_rerun_then_timer(tmp_path: Path, azurite: str,
-                                                 token_endpoint: tuple[str, list[str]]) -> None:  # noqa: F811
+                                                 token_endpoint: tuple[str, list[str]]) -> None:
     identity_endpoint, _ = token_endpoint
     service = TableServiceClient.from_connection_string(azurite)
     for name in ("grants", "claims"):

@@ -19,8 +19,8 @@ import pytest
 
 from remediate.apply import GRACE, parse_label
 from remediate.facts.writes import ArmWriter
-from tests.test_apply import TENANT
-from tests.test_crash_safe import KINDS, ORDERS, TTL, World, backend, world_for  # noqa: F401 (fixtures)
+from tests.support.crash_world import KINDS, ORDERS, TTL, World
+from tests.support.demo_apply import TENANT
 
 PIM = KINDS[1]
 SUB = TENANT["subscriptions"][0]
@@ -48,7 +48,7 @@ def expire_now(w: World) -> None:
                 a["expiresOn"] = (datetime.now(UTC) - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def test_the_same_grant_can_be_made_again_after_expiry(world_for: Callable[..., World]) -> None:  # noqa: F811
+def test_the_same_grant_can_be_made_again_after_expiry(world_for: Callable[..., World]) -> None:
     # given a PIM grant applied, with its request labelled as ours
     w = world_for(PIM)
     first = w.attempt(w.grants())
@@ -71,7 +71,7 @@ def test_the_same_grant_can_be_made_again_after_expiry(world_for: Callable[..., 
         [{names[0]}, {names[1]}]
 
 
-def test_an_active_assignment_we_did_not_make_is_already_granted(world_for: Callable[..., World]) -> None:  # noqa: F811
+def test_an_active_assignment_we_did_not_make_is_already_granted(world_for: Callable[..., World]) -> None:
     # given another admin's PIM assignment of the same role made between our diagnosis and our request
     w = world_for(PIM)
     original = ArmWriter.pim_assign
@@ -94,7 +94,7 @@ def test_an_active_assignment_we_did_not_make_is_already_granted(world_for: Call
     assert w.held() == 1
 
 
-def test_the_role_management_policy_refuses_a_longer_grant(world_for: Callable[..., World]) -> None:  # noqa: F811
+def test_the_role_management_policy_refuses_a_longer_grant(world_for: Callable[..., World]) -> None:
     # given a policy whose expiration rule allows at most 30 minutes, and grant_ttl PT1H
     w = world_for(PIM, with_policy({"ruleType": "RoleManagementPolicyExpirationRule", "maximumDuration": "PT30M",
                                     "isExpirationRequired": True, "target": {"caller": "Admin",
@@ -111,7 +111,7 @@ def test_the_role_management_policy_refuses_a_longer_grant(world_for: Callable[.
 
 
 @pytest.mark.parametrize("approve", [True, False])
-def test_pending_approval_is_its_own_outcome_until_decided(world_for: Callable[..., World], approve: bool) -> None:  # noqa: F811
+def test_pending_approval_is_its_own_outcome_until_decided(world_for: Callable[..., World], approve: bool) -> None:
     # given a policy requiring an approver for admin assignments
     w = world_for(PIM, with_policy({"ruleType": "RoleManagementPolicyApprovalRule",
                                     "setting": {"isApprovalRequired": True},

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from tests.test_store_claims import KEY, T0, WINDOW, StoreFactory, new_store  # noqa: F401 (fixture)
+from tests.support.claims import KEY, T0, WINDOW, StoreFactory
 
 
-async def test_only_the_winner_releases_and_the_slot_can_be_won_again(new_store: StoreFactory) -> None:  # noqa: F811
+async def test_only_the_winner_releases_and_the_slot_can_be_won_again(new_store: StoreFactory) -> None:
     # given a slot won by one claimant
     store = new_store()
     assert (await store.claim(KEY, WINDOW, T0, "first")).won

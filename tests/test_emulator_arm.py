@@ -16,7 +16,7 @@ from azure.mgmt.keyvault.models import (
 )
 
 from remediate.emulator import Emulator
-from tests.test_emulator_support import (  # loopback_only: autouse guard
+from tests.support.emulator import (  # loopback_only: autouse guard
     ANA,
     APP,
     APP_TEAM,

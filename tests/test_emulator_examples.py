@@ -15,11 +15,11 @@ from azure.core.exceptions import HttpResponseError
 from azure.mgmt.authorization.v2020_10_01.models import RoleAssignmentScheduleRequest
 
 from remediate.emulator import Emulator
-from tests.test_emulator_support import (
+from tests.support.emulator import (
     auth_client,
     example,
     kv_client,
-    loopback_only,  # noqa: F401  (autouse guard)
+    loopback_only,  # noqa: F401
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -12,7 +12,7 @@ import pytest
 from azure.core.exceptions import HttpResponseError, ServiceResponseError
 
 from remediate.emulator import Emulator, Faults
-from tests.test_emulator_support import (  # loopback_only: autouse guard
+from tests.support.emulator import (  # loopback_only: autouse guard
     FAST_RETRY,
     KV_POLICY,
     KV_RBAC,

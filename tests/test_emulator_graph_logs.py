@@ -9,7 +9,7 @@ import pytest
 from azure.core.rest import HttpRequest
 
 from remediate.emulator import Emulator
-from tests.test_emulator_support import (  # loopback_only: autouse guard
+from tests.support.emulator import (  # loopback_only: autouse guard
     ANA,
     APP,
     APP_TEAM,

@@ -12,7 +12,7 @@ import pytest
 
 from remediate.emulator import Emulator, Snapshot, load_snapshot
 from remediate.errors import InputError
-from tests.test_emulator_support import (  # loopback_only: autouse guard
+from tests.support.emulator import (  # loopback_only: autouse guard
     KV_POLICY,
     KV_RBAC,
     KV_READER,
@@ -139,7 +139,7 @@ def test_start_is_fast_and_ports_are_free() -> None:
 
 def test_loopback_guard_refuses_other_addresses() -> None:
     # checked on the predicate: a guard test must never risk a real connection elsewhere
-    from tests.test_emulator_support import is_loopback
+    from tests.support.emulator import is_loopback
 
     assert is_loopback(("127.0.0.1", 80)) and is_loopback(("::1", 80))
     assert not is_loopback(("192.0.2.1", 80)) and not is_loopback(("169.254.0.1", 80))

@@ -14,7 +14,7 @@ from azure.core.exceptions import HttpResponseError
 from azure.core.rest import HttpRequest
 
 from remediate.emulator import Emulator
-from tests.test_emulator_support import (  # loopback_only: autouse guard
+from tests.support.emulator import (  # loopback_only: autouse guard
     ANA,
     APP,
     KV_ADMINS,

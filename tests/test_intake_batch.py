@@ -12,7 +12,7 @@ import pytest
 
 from remediate.errors import InputError
 from remediate.intake import parse_inputs, parse_one, payload, search_results_link
-from tests.test_intake_expect import FIXTURES
+from tests.support.intake_expect import FIXTURES
 
 SAMPLES = FIXTURES / "samples"
 VARIANTS = FIXTURES / "variants"

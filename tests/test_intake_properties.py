@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from remediate.errors import InputError
 from remediate.intake import parse_one
 from remediate.model import ParseResult
-from tests.test_intake_expect import FIXTURES
+from tests.support.intake_expect import FIXTURES
 
 CORPUS = sorted(p for p in (FIXTURES / "samples").rglob("*") if p.is_file()) + sorted(
     p for p in (FIXTURES / "variants").iterdir() if p.is_file())

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_intake_expect import FIXTURES, Bad, Ok, check
+from tests.support.intake_expect import FIXTURES, Bad, Ok, check
 
 SAMPLES = FIXTURES / "samples"
 NOT_KV = "not a Key Vault"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_intake_expect import FIXTURES, Bad, Ok, check
+from tests.support.intake_expect import FIXTURES, Bad, Ok, check
 
 VARIANTS = FIXTURES / "variants"
 T = "72f988bf-86f1-41af-91ab-2d7cd011db47"

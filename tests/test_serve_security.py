@@ -19,7 +19,7 @@ from azure.storage.queue import QueueServiceClient
 from remediate.app import settings as app_settings
 from remediate.errors import ConfigError
 from remediate.serve import MAX_BODY, HttpServer, load_app, resolve_key, serve
-from tests.test_app_support import DEMO, LOOPBACK_ONLY, ROOT, app_environment
+from tests.support.app import DEMO, LOOPBACK_ONLY, ROOT, app_environment
 
 ALERT = (DEMO / "inputs" / "10_log_alert_v2.json").read_bytes()
 KEY = "serve-test-key-0123456789abcdef"

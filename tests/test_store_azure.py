@@ -28,7 +28,7 @@ from remediate.store.azure import (
     table_service_client,
     uses_env_proxy,
 )
-from tests import azurite as azurite_launcher
+from tests.support import azurite as azurite_launcher
 
 DENIAL = {"source": "alert", "status": 403, "principal": {"object_id": "p1"}, "vault": {"name": "kv"},
           "message": "Caller is not authorized — ünïcode"}

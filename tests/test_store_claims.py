@@ -4,47 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import datetime, timedelta
 
 import pytest
 from azure.data.tables import TableServiceClient
 from azure.data.tables.aio import TableClient as AsyncTableClient
 
 from remediate.store.azure import table_client
-from remediate.store.claims import Claim, ClaimKey, ClaimStore, SqliteClaimStore, TableClaimStore, key_hash
-
-T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-WINDOW = timedelta(minutes=10)
-KEY: ClaimKey = ("11111111-1111-1111-1111-111111111111", "/subscriptions/s/resourcegroups/rg/vaults/kv",
-                 "secrets", "db/password#1?", "secretget", "403")
-
-StoreFactory = Callable[[], ClaimStore]
-
-
-@pytest.fixture(params=["table", "sqlite"])
-async def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
-    """Given a factory of stores that all share one fresh backend (a new table, or one SQLite file)."""
-    opened: list[ClaimStore] = []
-    if request.param == "table":
-        service: TableServiceClient = request.getfixturevalue("table_service")
-        conn: str = request.getfixturevalue("azurite")
-        name = "claims" + uuid.uuid4().hex[:12]
-        table_client(service, name)
-
-        def table_store() -> ClaimStore:
-            store = TableClaimStore(AsyncTableClient.from_connection_string(conn, table_name=name))
-            opened.append(store)
-            return store
-
-        yield table_store
-        for store in opened:
-            await store.close()
-        service.delete_table(name)
-    else:
-        path = tmp_path / "state" / "state.db"
-        yield lambda: SqliteClaimStore(path)
+from remediate.store.claims import Claim, TableClaimStore, key_hash
+from tests.support.claims import KEY, T0, WINDOW, StoreFactory
 
 
 async def _storm(factory: StoreFactory, n: int, now: datetime, prefix: str,

@@ -26,8 +26,8 @@ from remediate.app.webhook_auth import (
     validate_token,
 )
 from remediate.errors import ConfigError, WebhookAuthError
-from tests import entra
-from tests.entra import jwk
+from tests.support import entra
+from tests.support.entra import jwk
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 AUDIENCE = "api://kv-remediate-webhook"

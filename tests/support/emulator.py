@@ -26,7 +26,7 @@ from azure.mgmt.keyvault.aio import KeyVaultManagementClient as AsyncKeyVaultMan
 
 from remediate.emulator import Emulator
 
-FIXTURES = Path(__file__).parent / "fixtures" / "tenants"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "tenants"
 EXAMPLES = FIXTURES / "arm-examples"
 SMALL = FIXTURES / "small.json"
 

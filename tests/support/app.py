@@ -27,7 +27,7 @@ from azure.storage.queue import QueueServiceClient
 from remediate.app import services
 from remediate.app import settings as app_settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "remediate" / "demo"
 VARIANTS = ROOT / "tests" / "fixtures" / "variants"
 

@@ -10,7 +10,7 @@ from remediate.errors import InputError
 from remediate.intake import parse_one
 from remediate.model import ParseResult
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 AZURITE_BIN = ROOT / "node_modules" / ".bin" / "azurite"
 
 # The well-known development storage account (public, documented by Microsoft for the emulator).

@@ -1,6 +1,6 @@
 """Run many ``az`` command lines through one Azure CLI process (the azcli tool venv's python, not the app's).
 
-Used by tests/test_az_cli_parse.py: a CLI process costs about a second to start, a command in a warm one a few
+Used by test_az_cli_parse.py: a CLI process costs about a second to start, a command in a warm one a few
 milliseconds. Each line gets a fresh ``AzCli`` (as azure-cli's own test harness does) and its outcome: the exit
 code, the exception the CLI's handler got (the login stop is a CLIError "Please run 'az login' to setup account.")
 and the messages logged at warning level or above (argument errors). Reads a JSON list of argv lists on stdin

@@ -20,7 +20,7 @@ import yaml
 from remediate.emulator import Emulator
 from remediate.emulator.wire import Response
 
-RECORDINGS = Path(__file__).parent / "fixtures" / "recordings"
+RECORDINGS = Path(__file__).resolve().parents[1] / "fixtures" / "recordings"
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,8 @@
-"""Shared pytest fixtures.
+"""Shared pytest fixtures, and the loopback guard every test runs under.
+
+The guard (``loopback_only``, autouse, see tests/support/loopback.py): a connection or name lookup in this process
+that could leave the machine fails the test at once, naming the address; a refusal the code under test swallowed,
+or one on another thread, fails the test phase it happened in (setup, call or teardown).
 
 Storage fixtures (``azurite``, ``table_service``, ``queue_service``): one private Azurite per test session on free
 loopback ports; a missing Azurite install is a test failure (never a skip) that says to run ``make test``.
@@ -9,7 +13,7 @@ from __future__ import annotations
 import copy
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -23,11 +27,48 @@ from remediate.store.azure import table_client
 from remediate.store.claims import ClaimStore, SqliteClaimStore, TableClaimStore
 from remediate.store.grants import GrantStore, SqliteGrantStore, TableGrantStore
 from remediate.wiring import EmulatorRun
+from tests.support import loopback
 from tests.support.azurite import AzuriteError, start_azurite
 from tests.support.claims import StoreFactory
 from tests.support.crash_world import Kind, World
 from tests.support.demo_apply import TENANT
 from tests.support.live import TokenEndpoint
+
+
+@pytest.fixture(scope="session", autouse=True)
+def loopback_only() -> Iterator[loopback.Guard]:
+    """Every test, and every fixture it sets up, reaches only loopback (127.0.0.0/8, ::1) and unix sockets."""
+    with loopback.installed() as guard:
+        yield guard
+
+
+def _refusals_fail(phase: str) -> Generator[None, object, object]:
+    """Run a test phase; fail it if the guard refused anything the phase did not itself fail on."""
+    try:
+        result = yield
+    except BaseException:
+        loopback.GUARD.take()
+        raise
+    refused = loopback.GUARD.take()
+    if refused:
+        pytest.fail(f"loopback guard: {len(refused)} refusal(s) during {phase} (swallowed by the code under test or "
+                    "on another thread): " + "; ".join(refused), pytrace=False)
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, object, object]:
+    return (yield from _refusals_fail("setup"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    return (yield from _refusals_fail("the test"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, object]:
+    return (yield from _refusals_fail("teardown"))
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from azure.mgmt.keyvault.models import (
 )
 
 from remediate.emulator import Emulator
-from tests.support.emulator import (  # loopback_only: autouse guard
+from tests.support.emulator import (
     ANA,
     APP,
     APP_TEAM,
@@ -36,7 +36,6 @@ from tests.support.emulator import (  # loopback_only: autouse guard
     auth_client,
     err_code,
     kv_client,
-    loopback_only,  # noqa: F401
     small,
 )
 

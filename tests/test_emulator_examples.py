@@ -19,7 +19,6 @@ from tests.support.emulator import (
     auth_client,
     example,
     kv_client,
-    loopback_only,  # noqa: F401
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -12,7 +12,7 @@ import pytest
 from azure.core.exceptions import HttpResponseError, ServiceResponseError
 
 from remediate.emulator import Emulator, Faults
-from tests.support.emulator import (  # loopback_only: autouse guard
+from tests.support.emulator import (
     FAST_RETRY,
     KV_POLICY,
     KV_RBAC,
@@ -24,7 +24,6 @@ from tests.support.emulator import (  # loopback_only: autouse guard
     auth_client,
     err_code,
     kv_client,
-    loopback_only,  # noqa: F401
     small,
 )
 

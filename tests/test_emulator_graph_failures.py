@@ -20,7 +20,7 @@ from remediate.emulator.wire import Response
 from remediate.facts.arm import ArmFacts
 from remediate.intake import parse_inputs
 from remediate.service import diagnose
-from tests.support.emulator import APP, KV_ADMINS, SUB, loopback_only, small  # noqa: F401  (autouse guard)
+from tests.support.emulator import APP, KV_ADMINS, SUB, small
 
 REFUSED = ArmError(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
 BAD = ArmError(400, "BadRequest", "Resource not found for the segment 'getMemberGroups'.")

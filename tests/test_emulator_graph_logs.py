@@ -9,7 +9,7 @@ import pytest
 from azure.core.rest import HttpRequest
 
 from remediate.emulator import Emulator
-from tests.support.emulator import (  # loopback_only: autouse guard
+from tests.support.emulator import (
     ANA,
     APP,
     APP_TEAM,
@@ -17,7 +17,6 @@ from tests.support.emulator import (  # loopback_only: autouse guard
     KV_RBAC,
     MI,
     async_pipeline,
-    loopback_only,  # noqa: F401
     pipeline,
     small,
 )

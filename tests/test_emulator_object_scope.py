@@ -17,7 +17,7 @@ from remediate.emulator.wire import Response
 from remediate.facts.arm import ArmFacts
 from remediate.intake import parse_inputs
 from remediate.service import diagnose
-from tests.support.emulator import ANA, KV_RBAC, SUB, loopback_only, small  # noqa: F401  (autouse guard)
+from tests.support.emulator import ANA, KV_RBAC, SUB, small
 
 
 class Recording(Emulator):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from remediate.emulator import Emulator, Snapshot, load_snapshot
 from remediate.errors import InputError
-from tests.support.emulator import (  # loopback_only: autouse guard
+from tests.support.emulator import (
     KV_POLICY,
     KV_RBAC,
     KV_READER,
@@ -22,7 +23,6 @@ from tests.support.emulator import (  # loopback_only: autouse guard
     TENANT,
     auth_client,
     kv_client,
-    loopback_only,  # noqa: F401
     small,
 )
 
@@ -139,7 +139,14 @@ def test_start_is_fast_and_ports_are_free() -> None:
 
 def test_loopback_guard_refuses_other_addresses() -> None:
     # checked on the predicate: a guard test must never risk a real connection elsewhere
-    from tests.support.emulator import is_loopback
+    from tests.support.loopback import GUARD, is_loopback
 
     assert is_loopback(("127.0.0.1", 80)) and is_loopback(("::1", 80))
     assert not is_loopback(("192.0.2.1", 80)) and not is_loopback(("169.254.0.1", 80))
+    # and on the installed guard, which refuses before the real connect or lookup runs
+    for target in (("192.0.2.1", 443), ("169.254.169.254", 80), ("management.azure.com", 443)):
+        with socket.socket() as sock, pytest.raises(pytest.fail.Exception, match=target[0]):
+            sock.connect(target)
+        with pytest.raises(pytest.fail.Exception, match=target[0]):
+            socket.getaddrinfo(*target)
+    assert len(GUARD.take()) == 6

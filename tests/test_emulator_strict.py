@@ -14,7 +14,7 @@ from azure.core.exceptions import HttpResponseError
 from azure.core.rest import HttpRequest
 
 from remediate.emulator import Emulator
-from tests.support.emulator import (  # loopback_only: autouse guard
+from tests.support.emulator import (
     ANA,
     APP,
     KV_ADMINS,
@@ -23,7 +23,6 @@ from tests.support.emulator import (  # loopback_only: autouse guard
     SUB,
     auth_client,
     err_code,
-    loopback_only,  # noqa: F401
     pipeline,
     small,
 )

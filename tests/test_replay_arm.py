@@ -20,7 +20,7 @@ from remediate.errors import AzureUnavailableError
 from remediate.facts.arm import ArmFacts, assignment_from_sdk
 from remediate.facts.writes import ArmWriter
 from remediate.model import VaultRef
-from tests.support.emulator import auth_client, kv_client, loopback_only  # noqa: F401  (autouse guard)
+from tests.support.emulator import auth_client, kv_client
 from tests.support.replay import Interaction, ReplayServer, raw_body, recorded, spec_example
 
 SUB = "00000000-0000-0000-0000-000000000000"

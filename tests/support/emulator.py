@@ -5,10 +5,7 @@ Every client is a real azure-mgmt / azure-core client pointed at the loopback em
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,28 +43,6 @@ KV_READER = "21090545-7ca7-4776-b22c-e363652d74d2"
 READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
 FAST_RETRY: dict[str, Any] = {"retry_backoff_factor": 0.01, "retry_backoff_max": 0.05, "retry_status": 10,
                               "retry_read": 10, "retry_connect": 10}
-
-
-def is_loopback(address: Any) -> bool:
-    """Whether a socket address (host, port, ...) is on this machine."""
-    return ipaddress.ip_address(address[0]).is_loopback
-
-
-@pytest.fixture(autouse=True)
-def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Fail any test whose code tries to connect anywhere but loopback (no Azure, no instance metadata address).
-
-    Import it into a test module to apply it there (sync sockets and asyncio both end in ``socket.connect``).
-    """
-    real = socket.socket.connect
-
-    def guarded(self: socket.socket, address: Any) -> Any:
-        if self.family in (socket.AF_INET, socket.AF_INET6):
-            assert is_loopback(address), f"non-loopback connection attempted: {address}"
-        return real(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", guarded)
-    yield
 
 
 def err_code(e: pytest.ExceptionInfo[Any]) -> str:

@@ -95,7 +95,8 @@ def jwks_server(keys: list[dict[str, Any]] | None = None) -> Iterator[tuple[str,
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
     server.socket = server_ctx.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # a 20 ms shutdown poll (the default 0.5 s made every test using the JWKS wait up to half a second at its end)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     client_ctx = ssl.create_default_context()
     ca.configure_trust(client_ctx)
     try:

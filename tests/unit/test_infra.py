@@ -17,7 +17,7 @@ from pycep import BicepParser
 
 from remediate.catalog import builtin_role, builtin_roles
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
 BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
 

@@ -48,7 +48,7 @@ from remediate.render.commands import UNSAFE, with_commands
 from remediate.service import DiagnoseOptions, diagnose
 from remediate.wiring import EmulatorRun
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 AZ = Path(os.environ.get("KV_REMEDIATE_AZ") or ROOT / ".tools" / "azcli-venv" / "bin" / "az")
 DEMO = resources.files("remediate").joinpath("demo")
 SMALL = ROOT / "tests" / "fixtures" / "tenants" / "small.json"

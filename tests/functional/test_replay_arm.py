@@ -1,6 +1,6 @@
 """Replay of recorded ARM traffic through the real SDK clients and our adapters (issue 18, "Tests").
 
-tests/replay.ReplayServer answers only the recorded method+path+query (tests/fixtures/recordings, sources in
+tests/support/replay.ReplayServer answers only the recorded method+path+query (tests/fixtures/recordings, sources in
 its SOURCES.md) over loopback HTTPS; the SDK clients and facts.arm read the recorded bodies exactly as they
 would read ARM's. What real bodies do that the emulator's never did: ``createdBy: null``, ids at the tenant root
 (``/providers/Microsoft.Authorization/...``), role definition ids under a subscription for assignments at '/',

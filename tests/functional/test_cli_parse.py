@@ -17,7 +17,7 @@ import pytest
 from remediate.cli import main
 from tests.support.intake_expect import FIXTURES
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RBAC = FIXTURES / "samples" / "errors" / "kv_403_forbiddenbyrbac_body_aca_blog.json"
 DOTNET = FIXTURES / "samples" / "errors" / "sdk_dotnet_requestfailedexception_troubleshooting.txt"
 NOT_FOUND = FIXTURES / "samples" / "errors" / "kv_404_secretnotfound_body_aca_blog.json"

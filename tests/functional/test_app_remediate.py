@@ -2,7 +2,7 @@
 POST /api/remediate, the queue worker applying under `mode: apply`, the revocation timer, an invalid policy.
 
 Applying over HTTP is an operator's act: the requests that apply carry an Entra ID token for the app's audience
-holding KvRemediate.Apply (keys from a loopback JWKS); tests/test_app_apply_auth.py covers the refusals."""
+holding KvRemediate.Apply (keys from a loopback JWKS); tests/functional/test_app_apply_auth.py covers the refusals."""
 
 from __future__ import annotations
 

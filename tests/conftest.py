@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Generator, Iterator
 from http.server import ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from azure.data.tables import TableServiceClient
@@ -23,6 +24,16 @@ from azure.storage.queue import QueueServiceClient
 from tests.support import loopback
 from tests.support.azurite import AzuriteError, start_azurite
 from tests.support.live import TokenEndpoint
+
+LAYERS = ("unit", "functional", "system")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A test module left directly in tests/ would not be collected (testpaths names the layers): refuse to run."""
+    stray = sorted(p.name for p in Path(__file__).parent.glob("test_*.py"))
+    if stray:
+        raise pytest.UsageError(f"test modules directly in tests/ are not collected: {', '.join(stray)}; move each "
+                                f"into the layer it belongs to (tests/{{{','.join(LAYERS)}}}/, see README Development)")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -30,7 +30,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tests.azurite import start_azurite
+from tests.support.azurite import start_azurite
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "remediate" / "demo"
@@ -171,7 +171,7 @@ def bench_worker(conn: str, azurite_pid: int) -> None:
     from remediate.app import services
     from remediate.app.settings import DENIALS_QUEUE
     from remediate.serve import LoopThread, QueuePump, load_app, queue_triggers
-    from tests.test_app_support import clear_storage
+    from tests.support.app import clear_storage
 
     os.environ.update(_app_env(conn))
     queues = QueueServiceClient.from_connection_string(conn)

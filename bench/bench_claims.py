@@ -20,7 +20,7 @@ from azure.data.tables.aio import TableClient
 
 from remediate.store.azure import table_client
 from remediate.store.claims import Claim, ClaimKey, TableClaimStore
-from tests.azurite import start_azurite
+from tests.support.azurite import start_azurite
 
 WINDOW = timedelta(minutes=10)
 TASKS = int(os.environ.get("BENCH_CLAIM_TASKS", "16"))

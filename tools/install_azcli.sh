@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the pinned Azure CLI (azure-cli from PyPI) into its own cached venv, .tools/azcli-venv, for
-# tests/test_az_cli_parse.py: every `az` command kv-remediate prints must pass the real CLI's argument parser.
+# tests/system/test_az_cli_parse.py: every `az` command kv-remediate prints must pass the real CLI's argument parser.
 # Run by `make unit` (part of `make test`), like checkov in infra/check.sh. Idempotent: does nothing when the stamp
 # for the pinned version is there. Non-interactive; safe in CI (PyPI reachable). Takes about two minutes once.
 set -euo pipefail
@@ -11,7 +11,7 @@ AZCLI_VENV="${AZCLI_VENV:-.tools/azcli-venv}"
 AZCLI_PYTHON="${AZCLI_PYTHON:-python3}"
 STAMP="$AZCLI_VENV/.installed-azure-cli-$AZCLI_VERSION"
 
-# strace lets tests/test_az_cli_parse.py prove the CLI opens no connection but loopback (Debian's package; as root).
+# strace lets tests/system/test_az_cli_parse.py prove the CLI opens no connection but loopback (Debian's package; as root).
 if ! command -v strace >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     { apt-get install -y -q strace >/dev/null 2>&1 ||
         { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q strace >/dev/null 2>&1; }; } ||

@@ -1,7 +1,8 @@
 """The fix as commands a person can run: ``az`` (shell-quoted) and Bicep. Ids are validated before rendering.
 
-Every ``az`` line is checked against the real Azure CLI's argument parser in tests/test_az_cli_parse.py. A trailing
-``# ...`` shell comment says what the line does and why it is written that way (pasting it runs only the command).
+Every ``az`` line is checked against the real Azure CLI's argument parser (tests/system/test_az_cli_parse.py).
+A trailing ``# ...`` shell comment says what the line does and why it is written that way (pasting it runs only
+the command).
 
 API versions: every Key Vault control-plane API version before 2026-02-01 retires on 2027-02-27 ("Migrate to a
 newer Key Vault API version", learn.microsoft.com/azure/key-vault/general/migrate-api-version), so the Key Vault

@@ -1,0 +1,89 @@
+"""One emulated tenant kept across the attempts of a crash-safety test (no tests here): the ways to grant (role
+assignment, PIM, access policy) and the world that runs an apply, the revocation timer, and counts what is held."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from remediate.apply import ApplyContext, reconcile
+from remediate.backends import EmulatorRun
+from remediate.facts.writes import ArmWriter
+from remediate.guard import policy_from_dict
+from remediate.model import Proof
+from remediate.service import remediate
+from remediate.store.claims import SqliteClaimStore
+from remediate.store.grants import GrantRecord, GrantStore
+from tests.support.demo_apply import APPLY, LEGACY, PAY, denial, entry_of, gid
+
+TTL = timedelta(hours=1)
+ORDERS = gid("app-orders")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One way to grant: the policy that selects it, the denial that needs it, and how to see it in the tenant."""
+
+    name: str
+    policy: dict[str, Any]
+    vault: dict[str, Any]
+    write: str          # the ArmWriter method that sends the write
+    verify: str         # the ArmWriter method of the verifying read
+
+    def denial(self) -> Any:
+        return denial(ORDERS, self.vault, op="SecretGet")
+
+    def grants_in(self, tenant: dict[str, Any]) -> int:
+        """How many grants of this kind the principal holds in the emulator now (0 or 1 when all is well)."""
+        if self.vault is LEGACY:
+            e = entry_of(tenant, "kv-legacy", ORDERS)
+            return int(bool(e and "get" in [p.lower() for p in e["permissions"].get("secrets", [])]))
+        now = datetime.now(UTC)
+        return sum(1 for a in tenant["role_assignments"] if a["properties"]["principalId"].lower() == ORDERS.lower()
+                   and not (a.get("expiresOn") and datetime.fromisoformat(a["expiresOn"].replace("Z", "+00:00"))
+                            <= now))
+
+
+KINDS = [
+    Kind("role_assignment", dict(APPLY, grant_ttl="PT1H"), PAY, "create_role_assignment", "role_assignment_exists"),
+    Kind("pim", dict(APPLY, grant_ttl="PT1H", use_pim=True), PAY, "pim_assign", "role_assignment_exists"),
+    Kind("access_policy", dict(APPLY, grant_ttl="PT1H"), LEGACY, "add_access_policy", "entry_permissions"),
+]
+
+
+
+class World:
+    """One emulated tenant kept across the attempts, the timer runs and the assertions."""
+
+    def __init__(self, emu: EmulatorRun, grants: Callable[[], GrantStore], slots: Path, kind: Kind) -> None:
+        self.emu, self.grants, self.slots, self.kind = emu, grants, slots, kind
+        self.t0 = datetime.now(UTC)
+        self.expiry = self.t0 + TTL   # of the grant the first recorded intent made
+
+    def ctx(self, store: GrantStore, at: timedelta = timedelta(0)) -> ApplyContext:
+        return ApplyContext(policy=policy_from_dict(self.kind.policy), grants=store,
+                            slots=SqliteClaimStore(self.slots), now=self.t0 + at, actor="test",
+                            operator=Proof("operator", "test"))
+
+    def attempt(self, store: GrantStore, at: timedelta = timedelta(0)) -> dict[str, Any]:
+        async def go() -> dict[str, Any]:
+            async with self.emu.facts() as facts:
+                result = await remediate([self.kind.denial()], facts, self.ctx(store, at))
+            return dict(result.findings[0].outcome or {})
+        return asyncio.run(go())
+
+    def timer(self, at: timedelta) -> list[dict[str, Any]]:
+        async def go() -> list[dict[str, Any]]:
+            async with self.emu.facts() as facts:
+                return await reconcile(ArmWriter(facts), self.grants(), self.t0 + at, actor="timer")
+        return asyncio.run(go())
+
+    def held(self) -> int:
+        return self.kind.grants_in(self.emu.emulator.tenant())
+
+    def records(self) -> list[GrantRecord]:
+        return self.grants().list()

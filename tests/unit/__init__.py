@@ -1,0 +1,1 @@
+"""Unit tests: pure code on plain data and files; no emulator, Azurite, server or subprocess."""

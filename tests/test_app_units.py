@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import azure.functions as func
+import msgspec
 import pytest
 
 from remediate.app import services
@@ -155,7 +156,7 @@ def test_settings_problems_name_settings_never_values(monkeypatch: pytest.Monkey
     named = {p.setting for p in settings.problems}
     assert named == {app_settings.STORAGE_CONNECTION, app_settings.WINDOW_SETTING, app_settings.NOTIFY_SETTING,
                      app_settings.SNAPSHOT_SETTING, app_settings.POLICY_SETTING}
-    text = json.dumps([p.to_dict() for p in settings.problems])
+    text = json.dumps(msgspec.to_builtins(settings.problems))
     assert "SECRET" not in text
     # and the defaults stand in: a 10 minute window, no notifications
     assert settings.dedupe_window.total_seconds() == 600 and settings.notify_url is None

@@ -19,13 +19,12 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from . import catalog
-from .armid import GrantScope, is_guid, parse_grant_scope, parse_vault_id, within
+from .armid import GUID_PATTERN, GrantScope, is_guid, parse_grant_scope, parse_vault_id, within
 from .errors import PolicyError
 from .model import PERMISSION_KINDS, AccessPolicyPlan, Finding, Plan, Proof, RoleAssignmentPlan
 
 _DURATION = re.compile(r"^P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+)S)?)?$")
-_GUID = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-ObjectId = Annotated[str, msgspec.Meta(pattern=_GUID, description="an Entra ID object id (GUID)")]
+ObjectId = Annotated[str, msgspec.Meta(pattern=GUID_PATTERN, description="an Entra ID object id (GUID)")]
 ScopePrefix = Annotated[str, msgspec.Meta(pattern="^/.*[^/]", description="a resource-id prefix (not '/')")]
 
 

@@ -15,11 +15,11 @@ from typing import Annotated, Any
 
 import msgspec
 
+from ..armid import GUID_PATTERN
 from ..intake.limits import DEFAULT_MAX_DENIALS, DEFAULT_MAX_PRINCIPALS, MAX_DENIALS_SETTING, MAX_PRINCIPALS_SETTING
 from .settings import AUDIT_WORKSPACES_SETTING, DEFAULT_WINDOW, SELF_SETTING, SUBSCRIPTIONS_SETTING, WINDOW_SETTING
 
-_GUID = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-Guid = Annotated[str, msgspec.Meta(pattern=_GUID)]
+Guid = Annotated[str, msgspec.Meta(pattern=GUID_PATTERN)]
 Cap = Annotated[int, msgspec.Meta(gt=0, le=1_000_000)]
 
 

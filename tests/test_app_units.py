@@ -71,6 +71,13 @@ def test_foreign_messages_are_bad_message_errors(body: bytes) -> None:
     assert info.value.code == "BAD_MESSAGE"
 
 
+def test_the_worker_reads_the_format_the_store_writes() -> None:
+    from remediate.app.messages import MESSAGE_SCHEMA
+    from remediate.store.azure import DENIAL_MESSAGE_SCHEMA
+
+    assert MESSAGE_SCHEMA == DENIAL_MESSAGE_SCHEMA
+
+
 @pytest.mark.parametrize("link, problem", [
     (LINK.replace("https://", "http://"), "https link"),
     (LINK.replace("api.loganalytics.io", "evil.example"), "https link"),

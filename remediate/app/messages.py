@@ -87,10 +87,12 @@ class DenialRecord(msgspec.Struct, frozen=True):
         perms = self.access_policy_permission
         return Denial(source=self.source, status=self.status, error_code=self.error_code,
                       inner_code=self.inner_code,
-                      principal=Principal(p.object_id, p.app_id, p.tenant_id, p.upn, kind),  # type: ignore[arg-type]
-                      vault=VaultRef(v.name, v.resource_id), operation=self.operation, data_action=self.data_action,
+                      principal=Principal(object_id=p.object_id, app_id=p.app_id, tenant_id=p.tenant_id, upn=p.upn,
+                                          kind=kind),  # type: ignore[arg-type]
+                      vault=VaultRef(name=v.name, resource_id=v.resource_id), operation=self.operation,
+                      data_action=self.data_action,
                       access_policy_permission={k: tuple(xs) for k, xs in perms.items()} if perms is not None
-                      else None, object=ObjectRef(o.kind, o.name, o.version) if o else None,
+                      else None, object=ObjectRef(kind=o.kind, name=o.name, version=o.version) if o else None,
                       caller_ip=self.caller_ip, time=self.time, correlation_id=self.correlation_id,
                       message=self.message, cause_hint=self.cause_hint, alert_id=self.alert_id)
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 OBJECT_KINDS = ("keys", "secrets", "certificates")
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+GUID_PATTERN = f"^{_GUID.pattern}$"
+"""A whole GUID as a JSON Schema ``pattern`` (the schemas' GUID type: ``msgspec.Meta(pattern=GUID_PATTERN)``)."""
 # \w without re.ASCII: unicode letters and digits and underscore; never '/', '%', '\\', '.' at the end, or controls.
 _RESOURCE_GROUP = re.compile(r"[-\w.()]{0,89}[-\w()]")
 _VAULT_NAME = re.compile(r"[A-Za-z](?!.*--)[A-Za-z0-9-]{1,22}[A-Za-z0-9]")

@@ -1,7 +1,9 @@
-"""Pure policy (spec/policy.md): the policy model, its validation, and whether a plan may be applied.
+"""Pure policy (spec/policy.md): the policy file's schema, its validation, and whether a plan may be applied.
 
-The defaults change nothing (suggest only, no scopes). A plan is applied only when every rule allows it; the
-first rule that refuses is named in the finding (``refused_by``).
+The file is validated by ``PolicyFile`` (a ``msgspec`` struct: types, ranges, unknown keys); its errors are
+turned into a message naming the key and what is wrong. The defaults change nothing (suggest only, no scopes).
+A plan is applied only when every rule allows it; the first rule that refuses is named in the finding
+(``refused_by``).
 """
 
 from __future__ import annotations
@@ -12,21 +14,80 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import msgspec
 
 from . import catalog
-from .armid import GrantScope, is_guid, parse_grant_scope, parse_vault_id, within
+from .armid import GUID_PATTERN, GrantScope, is_guid, parse_grant_scope, parse_vault_id, within
 from .errors import PolicyError
 from .model import PERMISSION_KINDS, AccessPolicyPlan, Finding, Plan, Proof, RoleAssignmentPlan
 
-KEYS = {"mode", "scopes", "principal_types", "principals", "max_tier", "allow_privileged", "object_scope",
-        "grant_ttl", "use_pim", "max_grants_per_hour"}
 _DURATION = re.compile(r"^P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+)S)?)?$")
+ObjectId = Annotated[str, msgspec.Meta(pattern=GUID_PATTERN, description="an Entra ID object id (GUID)")]
+ScopePrefix = Annotated[str, msgspec.Meta(pattern="^/.*[^/]", description="a resource-id prefix (not '/')")]
+
+
+class Principals(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Allow and deny lists of object ids; deny wins, an empty allow list allows everyone."""
+
+    allow: list[ObjectId] | None = None
+    deny: list[ObjectId] | None = None
+
+
+class PolicyFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The policy file (docs/policy.md), field for field and in its order: what kv-remediate may change."""
+
+    mode: Literal["suggest", "apply"] = "suggest"
+    scopes: list[ScopePrefix] = msgspec.field(default_factory=list)
+    principal_types: list[Literal["ServicePrincipal", "User"]] = msgspec.field(
+        default_factory=lambda: ["ServicePrincipal"])
+    principals: Principals | None = None
+    max_tier: Annotated[int, msgspec.Meta(ge=0, le=3)] = 1
+    allow_privileged: bool = False
+    object_scope: bool = False
+    grant_ttl: str | None = None
+    use_pim: bool = False
+    max_grants_per_hour: Annotated[int, msgspec.Meta(ge=0)] = 20
+
+
+KEYS = frozenset(PolicyFile.__struct_fields__)
+_PROBLEMS = {
+    "mode": "must be 'suggest' or 'apply', not {value!r}",
+    "scopes": "must be a list of resource-id prefixes starting with '/'",
+    "principal_types": "must be a list of ServicePrincipal and/or User (never Group)",
+    "principals": "must be a mapping with optional 'allow' and 'deny' lists",
+    "principals.allow": "must be a list of object ids (GUIDs)",
+    "principals.deny": "must be a list of object ids (GUIDs)",
+    "max_tier": "must be an integer from 0 to 3, not {value!r}",
+    "max_grants_per_hour": "must be a non-negative integer, not {value!r}",
+    "grant_ttl": "must be a positive ISO 8601 duration such as PT8H, not {value!r}",
+    "allow_privileged": "must be true or false, not {value!r}",
+    "object_scope": "must be true or false, not {value!r}",
+    "use_pim": "must be true or false, not {value!r}",
+}
+_WHERE = re.compile(r" - at `\$((?:\.\w+|\[\d+\])*)`$")
+
+
+def _problem(data: dict[str, Any], error: msgspec.ValidationError) -> tuple[str, str]:
+    """The key (dotted, list positions dropped) and what is wrong with it, from msgspec's error."""
+    text = str(error)
+    where = _WHERE.search(text)
+    path = where.group(1) if where else ""
+    key = ".".join(re.sub(r"\[\d+\]", "", path).split(".")[1:])
+    unknown = sorted(str(k) for k in set(data) - KEYS)
+    if unknown:  # named before any other problem, the first by name (whichever msgspec met first)
+        return unknown[0], f"is not a policy key (known keys: {', '.join(sorted(KEYS))})"
+    value = data.get(key.split(".")[0])
+    if key == "scopes" and isinstance(value, list) and all(isinstance(s, str) and s.startswith("/") for s in value):
+        return key, "must not contain '/' (the whole tenant); name subscriptions, groups or vaults"
+    return key, _PROBLEMS.get(key, "is not valid ({text})").format(value=value, text=text)
 
 
 @dataclass(frozen=True)
 class Policy:
-    """What kv-remediate may change. The defaults are suggest-only."""
+    """What kv-remediate may change, as the guard reads it (``PolicyFile`` validated). The defaults are
+    suggest-only."""
 
     mode: str = "suggest"
     scopes: tuple[str, ...] = ()
@@ -42,12 +103,19 @@ class Policy:
     max_grants_per_hour: int = 20
     source: str = "defaults"
 
+    def as_file(self) -> PolicyFile:
+        """The policy as its file would say it."""
+        return PolicyFile(mode=self.mode, scopes=list(self.scopes),  # type: ignore[arg-type]
+                          principal_types=list(self.principal_types),  # type: ignore[arg-type]
+                          principals=Principals(list(self.allow), list(self.deny)), max_tier=self.max_tier,
+                          allow_privileged=self.allow_privileged, object_scope=self.object_scope,
+                          grant_ttl=self.grant_ttl_text, use_pim=self.use_pim,
+                          max_grants_per_hour=self.max_grants_per_hour)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"mode": self.mode, "scopes": list(self.scopes), "principal_types": list(self.principal_types),
-                "principals": {"allow": list(self.allow), "deny": list(self.deny)}, "max_tier": self.max_tier,
-                "allow_privileged": self.allow_privileged, "object_scope": self.object_scope,
-                "grant_ttl": self.grant_ttl_text, "use_pim": self.use_pim,
-                "max_grants_per_hour": self.max_grants_per_hour}
+        """The policy file's JSON (every key, in the file's order)."""
+        out: dict[str, Any] = msgspec.to_builtins(self.as_file())
+        return out
 
 
 def parse_duration(text: str) -> timedelta | None:
@@ -63,63 +131,30 @@ def _bad(source: str, key: str, problem: str) -> PolicyError:
     return PolicyError(f"policy {source}: key '{key}' {problem}")
 
 
-def _bool(data: dict[str, Any], key: str, default: bool, source: str) -> bool:
-    v = data.get(key, default)
-    if not isinstance(v, bool):
-        raise _bad(source, key, f"must be true or false, not {v!r}")
-    return v
-
-
-def _ids(value: Any, key: str, source: str) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list) or not all(isinstance(x, str) and is_guid(x) for x in value):
-        raise _bad(source, key, "must be a list of object ids (GUIDs)")
-    return tuple(x.lower() for x in value)
-
-
 def policy_from_dict(data: Any, source: str = "policy") -> Policy:
-    """Validate a parsed policy document; the error names the key and what is wrong."""
+    """Validate a parsed policy document (``PolicyFile``); the error names the key and what is wrong."""
     if data is None:
         return Policy(source=source)
+    mapping = f"policy {source}: must be a mapping of keys ({', '.join(sorted(KEYS))})"
     if not isinstance(data, dict):
-        raise PolicyError(f"policy {source}: must be a mapping of keys ({', '.join(sorted(KEYS))})")
-    unknown = sorted(set(data) - KEYS)
-    if unknown:
-        raise _bad(source, unknown[0], f"is not a policy key (known keys: {', '.join(sorted(KEYS))})")
-    mode = data.get("mode", "suggest")
-    if mode not in ("suggest", "apply"):
-        raise _bad(source, "mode", f"must be 'suggest' or 'apply', not {mode!r}")
-    scopes = data.get("scopes", [])
-    if not isinstance(scopes, list) or not all(isinstance(s, str) and s.startswith("/") for s in scopes):
-        raise _bad(source, "scopes", "must be a list of resource-id prefixes starting with '/'")
-    if any(s.rstrip("/") == "" for s in scopes):
-        raise _bad(source, "scopes", "must not contain '/' (the whole tenant); name subscriptions, groups or vaults")
-    ptypes = data.get("principal_types", ["ServicePrincipal"])
-    if not isinstance(ptypes, list) or not all(p in ("ServicePrincipal", "User") for p in ptypes):
-        raise _bad(source, "principal_types", "must be a list of ServicePrincipal and/or User (never Group)")
-    principals = data.get("principals", {}) or {}
-    if not isinstance(principals, dict) or set(principals) - {"allow", "deny"}:
-        raise _bad(source, "principals", "must be a mapping with optional 'allow' and 'deny' lists")
-    tier = data.get("max_tier", 1)
-    if not isinstance(tier, int) or isinstance(tier, bool) or not 0 <= tier <= 3:
-        raise _bad(source, "max_tier", f"must be an integer from 0 to 3, not {tier!r}")
-    rate = data.get("max_grants_per_hour", 20)
-    if not isinstance(rate, int) or isinstance(rate, bool) or rate < 0:
-        raise _bad(source, "max_grants_per_hour", f"must be a non-negative integer, not {rate!r}")
-    ttl_text = data.get("grant_ttl")
-    ttl = None
-    if ttl_text is not None:
-        ttl = parse_duration(ttl_text) if isinstance(ttl_text, str) else None
-        if ttl is None or ttl <= timedelta(0):
-            raise _bad(source, "grant_ttl", f"must be a positive ISO 8601 duration such as PT8H, not {ttl_text!r}")
-    use_pim = _bool(data, "use_pim", False, source)
-    return Policy(mode=mode, scopes=tuple(scopes), principal_types=tuple(ptypes),
-                  allow=_ids(principals.get("allow"), "principals.allow", source),
-                  deny=_ids(principals.get("deny"), "principals.deny", source), max_tier=tier,
-                  allow_privileged=_bool(data, "allow_privileged", False, source),
-                  object_scope=_bool(data, "object_scope", False, source), grant_ttl=ttl, grant_ttl_text=ttl_text,
-                  use_pim=use_pim, max_grants_per_hour=rate, source=source)
+        raise PolicyError(mapping)
+    if "principals" in data and not data["principals"]:
+        data = {**data, "principals": None}  # an empty value (``principals: []``) has always meant no lists
+    try:
+        doc = msgspec.convert(data, PolicyFile)
+    except msgspec.ValidationError as exc:
+        key, problem = _problem(data, exc)
+        raise (_bad(source, key, problem) if key else PolicyError(mapping)) from exc
+    ttl = parse_duration(doc.grant_ttl) if doc.grant_ttl is not None else None
+    if doc.grant_ttl is not None and (ttl is None or ttl <= timedelta(0)):
+        raise _bad(source, "grant_ttl", _PROBLEMS["grant_ttl"].format(value=doc.grant_ttl))
+    principals = doc.principals or Principals()
+    return Policy(mode=doc.mode, scopes=tuple(doc.scopes), principal_types=tuple(doc.principal_types),
+                  allow=tuple(x.lower() for x in principals.allow or ()),
+                  deny=tuple(x.lower() for x in principals.deny or ()), max_tier=doc.max_tier,
+                  allow_privileged=doc.allow_privileged, object_scope=doc.object_scope, grant_ttl=ttl,
+                  grant_ttl_text=doc.grant_ttl, use_pim=doc.use_pim, max_grants_per_hour=doc.max_grants_per_hour,
+                  source=source)
 
 
 def parse_policy(text: str, source: str) -> Policy:

@@ -17,11 +17,13 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
     """``200 {"status": "ok"|"degraded", "version", "problems": [{"setting", "problem"}], "own_identity":
     {"setting", "set", "refused"}, "tokens": {"webhook_token", "apply_token"}}`` (whether set, never values)."""
     try:
+        import msgspec
+
         from . import services
         from .settings import SELF_SETTING
 
         settings = services.get().settings
-        problems = [p.to_dict() for p in settings.problems]
+        problems = msgspec.to_builtins(settings.problems)
         env = settings.env
         own = {"setting": SELF_SETTING, "set": bool(settings.self_object_ids),
                "refused": "the app's own identity is never a grantee (refused by the guard, rule principals.self)"

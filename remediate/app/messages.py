@@ -8,27 +8,27 @@ never calls out, it only enqueues).
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import msgspec
 
 from ..errors import InputError
 from ..model import Denial, ObjectRef, Principal, VaultRef
 
 SEARCH_SOURCES = frozenset({"alert.log_search_v2", "alert.log_search_v1", "alert.legacy_log_v1"})
+MESSAGE_SCHEMA = "kv-remediate/queued-denial@1"
+"""``store.azure.DENIAL_MESSAGE_SCHEMA``, the format both write (here a literal, so this module imports no SDK)."""
 _KINDS = frozenset({"app", "user"})
 
 
-@dataclass(frozen=True)
-class Search:
+class Search(msgspec.Struct, frozen=True):
     """Where the worker fetches an alert's rows: the query API link and the alert's window (start, end)."""
 
     link: str
-    window: tuple[str, str] | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"link": self.link, "window": list(self.window) if self.window else None}
+    window: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -40,59 +40,117 @@ class QueuedDenial:
     search: Search | None = None
 
 
+# --- the message as it travels (Denial.to_dict's fields; other keys are ignored) ---------------------------------
+
+class _PrincipalRecord(msgspec.Struct, frozen=True):
+    object_id: str | None = None
+    app_id: str | None = None
+    tenant_id: str | None = None
+    upn: str | None = None
+    kind: str | None = None
+
+
+class _VaultRecord(msgspec.Struct, frozen=True):
+    name: str | None = None
+    resource_id: str | None = None
+
+
+class _ObjectRecord(msgspec.Struct, frozen=True):
+    kind: str
+    name: str | None = None
+    version: str | None = None
+
+
+class DenialRecord(msgspec.Struct, frozen=True):
+    """A denial in a message: ``Denial.to_dict()`` output, every field typed."""
+
+    source: Annotated[str, msgspec.Meta(min_length=1)]
+    status: int | None = None
+    error_code: str | None = None
+    inner_code: str | None = None
+    principal: _PrincipalRecord | None = None
+    vault: _VaultRecord | None = None
+    operation: str | None = None
+    data_action: str | None = None
+    access_policy_permission: dict[str, list[str]] | None = None
+    object: _ObjectRecord | None = None
+    caller_ip: str | None = None
+    time: str | None = None
+    correlation_id: str | None = None
+    message: str | None = None
+    cause_hint: str | None = None
+    alert_id: str | None = None
+
+    def to_denial(self) -> Denial:
+        p, v, o = self.principal or _PrincipalRecord(), self.vault or _VaultRecord(), self.object
+        kind = p.kind if p.kind in _KINDS else None  # a kind we do not know is unknown, not an error
+        perms = self.access_policy_permission
+        return Denial(source=self.source, status=self.status, error_code=self.error_code,
+                      inner_code=self.inner_code,
+                      principal=Principal(object_id=p.object_id, app_id=p.app_id, tenant_id=p.tenant_id, upn=p.upn,
+                                          kind=kind),  # type: ignore[arg-type]
+                      vault=VaultRef(name=v.name, resource_id=v.resource_id), operation=self.operation,
+                      data_action=self.data_action,
+                      access_policy_permission={k: tuple(xs) for k, xs in perms.items()} if perms is not None
+                      else None, object=ObjectRef(kind=o.kind, name=o.name, version=o.version) if o else None,
+                      caller_ip=self.caller_ip, time=self.time, correlation_id=self.correlation_id,
+                      message=self.message, cause_hint=self.cause_hint, alert_id=self.alert_id)
+
+
+class QueueMessage(msgspec.Struct, frozen=True):
+    """One ``denials`` queue message (other keys, such as ``enqueued_at``, are ignored)."""
+
+    schema: Literal["kv-remediate/queued-denial@1"]
+    denial: DenialRecord
+    alert_id: Any = None
+    search: Search | None = None
+
+
 def _bad(problem: str) -> InputError:
     return InputError("queue message", problem, "BAD_MESSAGE")
 
 
-def _str(d: dict[str, Any], key: str) -> str | None:
-    v = d.get(key)
-    if v is None:
-        return None
-    if not isinstance(v, str):
-        raise _bad(f"denial field {key!r} must be a string or null")
-    return v
+_WHERE = re.compile(r" - at `\$(.*)`$")
+_DENIAL_PROBLEMS = {"status": "must be an integer or null", "principal": "must be an object or null",
+                    "vault": "must be an object or null", "object": "must be null or an object with a 'kind'",
+                    "access_policy_permission": "must map kinds to lists"}
 
 
-def _obj(d: dict[str, Any], key: str) -> dict[str, Any]:
-    v = d.get(key)
-    if v is None:
-        return {}
-    if not isinstance(v, dict):
-        raise _bad(f"denial field {key!r} must be an object or null")
-    return v
+def _problem(error: msgspec.ValidationError, body: Any) -> str:
+    """What is wrong, from msgspec's error and the field it points at (list and map positions dropped)."""
+    where = _WHERE.search(str(error))
+    path = re.sub(r"\[[^]]*\]", "", where.group(1) if where else "").lstrip(".").split(".")
+    if path[0] == "search":
+        return "'search.window' must be [start, end] or null" if path[1:] == ["window"] else \
+            "'search' must be an object with a 'link'"
+    if path[0] != "denial" or not isinstance(body.get("denial"), dict):
+        return f"not a {MESSAGE_SCHEMA} message (needs 'schema' and a 'denial' object)"
+    if len(path) == 1 or (path[1] == "source" and not body["denial"].get("source")):
+        return "the denial has no 'source'"
+    field = path[1] if len(path) == 2 or path[1] == "access_policy_permission" or path[1:] == ["object", "kind"] \
+        else path[-1]
+    return f"denial field {field!r} {_DENIAL_PROBLEMS.get(field, 'must be a string or null')}"
+
+
+def _message(data: bytes | str) -> QueueMessage:
+    try:
+        body = msgspec.json.decode(data)
+    except msgspec.DecodeError as exc:
+        raise _bad(f"not JSON ({exc})") from exc
+    if not isinstance(body, dict):
+        raise _bad(f"not a {MESSAGE_SCHEMA} message (needs 'schema' and a 'denial' object)")
+    try:
+        return msgspec.convert(body, QueueMessage)
+    except msgspec.ValidationError as exc:
+        raise _bad(_problem(exc, body)) from exc
 
 
 def denial_from_dict(d: dict[str, Any]) -> Denial:
     """The Denial of ``Denial.to_dict()`` output (the inverse); BAD_MESSAGE when a field has the wrong type."""
-    source = _str(d, "source")
-    if not source:
-        raise _bad("the denial has no 'source'")
-    status = d.get("status")
-    if status is not None and (not isinstance(status, int) or isinstance(status, bool)):
-        raise _bad("denial field 'status' must be an integer or null")
-    p, v, o = _obj(d, "principal"), _obj(d, "vault"), d.get("object")
-    kind = _str(p, "kind")
-    principal = Principal(object_id=_str(p, "object_id"), app_id=_str(p, "app_id"), tenant_id=_str(p, "tenant_id"),
-                          upn=_str(p, "upn"), kind=kind if kind in _KINDS else None)  # type: ignore[arg-type]
-    ref = None
-    if o is not None:
-        if not isinstance(o, dict) or not isinstance(o.get("kind"), str):
-            raise _bad("denial field 'object' must be null or an object with a 'kind'")
-        ref = ObjectRef(kind=o["kind"], name=_str(o, "name"), version=_str(o, "version"))
-    perms = d.get("access_policy_permission")
-    access: dict[str, tuple[str, ...]] | None = None
-    if perms is not None:
-        if not isinstance(perms, dict) or not all(isinstance(x, list) for x in perms.values()):
-            raise _bad("denial field 'access_policy_permission' must map kinds to lists")
-        access = {str(k): tuple(str(x) for x in xs) for k, xs in perms.items()}
-    return Denial(source=source, status=status, error_code=_str(d, "error_code"), inner_code=_str(d, "inner_code"),
-                  principal=principal, vault=VaultRef(name=_str(v, "name"), resource_id=_str(v, "resource_id")),
-                  operation=_str(d, "operation"), data_action=_str(d, "data_action"),
-                  access_policy_permission=access, object=ref, caller_ip=_str(d, "caller_ip"),
-                  time=_str(d, "time"), correlation_id=_str(d, "correlation_id"), message=_str(d, "message"),
-                  cause_hint=_str(d, "cause_hint"), alert_id=_str(d, "alert_id"))
-
-
+    try:
+        return msgspec.convert(d, DenialRecord).to_denial()
+    except msgspec.ValidationError as exc:
+        raise _bad(_problem(exc, {"denial": d})) from None
 
 
 def escape_controls(value: Any) -> Any:
@@ -147,30 +205,19 @@ def needs_search(denial: Denial, notes: Sequence[str]) -> bool:
 
 def encode(item: QueuedDenial) -> str:
     """The message text (size-checked by the store's encoder)."""
+    import json
+
     from ..store.azure import denial_message
 
     text = denial_message(item.denial.to_dict(), item.alert_id)
     if item.search is None:
         return text
     body = json.loads(text)
-    body["search"] = item.search.to_dict()
+    body["search"] = msgspec.to_builtins(item.search)
     return json.dumps(body, separators=(",", ":"), sort_keys=True)
 
 
 def decode(data: bytes | str) -> QueuedDenial:
     """Read one message (as the trigger hands it over); BAD_MESSAGE InputError when it is not ours."""
-    from ..store.azure import parse_denial_message
-
-    denial, alert_id = parse_denial_message(data)
-    body = json.loads(data)
-    search = None
-    raw = body.get("search")
-    if raw is not None:
-        if not isinstance(raw, dict) or not isinstance(raw.get("link"), str):
-            raise _bad("'search' must be an object with a 'link'")
-        window = raw.get("window")
-        if window is not None and not (isinstance(window, list) and len(window) == 2
-                                       and all(isinstance(x, str) for x in window)):
-            raise _bad("'search.window' must be [start, end] or null")
-        search = Search(raw["link"], (window[0], window[1]) if window else None)
-    return QueuedDenial(denial_from_dict(denial), alert_id, search)
+    msg = _message(data)
+    return QueuedDenial(msg.denial.to_denial(), msg.alert_id if isinstance(msg.alert_id, str) else None, msg.search)

@@ -23,8 +23,6 @@ def _ref(name: str) -> dict[str, str]:
 
 
 _STR_OR_NULL = _s("string", True)
-_VAULT = "[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9]"
-_SEG = "[A-Za-z0-9._()-]{1,90}"
 
 
 def _operations() -> list[str]:
@@ -45,18 +43,6 @@ SCHEMAS: dict[str, Any] = {
                 "azureMonitorCommonAlertSchema) or a legacy metric, log (SearchResult) or activity log webhook.",
                 additionalProperties=True, properties={
                     "schemaId": _s("string"), "data": _s("object", additionalProperties=True)}),
-    "RunbookRequest": _s("object", description="One denial described by hand (same as the CLI's flags).",
-                         required=["principal_id", "vault", "operation"], additionalProperties=False, properties={
-                             "principal_id": _s("string", format="uuid", description="object id of the caller"),
-                             "vault": {"description": "vault name or resource id", "oneOf": [
-                                 _s("string", pattern=f"^{_VAULT}$"),
-                                 _s("string", pattern=f"^/subscriptions/{_SEG}/resourceGroups/{_SEG}/providers/"
-                                                      f"Microsoft\\.KeyVault/vaults/{_VAULT}$")]},
-                             "operation": _s("string", description="Key Vault operation (diagnostic log "
-                                             "OperationName)", enum=_operations()),
-                             "object": _s("string", description="KIND/NAME, e.g. secrets/db-password",
-                                          pattern="^(keys|secrets|certificates|storage)/[A-Za-z0-9-]{1,127}$"),
-                             "tenant_id": _s("string", format="uuid")}),
     "Principal": _s("object", properties={
         "object_id": _STR_OR_NULL, "app_id": _STR_OR_NULL, "tenant_id": _STR_OR_NULL, "upn": _STR_OR_NULL,
         "kind": _s("string", True, enum=["app", "user", None])}),
@@ -98,10 +84,38 @@ SCHEMAS: dict[str, Any] = {
                                                "configured (never the value)"), "refused": _s("string")}),
         "tokens": _s("object", properties={"webhook_token": _s("boolean"), "apply_token": _s("boolean")})}),
 }
-SCHEMAS["RemediateRequest"] = dict(
-    SCHEMAS["RunbookRequest"], description="A runbook request, plus whether to apply what policy allows.",
-    properties=dict(SCHEMAS["RunbookRequest"]["properties"], apply=_s("boolean", description="apply (default: "
-                                                                      "false, suggest only)")))
+
+
+def _oas30(schema: Any) -> Any:
+    """A JSON Schema (2020-12, as msgspec writes it) in OpenAPI 3.0's dialect: ``anyOf [X, null]`` is X with
+    ``nullable``, and an empty ``required`` list is left out."""
+    if isinstance(schema, list):
+        return [_oas30(x) for x in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _oas30(v) for k, v in schema.items() if not (k == "required" and v == [])}
+    variants = out.get("anyOf")
+    if isinstance(variants, list) and {"type": "null"} in variants and len(variants) == 2:
+        [inner] = [v for v in variants if v != {"type": "null"}]
+        out = {**{k: v for k, v in out.items() if k != "anyOf"}, **inner, "nullable": True}
+    return out
+
+
+def request_schemas() -> dict[str, Any]:
+    """The request bodies' schemas, from the models intake validates them with (``intake.runbook``), and the
+    catalogue's operation names."""
+    import msgspec
+
+    from ..intake.runbook import NAMING, RemediateRequest, RunbookRequest
+
+    _, components = msgspec.json.schema_components((RunbookRequest, RemediateRequest),
+                                                   ref_template="#/components/schemas/{name}")
+    out: dict[str, Any] = _oas30(components)
+    for schema in out.values():
+        schema.pop("title", None)
+        schema["anyOf"] = [{"required": [name]} for name in NAMING]
+        schema["properties"]["operation"]["enum"] = [*_operations(), None]
+    return out
 
 
 RUNBOOK_EXAMPLE = {"principal_id": "f5cc68ab-42e1-5ea1-9f30-8c0bb96e5879", "vault": "kv-payments",
@@ -209,7 +223,7 @@ def document() -> dict[str, Any]:
                               "401": _json(_ERR, "missing or wrong function key")}}},
         },
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": {**SCHEMAS, **request_schemas()},
             "securitySchemes": {
                 "functionKey": {"type": "apiKey", "in": "header", "name": "x-functions-key"},
                 "functionKeyQuery": {"type": "apiKey", "in": "query", "name": "code"},

@@ -33,7 +33,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..armid import is_guid
 from ..clouds import CLOUD_SETTING, PUBLIC, Cloud, cloud_from_env
 from ..errors import ConfigError
 
@@ -66,9 +65,6 @@ class Problem:
 
     setting: str
     problem: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"setting": self.setting, "problem": self.problem}
 
 
 def host_settings(path: Path = HOST_JSON) -> dict[str, Any]:
@@ -134,8 +130,9 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Read (and check) the settings; problems are collected, not raised, so health can list them all."""
-        from ..guard import parse_duration
+        """Read (and check) the settings; problems are collected, not raised, so health can list them all. The
+        typed values are ``setting_values.SettingValues``; the rest is checked here and by each setting's owner."""
+        from . import setting_values
 
         env = dict(os.environ if env is None else env)
         problems: list[Problem] = []
@@ -145,22 +142,15 @@ class Settings:
         in_azure = snapshot_in_azure(env)
         if in_azure:
             problems.append(Problem(SNAPSHOT_SETTING, in_azure))
-        own, own_problem = _self_ids(env)
-        if own_problem:
-            problems.append(Problem(SELF_SETTING, own_problem))
-        caps = _caps(env, problems)
-        subs = tuple(s.strip() for s in (env.get(SUBSCRIPTIONS_SETTING) or "").split(",") if s.strip())
-        if not snapshot and not subs:
+        values, typed = setting_values.read(env)
+        problems.extend(Problem(setting, problem) for setting, problem in typed)
+        if not values.self_object_ids and SELF_SETTING not in dict(typed) and \
+                any((env.get(k) or "").strip() for k in AZURE_HOST_SETTINGS):
+            problems.append(Problem(SELF_SETTING, "is not set on an Azure host: the guard cannot recognise the app's "
+                                    "own identity as a grantee; set it to the managed identity's principal (object) "
+                                    "id"))
+        if not snapshot and not values.subscriptions:
             problems.append(Problem(SUBSCRIPTIONS_SETTING, "is not set: no subscription to search for vaults"))
-        window = DEFAULT_WINDOW
-        raw_window = (env.get(WINDOW_SETTING) or "").strip()
-        if raw_window:
-            parsed = parse_duration(raw_window)
-            if parsed is None or parsed <= timedelta(0):
-                problems.append(Problem(WINDOW_SETTING, "is not a positive ISO 8601 duration (e.g. PT10M); "
-                                        "using the default of 10 minutes"))
-            else:
-                window = parsed
         notify = (env.get(NOTIFY_SETTING) or "").strip() or None
         if notify:
             url = urllib.parse.urlsplit(notify)
@@ -174,53 +164,19 @@ class Settings:
         except ConfigError as exc:
             problems.append(Problem(exc.setting or CLOUD_SETTING, exc.message.split(": ", 1)[-1] +
                                     "; Azure is not called until it is fixed"))
-        workspaces = _guid_list(env, AUDIT_WORKSPACES_SETTING, problems)
         problems.extend(_storage_problems(env))
         problems.extend(_webhook_problems(env))
         problems.extend(_policy_problems(env))
-        return cls(snapshot=snapshot, subscriptions=subs, dedupe_window=window, notify_url=notify, cloud=cloud,
-                   max_dequeue_count=host_settings()["max_dequeue_count"], self_object_ids=own, **caps,
-                   audit_workspaces=workspaces, problems=tuple(problems), env=env)
+        return cls(snapshot=snapshot, subscriptions=values.subscriptions, dedupe_window=values.dedupe_window,
+                   notify_url=notify, cloud=cloud, max_dequeue_count=host_settings()["max_dequeue_count"],
+                   self_object_ids=frozenset(values.self_object_ids), max_denials=values.max_denials,
+                   max_principals=values.max_principals, audit_workspaces=values.audit_workspaces,
+                   problems=tuple(problems), env=env)
 
     @property
     def caps(self) -> dict[str, int]:
         """Intake's caps as ``parse_one``/``parse_inputs`` keywords."""
         return {"max_denials": self.max_denials, "max_principals": self.max_principals}
-
-
-def _caps(env: Mapping[str, str], problems: list[Problem]) -> dict[str, int]:
-    """Intake's caps from their settings (positive integers); an unusable value keeps the default (health)."""
-    from ..intake import DEFAULT_MAX_DENIALS, DEFAULT_MAX_PRINCIPALS, MAX_DENIALS_SETTING, MAX_PRINCIPALS_SETTING
-
-    out = {}
-    for key, setting, default in (("max_denials", MAX_DENIALS_SETTING, DEFAULT_MAX_DENIALS),
-                                  ("max_principals", MAX_PRINCIPALS_SETTING, DEFAULT_MAX_PRINCIPALS)):
-        raw = (env.get(setting) or "").strip()
-        if raw and not (raw.isdigit() and 0 < int(raw) <= 1_000_000):
-            problems.append(Problem(setting, f"is not a positive integer; using the default of {default}"))
-            raw = ""
-        out[key] = int(raw) if raw else default
-    return out
-
-
-def _guid_list(env: Mapping[str, str], setting: str, problems: list[Problem]) -> tuple[str, ...]:
-    """A comma-separated list of GUIDs (lower-cased, in order); anything else is a problem and is left out."""
-    items = [s.strip().lower() for s in (env.get(setting) or "").split(",") if s.strip()]
-    good = tuple(dict.fromkeys(s for s in items if is_guid(s)))
-    if len(good) < len(set(items)):
-        problems.append(Problem(setting, "has entries that are not workspace ids (GUIDs); they are ignored"))
-    return good
-
-
-def _self_ids(env: Mapping[str, str]) -> tuple[frozenset[str], str | None]:
-    """The app's own object ids from KV_REMEDIATE_SELF_OBJECT_ID, and a problem (never naming the value)."""
-    raw = [x.strip().lower() for x in (env.get(SELF_SETTING) or "").split(",") if x.strip()]
-    if any(not is_guid(x) for x in raw):
-        return frozenset(x for x in raw if is_guid(x)), "is not a comma-separated list of object ids (GUIDs)"
-    if not raw and any((env.get(k) or "").strip() for k in AZURE_HOST_SETTINGS):
-        return frozenset(), ("is not set on an Azure host: the guard cannot recognise the app's own identity as a "
-                             "grantee; set it to the managed identity's principal (object) id")
-    return frozenset(raw), None
 
 
 def _storage_problems(env: Mapping[str, str]) -> list[Problem]:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import azure.functions as func
+import msgspec
 import pytest
 
 from remediate.app import services
@@ -68,6 +69,13 @@ def test_foreign_messages_are_bad_message_errors(body: bytes) -> None:
     with pytest.raises(InputError) as info:
         decode(body)
     assert info.value.code == "BAD_MESSAGE"
+
+
+def test_the_worker_reads_the_format_the_store_writes() -> None:
+    from remediate.app.messages import MESSAGE_SCHEMA
+    from remediate.store.azure import DENIAL_MESSAGE_SCHEMA
+
+    assert MESSAGE_SCHEMA == DENIAL_MESSAGE_SCHEMA
 
 
 @pytest.mark.parametrize("link, problem", [
@@ -155,10 +163,43 @@ def test_settings_problems_name_settings_never_values(monkeypatch: pytest.Monkey
     named = {p.setting for p in settings.problems}
     assert named == {app_settings.STORAGE_CONNECTION, app_settings.WINDOW_SETTING, app_settings.NOTIFY_SETTING,
                      app_settings.SNAPSHOT_SETTING, app_settings.POLICY_SETTING}
-    text = json.dumps([p.to_dict() for p in settings.problems])
+    text = json.dumps(msgspec.to_builtins(settings.problems))
     assert "SECRET" not in text
     # and the defaults stand in: a 10 minute window, no notifications
     assert settings.dedupe_window.total_seconds() == 600 and settings.notify_url is None
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "1000001", "5.0", "+5", "abc", "\u00b3", "\u0663"])
+def test_an_unusable_cap_is_a_problem_and_the_default_stands(value: str) -> None:
+    # given a cap setting that is not a positive integer (superscript and Arabic-Indic digits too)
+    env = {app_settings.SUBSCRIPTIONS_SETTING: "s1", "KV_REMEDIATE_MAX_DENIALS": value}
+    # when read; then health names the setting, and the default is used
+    settings = app_settings.Settings.from_env(env)
+    assert "KV_REMEDIATE_MAX_DENIALS" in {p.setting for p in settings.problems} and settings.max_denials == 100
+
+
+def test_a_cold_start_loads_no_validation_library() -> None:
+    # given a fresh interpreter; when the function app is imported; then msgspec is not (handlers load it)
+    import subprocess
+    import sys
+
+    code = "import sys, function_app; print('msgspec' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout
+    assert out.strip() == "False"
+
+
+def test_openapi_request_bodies_are_the_runbook_schema() -> None:
+    # given the OpenAPI document and the struct intake validates runbook requests with
+    from remediate.app.openapi import document
+    from remediate.intake.runbook import FIELDS, NAMING
+
+    schemas = document()["components"]["schemas"]
+    # then each request body has exactly its fields, no others, and names the principal or the operation
+    for name, extra in (("RunbookRequest", set()), ("RemediateRequest", {"apply"})):
+        body = schemas[name]
+        assert set(body["properties"]) == FIELDS | extra and body["additionalProperties"] is False
+        assert body["anyOf"] == [{"required": [field]} for field in NAMING]
 
 
 def test_health_reports_version_and_problems(monkeypatch: pytest.MonkeyPatch, azurite: str) -> None:

@@ -190,3 +190,19 @@ def test_access_policy_plan_uses_the_callers_type() -> None:
     assert check(f, replace(APPLY, principal_types=("User",)), proof=OPERATOR).allowed
     assert check(replace(f, plan=replace(plan, principal_type=None)), APPLY, proof=OPERATOR).refused_by == \
         "principal_types"
+
+
+def test_the_documented_policy_is_the_schema_and_its_defaults() -> None:
+    # given the policy block of docs/policy.md
+    import re
+    from pathlib import Path
+
+    from remediate.guard import KEYS
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "policy.md").read_text(encoding="utf-8")
+    block = re.search(r"```yaml\n(.*?)```", doc, re.S)
+    assert block is not None
+    # when parsed; then it names every key of the schema, and says the defaults
+    policy = parse_policy(block.group(1), "docs/policy.md")
+    assert set(policy.to_dict()) == KEYS
+    assert policy.to_dict() == policy_from_dict(None).to_dict()

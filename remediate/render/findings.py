@@ -199,14 +199,14 @@ def split_command(command: str) -> tuple[str, str]:
 
 
 def _args(command: str) -> list[str]:
-    """The command cut before each `` --option`` outside quotes (an option and its value stay together)."""
+    """The command cut before each `` --option`` and ``&&`` outside quotes (an option and its value stay together)."""
     out, start, quote = [], 0, None
     for i, ch in enumerate(command):
         if quote:
             quote = None if ch == quote else quote
         elif ch in "'\"":
             quote = ch
-        elif command.startswith(" --", i):
+        elif command.startswith((" --", " && "), i):
             out.append(command[start:i])
             start = i + 1
     out.append(command[start:])
@@ -366,7 +366,7 @@ def finding_text(f: Finding, names: Names | None = None, width: int = WIDTH) -> 
     names = names or Names.of([f])
     times = f" (x{f.occurrences})" if f.occurrences > 1 else ""
     lines = wrap_text(f"● {f.cause}{times}: {who_full(f, names)} → {where(f, names)} "
-                      f"[{f.denial.operation or '?'}]", "    ", width)
+                      f"[{f.denial.operation or '?'}]", "    ", width, "")
     lines += wrap_text(f.explanation, "  ", width)
     tree = evidence_tree(f, names)
     if tree:
@@ -431,11 +431,12 @@ def apply_summary(findings: Sequence[Finding], requested: bool, snapshot: bool =
             parts.append(f"pending approval {counts['pending_approval']}")
         parts.append(f"no grant needed {counts['no_plan']}")
         head = "remediate --apply: " + ", ".join(parts)
-    lines = [head]
+    lines = wrap_text(head, "  ")
     changed = counts["applied"] + counts["pending_approval"]
     if snapshot and requested and changed and not snapshot_out:
-        lines.append(f"note: {changed} change(s) were made in the bundled emulator only, and are gone now that it has "
-                     "stopped; add --snapshot-out FILE to keep the tenant as it stands after the run")
+        lines += wrap_text(f"note: {changed} change(s) were made in the bundled emulator only, and are gone now that "
+                           "it has stopped; add --snapshot-out FILE to keep the tenant as it stands after the run",
+                           "  ")
     elif snapshot and snapshot_out and requested:
         lines.append(f"the tenant after the run was written to {snapshot_out}")
     return "\n".join(lines)

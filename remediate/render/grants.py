@@ -43,13 +43,15 @@ def what(r: GrantRecord) -> str:
     return "role " + r.role_definition_id.rsplit("/", 1)[-1] if r.role_definition_id else "-"
 
 
-def principal_words(r: GrantRecord, names: dict[str, str] | None = None) -> str:
-    """The grantee's display name when known, else its type and object id."""
+def principal_words(r: GrantRecord, names: dict[str, str] | None = None, with_id: bool = True) -> str:
+    """The grantee's display name when known, else its type and (``with_id``) object id."""
     oid = r.principal_id or ((r.finding or {}).get("principal") or {}).get("object_id")
     name = (names or {}).get((oid or "").lower())
     if name:
         return str(name)
     typ = _TYPE_WORDS.get(str((r.plan or {}).get("principal_type") or "").lower())
+    if not with_id:
+        return f"{typ or 'principal'} (id below)"
     return f"{typ} {oid}" if typ and oid else (oid or "unknown")
 
 
@@ -73,14 +75,15 @@ def grants_table(records: Sequence[GrantRecord], now: datetime, names: dict[str,
     if not records:
         return "no grant records"
     rows = [[str(i), state(r, now), f"{r.expires_at:%Y-%m-%d %H:%M}" if r.expires_at else "never",
-             principal_words(r, names), what(r), _where(r), str((r.finding or {}).get("cause") or "-")]
+             principal_words(r, names, with_id=False), what(r), _where(r),
+             str((r.finding or {}).get("cause") or "-")]
             for i, r in enumerate(records, 1)]
     head = _table(rows, ["#", "STATE", "EXPIRES", "PRINCIPAL", "ROLE/PERMISSIONS", "SCOPE", "CAUSE"], width,
                   frozenset({"STATE", "EXPIRES", "PRINCIPAL", "ROLE/PERMISSIONS", "SCOPE", "CAUSE"}))
     ids = []
     for i, r in enumerate(records, 1):
         ids.append(f"{i:>2}  grant {r.id}  {r.time:%Y-%m-%d %H:%M}  principal {r.principal_id or '-'}")
-        ids += wrap_text(r.scope or r.vault_id or "no scope recorded", "    ", width)
+        ids += wrap_text(r.scope or r.vault_id or "no scope recorded", "  ", width)
     return head + "\n\nids (for `kv-remediate revoke --grant ID`):\n" + "\n".join(ids)
 
 
@@ -105,6 +108,8 @@ def revocation_text(result: dict[str, Any], record: GrantRecord | None, names: d
     """One revocation in words: which grant, on which vault, for whom, and exactly what was removed."""
     gid = result.get("grant_id")
     who = principal_words(record, names) if record is not None else None
+    if record is not None and record.principal_id and who and record.principal_id not in who:
+        who += f" ({record.principal_id})"
     on = f" on vault {_vault(record.vault_id)}" if record is not None and record.vault_id else ""
     head = f"grant {gid}" if gid else f"vault {_vault(str(result.get('vault')))}"
     if "reconciled" in result:
@@ -132,7 +137,7 @@ def revocations_text(results: Sequence[dict[str, Any]], records: dict[str, Grant
     """Every revocation, one wrapped paragraph each, then a count."""
     if not results:
         return "nothing to revoke"
-    out = ["\n".join(wrap_text(revocation_text(r, records.get(str(r.get("grant_id"))), names), "    ", width))
+    out = ["\n".join(wrap_text(revocation_text(r, records.get(str(r.get("grant_id"))), names), "    ", width, ""))
            for r in results]
     done = sum(1 for r in results if r.get("revoked"))
     settled = sum(1 for r in results if r.get("reconciled"))

@@ -107,6 +107,9 @@ def configure_from_env(environ: Mapping[str, str] | None = None) -> bool:
     try:
         from azure.monitor.opentelemetry import configure_azure_monitor
 
+        # The resource is read from App Service's settings only: the VM detector would ask the instance metadata
+        # address, which a Functions host does not need and a test machine must never be sent to.
+        os.environ.setdefault("OTEL_EXPERIMENTAL_RESOURCE_DETECTORS", "azure_app_service")
         kwargs: dict[str, Any] = {"connection_string": conn, "logger_name": "kv_remediate"}
         credential = _credential(env)
         if credential is not None:

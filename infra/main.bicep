@@ -256,6 +256,16 @@ module monitoring 'modules/monitoring.bicep' = {
   }
 }
 
+module workbook 'modules/workbook.bicep' = {
+  name: 'kvrem-workbook'
+  params: {
+    location: location
+    appInsightsId: monitoring.outputs.appInsightsId
+    displayName: '${namePrefix} kv-remediate'
+    tags: tags
+  }
+}
+
 module storage 'modules/storage.bicep' = {
   name: 'kvrem-storage'
   params: {
@@ -404,5 +414,6 @@ output identityClientId string = identity.properties.clientId
 output alertRuleId string = deployAlerting ? alerting.outputs.alertRuleId : ''
 output actionGroupId string = deployAlerting ? alerting.outputs.actionGroupId : ''
 output auditWorkspaceId string = auditWorkspaceResourceId
+output workbookId string = workbook.outputs.workbookId
 output storageAccountName string = storage.outputs.storageAccountName
 output accessPolicyRoleDefinitionId string = applyMode ? accessPolicyRole.outputs.roleDefinitionId : ''

@@ -91,3 +91,13 @@ class TooLargeError(InputError):
         self.what = what
         self.count = count
         self.cap = cap
+
+
+class UnsupportedMediaTypeError(InputError):
+    """A request body in a media type or charset the app does not read (HTTP 415): names what to send instead."""
+
+    code = "UNSUPPORTED_MEDIA_TYPE"
+    status = 415
+
+    def __init__(self, source: str, problem: str) -> None:
+        super().__init__(source, problem, "UNSUPPORTED_MEDIA_TYPE")

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from . import telemetry
 from .catalog import RoleDefinition
 from .decide import EVERYONE, decide, input_cause, object_scope
 from .diagnosis import build_finding
@@ -158,29 +159,49 @@ async def gather_facts(denial: Denial, source: FactSource) -> Facts | None:
                  searched_subscriptions=lookup.searched, limitations=tuple(limitations))
 
 
+Progress = Callable[[int, int], None]
+"""Told (done, total) as each distinct denial's facts are read: the CLI's progress line on a terminal."""
+
+
 async def diagnose(denials: Sequence[Denial], source: FactSource,
-                   options: DiagnoseOptions | None = None) -> Diagnosis:
+                   options: DiagnoseOptions | None = None, *, progress: Progress | None = None,
+                   entry: str = "app") -> Diagnosis:
     """Diagnose a batch: one finding per distinct denial, in input order."""
     options = options or DiagnoseOptions()
     start = time.perf_counter()
     count = RequestCount(source)
     unique = collapse([d.canonical() for d in denials])
-    facts = await asyncio.gather(*(gather_facts(d, source) for d, _ in unique))
+    done = 0
+
+    async def read(d: Denial) -> Facts | None:
+        nonlocal done
+        got = await gather_facts(d, source)
+        done += 1
+        if progress is not None:
+            progress(done, len(unique))
+        return got
+
+    facts = await asyncio.gather(*(read(d) for d, _ in unique))
     findings = tuple(build_finding(d, n, f, options.plan) for (d, n), f in zip(unique, facts, strict=True))
     causes = Counter(f.cause for f in findings)
-    stats = {**count.since(), "elapsed_ms": round((time.perf_counter() - start) * 1000),
+    elapsed = (time.perf_counter() - start) * 1000
+    stats = {**count.since(), "elapsed_ms": round(elapsed),
              "denials": len(denials), "findings": len(findings), "causes": dict(sorted(causes.items()))}
+    telemetry.record_diagnosis(findings, elapsed, entry, len(denials))
     return Diagnosis(findings, stats)
 
 
-async def remediate(denials: Sequence[Denial], source: Any, ctx: Any) -> Diagnosis:
+async def remediate(denials: Sequence[Denial], source: Any, ctx: Any, *, progress: Progress | None = None,
+                    entry: str = "app") -> Diagnosis:
     """Diagnose, then apply what policy allows (``ctx`` is an apply.ApplyContext; ``source`` an ArmFacts)."""
     from .apply import apply_findings
     from .facts.writes import ArmWriter
 
     count, before_writes = RequestCount(source), source.arm_writes
-    diagnosis = await diagnose(denials, source, DiagnoseOptions(PlanOptions(object_scope=ctx.policy.object_scope)))
+    diagnosis = await diagnose(denials, source, DiagnoseOptions(PlanOptions(object_scope=ctx.policy.object_scope)),
+                               progress=progress, entry=entry)
     findings = await apply_findings(diagnosis.findings, ArmWriter(source), ctx)
+    telemetry.record_outcomes(findings, bool(ctx.requested), entry)
     outcomes = Counter(str((f.outcome or {}).get("outcome")) for f in findings)
     stats = dict(diagnosis.stats, **count.since(), arm_writes=source.arm_writes - before_writes,
                  outcomes=dict(sorted(outcomes.items())), policy_mode=ctx.policy.mode)

@@ -18,6 +18,7 @@ Handlers parse, call one core function, render; heavy modules are imported insid
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +28,104 @@ from .responses import body_of, from_exception, json_response
 from .settings import DENIALS_QUEUE
 
 bp = func.Blueprint()
+
+
+# What the routes read: JSON (alerts, audit records, runbook requests; also ``application/*+json``) and plain text
+# (an SDK's or the CLI's error output). No Content-Type is read as either, and so is
+# ``application/x-www-form-urlencoded``: it is the label curl -d, Python's urllib and PowerShell's Invoke-RestMethod put
+# on a body by default, and the body is read as sent (never form-decoded). Anything else is 415.
+READABLE_TYPES = ("application/json", "text/plain", "application/x-www-form-urlencoded")
+_BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe\x00\x00", "utf-32-le"), (b"\x00\x00\xfe\xff", "utf-32-be"),
+         (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
+_SCALAR = re.compile(r"(null|true|false|-?\d+(\.\d+)?([eE][+-]?\d+)?)")
+
+
+def media_type(headers: Any, name: str) -> tuple[str, str | None]:
+    """(media type, charset) of a request; UnsupportedMediaTypeError (415) for a type no route reads."""
+    from email.message import Message
+
+    from ..errors import UnsupportedMediaTypeError
+
+    raw = (headers.get("Content-Type") or headers.get("content-type") or "").strip()
+    if not raw:
+        return "", None
+    msg = Message()
+    msg["Content-Type"] = raw
+    media = msg.get_content_type().lower()
+    charset = msg.get_param("charset")
+    readable = media in READABLE_TYPES or (media.startswith("application/") and media.endswith("+json"))
+    if not readable:
+        raise UnsupportedMediaTypeError(name, f"Content-Type {media} is not read here: send application/json (an "
+                                        "alert, audit-log records, a REST error body or a runbook request) or "
+                                        "text/plain (the error text an SDK or the Azure CLI printed); with curl, "
+                                        "-H 'Content-Type: application/json' --data-binary @FILE")
+    return media, charset if isinstance(charset, str) else None
+
+
+def _bomless_utf16(head: bytes) -> str | None:
+    """"little" or "big" when ``head`` reads as ASCII text in UTF-16 without a byte-order mark (every other byte
+    NUL), else None."""
+    even, odd = head[0::2], head[1::2]
+    if len(head) < 4:
+        return None
+    if not even.count(0) and odd.count(0) >= len(odd) - 1:
+        return "little"
+    if not odd.count(0) and even.count(0) >= len(even) - 1:
+        return "big"
+    return None
+
+
+def decode_body(body: bytes, charset: str | None, name: str) -> bytes:
+    """The body as UTF-8 without a byte-order mark: UTF-8, UTF-16 and UTF-32 are read by their BOM, another charset
+    when Content-Type declares one; anything else that is not UTF-8 is refused with a message saying so (400
+    BAD_ENCODING) or, for a charset Python does not know, 415."""
+    import codecs
+
+    from ..errors import InputError, UnsupportedMediaTypeError
+
+    encoding = next((enc for bom, enc in _BOMS if body.startswith(bom)), None)
+    if encoding is not None:
+        body = body[len(next(b for b, e in _BOMS if e == encoding)):]
+    elif charset:
+        try:
+            encoding = codecs.lookup(charset).name
+        except LookupError as exc:
+            raise UnsupportedMediaTypeError(name, f"charset {charset!r} is not one Python can read; send UTF-8") \
+                from exc
+    else:
+        encoding = "utf-8"
+    order = _bomless_utf16(body[:64]) if encoding == "utf-8" else None
+    if order is not None:
+        raise InputError(name, f"looks like UTF-16 ({order}-endian) without a byte-order mark, which cannot be told "
+                               "apart from binary data; send UTF-8, or UTF-16 with its byte-order mark",
+                         "BAD_ENCODING")
+    try:
+        text = body.decode(encoding)
+    except UnicodeDecodeError as exc:
+        what = "UTF-8" if encoding == "utf-8" else encoding
+        raise InputError(name, f"is not {what} text: byte 0x{body[exc.start]:02x} at offset {exc.start} "
+                               "cannot be read; send UTF-8, or UTF-16 with a byte-order mark, or declare the "
+                               "charset in Content-Type", "BAD_ENCODING") from exc
+    return text.encode("utf-8") if encoding != "utf-8" else body
+
+
+def request_body(req: func.HttpRequest, name: str) -> bytes:
+    """The body a route parses: a readable media type (415 otherwise), not empty, at most 4 MiB (413), decoded to
+    UTF-8 (:func:`decode_body`), and not a bare JSON ``null``, boolean or number, which is valid JSON but no
+    denial (400 NOT_A_DENIAL, instead of intake's "not JSON")."""
+    from ..errors import InputError
+
+    _, charset = media_type(req.headers, name)
+    body = decode_body(body_of(req, name), charset, name)
+    stripped = body.strip()
+    if not stripped:
+        raise InputError(name, "is empty once decoded (only a byte-order mark or white space): send the JSON (or "
+                               "text) in the request body", "EMPTY_BODY")
+    if len(stripped) <= 64 and _SCALAR.fullmatch(stripped.decode("ascii", "replace")):
+        what = "an Azure Monitor alert" if name == "alert" else \
+            "a denial: send an alert, audit-log records, a REST error body, error text or a runbook request"
+        raise InputError(name, f"is the JSON value {stripped.decode('ascii')}, not {what}", "NOT_A_DENIAL")
+    return body
 
 
 def accept_alert(headers: Any, body_reader: Any) -> int:
@@ -65,7 +164,7 @@ def accept_alert(headers: Any, body_reader: Any) -> int:
 def alerts(req: func.HttpRequest) -> func.HttpResponse:
     """Azure Monitor action group webhook → ``202 {"accepted": N}`` (resolved alerts: 0)."""
     try:
-        accepted = accept_alert(req.headers, lambda: body_of(req, "alert"))
+        accepted = accept_alert(req.headers, lambda: request_body(req, "alert"))
     except Exception as exc:
         return from_exception(exc, "alerts")
     return json_response({"accepted": accepted}, 202)
@@ -208,7 +307,7 @@ async def remediate_route(req: func.HttpRequest) -> func.HttpResponse:
     """Like /api/diagnose; with ``"apply": true`` (or ``?apply=true``) and a token holding ``KvRemediate.Apply``,
     applies the plans policy allows (without the token: 401, nothing read from Azure or changed)."""
     try:
-        apply, body = apply_flag(req, body_of(req, "request body"))
+        apply, body = apply_flag(req, request_body(req, "request body"))
         operator = await asyncio.to_thread(operator_proof, req.headers) if apply else None  # JWKS fetch: off loop
         doc = await remediate_body(body, apply, operator)
     except Exception as exc:
@@ -221,7 +320,7 @@ async def remediate_route(req: func.HttpRequest) -> func.HttpResponse:
 async def diagnose(req: func.HttpRequest) -> func.HttpResponse:
     """Runbooks: any input ``parse`` accepts, or ``{"principal_id", "vault", "operation", "object"}`` → diagnosis."""
     try:
-        doc = await diagnose_body(body_of(req, "request body"))
+        doc = await diagnose_body(request_body(req, "request body"))
     except Exception as exc:
         return from_exception(exc, "diagnose")
     return json_response(doc, 200)

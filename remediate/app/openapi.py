@@ -144,6 +144,15 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 _ERR = _ref("Error")
 _KEY: list[dict[str, list[str]]] = [{"functionKey": []}, {"functionKeyQuery": []}]
+_UNSUPPORTED = ("a Content-Type no route reads (application/json, application/*+json and text/plain are read; so are "
+                "none and application/x-www-form-urlencoded, clients' default label, as sent) or a charset Python "
+                "does not know: UNSUPPORTED_MEDIA_TYPE, nothing was done")
+_BAD_BODY = ("unusable body, naming what is wrong: empty (EMPTY_BODY, also when only a byte-order mark or white "
+             "space), not UTF-8 and not UTF-16/UTF-32 with a byte-order mark or a declared charset (BAD_ENCODING, "
+             "naming the byte), a bare JSON null, boolean or number (NOT_A_DENIAL), or not a recognised input")
+_BODY_RULES = (" Bodies are UTF-8; UTF-16 and UTF-32 with a byte-order mark, UTF-8 with one, and a charset declared "
+               "in Content-Type are decoded first. Over 4 MiB: 413; a Content-Type other than application/json, "
+               "application/*+json, text/plain or application/x-www-form-urlencoded (read as sent): 415.")
 _TOO_LARGE = "over a size cap (body over 4 MiB, more denials per input than KV_REMEDIATE_MAX_DENIALS or more " \
              "distinct principals than KV_REMEDIATE_MAX_PRINCIPALS): nothing was done"
 
@@ -161,31 +170,33 @@ def document() -> dict[str, Any]:
                 "description": "Validates the alert, queues its denials for the worker and answers at once. With "
                                "the secure webhook on, an Entra ID bearer token is required as well: issued to "
                                "Azure Monitor Action Groups (appid 461e8683-5575-4561-ac7f-899cc907d62a) for this "
-                               "app, holding the app role ActionGroupsSecureWebhook.",
+                               "app, holding the app role ActionGroupsSecureWebhook." + _BODY_RULES,
                 "security": [*_KEY, {"functionKey": [], "actionGroupsBearer": []},
                                     {"functionKeyQuery": [], "actionGroupsBearer": []}],
                 "requestBody": {"required": True, "content": {"application/json": {
                     "schema": _ref("Alert"), "example": ALERT_EXAMPLE}}},
                 "responses": {"202": _json(_ref("Accepted"), "denials queued"),
-                              "400": _json(_ERR, "not an alert about a Key Vault, or unreadable"),
+                              "400": _json(_ERR, "not an alert about a Key Vault, or " + _BAD_BODY),
                               "401": _json(_ERR, "missing or wrong function key, or (secure webhook) a missing "
                                                  "or invalid bearer token, or one without the Action Groups app "
                                                  "and role"),
                               "413": _json(_ERR, _TOO_LARGE),
+                              "415": _json(_ERR, _UNSUPPORTED),
                               "500": _json(_ERR, "the app is misconfigured (health names the setting)"),
                               "503": _json(_ERR, "the queue could not be reached; Azure Monitor retries")}}},
             "/api/diagnose": {"post": {
                 "operationId": "diagnose", "summary": "Diagnose a denial (runbooks)",
                 "description": "Any input `kv-remediate parse` accepts (alerts, audit log records, Log Analytics "
-                               "rows, REST error bodies, SDK or CLI error text) or a runbook request.",
+                               "rows, REST error bodies, SDK or CLI error text) or a runbook request." + _BODY_RULES,
                 "security": _KEY,
                 "requestBody": {"required": True, "content": {
                     "application/json": {"schema": _ref("RunbookRequest"), "example": RUNBOOK_EXAMPLE},
                     "text/plain": {"schema": _s("string")}}},
                 "responses": {"200": _json(_ref("Diagnosis"), "the diagnosis (spec/cli.md)"),
-                              "400": _json(_ERR, "unusable input, naming what is wrong"),
+                              "400": _json(_ERR, _BAD_BODY),
                               "401": _json(_ERR, "missing or wrong function key"),
                               "413": _json(_ERR, _TOO_LARGE),
+                              "415": _json(_ERR, _UNSUPPORTED),
                               "500": _json(_ERR, "the app is misconfigured (health names the setting)"),
                               "503": _json(_ERR, "Azure could not be reached or refused the app's identity")}}},
             "/api/remediate": {"post": {
@@ -195,7 +206,8 @@ def document() -> dict[str, Any]:
                                "or `refused_by` the rule that refused it. Default: suggest only. Applying needs, "
                                "besides the function key, an Entra ID bearer token for this app's audience "
                                "(KV_REMEDIATE_API_AUDIENCE) holding the app role KvRemediate.Apply: the key alone "
-                               "only diagnoses, and apply without a valid token is 401 before anything is read.",
+                               "only diagnoses, and apply without a valid token is 401 before anything is read."
+                               + _BODY_RULES,
                 "security": [*_KEY, {"functionKey": [], "applyBearer": []},
                                     {"functionKeyQuery": [], "applyBearer": []}],
                 "parameters": [{"name": "apply", "in": "query", "required": False,
@@ -205,10 +217,11 @@ def document() -> dict[str, Any]:
                                          "example": dict(RUNBOOK_EXAMPLE, apply=True)},
                     "text/plain": {"schema": _s("string")}}},
                 "responses": {"200": _json(_ref("Diagnosis"), "the findings, each with its outcome"),
-                              "400": _json(_ERR, "unusable input, naming what is wrong"),
+                              "400": _json(_ERR, _BAD_BODY),
                               "401": _json(_ERR, "missing or wrong function key, or apply without a valid bearer "
                                                  "token holding KvRemediate.Apply (nothing read or changed)"),
                               "413": _json(_ERR, _TOO_LARGE),
+                              "415": _json(_ERR, _UNSUPPORTED),
                               "500": _json(_ERR, "the remediation policy or a setting is invalid: nothing is read "
                                                  "or changed"),
                               "503": _json(_ERR, "Azure could not be reached or refused the app's identity")}}},

@@ -1,7 +1,8 @@
 """HTTP responses of the app: JSON bodies, and every failure as ``{"error": {"code", "message"}}``.
 
 Domain errors map to statuses (bad input 400, bearer token 401, an input over a size cap 413 (``TOO_LARGE``,
-``BODY_TOO_LARGE``), Azure or storage unavailable 503, a broken configuration 500); a body nested too deeply to
+``BODY_TOO_LARGE``), a body in a media type or charset the app does not read 415, Azure or storage unavailable
+503, a broken configuration 500); a body nested too deeply to
 parse (``RecursionError``) is a 400 naming the body; anything unexpected is logged with its traceback and answered
 500 with a generic message: a response never carries a stack trace.
 """
@@ -44,7 +45,8 @@ def from_exception(exc: BaseException, route: str) -> func.HttpResponse:
 
     if isinstance(exc, InputError):
         too_large = getattr(exc, "status", None) == 413 or exc.code in ("TOO_LARGE", "BODY_TOO_LARGE")
-        return error_response(413 if too_large else 400, exc.code, exc.message)
+        status = 413 if too_large else 415 if getattr(exc, "status", None) == 415 else 400
+        return error_response(status, exc.code, exc.message)
     if isinstance(exc, RecursionError):
         name = "alert" if route == "alerts" else "request body"
         return error_response(400, "BAD_INPUT", f"{name}: is nested too deeply to parse (deeper than the parser's "

@@ -375,6 +375,11 @@ def get() -> Runtime:
     global _RUNTIME
     with _RUNTIME_LOCK:
         if _RUNTIME is None:
+            # Application Insights (OpenTelemetry) when APPLICATIONINSIGHTS_CONNECTION_STRING is set: here, on the
+            # first invocation, so a cold start never imports it (telemetry.configure_from_env; once per process).
+            from .. import telemetry
+
+            telemetry.configure_from_env()
             _RUNTIME = Runtime()
         return _RUNTIME
 

@@ -24,6 +24,7 @@ SCHEDULE = "0 */5 * * * *"
 
 async def revoke_due() -> list[dict[str, object]]:
     """Reconcile, then revoke every expired grant now; one structured log line per action."""
+    from .. import telemetry
     from ..apply import reconcile
     from ..facts.writes import ArmWriter
     from . import services
@@ -33,6 +34,11 @@ async def revoke_due() -> list[dict[str, object]]:
         results = await reconcile(ArmWriter(facts), rt.grants(), datetime.now(UTC), actor=rt.actor)
     for r in results:
         log.info("kv-remediate revoke %s", json.dumps(r, default=str), extra={"custom_dimensions": r})
+    if telemetry.enabled():
+        grants = rt.grants()
+        records = {str(r["grant_id"]): rec for r in results if r.get("grant_id")
+                   for rec in [grants.get(str(r["grant_id"]))] if rec is not None}
+        telemetry.record_revocations(results, records)
     return results
 
 

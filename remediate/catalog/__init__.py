@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from difflib import get_close_matches
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -69,6 +70,23 @@ def _by_name() -> dict[str, Operation]:
 def operation(name: str | None) -> Operation | None:
     """The operation with this diagnostic-log OperationName (case-insensitive), if known."""
     return _by_name().get(name.lower()) if name else None
+
+
+def nearest_operations(name: str, limit: int = 3) -> list[str]:
+    """Operation names close to an unknown ``name``, best first (``decrypt`` -> ``KeyDecrypt``): names that end
+    with or contain it, then difflib's close matches; for "did you mean" in an error, never to pick one."""
+    want = "".join(ch for ch in name.lower() if ch.isalnum())
+    if not want:
+        return []
+    names = {o.name.lower(): o.name for o in operations()}
+    ends = sorted((n for n in names if n.endswith(want)), key=len)
+    contains = sorted((n for n in names if want in n and n not in ends), key=len)
+    close = get_close_matches(want, list(names), n=limit, cutoff=0.6)
+    out: list[str] = []
+    for n in (*ends, *contains, *close):
+        if names[n] not in out:
+            out.append(names[n])
+    return out[:limit]
 
 
 @lru_cache(maxsize=1)

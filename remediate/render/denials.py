@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections import Counter
 
 from ..model import Denial, ParseResult
+from .findings import WIDTH
 from .table import aligned
 
 _COLUMNS = ("#", "status", "source", "principal", "vault", "operation", "object", "caller ip", "cause hint")
-_MAX = 44
 
 
 def _principal(d: Denial) -> str:
@@ -53,7 +53,8 @@ def denials_table(result: ParseResult) -> str:
     """The denials as an aligned table, then the notes, then the summary line."""
     lines: list[str] = []
     if result.denials:
-        lines.extend(aligned(_COLUMNS, (_row(i, d) for i, d in enumerate(result.denials, 1)), max_width=_MAX))
+        lines.extend(aligned(_COLUMNS, (_row(i, d) for i, d in enumerate(result.denials, 1)), width=WIDTH,
+                             wrap=("source", "principal", "vault", "operation", "object", "cause hint")))
         messages = [(i, d.message) for i, d in enumerate(result.denials, 1) if d.message]
         if messages:
             lines.append("")

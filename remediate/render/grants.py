@@ -1,28 +1,146 @@
-"""Readable text for ``kv-remediate grants --output text``: the audit trail as a table (ids and scopes are never
-cut: they are what ``revoke --grant`` and a person checking Azure need)."""
+"""Text for ``kv-remediate grants`` (the audit trail as a table that fits the terminal) and ``revoke`` (what was
+removed, in words). Pure: the records, the revocation results and the time are given."""
 
 from __future__ import annotations
 
+import ast
+import re
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import Any
 
+from ..store.grants import GrantRecord
+from .findings import WIDTH, wrap_text
 from .table import aligned
 
-if TYPE_CHECKING:
-    from ..store.grants import GrantRecord
-
-_COLUMNS = ("time", "outcome", "grant", "principal", "scope", "refused by", "expires", "revoked")
+_TYPE_WORDS = {"serviceprincipal": "service principal", "user": "user", "group": "group"}
 
 
-def _when(t: datetime | None) -> str:
-    return f"{t:%Y-%m-%d %H:%M}" if t else "-"
+def _vault(vault_id: str | None) -> str:
+    return vault_id.rstrip("/").rsplit("/", 1)[-1] if vault_id else "?"
 
 
-def grants_table(records: Sequence[GrantRecord]) -> str:
-    """The grant records, newest first as the store lists them; "no grant records" when there are none."""
+def _where(r: GrantRecord) -> str:
+    """The scope as a person reads it: the vault name, and the object below it when the grant is on one."""
+    vault = _vault(r.vault_id)
+    scope = r.scope or r.vault_id or ""
+    below = scope[len(r.vault_id):].strip("/") if r.vault_id and scope.lower().startswith(r.vault_id.lower()) else ""
+    return f"{vault}/{below}" if below else vault
+
+
+def permissions_words(perms: dict[str, Any] | None) -> str:
+    """``{"secrets": ["get", "list"]}`` as ``secrets get, list``."""
+    return "; ".join(f"{k} {', '.join(v)}" for k, v in (perms or {}).items() if v) or "nothing"
+
+
+def what(r: GrantRecord) -> str:
+    """The role, or the access-policy permissions, the record is about."""
+    plan = r.plan or {}
+    if plan.get("role_name"):
+        return str(plan["role_name"])
+    perms = r.permissions_added or {k: v for k, v in (plan.get("add") or {}).items() if v}
+    if perms:
+        return "access policy: " + permissions_words(perms)
+    return "role " + r.role_definition_id.rsplit("/", 1)[-1] if r.role_definition_id else "-"
+
+
+def principal_words(r: GrantRecord, names: dict[str, str] | None = None, with_id: bool = True) -> str:
+    """The grantee's display name when known, else its type and (``with_id``) object id."""
+    oid = r.principal_id or ((r.finding or {}).get("principal") or {}).get("object_id")
+    name = (names or {}).get((oid or "").lower())
+    if name:
+        return str(name)
+    typ = _TYPE_WORDS.get(str((r.plan or {}).get("principal_type") or "").lower())
+    if not with_id:
+        return f"{typ or 'principal'} (id below)"
+    return f"{typ} {oid}" if typ and oid else (oid or "unknown")
+
+
+def state(r: GrantRecord, now: datetime) -> str:
+    """The record's outcome, with whether an applied grant is in force, revoked or past its expiry."""
+    if r.outcome == "applied":
+        if r.revoked_at is not None:
+            return f"revoked {r.revoked_at:%Y-%m-%d %H:%M}"
+        if r.expires_at is not None and r.expires_at <= now:
+            return "expired, not yet revoked"
+        return "in force"
+    if r.outcome == "refused" and r.refused_by:
+        return f"refused by {r.refused_by}"
+    return r.outcome.replace("_", " ")
+
+
+def grants_table(records: Sequence[GrantRecord], now: datetime, names: dict[str, str] | None = None,
+                 width: int = WIDTH) -> str:
+    """The grant records as a table (state, expiry, principal, role or permissions, scope, cause), then the full
+    ids under each row's number: the grant id for ``revoke --grant``, the principal and the ARM scope."""
     if not records:
         return "no grant records"
-    rows = [(_when(r.time), r.outcome, r.id, r.principal_id or "-", r.scope or "-", r.refused_by or "-",
-             _when(r.expires_at), _when(r.revoked_at)) for r in records]
-    return "\n".join(aligned(_COLUMNS, rows))
+    rows = [[str(i), state(r, now), f"{r.expires_at:%Y-%m-%d %H:%M}" if r.expires_at else "never",
+             principal_words(r, names, with_id=False), what(r), _where(r),
+             str((r.finding or {}).get("cause") or "-")]
+            for i, r in enumerate(records, 1)]
+    columns = ["#", "STATE", "EXPIRES", "PRINCIPAL", "ROLE/PERMISSIONS", "SCOPE", "CAUSE"]
+    head = "\n".join(aligned(columns, rows, width=width, wrap=columns[1:]))
+    ids = []
+    for i, r in enumerate(records, 1):
+        ids.append(f"{i:>2}  grant {r.id}  {r.time:%Y-%m-%d %H:%M}  principal {r.principal_id or '-'}")
+        ids += wrap_text(r.scope or r.vault_id or "no scope recorded", "  ", width)
+    return head + "\n\nids (for `kv-remediate revoke --grant ID`):\n" + "\n".join(ids)
+
+
+_REMOVED = re.compile(r"^removed (\{.*\}) from the entry$")
+
+
+def _removed_permissions(detail: str) -> dict[str, list[str]] | None:
+    """The permissions ``apply.revoke`` says it removed (its detail quotes them as a literal)."""
+    m = _REMOVED.match(detail)
+    if not m:
+        return None
+    try:
+        value = ast.literal_eval(m.group(1))
+    except (ValueError, SyntaxError):
+        return None
+    if isinstance(value, dict) and all(isinstance(v, list) for v in value.values()):
+        return {str(k): [str(p) for p in v] for k, v in value.items()}
+    return None
+
+
+def revocation_text(result: dict[str, Any], record: GrantRecord | None, names: dict[str, str] | None = None) -> str:
+    """One revocation in words: which grant, on which vault, for whom, and exactly what was removed."""
+    gid = result.get("grant_id")
+    who = principal_words(record, names) if record is not None else None
+    if record is not None and record.principal_id and who and record.principal_id not in who:
+        who += f" ({record.principal_id})"
+    on = f" on vault {_vault(record.vault_id)}" if record is not None and record.vault_id else ""
+    head = f"grant {gid}" if gid else f"vault {_vault(str(result.get('vault')))}"
+    if "reconciled" in result:
+        if not result["reconciled"]:
+            return f"{head}{on}: left open, could not be settled: {result.get('error')}"
+        return f"{head}{on}: settled as {result['reconciled']}: {result.get('detail')}"
+    if not result.get("revoked"):
+        return f"{head}{on}: not revoked: {result.get('reason') or result.get('error')}"
+    detail = str(result.get("detail") or "")
+    removed = _removed_permissions(detail)
+    if removed is not None:
+        did = f"removed {permissions_words(removed)} from the access-policy entry of {who}{on}"
+    elif detail.startswith("deleted role assignment") and record is not None:
+        did = (f"deleted the role assignment of {what(record)} to {who} at {_where(record)} "
+               f"({detail.removeprefix('deleted role assignment ')})")
+    else:
+        did = detail or "revoked"
+        if who:
+            did += f" (grantee {who}{on})"
+    return f"{head}: {did}"
+
+
+def revocations_text(results: Sequence[dict[str, Any]], records: dict[str, GrantRecord],
+                     names: dict[str, str] | None = None, width: int = WIDTH) -> str:
+    """Every revocation, one wrapped paragraph each, then a count."""
+    if not results:
+        return "nothing to revoke"
+    out = ["\n".join(wrap_text(revocation_text(r, records.get(str(r.get("grant_id"))), names), "    ", width, ""))
+           for r in results]
+    done = sum(1 for r in results if r.get("revoked"))
+    settled = sum(1 for r in results if r.get("reconciled"))
+    out.append(f"{done} revoked, {settled} settled, {len(results) - done - settled} left as they were")
+    return "\n".join(out)

@@ -187,7 +187,8 @@ def test_cli_apply_on_azure_tables_records_and_slots_there(tmp_path: Path, azuri
     assert len(claims) == 1 and '"rate"' in claims[0]["key"]
 
 
-def test_suggest_is_the_default(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_suggest_is_the_default_and_apply_under_it_is_refused_by_mode(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
     tenant_file = tmp_path / "t.json"
     tenant_file.write_text(json.dumps(TENANT))
     body = json.dumps({"principal_id": gid("app-orders"), "vault": "kv-payments", "operation": "SecretGet"})
@@ -195,7 +196,8 @@ def test_suggest_is_the_default(tmp_path: Path, capsys: pytest.CaptureFixture[st
     code = main(["remediate", str(tmp_path / "r.json"), "--snapshot", str(tenant_file), "--apply",
                  "--state", str(tmp_path / "s.db"), "--output", "json"])
     f = json.loads(capsys.readouterr().out)["findings"][0]
-    assert code == 0 and f["applied"] is False and f["refused_by"] == "mode"
+    # then nothing is applied, the plan is refused by `mode`, and (issue 14) --apply that changed nothing exits 4
+    assert code == 4 and f["applied"] is False and f["refused_by"] == "mode"
 
 
 def test_parse_errors_change_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

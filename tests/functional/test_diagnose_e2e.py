@@ -197,7 +197,7 @@ def test_vault_by_name_is_found_by_listing(tmp_path: Path, capsys: pytest.Captur
 
 
 def test_demo_command_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo"]) == 0
+    assert main(["demo", "--output", "text"]) == 0
     out = capsys.readouterr().out
     assert "CAUSE" in out and "MISSING_ROLE_ASSIGNMENT" in out and "finding(s)" in out
 

@@ -112,7 +112,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     doc = result.to_dict()
     doc["notes"] = list(parsed.notes) + doc.get("notes", [])
     doc["stats"]["skipped"] = parsed.skipped
-    _emit(doc, report(result.findings, result.stats, tuple(parsed.notes)), args.output)
+    _emit(doc, report(result.findings, result.stats, (*parsed.notes, *result.notes)), args.output)
     return 0
 
 
@@ -151,7 +151,7 @@ def cmd_remediate(args: argparse.Namespace) -> int:
     result = asyncio.run(go())
     doc = result.to_dict()
     doc["notes"] = list(parsed.notes) + doc.get("notes", [])
-    _emit(doc, report(result.findings, result.stats, tuple(parsed.notes)), args.output)
+    _emit(doc, report(result.findings, result.stats, (*parsed.notes, *result.notes)), args.output)
     refused = any((f.outcome or {}).get("outcome") == "refused" for f in result.findings)
     return 4 if args.apply and refused else 0
 

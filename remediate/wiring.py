@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from .clouds import Cloud, cloud_from_env
-from .errors import InputError
 from .facts.arm import ArmFacts
 
 
 def subscriptions_from_env(explicit: Sequence[str] | None = None) -> tuple[str, ...]:
-    """``--subscription`` values, else AZURE_SUBSCRIPTION_IDS (comma-separated)."""
+    """``--subscription`` values, else AZURE_SUBSCRIPTION_IDS (comma-separated); empty: every subscription the
+    identity can read (Azure Resource Graph finds vaults by name without a list)."""
     if explicit:
         return tuple(explicit)
     raw = os.environ.get("AZURE_SUBSCRIPTION_IDS", "")
@@ -32,6 +33,8 @@ class EmulatorRun:
 
         self.snapshot = load_snapshot(snapshot)
         self.emulator = Emulator(self.snapshot)
+        # The vault index's partition for this run: its tenant is this snapshot's, never another run's.
+        self.index_scope = f"emulator:{uuid.uuid4()}"
 
     def __enter__(self) -> EmulatorRun:
         self.emulator.start()
@@ -42,6 +45,7 @@ class EmulatorRun:
 
     def facts(self, **kw: Any) -> ArmFacts:
         emu = self.emulator
+        kw.setdefault("index_scope", self.index_scope)
         return ArmFacts(emu.async_credential(), self.snapshot.subscriptions, arm_url=emu.base_url,
                         graph_url=emu.base_url, connection_verify=emu.ca_file,
                         transport_factory=emu.async_transport, **kw)
@@ -50,10 +54,8 @@ class EmulatorRun:
 @asynccontextmanager
 async def live_facts(subscriptions: Sequence[str], cloud: Cloud | None = None) -> AsyncIterator[ArmFacts]:
     """Facts from Azure with the function's own identity (DefaultAzureCredential), in the cloud ``AZURE_CLOUD``
-    and the endpoint settings name (clouds.py)."""
-    if not subscriptions:
-        raise InputError("--subscription", "no subscription to search: set AZURE_SUBSCRIPTION_IDS or pass "
-                         "--subscription (or use --snapshot FILE for an offline tenant)")
+    and the endpoint settings name (clouds.py). ``subscriptions`` is optional: a filter for Resource Graph and the
+    list the ARM fallback searches."""
     from .credentials import async_default_credential
 
     cloud = cloud or cloud_from_env(os.environ)

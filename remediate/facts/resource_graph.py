@@ -96,7 +96,7 @@ def build_query(*, names: Sequence[str] = (), ids: Sequence[str] = ()) -> str:
         bad = [n for n in names if not is_vault_name(n)]
         if bad:
             raise UnsafeQueryValue(f"not vault names: {bad[:3]!r}")
-        values = ", ".join(kql_string(n.lower()) for n in dict.fromkeys(names))
+        values = ", ".join(kql_string(n) for n in dict.fromkeys(n.lower() for n in names))
         return QUERY_HEAD + QUERY_BY_NAME.format(values=values) + QUERY_TAIL
     bad = [i for i in ids if parse_vault_id(i) is None and parse_hsm_id(i) is None]
     if bad:

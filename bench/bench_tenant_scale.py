@@ -1,0 +1,116 @@
+"""Tenant scale (issue 16): vaults named only by name among hundreds of subscriptions, at 100 ms injected latency.
+
+"before" is the search by name through ARM alone (``resource_graph=False``: one vault list per configured
+subscription, one after another), "after" is Azure Resource Graph (one query for the batch) and then ARM's vault,
+assignments and deny assignments per vault. Prints requests (by API) and the batch's elapsed time, and how both grow
+with the number of distinct vaults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import statistics
+import uuid
+from importlib import resources
+from typing import Any
+
+from remediate.model import Denial, ObjectRef, Principal, VaultRef
+from remediate.service import diagnose
+from remediate.store.vault_index import MemoryVaultIndex
+from remediate.wiring import EmulatorRun
+
+DEMO: dict[str, Any] = json.loads(resources.files("remediate").joinpath("demo", "tenant.json").read_text())
+APP = str(uuid.uuid5(uuid.UUID("0f5a6c1e-2b3d-4e5f-8a9b-0c1d2e3f4a5b"), "app-orders"))
+LATENCY_MS = 100
+
+
+def tenant(subscriptions: int = 200, vaults_per_sub: int = 5, latency_ms: float = LATENCY_MS) -> dict[str, Any]:
+    """The demo tenant's principals with ``subscriptions`` subscriptions of ``vaults_per_sub`` RBAC vaults each
+    (``kv-s{i}-{j}``), served with ``latency_ms`` per request."""
+    t = copy.deepcopy(DEMO)
+    subs = [str(uuid.UUID(int=0xB000 + i)) for i in range(subscriptions)]
+    t["subscriptions"] = subs
+    t["management_groups"] = []
+    t["vaults"] = [
+        {"id": f"/subscriptions/{s}/resourceGroups/rg-{i}/providers/Microsoft.KeyVault/vaults/kv-s{i}-{j}",
+         "location": "westeurope", "properties": {"enableRbacAuthorization": True}}
+        for i, s in enumerate(subs) for j in range(vaults_per_sub)]
+    t["emulator"] = {"latency_ms": latency_ms}
+    return t
+
+
+def spread(count: int, subscriptions: int = 200, vaults_per_sub: int = 5) -> list[str]:
+    """``count`` distinct vault names spread over the subscriptions (the last subscription's vault first)."""
+    names = [f"kv-s{subscriptions - 1}-0"] + [f"kv-s{(i * 7) % subscriptions}-{(i * 7) // subscriptions % vaults_per_sub}"
+                                             for i in range(1, subscriptions * vaults_per_sub)]
+    return list(dict.fromkeys(names))[:count]
+
+
+def denial(name: str) -> Denial:
+    return Denial(source="bench", status=403, principal=Principal(object_id=APP, kind="app"), vault=VaultRef(name),
+                  operation="SecretGet", object=ObjectRef("secrets", "db-password"))
+
+
+async def _run(run: EmulatorRun, names: list[str], **kw: Any) -> dict[str, Any]:
+    async with run.facts(**kw) as facts:
+        stats = (await diagnose([denial(n) for n in names], facts)).stats
+    missing = stats["causes"].get("VAULT_NOT_FOUND", 0)
+    assert missing == 0, f"{missing} vaults not found"
+    return stats
+
+
+def measure(names: list[str], *, repeat: int = 3, subscriptions: int = 200, **kw: Any) -> tuple[dict[str, int], int]:
+    """(requests by API, median elapsed ms) of diagnosing one denial per name, each run on a fresh emulator."""
+    async def go() -> dict[str, Any]:
+        with EmulatorRun(tenant(subscriptions)) as run:
+            return await _run(run, names, **kw)
+    runs = [asyncio.run(go()) for _ in range(repeat)]
+    return runs[0]["requests_by_api"], int(statistics.median(r["elapsed_ms"] for r in runs))
+
+
+def fmt(by_api: dict[str, int]) -> str:
+    return f"{sum(by_api.values()):5d} requests {by_api}"
+
+
+def headline() -> None:
+    print(f"at {LATENCY_MS} ms injected latency, 200 subscriptions x 5 vaults, vaults named by name only:")
+    for label, names, req_target, ms_target in (("one denial", spread(1), 5, 350),
+                                                ("50 denials on 50 vaults", spread(50), 160, 1000)):
+        before, before_ms = measure(names, repeat=1, resource_graph=False)
+        after, after_ms = measure(names)
+        print(f"  {label:24s} before (ARM lists): {fmt(before)} {before_ms:6d} ms")
+        print(f"  {label:24s} after (Resource Graph): {fmt(after)} {after_ms:6d} ms "
+              f"(targets <= {req_target} requests, <= {ms_target} ms)")
+
+
+def warm_index() -> None:
+    """The next batch on the same vaults, with the name -> id index the app keeps across invocations."""
+    async def go() -> tuple[dict[str, Any], dict[str, Any]]:
+        index = MemoryVaultIndex()
+        with EmulatorRun(tenant()) as run:
+            cold = await _run(run, spread(50), index=index)
+            warm = await _run(run, spread(50), index=index)
+        return cold, warm
+    cold, warm = asyncio.run(go())
+    print(f"  50 vaults, next batch with the index warm: {fmt(warm['requests_by_api'])} {warm['elapsed_ms']} ms "
+          f"(cold: {fmt(cold['requests_by_api'])} {cold['elapsed_ms']} ms)")
+
+
+def growth() -> None:
+    print("how it grows (distinct vaults by name, one denial each; 200 subscriptions; 100 ms latency):")
+    for n in (1, 10, 100, 1000):
+        after, after_ms = measure(spread(n), repeat=1)
+        before, before_ms = measure(spread(n), repeat=1, resource_graph=False)
+        print(f"  {n:5d} vaults  after: {fmt(after)} {after_ms:6d} ms   before: {fmt(before)} {before_ms:6d} ms")
+
+
+def main() -> None:
+    headline()
+    warm_index()
+    growth()
+
+
+if __name__ == "__main__":
+    main()

@@ -287,3 +287,31 @@ def test_hosts_of_every_cloud_name_a_vault_or_hsm(host: str, kind: str, name: st
                                   "kv--1.vault.azure.net", "kv1", "'x'.vault.azure.net"])
 def test_other_hosts_name_nothing(host: str) -> None:
     assert resource_graph.target_from_host(host) is None
+
+
+async def test_locate_finds_vaults_and_hsms_by_name_host_or_id_in_two_queries() -> None:
+    # given the demo tenant, and a Managed HSM that Resource Graph lists (the emulator serves no HSM data plane)
+    hsm_id = PAY["id"].replace("Microsoft.KeyVault/vaults/kv-payments", "Microsoft.KeyVault/managedHSMs/hsm-pay")
+    with EmulatorRun(copy.deepcopy(TENANT)) as run:
+        state = run.emulator.state
+        state.graph_rows()
+        with state.lock:
+            assert state._graph_rows is not None
+            state._graph_rows[hsm_id.lower()] = {
+                "id": hsm_id, "name": "hsm-pay", "type": "microsoft.keyvault/managedhsms",
+                "subscriptionId": SUB, "resourceGroup": "rg-payments"}
+        async with run.facts() as facts:
+            targets = ["kv-payments", "KV-PAYMENTS.vault.azure.net", "hsm-pay.managedhsm.azure.net",
+                       "hsm-pay.vault.azure.net", PAY["id"].upper(), hsm_id, "kv-nowhere", "not a name!", "/x"]
+            # when they are located at once
+            found = await facts.locate(targets)
+            requests = dict(facts.by_api)
+    # then one query for the names and hosts and one for the ids answered each by kind
+    assert requests == {"resource_graph": 2}
+    assert [r.id for r in found["kv-payments"]] == [PAY["id"]]
+    assert [r.id for r in found["KV-PAYMENTS.vault.azure.net"]] == [PAY["id"]]
+    assert [(r.kind, r.id) for r in found["hsm-pay.managedhsm.azure.net"]] == [("hsm", hsm_id)]
+    assert found["hsm-pay.vault.azure.net"] == ()          # a vault host never names the HSM
+    assert [r.id for r in found[PAY["id"].upper()]] == [PAY["id"]]
+    assert [r.kind for r in found[hsm_id]] == ["hsm"]
+    assert found["kv-nowhere"] == found["not a name!"] == found["/x"] == ()

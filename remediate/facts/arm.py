@@ -31,7 +31,7 @@ from azure.core.exceptions import (
 )
 
 from .. import catalog
-from ..armid import is_vault_name
+from ..armid import is_vault_name, parse_hsm_id, parse_vault_id
 from ..catalog import RoleDefinition
 from ..clouds import PUBLIC, Cloud
 from ..errors import AzureUnavailableError
@@ -489,11 +489,43 @@ class ArmFacts:
                 self._remember(n, out[n][0])
         return out
 
-    async def _query_graph(self, names: Sequence[str]) -> list[resource_graph.GraphRow]:
-        """One Resource Graph query (all pages) for ``names``; failures are AzureUnavailableError with the error."""
+    async def locate(self, targets: Sequence[str]) -> dict[str, tuple[resource_graph.GraphRow, ...]]:
+        """Where vaults and Managed HSMs are, by name (``kv1``), data-plane host (``kv1.vault.azure.net``,
+        ``hsm1.managedhsm.azure.net``, any cloud's suffix) or resource id: one Resource Graph query for the names and
+        hosts and one for the ids (per 500, paged). Each target maps to the rows found for it (empty when none, or
+        when the target is none of the three); Resource Graph's failure is an AzureUnavailableError."""
+        by_name: dict[str, list[str]] = {}
+        by_id: dict[str, list[str]] = {}
+        kinds: dict[str, str | None] = {}
+        for t in dict.fromkeys(targets):
+            if t.startswith("/"):
+                if parse_vault_id(t) or parse_hsm_id(t):
+                    by_id.setdefault(t.lower(), []).append(t)
+                continue
+            host = resource_graph.target_from_host(t) if "." in t else None
+            name = host.name if host else (t.lower() if is_vault_name(t) else None)
+            if name is not None:
+                by_name.setdefault(name, []).append(t)
+                kinds[t] = host.kind if host else None
+        named, identified = await asyncio.gather(
+            asyncio.gather(*(self._query_graph(p) for p in resource_graph.chunks(list(by_name)))),
+            asyncio.gather(*(self._query_graph(ids=p) for p in resource_graph.chunks([i[0] for i in by_id.values()]))))
+        out: dict[str, tuple[resource_graph.GraphRow, ...]] = {t: () for t in targets}
+        for row in (r for rows in named for r in rows):
+            for t in by_name.get(row.name.lower(), ()):
+                if kinds.get(t) in (None, row.kind):
+                    out[t] = (*out[t], row)
+        for row in (r for rows in identified for r in rows):
+            for t in by_id.get(row.id.lower(), ()):
+                out[t] = (*out[t], row)
+        return out
+
+    async def _query_graph(self, names: Sequence[str] = (), *, ids: Sequence[str] = ()
+                           ) -> list[resource_graph.GraphRow]:
+        """One Resource Graph query (all pages) for ``names`` or ``ids``; failures are AzureUnavailableError."""
         from azure.core.exceptions import HttpResponseError as _HttpError
 
-        query = resource_graph.build_query(names=names)
+        query = resource_graph.build_query(names=names, ids=ids)
         try:
             return await resource_graph.query_rows(
                 self.resource_graph_client(), query, subscriptions=self.subscriptions, top=self._rg_top,

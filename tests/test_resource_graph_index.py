@@ -211,3 +211,24 @@ async def test_the_table_layer_serves_another_process_and_fills_its_memory(azuri
     finally:
         await client.delete_table()
         await table.close()
+
+
+async def test_denials_sharing_a_stale_name_ask_resource_graph_again_once() -> None:
+    # given an index entry for a vault that moved, and two callers denied on it in one batch
+    index = MemoryVaultIndex()
+    moved = PAY["id"].replace("rg-payments", "rg-moved")
+    other = str(uuid.uuid5(uuid.UUID("0f5a6c1e-2b3d-4e5f-8a9b-0c1d2e3f4a5b"), "app-billing"))
+    with EmulatorRun(copy.deepcopy(TENANT)) as run:
+        await _batch(run, index)
+        state = run.emulator.state
+        with state.lock:
+            vault = state.vaults.pop(PAY["id"].lower())
+            state.vaults[moved.lower()] = dict(vault, id=moved)
+        state.sync_resource_graph()
+        async with run.facts(index=index) as facts:
+            d = _denial()
+            result = await diagnose([d, d.with_(principal=Principal(object_id=other, kind="app"))], facts)
+    # then both found the vault where it is now, through one more Resource Graph query and one GET per place
+    assert [f.cause != "VAULT_NOT_FOUND" for f in result.findings] == [True, True]
+    assert result.stats["requests_by_api"]["resource_graph"] == 1
+    assert not any("found through ARM" in n for n in result.notes)

@@ -204,6 +204,7 @@ class ArmFacts:
         self._resolving: dict[str, asyncio.Future[tuple[str, ...]]] = {}  # vault name -> ids Resource Graph found
         self._from_index: set[str] = set()                       # names whose id came from the index
         self._notes: dict[str, str] = {}                         # vault name -> how it was (not) found
+        self._by_name: dict[str, asyncio.Future[VaultLookup]] = {}  # vault name -> its lookup in this batch
         self._background: set[asyncio.Task[None]] = set()        # index writes still running
 
     # -- plumbing -------------------------------------------------------------------------------------------
@@ -365,6 +366,15 @@ class ArmFacts:
         return await self._once(("vault", resource_id.lower()), lambda: self._get_vault(sub, rg, name))
 
     async def _find_by_name(self, name: str) -> VaultLookup:
+        """One lookup per name per batch, shared by every denial naming it (outside the request semaphore: it
+        only waits for reads that take their own slot)."""
+        key = name.lower()
+        task = self._by_name.get(key)
+        if task is None:
+            task = self._by_name[key] = asyncio.ensure_future(self._lookup_name(name))
+        return await task
+
+    async def _lookup_name(self, name: str) -> VaultLookup:
         key = name.lower()
         # A GET is made once per id per batch (_vault_at): an id the input named and ARM refused is not asked again.
         ids, tried = await self._resolve(key), set[str]()

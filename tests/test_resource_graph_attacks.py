@@ -102,23 +102,22 @@ def _denial(vault: VaultRef) -> Denial:
 
 
 @pytest.mark.parametrize("name", CRAFTED_NAMES)
-async def test_a_crafted_vault_name_in_a_denial_never_reaches_resource_graph(name: str) -> None:
-    # given denials whose vault names are crafted, beside one honest denial
+async def test_a_crafted_vault_name_in_a_denial_never_reaches_resource_graph(name: str,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # given Resource Graph's query texts recorded as the emulator receives them
+    from remediate.emulator import routes_resource_graph
+
+    seen: list[str] = []
+    handle = routes_resource_graph.handle
+
+    def spy(state: Any, req: Any) -> Any:
+        seen.append(req.body["query"])
+        return handle(state, req)
+    monkeypatch.setattr(routes_resource_graph, "handle", spy)
+    # when a denial with a crafted vault name is diagnosed beside an honest one
     with EmulatorRun(copy.deepcopy(TENANT)) as run:
-        seen: list[str] = []
-        from remediate.emulator import routes_resource_graph
-
-        handle = routes_resource_graph.handle
-
-        def spy(state: Any, req: Any) -> Any:
-            seen.append(req.body["query"])
-            return handle(state, req)
-        routes_resource_graph.handle = spy  # type: ignore[assignment]
-        try:
-            async with run.facts() as facts:
-                result = await diagnose([_denial(VaultRef(name)), _denial(VaultRef("kv-payments"))], facts)
-        finally:
-            routes_resource_graph.handle = handle
+        async with run.facts() as facts:
+            result = await diagnose([_denial(VaultRef(name)), _denial(VaultRef("kv-payments"))], facts)
     # then Resource Graph was asked once, for the honest name only, and the crafted one found no vault
     assert seen == [build_query(names=["kv-payments"])]
     assert result.findings[0].cause == "VAULT_NOT_FOUND"

@@ -184,8 +184,7 @@ class ArmFacts:
         self._transport_factory = transport_factory   # one keep-alive transport per client (emulator TLS trust)
         self._retry_total = retry_total
         self._sem = asyncio.Semaphore(max_concurrency)
-        self._max_concurrency = max_concurrency
-        self._session: Any = None                                  # the ARM clients' shared aiohttp session
+        self._arm_inner: Any = None                                # the ARM clients' one transport (pool)
         self._tasks: dict[tuple[str, ...], asyncio.Future[Any]] = {}
         self._kv: dict[str, Any] = {}
         self._auth: Any = None
@@ -226,28 +225,23 @@ class ArmFacts:
                 "transport": self._arm_transport()}
 
     def _arm_transport(self) -> Any:
-        """A transport on the batch's one ARM connection pool.
+        """The batch's one ARM transport, shared by every ARM client of the batch.
 
-        Every ARM client of the batch (a vault client per subscription, authorization, Resource Graph) talks to
-        the same host, so they share one aiohttp session: a vault in a subscription not seen before reuses a
-        warm keep-alive connection instead of opening its own (a TLS handshake each; 50 vaults in 50
-        subscriptions were 50 pools). ``connection_verify`` (a CA file) is the pool's TLS trust, never a
-        per-request context (azure-core would build one per request, and aiohttp pools per context). Proxy
-        settings from the environment are honoured as azure-core's own transport does (``trust_env``), except
-        against the bundled emulator (``transport_factory``), which is on loopback."""
-        import aiohttp
-        from azure.core.pipeline.transport import AioHttpTransport
+        Every ARM client (a vault client per subscription, authorization, Resource Graph) talks to the same host,
+        so they share one connection pool: a vault in a subscription not seen before reuses a warm keep-alive
+        connection instead of opening its own (a TLS handshake each; 50 vaults in 50 subscriptions were 50 pools).
+        The transport is what it was per client (``transport_factory``'s, else azure-core's ``AioHttpTransport``
+        with ``connection_verify`` and the environment's proxy settings); each client gets a handle whose close
+        leaves it open, and :meth:`close` closes it once."""
+        if self._arm_inner is None:
+            if self._transport_factory is not None:
+                self._arm_inner = self._transport_factory()
+            else:
+                from azure.core.pipeline.transport import AioHttpTransport
 
-        if self._session is None:
-            import ssl
-
-            tls: ssl.SSLContext | bool = (ssl.create_default_context(cafile=self._verify)
-                                          if isinstance(self._verify, str) else self._verify is not False)
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=tls, limit=max(100, 4 * self._max_concurrency)),
-                cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False,
-                trust_env=self._transport_factory is None)
-        return AioHttpTransport(session=self._session, session_owner=False)
+                self._arm_inner = AioHttpTransport(
+                    **({} if self._verify is None else {"connection_verify": self._verify}))
+        return _shared_transport_class()(self._arm_inner)
 
     def keyvault_client(self, subscription: str) -> Any:
         client = self._kv.get(subscription.lower())
@@ -292,9 +286,9 @@ class ArmFacts:
                 await c.close()
         self._kv.clear()
         self._auth = self._graph = self._rg = None
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._arm_inner is not None:
+            await self._arm_inner.close()
+            self._arm_inner = None
 
     async def __aenter__(self) -> ArmFacts:
         return self
@@ -808,6 +802,43 @@ def _graph_error(response: Any) -> tuple[str, str]:
 
 async def _none() -> None:
     return None
+
+
+_SHARED: Any = None
+
+
+def _shared_transport_class() -> Any:
+    """A handle on a transport several clients share: sends through it, never opens or closes it for them
+    (azure-core imported lazily, like every SDK here)."""
+    global _SHARED
+    if _SHARED is None:
+        from azure.core.pipeline.transport import AsyncHttpTransport
+
+        class SharedTransport(AsyncHttpTransport):  # type: ignore[misc,type-arg]
+            def __init__(self, inner: Any) -> None:
+                self._inner = inner
+
+            async def __aenter__(self) -> Any:
+                await self._inner.open()
+                return self
+
+            async def __aexit__(self, *exc: object) -> None:
+                return None
+
+            async def open(self) -> None:
+                await self._inner.open()
+
+            async def close(self) -> None:
+                return None        # the owner (ArmFacts.close) closes the shared transport once
+
+            async def send(self, request: Any, **kwargs: Any) -> Any:
+                return await self._inner.send(request, **kwargs)
+
+            async def sleep(self, duration: float) -> None:
+                await self._inner.sleep(duration)
+
+        _SHARED = SharedTransport
+    return _SHARED
 
 
 def _name_of(ref: VaultRef) -> str | None:

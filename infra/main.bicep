@@ -64,6 +64,9 @@ param targetSubscriptionIds array = [
 @description('Resource groups the function reads (Reader) instead of (or besides) whole subscriptions: [{ "subscriptionId": "...", "resourceGroupName": "..." }].')
 param targetResourceGroups array = []
 
+@description('Management groups (names, e.g. the tenant root group id) the function reads (Reader), inherited by every subscription below them now and later: the alternative to listing subscriptions. Set: AZURE_SUBSCRIPTION_IDS is left empty and Azure Resource Graph searches every subscription the identity can read. Deploying it needs Microsoft.Resources/deployments/write at the tenant root (see infra/README.md).')
+param readerManagementGroupNames array = []
+
 @description('Resource id of an existing Log Analytics workspace that holds (or will hold) the Key Vault audit logs. Empty: the workspace this deployment creates.')
 param auditWorkspaceId string = ''
 
@@ -197,8 +200,10 @@ var accessPolicyRoleName = 'kv-remediate access-policy writer (${namePrefix}-${s
 
 var remediateAppSettings = [
   {
+    // Optional for the function: a filter for Resource Graph and the list its ARM fallback searches. Empty when
+    // management groups are read, so Resource Graph searches every subscription below them.
     name: 'AZURE_SUBSCRIPTION_IDS'
-    value: join(allTargetSubscriptionIds, ',')
+    value: empty(readerManagementGroupNames) ? join(allTargetSubscriptionIds, ',') : ''
   }
   {
     name: 'KV_REMEDIATE_POLICY'
@@ -333,6 +338,16 @@ module subscriptionReaders 'modules/target-subscription-reader.bicep' = [for (su
     principalId: identity.properties.principalId
   }
 }]
+
+// Or Reader at management groups: every subscription below them, without a list (through a tenant-scope hop).
+module managementGroupReaders 'modules/tenant-managementgroup-readers.bicep' = if (!empty(readerManagementGroupNames)) {
+  name: take('kvrem-mg-readers-${uniqueString(resourceGroup().id)}', 64)
+  scope: tenant()
+  params: {
+    managementGroupNames: readerManagementGroupNames
+    principalId: identity.properties.principalId
+  }
+}
 
 module resourceGroupReaders 'modules/target-resourcegroup-reader.bicep' = [for (rg, i) in targetResourceGroups: {
   name: take('kvrem-rg-reader-${i}-${uniqueString(rg.subscriptionId, rg.resourceGroupName)}', 64)

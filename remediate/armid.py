@@ -117,3 +117,26 @@ def within(resource_id: str, prefix: str) -> bool:
     """Whether ``resource_id`` is ``prefix`` or lies below it, compared by whole segments (never as text)."""
     inner, outer = segments(resource_id), segments(prefix)
     return bool(outer) and inner[:len(outer)] == outer
+
+
+@dataclass(frozen=True, slots=True)
+class HsmId:
+    """``/subscriptions/{s}/resourceGroups/{g}/providers/Microsoft.KeyVault/managedHSMs/{n}``, validated (Managed
+    HSM pool names follow the vault rule: 3-24 alphanumerics and hyphens, a letter first)."""
+
+    subscription: str
+    resource_group: str
+    name: str
+
+    def __str__(self) -> str:
+        return (f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}"
+                f"/providers/Microsoft.KeyVault/managedHSMs/{self.name}")
+
+
+def parse_hsm_id(text: str) -> HsmId | None:
+    """The Managed HSM id when ``text`` is exactly one, else None (same segment rules as :func:`parse_vault_id`)."""
+    parts = text.split("/")
+    if len(parts) != 9 or parts[7].lower() != "managedhsms":
+        return None
+    vault = _vault([*parts[:7], "vaults", parts[8]])
+    return HsmId(vault.subscription, vault.resource_group, vault.name) if vault else None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -19,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .clouds import Cloud, cloud_from_env
-from .errors import InputError
 
 if TYPE_CHECKING:
     from .facts.arm import ArmFacts
@@ -74,6 +74,8 @@ class EmulatorRun:
 
         self.snapshot = load_snapshot(snapshot)
         self.emulator = Emulator(self.snapshot)
+        # The vault index's partition for this run: its tenant is this snapshot's, never another run's.
+        self.index_scope = f"emulator:{uuid.uuid4()}"
 
     def __enter__(self) -> EmulatorRun:
         self.emulator.start()
@@ -86,6 +88,7 @@ class EmulatorRun:
         from .facts.arm import ArmFacts
 
         emu = self.emulator
+        kw.setdefault("index_scope", self.index_scope)
         return ArmFacts(emu.async_credential(), self.snapshot.subscriptions, arm_url=emu.base_url,
                         graph_url=emu.base_url, connection_verify=emu.ca_file,
                         transport_factory=emu.async_transport, **kw)
@@ -100,7 +103,8 @@ class EmulatorRun:
 # -- the CLI's choice -----------------------------------------------------------------------------------------------
 
 def subscriptions_from_env(explicit: Sequence[str] | None = None) -> tuple[str, ...]:
-    """``--subscription`` values, else AZURE_SUBSCRIPTION_IDS (comma-separated)."""
+    """``--subscription`` values, else AZURE_SUBSCRIPTION_IDS (comma-separated); empty: every subscription the
+    identity can read (Azure Resource Graph finds vaults by name without a list)."""
     if explicit:
         return tuple(explicit)
     raw = os.environ.get("AZURE_SUBSCRIPTION_IDS", "")
@@ -110,10 +114,8 @@ def subscriptions_from_env(explicit: Sequence[str] | None = None) -> tuple[str, 
 @asynccontextmanager
 async def live_facts(subscriptions: Sequence[str], cloud: Cloud | None = None) -> AsyncIterator[ArmFacts]:
     """Facts from Azure with the caller's own identity (DefaultAzureCredential), in the cloud ``AZURE_CLOUD``
-    and the endpoint settings name (clouds.py)."""
-    if not subscriptions:
-        raise InputError("--subscription", "no subscription to search: set AZURE_SUBSCRIPTION_IDS or pass "
-                         "--subscription (or use --snapshot FILE for an offline tenant)")
+    and the endpoint settings name (clouds.py). ``subscriptions`` is optional: a filter for Resource Graph and the
+    list the ARM fallback searches."""
     from .credentials import async_default_credential
 
     credential = async_default_credential()

@@ -266,7 +266,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     doc = result.to_dict()
     doc["notes"] = list(parsed.notes) + doc.get("notes", [])
     doc["stats"]["skipped"] = parsed.skipped
-    _emit(doc, lambda: report(result.findings, result.stats, tuple(parsed.notes), names), args.output)
+    _emit(doc, lambda: report(result.findings, result.stats, (*parsed.notes, *result.notes), names), args.output)
     return 2 if parsed.unusable else 0
 
 
@@ -326,7 +326,7 @@ def cmd_remediate(args: argparse.Namespace) -> int:
     if args.snapshot and args.apply and not args.snapshot_out:
         doc["notes"].append("the changes were made in the bundled emulator only and are gone with it; "
                             "--snapshot-out FILE keeps the tenant as it stands after the run")
-    _emit(doc, lambda: report(result.findings, result.stats, tuple(parsed.notes), names) + "\n\n" + summary,
+    _emit(doc, lambda: report(result.findings, result.stats, (*parsed.notes, *result.notes), names) + "\n\n" + summary,
           args.output)
     return remediate_exit(result.findings, args.apply, bool(parsed.unusable))
 

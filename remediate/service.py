@@ -44,6 +44,9 @@ class FactSource(Protocol):
     @property
     def graph_denied(self) -> bool: ...
 
+    async def resolve_vaults(self, refs: Sequence[VaultRef]) -> None: ...
+    def vault_notes(self, refs: Sequence[VaultRef]) -> tuple[str, ...]: ...
+    def resolved_id(self, ref: VaultRef) -> str | None: ...
     async def find_vault(self, ref: VaultRef) -> VaultLookup: ...
     async def assignments(self, principal_id: str, scope: str) -> tuple[RoleAssignment, ...]: ...
     async def deny_assignments(self, vault_id: str) -> tuple[DenyAssignment, ...]: ...
@@ -171,11 +174,15 @@ async def diagnose(denials: Sequence[Denial], source: FactSource,
     start = time.perf_counter()
     count = RequestCount(source)
     unique = collapse([d.canonical() for d in denials])
+    # Where the vaults named only by name are: one lookup for the whole batch (Resource Graph, or the index that
+    # outlives batches), before any denial's own reads; each denial then starts with the vault's id.
+    refs = [d.vault for d, _ in unique if _needs_vault(d)]
+    await source.resolve_vaults(refs)
     done = 0
 
     async def read(d: Denial) -> Facts | None:
         nonlocal done
-        got = await gather_facts(d, source)
+        got = await gather_facts(_located(d, source), source)
         done += 1
         if progress is not None:
             progress(done, len(unique))
@@ -188,7 +195,22 @@ async def diagnose(denials: Sequence[Denial], source: FactSource,
     stats = {**count.since(), "elapsed_ms": round(elapsed),
              "denials": len(denials), "findings": len(findings), "causes": dict(sorted(causes.items()))}
     telemetry.record_diagnosis(findings, elapsed, entry, len(denials))
-    return Diagnosis(findings, stats)
+    return Diagnosis(findings, stats, source.vault_notes(refs))
+
+
+def _located(denial: Denial, source: FactSource) -> Denial:
+    """The denial as the facts are read for it: with the vault id the batch lookup found (read from Azure, never
+    the input's), so its reads start together; the finding still shows the denial as the input gave it."""
+    rid = None if denial.vault.resource_id else source.resolved_id(denial.vault)
+    return denial if rid is None else denial.with_(vault=VaultRef(denial.vault.name, rid))
+
+
+def _needs_vault(denial: Denial) -> bool:
+    """Whether gather_facts will look this denial's vault up (the same conditions as its early returns)."""
+    early = input_cause(denial)
+    if early is not None and early not in NEEDS_VAULT_FOR_ADVICE:
+        return False
+    return bool(denial.vault.key) and (early is not None or bool(denial.principal.object_id))
 
 
 async def remediate(denials: Sequence[Denial], source: Any, ctx: Any, *, progress: Progress | None = None,

@@ -1,5 +1,5 @@
 // Storage for the function app: host storage, the deployment package container, the `denials` queue and the
-// `claims`, `findings` and `grants` tables. Identity-based access only: shared keys are disabled.
+// `claims`, `findings`, `grants` and `vaultindex` tables. Identity-based access only: shared keys are disabled.
 
 @description('Azure region.')
 param location string
@@ -106,6 +106,12 @@ resource grantsTable 'Microsoft.Storage/storageAccounts/tableServices/tables@202
   name: 'grants'
 }
 
+// Where vault names resolved (name -> resource id, 24 h), shared by every instance (store/vault_index.py).
+resource vaultIndexTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
+  parent: tableService
+  name: 'vaultindex'
+}
+
 output storageAccountId string = storage.id
 output storageAccountName string = storage.name
 output blobEndpoint string = storage.properties.primaryEndpoints.blob
@@ -116,4 +122,5 @@ output tableNames array = [
   claimsTable.name
   findingsTable.name
   grantsTable.name
+  vaultIndexTable.name
 ]

@@ -30,7 +30,7 @@ from .settings import (
     GRANTS_TABLE,
     SNAPSHOT_SETTING,
     STORAGE_CONNECTION,
-    SUBSCRIPTIONS_SETTING,
+    VAULT_INDEX_TABLE,
     Settings,
     load_policy,
     snapshot_in_azure,
@@ -47,11 +47,12 @@ if TYPE_CHECKING:
     from ..store.claims import TableClaimStore
     from ..store.findings import TableFindingStore
     from ..store.grants import TableGrantStore
+    from ..store.vault_index import MemoryVaultIndex, TableVaultIndex, VaultIndex
     from .webhook_auth import WebhookAuthenticator
 
 log = logging.getLogger("kv_remediate.app")
 
-_Store = TypeVar("_Store", "TableClaimStore", "TableFindingStore")
+_Store = TypeVar("_Store", "TableClaimStore", "TableFindingStore", "TableVaultIndex")
 
 STORAGE_CONNECTIONS = 10
 """Concurrent calls allowed per storage client: the SDK's HTTP pool keeps 10 connections per host; more callers
@@ -131,6 +132,8 @@ class Runtime:
             weakref.WeakKeyDictionary())
         self._credentials: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self._slots = {DENIALS_QUEUE: FairSlots(STORAGE_CONNECTIONS)}
+        self._memory_index: MemoryVaultIndex | None = None
+        self._index_table_failed = False      # the Table could not be opened once: memory only from then on
 
     def slot(self, client: str) -> FairSlots:
         """Hold this while calling the sync storage client ``client`` (the `denials` queue, from the HTTP
@@ -175,30 +178,50 @@ class Runtime:
             cred = self._credentials[loop] = async_default_credential()
         return cred
 
-    def backend(self, *, reads_vaults: bool = True) -> Backend:
+    def backend(self) -> Backend:
         """The configured backend: the snapshot emulator (started once per process), else Azure with this event
-        loop's identity. ``reads_vaults``: the caller needs subscriptions to search (fact reads; not log queries)."""
+        loop's identity (AZURE_SUBSCRIPTION_IDS is optional: Resource Graph finds vaults in every subscription the
+        identity reads)."""
         run = self.emulator
         if run is not None:
             return run
         from ..backends import AzureBackend
 
-        if reads_vaults and not self.settings.subscriptions:
-            raise ConfigError(f"setting {SUBSCRIPTIONS_SETTING} is not set: no subscription to search for vaults")
         if self.settings.cloud is None:
             raise ConfigError(f"setting {CLOUD_SETTING} (or an endpoint override) is unusable; see /api/health")
         return AzureBackend(self._live_credential(), self.settings.subscriptions, self.settings.cloud)
 
-    def new_facts(self) -> ArmFacts:
-        """A fresh fact source (one batch) on the configured backend."""
-        return self.backend().facts()
+    def new_facts(self, index: VaultIndex | None = None) -> ArmFacts:
+        """A fresh fact source (one batch) on the configured backend, with the vault index ``index``."""
+        return self.backend().facts(index=index)
+
+    async def vault_index(self) -> VaultIndex:
+        """The name -> id index that outlives a batch: the process's memory in front of the Table `vaultindex`
+        (this event loop's client); memory alone when storage is not configured or cannot be opened."""
+        from ..store.vault_index import LayeredVaultIndex, MemoryVaultIndex, TableVaultIndex
+
+        with self._lock:
+            if self._memory_index is None:
+                self._memory_index = MemoryVaultIndex()
+            memory = self._memory_index
+        if self._index_table_failed:
+            return memory
+        try:
+            table = await self._table_store(VAULT_INDEX_TABLE, TableVaultIndex)
+        except Exception as exc:  # the index is an optimisation: without storage it is the process's memory only
+            self._index_table_failed = True
+            log.warning("kv-remediate: vault index table unavailable (%s); keeping the index in memory only",
+                        str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+            return memory
+        return LayeredVaultIndex([memory, table])
 
     @asynccontextmanager
     async def facts(self, *, shared: bool = False) -> AsyncIterator[ArmFacts]:
         """A fact source: a fresh one (closed afterwards), or with ``shared`` the one this event loop's recent
         invocations use (a new one every ``FACTS_BATCH_SECONDS``), so a burst of queue messages is one batch."""
+        index = await self.vault_index()
         if not shared:
-            facts = self.new_facts()
+            facts = self.new_facts(index)
             try:
                 yield facts
             finally:
@@ -211,7 +234,7 @@ class Runtime:
         if batch is None or now - batch.born > FACTS_BATCH_SECONDS:
             if batch is not None:
                 batch.retired = True
-            batch = _Batch(self.new_facts(), now)
+            batch = _Batch(self.new_facts(index), now)
             batches.append(batch)
         batch.users += 1
         try:
@@ -252,7 +275,7 @@ class Runtime:
 
     def log_analytics(self) -> LogAnalyticsClient:
         """A Log Analytics query client (close it after use): the emulator's, or Azure's with our identity."""
-        return self.backend(reads_vaults=False).log_analytics()
+        return self.backend().log_analytics()
 
     # -- storage ----------------------------------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ class SettingValues(msgspec.Struct, frozen=True):
     self_object_ids: tuple[Guid, ...] = msgspec.field(default=(), name=SELF_SETTING)
     max_denials: Cap = msgspec.field(default=DEFAULT_MAX_DENIALS, name=MAX_DENIALS_SETTING)
     max_principals: Cap = msgspec.field(default=DEFAULT_MAX_PRINCIPALS, name=MAX_PRINCIPALS_SETTING)
-    subscriptions: tuple[str, ...] = msgspec.field(default=(), name=SUBSCRIPTIONS_SETTING)
+    subscriptions: tuple[Guid, ...] = msgspec.field(default=(), name=SUBSCRIPTIONS_SETTING)
     dedupe_window: timedelta = msgspec.field(default=DEFAULT_WINDOW, name=WINDOW_SETTING)
     audit_workspaces: tuple[Guid, ...] = msgspec.field(default=(), name=AUDIT_WORKSPACES_SETTING)
 
@@ -44,6 +44,7 @@ PROBLEMS = {
     "max_denials": f"is not a positive integer; using the default of {DEFAULT_MAX_DENIALS}",
     "max_principals": f"is not a positive integer; using the default of {DEFAULT_MAX_PRINCIPALS}",
     "self_object_ids": "is not a comma-separated list of object ids (GUIDs)",
+    "subscriptions": "has entries that are not subscription ids (GUIDs); they are ignored",
     "audit_workspaces": "has entries that are not workspace ids (GUIDs); they are ignored",
 }
 """What is wrong with each setting (never its value)."""

@@ -9,7 +9,8 @@ Settings (app settings / environment):
 - ``AzureWebJobsStorage`` (or ``AzureWebJobsStorage__accountName`` / ``__queueServiceUri`` / ``__tableServiceUri``
   / ``__clientId`` for the identity-based connection): the queue ``denials`` and the tables ``claims``/``findings``.
 - ``KV_REMEDIATE_SNAPSHOT``: a snapshot file served by the bundled emulator instead of Azure (local and tests only).
-- ``AZURE_SUBSCRIPTION_IDS``: the subscriptions to search for vaults (live Azure).
+- ``AZURE_SUBSCRIPTION_IDS``: optional: the subscriptions vaults are looked for in (a filter for Azure Resource Graph,
+  and the list its ARM fallback searches); unset, every subscription the identity can read.
 - ``KV_REMEDIATE_DEDUPE_WINDOW``: ISO 8601 duration (default ``PT10M``) in which identical denials are one finding.
 - ``KV_REMEDIATE_NOTIFY_URL``: Teams or Slack incoming-webhook URL (https; http only to loopback).
 - ``KV_REMEDIATE_WEBHOOK_AUDIENCE`` + ``KV_REMEDIATE_WEBHOOK_TENANT``: require an Entra ID token on ``/api/alerts``.
@@ -45,6 +46,7 @@ POISON_QUEUE = "denials-poison"
 CLAIMS_TABLE = "claims"
 FINDINGS_TABLE = "findings"
 GRANTS_TABLE = "grants"
+VAULT_INDEX_TABLE = "vaultindex"
 
 SNAPSHOT_SETTING = "KV_REMEDIATE_SNAPSHOT"
 WINDOW_SETTING = "KV_REMEDIATE_DEDUPE_WINDOW"
@@ -149,8 +151,6 @@ class Settings:
             problems.append(Problem(SELF_SETTING, "is not set on an Azure host: the guard cannot recognise the app's "
                                     "own identity as a grantee; set it to the managed identity's principal (object) "
                                     "id"))
-        if not snapshot and not values.subscriptions:
-            problems.append(Problem(SUBSCRIPTIONS_SETTING, "is not set: no subscription to search for vaults"))
         notify = (env.get(NOTIFY_SETTING) or "").strip() or None
         if notify:
             url = urllib.parse.urlsplit(notify)

@@ -84,8 +84,11 @@ CAUSES: dict[str, CauseText] = {
     "VAULT_NOT_FOUND": CauseText(
         "Vault not found",
         "The vault {vault} is not in the subscriptions kv-remediate can see{searched}.",
-        ("Add the vault's subscription to AZURE_SUBSCRIPTION_IDS (or --subscription).",
-         "Give the function's identity Reader on that subscription or resource group.")),
+        ("Give the function's identity Reader on the vault's subscription, resource group or a management group above "
+         "it: Azure Resource Graph finds vaults only where the identity can read.",
+         "If AZURE_SUBSCRIPTION_IDS (or --subscription) is set, add the vault's subscription to it, or unset it to "
+         "search every subscription the identity can read.",
+         "A vault created minutes ago may not be in Resource Graph yet: retry shortly.")),
     "DENY_ASSIGNMENT": CauseText(
         "Deny assignment",
         "A deny assignment ({deny_name}) at {deny_scope} blocks {what} for {who} on {vault}; deny assignments win "

@@ -7,6 +7,7 @@ import logging
 import re
 from typing import Any
 
+from remediate.emulator import routes_resource_graph
 from remediate.emulator.state import ArmError, AssignmentFilter, TenantState, norm, parse_assignment_filter
 from remediate.emulator.wire import Request, Response, page, paging
 
@@ -48,6 +49,8 @@ def _listing(req: Request, items: list[dict[str, Any]], offset: int, text: str |
 def handle(state: TenantState, req: Request) -> Response:
     """Dispatch one ARM request."""
     low = req.path.lower().rstrip("/") or "/"
+    if low == routes_resource_graph.PATH:
+        return routes_resource_graph.handle(state, req)
     idx = low.rfind(_AUTHZ)
     if idx >= 0:
         return _authz(state, req, req.path[:idx] or "/", req.path[idx + len(_AUTHZ):].strip("/"))

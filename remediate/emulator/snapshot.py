@@ -49,6 +49,9 @@ class EmulatorOptions:
     faults: Faults = field(default_factory=Faults)
     # the Log Analytics query API answers 200 with this PartialError message beside the rows (routes_logs.py)
     logs_partial_error: str | None = None
+    # vaults (names or ids) ARM has but Azure Resource Graph has not indexed yet: it lags ARM by minutes for new
+    # resources (routes_resource_graph.py)
+    resource_graph_unindexed: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -128,6 +131,8 @@ class Snapshot:
                          "page_size": self.emulator.page_size,
                          **({"logs_partial_error": self.emulator.logs_partial_error}
                             if self.emulator.logs_partial_error else {}),
+                         **({"resource_graph_unindexed": list(self.emulator.resource_graph_unindexed)}
+                            if self.emulator.resource_graph_unindexed else {}),
                          "faults": {"throttle_rate": f.throttle_rate, "retry_after_s": f.retry_after_s,
                                     "error_rate": f.error_rate, "reset_rate": f.reset_rate,
                                     "lost_response_rate": f.lost_response_rate}},
@@ -346,7 +351,10 @@ def _options(c: _Ctx, raw: Any) -> EmulatorOptions:
     return EmulatorOptions(
         latency_ms=c.num(o.get("latency_ms"), "emulator.latency_ms", 0.0, 0.0, 600_000.0),
         seed=seed, page_size=int(c.num(o.get("page_size"), "emulator.page_size", 50, 1, 10_000)), faults=faults,
-        logs_partial_error=str(o["logs_partial_error"]) if o.get("logs_partial_error") else None)
+        logs_partial_error=str(o["logs_partial_error"]) if o.get("logs_partial_error") else None,
+        resource_graph_unindexed=[str(c.text(v, f"emulator.resource_graph_unindexed[{i}]")) for i, v in
+                                  enumerate(c.lst(o.get("resource_graph_unindexed"),
+                                                  "emulator.resource_graph_unindexed"))])
 
 
 def from_dict(data: Any, source: str = "snapshot") -> Snapshot:

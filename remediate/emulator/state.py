@@ -20,6 +20,7 @@ from remediate.emulator.state_common import (
     parse_time,
 )
 from remediate.emulator.state_pim import PimState
+from remediate.emulator.state_resource_graph import ResourceGraphState
 from remediate.emulator.state_vaults import VaultState
 
 __all__ = [
@@ -35,7 +36,7 @@ __all__ = [
 ]
 
 
-class TenantState(VaultState, PimState):
+class TenantState(VaultState, PimState, ResourceGraphState):
     """The tenant as it stands now, with ARM's rules for reading and changing it. Thread-safe."""
 
     # ---- the whole tenant -----------------------------------------------------------------------------------

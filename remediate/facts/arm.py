@@ -5,14 +5,22 @@ they differ only in base URLs, TLS trust and the credential.
 Everything is cached for the lifetime of one instance (one batch), and concurrent asks for the same fact share
 one request: each vault once, deny assignments once per vault, assignments once per (principal, scope),
 custom role definitions once, built-in role definitions never (package data).
+
+Vaults named only by name are found with Azure Resource Graph (facts/resource_graph.py): one query for every name of
+the batch, across every subscription the identity can read (``subscriptions``, when given, is only a filter). The
+answer is where the vault is; its properties are then read from ARM. When Resource Graph finds nothing (it lags ARM
+by minutes for new vaults) or fails, the configured subscriptions are searched through ARM as before, and the
+lookup says so (:meth:`ArmFacts.vault_notes`). The name -> id resolution may outlive the batch (``index``:
+store/vault_index.py); a 404 from ARM for an indexed id forgets it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from azure.core.exceptions import (
     ClientAuthenticationError,
@@ -23,12 +31,20 @@ from azure.core.exceptions import (
 )
 
 from .. import catalog
+from ..armid import is_vault_name, parse_hsm_id, parse_vault_id
 from ..catalog import RoleDefinition
 from ..clouds import PUBLIC, Cloud
 from ..errors import AzureUnavailableError
 from ..model import AccessPolicyEntry, DenyAssignment, PrincipalInfo, RoleAssignment, Vault, VaultLookup, VaultRef
+from . import resource_graph
 
+if TYPE_CHECKING:
+    from ..store.vault_index import VaultIndex
+
+log = logging.getLogger("kv_remediate.facts")
 T = TypeVar("T")
+EVERY_READABLE = "every subscription the identity can read (Azure Resource Graph)"
+"""What ``VaultLookup.searched`` names when Resource Graph searched the whole tenant."""
 _VAULT_ID = re.compile(r"^/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/Microsoft\.KeyVault/vaults/([^/]+)$",
                        re.IGNORECASE)
 GRAPH_CALLS = {"getByIds": "POST /v1.0/directoryObjects/getByIds",
@@ -150,7 +166,13 @@ class ArmFacts:
     def __init__(self, credential: Any, subscriptions: Sequence[str], *, cloud: Cloud = PUBLIC,
                  arm_url: str | None = None, graph_url: str | None = None, connection_verify: str | bool | None = None,
                  graph: bool = True, max_concurrency: int = 32, retry_after_cap_s: float = 30.0,
-                 retry_total: int = 10, transport_factory: Callable[[], Any] | None = None) -> None:
+                 retry_total: int = 10, transport_factory: Callable[[], Any] | None = None,
+                 resource_graph: bool = True, resource_graph_top: int = resource_graph.MAX_TOP,
+                 index: VaultIndex | None = None, index_scope: str | None = None) -> None:
+        """``subscriptions``: where the ARM fallback searches by name, and the Resource Graph query's filter (empty:
+        every subscription the identity can read). ``resource_graph=False`` searches by name through ARM only (the
+        behaviour before Resource Graph; for comparison). ``index``: the name -> id index that outlives the batch,
+        partitioned by ``index_scope`` (default: the ARM endpoint)."""
         self._credential = credential
         self.subscriptions = tuple(subscriptions)
         self._cloud = cloud      # endpoints and token audiences; arm_url/graph_url point them elsewhere (emulator)
@@ -162,6 +184,7 @@ class ArmFacts:
         self._transport_factory = transport_factory   # one keep-alive transport per client (emulator TLS trust)
         self._retry_total = retry_total
         self._sem = asyncio.Semaphore(max_concurrency)
+        self._arm_inner: Any = None                                # the ARM clients' one transport (pool)
         self._tasks: dict[tuple[str, ...], asyncio.Future[Any]] = {}
         self._kv: dict[str, Any] = {}
         self._auth: Any = None
@@ -172,6 +195,16 @@ class ArmFacts:
         self._graph_refused: dict[str, str] = {}                 # call -> why (401/403: skip that call from now on)
         self._graph_problems: dict[tuple[str, str], str] = {}    # (call, object id) -> why it told nothing
         self._size_limited: set[str] = set()                     # objects in more groups than getMemberGroups returns
+        self._rg_enabled = resource_graph
+        self._rg_top = resource_graph_top
+        self._rg: Any = None
+        self._index = index
+        self._index_scope = index_scope or self._arm_url.lower()
+        self._resolving: dict[str, asyncio.Future[tuple[str, ...]]] = {}  # vault name -> ids Resource Graph found
+        self._from_index: set[str] = set()                       # names whose id came from the index
+        self._notes: dict[str, str] = {}                         # vault name -> how it was (not) found
+        self._by_name: dict[str, asyncio.Future[VaultLookup]] = {}  # vault name -> its lookup in this batch
+        self._background: set[asyncio.Task[None]] = set()        # index writes still running
 
     # -- plumbing -------------------------------------------------------------------------------------------
 
@@ -179,20 +212,36 @@ class ArmFacts:
         self.requests += 1
         http = getattr(request, "http_request", None)
         url = str(getattr(http, "url", ""))
-        api = "graph" if "/v1.0/" in url else "log_analytics" if "/v1/" in url else "arm"
+        api = ("graph" if "/v1.0/" in url else "log_analytics" if "/v1/" in url else
+               "resource_graph" if "/providers/microsoft.resourcegraph/" in url.lower() else "arm")
         self.by_api[api] = self.by_api.get(api, 0) + 1
         if api == "arm" and str(getattr(http, "method", "GET")).upper() in ("PUT", "PATCH", "POST", "DELETE"):
             self.arm_writes += 1
 
     def _client_kwargs(self) -> dict[str, Any]:
-        kw: dict[str, Any] = {"raw_request_hook": self._count, "base_url": self._arm_url,
-                              "credential_scopes": [self._cloud.arm_scope],
-                              "retry_policy": capped_retry_policy(self._retry_cap, self._retry_total)}
-        if self._transport_factory is not None:
-            kw["transport"] = self._transport_factory()
-        elif self._verify is not None:
-            kw["connection_verify"] = self._verify
-        return kw
+        return {"raw_request_hook": self._count, "base_url": self._arm_url,
+                "credential_scopes": [self._cloud.arm_scope],
+                "retry_policy": capped_retry_policy(self._retry_cap, self._retry_total),
+                "transport": self._arm_transport()}
+
+    def _arm_transport(self) -> Any:
+        """The batch's one ARM transport, shared by every ARM client of the batch.
+
+        Every ARM client (a vault client per subscription, authorization, Resource Graph) talks to the same host,
+        so they share one connection pool: a vault in a subscription not seen before reuses a warm keep-alive
+        connection instead of opening its own (a TLS handshake each; 50 vaults in 50 subscriptions were 50 pools).
+        The transport is what it was per client (``transport_factory``'s, else azure-core's ``AioHttpTransport``
+        with ``connection_verify`` and the environment's proxy settings); each client gets a handle whose close
+        leaves it open, and :meth:`close` closes it once."""
+        if self._arm_inner is None:
+            if self._transport_factory is not None:
+                self._arm_inner = self._transport_factory()
+            else:
+                from azure.core.pipeline.transport import AioHttpTransport
+
+                self._arm_inner = AioHttpTransport(
+                    **({} if self._verify is None else {"connection_verify": self._verify}))
+        return _shared_transport_class()(self._arm_inner)
 
     def keyvault_client(self, subscription: str) -> Any:
         client = self._kv.get(subscription.lower())
@@ -211,6 +260,15 @@ class ArmFacts:
             self._auth = AuthorizationManagementClient(self._credential, sub, **self._client_kwargs())
         return self._auth
 
+    def resource_graph_client(self) -> Any:
+        """The async ``ResourceGraphClient`` (API version 2022-10-01, facts/resource_graph.py)."""
+        if self._rg is None:
+            from azure.mgmt.resourcegraph.aio import ResourceGraphClient
+
+            self._rg = ResourceGraphClient(self._credential, api_version=resource_graph.API_VERSION,
+                                           **self._client_kwargs())
+        return self._rg
+
     def _graph_client(self) -> Any:
         if self._graph is None:
             transport = self._transport_factory() if self._transport_factory else None
@@ -220,12 +278,17 @@ class ArmFacts:
         return self._graph
 
     async def close(self) -> None:
-        """Close every client this instance opened."""
-        for c in [*self._kv.values(), self._auth, self._graph]:
+        """Close every client this instance opened (after the index writes still running)."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        for c in [*self._kv.values(), self._auth, self._graph, self._rg]:
             if c is not None:
                 await c.close()
         self._kv.clear()
-        self._auth = self._graph = None
+        self._auth = self._graph = self._rg = None
+        if self._arm_inner is not None:
+            await self._arm_inner.close()
+            self._arm_inner = None
 
     async def __aenter__(self) -> ArmFacts:
         return self
@@ -273,23 +336,237 @@ class ArmFacts:
     # -- vaults ---------------------------------------------------------------------------------------------
 
     async def find_vault(self, ref: VaultRef) -> VaultLookup:
-        """The vault by resource id (one GET) or by name (one list per configured subscription, cached)."""
+        """The vault by resource id (one GET), or by name: where Resource Graph (or the index) says it is, then one
+        GET; when that finds nothing, one list per configured subscription (cached)."""
         if ref.resource_id:
             m = _VAULT_ID.match(ref.resource_id.rstrip("/"))
             if m:
-                sub, rg, name = m.groups()
-                vault = await self._once(("vault", ref.resource_id.lower()), lambda: self._get_vault(sub, rg, name))
-                if vault is not None or not self.subscriptions:
+                sub, _, name = m.groups()
+                vault = await self._vault_at(ref.resource_id)
+                if vault is not None:
                     return VaultLookup(vault, (sub,))
+                if not (self.subscriptions or self._rg_enabled):
+                    return VaultLookup(None, (sub,))
                 ref = VaultRef(name=name)
         if not ref.name:
             return VaultLookup(None, ())
+        return await self._find_by_name(ref.name)
+
+    async def _vault_at(self, resource_id: str) -> Vault | None:
+        m = _VAULT_ID.match(resource_id.rstrip("/"))
+        if m is None:
+            return None
+        sub, rg, name = m.groups()
+        return await self._once(("vault", resource_id.lower()), lambda: self._get_vault(sub, rg, name))
+
+    async def _find_by_name(self, name: str) -> VaultLookup:
+        """One lookup per name per batch, shared by every denial naming it (outside the request semaphore: it
+        only waits for reads that take their own slot)."""
+        key = name.lower()
+        task = self._by_name.get(key)
+        if task is None:
+            task = self._by_name[key] = asyncio.ensure_future(self._lookup_name(name))
+        return await task
+
+    async def _lookup_name(self, name: str) -> VaultLookup:
+        key = name.lower()
+        # A GET is made once per id per batch (_vault_at): an id the input named and ARM refused is not asked again.
+        ids, tried = await self._resolve(key), set[str]()
+        for again in (False, True):
+            for rid in ids:
+                if rid.lower() in tried:
+                    continue
+                tried.add(rid.lower())
+                vault = await self._vault_at(rid)
+                if vault is not None:
+                    if again:
+                        self._remember(key, vault.id)
+                    return VaultLookup(vault, (rid.split("/")[2],))
+                # Resource Graph (or the index) named a place where ARM has no vault: deleted or moved since.
+                await self._forget(key)
+                self._notes[key] = (f"vault {name}: Resource Graph or the vault index placed it at {rid}, where ARM "
+                                    "has no vault (deleted or moved since)")
+            if again or key not in self._from_index or not self._rg_enabled:
+                break
+            self._from_index.discard(key)        # the index was stale: ask Resource Graph itself once
+            try:
+                rows = await self._query_graph([key])
+            except AzureUnavailableError:
+                rows = []
+            ids = tuple(r.id for r in rows if r.kind == "vault" and r.name.lower() == key)
+        if not self._rg_enabled:
+            return await self._search_arm(name)
+        scope = ", ".join(self.subscriptions) if self.subscriptions else EVERY_READABLE
+        lookup = await self._search_arm(name)
+        why = self._notes.get(key) or (f"vault {name}: Azure Resource Graph found no vault of this name in {scope}; "
+                                       "it lags ARM by a few minutes for new vaults")
+        if lookup.vault is not None:
+            self._notes[key] = f"{why}; found through ARM in subscription {lookup.vault.id.split('/')[2]}"
+            self._remember(key, lookup.vault.id)
+        elif self.subscriptions:
+            self._notes[key] = f"{why}; not found through ARM either ({len(self.subscriptions)} subscriptions listed)"
+        else:
+            self._notes[key] = (f"{why}; no subscription is configured for the ARM search (AZURE_SUBSCRIPTION_IDS "
+                                "or --subscription), so ARM was not searched")
+        searched = self.subscriptions or (EVERY_READABLE,)
+        return VaultLookup(lookup.vault, searched if lookup.vault is None else lookup.searched)
+
+    async def _search_arm(self, name: str) -> VaultLookup:
+        """Today's search by name: list the vaults of each configured subscription, one after another (cached)."""
         for sub in self.subscriptions:
             vaults = await self._once(("vaults", sub.lower()), lambda s=sub: self._list_vaults(s))  # type: ignore[misc]
-            found = vaults.get(ref.name.lower())
+            found = vaults.get(name.lower())
             if found is not None:
                 return VaultLookup(found, self.subscriptions)
         return VaultLookup(None, self.subscriptions)
+
+    # -- where vaults are: Resource Graph and the index ------------------------------------------------------
+
+    def vault_notes(self, refs: Sequence[VaultRef]) -> tuple[str, ...]:
+        """How the vaults ``refs`` name were found when it was not the plain way (the ARM fallback, a stale index
+        entry, a failed Resource Graph query), for the diagnosis's ``notes``."""
+        names = dict.fromkeys(n.lower() for n in (_name_of(r) for r in refs) if n)
+        return tuple(self._notes[n] for n in names if n in self._notes)
+
+    def resolved_id(self, ref: VaultRef) -> str | None:
+        """The id :meth:`resolve_vaults` found for a vault named only by name (one, and already known), else None."""
+        future = self._resolving.get((ref.name or "").lower()) if ref.name and not ref.resource_id else None
+        if future is None or not future.done() or future.cancelled() or len(future.result()) != 1:
+            return None
+        return future.result()[0]
+
+    async def resolve_vaults(self, refs: Sequence[VaultRef]) -> None:
+        """Learn where every vault named only by name is, for the whole batch at once: the index first, then one
+        Resource Graph query (per 500 names, paged) for the rest. Later :meth:`find_vault` calls use the answer;
+        concurrent callers share it."""
+        names = [n for n in dict.fromkeys(r.name.lower() for r in refs if r.name and not r.resource_id)
+                 if is_vault_name(n) and n not in self._resolving]
+        if not names or not self._rg_enabled:
+            return
+        loop = asyncio.get_running_loop()
+        futures = {n: loop.create_future() for n in names}
+        self._resolving.update(futures)
+        try:
+            found = await self._lookup(names)
+        except BaseException as exc:
+            for f in futures.values():
+                if not f.done():
+                    f.set_result(())
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for n, f in futures.items():
+            if not f.done():
+                f.set_result(found.get(n, ()))
+
+    async def _resolve(self, name: str) -> tuple[str, ...]:
+        if self._rg_enabled and name not in self._resolving:
+            await self.resolve_vaults([VaultRef(name=name)])
+        future = self._resolving.get(name)
+        return await future if future is not None else ()
+
+    async def _lookup(self, names: Sequence[str]) -> dict[str, tuple[str, ...]]:
+        out: dict[str, tuple[str, ...]] = {}
+        if self._index is not None:
+            hits = await asyncio.gather(*(self._index_get(n) for n in names))
+            for n, rid in zip(names, hits, strict=True):
+                if rid is not None:
+                    out[n] = (rid,)
+                    self._from_index.add(n)
+        missing = [n for n in names if n not in out]
+        if not missing:
+            return out
+        rows: list[resource_graph.GraphRow] = []
+        try:
+            for got in await asyncio.gather(*(self._once(("rg", *part), lambda p=part: self._query_graph(p))  # type: ignore[misc]
+                                              for part in resource_graph.chunks(missing))):
+                rows += got
+        except AzureUnavailableError as exc:
+            for n in missing:
+                self._notes[n] = f"vault {n}: {exc.message}"
+            return out
+        for row in rows:
+            if row.kind == "vault" and row.name.lower() in missing:
+                out[row.name.lower()] = (*out.get(row.name.lower(), ()), row.id)
+        for n in missing:
+            if len(out.get(n, ())) == 1:
+                self._remember(n, out[n][0])
+        return out
+
+    async def locate(self, targets: Sequence[str]) -> dict[str, tuple[resource_graph.GraphRow, ...]]:
+        """Where vaults and Managed HSMs are, by name (``kv1``), data-plane host (``kv1.vault.azure.net``,
+        ``hsm1.managedhsm.azure.net``, any cloud's suffix) or resource id: one Resource Graph query for the names and
+        hosts and one for the ids (per 500, paged). Each target maps to the rows found for it (empty when none, or
+        when the target is none of the three); Resource Graph's failure is an AzureUnavailableError."""
+        by_name: dict[str, list[str]] = {}
+        by_id: dict[str, list[str]] = {}
+        kinds: dict[str, str | None] = {}
+        for t in dict.fromkeys(targets):
+            if t.startswith("/"):
+                if parse_vault_id(t) or parse_hsm_id(t):
+                    by_id.setdefault(t.lower(), []).append(t)
+                continue
+            host = resource_graph.target_from_host(t) if "." in t else None
+            name = host.name if host else (t.lower() if is_vault_name(t) else None)
+            if name is not None:
+                by_name.setdefault(name, []).append(t)
+                kinds[t] = host.kind if host else None
+        named, identified = await asyncio.gather(
+            asyncio.gather(*(self._query_graph(p) for p in resource_graph.chunks(list(by_name)))),
+            asyncio.gather(*(self._query_graph(ids=p) for p in resource_graph.chunks([i[0] for i in by_id.values()]))))
+        out: dict[str, tuple[resource_graph.GraphRow, ...]] = {t: () for t in targets}
+        for row in (r for rows in named for r in rows):
+            for t in by_name.get(row.name.lower(), ()):
+                if kinds.get(t) in (None, row.kind):
+                    out[t] = (*out[t], row)
+        for row in (r for rows in identified for r in rows):
+            for t in by_id.get(row.id.lower(), ()):
+                out[t] = (*out[t], row)
+        return out
+
+    async def _query_graph(self, names: Sequence[str] = (), *, ids: Sequence[str] = ()
+                           ) -> list[resource_graph.GraphRow]:
+        """One Resource Graph query (all pages) for ``names`` or ``ids``; failures are AzureUnavailableError."""
+        from azure.core.exceptions import HttpResponseError as _HttpError
+
+        query = resource_graph.build_query(names=names, ids=ids)
+        try:
+            return await resource_graph.query_rows(
+                self.resource_graph_client(), query, subscriptions=self.subscriptions, top=self._rg_top,
+                retry_on_methods=READ_METHODS)   # the query only reads: retried like a GET
+        except (_HttpError, ServiceRequestError, ServiceResponseError, ClientAuthenticationError) as exc:
+            raise AzureUnavailableError(
+                f"Azure Resource Graph did not answer ({resource_graph.error_summary(exc)}); searched through ARM "
+                "instead (the identity needs Reader on the subscriptions or a management group above them)") from exc
+
+    async def _index_get(self, name: str) -> str | None:
+        assert self._index is not None
+        try:
+            return await self._index.get(self._index_scope, name)
+        except Exception:   # the index is an optimisation: a store that fails is a miss, never a failed diagnosis
+            log.warning("vault index: reading %s failed; asking Resource Graph", name, exc_info=True)
+            return None
+
+    def _remember(self, name: str, resource_id: str) -> None:
+        if self._index is not None:
+            self._spawn(self._index.put(self._index_scope, name, resource_id), f"writing {name}")
+
+    async def _forget(self, name: str) -> None:
+        if self._index is not None:
+            try:
+                await self._index.forget(self._index_scope, name)
+            except Exception:
+                log.warning("vault index: forgetting %s failed", name, exc_info=True)
+
+    def _spawn(self, work: Awaitable[None], what: str) -> None:
+        async def run() -> None:
+            try:
+                await work
+            except Exception:
+                log.warning("vault index: %s failed", what, exc_info=True)
+        task = asyncio.ensure_future(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _get_vault(self, sub: str, rg: str, name: str) -> Vault | None:
         # 403: the vault exists but we may not read it; reported as VAULT_NOT_FOUND with the remedy.
@@ -525,6 +802,50 @@ def _graph_error(response: Any) -> tuple[str, str]:
 
 async def _none() -> None:
     return None
+
+
+_SHARED: Any = None
+
+
+def _shared_transport_class() -> Any:
+    """A handle on a transport several clients share: sends through it, never opens or closes it for them
+    (azure-core imported lazily, like every SDK here)."""
+    global _SHARED
+    if _SHARED is None:
+        from azure.core.pipeline.transport import AsyncHttpTransport
+
+        class SharedTransport(AsyncHttpTransport):  # type: ignore[misc,type-arg]
+            def __init__(self, inner: Any) -> None:
+                self._inner = inner
+
+            async def __aenter__(self) -> Any:
+                await self._inner.open()
+                return self
+
+            async def __aexit__(self, *exc: object) -> None:
+                return None
+
+            async def open(self) -> None:
+                await self._inner.open()
+
+            async def close(self) -> None:
+                return None        # the owner (ArmFacts.close) closes the shared transport once
+
+            async def send(self, request: Any, **kwargs: Any) -> Any:
+                return await self._inner.send(request, **kwargs)
+
+            async def sleep(self, duration: float) -> None:
+                await self._inner.sleep(duration)
+
+        _SHARED = SharedTransport
+    return _SHARED
+
+
+def _name_of(ref: VaultRef) -> str | None:
+    if ref.name:
+        return ref.name
+    m = _VAULT_ID.match((ref.resource_id or "").rstrip("/"))
+    return m.group(3) if m else None
 
 
 def _done(value: T) -> asyncio.Future[T]:

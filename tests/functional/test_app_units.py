@@ -208,12 +208,20 @@ def test_health_reports_version_and_problems(monkeypatch: pytest.MonkeyPatch, az
         response = health(func.HttpRequest("GET", "http://localhost/api/health", body=b""))
         doc = json.loads(response.get_body())
         assert response.status_code == 200 and doc["status"] == "ok" and doc["problems"] == [] and doc["version"]
-        # given a missing subscription list and no snapshot; then degraded, naming the setting
+        # given no snapshot and no subscription list; then ok: Resource Graph searches every readable subscription
+        # (issue 16: AZURE_SUBSCRIPTION_IDS is an optional filter)
         monkeypatch.delenv(app_settings.SNAPSHOT_SETTING)
+        monkeypatch.delenv(app_settings.SUBSCRIPTIONS_SETTING, raising=False)
+        services.reset()
+        doc = json.loads(health(func.HttpRequest("GET", "http://localhost/api/health", body=b"")).get_body())
+        assert doc["status"] == "ok" and doc["problems"] == []
+        # given a subscription list with an entry that is not a subscription id; then degraded, naming the setting
+        monkeypatch.setenv(app_settings.SUBSCRIPTIONS_SETTING, "00000000-0000-0000-0000-000000000001,not-a-guid")
         services.reset()
         doc = json.loads(health(func.HttpRequest("GET", "http://localhost/api/health", body=b"")).get_body())
         assert doc["status"] == "degraded"
         assert [p["setting"] for p in doc["problems"]] == [app_settings.SUBSCRIPTIONS_SETTING]
+        assert "not-a-guid" not in json.dumps(doc)
 
 
 def test_policy_setting_content_or_file(tmp_path: Path) -> None:

@@ -57,10 +57,11 @@ def resources_of_type(rel: str, rtype: str) -> dict[str, dict[str, Any]]:
 
 
 def role_var(rel: str, resource: dict[str, Any]) -> str:
-    """The role definition GUID of a role assignment whose roleDefinitionId is subscriptionResourceId(..., var)."""
+    """The role definition GUID of a role assignment whose roleDefinitionId is subscriptionResourceId(..., var)
+    (or tenantResourceId(..., var) at a management group, which has no subscription: the same built-in role)."""
     _, cfg = body(resource)
     fn = cfg["properties"]["roleDefinitionId"]["function"]
-    assert fn["type"] == "subscription_resource_id"
+    assert fn["type"] in ("subscription_resource_id", "tenant_resource_id")
     name = fn["parameters"]["resource_name_1"]
     variables = tree(rel).get("variables", {})
     if name in variables:
@@ -173,7 +174,7 @@ def test_no_writer_role_is_assigned_at_subscription_or_resource_group_scope() ->
         assert vaults[cfg["scope"]]["config"]["name"] == "vaultName"
     # and no subscription-scope file or main.bicep assigns anything but Reader
     for rel, role, _ in role_assignments():
-        if target_scope(rel) == "subscription":
+        if target_scope(rel) in ("subscription", "managementGroup", "tenant"):
             assert role == READER, f"{rel}: {role} at subscription scope"
     assert not resources_of_type("main.bicep", "Microsoft.Authorization/roleAssignments")
 
@@ -431,7 +432,7 @@ def test_denials_queue_and_the_three_tables_exist() -> None:
     queues = resources_of_type("modules/storage.bicep", "Microsoft.Storage/storageAccounts/queueServices/queues")
     assert {body(q)[1]["name"] for q in queues.values()} == {"denials"}
     tables = resources_of_type("modules/storage.bicep", "Microsoft.Storage/storageAccounts/tableServices/tables")
-    assert {body(t)[1]["name"] for t in tables.values()} == {"claims", "findings", "grants"}
+    assert {body(t)[1]["name"] for t in tables.values()} == {"claims", "findings", "grants", "vaultindex"}
 
 
 def test_function_app_is_flex_consumption_python_311_with_the_user_assigned_identity() -> None:

@@ -10,19 +10,10 @@ from typing import Any
 
 import pytest
 
-from remediate.intake.common import (
-    cause_hint,
-    guid,
-    object_from_path,
-    ops_for_path,
-    principal_from_caller,
-    principal_from_claims,
-    resolve_operation,
-    status_value,
-    tenant_from_iss,
-    vault_from_resource_id,
-    vault_uri,
-)
+from remediate.intake.claims import principal_from_caller, principal_from_claims, tenant_from_iss
+from remediate.intake.message import cause_hint
+from remediate.intake.operations import ops_for_path, resolve_operation
+from remediate.intake.values import guid, object_from_path, status_value, vault_from_resource_id, vault_uri
 from remediate.model import ObjectRef, Principal
 
 G = "5b8f1c2d-3e4a-4b6c-8d7e-9f0a1b2c3d4e"

@@ -100,7 +100,7 @@ def escape_controls(value: Any) -> Any:
     crafted id cannot start a new log line or flip text; non-strings are returned as they are."""
     if not isinstance(value, str):
         return value
-    from ..intake.common import CONTROL_CHARS  # the set intake refuses in ids: one list of what forges text
+    from ..intake.values import CONTROL_CHARS  # the set intake refuses in ids: one list of what forges text
 
     return CONTROL_CHARS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), value)
 

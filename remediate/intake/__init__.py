@@ -42,8 +42,8 @@ from ..errors import InputError, TooLargeError
 from ..model import ParseResult
 from . import limits
 from .alerts import search_results_link
-from .common import Outcome
 from .detect import decode, parse_text, payload
+from .drafting import Outcome
 from .limits import DEFAULT_MAX_DENIALS, DEFAULT_MAX_PRINCIPALS, MAX_DENIALS_SETTING, MAX_PRINCIPALS_SETTING
 
 __all__ = ["DEFAULT_MAX_DENIALS", "DEFAULT_MAX_PRINCIPALS", "MAX_DENIALS_SETTING", "MAX_PRINCIPALS_SETTING",

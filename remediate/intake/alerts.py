@@ -18,23 +18,22 @@ from typing import Any
 from ..errors import InputError
 from ..model import VaultRef
 from . import limits
-from .common import (
+from .claims import principal_from_claims
+from .drafting import Draft, Outcome
+from .logs import flatten, kv_evidence, query_rows, row_draft
+from .operations import canonical_operation
+from .values import (
     DENIAL_STATUSES,
-    Draft,
-    Outcome,
     as_dict,
     as_list,
-    canonical_operation,
     guid,
     is_vault_id,
     lower_keys,
-    principal_from_claims,
     resource_type,
     status_value,
     text,
     vault_from_resource_id,
 )
-from .logs import flatten, kv_evidence, query_rows, row_draft
 
 COMMON_SCHEMA = "azuremonitorcommonalertschema"
 _KV_TYPE = "microsoft.keyvault/vaults"

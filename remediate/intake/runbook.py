@@ -11,7 +11,8 @@ from typing import Any
 from .. import catalog
 from ..errors import InputError
 from ..model import ObjectRef, Principal, VaultRef
-from .common import Draft, Outcome, guid, object_from_path, text, vault_from_resource_id, vault_name
+from .drafting import Draft, Outcome
+from .values import guid, object_from_path, text, vault_from_resource_id, vault_name
 
 FIELDS = frozenset({"principal_id", "vault", "operation", "object", "tenant_id"})
 

@@ -81,11 +81,8 @@ def identifier(value: Any) -> str | None:
     return text(value)
 
 
-_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _NIL_GUID = "00000000-0000-0000-0000-000000000000"
 _MASKED = re.compile(r"XXXX|xxxx|<[^>]*>|\*\*\*|\.\.\.|REDACTED|\{[^}]*\}")
-_VAULT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9]")
-_VERSION = re.compile(r"[0-9a-fA-F]{32}")
 
 
 def guid(value: Any) -> str | None:
@@ -98,7 +95,7 @@ def _guid(value: str) -> str | None:
     if len(value) > 64 or has_control(value):
         return None
     v = value.strip()
-    if len(v) != 36 or not _GUID.fullmatch(v) or v == _NIL_GUID:
+    if len(v) != 36 or not armid.is_guid(v) or v == _NIL_GUID:
         return None
     return v.lower()
 
@@ -118,7 +115,7 @@ def _vault_name(value: str) -> str | None:
     if len(value) > 64 or has_control(value):
         return None
     v = value.strip()
-    if not _VAULT_NAME.fullmatch(v) or "--" in v or masked(v):
+    if not armid.is_vault_name(v) or masked(v):
         return None
     return v
 
@@ -151,6 +148,8 @@ def _ip_address(v: str) -> str | None:
 
 # --- vaults and objects --------------------------------------------------------------------------------------
 
+# Locates a vault id inside longer text (a message's 'Resource:', a resource id with an object path after it);
+# whether the id found is valid is armid.parse_vault_id's rule, not this pattern's.
 # ASCII: no unicode case folding (a Kelvin sign is not a 'k'); every part bounded.
 _VAULT_ID = re.compile(
     r"/subscriptions/([^/'\"\r\n]{1,80})/resourcegroups/([^/'\"\r\n]{1,90})/providers/microsoft\.keyvault/vaults/"
@@ -268,7 +267,7 @@ def object_from_path(path: str) -> ObjectRef | None:
         return None
     name = object_name(segs[1])
     version = None
-    if name is not None and len(segs) >= 3 and segs[2] is not None and _VERSION.fullmatch(segs[2]) \
+    if name is not None and len(segs) >= 3 and segs[2] is not None and armid.is_version(segs[2]) \
             and segs[2].strip("0"):
         version = segs[2].lower()
     return ObjectRef(kind=kind, name=name, version=version)

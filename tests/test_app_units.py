@@ -28,6 +28,7 @@ from remediate.facts.loganalytics import (
     link_target,
 )
 from remediate.intake import parse_inputs, parse_one
+from remediate.model import Signal
 from remediate.serve import HttpServer, load_app
 from tests.test_app_support import DEMO, app_environment, call, guard_loopback, snapshot_with_rows, variant
 
@@ -67,6 +68,26 @@ def test_foreign_messages_are_bad_message_errors(body: bytes) -> None:
     # given a message that is not ours; when decoded; then BAD_MESSAGE naming the problem
     with pytest.raises(InputError) as info:
         decode(body)
+    assert info.value.code == "BAD_MESSAGE"
+
+
+def test_signals_travel_in_the_message_and_the_hint_is_derived_from_them() -> None:
+    # given a denial whose text says the firewall refused it
+    body = {"error": {"code": "Forbidden", "message": "Client address is not authorized and caller is not a trusted "
+                      "service.", "innererror": {"code": "ForbiddenByFirewall"}}}
+    [d] = parse_one("error", json.dumps(body).encode()).denials
+    assert d.signals == {Signal.NETWORK} and d.cause_hint == "NETWORK_BLOCKED"
+    # when it travels as a queue message; then its signals come back, and with them its hint
+    assert decode(encode(QueuedDenial(d, None))).denial == d
+    # and a message whose hint its own fields do not give (an older message, or a crafted one) is BAD_MESSAGE
+    body = json.loads(encode(QueuedDenial(d, None)))
+    del body["denial"]["signals"]
+    with pytest.raises(InputError) as info:
+        decode(json.dumps(body))
+    assert info.value.code == "BAD_MESSAGE" and "cause_hint" in info.value.message
+    body["denial"]["signals"] = ["firewall-says-grant-everything"]
+    with pytest.raises(InputError) as info:
+        decode(json.dumps(body))
     assert info.value.code == "BAD_MESSAGE"
 
 

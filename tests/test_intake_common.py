@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
+from remediate import decide
 from remediate.intake.claims import principal_from_caller, principal_from_claims, tenant_from_iss
-from remediate.intake.message import cause_hint
+from remediate.intake.message import text_signals
 from remediate.intake.operations import ops_for_path, resolve_operation
 from remediate.intake.values import guid, object_from_path, status_value, vault_from_resource_id, vault_uri
-from remediate.model import ObjectRef, Principal
+from remediate.model import Denial, ObjectRef, Principal, Signal
 
 G = "5b8f1c2d-3e4a-4b6c-8d7e-9f0a1b2c3d4e"
 T = "72f988bf-86f1-41af-91ab-2d7cd011db47"
@@ -146,6 +147,15 @@ def test_ambiguous_permission_names_no_operation_unless_the_path_decides() -> No
     assert resolve_operation(permission=("secrets", "get"), path="/secrets/x").operation == "SecretGet"
     assert resolve_operation(operation="VaultGet").operation == "VaultGet"  # log vocabulary kept as given
     assert resolve_operation(operation="not an op!").operation is None
+
+
+def cause_hint(*, status: int, texts: list[str | None], principal: Principal, operation: str | None = None,
+               status_only: bool = False) -> str | None:
+    """Intake's signals for these texts on a denial, mapped by decide (the one mapping of signals to causes)."""
+    signals = text_signals(texts) | ({Signal.STATUS_ONLY} if status_only else frozenset())
+    hint = decide.cause_hint(Denial(source="test", status=status, principal=principal, operation=operation,
+                                    signals=signals))
+    return str(hint) if hint else None
 
 
 KNOWN = Principal(object_id=G)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InputError
-from ..model import Denial, ObjectRef, Principal, VaultRef
+from ..model import Denial, ObjectRef, Principal, Signal, VaultRef
 
 SEARCH_SOURCES = frozenset({"alert.log_search_v2", "alert.log_search_v1", "alert.legacy_log_v1"})
 _KINDS = frozenset({"app", "user"})
@@ -62,8 +62,24 @@ def _obj(d: dict[str, Any], key: str) -> dict[str, Any]:
     return v
 
 
+def _signals(d: dict[str, Any]) -> frozenset[Signal]:
+    v = d.get("signals")
+    if v is None:
+        return frozenset()
+    if not isinstance(v, list) or not all(isinstance(x, str) and x in _SIGNALS for x in v):
+        raise _bad(f"denial field 'signals' must be a list of signals ({', '.join(sorted(_SIGNALS))})")
+    return frozenset(Signal(x) for x in v)
+
+
+_SIGNALS = frozenset(s.value for s in Signal)
+
+
 def denial_from_dict(d: dict[str, Any]) -> Denial:
-    """The Denial of ``Denial.to_dict()`` output (the inverse); BAD_MESSAGE when a field has the wrong type."""
+    """The Denial of ``Denial.to_dict()`` output (the inverse); BAD_MESSAGE when a field has the wrong type.
+
+    ``cause_hint`` is not read back: it is derived (``decide.cause_hint`` of the signals), so a message whose
+    ``cause_hint`` is not what its own fields map to (a message written before signals existed, whose hint came
+    from the text) is BAD_MESSAGE rather than decided without the input's words."""
     source = _str(d, "source")
     if not source:
         raise _bad("the denial has no 'source'")
@@ -85,12 +101,17 @@ def denial_from_dict(d: dict[str, Any]) -> Denial:
         if not isinstance(perms, dict) or not all(isinstance(x, list) for x in perms.values()):
             raise _bad("denial field 'access_policy_permission' must map kinds to lists")
         access = {str(k): tuple(str(x) for x in xs) for k, xs in perms.items()}
-    return Denial(source=source, status=status, error_code=_str(d, "error_code"), inner_code=_str(d, "inner_code"),
-                  principal=principal, vault=VaultRef(name=_str(v, "name"), resource_id=_str(v, "resource_id")),
-                  operation=_str(d, "operation"), data_action=_str(d, "data_action"),
-                  access_policy_permission=access, object=ref, caller_ip=_str(d, "caller_ip"),
-                  time=_str(d, "time"), correlation_id=_str(d, "correlation_id"), message=_str(d, "message"),
-                  cause_hint=_str(d, "cause_hint"), alert_id=_str(d, "alert_id"))
+    denial = Denial(source=source, status=status, error_code=_str(d, "error_code"), inner_code=_str(d, "inner_code"),
+                    principal=principal, vault=VaultRef(name=_str(v, "name"), resource_id=_str(v, "resource_id")),
+                    operation=_str(d, "operation"), data_action=_str(d, "data_action"),
+                    access_policy_permission=access, object=ref, caller_ip=_str(d, "caller_ip"),
+                    time=_str(d, "time"), correlation_id=_str(d, "correlation_id"), message=_str(d, "message"),
+                    signals=_signals(d), alert_id=_str(d, "alert_id"))
+    hint = _str(d, "cause_hint")
+    if "cause_hint" in d and hint != denial.cause_hint:
+        raise _bad(f"denial field 'cause_hint' is {hint!r}, but its status and signals say {denial.cause_hint!r} "
+                   "(a message from an older version?): send the alert again")
+    return denial
 
 
 

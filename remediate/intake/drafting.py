@@ -7,10 +7,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..model import Denial, ObjectRef, Principal, VaultRef
+from ..model import Denial, ObjectRef, Principal, Signal, VaultRef
 from . import limits
 from .claims import merge_principal
-from .message import cause_hint, message_facts
+from .message import message_facts, text_signals
 from .operations import resolve_operation
 from .values import guid, identifier, object_from_path, vault_uri
 
@@ -90,9 +90,11 @@ class Draft:
         vault = self.vault
         if vault.resource_id and not vault.name:
             vault = VaultRef(name=vault.resource_id.rsplit("/", 1)[-1], resource_id=vault.resource_id)
-        texts = (self.message, self.error_code, self.inner_code)
-        hint = cause_hint(status=self.status, texts=texts, principal=self.principal, operation=ops.operation,
-                          address_authorized=self.address_authorized, status_only=self.status_only)
+        signals = text_signals((self.message, self.error_code, self.inner_code))
+        if self.address_authorized is False:
+            signals |= {Signal.ADDRESS_NOT_AUTHORIZED}
+        if self.status_only:
+            signals |= {Signal.STATUS_ONLY}
         message = self.message[:limits.MAX_MESSAGE_CHARS].strip() if self.message else None
         limits.count_denial(self.principal)
         return Denial(
@@ -100,7 +102,7 @@ class Draft:
             inner_code=_code(self.inner_code), principal=self.principal, vault=vault, operation=ops.operation,
             data_action=ops.data_action, access_policy_permission=ops.permission, object=self.object,
             caller_ip=self.caller_ip, time=identifier(self.time), correlation_id=guid(self.correlation_id),
-            message=message or None, cause_hint=hint, alert_id=identifier(self.alert_id))
+            message=message or None, signals=signals, alert_id=identifier(self.alert_id))
 
 
 @dataclass

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from .. import catalog
-from ..model import ObjectRef, Principal, VaultRef
+from ..model import ObjectRef, Principal, Signal, VaultRef
 from . import limits
 from .claims import principal_from_caller
 from .values import ip_address, vault_from_resource_id, vault_name
@@ -125,38 +125,18 @@ def implied_status(message: str | None) -> int | None:
     return None
 
 
-# --- cause hint ----------------------------------------------------------------------------------------------
+# --- signals: what the service's words say about the denial (decide.cause_hint maps them to a cause) ---------
+
+_TEXT_SIGNALS = ((Signal.THROTTLED, _THROTTLED), (Signal.AUTH_CHALLENGE, _CHALLENGE), (Signal.NETWORK, _NETWORK),
+                 (Signal.FIRST_PARTY, _FIRST_PARTY), (Signal.KEY_OPERATION, _KEY_OP), (Signal.DISABLED, _DISABLED),
+                 (Signal.ON_BEHALF_OF, _OBO))
 
 
-def cause_hint(*, status: int | None, texts: Iterable[str | None], principal: Principal,
-               operation: str | None = None, address_authorized: bool | None = None,
-               status_only: bool = False) -> str | None:
-    """The cause the input alone decides (causes.md), else None."""
-    blob = "\n".join(t[:limits.MAX_MESSAGE_CHARS] for t in texts if t)
-    return _cause_hint(status, blob, principal.known, (operation or "").lower(), address_authorized, status_only)
+def text_signals(texts: Iterable[str | None]) -> frozenset[Signal]:
+    """The signals Key Vault's own words carry in any of ``texts`` (message, error code, inner code)."""
+    return _text_signals("\n".join(t[:limits.MAX_MESSAGE_CHARS] for t in texts if t))
 
 
 @lru_cache(maxsize=2048)
-def _cause_hint(status: int | None, blob: str, known: bool, operation: str, address_authorized: bool | None,
-                status_only: bool) -> str | None:
-    if status == 429 or _THROTTLED.search(blob):
-        return "THROTTLED"
-    if status == 401:
-        if _CHALLENGE.search(blob) or (operation == "authentication" and not known):
-            return "AUTH_CHALLENGE"
-        return None if status_only else "AUTH_FAILED"
-    if status != 403:
-        return None
-    if _NETWORK.search(blob) or address_authorized is False:
-        return "NETWORK_BLOCKED"
-    if _FIRST_PARTY.search(blob):
-        return "TRUSTED_SERVICE_DENIED"
-    if _KEY_OP.search(blob):
-        return "KEY_OPERATION_NOT_PERMITTED"
-    if _DISABLED.search(blob):
-        return "OBJECT_DISABLED"
-    if _OBO.search(blob):
-        return "COMPOUND_IDENTITY_REQUIRED"
-    if not known:
-        return "PRINCIPAL_NOT_IDENTIFIED"
-    return None
+def _text_signals(blob: str) -> frozenset[Signal]:
+    return frozenset(signal for signal, pattern in _TEXT_SIGNALS if pattern.search(blob))

@@ -209,13 +209,39 @@ class Denial:
                 (self.operation or self.data_action or "").lower(), str(self.status) if self.status else None)
 
 
+@dataclass(frozen=True, slots=True)
+class RowsLink:
+    """Where the audit rows are of an alert whose own payload does not name the caller.
+
+    ``link`` is the alert's Log Analytics API link as intake read it (https, bounded length): it only says where
+    to look; the app checks its host and target against its own settings (``facts.loganalytics.link_target``)
+    and never runs its query. ``window`` is the ``(start, end)`` the alert evaluated, as the payload says it.
+    ``note`` is what intake told a person about these rows (the app replaces it with what it read)."""
+
+    link: str
+    window: tuple[str, str] | None = None
+    note: str | None = field(default=None, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"link": self.link, "window": list(self.window) if self.window else None}
+
+
 @dataclass(frozen=True)
 class ParseResult:
-    """What intake made of a batch: denials, how many records were not denials, and notes for a person."""
+    """What intake made of a batch: denials, how many records were not denials, and notes for a person.
+
+    ``rows_links`` runs beside ``denials`` (same order; empty when no denial has one): for a denial from an alert
+    that does not name the caller, where that alert's rows are (see ``with_rows_links``)."""
 
     denials: tuple[Denial, ...]
     skipped: int = 0
     notes: tuple[str, ...] = ()
+    rows_links: tuple[RowsLink | None, ...] = ()
+
+    def with_rows_links(self) -> list[tuple[Denial, RowsLink | None]]:
+        """Each denial with where its alert's rows are (None: the denial names what it can, nothing to fetch)."""
+        links = self.rows_links or (None,) * len(self.denials)
+        return list(zip(self.denials, links, strict=True))
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": DENIALS_SCHEMA, "denials": [d.to_dict() for d in self.denials],

@@ -1,34 +1,21 @@
 """The `denials` queue messages the webhook writes and the worker reads.
 
 One message per denial, in the store's ``kv-remediate/queued-denial@1`` format (``store.azure.denial_message``),
-carrying the alert id. A denial from a log alert whose payload does not name the caller also carries
-``"search": {"link", "window"}``: the worker fetches the alert's rows from that Log Analytics link (the webhook
-never calls out, it only enqueues).
+carrying the alert id. A denial from a log alert whose payload does not name the caller also carries its
+``RowsLink`` as ``"search": {"link", "window"}``: the worker fetches the alert's rows from that Log Analytics link
+(alert_rows.py; the webhook never calls out, it only enqueues).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InputError
-from ..model import Denial, ObjectRef, Principal, Signal, VaultRef
+from ..model import Denial, ObjectRef, Principal, RowsLink, Signal, VaultRef
 
-SEARCH_SOURCES = frozenset({"alert.log_search_v2", "alert.log_search_v1", "alert.legacy_log_v1"})
 _KINDS = frozenset({"app", "user"})
-
-
-@dataclass(frozen=True)
-class Search:
-    """Where the worker fetches an alert's rows: the query API link and the alert's window (start, end)."""
-
-    link: str
-    window: tuple[str, str] | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"link": self.link, "window": list(self.window) if self.window else None}
 
 
 @dataclass(frozen=True)
@@ -37,7 +24,7 @@ class QueuedDenial:
 
     denial: Denial
     alert_id: str | None
-    search: Search | None = None
+    rows_link: RowsLink | None = None
 
 
 def _bad(problem: str) -> InputError:
@@ -152,29 +139,15 @@ def chat_code(value: Any) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("`", "'")
 
 
-FETCH_NOTE = "the rows must be fetched"
-"""How intake (alerts.py) reports a log alert whose dimensions or results do not name the caller."""
-
-
-def rows_to_fetch(notes: Sequence[str]) -> bool:
-    """Whether intake's notes say the alert's rows must be fetched from its search link."""
-    return any(FETCH_NOTE in n for n in notes)
-
-
-def needs_search(denial: Denial, notes: Sequence[str]) -> bool:
-    """A log-alert denial that does not name the caller, from an alert whose rows intake says must be fetched."""
-    return denial.source in SEARCH_SOURCES and not denial.principal.known and rows_to_fetch(notes)
-
-
 def encode(item: QueuedDenial) -> str:
     """The message text (size-checked by the store's encoder)."""
     from ..store.azure import denial_message
 
     text = denial_message(item.denial.to_dict(), item.alert_id)
-    if item.search is None:
+    if item.rows_link is None:
         return text
     body = json.loads(text)
-    body["search"] = item.search.to_dict()
+    body["search"] = item.rows_link.to_dict()
     return json.dumps(body, separators=(",", ":"), sort_keys=True)
 
 
@@ -184,7 +157,7 @@ def decode(data: bytes | str) -> QueuedDenial:
 
     denial, alert_id = parse_denial_message(data)
     body = json.loads(data)
-    search = None
+    link = None
     raw = body.get("search")
     if raw is not None:
         if not isinstance(raw, dict) or not isinstance(raw.get("link"), str):
@@ -193,5 +166,5 @@ def decode(data: bytes | str) -> QueuedDenial:
         if window is not None and not (isinstance(window, list) and len(window) == 2
                                        and all(isinstance(x, str) for x in window)):
             raise _bad("'search.window' must be [start, end] or null")
-        search = Search(raw["link"], (window[0], window[1]) if window else None)
-    return QueuedDenial(denial_from_dict(denial), alert_id, search)
+        link = RowsLink(raw["link"], (window[0], window[1]) if window else None)
+    return QueuedDenial(denial_from_dict(denial), alert_id, link)

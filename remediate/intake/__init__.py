@@ -50,10 +50,6 @@ __all__ = ["DEFAULT_MAX_DENIALS", "DEFAULT_MAX_PRINCIPALS", "MAX_DENIALS_SETTING
            "InputError", "TooLargeError", "parse_inputs", "parse_one", "payload", "search_results_link"]
 
 
-def _result(out: Outcome) -> ParseResult:
-    return ParseResult(denials=tuple(out.denials), skipped=out.skipped, notes=tuple(out.notes))
-
-
 def _parse(name: str, data: bytes) -> Outcome:
     if not isinstance(data, (bytes, bytearray)):
         raise InputError(name, "unreadable: not bytes")
@@ -70,7 +66,7 @@ def parse_one(name: str, data: bytes, *, max_denials: int | None = DEFAULT_MAX_D
     ``TooLargeError`` (an InputError, code TOO_LARGE, ``status`` 413), raised before anything is returned.
     """
     with limits.budget(max_denials, max_principals):
-        return _result(_parse(name, data))
+        return _parse(name, data).result()
 
 
 def parse_inputs(inputs: list[tuple[str, bytes]], *, max_denials: int | None = DEFAULT_MAX_DENIALS,
@@ -85,4 +81,4 @@ def parse_inputs(inputs: list[tuple[str, bytes]], *, max_denials: int | None = D
     with limits.budget(max_denials, max_principals):
         for name, data in inputs:
             total.extend(_parse(name, data))
-    return _result(total)
+    return total.result()

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..model import Denial, ObjectRef, Principal, Signal, VaultRef
+from ..model import Denial, ObjectRef, ParseResult, Principal, RowsLink, Signal, VaultRef
 from . import limits
 from .claims import merge_principal
 from .message import message_facts, text_signals
@@ -107,13 +107,30 @@ class Draft:
 
 @dataclass
 class Outcome:
-    """What one input (or one block of it) yielded; merged into a ParseResult by the package entry point."""
+    """What one input (or one block of it) yielded; merged into a ParseResult by the package entry point.
+
+    ``rows_links`` maps a denial's index in ``denials`` to where its alert's rows are (``rows_to_fetch``)."""
 
     denials: list[Denial] = field(default_factory=list)
     skipped: int = 0
     notes: list[str] = field(default_factory=list)
+    rows_links: dict[int, RowsLink] = field(default_factory=dict)
+
+    def rows_to_fetch(self, link: RowsLink) -> None:
+        """The last denial names no caller: its alert's rows are at ``link``; the link's note goes to a person."""
+        self.rows_links[len(self.denials) - 1] = link
+        if link.note:
+            self.notes.append(link.note)
 
     def extend(self, other: Outcome) -> None:
+        offset = len(self.denials)
         self.denials.extend(other.denials)
         self.skipped += other.skipped
         self.notes.extend(other.notes)
+        self.rows_links.update((offset + i, link) for i, link in other.rows_links.items())
+
+    def result(self) -> ParseResult:
+        """The ParseResult of everything this outcome holds."""
+        links = tuple(self.rows_links.get(i) for i in range(len(self.denials))) if self.rows_links else ()
+        return ParseResult(denials=tuple(self.denials), skipped=self.skipped, notes=tuple(self.notes),
+                           rows_links=links)

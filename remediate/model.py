@@ -66,6 +66,7 @@ class Signal(StrEnum):
     ON_BEHALF_OF = "on_behalf_of"                      # on-behalf-of / compound identity text
     STATUS_ONLY = "status_only"                        # the input carries only a status (a metric alert)
 
+
 DENIALS_SCHEMA = "kv-remediate/denials@1"
 DIAGNOSIS_SCHEMA = "kv-remediate/diagnosis@1"
 

@@ -5,7 +5,9 @@
 Nothing else is ever raised. Inputs over intake's caps (``limits``: denials per input, distinct principals per
 batch, records, blocks) raise ``TooLargeError`` (an InputError, HTTP 413). Ids and names are canonical or None:
 an object is keys/secrets/certificates/storage with a name by Key Vault's rule, a vault id only when every
-segment is valid, and no id or name holds a control character.
+segment is valid, and no id or name holds a control character. A denial carries the ``signals`` its input gives
+(never a cause: ``decide.cause_hint`` maps them); a denial from a log alert that does not name the caller comes
+with a typed ``RowsLink`` to its alert's rows (``ParseResult.with_rows_links``), and notes are for people only.
 
 ``Denial.source`` vocabulary (stable; family first):
 

@@ -9,8 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from remediate import decide
+from remediate.intake import message
 from remediate.intake.claims import principal_from_caller, principal_from_claims, tenant_from_iss
 from remediate.intake.message import text_signals
 from remediate.intake.operations import ops_for_path, resolve_operation
@@ -183,3 +186,22 @@ def test_cause_hint(status: int, text: str | None, principal: Principal, expecte
 def test_authentication_401_without_identity_is_the_challenge() -> None:
     assert cause_hint(status=401, texts=[], principal=Principal(), operation="Authentication") == "AUTH_CHALLENGE"
     assert cause_hint(status=401, texts=[], principal=Principal(), status_only=True) is None
+
+
+_SIGNAL_WORDS = ["Throttled", "THROTTLED", "AKV10000", "missing a Bearer", "ForbiddenByFirewall",
+                 "forbiddenbyconnection", "network security perimeter", "NSP", "nsp", "Client address",
+                 "is not authorized", "Public network access is disabled", "Access denied to first party service",
+                 "KeyOperationForbidden", "is not permitted on this key", "SecretDisabled", "not allowed on a disabled",
+                 "on-behalf-of", "On Behalf Of", "compound identity", "OBO", "xOBO", "\u212aeyDisabled",
+                 "\u017fecretDisabled", "\u0130", " ", "\n", "-", "_", "é"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(_SIGNAL_WORDS), st.text(max_size=6)), max_size=8))
+def test_text_signals_find_exactly_what_each_pattern_finds(parts: list[str]) -> None:
+    # given any text built from the signal words, their case variants, look-alike letters and noise
+    blob = "".join(parts)
+    # when intake reads its signals (lower-cased, case-sensitive searches on ASCII text)
+    # then they are exactly the signals whose own pattern matches the text as it is
+    expected = frozenset(signal for signal, pattern in message._TEXT_SIGNALS if pattern.search(blob))
+    assert message._text_signals(blob) == expected

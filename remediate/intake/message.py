@@ -137,6 +137,22 @@ def text_signals(texts: Iterable[str | None]) -> frozenset[Signal]:
     return _text_signals("\n".join(t[:limits.MAX_MESSAGE_CHARS] for t in texts if t))
 
 
+def _folded(pattern: re.Pattern[str]) -> re.Pattern[str]:
+    """An IGNORECASE pattern for ASCII text already lower-cased: its letters lower-cased (escapes such as ``\\b``
+    kept), matched case-sensitively. On ASCII text it finds exactly what the pattern finds, several times faster."""
+    if not pattern.flags & re.IGNORECASE:
+        return pattern
+    return re.compile(re.sub(r"(\\.)|([A-Z]+)", lambda m: m.group(1) or m.group(2).lower(), pattern.pattern))
+
+
+_FOLDED_SIGNALS = tuple((signal, _folded(pattern), bool(pattern.flags & re.IGNORECASE))
+                        for signal, pattern in _TEXT_SIGNALS)
+
+
 @lru_cache(maxsize=2048)
 def _text_signals(blob: str) -> frozenset[Signal]:
+    if blob.isascii():  # nearly every real text: one lower-cased copy, case-sensitive searches
+        lower = blob.lower()
+        return frozenset(signal for signal, pattern, folded in _FOLDED_SIGNALS
+                         if pattern.search(lower if folded else blob))
     return frozenset(signal for signal, pattern in _TEXT_SIGNALS if pattern.search(blob))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from . import catalog
@@ -23,6 +24,7 @@ from .model import (
     Facts,
     Required,
     RoleAssignment,
+    Signal,
 )
 
 EVERYONE = "00000000-0000-0000-0000-000000000000"   # deny assignments use the nil GUID for "all principals"
@@ -46,14 +48,45 @@ def required_for(denial: Denial) -> Required | None:
     return Required((action,), {k: v for k, v in perms.items() if v})
 
 
+def cause_hint(denial: Denial) -> Cause | None:
+    """The cause the input alone decides (causes.md): its status, the signals intake recorded and whether it
+    names the caller; None when the input does not decide. The one mapping of signals to causes, rendered as the
+    denial JSON's ``cause_hint``."""
+    return _hint(denial.status, frozenset(denial.signals), denial.principal.known, (denial.operation or "").lower())
+
+
+@lru_cache(maxsize=2048)
+def _hint(status: int | None, signals: frozenset[Signal], known: bool, operation: str) -> Cause | None:
+    if status == 429 or Signal.THROTTLED in signals:
+        return Cause.THROTTLED
+    if status == 401:
+        if Signal.AUTH_CHALLENGE in signals or (operation == "authentication" and not known):
+            return Cause.AUTH_CHALLENGE
+        return None if Signal.STATUS_ONLY in signals else Cause.AUTH_FAILED
+    if status != 403:
+        return None
+    for signal, cause in _SIGNAL_CAUSES:
+        if signal in signals:
+            return cause
+    return None if known else Cause.PRINCIPAL_NOT_IDENTIFIED
+
+
+# The 403 signals in the order causes.md decides them: the first present names the cause.
+_SIGNAL_CAUSES = ((Signal.NETWORK, Cause.NETWORK_BLOCKED), (Signal.ADDRESS_NOT_AUTHORIZED, Cause.NETWORK_BLOCKED),
+                  (Signal.FIRST_PARTY, Cause.TRUSTED_SERVICE_DENIED),
+                  (Signal.KEY_OPERATION, Cause.KEY_OPERATION_NOT_PERMITTED), (Signal.DISABLED, Cause.OBJECT_DISABLED),
+                  (Signal.ON_BEHALF_OF, Cause.COMPOUND_IDENTITY_REQUIRED))
+
+
 def input_cause(denial: Denial) -> Cause | None:
     """The cause when the input alone decides it (status or the service's own words)."""
+    hint = cause_hint(denial)
     if denial.status == 401:
-        return Cause.AUTH_CHALLENGE if denial.cause_hint == Cause.AUTH_CHALLENGE else Cause.AUTH_FAILED
+        return Cause.AUTH_CHALLENGE if hint == Cause.AUTH_CHALLENGE else Cause.AUTH_FAILED
     if denial.status == 429:
         return Cause.THROTTLED
-    if denial.cause_hint in INPUT_CAUSES:
-        return Cause(denial.cause_hint)
+    if hint in INPUT_CAUSES:
+        return hint
     return None
 
 

@@ -48,6 +48,25 @@ INPUT_CAUSES = frozenset({Cause.AUTH_CHALLENGE, Cause.AUTH_FAILED, Cause.THROTTL
                           Cause.COMPOUND_IDENTITY_REQUIRED, Cause.PRINCIPAL_NOT_IDENTIFIED})
 ProofKind = Literal["audit_log", "approval", "operator"]
 
+
+class Signal(StrEnum):
+    """What the input itself says about a denial, before any fact is read.
+
+    Intake records these (from Key Vault's own words and the audit row's columns); only ``decide.cause_hint``
+    maps them, with the status and the caller, to a Cause. Stable: they travel in the denial JSON and queue
+    messages as their plain values."""
+
+    THROTTLED = "throttled"                            # Key Vault's ``Throttled`` code
+    AUTH_CHALLENGE = "auth_challenge"                  # AKV10000, "missing a Bearer" token
+    NETWORK = "network"                                # firewall, private link, network security perimeter text
+    ADDRESS_NOT_AUTHORIZED = "address_not_authorized"  # the audit row's own ``IsAddressAuthorized`` false
+    FIRST_PARTY = "first_party"                        # "Access denied to first party service"
+    KEY_OPERATION = "key_operation"                    # KeyOperationForbidden, "is not permitted on this key"
+    DISABLED = "disabled"                              # SecretDisabled, "not allowed on a disabled" object
+    ON_BEHALF_OF = "on_behalf_of"                      # on-behalf-of / compound identity text
+    STATUS_ONLY = "status_only"                        # the input carries only a status (a metric alert)
+
+
 DENIALS_SCHEMA = "kv-remediate/denials@1"
 DIAGNOSIS_SCHEMA = "kv-remediate/diagnosis@1"
 
@@ -128,14 +147,28 @@ class Denial:
     time: str | None = None
     correlation_id: str | None = None
     message: str | None = None
-    cause_hint: str | None = None
+    signals: frozenset[Signal] = frozenset()
     alert_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        out = {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            if f.name == "signals":  # the spec's cause_hint in its place, then the signals it was decided from
+                out["cause_hint"] = self.cause_hint
+                out["signals"] = sorted(str(s) for s in self.signals)
+            else:
+                out[f.name] = _plain(getattr(self, f.name))
         if self.access_policy_permission is not None:
             out["access_policy_permission"] = {k: list(v) for k, v in self.access_policy_permission.items()}
         return out
+
+    @property
+    def cause_hint(self) -> str | None:
+        """The cause the input alone decides (spec/cli.md ``cause_hint``), as ``decide.cause_hint`` maps it."""
+        from .decide import cause_hint  # the one mapping of signals to causes; decide is pure and imports model
+
+        hint = cause_hint(self)
+        return str(hint) if hint is not None else None
 
     def with_(self, **changes: Any) -> Denial:
         return replace(self, **changes)
@@ -177,13 +210,39 @@ class Denial:
                 (self.operation or self.data_action or "").lower(), str(self.status) if self.status else None)
 
 
+@dataclass(frozen=True, slots=True)
+class RowsLink:
+    """Where the audit rows are of an alert whose own payload does not name the caller.
+
+    ``link`` is the alert's Log Analytics API link as intake read it (https, bounded length): it only says where
+    to look; the app checks its host and target against its own settings (``facts.loganalytics.link_target``)
+    and never runs its query. ``window`` is the ``(start, end)`` the alert evaluated, as the payload says it.
+    ``note`` is what intake told a person about these rows (the app replaces it with what it read)."""
+
+    link: str
+    window: tuple[str, str] | None = None
+    note: str | None = field(default=None, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"link": self.link, "window": list(self.window) if self.window else None}
+
+
 @dataclass(frozen=True)
 class ParseResult:
-    """What intake made of a batch: denials, how many records were not denials, and notes for a person."""
+    """What intake made of a batch: denials, how many records were not denials, and notes for a person.
+
+    ``rows_links`` runs beside ``denials`` (same order; empty when no denial has one): for a denial from an alert
+    that does not name the caller, where that alert's rows are (see ``with_rows_links``)."""
 
     denials: tuple[Denial, ...]
     skipped: int = 0
     notes: tuple[str, ...] = ()
+    rows_links: tuple[RowsLink | None, ...] = ()
+
+    def with_rows_links(self) -> list[tuple[Denial, RowsLink | None]]:
+        """Each denial with where its alert's rows are (None: the denial names what it can, nothing to fetch)."""
+        links = self.rows_links or (None,) * len(self.denials)
+        return list(zip(self.denials, links, strict=True))
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": DENIALS_SCHEMA, "denials": [d.to_dict() for d in self.denials],

@@ -132,10 +132,10 @@ def accept_alert(headers: Any, body_reader: Any) -> int:
     """Authenticate (when the secure webhook is on), parse the alert, enqueue one message per denial."""
     from ..errors import InputError
     from ..intake import parse_one, payload
-    from ..intake.alerts import is_alert, search_results_link, search_results_window
+    from ..intake.alerts import is_alert
     from ..store.azure import storage_errors
     from . import services
-    from .messages import QueuedDenial, Search, encode, needs_search
+    from .messages import QueuedDenial, encode
 
     rt = services.get()
     auth = rt.authenticator()
@@ -147,10 +147,7 @@ def accept_alert(headers: Any, body_reader: Any) -> int:
         raise InputError("alert", "is not an Azure Monitor alert payload (common alert schema or a legacy "
                          "metric, log or activity log webhook); send other inputs to /api/diagnose", "NOT_AN_ALERT")
     parsed = parse_one("alert", body, **rt.settings.caps)
-    link = search_results_link(obj)
-    search = Search(link, search_results_window(obj)) if link else None
-    texts = [encode(QueuedDenial(d, d.alert_id, search if needs_search(d, parsed.notes) else None))
-             for d in parsed.denials]
+    texts = [encode(QueuedDenial(d, d.alert_id, link)) for d, link in parsed.with_rows_links()]
     if texts:
         queue = rt.queue()
         with rt.slot(DENIALS_QUEUE), storage_errors("enqueueing denials", f"queue '{DENIALS_QUEUE}'"):
@@ -171,40 +168,20 @@ def alerts(req: func.HttpRequest) -> func.HttpResponse:
 
 
 async def _denials_of(body: bytes) -> tuple[Any, list[Any], list[str], int]:
-    """Parse one request body (in a worker thread: parsing never blocks the loop); an alert without usable
-    dimensions has its denials read from the audit log with the app's own query (evidence.fetch: the alert's
-    link only says which configured workspace to read, its KQL never runs)."""
+    """Parse one request body (in a worker thread: parsing never blocks the loop); a denial whose alert does not
+    name the caller comes with a rows link, and is replaced by the denials the app reads itself in the audit log
+    (alert_rows.expand: the link only says which configured workspace to read, its KQL never runs)."""
     import asyncio
 
-    from ..intake import parse_one, payload
-    from . import evidence, services
-    from .messages import FETCH_NOTE, Search, needs_search
+    from ..intake import parse_one
+    from . import alert_rows, services
 
     rt = services.get()
     parsed = await asyncio.to_thread(lambda: parse_one("request body", body, **rt.settings.caps))
-    denials = list(parsed.denials)
-    notes = list(parsed.notes)
-    requests = 0
-    if any(needs_search(d, parsed.notes) for d in denials):
-        from ..intake.alerts import search_results_link, search_results_window
-
-        obj = await asyncio.to_thread(payload, body)
-        link = search_results_link(obj)
-        if link:
-            expanded = []
-            for d in denials:
-                if not needs_search(d, parsed.notes):
-                    expanded.append(d)
-                    continue
-                got = await evidence.fetch(rt, d, Search(link, search_results_window(obj)))
-                requests += got.requests
-                expanded.extend(got.denials or [d])
-                notes = [n for n in notes if FETCH_NOTE not in n]
-                notes.extend(f"request body: {n}" for n in got.notes)
-                notes.append(f"request body: read {got.rows} audit row(s) with kv-remediate's own query, "
-                             f"{len(got.denials)} denial(s) about the alert's vault")
-            denials = expanded
-    return parsed, denials, notes, requests
+    if not any(link for _, link in parsed.with_rows_links()):
+        return parsed, list(parsed.denials), list(parsed.notes), 0
+    got = await alert_rows.expand(rt, parsed, "request body")
+    return parsed, list(got.denials), list(got.notes), got.requests
 
 
 def _document(result: Any, parsed: Any, notes: list[str], requests: int) -> dict[str, Any]:

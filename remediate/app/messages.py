@@ -1,31 +1,29 @@
 """The `denials` queue messages the webhook writes and the worker reads.
 
 One message per denial, in the store's ``kv-remediate/queued-denial@1`` format (``store.azure.denial_message``),
-carrying the alert id. A denial from a log alert whose payload does not name the caller also carries
-``"search": {"link", "window"}``: the worker fetches the alert's rows from that Log Analytics link (the webhook
-never calls out, it only enqueues).
+carrying the alert id. A denial from a log alert whose payload does not name the caller also carries its
+``RowsLink`` as ``"search": {"link", "window"}``: the worker fetches the alert's rows from that Log Analytics link
+(alert_rows.py; the webhook never calls out, it only enqueues).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import msgspec
 
 from ..errors import InputError
-from ..model import Denial, ObjectRef, Principal, VaultRef
+from ..model import Denial, ObjectRef, Principal, RowsLink, Signal, VaultRef
 
-SEARCH_SOURCES = frozenset({"alert.log_search_v2", "alert.log_search_v1", "alert.legacy_log_v1"})
 MESSAGE_SCHEMA = "kv-remediate/queued-denial@1"
 """``store.azure.DENIAL_MESSAGE_SCHEMA``, the format both write (here a literal, so this module imports no SDK)."""
 _KINDS = frozenset({"app", "user"})
 
 
 class Search(msgspec.Struct, frozen=True):
-    """Where the worker fetches an alert's rows: the query API link and the alert's window (start, end)."""
+    """A message's ``search``: where the worker fetches an alert's rows (intake's ``RowsLink`` on the wire)."""
 
     link: str
     window: tuple[str, str] | None = None
@@ -37,7 +35,7 @@ class QueuedDenial:
 
     denial: Denial
     alert_id: str | None
-    search: Search | None = None
+    rows_link: RowsLink | None = None
 
 
 # --- the message as it travels (Denial.to_dict's fields; other keys are ignored) ---------------------------------
@@ -78,14 +76,15 @@ class DenialRecord(msgspec.Struct, frozen=True):
     time: str | None = None
     correlation_id: str | None = None
     message: str | None = None
-    cause_hint: str | None = None
+    cause_hint: str | msgspec.UnsetType | None = msgspec.UNSET
+    signals: frozenset[Signal] = frozenset()
     alert_id: str | None = None
 
     def to_denial(self) -> Denial:
         p, v, o = self.principal or _PrincipalRecord(), self.vault or _VaultRecord(), self.object
         kind = p.kind if p.kind in _KINDS else None  # a kind we do not know is unknown, not an error
         perms = self.access_policy_permission
-        return Denial(source=self.source, status=self.status, error_code=self.error_code,
+        denial = Denial(source=self.source, status=self.status, error_code=self.error_code,
                       inner_code=self.inner_code,
                       principal=Principal(object_id=p.object_id, app_id=p.app_id, tenant_id=p.tenant_id, upn=p.upn,
                                           kind=kind),  # type: ignore[arg-type]
@@ -94,7 +93,11 @@ class DenialRecord(msgspec.Struct, frozen=True):
                       access_policy_permission={k: tuple(xs) for k, xs in perms.items()} if perms is not None
                       else None, object=ObjectRef(kind=o.kind, name=o.name, version=o.version) if o else None,
                       caller_ip=self.caller_ip, time=self.time, correlation_id=self.correlation_id,
-                      message=self.message, cause_hint=self.cause_hint, alert_id=self.alert_id)
+                      message=self.message, signals=self.signals, alert_id=self.alert_id)
+        if self.cause_hint is not msgspec.UNSET and self.cause_hint != denial.cause_hint:
+            raise _bad(f"denial field 'cause_hint' is {self.cause_hint!r}, but its status and signals say "
+                       f"{denial.cause_hint!r} (a message from an older version?): send the alert again")
+        return denial
 
 
 class QueueMessage(msgspec.Struct, frozen=True):
@@ -113,7 +116,8 @@ def _bad(problem: str) -> InputError:
 _WHERE = re.compile(r" - at `\$(.*)`$")
 _DENIAL_PROBLEMS = {"status": "must be an integer or null", "principal": "must be an object or null",
                     "vault": "must be an object or null", "object": "must be null or an object with a 'kind'",
-                    "access_policy_permission": "must map kinds to lists"}
+                    "access_policy_permission": "must map kinds to lists",
+                    "signals": "must be a list of signals (" + ", ".join(sorted(x.value for x in Signal)) + ")"}
 
 
 def _problem(error: msgspec.ValidationError, body: Any) -> str:
@@ -146,11 +150,16 @@ def _message(data: bytes | str) -> QueueMessage:
 
 
 def denial_from_dict(d: dict[str, Any]) -> Denial:
-    """The Denial of ``Denial.to_dict()`` output (the inverse); BAD_MESSAGE when a field has the wrong type."""
+    """The Denial of ``Denial.to_dict()`` output (the inverse); BAD_MESSAGE when a field has the wrong type.
+
+    ``cause_hint`` is not read back: it is derived (``decide.cause_hint`` of the signals), so a message whose
+    ``cause_hint`` is not what its own fields map to (a message written before signals existed, whose hint came
+    from the text) is BAD_MESSAGE rather than decided without the input's words."""
     try:
-        return msgspec.convert(d, DenialRecord).to_denial()
+        record = msgspec.convert(d, DenialRecord)
     except msgspec.ValidationError as exc:
         raise _bad(_problem(exc, {"denial": d})) from None
+    return record.to_denial()
 
 
 def escape_controls(value: Any) -> Any:
@@ -158,7 +167,7 @@ def escape_controls(value: Any) -> Any:
     crafted id cannot start a new log line or flip text; non-strings are returned as they are."""
     if not isinstance(value, str):
         return value
-    from ..intake.common import CONTROL_CHARS  # the set intake refuses in ids: one list of what forges text
+    from ..intake.values import CONTROL_CHARS  # the set intake refuses in ids: one list of what forges text
 
     return CONTROL_CHARS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), value)
 
@@ -189,20 +198,6 @@ def chat_code(value: Any) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("`", "'")
 
 
-FETCH_NOTE = "the rows must be fetched"
-"""How intake (alerts.py) reports a log alert whose dimensions or results do not name the caller."""
-
-
-def rows_to_fetch(notes: Sequence[str]) -> bool:
-    """Whether intake's notes say the alert's rows must be fetched from its search link."""
-    return any(FETCH_NOTE in n for n in notes)
-
-
-def needs_search(denial: Denial, notes: Sequence[str]) -> bool:
-    """A log-alert denial that does not name the caller, from an alert whose rows intake says must be fetched."""
-    return denial.source in SEARCH_SOURCES and not denial.principal.known and rows_to_fetch(notes)
-
-
 def encode(item: QueuedDenial) -> str:
     """The message text (size-checked by the store's encoder)."""
     import json
@@ -210,14 +205,15 @@ def encode(item: QueuedDenial) -> str:
     from ..store.azure import denial_message
 
     text = denial_message(item.denial.to_dict(), item.alert_id)
-    if item.search is None:
+    if item.rows_link is None:
         return text
     body = json.loads(text)
-    body["search"] = msgspec.to_builtins(item.search)
+    body["search"] = item.rows_link.to_dict()
     return json.dumps(body, separators=(",", ":"), sort_keys=True)
 
 
 def decode(data: bytes | str) -> QueuedDenial:
     """Read one message (as the trigger hands it over); BAD_MESSAGE InputError when it is not ours."""
     msg = _message(data)
-    return QueuedDenial(msg.denial.to_denial(), msg.alert_id if isinstance(msg.alert_id, str) else None, msg.search)
+    link = RowsLink(msg.search.link, msg.search.window) if msg.search is not None else None
+    return QueuedDenial(msg.denial.to_denial(), msg.alert_id if isinstance(msg.alert_id, str) else None, link)

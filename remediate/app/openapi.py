@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import __version__
+from ..model import Signal
 
 
 def _s(type_: str, nullable: bool = False, **kw: Any) -> dict[str, Any]:
@@ -54,7 +55,10 @@ SCHEMAS: dict[str, Any] = {
         "inner_code": _STR_OR_NULL, "principal": _ref("Principal"), "vault": _ref("Vault"),
         "operation": _STR_OR_NULL, "data_action": _STR_OR_NULL, "access_policy_permission": _PERMS,
         "object": _ref("Object"), "caller_ip": _STR_OR_NULL, "time": _STR_OR_NULL, "correlation_id": _STR_OR_NULL,
-        "message": _STR_OR_NULL, "cause_hint": _STR_OR_NULL, "alert_id": _STR_OR_NULL}),
+        "message": _STR_OR_NULL, "cause_hint": _STR_OR_NULL,
+        "signals": _s("array", items=_s("string", enum=sorted(s.value for s in Signal)),
+                      description="what the input itself says (decide maps them to cause_hint)"),
+        "alert_id": _STR_OR_NULL}),
     "Plan": _s("object", True, required=["kind", "commands"], additionalProperties=True, properties={
         "kind": _s("string", description="role_assignment, access_policy or custom_role"),
         "commands": _s("object", additionalProperties=_s("string"),

@@ -4,14 +4,14 @@ Per message (one denial, see messages.py):
 
 1. A denial from a log alert that does not name the caller first claims its alert search (so a storm of such
    alerts reads the rows once), then reads the alert window's denials in the audit log with the app's own query
-   over the configured workspaces (evidence.py; the alert's link only says which workspace, its KQL never runs).
+   over the configured workspaces (alert_rows.py; the alert's link only says which workspace, its KQL never runs).
 2. Each denial claims its tuple (principal, vault, object, operation, status) in the Table ``claims`` with a
    conditional insert (window ``KV_REMEDIATE_DEDUPE_WINDOW``): exactly one message across every instance wins;
    the others add an occurrence to the winner's record and stop.
 3. The winners go through :func:`run_batch` (one fact source shared by this process's concurrent invocations: a
    burst is a batch): diagnosed with the policy's plan options and, under ``mode: apply``, applied through the
    core's ``service.remediate`` only where the app itself read the denial in the vault's audit log
-   (evidence.py: a Proof per denial; without one the guard refuses with ``refused_by: "evidence"``). Each finding
+   (audit_proof.py: a Proof per denial; without one the guard refuses with ``refused_by: "evidence"``). Each finding
    is reported: one structured log line, one record in the Table ``findings``, one notification when
    ``KV_REMEDIATE_NOTIFY_URL`` is set; every value in the line and the notification has its control characters
    escaped (and, in the notification, markup and mentions defused).
@@ -117,7 +117,7 @@ async def run_batch(rt: Runtime, denials: list[Denial], *, alert_id: str | None,
     from ..errors import PolicyError
     from ..plan import PlanOptions
     from ..service import DiagnoseOptions, diagnose, remediate
-    from . import evidence
+    from . import audit_proof
 
     try:
         policy = rt.policy()
@@ -131,7 +131,7 @@ async def run_batch(rt: Runtime, denials: list[Denial], *, alert_id: str | None,
         async with rt.facts(shared=True) as facts:
             result = await diagnose(denials, facts, DiagnoseOptions(PlanOptions(object_scope=policy.object_scope)))
         return list(result.findings)
-    proved = await evidence.prove(rt, denials, window, known)
+    proved = await audit_proof.prove(rt, denials, window, known)
     ctx = ApplyContext(policy=policy, grants=rt.grants(), slots=await rt.claims(), now=datetime.now(UTC),
                        requested=True, actor=rt.actor, alert_id=alert_id, proofs=proved.proofs,
                        own_principals=frozenset(rt.settings.self_object_ids))
@@ -164,18 +164,18 @@ async def _report(rt: Runtime, finding: Finding, *, alert_id: str | None, invoca
 async def _denials(rt: Runtime, item: QueuedDenial, claimant: str) -> tuple[list[Denial], dict[Any, Proof]] | None:
     """The message's denials (itself, or its alert's rows, with the proofs those rows are); None when another
     message already read them."""
-    from . import evidence
+    from . import alert_rows
     from .messages import escape_controls
 
-    if item.search is None:
+    if item.rows_link is None:
         return [item.denial], {}
-    window = item.search.window or (None, None)
-    claim = await _claim(rt, ("search", item.search.link, *window), claimant)
+    window = item.rows_link.window or (None, None)
+    claim = await _claim(rt, ("search", item.rows_link.link, *window), claimant)
     if not claim.won:
         log.debug("kv-remediate: alert %s rows already fetched by %s (%d occurrences)",
                   escape_controls(item.alert_id), claim.winner, claim.occurrences)
         return None
-    got = await evidence.fetch(rt, item.denial, item.search)
+    got = await alert_rows.fetch(rt, item.denial, item.rows_link)
     for note in got.notes:
         log.warning("kv-remediate: alert %s: %s", escape_controls(item.alert_id), escape_controls(note))
     if not got.denials:
@@ -209,7 +209,7 @@ async def handle(rt: Runtime, body: bytes | str, *, message_id: str, invocation_
     if not winners:
         return 0
     findings = await run_batch(rt, winners, alert_id=item.alert_id,
-                               window=item.search.window if item.search else None, known=known)
+                               window=item.rows_link.window if item.rows_link else None, known=known)
     for finding in findings:
         await _report(rt, finding, alert_id=item.alert_id, invocation_id=invocation_id,
                       claim=claims.get(finding.denial.identity_key()))

@@ -5,7 +5,9 @@
 Nothing else is ever raised. Inputs over intake's caps (``limits``: denials per input, distinct principals per
 batch, records, blocks) raise ``TooLargeError`` (an InputError, HTTP 413). Ids and names are canonical or None:
 an object is keys/secrets/certificates/storage with a name by Key Vault's rule, a vault id only when every
-segment is valid, and no id or name holds a control character.
+segment is valid, and no id or name holds a control character. A denial carries the ``signals`` its input gives
+(never a cause: ``decide.cause_hint`` maps them); a denial from a log alert that does not name the caller comes
+with a typed ``RowsLink`` to its alert's rows (``ParseResult.with_rows_links``), and notes are for people only.
 
 ``Denial.source`` vocabulary (stable; family first):
 
@@ -42,16 +44,12 @@ from ..errors import InputError, TooLargeError
 from ..model import ParseResult
 from . import limits
 from .alerts import search_results_link
-from .common import Outcome
 from .detect import decode, parse_text, payload
+from .drafting import Outcome
 from .limits import DEFAULT_MAX_DENIALS, DEFAULT_MAX_PRINCIPALS, MAX_DENIALS_SETTING, MAX_PRINCIPALS_SETTING
 
 __all__ = ["DEFAULT_MAX_DENIALS", "DEFAULT_MAX_PRINCIPALS", "MAX_DENIALS_SETTING", "MAX_PRINCIPALS_SETTING",
            "InputError", "TooLargeError", "parse_inputs", "parse_one", "payload", "search_results_link"]
-
-
-def _result(out: Outcome) -> ParseResult:
-    return ParseResult(denials=tuple(out.denials), skipped=out.skipped, notes=tuple(out.notes))
 
 
 def _parse(name: str, data: bytes) -> Outcome:
@@ -70,7 +68,7 @@ def parse_one(name: str, data: bytes, *, max_denials: int | None = DEFAULT_MAX_D
     ``TooLargeError`` (an InputError, code TOO_LARGE, ``status`` 413), raised before anything is returned.
     """
     with limits.budget(max_denials, max_principals):
-        return _result(_parse(name, data))
+        return _parse(name, data).result()
 
 
 def parse_inputs(inputs: list[tuple[str, bytes]], *, max_denials: int | None = DEFAULT_MAX_DENIALS,
@@ -85,4 +83,4 @@ def parse_inputs(inputs: list[tuple[str, bytes]], *, max_denials: int | None = D
     with limits.budget(max_denials, max_principals):
         for name, data in inputs:
             total.extend(_parse(name, data))
-    return _result(total)
+    return total.result()

@@ -5,8 +5,9 @@ log search alerts (Log Alerts V2 ``dimensions``, simple log alerts ``event`` row
 metric alerts (Key Vault ``ServiceApiResult``/``Availability`` with ``StatusCode``: vault and status only),
 activity log alerts. Legacy: ``AzureMonitorMetricAlert``, log alert V1 with ``SearchResult``,
 ``Microsoft.Insights/activityLogs``. A resolved alert yields no denials; an alert about another resource type is
-an InputError. A Log Alerts V2 payload whose dimensions do not name the caller yields what it has plus a note
-pointing at ``linkToSearchResultsAPI`` (see ``search_results_link``).
+an InputError. A log alert whose dimensions (V2) or missing results (V1) do not name the caller yields what it
+has, a note for a person pointing at ``linkToSearchResultsAPI``, and beside the denial a typed ``RowsLink`` (the
+link of ``search_results_link`` and the alert's window) for the app to read its rows (``ParseResult.with_rows_links``).
 """
 
 from __future__ import annotations
@@ -16,25 +17,24 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InputError
-from ..model import VaultRef
+from ..model import RowsLink, VaultRef
 from . import limits
-from .common import (
+from .claims import principal_from_claims
+from .drafting import Draft, Outcome
+from .logs import flatten, kv_evidence, query_rows, row_draft
+from .operations import canonical_operation
+from .values import (
     DENIAL_STATUSES,
-    Draft,
-    Outcome,
     as_dict,
     as_list,
-    canonical_operation,
     guid,
     is_vault_id,
     lower_keys,
-    principal_from_claims,
     resource_type,
     status_value,
     text,
     vault_from_resource_id,
 )
-from .logs import flatten, kv_evidence, query_rows, row_draft
 
 COMMON_SCHEMA = "azuremonitorcommonalertschema"
 _KV_TYPE = "microsoft.keyvault/vaults"
@@ -93,7 +93,7 @@ def _link(value: Any) -> str | None:
 def search_results_link(payload: Any) -> str | None:
     """The Log Analytics API link of an alert (filtered link first), or None; only https links of bounded length.
 
-    The link only tells the app where to look (app/evidence.py): its query is never run."""
+    The link only tells the app where to look (app/alert_rows.py): its query is never run."""
     root = as_dict(payload)
     data = as_dict(root.get("data"))
     ctx = as_dict(data.get("alertContext")) or as_dict(root.get("alertContext")) or root
@@ -230,13 +230,21 @@ def _log_v2(name: str, ess: Essentials, ctx: dict[str, Any], payload: Any) -> Ou
             item_link = (text(lower_keys(item).get("linktofilteredsearchresultsapi"))
                          or text(lower_keys(item).get("linktosearchresultsapi")) or link)
             where = f" from linkToSearchResultsAPI: {item_link}" if item_link else " with the rule's query"
-            out.notes.append(f"{name}: the alert's dimensions do not name the caller; the rows must be fetched"
-                             f"{where}")
+            note = f"{name}: the alert's dimensions do not name the caller; the rows must be fetched{where}"
+            _rows_to_fetch(out, link, payload, note)
     return out
 
 
+def _rows_to_fetch(out: Outcome, link: str | None, payload: Any, note: str) -> None:
+    """The last denial names no caller: with the alert's link, where its rows are (the note goes to a person)."""
+    if link is None:
+        out.notes.append(note)
+    else:
+        out.rows_to_fetch(RowsLink(link, search_results_window(payload), note))
+
+
 def _log_v1(name: str, ess: Essentials, ctx: dict[str, Any], source: str, results: Any,
-            vault_ids: list[str]) -> Outcome:
+            vault_ids: list[str], payload: Any) -> Outcome:
     lk = lower_keys(ctx)
     query = text(lk.get("searchquery"))
     rows = query_rows(as_dict(results)) or []
@@ -263,7 +271,11 @@ def _log_v1(name: str, ess: Essentials, ctx: dict[str, Any], source: str, result
         if _finish(d, ess, out, query=query, when=when):
             link = text(lk.get("linktofilteredsearchresultsapi")) or text(lk.get("linktosearchresultsapi"))
             where = f" from LinkToSearchResultsAPI: {link}" if link else " with the rule's query"
-            out.notes.append(f"{name}: the alert carries no search results; the rows must be fetched{where}")
+            note = f"{name}: the alert carries no search results; the rows must be fetched{where}"
+            if d.principal.known:
+                out.notes.append(note)
+            else:
+                _rows_to_fetch(out, search_results_link(payload), payload, note)
         return out
     for row in flat_rows:
         d = row_draft(row, source)
@@ -359,7 +371,7 @@ def _context_outcome(name: str, ess: Essentials, ctx: dict[str, Any], payload: A
     lk = lower_keys(ctx)
     if "searchresults" in lk or "searchquery" in lk:
         return _log_v1(name, ess, ctx, "alert.log_search_v1", lk.get("searchresults"),
-                       [t for t in (text(x) for x in as_list(lk.get("affectedconfigurationitems"))) if t])
+                       [t for t in (text(x) for x in as_list(lk.get("affectedconfigurationitems"))) if t], payload)
     cond = as_dict(ctx.get("condition"))
     items = [as_dict(i) for i in as_list(cond.get("allOf"))]
     ctype = (text(ctx.get("conditionType")) or "").lower()
@@ -397,7 +409,7 @@ def parse_alert(name: str, obj: dict[str, Any]) -> Outcome:
     if "SearchResult" in obj:
         rid = text(obj.get("ResourceId"))
         return _log_v1(name, Essentials.of({}), obj, "alert.legacy_log_v1", obj.get("SearchResult"),
-                       [rid] if rid else [])
+                       [rid] if rid else [], obj)
     status = (text(data.get("status")) or "").lower()
     if status in ("resolved", "deactivated"):
         return _resolved(name)

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import InputError, TooLargeError
 from . import alerts, errors_text, limits, logs, runbook
-from .common import Outcome
+from .drafting import Outcome
 
 _FENCE = re.compile(r"^[ \t]*```[\w-]*[ \t]*$", re.MULTILINE)
 _MD_ESCAPE = re.compile(r"\\([()\[\]_*#<>`{}.!|-])")

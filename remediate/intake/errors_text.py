@@ -16,17 +16,10 @@ from typing import Any
 
 from ..errors import TooLargeError
 from . import limits
-from .common import (
-    CODE_STATUS,
-    DENIAL_STATUSES,
-    Draft,
-    Outcome,
-    as_dict,
-    canonical_operation,
-    implied_status,
-    status_value,
-    text,
-)
+from .drafting import Draft, Outcome
+from .message import implied_status
+from .operations import canonical_operation
+from .values import CODE_STATUS, DENIAL_STATUSES, as_dict, status_value, text
 
 # Which tool printed it: first match wins, most specific first.
 _SOURCES: tuple[tuple[str, re.Pattern[str]], ...] = (

@@ -13,19 +13,17 @@ from typing import Any
 
 from ..model import VaultRef
 from . import limits
-from .common import (
+from .claims import merge_principal, principal_from_claims
+from .drafting import Draft, Outcome
+from .message import implied_status
+from .operations import canonical_operation
+from .values import (
     DENIAL_STATUSES,
-    Draft,
-    Outcome,
     as_dict,
     as_list,
-    canonical_operation,
-    implied_status,
     ip_address,
     lower_keys,
-    merge_principal,
     object_from_path,
-    principal_from_claims,
     status_value,
     text,
     vault_from_resource_id,

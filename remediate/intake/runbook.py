@@ -16,7 +16,8 @@ import msgspec
 from .. import catalog
 from ..errors import InputError
 from ..model import ObjectRef, Principal, VaultRef
-from .common import Draft, Outcome, guid, object_from_path, text, vault_from_resource_id, vault_name
+from .drafting import Draft, Outcome
+from .values import guid, object_from_path, text, vault_from_resource_id, vault_name
 
 _VAULT = "[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9]"
 _SEG = "[A-Za-z0-9._()-]{1,90}"

@@ -15,7 +15,7 @@ import pytest
 from remediate.app import services
 from remediate.app import settings as app_settings
 from remediate.app.health import health
-from remediate.app.messages import QueuedDenial, Search, decode, denial_from_dict, encode, needs_search
+from remediate.app.messages import QueuedDenial, decode, denial_from_dict, encode
 from remediate.app.worker import finding_line, notification
 from remediate.emulator import Emulator
 from remediate.errors import InputError, PolicyError
@@ -28,7 +28,8 @@ from remediate.facts.loganalytics import (
     kql_string,
     link_target,
 )
-from remediate.intake import parse_inputs, parse_one
+from remediate.intake import parse_inputs, parse_one, payload, search_results_link
+from remediate.model import RowsLink, Signal
 from remediate.serve import HttpServer, load_app
 from tests.support.app import DEMO, app_environment, call, guard_loopback, snapshot_with_rows, variant
 
@@ -44,20 +45,21 @@ def test_every_demo_denial_survives_the_queue_message_round_trip() -> None:
     for d in denials:
         # when encoded as a queue message and decoded; then it is the same denial with its alert id
         item = decode(encode(QueuedDenial(d, "alert-1")))
-        assert item.denial == d and item.alert_id == "alert-1" and item.search is None
+        assert item.denial == d and item.alert_id == "alert-1" and item.rows_link is None
         assert denial_from_dict(d.to_dict()) == d
 
 
 def test_search_link_travels_with_the_denial_that_needs_it() -> None:
     # given the alert without dimensions; then its denial needs the search and carries link and window
-    parsed = parse_one("alert", variant("alert_v2_no_dimensions_vault_scope.json"))
-    [d] = parsed.denials
-    assert needs_search(d, parsed.notes)
-    item = decode(encode(QueuedDenial(d, d.alert_id, Search(LINK, ("2026-11-20T09:45:00Z", "2026-11-20T10:00:00Z")))))
-    assert item.search == Search(LINK, ("2026-11-20T09:45:00Z", "2026-11-20T10:00:00Z"))
+    data = variant("alert_v2_no_dimensions_vault_scope.json")
+    parsed = parse_one("alert", data)
+    [(d, link)] = parsed.with_rows_links()
+    assert link is not None and link.link == search_results_link(payload(data))
+    item = decode(encode(QueuedDenial(d, d.alert_id, RowsLink(LINK, ("2026-11-20T09:45:00Z", "2026-11-20T10:00:00Z")))))
+    assert item.rows_link == RowsLink(LINK, ("2026-11-20T09:45:00Z", "2026-11-20T10:00:00Z"))
     # and an alert with dimensions does not
     with_dims = parse_one("alert", (DEMO / "inputs" / "10_log_alert_v2.json").read_bytes())
-    assert not any(needs_search(x, with_dims.notes) for x in with_dims.denials)
+    assert not any(link for _, link in with_dims.with_rows_links())
 
 
 @pytest.mark.parametrize("body", [b"not json", b'{"schema": "kv-remediate/queued-denial@1"}',
@@ -76,6 +78,26 @@ def test_the_worker_reads_the_format_the_store_writes() -> None:
     from remediate.store.azure import DENIAL_MESSAGE_SCHEMA
 
     assert MESSAGE_SCHEMA == DENIAL_MESSAGE_SCHEMA
+
+
+def test_signals_travel_in_the_message_and_the_hint_is_derived_from_them() -> None:
+    # given a denial whose text says the firewall refused it
+    body = {"error": {"code": "Forbidden", "message": "Client address is not authorized and caller is not a trusted "
+                      "service.", "innererror": {"code": "ForbiddenByFirewall"}}}
+    [d] = parse_one("error", json.dumps(body).encode()).denials
+    assert d.signals == {Signal.NETWORK} and d.cause_hint == "NETWORK_BLOCKED"
+    # when it travels as a queue message; then its signals come back, and with them its hint
+    assert decode(encode(QueuedDenial(d, None))).denial == d
+    # and a message whose hint its own fields do not give (an older message, or a crafted one) is BAD_MESSAGE
+    body = json.loads(encode(QueuedDenial(d, None)))
+    del body["denial"]["signals"]
+    with pytest.raises(InputError) as info:
+        decode(json.dumps(body))
+    assert info.value.code == "BAD_MESSAGE" and "cause_hint" in info.value.message
+    body["denial"]["signals"] = ["firewall-says-grant-everything"]
+    with pytest.raises(InputError) as info:
+        decode(json.dumps(body))
+    assert info.value.code == "BAD_MESSAGE"
 
 
 @pytest.mark.parametrize("link, problem", [

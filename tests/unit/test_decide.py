@@ -15,6 +15,7 @@ from remediate.model import (
     Principal,
     PrincipalInfo,
     RoleAssignment,
+    Signal,
     Vault,
     VaultRef,
 )
@@ -32,10 +33,11 @@ SECRETS_OFFICER = "b86a8fe4-44ce-4948-aee5-eccb2c155cd7"
 GET = "Microsoft.KeyVault/vaults/secrets/getSecret/action"
 
 
-def denial(op: str = "SecretGet", obj: str | None = "db", status: int = 403, hint: str | None = None,
+def denial(op: str = "SecretGet", obj: str | None = "db", status: int = 403, signal: Signal | None = None,
            app_id: str | None = None) -> Denial:
     return Denial(source="test", status=status, principal=Principal(object_id=OID, app_id=app_id, kind="app"),
-                  vault=VaultRef("kv1", VAULT_ID), operation=op, cause_hint=hint,
+                  vault=VaultRef("kv1", VAULT_ID), operation=op,
+                  signals=frozenset({signal}) if signal else frozenset(),
                   object=ObjectRef("secrets", obj) if obj else None)
 
 
@@ -66,12 +68,12 @@ def deny(scope: str = VAULT_ID, principals: tuple[str, ...] = ("00000000-0000-00
 
 
 CASES = [
-    ("401 challenge", denial(status=401, hint="AUTH_CHALLENGE"), None, "AUTH_CHALLENGE"),
+    ("401 challenge", denial(status=401, signal=Signal.AUTH_CHALLENGE), None, "AUTH_CHALLENGE"),
     ("other 401", denial(status=401), None, "AUTH_FAILED"),
     ("429", denial(status=429), None, "THROTTLED"),
-    ("firewall", denial(hint="NETWORK_BLOCKED"), facts(), "NETWORK_BLOCKED"),
-    ("key ops", denial("KeyDecrypt", None, hint="KEY_OPERATION_NOT_PERMITTED"), None, "KEY_OPERATION_NOT_PERMITTED"),
-    ("disabled", denial(hint="OBJECT_DISABLED"), None, "OBJECT_DISABLED"),
+    ("firewall", denial(signal=Signal.NETWORK), facts(), "NETWORK_BLOCKED"),
+    ("key ops", denial("KeyDecrypt", None, signal=Signal.KEY_OPERATION), None, "KEY_OPERATION_NOT_PERMITTED"),
+    ("disabled", denial(signal=Signal.DISABLED), None, "OBJECT_DISABLED"),
     ("no principal", Denial(source="t", status=403, vault=VaultRef("kv1", VAULT_ID), operation="SecretGet"), None,
      "PRINCIPAL_NOT_IDENTIFIED"),
     ("vault unknown", denial(), None, "VAULT_NOT_FOUND"),

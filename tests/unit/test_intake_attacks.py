@@ -27,7 +27,7 @@ from remediate.intake import (
     parse_inputs,
     parse_one,
 )
-from remediate.intake.common import object_from_path, vault_from_resource_id
+from remediate.intake.values import object_from_path, vault_from_resource_id
 from remediate.model import Denial
 
 SUB = "3f1c2b7a-5d44-4e8b-9c1e-2a6f0d9b8e11"

@@ -156,6 +156,22 @@ def test_v1_alert_without_search_results_points_at_its_link() -> None:
     assert "LinkToSearchResultsAPI: https://api.loganalytics.io/" in result.notes[0]
 
 
+@pytest.mark.parametrize("data", [_read("alert_v2_no_dimensions_vault_scope.json"), _v1_without_rows()],
+                         ids=["v2 without dimensions", "v1 without results"])
+def test_an_alert_that_does_not_name_the_caller_hands_over_a_typed_rows_link(data: bytes) -> None:
+    # given a log alert whose payload does not name the caller
+    # when parsed in a batch with an error body (whose caller is masked: there is no alert to read rows from)
+    rbac = _read("errors/kv_403_forbiddenbyrbac_body_aca_blog.json")
+    result = parse_inputs([("alert.json", data), ("rbac.json", rbac)])
+    (alert, alert_link), (other, other_link) = result.with_rows_links()
+    # then the alert's denial comes with its link and window as a typed value, its note stays for a person
+    assert alert_link is not None and alert_link.link == search_results_link(payload(data))
+    assert alert_link.window is not None and alert_link.note in result.notes
+    assert not alert.principal.known
+    # and the error body's denial has no rows link, though it does not name its caller either
+    assert other.source == "error.rest" and not other.principal.known and other_link is None
+
+
 @pytest.mark.parametrize(("dims", "metric", "statuses", "skipped"), [
     ([{"name": "StatusCodeClass", "value": "4xx"}], "ServiceApiResult", [None], 0),
     ([{"name": "StatusCodeClass", "value": "5xx"}], "ServiceApiResult", [], 1),

@@ -9,21 +9,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from remediate.intake.common import (
-    cause_hint,
-    guid,
-    object_from_path,
-    ops_for_path,
-    principal_from_caller,
-    principal_from_claims,
-    resolve_operation,
-    status_value,
-    tenant_from_iss,
-    vault_from_resource_id,
-    vault_uri,
-)
-from remediate.model import ObjectRef, Principal
+from remediate import decide
+from remediate.intake import message
+from remediate.intake.claims import principal_from_caller, principal_from_claims, tenant_from_iss
+from remediate.intake.message import text_signals
+from remediate.intake.operations import ops_for_path, resolve_operation
+from remediate.intake.values import guid, object_from_path, status_value, vault_from_resource_id, vault_uri
+from remediate.model import Denial, ObjectRef, Principal, Signal
 
 G = "5b8f1c2d-3e4a-4b6c-8d7e-9f0a1b2c3d4e"
 T = "72f988bf-86f1-41af-91ab-2d7cd011db47"
@@ -157,6 +152,15 @@ def test_ambiguous_permission_names_no_operation_unless_the_path_decides() -> No
     assert resolve_operation(operation="not an op!").operation is None
 
 
+def cause_hint(*, status: int, texts: list[str | None], principal: Principal, operation: str | None = None,
+               status_only: bool = False) -> str | None:
+    """Intake's signals for these texts on a denial, mapped by decide (the one mapping of signals to causes)."""
+    signals = text_signals(texts) | ({Signal.STATUS_ONLY} if status_only else frozenset())
+    hint = decide.cause_hint(Denial(source="test", status=status, principal=principal, operation=operation,
+                                    signals=signals))
+    return str(hint) if hint else None
+
+
 KNOWN = Principal(object_id=G)
 
 
@@ -182,3 +186,22 @@ def test_cause_hint(status: int, text: str | None, principal: Principal, expecte
 def test_authentication_401_without_identity_is_the_challenge() -> None:
     assert cause_hint(status=401, texts=[], principal=Principal(), operation="Authentication") == "AUTH_CHALLENGE"
     assert cause_hint(status=401, texts=[], principal=Principal(), status_only=True) is None
+
+
+_SIGNAL_WORDS = ["Throttled", "THROTTLED", "AKV10000", "missing a Bearer", "ForbiddenByFirewall",
+                 "forbiddenbyconnection", "network security perimeter", "NSP", "nsp", "Client address",
+                 "is not authorized", "Public network access is disabled", "Access denied to first party service",
+                 "KeyOperationForbidden", "is not permitted on this key", "SecretDisabled", "not allowed on a disabled",
+                 "on-behalf-of", "On Behalf Of", "compound identity", "OBO", "xOBO", "\u212aeyDisabled",
+                 "\u017fecretDisabled", "\u0130", " ", "\n", "-", "_", "é"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(_SIGNAL_WORDS), st.text(max_size=6)), max_size=8))
+def test_text_signals_find_exactly_what_each_pattern_finds(parts: list[str]) -> None:
+    # given any text built from the signal words, their case variants, look-alike letters and noise
+    blob = "".join(parts)
+    # when intake reads its signals (lower-cased, case-sensitive searches on ASCII text)
+    # then they are exactly the signals whose own pattern matches the text as it is
+    expected = frozenset(signal for signal, pattern in message._TEXT_SIGNALS if pattern.search(blob))
+    assert message._text_signals(blob) == expected

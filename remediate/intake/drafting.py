@@ -1,0 +1,136 @@
+"""Assembling one denial: a ``Draft`` filled from the places of one input, validated into a ``Denial`` by
+``build``; an ``Outcome`` is what one input (or one block of it) yielded."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..model import Denial, ObjectRef, ParseResult, Principal, RowsLink, Signal, VaultRef
+from . import limits
+from .claims import merge_principal
+from .message import message_facts, text_signals
+from .operations import resolve_operation
+from .values import guid, identifier, object_from_path, vault_uri
+
+# --- assembling one denial -----------------------------------------------------------------------------------
+
+
+def _code(value: Any) -> str | None:
+    """An error code (``Forbidden``, ``ForbiddenByRbac``): a short word, or None."""
+    v = identifier(value)
+    return v if v is not None and len(v) <= 128 and _CODE.fullmatch(v) else None
+
+
+_CODE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+
+
+@dataclass
+class Draft:
+    """A denial being assembled from several places of one input; ``build`` validates and fills the rest."""
+
+    source: str
+    status: int | None = None
+    error_code: str | None = None
+    inner_code: str | None = None
+    principal: Principal = field(default_factory=Principal)
+    vault: VaultRef = field(default_factory=VaultRef)
+    operation: str | None = None
+    action: str | None = None
+    permission: tuple[str, str] | None = None
+    operation_word: str | None = None
+    object: ObjectRef | None = None
+    path: str | None = None
+    method: str | None = None
+    caller_ip: str | None = None
+    time: str | None = None
+    correlation_id: str | None = None
+    message: str | None = None
+    alert_id: str | None = None
+    address_authorized: bool | None = None
+    status_only: bool = False
+
+    def add_vault(self, vref: VaultRef) -> None:
+        """Merge another mention of the vault (first name and first valid resource id win)."""
+        self.vault = VaultRef(name=self.vault.name or vref.name, resource_id=self.vault.resource_id or vref.resource_id)
+
+    def add_uri(self, value: Any) -> None:
+        """Vault, path and object from a data-plane request URI or object id."""
+        u = vault_uri(value)
+        if u is None:
+            return
+        if u.vault:
+            self.add_vault(VaultRef(name=u.vault))
+        if self.path is None and u.path not in ("", "/"):
+            self.path = u.path
+        if self.object is None:
+            self.object = object_from_path(u.path)
+
+    def add_message(self, message: str | None) -> None:
+        """Everything Key Vault's error text names, where the draft does not know it yet."""
+        if not message:
+            return
+        if self.message is None:
+            self.message = message
+        f = message_facts(message)
+        self.principal = merge_principal(self.principal, f.principal)
+        self.add_vault(f.vault)
+        self.object = self.object or f.object
+        self.action = self.action or f.action
+        self.permission = self.permission or f.permission
+        self.operation_word = self.operation_word or f.operation_word
+        self.caller_ip = self.caller_ip or f.caller_ip
+
+    def build(self) -> Denial:
+        """The validated Denial; the vault name follows the resource id when both are known."""
+        ops = resolve_operation(operation=self.operation, action=self.action, permission=self.permission,
+                                word=self.operation_word, path=self.path, method=self.method,
+                                kind=self.object.kind if self.object else None)
+        vault = self.vault
+        if vault.resource_id and not vault.name:
+            vault = VaultRef(name=vault.resource_id.rsplit("/", 1)[-1], resource_id=vault.resource_id)
+        signals = text_signals((self.message, self.error_code, self.inner_code))
+        if self.address_authorized is False:
+            signals |= {Signal.ADDRESS_NOT_AUTHORIZED}
+        if self.status_only:
+            signals |= {Signal.STATUS_ONLY}
+        message = self.message[:limits.MAX_MESSAGE_CHARS].strip() if self.message else None
+        limits.count_denial(self.principal)
+        return Denial(
+            source=self.source, status=self.status, error_code=_code(self.error_code),
+            inner_code=_code(self.inner_code), principal=self.principal, vault=vault, operation=ops.operation,
+            data_action=ops.data_action, access_policy_permission=ops.permission, object=self.object,
+            caller_ip=self.caller_ip, time=identifier(self.time), correlation_id=guid(self.correlation_id),
+            message=message or None, signals=signals, alert_id=identifier(self.alert_id))
+
+
+@dataclass
+class Outcome:
+    """What one input (or one block of it) yielded; merged into a ParseResult by the package entry point.
+
+    ``rows_links`` maps a denial's index in ``denials`` to where its alert's rows are (``rows_to_fetch``)."""
+
+    denials: list[Denial] = field(default_factory=list)
+    skipped: int = 0
+    notes: list[str] = field(default_factory=list)
+    rows_links: dict[int, RowsLink] = field(default_factory=dict)
+
+    def rows_to_fetch(self, link: RowsLink) -> None:
+        """The last denial names no caller: its alert's rows are at ``link``; the link's note goes to a person."""
+        self.rows_links[len(self.denials) - 1] = link
+        if link.note:
+            self.notes.append(link.note)
+
+    def extend(self, other: Outcome) -> None:
+        offset = len(self.denials)
+        self.denials.extend(other.denials)
+        self.skipped += other.skipped
+        self.notes.extend(other.notes)
+        self.rows_links.update((offset + i, link) for i, link in other.rows_links.items())
+
+    def result(self) -> ParseResult:
+        """The ParseResult of everything this outcome holds."""
+        links = tuple(self.rows_links.get(i) for i in range(len(self.denials))) if self.rows_links else ()
+        return ParseResult(denials=tuple(self.denials), skipped=self.skipped, notes=tuple(self.notes),
+                           rows_links=links)

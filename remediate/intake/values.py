@@ -1,0 +1,333 @@
+"""Primitive values as inputs carry them: JSON accessors, identifiers, vault and object references, status.
+
+Everything here is total: any value of any JSON type goes in, a validated value or ``None`` comes out.
+Nothing is guessed: a masked, partial or nil GUID is ``None``; a vault id is kept only when every segment is
+valid by ``armid``'s rules; an object only with a name by Key Vault's rule.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from .. import armid
+from ..model import ObjectRef, VaultRef
+
+# --- primitive accessors (total over JSON values) ---------------------------------------------------------
+
+
+def text(value: Any) -> str | None:
+    """A non-empty stripped string, or None (numbers are stringified; containers are not text)."""
+    if isinstance(value, str):
+        v = value.strip()
+        return v or None
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return str(value)
+    return None
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    """A dict, a JSON object serialised in a string (Log Analytics ``dynamic`` columns), or {}."""
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str) and value.lstrip().startswith("{"):
+        try:
+            parsed = json.loads(value)
+        except (ValueError, RecursionError):
+            return {}
+        return parsed if isinstance(parsed, dict) else {}
+    return {}
+
+
+def as_list(value: Any) -> list[Any]:
+    """A list, or []."""
+    return value if isinstance(value, list) else []
+
+
+def lower_keys(record: Mapping[Any, Any]) -> dict[str, Any]:
+    """Keys lower-cased (column and dimension names are case-insensitive); first spelling wins."""
+    out: dict[str, Any] = {}
+    for k, v in record.items():
+        if isinstance(k, str):
+            out.setdefault(k.lower(), v)
+    return out
+
+
+# --- identifiers ---------------------------------------------------------------------------------------------
+
+# C0 and C1 controls, DEL, and the invisible format characters that reorder or forge text (bidi embeddings,
+# overrides and isolates, zero-width characters, line/paragraph separators, the BOM): never part of an id or name.
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+_MAX_ID = 256
+
+
+def has_control(value: str) -> bool:
+    """True when a string holds a control or invisible formatting character (see ``CONTROL_CHARS``)."""
+    return CONTROL_CHARS.search(value) is not None
+
+
+def identifier(value: Any) -> str | None:
+    """``text`` for ids and names: None when it is long (> 256) or holds a control or formatting character."""
+    if not isinstance(value, str) or len(value) > _MAX_ID or has_control(value):
+        return None
+    return text(value)
+
+
+_NIL_GUID = "00000000-0000-0000-0000-000000000000"
+_MASKED = re.compile(r"XXXX|xxxx|<[^>]*>|\*\*\*|\.\.\.|REDACTED|\{[^}]*\}")
+
+
+def guid(value: Any) -> str | None:
+    """A well-formed, non-nil GUID (lower-cased), else None: masked, partial and placeholder ids are unknown."""
+    return _guid(value) if isinstance(value, str) else None
+
+
+@lru_cache(maxsize=8192)
+def _guid(value: str) -> str | None:
+    if len(value) > 64 or has_control(value):
+        return None
+    v = value.strip()
+    if len(v) != 36 or not armid.is_guid(v) or v == _NIL_GUID:
+        return None
+    return v.lower()
+
+
+def masked(value: str) -> bool:
+    """True when a value carries a redaction marker (XXXX, <...>, ***, {placeholder}, REDACTED)."""
+    return _MASKED.search(value) is not None
+
+
+def vault_name(value: Any) -> str | None:
+    """A syntactically valid Key Vault name (3-24 letters, digits, hyphens), original case, else None."""
+    return _vault_name(value) if isinstance(value, str) else None
+
+
+@lru_cache(maxsize=4096)
+def _vault_name(value: str) -> str | None:
+    if len(value) > 64 or has_control(value):
+        return None
+    v = value.strip()
+    if not armid.is_vault_name(v) or masked(v):
+        return None
+    return v
+
+
+def object_name(value: Any) -> str | None:
+    """A key, secret or certificate name by Key Vault's rule (``^[0-9A-Za-z-]{1,127}$``), unless masked, else None.
+
+    Nothing is decoded or trimmed into shape: ``x%2F..``, ``a.b``, ``a b``, a backslash, a look-alike letter or a
+    control character is not a name, so the object is unknown rather than partially kept.
+    """
+    if not isinstance(value, str) or len(value) > 127 or not armid.is_object_name(value) or masked(value):
+        return None
+    return value
+
+
+def ip_address(value: Any) -> str | None:
+    """A valid IPv4/IPv6 address (a port suffix is dropped), else None."""
+    return _ip_address(value.strip()) if isinstance(value, str) else None
+
+
+@lru_cache(maxsize=4096)
+def _ip_address(v: str) -> str | None:
+    if v.count(":") == 1:
+        v = v.split(":", 1)[0]
+    try:
+        return str(ipaddress.ip_address(v))
+    except ValueError:
+        return None
+
+
+# --- vaults and objects --------------------------------------------------------------------------------------
+
+# Locates a vault id inside longer text (a message's 'Resource:', a resource id with an object path after it);
+# whether the id found is valid is armid.parse_vault_id's rule, not this pattern's.
+# ASCII: no unicode case folding (a Kelvin sign is not a 'k'); every part bounded.
+_VAULT_ID = re.compile(
+    r"/subscriptions/([^/'\"\r\n]{1,80})/resourcegroups/([^/'\"\r\n]{1,90})/providers/microsoft\.keyvault/vaults/"
+    r"([^/\s'\"?#]{1,64})((?:/[^/\s'\"?#]{1,1024}){0,16})", re.IGNORECASE | re.ASCII)
+_MAX_RESOURCE_ID = 4096
+_DOTS = re.compile(r"\.\.|/\.(?:/|$)")
+_PROVIDER_TYPE = re.compile(r"/providers/([^/]+/[^/]+)", re.IGNORECASE)
+_OBJECT_KINDS = {"keys": "keys", "secrets": "secrets", "certificates": "certificates", "storage": "storage",
+                 "deletedkeys": "keys", "deletedsecrets": "secrets", "deletedcertificates": "certificates",
+                 "deletedstorage": "storage"}
+_NOT_OBJECTS = {"contacts", "issuers", "restore"}
+_MAX_PATH = 4096
+
+
+_NO_VAULT: tuple[VaultRef, ObjectRef | None] = (VaultRef(), None)
+
+
+def vault_from_resource_id(value: Any) -> tuple[VaultRef, ObjectRef | None]:
+    """Vault (and a trailing object path) from a resource id.
+
+    The vault id is kept only when its subscription is a GUID, its resource group and vault name are valid by
+    ARM's and Key Vault's rules, and the id holds no ``..``, ``%`` or backslash; the object only by
+    ``object_from_path``'s rules. A control character anywhere makes the whole id unknown.
+    """
+    if not isinstance(value, str) or "/" not in value or len(value) > _MAX_RESOURCE_ID or has_control(value):
+        return _NO_VAULT
+    return _vault_from_resource_id(value.strip())
+
+
+@lru_cache(maxsize=4096)
+def _vault_from_resource_id(v: str) -> tuple[VaultRef, ObjectRef | None]:
+    m = _VAULT_ID.search(v)
+    if m is None:
+        return _NO_VAULT
+    sub, rg, name, rest = m.group(1), m.group(2), m.group(3), m.group(4)
+    tail = v[m.end():]
+    if tail and tail[0] not in "?#":
+        if not rest:
+            return _NO_VAULT  # the vault segment runs on past what a name can be ("kv1 x", "kv1\\..")
+        rest += tail  # the object segment runs on ("secrets/x y"): judged whole, never cut to "x"
+    vname = vault_name(name)
+    whole = v[m.start():]
+    rid: str | None = None
+    if (vname and guid(sub) and armid.parse_vault_id(v[m.start():m.start(4)]) is not None and not masked(rg)
+            and "%" not in whole and "\\" not in whole and not _DOTS.search(whole)):
+        rid = v[m.start():m.start(4)]
+    obj = object_from_path(rest.split("?", 1)[0].split("#", 1)[0]) if rest else None
+    return VaultRef(name=vname, resource_id=rid), obj
+
+
+def resource_type(value: Any) -> str | None:
+    """The ``Provider/type`` of a resource id ("Microsoft.Compute/virtualMachines"), or None."""
+    v = text(value)
+    if v is None:
+        return None
+    types = _PROVIDER_TYPE.findall(v)
+    if types:
+        return str(types[-1])
+    if re.fullmatch(r"/subscriptions/[^/]+/?", v, re.IGNORECASE):
+        return "Microsoft.Resources/subscriptions"
+    return None
+
+
+def is_vault_id(value: Any) -> bool:
+    """True when a resource id points at a Key Vault (or something inside one)."""
+    v = text(value)
+    return bool(v and _VAULT_ID.search(v))
+
+
+def _segment(raw: str) -> str | None:
+    """One path segment percent-decoded once; None when it is not a plain segment after that.
+
+    Not plain: decoding leaves a ``%`` (double encoding), a ``/`` or backslash, invalid UTF-8, or a control
+    character; or the segment is ``.``/``..`` (a client or proxy would move the request elsewhere).
+    """
+    try:
+        d = unquote(raw, errors="strict") if "%" in raw else raw
+    except UnicodeDecodeError:
+        return None
+    if "%" in d or "/" in d or "\\" in d or d in (".", "..") or has_control(d):
+        return None
+    return d
+
+
+def _dot_parts(decoded: str) -> bool:
+    """True when a decoded segment holds a '.' or '..' path component (``%2e%2e%2f..``)."""
+    return any(p in (".", "..") for p in decoded.replace("\\", "/").split("/"))
+
+
+def object_from_path(path: str) -> ObjectRef | None:
+    """Object kind, name and version from a data-plane path (/secrets/n/v, /deletedkeys/n, ...).
+
+    Canonical or nothing: the kind is keys, secrets, certificates or storage (``deleted*`` and any ASCII case map
+    to it); a path with a ``.``/``..`` segment (plain or encoded), a backslash or a control character names no
+    object; a name that is not valid by Key Vault's rule after one percent-decoding is unknown (None); a version
+    is 32 hex digits or unknown.
+    """
+    if not isinstance(path, str) or len(path) > _MAX_PATH or "\\" in path or has_control(path):
+        return None
+    raw = [s for s in path.split("/") if s]
+    if not raw:
+        return None
+    segs = [_segment(s) for s in raw]
+    first = segs[0]
+    if first is None or not first.isascii():
+        return None
+    kind = _OBJECT_KINDS.get(first.lower())
+    if kind is None:
+        return None
+    if any(s in (".", "..") for s in (unquote(r) for r in raw)) or any(_dot_parts(unquote(r)) for r in raw[2:]):
+        return None  # the request lands elsewhere: plain or encoded dot segments, or '%2F..' after the name
+    if len(segs) < 2:
+        return None
+    if segs[1] is not None and segs[1].isascii() and segs[1].lower() in _NOT_OBJECTS:
+        return None
+    name = object_name(segs[1])
+    version = None
+    if name is not None and len(segs) >= 3 and segs[2] is not None and armid.is_version(segs[2]) \
+            and segs[2].strip("0"):
+        version = segs[2].lower()
+    return ObjectRef(kind=kind, name=name, version=version)
+
+
+@dataclass(frozen=True)
+class Uri:
+    """A Key Vault data-plane URI split into the parts intake uses."""
+
+    vault: str | None
+    path: str
+
+
+def vault_uri(value: Any) -> Uri | None:
+    """Vault name and path from ``https://<name>.vault.azure.net/...`` (any sovereign cloud suffix)."""
+    if not isinstance(value, str) or "://" not in value or len(value) > _MAX_PATH or has_control(value):
+        return None  # urlsplit drops tabs and newlines ("db\nx" would become "dbx"): refuse, never repair
+    return _vault_uri(value.strip())
+
+
+@lru_cache(maxsize=4096)
+def _vault_uri(v: str) -> Uri | None:
+    try:
+        parts = urlsplit(v)
+        host = (parts.hostname or "").lower()
+    except ValueError:
+        return None
+    label, _, rest = host.partition(".")
+    if not rest.startswith(("vault.", "vaultcore.")):
+        return None
+    return Uri(vault=vault_name(label), path=parts.path or "/")
+
+
+# --- status --------------------------------------------------------------------------------------------------
+
+CODE_STATUS = {"forbidden": 403, "unauthorized": 401, "throttled": 429, "toomanyrequests": 429,
+               "too many requests": 429, "forbiddenbyrbac": 403, "forbiddenbypolicy": 403, "forbiddenbyfirewall": 403,
+               "forbiddenbyconnection": 403, "accessdenied": 403, "keyoperationforbidden": 403, "secretdisabled": 403,
+               "notfound": 404, "secretnotfound": 404, "keynotfound": 404, "certificatenotfound": 404,
+               "vaultnotfound": 404, "resourcenotfound": 404, "badparameter": 400, "badrequest": 400,
+               "conflict": 409, "ok": 200, "created": 201, "accepted": 202, "nocontent": 204,
+               "internalservererror": 500, "serviceunavailable": 503, "gatewaytimeout": 504,
+               "methodnotallowed": 405, "authorizationfailed": 403, "linkedauthorizationfailed": 403,
+               "preconditionfailed": 412, "requesttimeout": 408}
+DENIAL_STATUSES = frozenset({401, 403, 429})
+
+
+def status_value(value: Any) -> int | None:
+    """An HTTP status from 403, 403.0, "403", "403 (Forbidden)", "Forbidden", "TooManyRequests"."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return value if 100 <= value <= 599 else None
+    if isinstance(value, float):
+        return int(value) if value.is_integer() and 100 <= value <= 599 else None
+    v = text(value)
+    if v is None:
+        return None
+    head = v[:3]
+    if head.isdigit() and (len(v) == 3 or not v[3].isdigit()):
+        n = int(head)
+        return n if 100 <= n <= 599 else None
+    return CODE_STATUS.get(v.lower())

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import catalog
 from ..model import Denial, ObjectRef, ParseResult, Principal, RowsLink, Signal, VaultRef
 from . import limits
 from .claims import merge_principal
@@ -50,6 +51,17 @@ class Draft:
     alert_id: str | None = None
     address_authorized: bool | None = None
     status_only: bool = False
+    hsm_scope: str | None = None
+    method_kind: str | None = None  # the object kind an SDK method or cmdlet names (GetCertificate: certificates)
+
+    def named_by_method(self, operation: str | None) -> None:
+        """The operation an SDK method or cmdlet names (``BaseClient#GetSecret``), and so its object kind."""
+        op = catalog.operation(operation) if operation else None
+        if op is None or self.operation is not None:
+            return
+        self.operation = op.name
+        if op.object_kind in catalog.OBJECT_KINDS:
+            self.method_kind = op.object_kind
 
     def add_vault(self, vref: VaultRef) -> None:
         """Merge another mention of the vault (first name and first valid resource id win)."""
@@ -76,8 +88,12 @@ class Draft:
         f = message_facts(message)
         self.principal = merge_principal(self.principal, f.principal)
         self.add_vault(f.vault)
-        self.object = self.object or f.object
+        if f.object is not None and (self.object is None or (self.object.name is None and f.object.name
+                                                             and self.object.kind == f.object.kind)):
+            self.object = f.object
         self.action = self.action or f.action
+        self.named_by_method(f.operation)
+        self.hsm_scope = self.hsm_scope or f.hsm_scope
         self.permission = self.permission or f.permission
         self.operation_word = self.operation_word or f.operation_word
         self.caller_ip = self.caller_ip or f.caller_ip
@@ -87,6 +103,9 @@ class Draft:
         ops = resolve_operation(operation=self.operation, action=self.action, permission=self.permission,
                                 word=self.operation_word, path=self.path, method=self.method,
                                 kind=self.object.kind if self.object else None)
+        obj = self.object
+        if obj is None and self.method_kind and self.path is None:  # the caller's own code names the kind
+            obj = ObjectRef(kind=self.method_kind)
         vault = self.vault
         if vault.resource_id and not vault.name:
             vault = VaultRef(name=vault.resource_id.rsplit("/", 1)[-1], resource_id=vault.resource_id)
@@ -100,7 +119,7 @@ class Draft:
         return Denial(
             source=self.source, status=self.status, error_code=_code(self.error_code),
             inner_code=_code(self.inner_code), principal=self.principal, vault=vault, operation=ops.operation,
-            data_action=ops.data_action, access_policy_permission=ops.permission, object=self.object,
+            data_action=ops.data_action, access_policy_permission=ops.permission, object=obj,
             caller_ip=self.caller_ip, time=identifier(self.time), correlation_id=guid(self.correlation_id),
             message=message or None, signals=signals, alert_id=identifier(self.alert_id))
 

@@ -256,8 +256,8 @@ def _request(block: str, draft: Draft) -> None:
     if method and (url or host):
         draft.method = method.upper()
     sm = _SDK_METHOD.search(block)
-    if sm and draft.operation is None:
-        draft.operation = sdk_method_operation(sm.group(1))
+    if sm:
+        draft.named_by_method(sdk_method_operation(sm.group(1)))
 
 
 def _text_draft(block: str, source: str) -> Draft:

@@ -15,7 +15,8 @@ from .. import catalog
 from ..model import ObjectRef, Principal, Signal, VaultRef
 from . import limits
 from .claims import principal_from_caller
-from .values import ip_address, vault_from_resource_id, vault_name
+from .operations import canonical_operation
+from .values import ip_address, object_name, vault_from_resource_id, vault_name
 
 # --- message text (Key Vault's error text, wherever it appears) ----------------------------------------------
 
@@ -23,18 +24,38 @@ from .values import ip_address, vault_from_resource_id, vault_name
 _MSG = re.compile(
     r"Caller:[ \t]{0,8}(?P<caller>[^\r\n\\]{0,512}?appid=[^\r\n\s\\]{0,1024})"
     r"|The user, group or application '(?P<ugoa>[^'\r\n]{0,1024})'"
+    r"|The policy requires the caller '(?P<obo>[^'\r\n]{0,1024})'"
     r"|Action:[ \t]{0,8}'?(?P<action>Microsoft\.KeyVault/[A-Za-z/]{1,128})"
+    r"|perform action '(?P<paction>Microsoft\.KeyVault/[A-Za-z/]{1,128})'"
     r"|Resource:[ \t]{0,8}'(?P<resource>[^'\r\n]{0,1024})'"
-    r"|Vault:[ \t]{0,8}(?P<vault>[^;\s\\\"']{1,64});location="
+    r"|on resource '(?P<oresource>[^'\r\n]{0,1024})'"
+    r"|does not have access to '(?P<asresource>[^'\r\n]{0,1024})' Key Vault"
+    r"|not authorized to read (?P<rkind>secrets|keys|certificates) from '(?P<rresource>[^'\r\n]{0,1024})'"
+    r"|Vault:[ \t]{0,8}(?P<vault>[^;\s\\\"']{1,64});"
     r"|key vault '(?P<kv>[^';\r\n]{1,64})(?:;location=[^'\r\n]{0,64})?'"
+    r"|from Azure Key Vault '(?P<akv>[^'\r\n]{1,64})'"
+    r"|Key Vault Name[ \t]{0,8}: '(?P<pkv>[^'\r\n]{1,64})'"
     r"|does not have (?P<pkind>keys|secrets|certificates|storage) (?P<perm>[A-Za-z]{1,40}) permission"
     r"|Operation:[ \t]{0,8}\\?\"(?P<opq>[A-Za-z]{1,80})\\?\""
     r"|Operation (?P<opnp>[A-Za-z]{1,80}) is not (?:permitted|allowed)"
     r"|Client address(?::[ \t]{0,8}| \()(?P<ip>[0-9A-Fa-f.:]{2,45})"
-    r"|on a disabled (?P<dkind>secret|key|certificate)")
+    r"|on a disabled (?P<dkind>secret|key|certificate)"
+    r"|Not authorized to access (?P<hsmaction>Microsoft\.KeyVault/managedHsm/[A-Za-z/]{1,128}) on "
+    r"'?(?P<hsmscope>/[A-Za-z0-9/_.-]{0,256})"
+    # where the object is named outside the service's own text: CSI driver, Terraform azurerm, External
+    # Secrets, Packer, Az PowerShell (each only says where to look: names are validated like any other)
+    r"|objectType:(?P<csikind>secret|key|cert)[a-z]{0,8}, objectName:(?P<csiname>[^,\s]{0,256})"
+    r"|existing (?P<tfkind>Secret|Key|Certificate) \"(?P<tfname>[^\"\r\n]{0,256})\""
+    r"|Azure KeyVault (?P<trkind>Secret|Key|Certificate) (?P<trname>[^:\s]{1,256}):"
+    r"|key \\?\"(?P<esokind>secret|key|cert)/(?P<esoname>[^\"\\\s]{0,256})\\?\" from ExternalSecret"
+    r"|Key Vault Secret Name[ \t]{0,8}: '(?P<pksec>[^'\r\n]{0,256})'"
+    r"|\b(?P<psverb>Get|Set|Remove|Add|Import|Backup|Restore|Update)-AzKeyVault(?P<psnoun>Secret|Key|Certificate)\b"
+    r"|-VaultName[ \t]{1,8}[\"']?(?P<psvault>[A-Za-z0-9-]{1,64})"
+    r"|[ \t]-Name[ \t]{1,8}[\"']?(?P<psname>[A-Za-z0-9-]{1,127})[\"']?(?=[ \t]|$)")
 
 _NETWORK = re.compile(r"ForbiddenByFirewall|ForbiddenByConnection|network security perimeter|\bNSP\b|"
-                      r"Client address[^\r\n]{0,40}is not authorized|Public network access is disabled",
+                      r"Client address[^\r\n]{0,40}is not authorized|Public network access is disabled|"
+                      r"not an approved private link",
                       re.IGNORECASE)
 _FIRST_PARTY = re.compile(r"Access denied to first party service", re.IGNORECASE)
 _KEY_OP = re.compile(r"KeyOperationForbidden|is not permitted on this key", re.IGNORECASE)
@@ -44,14 +65,20 @@ _CHALLENGE = re.compile(r"AKV10000|missing a Bearer|Request is missing a Bearer"
 _IMPLIED_403 = re.compile(r"Caller is not authorized to perform action|"
                           r"does not have \w{1,40} \w{1,40} permission on key vault|"
                           r"Client address[^\r\n]{0,40}is not authorized|is not permitted on this key|"
-                          r"Access denied to first party service|not allowed on a disabled", re.IGNORECASE)
+                          r"Access denied to first party service|not allowed on a disabled|"
+                          r"Caller was not found on any access policy|The policy requires the caller '|"
+                          r"not an approved private link|Public network access is disabled and request|"
+                          r"does not have access to '[^'\r\n]{0,1024}' Key Vault|"
+                          r"Not authorized to access Microsoft\.KeyVault/managedHsm/|"
+                          r"User is not authorized to read secrets|AccessToKeyVaultDenied", re.IGNORECASE)
 _AKV401 = re.compile(r"\bAKV100\d\d\b")
 _THROTTLED = re.compile(r"\bThrottled\b")
 
 
 @dataclass(frozen=True)
 class MessageFacts:
-    """What Key Vault's error text names: caller, action, resource, vault, permission, operation, address."""
+    """What Key Vault's error text names: caller, action, resource, vault, permission, operation, address (and the
+    Managed HSM local scope of an HSM refusal)."""
 
     principal: Principal = field(default_factory=Principal)
     action: str | None = None
@@ -60,9 +87,19 @@ class MessageFacts:
     permission: tuple[str, str] | None = None
     operation_word: str | None = None
     caller_ip: str | None = None
+    operation: str | None = None
+    hsm_scope: str | None = None
 
 
 _NO_FACTS = MessageFacts()
+_KINDS = {"secret": "secrets", "key": "keys", "cert": "certificates", "certificate": "certificates"}
+# Az PowerShell cmdlet verbs as the diagnostic log's OperationName verbs (Remove-AzKeyVaultSecret: SecretDelete).
+_PS_VERBS = {"Get": "Get", "Set": "Set", "Remove": "Delete", "Add": "Create", "Import": "Import", "Backup": "Backup",
+             "Restore": "Restore", "Update": "Update"}
+# The ` r n` a log scraper leaves of a "\r\n" (flexvolume events): a line break before the next field.
+_RN_ARTEFACT = re.compile(r"(?: |\\ )r(?: |\\| \\)n(?=[A-Z])")
+_HSM_ACTION = re.compile(r"Microsoft\.KeyVault/managedHsm/[A-Za-z]{1,40}(?:/[A-Za-z]{1,40}){0,3}")
+_HSM_SCOPE = re.compile(r"/(?:[A-Za-z0-9_-]{1,64}(?:/[A-Za-z0-9_-]{1,127}){0,2})?")
 
 
 def message_facts(message: str | None) -> MessageFacts:
@@ -70,6 +107,20 @@ def message_facts(message: str | None) -> MessageFacts:
     if not message:
         return _NO_FACTS
     return _message_facts(message[:limits.MAX_MESSAGE_CHARS])
+
+
+def _named(kind: str, name: str) -> ObjectRef:
+    """An object of ``kind`` named by text outside a URL: the name kept only when valid by Key Vault's rule."""
+    return ObjectRef(kind=_KINDS.get(kind.lower(), kind.lower()), name=object_name(name))
+
+
+def _better(current: ObjectRef | None, new: ObjectRef) -> ObjectRef:
+    """The first object named wins; a later mention of the same kind fills a name the first did not have."""
+    if current is None:
+        return new
+    if current.name is None and new.name is not None and current.kind == new.kind:
+        return new
+    return current
 
 
 @lru_cache(maxsize=2048)
@@ -80,25 +131,33 @@ def _message_facts(message: str) -> MessageFacts:
     permission: tuple[str, str] | None = None
     operation_word: str | None = None
     caller_ip: str | None = None
+    operation: str | None = None
+    hsm_scope: str | None = None
+    ps_kind: str | None = None
     if "\\n" in message:
         message = message.replace("\\r\\n", "\n").replace("\\n", "\n")
+    if " r n" in message or "\\ r" in message:
+        message = _RN_ARTEFACT.sub("\n", message)
     for m in _MSG.finditer(message):
         g = m.lastgroup
         if g == "perm":
             g = "pkind"
-        if g == "caller" and not principal.known:
-            principal = principal_from_caller(m.group("caller").strip().strip("'\""))
-        elif g == "ugoa" and not principal.known:
-            principal = principal_from_caller(m.group("ugoa"))
-        elif g == "action" and action is None:
-            action = catalog.canonical_action(m.group("action"))
-        elif g == "resource" and obj is None:
-            vref, obj = vault_from_resource_id(m.group("resource"))
+        if g in ("caller", "ugoa", "obo") and not principal.known:
+            raw = m.group(g)
+            principal = principal_from_caller(raw.strip().strip("'\"") if g == "caller" else raw)
+        elif g in ("action", "paction") and action is None:
+            action = catalog.canonical_action(m.group(g))
+        elif g in ("resource", "oresource", "asresource", "rresource"):
+            vref, found = vault_from_resource_id(m.group(g))
             if vref.name and not vault.name:
-                vault = vref
+                vault = VaultRef(name=vref.name, resource_id=vault.resource_id or vref.resource_id)
             elif vref.resource_id and not vault.resource_id:
                 vault = VaultRef(name=vault.name, resource_id=vref.resource_id)
-        elif g in ("vault", "kv"):
+            if found is not None:
+                obj = _better(obj, found)
+            if g == "rresource" and action is None:  # "not authorized to read secrets from '...'": getSecret
+                action = {"secrets": "Microsoft.KeyVault/vaults/secrets/getSecret/action"}.get(m.group("rkind"))
+        elif g in ("vault", "kv", "akv", "pkv", "psvault"):
             name = vault_name(m.group(g))
             if name and not vault.name:
                 vault = VaultRef(name=name, resource_id=vault.resource_id)
@@ -108,9 +167,30 @@ def _message_facts(message: str) -> MessageFacts:
             operation_word = m.group(g)
         elif g == "ip" and caller_ip is None:
             caller_ip = ip_address(m.group("ip"))
-        elif g == "dkind" and obj is None:
-            obj = ObjectRef(kind=m.group("dkind") + "s")
-    return MessageFacts(principal, action, vault, obj, permission, operation_word, caller_ip)
+        elif g == "dkind":
+            obj = _better(obj, ObjectRef(kind=m.group("dkind") + "s"))
+        elif g == "hsmscope" and action is None:
+            raw_action, raw_scope = m.group("hsmaction").rstrip("/"), m.group("hsmscope")
+            if _HSM_ACTION.fullmatch(raw_action):
+                action = raw_action
+                hsm_scope = raw_scope if _HSM_SCOPE.fullmatch(raw_scope) else None
+        elif g == "csiname":
+            obj = _better(obj, _named(m.group("csikind"), m.group("csiname")))
+        elif g == "tfname":
+            obj = _better(obj, _named(m.group("tfkind"), m.group("tfname")))
+        elif g == "trname":
+            obj = _better(obj, _named(m.group("trkind"), m.group("trname")))
+        elif g == "esoname":
+            obj = _better(obj, _named(m.group("esokind"), m.group("esoname")))
+        elif g == "pksec":
+            obj = _better(obj, _named("secret", m.group("pksec")))
+        elif g == "psnoun":
+            ps_kind = m.group("psnoun")
+            if operation is None:
+                operation = canonical_operation(ps_kind + _PS_VERBS[m.group("psverb")])
+        elif g == "psname" and ps_kind is not None:
+            obj = _better(obj, _named(ps_kind, m.group("psname")))
+    return MessageFacts(principal, action, vault, obj, permission, operation_word, caller_ip, operation, hsm_scope)
 
 
 def implied_status(message: str | None) -> int | None:

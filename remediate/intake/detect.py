@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 from ..errors import InputError, TooLargeError
-from . import alerts, errors_text, limits, logs, runbook
+from . import alerts, errors_text, limits, logs, platform, runbook
 from .drafting import Outcome
 
 _FENCE = re.compile(r"^[ \t]*```[\w-]*[ \t]*$", re.MULTILINE)
@@ -19,6 +19,15 @@ _MD_ESCAPE = re.compile(r"\\([()\[\]_*#<>`{}.!|-])")
 _BOX = re.compile(r"^[ \t]*[│┃|╵╷][ \t]?", re.MULTILINE)
 _QUOTE = re.compile(r"^[ \t]*> ?", re.MULTILINE)
 _QUOTE_START = re.compile(r"[ \t\n]{0,64}> ")
+# CI and tool prefixes that split one message over lines: ISO timestamps (GitHub Actions, Azure DevOps),
+# ``##[error]`` markers, Packer's ``==> builder: `` (each line's own prefix only, bounded).
+_CI_PREFIX = re.compile(r"^(?:\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?Z[ \t]?)?(?:##\[\w{1,16}\])?"
+                        r"(?:==> [\w.-]{1,64}: {0,2})?", re.MULTILINE)
+_CI_HINT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d|##\[\w{1,16}\]|^==> ", re.MULTILINE)
+# Markdown emphasis around a paste: ``**bold**`` (never a CI mask ``***``), ``*italic*`` at a line's ends.
+_BOLD = re.compile(r"(?<!\*)\*\*(?!\*)")
+_ITALIC_START = re.compile(r"^([ \t]{0,64})\*(?=[^\s*])", re.MULTILINE)
+_ITALIC_END = re.compile(r"(?<=[^\s*])\*[ \t]{0,8}$", re.MULTILINE)
 
 
 def decode(name: str, data: bytes) -> str:
@@ -53,6 +62,12 @@ def _clean_text(block: str) -> str:
         block = _BOX.sub("", block)
     if _QUOTE_START.match(block):
         block = _QUOTE.sub("", block)
+    if _CI_HINT.search(block):
+        block = _CI_PREFIX.sub("", block)
+    if "*" in block:
+        block = _ITALIC_END.sub("", _ITALIC_START.sub(r"\1", _BOLD.sub("", block)))
+    if '\\"' in block:  # a message quoted in a JSON or logfmt string: its quotes escaped once or twice
+        block = block.replace('\\\\"', '"').replace('\\"', '"')
     return block
 
 
@@ -121,6 +136,9 @@ def _json_outcome(name: str, value: Any) -> Outcome | None:
         body = errors_text.parse_body(value)
         if body is not None:
             return body
+    listed = _listed(value)
+    if listed is not None:
+        return listed
     rows = logs.query_rows(value)
     if rows is not None:
         return logs.rows_outcome(rows, "log.query_api", keep_unknown_status=False)
@@ -131,6 +149,22 @@ def _json_outcome(name: str, value: Any) -> Outcome | None:
         return runbook.parse_runbook(name, value)
     if "code" in value and "message" in value:
         return errors_text.parse_body(value)
+    return None
+
+
+def _listed(value: dict[str, Any]) -> Outcome | None:
+    """``{"value": [...]}`` (ARM lists, Log Analytics REST) or ``{"data": [...]}`` (Resource Graph) around records or
+    App Service Key Vault reference statuses; a list of only successful records is 0 denials, not an error."""
+    for key in ("value", "data"):
+        items = value.get(key)
+        if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
+            continue
+        limits.check_records(limits.current_name(), len(items))
+        if platform.is_reference_list(items):
+            return platform.references_outcome(items)
+        recs = logs.records_of(items)
+        if recs is not None:
+            return logs.rows_outcome(recs, None, keep_unknown_status=False)
     return None
 
 
@@ -152,10 +186,16 @@ def _json_lines(name: str, block: str) -> Outcome | None:
         try:
             value, pos = _DECODER.raw_decode(block, pos)
         except (ValueError, RecursionError):
-            return None
+            salvaged = logs.salvage_record(block[pos:pos + limits.MAX_SALVAGE_CHARS])
+            if salvaged is None:
+                return None
+            records.append(salvaged)
+            break
         records.append(value)
         limits.check_records(name, len(records))
-    return _json_outcome(name, records) if len(records) > 1 else None
+    if len(records) == 1 and not logs.looks_like_record(records[0]):
+        return None
+    return _json_outcome(name, records) if records else None
 
 
 def _unrecognised_json(name: str, value: Any) -> InputError:

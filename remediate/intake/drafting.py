@@ -79,6 +79,13 @@ class Draft:
         if self.object is None:
             self.object = object_from_path(u.path)
 
+    def add_path(self, path: str) -> None:
+        """A data-plane path without its host (a host masked by CI): the path and the object it names."""
+        if self.path is None and path not in ("", "/"):
+            self.path = path
+        if self.object is None:
+            self.object = object_from_path(path)
+
     def add_message(self, message: str | None) -> None:
         """Everything Key Vault's error text names, where the draft does not know it yet."""
         if not message:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import TooLargeError
-from . import limits
+from . import limits, platform
 from .drafting import Draft, Outcome
 from .message import implied_status
 from .operations import canonical_operation
@@ -23,11 +23,17 @@ from .values import CODE_STATUS, DENIAL_STATUSES, as_dict, status_value, text
 
 # Which tool printed it: first match wins, most specific first.
 _SOURCES: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("error.go_autorest", re.compile(r"autorest/azure|BaseClient#\w+|Original Error:")),
+    ("platform.app_service_reference", re.compile(r"\b(?:AccessToKeyVaultDenied|MSINotEnabled|UnauthorizedClient)\b|"
+                                                  r"/config/configreferences/")),
+    ("error.go_autorest", re.compile(r"autorest/azure|BaseClient#\w+|Original Error:|"
+                                     r"Service returned an error\. Status=\d")),
     ("error.go", re.compile(r"^RESPONSE \d{3}: |^ERROR CODE: ", re.MULTILINE)),
-    ("error.dotnet", re.compile(r"RequestFailedException|^Status: \d{3} \(", re.MULTILINE)),
+    ("error.dotnet", re.compile(r"RequestFailedException|^[ \t]{0,64}Status: \d{3} \(", re.MULTILINE)),
     ("error.java", re.compile(r"HttpResponseException|com\.azure\.|Status code \d{3}")),
     ("error.javascript", re.compile(r"RestError|statusCode: \d{3}|^[ \t]{0,64}at [^\n]{1,4096}?\.js:\d", re.MULTILINE)),
+    ("error.powershell", re.compile(r"Microsoft\.Azure\.Commands\.|\b(?:Get|Set|Remove|Add|Import|Backup|"
+                                    r"Restore|Update)-AzKeyVault\w|PowerShell exited with code|"
+                                    r"^InvocationInfo[ \t]{0,16}:", re.MULTILINE)),
     ("error.python_legacy", re.compile(r"KeyVaultErrorException|azure\.keyvault\.(?:v7_\d\.)?models|"
                                        r"msrest\.exceptions|Operation returned an invalid status code")),
     ("error.python", re.compile(r"azure\.core\.exceptions|HttpResponseError|Traceback \(most recent call last\)|"
@@ -35,7 +41,7 @@ _SOURCES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("error.azure_cli", re.compile(r"^ERROR: |^\$ az |^az keyvault ", re.MULTILINE)),
 )
 # azure-core's text: a "(Code) message" line, and a "Code: X" line after it (two linear scans, no lazy run).
-_CORE_PAREN = re.compile(r"^\(\w{1,128}\) [^\n]", re.MULTILINE)
+_CORE_PAREN = re.compile(r"(?:^|[ \t])\(\w{1,128}\) [^\n]", re.MULTILINE)
 _CORE_CODE = re.compile(r"^Code: \w", re.MULTILINE)
 
 # Every pattern below runs over a whole block (up to the 4 MiB body limit): each quantifier is bounded, and no
@@ -43,16 +49,27 @@ _CORE_CODE = re.compile(r"^Code: \w", re.MULTILINE)
 _STATUS = re.compile(
     r"Status:\s{0,8}(\d{3})\b|RESPONSE (\d{3})\b|StatusCode=(\d{3})\b|Status=(\d{3})\b|Status code (\d{3})\b|"
     r"\"?statusCode\"?\s{0,8}[:=]\s{0,8}(\d{3})\b|\.reply\((\d{3})\b|HTTP/\d(?:\.\d)? (\d{3})\b|"
-    r"invalid status code '(\w{1,64})'|\"status\"\s{0,8}:\s{0,8}(\d{3})\b")
+    r"invalid status code '(\w{1,64})'|\"status\"\s{0,8}:\s{0,8}(\d{3})\b|\b(\d{3}) Client Error: ")
 _CODE_LINE = re.compile(r"^[ \t]{0,64}(?:Code|ERROR CODE|ErrorCode):[ \t]{0,8}\"?(\w{1,128})", re.MULTILINE)
-_PAREN_CODE = re.compile(r"^(?:ERROR: |[\w.]{1,256}(?:Error|Exception): )?\((\w{1,128})\) ", re.MULTILINE)
+_PAREN_CODE = re.compile(r"^(?:ERROR: |[\w.]{1,256}(?:Error|Exception): )?\((\w{1,128})\)(?: |$)", re.MULTILINE)
+# "(Code) <Key Vault's own wording>" anywhere on a line (quoted in prose, after a tool's prefix).
+_SERVICE_PAREN_CODE = re.compile(r"\((\w{1,128})\) (?=Not authorized to access|Caller is not authorized|"
+                                 r"The user, group or application|Operation \w{1,40} is not|Connection is not|"
+                                 r"Client address|Access denied)")
+# Go azcore on one condensed line, a bulleted status line
+_ANY_CODE = re.compile(r"\bERROR CODE:[ \t]{0,8}(\w{1,128})|HTTP Status Code:[ \t]{0,8}([A-Za-z]{1,64})\b")
+# "ForbiddenByConnection: <message>": the inner code as a prefix
+_PREFIX_INNER = re.compile(r"^[ \t]{0,64}(ForbiddenBy(?:Connection|Firewall|Rbac|Policy))[ \t]{0,8}:", re.MULTILINE)
 _AUTOREST_CODE = re.compile(r"\bCode=\"(\w{1,128})\"")
 _JS_CODE = re.compile(r"\bcode: '(\w{1,128})'")
 _MESSAGE_LINE = re.compile(r"^[ \t]{0,64}Message:[ \t]{0,8}([^\n]{1,8192}"
                            r"(?:\n(?![ \t]{0,64}(?:Code|Inner error|Target|Exception Details):)[^\n]{1,8192}){0,64})",
                            re.MULTILINE)
-_INNER = re.compile(r"Inner ?error\"?\s{0,8}[:=]\s{0,8}\{\s{0,8}\"code\"\s{0,8}:\s{0,8}\"(\w{1,128})\"", re.IGNORECASE)
-_AUTOREST_MSG = re.compile(r"Message=\"((?:[^\"\\]|\\.){0,8192})\"")
+# Inner error in every printed shape: {"code": "X"}, {code:X} (unquoted), ***"code":"X"*** (braces masked by CI),
+# "Inner error: X", "innererror.code: X", "innercode":{"code":"X"}.
+_INNER = re.compile(r"Inner ?(?:error|code)(?:\.code)?\"?\s{0,8}[:=]\s{0,8}"
+                    r"(?:(?:\{|\*{1,3})\s{0,8}\"?code\"?\s{0,8}:\s{0,8}\"?|\"?)(\w{1,128})", re.IGNORECASE)
+_AUTOREST_MSG = re.compile(r"Message=\"((?:[^\"\\]|\\.){0,8192})\"?")
 _BODY_START = re.compile(r"\{\s{0,64}\"error\"\s{0,64}:|\{\s{0,64}\\\"error\\\"\s{0,64}:|\{\s{0,64}'error'\s{0,64}:")
 _TRUNC_CODE = re.compile(r"\"code\"\s{0,8}:\s{0,8}\"(\w{1,128})\"")
 _TRUNC_MSG = re.compile(r"\"message\"\s{0,8}:\s{0,8}\"((?:[^\"\\]|\\.){0,8192})")
@@ -60,8 +77,12 @@ _TRUNC_INNER = re.compile(r"inner[eE]rror\"\s{0,8}:\s{0,8}\{\s{0,8}\"code\"\s{0,
 _REQUEST = re.compile(r"^[ \t]{0,64}(GET|PUT|POST|PATCH|DELETE|HEAD) (https://\S{1,4096})|"
                       r"Request URL: '(https://[^'\n]{1,4096})'|Request method: '(\w{1,16})'|"
                       r"\burl: '(https://[^'\n]{1,4096})'|\bmethod: '(\w{1,16})'|"
-                      r"nock\('(https://[^'\n]{1,4096})'|^[ \t]{0,64}\.(get|put|post|patch|delete)\('([^'\n]{0,4096})'",
+                      r"nock\('(https://[^'\n]{1,4096})'|^[ \t]{0,64}\.(get|put|post|patch|delete)\('([^'\n]{0,4096})'|"
+                      r"\"url\":[ \t]{0,8}\"(https://[^\"\n]{1,4096}|\*{3}[^\"\n]{1,4096})\"|\"method\":[ \t]{0,8}\"(\w{1,16})\"",
                       re.MULTILINE)
+# azure-keyvault-* client methods named in Python output (``get_secret``): the operation the caller's code ran.
+_PY_METHOD = re.compile(r"\b(get|set|delete|purge|recover|backup|restore|update|create|import)_"
+                        r"(secret|key|certificate)(?![a-z])")
 _VAULT_URL = re.compile(r"https://[A-Za-z0-9-]{1,64}\.vault(?:core)?\.(?:azure\.net|azure\.cn|usgovcloudapi\.net|"
                         r"microsoftazure\.de)[^\s\"'<>)]{0,4096}")
 # One body is decoded from at most this many characters after its '{' (a REST error body is a few KiB).
@@ -75,7 +96,13 @@ _RECOGNISED = re.compile(
     r"Client address: \d|Operation is not allowed|not allowed on a disabled|get_token failed|"
     r"challenge resource '|CredentialUnavailableError|ClientAuthenticationError|HttpResponseError|"
     r"RequestFailedException|RestError|HttpResponseException|KeyVaultErrorException|"
-    r"Operation returned an invalid status code|Request was not processed because too many requests",
+    r"Operation returned an invalid status code|Request was not processed because too many requests|"
+    r"Original Error: autorest|Service returned an error\. Status=\d{3}|Caller was not found on any access policy|"
+    r"The policy requires the caller '|not an approved private link|Public network access is disabled|"
+    r"Client address is not authorized|does not have access to '[^'\n]{0,1024}' Key Vault|"
+    r"Not authorized to access Microsoft\.KeyVault/managedHsm/|not authorized to read secrets from '|"
+    r"\b\d{3} Client Error: \w{1,64} for url: https://|\bAccessToKeyVaultDenied\b|\bMSINotEnabled\b|"
+    r"\bUnauthorizedClient\b|does not have permission to perform the operation on the key vault",
     re.MULTILINE)
 # Documentation and queries quote error texts; they are not errors (markdown tables, HTML comments, KQL pipes).
 _DOCUMENT = re.compile(r"^[ \t]{0,64}\|[ :-]{0,64}-{2}|^[ \t]{0,64}<!--|"
@@ -230,6 +257,7 @@ def _request(block: str, draft: Draft) -> None:
     url: str | None = None
     host: str | None = None
     path: str | None = None
+    masked_path: str | None = None
     for m in _REQUEST.finditer(block):
         if m.group(1):
             method, url = m.group(1), m.group(2)
@@ -245,6 +273,15 @@ def _request(block: str, draft: Draft) -> None:
             host = m.group(7)
         elif m.group(8):
             method, path = m.group(8), m.group(9)
+        elif m.group(10):
+            if m.group(10).startswith("*"):  # the host masked by CI ("***secrets/NAME/"): the path still names it
+                masked_path = "/" + m.group(10).lstrip("*")
+            elif url is None:
+                url = m.group(10)
+        elif m.group(11) and method is None:
+            method = m.group(11)
+    if url is None and masked_path is not None:
+        draft.add_path(masked_path)
     if url:
         draft.add_uri(url)
     elif host:
@@ -253,24 +290,27 @@ def _request(block: str, draft: Draft) -> None:
         vm = _VAULT_URL.search(block)
         if vm:
             draft.add_uri(vm.group(0))
-    if method and (url or host):
+    if method and (url or host or masked_path):
         draft.method = method.upper()
     sm = _SDK_METHOD.search(block)
     if sm:
         draft.named_by_method(sdk_method_operation(sm.group(1)))
+    pm = _PY_METHOD.search(block) if draft.operation is None else None
+    if pm:
+        draft.named_by_method(sdk_method_operation(pm.group(1).capitalize() + pm.group(2).capitalize()))
 
 
 def _text_draft(block: str, source: str) -> Draft:
     """One error from a block without a JSON body: ``(Code) message``, ``Code:``/``Message:``, autorest."""
     d = Draft(source=source)
     code = None
-    for pat in (_CODE_LINE, _PAREN_CODE, _AUTOREST_CODE, _JS_CODE):
+    for pat in (_CODE_LINE, _PAREN_CODE, _AUTOREST_CODE, _JS_CODE, _SERVICE_PAREN_CODE, _ANY_CODE):
         m = pat.search(block)
         if m:
-            code = m.group(1)
+            code = m.group(m.lastindex or 1)
             break
     d.error_code = code
-    inner = _INNER.search(block)
+    inner = _INNER.search(block) or _PREFIX_INNER.search(block)
     d.inner_code = inner.group(1) if inner else None
     msg = None
     am = _AUTOREST_MSG.search(block)
@@ -281,7 +321,7 @@ def _text_draft(block: str, source: str) -> Draft:
         if mm:
             msg = mm.group(1).strip()
         else:
-            pm = _PAREN_CODE.search(block)
+            pm = _PAREN_CODE.search(block) or _SERVICE_PAREN_CODE.search(block)
             if pm:
                 line_end = block.find("\n", pm.end())
                 msg = block[pm.end(): line_end if line_end >= 0 else len(block)].strip()
@@ -305,6 +345,9 @@ def _finish(d: Draft, segment: str, whole: str) -> None:
                 if status:
                     break
     d.status = status or implied_status(d.message) or implied_status(segment)
+    if d.source == platform.SOURCE:  # a Key Vault reference always reads a secret
+        d.status = d.status or platform.text_status(segment)
+        d.named_by_method("SecretGet")
 
 
 def parse_block(block: str) -> Outcome | None:

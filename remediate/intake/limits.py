@@ -39,6 +39,8 @@ MAX_BODIES = 1_000
 #: Characters of (non-JSON) error text per input that patterns run over; the rest is not read (a note says so).
 #: Published SDK, CLI and log error texts are a few KiB; patterns cost far more per character than JSON decoding.
 MAX_TEXT_CHARS = 32 * 1024
+#: Characters of a record cut short (a truncated export) that intake reads to salvage its complete fields.
+MAX_SALVAGE_CHARS = 64 * 1024
 #: ``---`` runs one input may hold (block separators, markdown rules): counted before the text is split.
 MAX_SEPARATORS = 4 * MAX_BLOCKS
 #: JSON objects (``{``) and separators (``,``) one body may hold, counted before it is decoded: a 4 MiB export of

@@ -9,6 +9,7 @@ case-insensitively and status never comes from ``ResultType``.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ..model import VaultRef
@@ -229,3 +230,41 @@ def records_of(obj: Any) -> list[dict[str, Any]] | None:
         if any(looks_like_record(r) for r in dicts):
             return dicts
     return None
+
+
+def salvage_record(fragment: str) -> dict[str, Any] | None:
+    """The fields of a record cut short (a truncated export or paste), up to its last complete value; else None.
+
+    One linear pass tracks strings and brackets; the record is closed after the last ``,`` seen and decoded as JSON,
+    so only complete values are kept and a value cut in half is dropped, never completed. Only a record (by
+    ``looks_like_record``) is returned.
+    """
+    if not fragment.startswith("{"):
+        return None
+    closers: list[str] = []
+    in_string = escaped = False
+    cut: tuple[int, str] | None = None
+    for i, ch in enumerate(fragment):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "{[":
+            closers.append("}" if ch == "{" else "]")
+        elif ch in "}]":
+            if not closers or closers.pop() != ch or not closers:
+                return None  # mismatched, or complete (then it was not cut)
+        elif ch == ",":
+            cut = (i, "".join(reversed(closers)))
+    if cut is None:
+        return None
+    try:
+        value = json.loads(fragment[:cut[0]] + cut[1])
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) and looks_like_record(value) else None

@@ -81,10 +81,13 @@ class Draft:
 
     def add_path(self, path: str) -> None:
         """A data-plane path without its host (a host masked by CI): the path and the object it names."""
+        path = path.split("?", 1)[0].split("#", 1)[0]
         if self.path is None and path not in ("", "/"):
             self.path = path
-        if self.object is None:
-            self.object = object_from_path(path)
+        found = object_from_path(path)
+        if self.object is None or (found is not None and found.name and self.object.name is None
+                                   and found.kind == self.object.kind):
+            self.object = found
 
     def add_message(self, message: str | None) -> None:
         """Everything Key Vault's error text names, where the draft does not know it yet."""

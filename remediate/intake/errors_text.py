@@ -17,7 +17,7 @@ from typing import Any
 from ..errors import TooLargeError
 from . import limits, platform
 from .drafting import Draft, Outcome
-from .message import implied_status
+from .message import implied_status, service_line
 from .operations import canonical_operation
 from .values import CODE_STATUS, DENIAL_STATUSES, as_dict, status_value, text
 
@@ -57,7 +57,8 @@ _SERVICE_PAREN_CODE = re.compile(r"\((\w{1,128})\) (?=Not authorized to access|C
                                  r"The user, group or application|Operation \w{1,40} is not|Connection is not|"
                                  r"Client address|Access denied)")
 # Go azcore on one condensed line, a bulleted status line
-_ANY_CODE = re.compile(r"\bERROR CODE:[ \t]{0,8}(\w{1,128})|HTTP Status Code:[ \t]{0,8}([A-Za-z]{1,64})\b")
+_ANY_CODE = re.compile(r"\bERROR CODE:[ \t]{0,8}(\w{1,128})|HTTP Status Code:[ \t]{0,8}([A-Za-z]{1,64})\b|"
+                       r"\bERROR: -> ([A-Za-z]{1,64}) : ")
 # "ForbiddenByConnection: <message>": the inner code as a prefix
 _PREFIX_INNER = re.compile(r"^[ \t]{0,64}(ForbiddenBy(?:Connection|Firewall|Rbac|Policy))[ \t]{0,8}:", re.MULTILINE)
 _AUTOREST_CODE = re.compile(r"\bCode=\"(\w{1,128})\"")
@@ -78,7 +79,8 @@ _REQUEST = re.compile(r"^[ \t]{0,64}(GET|PUT|POST|PATCH|DELETE|HEAD) (https://\S
                       r"Request URL: '(https://[^'\n]{1,4096})'|Request method: '(\w{1,16})'|"
                       r"\burl: '(https://[^'\n]{1,4096})'|\bmethod: '(\w{1,16})'|"
                       r"nock\('(https://[^'\n]{1,4096})'|^[ \t]{0,64}\.(get|put|post|patch|delete)\('([^'\n]{0,4096})'|"
-                      r"\"url\":[ \t]{0,8}\"(https://[^\"\n]{1,4096}|\*{3}[^\"\n]{1,4096})\"|\"method\":[ \t]{0,8}\"(\w{1,16})\"",
+                      r"\"url\":[ \t]{0,8}\"(https://[^\"\n]{1,4096}|\*{3}[^\"\n]{1,4096})\"|"
+                      r"\"method\":[ \t]{0,8}\"(\w{1,16})\"",
                       re.MULTILINE)
 # azure-keyvault-* client methods named in Python output (``get_secret``): the operation the caller's code ran.
 _PY_METHOD = re.compile(r"\b(get|set|delete|purge|recover|backup|restore|update|create|import)_"
@@ -327,7 +329,7 @@ def _text_draft(block: str, source: str) -> Draft:
                 msg = block[pm.end(): line_end if line_end >= 0 else len(block)].strip()
     d.message = msg
     d.add_message(block)
-    d.message = msg or _plain_message(block)
+    d.message = msg or service_line(block) or _plain_message(block)
     return d
 
 
@@ -384,6 +386,11 @@ def parse_block(block: str) -> Outcome | None:
     return out
 
 
+def _own_status(value: Any) -> int | None:
+    """A numeric HTTP status (403, "403"), never a word: a body's ``status`` may be anything else."""
+    return status_value(value) if isinstance(value, int) or (isinstance(value, str) and value[:3].isdigit()) else None
+
+
 def parse_body(obj: Any) -> Outcome | None:
     """A parsed JSON REST error body as one Denial (or one skipped record), or None when it is not one."""
     b = body_of(obj)
@@ -392,7 +399,9 @@ def parse_body(obj: Any) -> Outcome | None:
     d = Draft(source="error.rest", error_code=b.code, inner_code=b.inner)
     d.add_message(b.message)
     d.message = b.message
-    d.status = ((CODE_STATUS.get(b.code.lower()) if b.code else None)
+    top = as_dict(obj)  # a connector's or tool's own status beside the body (Logic Apps: {"status": 401, "error"})
+    d.status = (_own_status(top.get("status")) or _own_status(top.get("statusCode"))
+                or (CODE_STATUS.get(b.code.lower()) if b.code else None)
                 or (CODE_STATUS.get(b.inner.lower()) if b.inner else None) or implied_status(b.message))
     out = Outcome()
     if d.status in DENIAL_STATUSES:

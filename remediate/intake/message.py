@@ -37,6 +37,7 @@ _MSG = re.compile(
     r"|Key Vault Name[ \t]{0,8}: '(?P<pkv>[^'\r\n]{1,64})'"
     r"|does not have (?P<pkind>keys|secrets|certificates|storage) (?P<perm>[A-Za-z]{1,40}) permission"
     r"|Operation:[ \t]{0,8}\\?\"(?P<opq>[A-Za-z]{1,80})\\?\""
+    r"|Operation (?P<dop>[A-Za-z]{1,40}) is not allowed on a disabled (?P<dkind2>secret|key|certificate)"
     r"|Operation (?P<opnp>[A-Za-z]{1,80}) is not (?:permitted|allowed)"
     r"|Client address(?::[ \t]{0,8}| \()(?P<ip>[0-9A-Fa-f.:]{2,45})"
     r"|on a disabled (?P<dkind>secret|key|certificate)"
@@ -169,6 +170,10 @@ def _message_facts(message: str) -> MessageFacts:
             caller_ip = ip_address(m.group("ip"))
         elif g == "dkind":
             obj = _better(obj, ObjectRef(kind=m.group("dkind") + "s"))
+        elif g == "dkind2":  # "Operation get is not allowed on a disabled secret": SecretGet on a secret
+            obj = _better(obj, ObjectRef(kind=m.group("dkind2") + "s"))
+            operation_word = operation_word or m.group("dop")
+            operation = operation or canonical_operation(m.group("dkind2").capitalize() + m.group("dop").capitalize())
         elif g == "hsmscope" and action is None:
             raw_action, raw_scope = m.group("hsmaction").rstrip("/"), m.group("hsmscope")
             if _HSM_ACTION.fullmatch(raw_action):
@@ -191,6 +196,16 @@ def _message_facts(message: str) -> MessageFacts:
         elif g == "psname" and ps_kind is not None:
             obj = _better(obj, _named(ps_kind, m.group("psname")))
     return MessageFacts(principal, action, vault, obj, permission, operation_word, caller_ip, operation, hsm_scope)
+
+
+def service_line(block: str) -> str | None:
+    """The line of a text block that holds Key Vault's own refusal wording (for a block with no message line)."""
+    m = _IMPLIED_403.search(block[:limits.MAX_MESSAGE_CHARS])
+    if m is None:
+        return None
+    start = block.rfind("\n", 0, m.start()) + 1
+    end = block.find("\n", m.end())
+    return block[start:end if end >= 0 else len(block)].strip() or None
 
 
 def implied_status(message: str | None) -> int | None:

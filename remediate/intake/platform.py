@@ -17,7 +17,7 @@ from typing import Any
 from ..model import ObjectRef, VaultRef
 from . import limits
 from .drafting import Draft, Outcome
-from .values import as_dict, as_list, object_name, text, vault_name
+from .values import as_dict, object_name, text, vault_name
 
 SOURCE = "platform.app_service_reference"
 REFERENCE_STATUS: dict[str, int | None] = {

@@ -65,6 +65,8 @@ class Signal(StrEnum):
     DISABLED = "disabled"                              # SecretDisabled, "not allowed on a disabled" object
     ON_BEHALF_OF = "on_behalf_of"                      # on-behalf-of / compound identity text
     STATUS_ONLY = "status_only"                        # the input carries only a status (a metric alert)
+    RELAYED = "relayed"                                # a platform's own report of a refusal (App Service reference
+                                                       # status, a connector's message): not Key Vault's status/text
 
 
 DENIALS_SCHEMA = "kv-remediate/denials@1"

@@ -51,6 +51,7 @@ class Draft:
     alert_id: str | None = None
     address_authorized: bool | None = None
     status_only: bool = False
+    relayed: bool = False
     hsm_scope: str | None = None
     method_kind: str | None = None  # the object kind an SDK method or cmdlet names (GetCertificate: certificates)
 
@@ -124,6 +125,8 @@ class Draft:
             signals |= {Signal.ADDRESS_NOT_AUTHORIZED}
         if self.status_only:
             signals |= {Signal.STATUS_ONLY}
+        if self.relayed:
+            signals |= {Signal.RELAYED}
         message = self.message[:limits.MAX_MESSAGE_CHARS].strip() if self.message else None
         limits.count_denial(self.principal)
         return Denial(

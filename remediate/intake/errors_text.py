@@ -350,6 +350,8 @@ def _finish(d: Draft, segment: str, whole: str) -> None:
     if d.source == platform.SOURCE:  # a Key Vault reference always reads a secret
         d.status = d.status or platform.text_status(segment)
         d.named_by_method("SecretGet")
+    if platform.relayed(segment, d.status):
+        d.relayed = True
 
 
 def parse_block(block: str) -> Outcome | None:

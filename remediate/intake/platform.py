@@ -34,6 +34,19 @@ def text_status(block: str) -> int | None:
     return REFERENCE_STATUS[m.group(1).lower()] if m else None
 
 
+# A Logic Apps / Power Automate Key Vault connector's own words for Key Vault's permission refusal (it reports 401).
+_CONNECTOR_PERMISSION = re.compile(r"client does not have permission to perform the operation on the key vault")
+
+
+def relayed(block: str, status: int | None) -> bool:
+    """True when a platform reports a refusal in its own words: App Service's AccessToKeyVaultDenied (permission or
+    network: the status alone does not say which) or a connector's permission message under its own 401."""
+    head = block[:limits.MAX_MESSAGE_CHARS]
+    if status == 403 and "AccessToKeyVaultDenied" in head:
+        return True
+    return status in (401, 403) and _CONNECTOR_PERMISSION.search(head) is not None
+
+
 def is_reference_list(items: list[Any]) -> bool:
     """A list of App Service Key Vault reference resources (``properties.status`` a ResolveStatus)."""
     if not items:
@@ -58,7 +71,7 @@ def references_outcome(items: list[Any]) -> Outcome:
         if status not in (401, 403):
             out.skipped += 1
             continue
-        d = Draft(source=SOURCE, status=status)
+        d = Draft(source=SOURCE, status=status, relayed=status == 403)
         d.add_vault(VaultRef(name=vault_name(props.get("vaultName"))))
         d.object = ObjectRef(kind="secrets", name=object_name(props.get("secretName")))
         d.named_by_method("SecretGet")

@@ -82,7 +82,8 @@ def identifier(value: Any) -> str | None:
 
 
 _NIL_GUID = "00000000-0000-0000-0000-000000000000"
-_MASKED = re.compile(r"XXXX|xxxx|<[^>]*>|\*\*\*|\.\.\.|REDACTED|\{[^}]*\}")
+_MASKED = re.compile(r"XXXX|xxxx|(?<![A-Za-z0-9])(?:XXX|xxx)(?![A-Za-z0-9])|<[^>]*>|\[[^\]]*\]|\*\*\*|\.\.\.|"
+                     r"REDACTED|\{[^}]*\}")
 
 
 def guid(value: Any) -> str | None:
@@ -101,7 +102,8 @@ def _guid(value: str) -> str | None:
 
 
 def masked(value: str) -> bool:
-    """True when a value carries a redaction marker (XXXX, <...>, ***, {placeholder}, REDACTED)."""
+    """True when a value carries a redaction marker (XXXX, a lone XXX, <...>, [...], ***, {placeholder},
+    REDACTED)."""
     return _MASKED.search(value) is not None
 
 

@@ -5,6 +5,7 @@ Frozen dataclasses with ``to_dict`` producing exactly the JSON of ``spec/cli.md`
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
@@ -101,14 +102,27 @@ class Principal:
         return bool(self.object_id or self.app_id or self.upn)
 
 
+VaultKind = Literal["vault", "managed_hsm"]
+#: A Managed HSM local RBAC scope: ``/``, ``/keys``, ``/keys/NAME`` (what an HSM refusal names after "on").
+HSM_SCOPE = re.compile(r"/(?:[A-Za-z0-9_-]{1,64}(?:/[A-Za-z0-9_-]{1,127}){0,2})?")
+
+
 @dataclass(frozen=True, slots=True)
 class VaultRef:
-    """The vault as the input names it: a name, a resource id, or both (original case kept)."""
+    """The vault as the input names it: a name, a resource id, or both (original case kept).
+
+    ``kind`` is ``vault`` or ``managed_hsm`` (a Managed HSM's local RBAC refusal); ``scope`` is the HSM's local
+    scope the refusal names (``/``, ``/keys``, ``/keys/NAME``). Both appear in the JSON only for a Managed HSM:
+    absent means a vault (the spec's shape)."""
 
     name: str | None = None
     resource_id: str | None = None
+    kind: VaultKind = "vault"
+    scope: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        if self.kind == "managed_hsm":
+            return {"name": self.name, "resource_id": self.resource_id, "kind": self.kind, "scope": self.scope}
         return {"name": self.name, "resource_id": self.resource_id}
 
     @property
@@ -199,7 +213,10 @@ class Denial:
             obj = None if obj.kind not in PERMISSION_KINDS else ObjectRef(
                 obj.kind, obj.name if obj.name and is_object_name(obj.name) else None,
                 obj.version.lower() if obj.version and is_version(obj.version) else None)
-        vault = VaultRef(name, str(rid) if rid else None)
+        v = self.vault
+        hsm = v.kind == "managed_hsm"
+        vault = VaultRef(name, str(rid) if rid else None, "managed_hsm" if hsm else "vault",
+                         v.scope if hsm and v.scope and HSM_SCOPE.fullmatch(v.scope) else None)
         if (principal, vault, obj) == (self.principal, self.vault, self.object):
             return self
         return replace(self, principal=principal, vault=vault, object=obj)

@@ -51,6 +51,8 @@ class _PrincipalRecord(msgspec.Struct, frozen=True):
 class _VaultRecord(msgspec.Struct, frozen=True):
     name: str | None = None
     resource_id: str | None = None
+    kind: Literal["vault", "managed_hsm"] = "vault"
+    scope: str | None = None
 
 
 class _ObjectRecord(msgspec.Struct, frozen=True):
@@ -88,7 +90,8 @@ class DenialRecord(msgspec.Struct, frozen=True):
                       inner_code=self.inner_code,
                       principal=Principal(object_id=p.object_id, app_id=p.app_id, tenant_id=p.tenant_id, upn=p.upn,
                                           kind=kind),  # type: ignore[arg-type]
-                      vault=VaultRef(name=v.name, resource_id=v.resource_id), operation=self.operation,
+                      vault=VaultRef(name=v.name, resource_id=v.resource_id, kind=v.kind, scope=v.scope),
+                      operation=self.operation,
                       data_action=self.data_action,
                       access_policy_permission={k: tuple(xs) for k, xs in perms.items()} if perms is not None
                       else None, object=ObjectRef(kind=o.kind, name=o.name, version=o.version) if o else None,

@@ -15,6 +15,8 @@ from .message import message_facts, text_signals
 from .operations import resolve_operation
 from .values import guid, identifier, object_from_path, vault_uri
 
+HSM_ACTION_PREFIX = "Microsoft.KeyVault/managedHsm/"
+
 # --- assembling one denial -----------------------------------------------------------------------------------
 
 
@@ -120,6 +122,10 @@ class Draft:
         vault = self.vault
         if vault.resource_id and not vault.name:
             vault = VaultRef(name=vault.resource_id.rsplit("/", 1)[-1], resource_id=vault.resource_id)
+        data_action = ops.data_action
+        if self.action and self.action.startswith(HSM_ACTION_PREFIX):  # a Managed HSM's local RBAC refusal
+            vault = VaultRef(name=vault.name, resource_id=vault.resource_id, kind="managed_hsm", scope=self.hsm_scope)
+            data_action = data_action or self.action
         signals = text_signals((self.message, self.error_code, self.inner_code))
         if self.address_authorized is False:
             signals |= {Signal.ADDRESS_NOT_AUTHORIZED}
@@ -132,7 +138,7 @@ class Draft:
         return Denial(
             source=self.source, status=self.status, error_code=_code(self.error_code),
             inner_code=_code(self.inner_code), principal=self.principal, vault=vault, operation=ops.operation,
-            data_action=ops.data_action, access_policy_permission=ops.permission, object=obj,
+            data_action=data_action, access_policy_permission=ops.permission, object=obj,
             caller_ip=self.caller_ip, time=identifier(self.time), correlation_id=guid(self.correlation_id),
             message=message or None, signals=signals, alert_id=identifier(self.alert_id))
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from .. import catalog
-from ..model import ObjectRef, Principal, Signal, VaultRef
+from ..model import HSM_SCOPE, ObjectRef, Principal, Signal, VaultRef
 from . import limits
 from .claims import principal_from_caller
 from .operations import canonical_operation
@@ -100,7 +100,6 @@ _PS_VERBS = {"Get": "Get", "Set": "Set", "Remove": "Delete", "Add": "Create", "I
 # The ` r n` a log scraper leaves of a "\r\n" (flexvolume events): a line break before the next field.
 _RN_ARTEFACT = re.compile(r"(?: |\\ )r(?: |\\| \\)n(?=[A-Z])")
 _HSM_ACTION = re.compile(r"Microsoft\.KeyVault/managedHsm/[A-Za-z]{1,40}(?:/[A-Za-z]{1,40}){0,3}")
-_HSM_SCOPE = re.compile(r"/(?:[A-Za-z0-9_-]{1,64}(?:/[A-Za-z0-9_-]{1,127}){0,2})?")
 
 
 def message_facts(message: str | None) -> MessageFacts:
@@ -178,7 +177,7 @@ def _message_facts(message: str) -> MessageFacts:
             raw_action, raw_scope = m.group("hsmaction").rstrip("/"), m.group("hsmscope")
             if _HSM_ACTION.fullmatch(raw_action):
                 action = raw_action
-                hsm_scope = raw_scope if _HSM_SCOPE.fullmatch(raw_scope) else None
+                hsm_scope = raw_scope if HSM_SCOPE.fullmatch(raw_scope) else None
         elif g == "csiname":
             obj = _better(obj, _named(m.group("csikind"), m.group("csiname")))
         elif g == "tfname":

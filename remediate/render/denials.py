@@ -11,6 +11,23 @@ from .table import aligned
 _COLUMNS = ("#", "status", "source", "principal", "vault", "operation", "object", "caller ip", "cause hint")
 
 
+def _vault(d: Denial) -> str:
+    v = d.vault
+    if v.kind == "managed_hsm":
+        return f"Managed HSM {v.name or '?'}" + (f" scope {v.scope}" if v.scope else "")
+    return v.name or "-"
+
+
+def _operation(d: Denial) -> str:
+    """The JSON's ``operation`` (never another field in its place); what the input named instead, labelled."""
+    if d.operation:
+        return d.operation
+    perm = _permission(d)
+    if perm:
+        return f"- (permission {perm})"
+    return f"- (action {d.data_action})" if d.data_action else "-"
+
+
 def _principal(d: Denial) -> str:
     p = d.principal
     who = p.upn or p.object_id or (f"app {p.app_id}" if p.app_id else None)
@@ -36,8 +53,8 @@ def _row(i: int, d: Denial) -> tuple[str, ...]:
         status += f" {d.inner_code}"
     elif d.error_code and d.status is None:
         status = d.error_code
-    return (str(i), status, d.source, _principal(d), d.vault.name or "-",
-            d.operation or _permission(d) or d.data_action or "-", _object(d), d.caller_ip or "-", d.cause_hint or "-")
+    return (str(i), status, d.source, _principal(d), _vault(d), _operation(d), _object(d), d.caller_ip or "-",
+            d.cause_hint or "-")
 
 
 def summary(result: ParseResult) -> str:

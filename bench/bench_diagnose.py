@@ -14,7 +14,7 @@ import uuid
 from importlib import resources
 from typing import Any
 
-from remediate.diagnosis import build_finding
+from remediate.explain import build_finding
 from remediate.model import (
     AccessPolicyEntry,
     Denial,

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from .catalog import RoleDefinition
 from .decide import EVERYONE, decide, input_cause, object_scope
-from .diagnosis import build_finding
+from .explain import build_finding
 from .model import (
     DIAGNOSIS_SCHEMA,
     Cause,

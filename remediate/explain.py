@@ -1,4 +1,4 @@
-"""Pure assembly of a finding: decision + plan + the wording from the cause catalogue."""
+"""Pure assembly of a finding, explained: decision + plan + the wording from the cause catalogue."""
 
 from __future__ import annotations
 

@@ -49,7 +49,7 @@ def run_batch(tenant: dict[str, Any], denials: list[Denial]) -> dict[str, Any]:
     async def go() -> dict[str, Any]:
         with EmulatorRun(tenant) as emu:
             async with emu.facts() as facts:
-                return (await diagnose(denials, facts)).stats
+                return (await diagnose(denials, facts)).stats.to_dict()
     return asyncio.run(go())
 
 

@@ -34,6 +34,7 @@ from .errors import ApplyError, AzureUnavailableError, InputError
 from .facts.writes import ArmWriter, Assignment
 from .guard import Policy, check
 from .model import AccessPolicyPlan, Cause, Finding, Proof, RoleAssignmentPlan
+from .outcome import ApplyOutcome, Expiry
 from .plan import assignment_name
 from .store._common import iso, parse_iso
 from .store.claims import ClaimKey, ClaimStore
@@ -152,31 +153,25 @@ async def _settle(grants: GrantStore, rec: GrantRecord, outcome: Outcome, **chan
     return new
 
 
-def _outcome(applied: bool, outcome: str, **kw: Any) -> dict[str, Any]:
-    return {"applied": applied, "refused_by": kw.pop("refused_by", None), "outcome": outcome, **kw}
+def _applied(rec: GrantRecord, adopted: bool) -> ApplyOutcome:
+    return ApplyOutcome(True, "applied", grant_id=rec.id,
+                        expiry=Expiry(rec.expires_at.isoformat() if rec.expires_at else None),
+                        assignment_id=rec.assignment_id,
+                        permissions_added={k: tuple(v) for k, v in rec.permissions_added.items()}
+                        if rec.permissions_added else None, adopted=adopted,
+                        detail=f"an earlier attempt of this grant ({rec.id}) had already made it; kept as that "
+                        "grant, with its original expiry" if adopted else None)
 
 
-def _applied(rec: GrantRecord, adopted: bool, **kw: Any) -> dict[str, Any]:
-    extra: dict[str, Any] = {"assignment_id": rec.assignment_id} if rec.assignment_id else {}
-    if rec.permissions_added:
-        extra["permissions_added"] = rec.permissions_added
-    if adopted:
-        extra["adopted"] = True
-        extra["detail"] = (f"an earlier attempt of this grant ({rec.id}) had already made it; kept as that grant, "
-                           "with its original expiry")
-    return _outcome(True, "applied", grant_id=rec.id, expires_at=rec.expires_at.isoformat() if rec.expires_at
-                    else None, **extra, **kw)
-
-
-def _reported(rec: GrantRecord) -> dict[str, Any]:
+def _reported(rec: GrantRecord) -> ApplyOutcome:
     """The apply outcome for a settled record."""
     if rec.outcome == "applied":
         return _applied(rec, adopted=False)
     if rec.outcome == "refused":
-        return _outcome(False, "refused", refused_by=rec.refused_by, reason=rec.detail, grant_id=rec.id)
+        return ApplyOutcome(False, "refused", refused_by=rec.refused_by, reason=rec.detail, grant_id=rec.id)
     if rec.outcome == "failed":
-        return _outcome(False, "failed", error=rec.detail, grant_id=rec.id)
-    return _outcome(False, rec.outcome, grant_id=rec.id, detail=rec.detail)
+        return ApplyOutcome(False, "failed", error=rec.detail, grant_id=rec.id)
+    return ApplyOutcome(False, rec.outcome, grant_id=rec.id, detail=rec.detail)
 
 
 async def _take_slot(ctx: ApplyContext, vault_id: str, claimant: str) -> tuple[bool, ClaimKey | None]:
@@ -235,7 +230,7 @@ async def _present(rec: GrantRecord, writer: ArmWriter) -> bool:
 
 
 async def _apply_rbac(f: Finding, plan: RoleAssignmentPlan, writer: ArmWriter, ctx: ApplyContext,
-                      run: _Run) -> dict[str, Any]:
+                      run: _Run) -> ApplyOutcome:
     rec = run.rec
     role_guid = plan.role_definition_id.rsplit("/", 1)[-1]
     name = assignment_name(plan.scope, plan.principal_id, role_guid)
@@ -248,7 +243,7 @@ async def _apply_rbac(f: Finding, plan: RoleAssignmentPlan, writer: ArmWriter, c
         await run.release_slot(ctx)
         done = await _settle(ctx.grants, rec, "already_granted", before={"role_assignment": "present"},
                              after={"role_assignment": "present under another name"}, detail=result.detail)
-        return _outcome(False, "already_granted", grant_id=done.id, detail=result.detail)
+        return ApplyOutcome(False, "already_granted", grant_id=done.id, detail=result.detail)
     if not await writer.role_assignment_exists(plan.scope, name, plan.role_definition_id, plan.principal_id):
         raise ApplyError(f"assigned {plan.role_name} to {plan.principal_id} at {plan.scope}, but reading it back "
                          f"found no such assignment; grant {rec.id} is recorded as failed; re-run to retry "
@@ -262,7 +257,7 @@ async def _apply_rbac(f: Finding, plan: RoleAssignmentPlan, writer: ArmWriter, c
 
 
 async def _apply_pim(f: Finding, plan: RoleAssignmentPlan, writer: ArmWriter, ctx: ApplyContext,
-                     run: _Run) -> dict[str, Any]:
+                     run: _Run) -> ApplyOutcome:
     rec = run.rec
     requests = list(rec.requests or [])
     if run.resumed or not requests:   # a request id is single-use in Azure: every request gets a fresh one
@@ -282,19 +277,20 @@ async def _apply_pim(f: Finding, plan: RoleAssignmentPlan, writer: ArmWriter, ct
         done = await _settle(ctx.grants, rec, "already_granted", before={"role_assignment": "present"},
                              detail=f"{result.code}: {result.detail} (an active assignment of this role we did not "
                              "make; nothing was changed)")
-        return _outcome(False, "already_granted", grant_id=done.id, detail=done.detail)
+        return ApplyOutcome(False, "already_granted", grant_id=done.id, detail=done.detail)
     if result.status == "refused":
         await run.release_slot(ctx)
         done = await _settle(ctx.grants, rec, "refused", refused_by="pim_policy",
                              detail=f"the role's management policy refused the request: {result.code}: "
                              f"{result.detail}; change the policy (e.g. its maximum duration) or the grant_ttl")
-        return _outcome(False, "refused", refused_by="pim_policy", reason=done.detail, grant_id=done.id)
+        return ApplyOutcome(False, "refused", refused_by="pim_policy", reason=done.detail, grant_id=done.id)
     if result.status == "pending_approval":
         done = await _settle(ctx.grants, rec, "pending_approval",
                              detail=f"PIM schedule request {result.request_id} awaits approval (the role's "
                              "management policy requires an approver); the reconciler records it when it is "
                              "decided")
-        return _outcome(False, "pending_approval", grant_id=done.id, detail=done.detail, request_id=result.request_id)
+        return ApplyOutcome(False, "pending_approval", grant_id=done.id, detail=done.detail,
+                            request_id=result.request_id)
     if result.status != "provisioned":
         raise ApplyError(f"PIM schedule request {result.request_id} ended as '{result.code}', not Provisioned; "
                          f"grant {rec.id} is recorded as failed; check the request in the portal, then re-run")
@@ -309,7 +305,7 @@ async def _apply_pim(f: Finding, plan: RoleAssignmentPlan, writer: ArmWriter, ct
 
 
 async def _apply_access_policy(f: Finding, plan: AccessPolicyPlan, writer: ArmWriter, ctx: ApplyContext,
-                               run: _Run) -> dict[str, Any]:
+                               run: _Run) -> ApplyOutcome:
     rec = run.rec
     add = rec.permissions_added or {}
     run.step = "accessPolicies/add sent, not answered"
@@ -326,7 +322,7 @@ async def _apply_access_policy(f: Finding, plan: AccessPolicyPlan, writer: ArmWr
     return _reported(done) if done.outcome != "applied" else _applied(done, adopted=run.resumed)
 
 
-async def _run(f: Finding, writer: ArmWriter, ctx: ApplyContext, run: _Run) -> dict[str, Any]:
+async def _run(f: Finding, writer: ArmWriter, ctx: ApplyContext, run: _Run) -> ApplyOutcome:
     """The write, its verifying read and the settling of its record, under the per-finding budget."""
     assert f.plan is not None
     try:
@@ -350,12 +346,12 @@ async def _run(f: Finding, writer: ArmWriter, ctx: ApplyContext, run: _Run) -> d
         except (ApplyError, AzureUnavailableError) as exc:
             done = await _settle(ctx.grants, run.rec, "pending", detail=f"{msg}; whether it took effect could not be "
                                  f"read ({exc.message}): left pending for the reconciler, which reads Azure")
-            return _outcome(False, "failed", error=done.detail, grant_id=done.id)
+            return ApplyOutcome(False, "failed", error=done.detail, grant_id=done.id)
     done = await _settle(ctx.grants, run.rec, "failed", detail=msg + "; re-run to retry (idempotent)")
     return _reported(done)
 
 
-async def _adopt(held: GrantRecord, writer: ArmWriter, ctx: ApplyContext) -> dict[str, Any] | None:
+async def _adopt(held: GrantRecord, writer: ArmWriter, ctx: ApplyContext) -> ApplyOutcome | None:
     """The outcome of an open record of ours whose write reached Azure (adopted: applied, original expiry); None
     when nothing of it is in Azure."""
     if held.outcome == "applied":
@@ -369,12 +365,12 @@ async def _adopt(held: GrantRecord, writer: ArmWriter, ctx: ApplyContext) -> dic
     return None
 
 
-async def _resume(f: Finding, held: GrantRecord, writer: ArmWriter, ctx: ApplyContext) -> dict[str, Any]:
+async def _resume(f: Finding, held: GrantRecord, writer: ArmWriter, ctx: ApplyContext) -> ApplyOutcome:
     """A retry met the open record of the same write: adopt what reached Azure, else finish it under that record."""
     return await _adopt(held, writer, ctx) or await _run(f, writer, ctx, _Run(rec=held, resumed=True))
 
 
-async def _settle_approval(rec: GrantRecord, writer: ArmWriter, grants: GrantStore) -> dict[str, Any] | None:
+async def _settle_approval(rec: GrantRecord, writer: ArmWriter, grants: GrantStore) -> ApplyOutcome | None:
     """A PIM request awaiting approval: applied once PIM provisioned it, abandoned once it was decided otherwise."""
     statuses = [await writer.pim_request_status(rec.scope or "", r) for r in rec.requests or []]
     if "provisioned" in statuses:
@@ -389,17 +385,16 @@ def _granting_keys(f: Finding) -> list[str]:
     """Write keys of grants of ours that could be what the diagnosis found granting (a retry after a crash sees
     its own write as ALREADY_GRANTED): each direct role assignment that grants, and the access-policy add the
     required permissions would have been."""
-    keys = [_ra_key(str(a["scope"]), str(a["principal_id"]), str(a["role_definition_id"]))
-            for a in f.evidence.get("role_assignments", []) if a.get("grants") and a.get("via") == "direct"
-            and a.get("scope") and a.get("role_definition_id") and a.get("principal_id")]
-    vault = (f.evidence.get("vault") or {}).get("id")
+    keys = [_ra_key(a.scope, a.principal_id, a.role_definition_id) for a in f.evidence.role_assignments
+            if a.grants and a.via == "direct" and a.scope and a.role_definition_id and a.principal_id]
+    vault = f.evidence.vault.id if f.evidence.vault else None
     if vault and f.denial.principal.object_id and f.required and f.required.access_policy:
         add = {k: [catalog.canonical_permission(k, p) or p for p in v] for k, v in f.required.access_policy.items()}
-        keys.append(_ap_key(str(vault), f.denial.principal.object_id, add))
+        keys.append(_ap_key(vault, f.denial.principal.object_id, add))
     return keys
 
 
-async def _adopt_granting(f: Finding, writer: ArmWriter, ctx: ApplyContext) -> dict[str, Any] | None:
+async def _adopt_granting(f: Finding, writer: ArmWriter, ctx: ApplyContext) -> ApplyOutcome | None:
     """An ALREADY_GRANTED finding whose grant is an open grant of ours: adopt it (applied, original expiry)."""
     for key in _granting_keys(f):
         held = await asyncio.to_thread(ctx.grants.open_for, key)
@@ -409,14 +404,14 @@ async def _adopt_granting(f: Finding, writer: ArmWriter, ctx: ApplyContext) -> d
     return None
 
 
-async def apply_one(f: Finding, writer: ArmWriter, ctx: ApplyContext) -> dict[str, Any]:
+async def apply_one(f: Finding, writer: ArmWriter, ctx: ApplyContext) -> ApplyOutcome:
     """Guard, record the intent, write once, verify, settle; the outcome is merged into the finding's JSON."""
     if f.plan is None:
         if f.cause == Cause.ALREADY_GRANTED:
             adopted = await _adopt_granting(f, writer, ctx) if ctx.requested else None
-            return adopted or _outcome(False, "already_granted",
-                                       detail="the vault already grants this; nothing to change")
-        return _outcome(False, "no_plan", detail="no grant is the fix for this cause")
+            return adopted or ApplyOutcome(False, "already_granted",
+                                           detail="the vault already grants this; nothing to change")
+        return ApplyOutcome(False, "no_plan", detail="no grant is the fix for this cause")
     vault_id = f.plan.vault_id if isinstance(f.plan, AccessPolicyPlan) else "/".join(f.plan.scope.split("/")[:9])
     recent = await asyncio.to_thread(ctx.grants.count_applied_since, vault_id, ctx.now - HOUR) if ctx.requested else 0
     verdict = check(f, ctx.policy, recent, requested=ctx.requested, proof=ctx.proof_for(f),
@@ -436,14 +431,15 @@ async def apply_one(f: Finding, writer: ArmWriter, ctx: ApplyContext) -> dict[st
     if not verdict.allowed:
         if ctx.requested and verdict.refused_by not in ("mode", "apply"):
             rec = await _record(ctx, f, "refused", refused_by=verdict.refused_by, detail=verdict.reason)
-            return _outcome(False, "refused", refused_by=verdict.refused_by, reason=verdict.reason, grant_id=rec.id)
-        return _outcome(False, "suggested", refused_by=verdict.refused_by, reason=verdict.reason)
+            return ApplyOutcome(False, "refused", refused_by=verdict.refused_by, reason=verdict.reason,
+                                grant_id=rec.id)
+        return ApplyOutcome(False, "suggested", refused_by=verdict.refused_by, reason=verdict.reason)
     expires = ctx.now + ctx.policy.grant_ttl if ctx.policy.grant_ttl else None
     kw: dict[str, Any] = {}
     if isinstance(f.plan, AccessPolicyPlan):
         kw["permissions_added"] = {k: list(v) for k, v in f.plan.add.items() if v}
-        kw["before"] = next((e.get("permissions") for e in f.evidence.get("access_policies", [])
-                             if e.get("via") == "direct" and not e.get("application_id")), {}) or {}
+        kw["before"] = next(({k: list(v) for k, v in e.permissions.items()} for e in f.evidence.access_policies
+                             if e.via == "direct" and not e.application_id), {}) or {}
     elif ctx.policy.grant_ttl_text and ctx.policy.use_pim:
         kw["requests"] = [str(uuid.uuid4())]
     else:   # the deterministic name is the write's identity in Azure: recorded before the write
@@ -494,10 +490,8 @@ async def apply_findings(findings: Sequence[Finding], writer: ArmWriter, ctx: Ap
             out.append(replace(f, outcome=done[i]))
             continue
         lead = done[first[_plan_key(f) or ()]]
-        same = dict(lead, applied=False, outcome="already_granted" if lead.get("outcome") in
-                    ("applied", "already_granted") else lead.get("outcome"),
-                    detail=f"the same plan was handled for another finding in this batch ({lead.get('grant_id')})")
-        out.append(replace(f, outcome=same))
+        out.append(replace(f, outcome=lead.shared(
+            f"the same plan was handled for another finding in this batch ({lead.grant_id})")))
     return out
 
 
@@ -584,7 +578,7 @@ async def settle_unresolved(writer: ArmWriter, grants: GrantStore, now: datetime
             if rec.outcome == "pending_approval":
                 out = await _settle_approval(rec, writer, grants)
                 if out is not None:
-                    results.append({"grant_id": rec.id, "reconciled": out["outcome"], "detail": out.get("detail")})
+                    results.append({"grant_id": rec.id, "reconciled": out.outcome, "detail": out.detail})
                 continue
             if await _present(rec, writer):
                 done = await _settle(grants, rec, "applied", detail=f"{rec.detail}; reconciled at {iso(now)}: "

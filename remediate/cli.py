@@ -152,7 +152,7 @@ def cmd_remediate(args: argparse.Namespace) -> int:
     doc = result.to_dict()
     doc["notes"] = list(parsed.notes) + doc.get("notes", [])
     _emit(doc, report(result.findings, result.stats, tuple(parsed.notes)), args.output)
-    refused = any((f.outcome or {}).get("outcome") == "refused" for f in result.findings)
+    refused = any(f.outcome is not None and f.outcome.outcome == "refused" for f in result.findings)
     return 4 if args.apply and refused else 0
 
 

@@ -8,11 +8,21 @@ to recognise WRONG_PERMISSION_MODEL).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 from . import catalog
 from .catalog import RoleDefinition
+from .evidence import (
+    AccessPolicyCheck,
+    DecisionDetail,
+    DenyCheck,
+    Evidence,
+    PrincipalEvidence,
+    RoleAssignmentCheck,
+    VaultEvidence,
+    Via,
+)
 from .model import (
     INPUT_CAUSES,
     AccessPolicyEntry,
@@ -151,11 +161,13 @@ def evaluate_condition(condition: str, action: str, object_name: str | None) -> 
 
 
 @dataclass(frozen=True)
-class _RbacResult:
-    granted: list[dict[str, Any]]
-    conditional: list[dict[str, Any]]
-    considered: list[dict[str, Any]]
-    denies: list[dict[str, Any]]
+class RbacResult:
+    """Every assignment and deny assignment weighed: the ones that grant, grant but for a condition, all."""
+
+    granted: tuple[RoleAssignmentCheck, ...]
+    conditional: tuple[RoleAssignmentCheck, ...]
+    considered: tuple[RoleAssignmentCheck, ...]
+    denies: tuple[DenyCheck, ...]
 
 
 def _role(facts: Facts, a: RoleAssignment) -> RoleDefinition | None:
@@ -163,7 +175,39 @@ def _role(facts: Facts, a: RoleAssignment) -> RoleDefinition | None:
     return facts.roles.get(guid) or catalog.builtin_role(guid)
 
 
-def rbac_check(denial: Denial, facts: Facts, actions: tuple[str, ...]) -> _RbacResult:
+def _via(facts: Facts, principal_id: str) -> Via:
+    own = facts.principal.object_id
+    return "direct" if own and principal_id.lower() == own.lower() else "group"
+
+
+def _weigh_assignment(facts: Facts, a: RoleAssignment, target: str, actions: tuple[str, ...],
+                      obj_name: str | None) -> RoleAssignmentCheck:
+    """One assignment against the request: scope, role, then (when it would grant) its ABAC condition."""
+    role = _role(facts, a)
+    check = RoleAssignmentCheck(id=a.id, scope=a.scope, role_definition_id=a.role_definition_id,
+                                role_name=role.role_name if role else None, principal_id=a.principal_id,
+                                via=_via(facts, a.principal_id), condition=a.condition, grants=False, reason="")
+    if not scope_applies(a.scope, target):
+        return replace(check, reason="its scope does not contain this vault or object")
+    if role is None:
+        return replace(check, reason="its role definition could not be read")
+    results = [role_grants(role, act) for act in actions]
+    reason = "; ".join(r for _, r in results)
+    if not all(ok for ok, _ in results):
+        return replace(check, reason=reason)
+    if not a.condition:
+        return replace(check, reason=reason, grants=True)
+    verdicts = [evaluate_condition(a.condition, act, obj_name) for act in actions]
+    verdict = None if None in verdicts else all(verdicts)
+    check = replace(check, condition_checked=True, condition_evaluated=verdict)
+    if verdict is True:
+        return replace(check, grants=True, reason=reason + "; its condition holds for this object")
+    return replace(check, reason=reason + ("; its ABAC condition does not hold for this request" if verdict is False
+                                           else "; its ABAC condition is evaluated per request and could not be "
+                                           "evaluated here"))
+
+
+def rbac_check(denial: Denial, facts: Facts, actions: tuple[str, ...]) -> RbacResult:
     """Evaluate every assignment and deny assignment against every required data action.
 
     ``facts.assignments`` are the ones ARM returned for the principal (``assignedTo`` already includes the
@@ -174,46 +218,13 @@ def rbac_check(denial: Denial, facts: Facts, actions: tuple[str, ...]) -> _RbacR
     target = object_scope(vault.id, denial) or vault.id
     ids = facts.principal.ids()
     obj_name = denial.object.name if denial.object else None
-    granted, conditional, considered, denies = [], [], [], []
-    for a in facts.assignments:
-        role = _role(facts, a)
-        entry: dict[str, Any] = {"kind": "role_assignment", "id": a.id, "scope": a.scope,
-                                 "role_definition_id": a.role_definition_id,
-                                 "role_name": role.role_name if role else None,
-                                 "principal_id": a.principal_id,
-                                 "via": "direct" if facts.principal.object_id and
-                                 a.principal_id.lower() == facts.principal.object_id.lower() else "group",
-                                 "condition": a.condition, "grants": False}
-        if not scope_applies(a.scope, target):
-            entry["reason"] = "its scope does not contain this vault or object"
-        elif role is None:
-            entry["reason"] = "its role definition could not be read"
-        else:
-            results = [role_grants(role, act) for act in actions]
-            entry["reason"] = "; ".join(r for _, r in results)
-            if all(ok for ok, _ in results):
-                if a.condition:
-                    verdicts = [evaluate_condition(a.condition, act, obj_name) for act in actions]
-                    verdict = None if None in verdicts else all(verdicts)
-                    entry["condition_evaluated"] = verdict
-                    if verdict is True:
-                        entry["grants"] = True
-                        entry["reason"] += "; its condition holds for this object"
-                        granted.append(entry)
-                    else:
-                        entry["reason"] += ("; its ABAC condition does not hold for this request" if verdict is
-                                            False else "; its ABAC condition is evaluated per request and could "
-                                            "not be evaluated here")
-                        conditional.append(entry)
-                else:
-                    entry["grants"] = True
-                    granted.append(entry)
-        considered.append(entry)
-    for d in facts.deny_assignments:
-        hit = any(deny_applies(d, ids, target, act) for act in actions)
-        denies.append({"kind": "deny_assignment", "id": d.id, "name": d.name, "scope": d.scope,
-                       "applies": hit, "description": d.description})
-    return _RbacResult(granted, conditional, considered, denies)
+    considered = tuple(_weigh_assignment(facts, a, target, actions, obj_name) for a in facts.assignments)
+    granted = tuple(c for c in considered if c.grants)
+    conditional = tuple(c for c in considered if not c.grants and c.condition_checked)
+    denies = tuple(DenyCheck(id=d.id, name=d.name, scope=d.scope, description=d.description,
+                             applies=any(deny_applies(d, ids, target, act) for act in actions))
+                   for d in facts.deny_assignments)
+    return RbacResult(granted, conditional, considered, denies)
 
 
 # --- Access policies ------------------------------------------------------------------------------------------
@@ -229,59 +240,62 @@ def entry_grants(entry: AccessPolicyEntry, required: dict[str, tuple[str, ...]])
     return not missing, missing
 
 
-def access_policy_check(denial: Denial, facts: Facts, required: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class AccessPolicyResult:
+    """The caller's and its groups' entries weighed: those that grant, those only for a compound identity, all,
+    and what the caller's own entry lacks (the required permissions when it has none)."""
+
+    granted: tuple[AccessPolicyCheck, ...]
+    compound_only: tuple[AccessPolicyCheck, ...]
+    considered: tuple[AccessPolicyCheck, ...]
+    missing: Mapping[str, tuple[str, ...]]
+
+
+def access_policy_check(denial: Denial, facts: Facts, required: dict[str, tuple[str, ...]]) -> AccessPolicyResult:
     """Evaluate the vault's access-policy entries for the caller and its groups."""
     vault = facts.vault
     assert vault is not None
     ids = facts.principal.ids()
     app_id = (denial.principal.app_id or "").lower()
-    out: dict[str, Any] = {"granted": [], "compound_only": [], "considered": [], "missing": dict(required)}
+    granted, compound, considered = [], [], []
     best_missing: dict[str, list[str]] | None = None
     for e in vault.policies_for(ids):
         ok, missing = entry_grants(e, required)
-        info: dict[str, Any] = {"kind": "access_policy", "object_id": e.object_id,
-                                "application_id": e.application_id, "tenant_id": e.tenant_id,
-                                "permissions": {k: list(v) for k, v in e.permissions.items()},
-                                "via": "direct" if facts.principal.object_id and
-                                e.object_id.lower() == facts.principal.object_id.lower() else "group",
-                                "grants": False}
+        info = AccessPolicyCheck(object_id=e.object_id, application_id=e.application_id, tenant_id=e.tenant_id,
+                                 permissions=dict(e.permissions), via=_via(facts, e.object_id), grants=False,
+                                 reason="")
         if vault.tenant_id and e.tenant_id.lower() != vault.tenant_id.lower():
-            info["reason"] = f"entry is for tenant {e.tenant_id}, the vault's tenant is {vault.tenant_id}"
+            info = replace(info, reason=f"entry is for tenant {e.tenant_id}, the vault's tenant is {vault.tenant_id}")
         elif not ok:
-            info["reason"] = "lacks " + ", ".join(f"{k} {'/'.join(v)}" for k, v in missing.items())
-            if info["via"] == "direct" and best_missing is None:
+            info = replace(info, reason="lacks " + ", ".join(f"{k} {'/'.join(v)}" for k, v in missing.items()))
+            if info.via == "direct" and best_missing is None:
                 best_missing = missing
         elif e.application_id and e.application_id.lower() != app_id:
-            info["reason"] = (f"compound entry: applies only when application {e.application_id} calls on "
-                              "behalf of this principal")
-            out["compound_only"].append(info)
+            info = replace(info, reason=f"compound entry: applies only when application {e.application_id} calls "
+                           "on behalf of this principal")
+            compound.append(info)
         else:
-            info["grants"] = True
-            info["reason"] = "holds every required permission"
-            out["granted"].append(info)
-        out["considered"].append(info)
-    if best_missing is not None:
-        out["missing"] = {k: tuple(v) for k, v in best_missing.items()}
-    return out
+            info = replace(info, grants=True, reason="holds every required permission")
+            granted.append(info)
+        considered.append(info)
+    lacking = required if best_missing is None else best_missing
+    return AccessPolicyResult(tuple(granted), tuple(compound), tuple(considered),
+                              {k: tuple(v) for k, v in lacking.items()})
 
 
 # --- The decision -------------------------------------------------------------------------------------------
 
-def _evidence(facts: Facts) -> dict[str, Any]:
+def _evidence(facts: Facts) -> Evidence:
     p = facts.principal
-    ev: dict[str, Any] = {
-        "principal": {"object_id": p.object_id, "type": p.type, "display_name": p.display_name,
-                      "app_id": p.app_id, "groups": list(p.groups), "groups_known": p.groups_known},
-        "vault": None, "role_assignments": [], "access_policies": [], "deny_assignments": [],
-        "limitations": list(facts.limitations)}
     v = facts.vault
-    if v is not None:
-        ev["vault"] = {"id": v.id, "name": v.name, "tenant_id": v.tenant_id, "permission_model": v.permission_model,
-                       "network_default_action": v.network_default_action,
-                       "public_network_access": v.public_network_access, "bypass": v.network_bypass,
-                       "ip_rules": list(v.ip_rules), "virtual_network_rules": v.virtual_network_rules,
-                       "access_policy_entries": len(v.access_policies)}
-    return ev
+    vault = None if v is None else VaultEvidence(
+        id=v.id, name=v.name, tenant_id=v.tenant_id, permission_model=v.permission_model,
+        network_default_action=v.network_default_action, public_network_access=v.public_network_access,
+        bypass=v.network_bypass, ip_rules=tuple(v.ip_rules), virtual_network_rules=v.virtual_network_rules,
+        access_policy_entries=len(v.access_policies))
+    return Evidence(principal=PrincipalEvidence(object_id=p.object_id, type=p.type, display_name=p.display_name,
+                                                app_id=p.app_id, groups=tuple(p.groups), groups_known=p.groups_known),
+                    vault=vault, limitations=tuple(facts.limitations))
 
 
 def decide(denial: Denial, facts: Facts | None) -> Decision:
@@ -290,40 +304,42 @@ def decide(denial: Denial, facts: Facts | None) -> Decision:
     early = input_cause(denial)
     vault = facts.vault if facts else None
     model = vault.permission_model if vault else None
-    evidence = _evidence(facts) if facts else {"limitations": []}
+    evidence = _evidence(facts) if facts else Evidence(read=False)
     if early is not None:
         return Decision(early, model, required, evidence)
     if not denial.principal.object_id:
         return Decision(Cause.PRINCIPAL_NOT_IDENTIFIED, model, required, evidence)
     if facts is None or vault is None:
-        detail = {"searched": list(facts.searched_subscriptions) if facts else []}
+        detail = DecisionDetail(searched=tuple(facts.searched_subscriptions) if facts else ())
         return Decision(Cause.VAULT_NOT_FOUND, None, required, evidence, detail)
     if required is None or not required.data_actions:
-        return Decision(Cause.UNKNOWN, model, required, evidence, {"reason": "the denied operation is not known"})
+        return Decision(Cause.UNKNOWN, model, required, evidence,
+                        DecisionDetail(reason="the denied operation is not known"))
 
     rbac = rbac_check(denial, facts, required.data_actions)
     ap = access_policy_check(denial, facts, required.access_policy)
-    evidence["role_assignments"] = rbac.considered
-    evidence["deny_assignments"] = rbac.denies
-    evidence["access_policies"] = ap["considered"]
+    evidence = replace(evidence, role_assignments=rbac.considered, deny_assignments=rbac.denies,
+                       access_policies=ap.considered)
     if vault.rbac:
-        hit = [d for d in rbac.denies if d["applies"]]
+        hit = [d for d in rbac.denies if d.applies]
         if hit:
-            return Decision(Cause.DENY_ASSIGNMENT, model, required, evidence, {"deny": hit[0]})
+            return Decision(Cause.DENY_ASSIGNMENT, model, required, evidence, DecisionDetail(deny=hit[0]))
         if rbac.granted:
-            return Decision(Cause.ALREADY_GRANTED, model, required, evidence, {"grant": rbac.granted[0]})
+            return Decision(Cause.ALREADY_GRANTED, model, required, evidence, DecisionDetail(grant=rbac.granted[0]))
         if rbac.conditional:
-            return Decision(Cause.CONDITION_NOT_MET, model, required, evidence, {"grant": rbac.conditional[0]})
-        if ap["granted"]:
+            return Decision(Cause.CONDITION_NOT_MET, model, required, evidence,
+                            DecisionDetail(grant=rbac.conditional[0]))
+        if ap.granted:
             return Decision(Cause.WRONG_PERMISSION_MODEL, model, required, evidence,
-                            {"held_in": "access_policy", "grant": ap["granted"][0]})
+                            DecisionDetail(held_in="access_policy", grant=ap.granted[0]))
         return Decision(Cause.MISSING_ROLE_ASSIGNMENT, model, required, evidence)
-    if ap["granted"]:
-        return Decision(Cause.ALREADY_GRANTED, model, required, evidence, {"grant": ap["granted"][0]})
-    if ap["compound_only"]:
-        return Decision(Cause.COMPOUND_IDENTITY_REQUIRED, model, required, evidence, {"grant": ap["compound_only"][0]})
-    missing = {k: tuple(v) for k, v in ap["missing"].items()}
+    if ap.granted:
+        return Decision(Cause.ALREADY_GRANTED, model, required, evidence, DecisionDetail(grant=ap.granted[0]))
+    if ap.compound_only:
+        return Decision(Cause.COMPOUND_IDENTITY_REQUIRED, model, required, evidence,
+                        DecisionDetail(grant=ap.compound_only[0]))
     if rbac.granted:
         return Decision(Cause.WRONG_PERMISSION_MODEL, model, required, evidence,
-                        {"held_in": "rbac", "grant": rbac.granted[0], "missing": missing})
-    return Decision(Cause.MISSING_ACCESS_POLICY, model, required, evidence, {"missing": missing})
+                        DecisionDetail(held_in="rbac", grant=rbac.granted[0], missing=ap.missing))
+    return Decision(Cause.MISSING_ACCESS_POLICY, model, required, evidence, DecisionDetail(missing=ap.missing))
+

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from .catalog import RoleDefinition
@@ -51,16 +51,54 @@ class FactSource(Protocol):
 
 
 @dataclass(frozen=True)
+class RequestStats:
+    """The requests a run made: in all, and per API (arm, graph, log_analytics)."""
+
+    arm_requests: int
+    requests_by_api: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class ApplyStats:
+    """What a remediate run changed: ARM writes, outcomes by kind, and the policy's mode."""
+
+    arm_writes: int
+    outcomes: Mapping[str, int]
+    policy_mode: str
+
+
+@dataclass(frozen=True)
+class DiagnosisStats:
+    """What one batch cost and found (``stats`` in the JSON; ``apply`` only for remediate)."""
+
+    requests: RequestStats
+    elapsed_ms: int
+    denials: int
+    findings: int
+    causes: Mapping[str, int]
+    apply: ApplyStats | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"arm_requests": self.requests.arm_requests,
+                               "requests_by_api": dict(self.requests.requests_by_api), "elapsed_ms": self.elapsed_ms,
+                               "denials": self.denials, "findings": self.findings, "causes": dict(self.causes)}
+        if self.apply is not None:
+            out.update(arm_writes=self.apply.arm_writes, outcomes=dict(self.apply.outcomes),
+                       policy_mode=self.apply.policy_mode)
+        return out
+
+
+@dataclass(frozen=True)
 class Diagnosis:
     """The findings of one batch and what it cost."""
 
     findings: tuple[Finding, ...]
-    stats: dict[str, Any]
+    stats: DiagnosisStats
     notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": DIAGNOSIS_SCHEMA, "findings": [f.to_dict() for f in self.findings],
-                "stats": self.stats, "notes": list(self.notes)}
+                "stats": self.stats.to_dict(), "notes": list(self.notes)}
 
 
 @dataclass(frozen=True)
@@ -77,9 +115,9 @@ class RequestCount:
     def __init__(self, source: FactSource) -> None:
         self._source, self._requests, self._by_api = source, source.requests, dict(source.by_api)
 
-    def since(self) -> dict[str, Any]:
+    def since(self) -> RequestStats:
         by_api = {k: v - self._by_api.get(k, 0) for k, v in sorted(self._source.by_api.items())}
-        return {"arm_requests": self._source.requests - self._requests, "requests_by_api": by_api}
+        return RequestStats(self._source.requests - self._requests, by_api)
 
 
 def collapse(denials: Sequence[Denial]) -> list[tuple[Denial, int]]:
@@ -167,9 +205,9 @@ async def diagnose(denials: Sequence[Denial], source: FactSource,
     unique = collapse([d.canonical() for d in denials])
     facts = await asyncio.gather(*(gather_facts(d, source) for d, _ in unique))
     findings = tuple(build_finding(d, n, f, options.plan) for (d, n), f in zip(unique, facts, strict=True))
-    causes = Counter(f.cause for f in findings)
-    stats = {**count.since(), "elapsed_ms": round((time.perf_counter() - start) * 1000),
-             "denials": len(denials), "findings": len(findings), "causes": dict(sorted(causes.items()))}
+    causes = Counter(str(f.cause) for f in findings)
+    stats = DiagnosisStats(count.since(), round((time.perf_counter() - start) * 1000), len(denials), len(findings),
+                           dict(sorted(causes.items())))
     return Diagnosis(findings, stats)
 
 
@@ -181,7 +219,7 @@ async def remediate(denials: Sequence[Denial], source: Any, ctx: Any) -> Diagnos
     count, before_writes = RequestCount(source), source.arm_writes
     diagnosis = await diagnose(denials, source, DiagnoseOptions(PlanOptions(object_scope=ctx.policy.object_scope)))
     findings = await apply_findings(diagnosis.findings, ArmWriter(source), ctx)
-    outcomes = Counter(str((f.outcome or {}).get("outcome")) for f in findings)
-    stats = dict(diagnosis.stats, **count.since(), arm_writes=source.arm_writes - before_writes,
-                 outcomes=dict(sorted(outcomes.items())), policy_mode=ctx.policy.mode)
+    outcomes = Counter(str(f.outcome.outcome if f.outcome else None) for f in findings)
+    stats = replace(diagnosis.stats, requests=count.since(), apply=ApplyStats(
+        source.arm_writes - before_writes, dict(sorted(outcomes.items())), ctx.policy.mode))
     return Diagnosis(tuple(findings), stats, diagnosis.notes)

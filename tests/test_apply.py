@@ -64,7 +64,7 @@ def run(tenant: dict[str, Any], denials: list[Denial], c: ApplyContext) -> tuple
                 result = await remediate(denials, facts, c)
             return result, emu.emulator.tenant()
     result, after = asyncio.run(go())
-    return [f.to_dict() for f in result.findings], result.stats, after
+    return [f.to_dict() for f in result.findings], result.stats.to_dict(), after
 
 
 def known(tenant: dict[str, Any], ids: list[str]) -> dict[str, Any]:

@@ -143,13 +143,13 @@ def test_not_data_actions_subtract() -> None:
     # when decided, then the role does not grant it and the evidence says why
     result = decide(denial(), read)
     assert result.cause == "MISSING_ROLE_ASSIGNMENT"
-    assert "notDataActions" in result.evidence["role_assignments"][0]["reason"]
+    assert "notDataActions" in result.evidence.role_assignments[0].reason
 
 
 def test_access_policy_missing_is_only_what_lacks() -> None:
     # given an entry with get but not set: then only set is missing
     result = decide(denial("SecretSet"), facts(rbac=False, policies=(entry(secrets=("get", "list")),)))
-    assert result.cause == "MISSING_ACCESS_POLICY" and result.detail["missing"] == {"secrets": ("set",)}
+    assert result.cause == "MISSING_ACCESS_POLICY" and result.detail.missing == {"secrets": ("set",)}
 
 
 def test_condition_unrelated_action_is_vacuously_true() -> None:
@@ -164,8 +164,8 @@ def test_evidence_lists_every_assignment_considered() -> None:
     read = facts(assignments=(ra(VAULT_ID, role=SECRETS_OFFICER, principal=GROUP), ra(VAULT_ID + "/secrets/x")),
                  groups=(GROUP,))
     result = decide(denial(), read)
-    assert [a["grants"] for a in result.evidence["role_assignments"]] == [True, False]
-    assert result.evidence["role_assignments"][0]["via"] == "group"
+    assert [a.grants for a in result.evidence.role_assignments] == [True, False]
+    assert result.evidence.role_assignments[0].via == "group"
 
 
 def test_cause_vocabulary_matches_its_catalogue() -> None:

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..model import AccessPolicyPlan, Finding, RoleAssignmentPlan
+
+if TYPE_CHECKING:
+    from ..service import DiagnosisStats
 
 
 def _who(f: Finding, names: dict[str, str] | None = None) -> str:
     p = f.denial.principal
-    name = (f.evidence.get("principal") or {}).get("display_name") or (names or {}).get((p.object_id or "").lower())
+    known = f.evidence.principal
+    name = (known.display_name if known else None) or (names or {}).get((p.object_id or "").lower())
     ident = p.upn or p.object_id or p.app_id or "?"
     return f"{name} ({ident})" if name else ident
 
 
 def _where(f: Finding) -> str:
     v = f.denial.vault
-    known = f.evidence.get("vault") or {}
-    vault = known.get("name") or v.name or (v.resource_id.rsplit("/", 1)[-1] if v.resource_id else "?")
+    known = f.evidence.vault
+    vault = (known.name if known else None) or v.name or (v.resource_id.rsplit("/", 1)[-1] if v.resource_id else "?")
     o = f.denial.object
     return f"{vault}/{o.kind}/{o.name}" if o and o.name else vault
 
@@ -41,14 +45,14 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
-def summary_line(findings: list[Finding] | tuple[Finding, ...], stats: dict[str, Any]) -> str:
+def summary_line(findings: list[Finding] | tuple[Finding, ...], stats: DiagnosisStats) -> str:
     grants = sum(1 for f in findings if f.plan is not None)
-    return (f"{stats.get('denials', 0)} denial(s) -> {len(findings)} finding(s), {grants} with a grant to propose, "
-            f"{len(findings) - grants} with advice only; {stats.get('arm_requests', 0)} Azure request(s) in "
-            f"{stats.get('elapsed_ms', 0)} ms")
+    return (f"{stats.denials} denial(s) -> {len(findings)} finding(s), {grants} with a grant to propose, "
+            f"{len(findings) - grants} with advice only; {stats.requests.arm_requests} Azure request(s) in "
+            f"{stats.elapsed_ms} ms")
 
 
-def table(findings: list[Finding] | tuple[Finding, ...], stats: dict[str, Any],
+def table(findings: list[Finding] | tuple[Finding, ...], stats: DiagnosisStats,
           names: dict[str, str] | None = None) -> str:
     """The demo table: cause, who, vault/object, operation, fix; then the summary line."""
     rows = [[f.cause, _who(f, names), _where(f),
@@ -65,43 +69,42 @@ def evidence_tree(f: Finding) -> list[str]:
     """The evidence behind a verdict, drawn as a tree a person can check."""
     ev = f.evidence
     out: list[str] = []
-    p = ev.get("principal")
+    p = ev.principal
     if p:
-        kind = p.get("type") or f.denial.principal.kind or "principal"
-        out.append(f"├─ caller: {p.get('display_name') or p.get('object_id')} [{kind}]")
-        if p.get("groups_known"):
-            groups = p.get("groups") or []
-            out.append(f"│  └─ groups: {', '.join(groups) if groups else '(none)'}")
+        kind = p.type or f.denial.principal.kind or "principal"
+        out.append(f"├─ caller: {p.display_name or p.object_id} [{kind}]")
+        if p.groups_known:
+            out.append(f"│  └─ groups: {', '.join(p.groups) if p.groups else '(none)'}")
         else:
             out.append("│  └─ groups: not read (not needed, or Graph not permitted)")
-    v = ev.get("vault")
+    v = ev.vault
     if v:
-        net = v.get("network_default_action") or "Allow"
-        out.append(f"├─ vault: {v['name']} — model {v['permission_model']}, network default {net}"
-                   + (f", public access {v['public_network_access']}" if v.get("public_network_access") else ""))
-    ras = ev.get("role_assignments") or []
-    if ras or (v and v.get("permission_model") == "rbac"):
+        net = v.network_default_action or "Allow"
+        out.append(f"├─ vault: {v.name} — model {v.permission_model}, network default {net}"
+                   + (f", public access {v.public_network_access}" if v.public_network_access else ""))
+    ras = ev.role_assignments
+    if ras or (v and v.permission_model == "rbac"):
         out.append(f"├─ role assignments considered: {len(ras)}")
         for i, a in enumerate(ras):
             branch = "└─" if i == len(ras) - 1 else "├─"
-            via = "" if a.get("via") == "direct" else f" via group {a.get('principal_id')}"
-            out.append(f"│  {branch} {a.get('role_name') or a.get('role_definition_id')} at {a.get('scope')}{via}: "
-                       f"{_mark(a.get('grants'))} — {a.get('reason')}")
-    aps = ev.get("access_policies") or []
-    if aps or (v and v.get("permission_model") == "access_policy"):
+            via = "" if a.via == "direct" else f" via group {a.principal_id}"
+            out.append(f"│  {branch} {a.role_name or a.role_definition_id} at {a.scope}{via}: "
+                       f"{_mark(a.grants)} — {a.reason}")
+    aps = ev.access_policies
+    if aps or (v and v.permission_model == "access_policy"):
         out.append(f"├─ access-policy entries for the caller or its groups: {len(aps)} "
-                   f"(of {v.get('access_policy_entries', 0) if v else 0})")
-        for i, a in enumerate(aps):
+                   f"(of {v.access_policy_entries if v else 0})")
+        for i, e in enumerate(aps):
             branch = "└─" if i == len(aps) - 1 else "├─"
-            app = f" app {a['application_id']}" if a.get("application_id") else ""
-            out.append(f"│  {branch} {a.get('object_id')}{app}: {_mark(a.get('grants'))} — {a.get('reason')}")
-    denies = ev.get("deny_assignments") or []
+            app = f" app {e.application_id}" if e.application_id else ""
+            out.append(f"│  {branch} {e.object_id}{app}: {_mark(e.grants)} — {e.reason}")
+    denies = ev.deny_assignments
     if denies:
         out.append(f"├─ deny assignments: {len(denies)}")
         for i, d in enumerate(denies):
             branch = "└─" if i == len(denies) - 1 else "├─"
-            out.append(f"│  {branch} {d.get('name')} at {d.get('scope')}: {'APPLIES' if d.get('applies') else 'no'}")
-    for lim in ev.get("limitations") or []:
+            out.append(f"│  {branch} {d.name} at {d.scope}: {'APPLIES' if d.applies else 'no'}")
+    for lim in ev.limitations:
         out.append(f"├─ not checked: {lim}")
     if out:
         out[-1] = out[-1].replace("├─", "└─", 1)
@@ -138,14 +141,15 @@ def finding_text(f: Finding) -> str:
         alts = getattr(f.plan, "alternatives", ())
         for alt in alts:
             lines += ["  narrower alternative (custom role):", f"    {alt.commands['az']}"]
-    if f.outcome:
-        lines.append("  " + outcome_text(f.outcome))
+    if f.outcome is not None:
+        lines.append("  " + outcome_text(f.outcome.to_dict()))
     for a in f.advice:
         lines.append(f"  → {a}")
     return "\n".join(lines)
 
 
-def report(findings: list[Finding] | tuple[Finding, ...], stats: dict[str, Any], notes: tuple[str, ...] = ()) -> str:
+def report(findings: list[Finding] | tuple[Finding, ...], stats: DiagnosisStats,
+           notes: tuple[str, ...] = ()) -> str:
     """The full text report of ``diagnose``."""
     parts = [finding_text(f) for f in findings] or ["no denials to diagnose"]
     parts += [f"note: {n}" for n in notes]

@@ -31,8 +31,18 @@ from .model import (
     Denial,
     DenyAssignment,
     Facts,
+    PrincipalInfo,
     Required,
     RoleAssignment,
+)
+from .reads import (
+    FactRead,
+    Gathered,
+    ReadAssignments,
+    ReadDenyAssignments,
+    ReadPrincipal,
+    ReadRoleDefinitions,
+    ReadVault,
 )
 
 EVERYONE = "00000000-0000-0000-0000-000000000000"   # deny assignments use the nil GUID for "all principals"
@@ -343,3 +353,92 @@ def decide(denial: Denial, facts: Facts | None) -> Decision:
                         DecisionDetail(held_in="rbac", grant=rbac.granted[0], missing=ap.missing))
     return Decision(Cause.MISSING_ACCESS_POLICY, model, required, evidence, DecisionDetail(missing=ap.missing))
 
+
+# --- What to read next ----------------------------------------------------------------------------------------
+
+# Input causes whose advice quotes the vault (its network rules): the vault is read for them, nothing else.
+NEEDS_VAULT_FOR_ADVICE = frozenset({Cause.NETWORK_BLOCKED, Cause.TRUSTED_SERVICE_DENIED})
+
+
+def groups_could_matter(facts: Facts) -> bool:
+    """Whether the principal's groups could change the verdict (entries or denies naming other ids)."""
+    vault = facts.vault
+    own = (facts.principal.object_id or "").lower()
+    if vault is not None and any(e.object_id.lower() != own for e in vault.access_policies):
+        return True
+    return any(p.lower() not in (own, EVERYONE) for d in facts.deny_assignments for p in d.principal_ids)
+
+
+def next_reads(denial: Denial, gathered: Gathered) -> tuple[FactRead, ...]:
+    """Every read the facts gathered so far call for (those already started or answered included), so that
+    independent reads run together: one round trip where the input allows it.
+
+    The vault, its assignments and deny assignments start together when the vault id is known; the caller's
+    type (Graph) starts with them when the input does not say it (it is then always needed once the vault is
+    found); role definitions as soon as the assignments are in; the caller's groups as soon as the vault and deny
+    assignments show they could matter and the caller's own grants do not already decide ALREADY_GRANTED, and
+    speculatively while custom role definitions are still being read (its answer is then used only if those roles
+    leave the verdict open). A read no longer called for once more is known is ignored, never cancelled (the
+    fact source shares it with the batch's other denials).
+    """
+    early = input_cause(denial)
+    oid = denial.principal.object_id
+    if (early is not None and early not in NEEDS_VAULT_FOR_ADVICE) or not denial.vault.key or \
+            (early is None and not oid):
+        return ()
+    reads: list[FactRead] = [ReadVault(denial.vault)]
+    if early is not None or not oid:
+        return tuple(reads)
+    known = denial.vault.resource_id
+    typed = denial.principal.kind is not None
+    if gathered.lookup is None:
+        if known:
+            reads += [ReadAssignments(oid, object_scope(known, denial) or known), ReadDenyAssignments(known)]
+        if not typed:
+            reads.append(ReadPrincipal(oid, groups=False))
+        return tuple(reads)
+    vault = gathered.lookup.vault
+    if vault is None:
+        return tuple(reads)
+    vault_id = known if known and known.lower() == vault.id.lower() else vault.id
+    scope = object_scope(vault_id, denial) or vault_id
+    reads += [ReadAssignments(oid, scope), ReadDenyAssignments(vault_id)]
+    # Access-policy entries are written as given (ARM checks no type), so their grantee's type must be Graph's,
+    # never the input's claim; RBAC writes are checked by ARM against principalType, so a claim may stand in.
+    if not typed or not vault.rbac:
+        reads.append(ReadPrincipal(oid, groups=False))
+    assignments = gathered.assignments.get(scope.rstrip("/").lower())
+    denies = gathered.deny_assignments.get(vault_id.lower())
+    if assignments is None or denies is None:
+        return tuple(reads)
+    ids = tuple(dict.fromkeys(a.role_definition_id for a in assignments))
+    reads.append(ReadRoleDefinitions(ids))
+    facts = Facts(vault=vault, principal=PrincipalInfo(oid), assignments=assignments, roles=gathered.roles,
+                  deny_assignments=denies)
+    # More roles only add grants, so ALREADY_GRANTED on the roles known so far is final.
+    if groups_could_matter(facts) and decide(denial, facts).cause != Cause.ALREADY_GRANTED:
+        reads.append(ReadPrincipal(oid, groups=True))
+    return tuple(reads)
+
+
+def gathered_facts(denial: Denial, gathered: Gathered) -> Facts | None:
+    """The facts of a finished gather: only the answers the facts still call for (a speculative read that turned
+    out not to be needed is left out, so the finding is the same as if it had never been made)."""
+    wanted = set(next_reads(denial, gathered))
+    if gathered.lookup is None:
+        return None
+    vault = gathered.lookup.vault
+    oid = denial.principal.object_id
+    searched = gathered.lookup.searched
+    if vault is None or oid is None or input_cause(denial) is not None:
+        return Facts(vault=vault, principal=PrincipalInfo(oid), searched_subscriptions=searched)
+    scope = next(r.scope for r in wanted if isinstance(r, ReadAssignments))
+    vault_id = next(r.vault_id for r in wanted if isinstance(r, ReadDenyAssignments))
+    meta = gathered.principal if ReadPrincipal(oid, groups=False) in wanted else None
+    grp = gathered.groups if ReadPrincipal(oid, groups=True) in wanted else None
+    principal = PrincipalInfo(object_id=oid, type=meta.type if meta else None,
+                              display_name=meta.display_name if meta else None, app_id=meta.app_id if meta else None,
+                              groups=grp.groups if grp else (), groups_known=grp.groups_known if grp else False)
+    return Facts(vault=vault, principal=principal, assignments=gathered.assignments[scope.rstrip("/").lower()],
+                 roles=gathered.roles, deny_assignments=gathered.deny_assignments[vault_id.lower()],
+                 searched_subscriptions=searched)

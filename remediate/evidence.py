@@ -1,6 +1,6 @@
 """The evidence behind a decision, typed: what was read and how each grant and deny was weighed.
 
-decide.py builds these (pure), explain.py and render/ read them, apply.py finds its own earlier grants in them, and
+decide.py builds these (pure), explain.py and render/ read them, apply/ finds its own earlier grants in them, and
 the worker adds what the audit-log read found. Each ``to_dict`` gives exactly the JSON of ``spec/cli.md``
 (``finding.evidence``), key for key and in the same order.
 """

@@ -8,7 +8,7 @@ to recognise WRONG_PERMISSION_MODEL).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from . import catalog
 from .abac import evaluate_condition
@@ -151,27 +151,28 @@ def _weigh_assignment(facts: Facts, a: RoleAssignment, target: str, actions: tup
                       obj_name: str | None) -> RoleAssignmentCheck:
     """One assignment against the request: scope, role, then (when it would grant) its ABAC condition."""
     role = _role(facts, a)
-    check = RoleAssignmentCheck(id=a.id, scope=a.scope, role_definition_id=a.role_definition_id,
-                                role_name=role.role_name if role else None, principal_id=a.principal_id,
-                                via=_via(facts, a.principal_id), condition=a.condition, grants=False, reason="")
+    grants, checked, verdict = False, False, None
     if not scope_applies(a.scope, target):
-        return replace(check, reason="its scope does not contain this vault or object")
-    if role is None:
-        return replace(check, reason="its role definition could not be read")
-    results = [role_grants(role, act) for act in actions]
-    reason = "; ".join(r for _, r in results)
-    if not all(ok for ok, _ in results):
-        return replace(check, reason=reason)
-    if not a.condition:
-        return replace(check, reason=reason, grants=True)
-    verdicts = [evaluate_condition(a.condition, act, obj_name) for act in actions]
-    verdict = None if None in verdicts else all(verdicts)
-    check = replace(check, condition_checked=True, condition_evaluated=verdict)
-    if verdict is True:
-        return replace(check, grants=True, reason=reason + "; its condition holds for this object")
-    return replace(check, reason=reason + ("; its ABAC condition does not hold for this request" if verdict is False
-                                           else "; its ABAC condition is evaluated per request and could not be "
-                                           "evaluated here"))
+        reason = "its scope does not contain this vault or object"
+    elif role is None:
+        reason = "its role definition could not be read"
+    else:
+        results = [role_grants(role, act) for act in actions]
+        reason = "; ".join(r for _, r in results)
+        if all(ok for ok, _ in results):
+            if not a.condition:
+                grants = True
+            else:
+                verdicts = [evaluate_condition(a.condition, act, obj_name) for act in actions]
+                checked, verdict = True, None if None in verdicts else all(verdicts)
+                grants = verdict is True
+                reason += ("; its condition holds for this object" if grants else
+                           "; its ABAC condition does not hold for this request" if verdict is False else
+                           "; its ABAC condition is evaluated per request and could not be evaluated here")
+    return RoleAssignmentCheck(id=a.id, scope=a.scope, role_definition_id=a.role_definition_id,
+                               role_name=role.role_name if role else None, principal_id=a.principal_id,
+                               via=_via(facts, a.principal_id), condition=a.condition, grants=grants, reason=reason,
+                               condition_checked=checked, condition_evaluated=verdict)
 
 
 def rbac_check(denial: Denial, facts: Facts, actions: tuple[str, ...]) -> RbacResult:
@@ -185,13 +186,18 @@ def rbac_check(denial: Denial, facts: Facts, actions: tuple[str, ...]) -> RbacRe
     target = object_scope(vault.id, denial) or vault.id
     ids = facts.principal.ids()
     obj_name = denial.object.name if denial.object else None
-    considered = tuple(_weigh_assignment(facts, a, target, actions, obj_name) for a in facts.assignments)
-    granted = tuple(c for c in considered if c.grants)
-    conditional = tuple(c for c in considered if not c.grants and c.condition_checked)
+    considered, granted, conditional = [], [], []
+    for a in facts.assignments:
+        check = _weigh_assignment(facts, a, target, actions, obj_name)
+        considered.append(check)
+        if check.grants:
+            granted.append(check)
+        elif check.condition_checked:
+            conditional.append(check)
     denies = tuple(DenyCheck(id=d.id, name=d.name, scope=d.scope, description=d.description,
                              applies=any(deny_applies(d, ids, target, act) for act in actions))
                    for d in facts.deny_assignments)
-    return RbacResult(granted, conditional, considered, denies)
+    return RbacResult(tuple(granted), tuple(conditional), tuple(considered), denies)
 
 
 # --- Access policies ------------------------------------------------------------------------------------------
@@ -228,22 +234,25 @@ def access_policy_check(denial: Denial, facts: Facts, required: dict[str, tuple[
     best_missing: dict[str, list[str]] | None = None
     for e in vault.policies_for(ids):
         ok, missing = entry_grants(e, required)
-        info = AccessPolicyCheck(object_id=e.object_id, application_id=e.application_id, tenant_id=e.tenant_id,
-                                 permissions=dict(e.permissions), via=_via(facts, e.object_id), grants=False,
-                                 reason="")
+        via, grants, compound_only = _via(facts, e.object_id), False, False
         if vault.tenant_id and e.tenant_id.lower() != vault.tenant_id.lower():
-            info = replace(info, reason=f"entry is for tenant {e.tenant_id}, the vault's tenant is {vault.tenant_id}")
+            reason = f"entry is for tenant {e.tenant_id}, the vault's tenant is {vault.tenant_id}"
         elif not ok:
-            info = replace(info, reason="lacks " + ", ".join(f"{k} {'/'.join(v)}" for k, v in missing.items()))
-            if info.via == "direct" and best_missing is None:
+            reason = "lacks " + ", ".join(f"{k} {'/'.join(v)}" for k, v in missing.items())
+            if via == "direct" and best_missing is None:
                 best_missing = missing
         elif e.application_id and e.application_id.lower() != app_id:
-            info = replace(info, reason=f"compound entry: applies only when application {e.application_id} calls "
-                           "on behalf of this principal")
-            compound.append(info)
+            compound_only = True
+            reason = (f"compound entry: applies only when application {e.application_id} calls on behalf of this "
+                      "principal")
         else:
-            info = replace(info, grants=True, reason="holds every required permission")
+            grants, reason = True, "holds every required permission"
+        info = AccessPolicyCheck(object_id=e.object_id, application_id=e.application_id, tenant_id=e.tenant_id,
+                                 permissions=e.permissions, via=via, grants=grants, reason=reason)
+        if grants:
             granted.append(info)
+        elif compound_only:
+            compound.append(info)
         considered.append(info)
     lacking = required if best_missing is None else best_missing
     return AccessPolicyResult(tuple(granted), tuple(compound), tuple(considered),
@@ -252,7 +261,7 @@ def access_policy_check(denial: Denial, facts: Facts, required: dict[str, tuple[
 
 # --- The decision -------------------------------------------------------------------------------------------
 
-def _evidence(facts: Facts) -> Evidence:
+def _evidence(facts: Facts, rbac: RbacResult | None = None, ap: AccessPolicyResult | None = None) -> Evidence:
     p = facts.principal
     v = facts.vault
     vault = None if v is None else VaultEvidence(
@@ -262,7 +271,12 @@ def _evidence(facts: Facts) -> Evidence:
         access_policy_entries=len(v.access_policies))
     return Evidence(principal=PrincipalEvidence(object_id=p.object_id, type=p.type, display_name=p.display_name,
                                                 app_id=p.app_id, groups=tuple(p.groups), groups_known=p.groups_known),
-                    vault=vault, limitations=tuple(facts.limitations))
+                    vault=vault, role_assignments=rbac.considered if rbac else (),
+                    access_policies=ap.considered if ap else (), deny_assignments=rbac.denies if rbac else (),
+                    limitations=tuple(facts.limitations))
+
+
+NOTHING_READ = Evidence(read=False)
 
 
 def decide(denial: Denial, facts: Facts | None) -> Decision:
@@ -271,22 +285,22 @@ def decide(denial: Denial, facts: Facts | None) -> Decision:
     early = input_cause(denial)
     vault = facts.vault if facts else None
     model = vault.permission_model if vault else None
-    evidence = _evidence(facts) if facts else Evidence(read=False)
-    if early is not None:
-        return Decision(early, model, required, evidence)
-    if not denial.principal.object_id:
-        return Decision(Cause.PRINCIPAL_NOT_IDENTIFIED, model, required, evidence)
-    if facts is None or vault is None:
-        detail = DecisionDetail(searched=tuple(facts.searched_subscriptions) if facts else ())
-        return Decision(Cause.VAULT_NOT_FOUND, None, required, evidence, detail)
-    if required is None or not required.data_actions:
+    if facts is None or vault is None or early is not None or not denial.principal.object_id or \
+            required is None or not required.data_actions:
+        evidence = _evidence(facts) if facts else NOTHING_READ
+        if early is not None:
+            return Decision(early, model, required, evidence)
+        if not denial.principal.object_id:
+            return Decision(Cause.PRINCIPAL_NOT_IDENTIFIED, model, required, evidence)
+        if facts is None or vault is None:
+            detail = DecisionDetail(searched=tuple(facts.searched_subscriptions) if facts else ())
+            return Decision(Cause.VAULT_NOT_FOUND, None, required, evidence, detail)
         return Decision(Cause.UNKNOWN, model, required, evidence,
                         DecisionDetail(reason="the denied operation is not known"))
 
     rbac = rbac_check(denial, facts, required.data_actions)
     ap = access_policy_check(denial, facts, required.access_policy)
-    evidence = replace(evidence, role_assignments=rbac.considered, deny_assignments=rbac.denies,
-                       access_policies=ap.considered)
+    evidence = _evidence(facts, rbac, ap)
     if vault.rbac:
         hit = [d for d in rbac.denies if d.applies]
         if hit:

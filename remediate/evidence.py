@@ -176,3 +176,7 @@ class DecisionDetail:
     grant: GrantCheck | None = None                   # what already grants (or would, but for a condition)
     held_in: Literal["rbac", "access_policy"] | None = None   # WRONG_PERMISSION_MODEL: the model holding it
     missing: Mapping[str, tuple[str, ...]] | None = None      # access-policy permissions the caller lacks
+
+
+NO_DETAIL = DecisionDetail()
+"""The detail of a cause that quotes nothing (frozen, so one instance serves every decision)."""

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from .armid import is_guid, is_object_name, is_vault_name, is_version, parse_vault_id
 from .catalog import RoleDefinition
-from .evidence import DecisionDetail, Evidence
+from .evidence import NO_DETAIL, DecisionDetail, Evidence
 from .outcome import ApplyOutcome
 
 PrincipalKind = Literal["app", "user"]
@@ -430,7 +430,7 @@ class Decision:
     permission_model: str | None
     required: Required | None
     evidence: Evidence
-    detail: DecisionDetail = field(default_factory=DecisionDetail)   # values the explanation and advice quote
+    detail: DecisionDetail = NO_DETAIL   # values the explanation and advice quote
 
 
 @dataclass(frozen=True)

@@ -49,15 +49,17 @@ def one(tenant: dict[str, Any], d: Any, tmp: Path) -> dict[str, Any]:
     async def go() -> dict[str, Any]:
         with EmulatorRun(tenant) as emu:
             async with emu.facts() as facts:
-                diag = (await diagnose([d], facts)).stats
+                diag = (await diagnose([d], facts)).stats.to_dict()
         with EmulatorRun(tenant) as emu:
             async with emu.facts() as facts:
                 t = time.perf_counter()
                 CountingStore.calls = 0
                 rem = await remediate([d], facts, ctx)
                 ms = (time.perf_counter() - t) * 1000
-        return {"outcome": rem.findings[0].outcome, "writes": rem.stats["arm_writes"], "store": CountingStore.calls,
-                "apply_requests": rem.stats["arm_requests"] - diag["arm_requests"], "total_ms": ms,
+        outcome, stats = rem.findings[0].outcome, rem.stats.to_dict()
+        return {"outcome": outcome.to_dict() if outcome else None, "writes": stats["arm_writes"],
+                "store": CountingStore.calls, "apply_requests": stats["arm_requests"] - diag["arm_requests"],
+                "total_ms": ms,
                 "diagnose_ms": diag["elapsed_ms"]}
     return asyncio.run(go())
 

@@ -15,7 +15,7 @@ from importlib import resources
 from typing import Any
 
 from remediate.backends import EmulatorRun
-from remediate.diagnosis import build_finding
+from remediate.explain import build_finding
 from remediate.model import (
     AccessPolicyEntry,
     Denial,
@@ -49,7 +49,7 @@ def run_batch(tenant: dict[str, Any], denials: list[Denial]) -> dict[str, Any]:
     async def go() -> dict[str, Any]:
         with EmulatorRun(tenant) as emu:
             async with emu.facts() as facts:
-                return (await diagnose(denials, facts)).stats
+                return (await diagnose(denials, facts)).stats.to_dict()
     return asyncio.run(go())
 
 

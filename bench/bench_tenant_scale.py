@@ -57,7 +57,7 @@ def denial(name: str) -> Denial:
 async def _run(run: EmulatorRun, names: list[str], **kw: Any) -> dict[str, Any]:
     async with run.facts(**kw) as facts:
         cpu = time.process_time()
-        stats = (await diagnose([denial(n) for n in names], facts)).stats
+        stats = (await diagnose([denial(n) for n in names], facts)).stats.to_dict()
         # the client's and the in-process emulator's CPU (one GIL): what a busy machine stretches
         stats["cpu_ms"] = round((time.process_time() - cpu) * 1000)
     missing = stats["causes"].get("VAULT_NOT_FOUND", 0)

@@ -7,13 +7,23 @@ to recognise WRONG_PERMISSION_MODEL).
 
 from __future__ import annotations
 
-import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
 
 from . import catalog
+from .abac import evaluate_condition
 from .catalog import RoleDefinition
+from .evidence import (
+    AccessPolicyCheck,
+    DecisionDetail,
+    DenyCheck,
+    Evidence,
+    PrincipalEvidence,
+    RoleAssignmentCheck,
+    VaultEvidence,
+    Via,
+)
 from .model import (
     INPUT_CAUSES,
     AccessPolicyEntry,
@@ -22,9 +32,19 @@ from .model import (
     Denial,
     DenyAssignment,
     Facts,
+    PrincipalInfo,
     Required,
     RoleAssignment,
     Signal,
+)
+from .reads import (
+    FactRead,
+    Gathered,
+    ReadAssignments,
+    ReadDenyAssignments,
+    ReadPrincipal,
+    ReadRoleDefinitions,
+    ReadVault,
 )
 
 EVERYONE = "00000000-0000-0000-0000-000000000000"   # deny assignments use the nil GUID for "all principals"
@@ -140,55 +160,14 @@ def deny_applies(deny: DenyAssignment, principal_ids: frozenset[str], target: st
     return covered and not any(catalog.action_matches(p, action) for p in deny.not_data_actions)
 
 
-_COND_RE = re.compile(
-    r"@(?P<src>Resource|Request)\[(?P<attr>[^\]]+)\]\s+(?P<op>StringEquals|StringEqualsIgnoreCase|"
-    r"StringStartsWith|StringStartsWithIgnoreCase|StringNotEquals|StringLike)\s+'(?P<val>[^']*)'",
-    re.IGNORECASE)
-_ACTION_RE = re.compile(r"!?\(?\s*ActionMatches\{'(?P<action>[^']+)'\}", re.IGNORECASE)
-
-
-def evaluate_condition(condition: str, action: str, object_name: str | None) -> bool | None:
-    """Evaluate the common Key Vault ABAC shape on the object name; None when it cannot be evaluated here.
-
-    Handles ``((!(ActionMatches{'A'})) OR (@Resource[...secrets:name] StringEquals 'x'))`` and its
-    StringStartsWith / OR-joined variants; anything else (tags, environment, several clauses) is
-    reported as not evaluable rather than guessed.
-    """
-    text = " ".join(condition.split())
-    actions = [m.group("action") for m in _ACTION_RE.finditer(text)]
-    if not actions:
-        return None
-    if not any(catalog.action_matches(a, action) for a in actions):
-        return True   # the condition only restricts other actions: (!ActionMatches) is true
-    clauses = list(_COND_RE.finditer(text))
-    rest = _ACTION_RE.sub("", text)
-    if not clauses or object_name is None or re.search(r"\band\b", _COND_RE.sub("", rest), re.IGNORECASE):
-        return None
-    for c in clauses:
-        attr = c.group("attr").lower()
-        if not attr.endswith(":name") and not attr.endswith("/name"):
-            return None
-        op, val = c.group("op").lower(), c.group("val")
-        name = object_name
-        if op in ("stringequals", "stringequalsignorecase"):
-            ok = name.lower() == val.lower() if op.endswith("ignorecase") else name == val
-        elif op.startswith("stringstartswith"):
-            ok = name.lower().startswith(val.lower()) if op.endswith("ignorecase") else name.startswith(val)
-        elif op == "stringnotequals":
-            ok = name != val
-        else:
-            return None
-        if ok:
-            return True
-    return False
-
-
 @dataclass(frozen=True)
-class _RbacResult:
-    granted: list[dict[str, Any]]
-    conditional: list[dict[str, Any]]
-    considered: list[dict[str, Any]]
-    denies: list[dict[str, Any]]
+class RbacResult:
+    """Every assignment and deny assignment weighed: the ones that grant, grant but for a condition, all."""
+
+    granted: tuple[RoleAssignmentCheck, ...]
+    conditional: tuple[RoleAssignmentCheck, ...]
+    considered: tuple[RoleAssignmentCheck, ...]
+    denies: tuple[DenyCheck, ...]
 
 
 def _role(facts: Facts, a: RoleAssignment) -> RoleDefinition | None:
@@ -196,7 +175,40 @@ def _role(facts: Facts, a: RoleAssignment) -> RoleDefinition | None:
     return facts.roles.get(guid) or catalog.builtin_role(guid)
 
 
-def rbac_check(denial: Denial, facts: Facts, actions: tuple[str, ...]) -> _RbacResult:
+def _via(facts: Facts, principal_id: str) -> Via:
+    own = facts.principal.object_id
+    return "direct" if own and principal_id.lower() == own.lower() else "group"
+
+
+def _weigh_assignment(facts: Facts, a: RoleAssignment, target: str, actions: tuple[str, ...],
+                      obj_name: str | None) -> RoleAssignmentCheck:
+    """One assignment against the request: scope, role, then (when it would grant) its ABAC condition."""
+    role = _role(facts, a)
+    grants, checked, verdict = False, False, None
+    if not scope_applies(a.scope, target):
+        reason = "its scope does not contain this vault or object"
+    elif role is None:
+        reason = "its role definition could not be read"
+    else:
+        results = [role_grants(role, act) for act in actions]
+        reason = "; ".join(r for _, r in results)
+        if all(ok for ok, _ in results):
+            if not a.condition:
+                grants = True
+            else:
+                verdicts = [evaluate_condition(a.condition, act, obj_name) for act in actions]
+                checked, verdict = True, None if None in verdicts else all(verdicts)
+                grants = verdict is True
+                reason += ("; its condition holds for this object" if grants else
+                           "; its ABAC condition does not hold for this request" if verdict is False else
+                           "; its ABAC condition is evaluated per request and could not be evaluated here")
+    return RoleAssignmentCheck(id=a.id, scope=a.scope, role_definition_id=a.role_definition_id,
+                               role_name=role.role_name if role else None, principal_id=a.principal_id,
+                               via=_via(facts, a.principal_id), condition=a.condition, grants=grants, reason=reason,
+                               condition_checked=checked, condition_evaluated=verdict)
+
+
+def rbac_check(denial: Denial, facts: Facts, actions: tuple[str, ...]) -> RbacResult:
     """Evaluate every assignment and deny assignment against every required data action.
 
     ``facts.assignments`` are the ones ARM returned for the principal (``assignedTo`` already includes the
@@ -207,46 +219,18 @@ def rbac_check(denial: Denial, facts: Facts, actions: tuple[str, ...]) -> _RbacR
     target = object_scope(vault.id, denial) or vault.id
     ids = facts.principal.ids()
     obj_name = denial.object.name if denial.object else None
-    granted, conditional, considered, denies = [], [], [], []
+    considered, granted, conditional = [], [], []
     for a in facts.assignments:
-        role = _role(facts, a)
-        entry: dict[str, Any] = {"kind": "role_assignment", "id": a.id, "scope": a.scope,
-                                 "role_definition_id": a.role_definition_id,
-                                 "role_name": role.role_name if role else None,
-                                 "principal_id": a.principal_id,
-                                 "via": "direct" if facts.principal.object_id and
-                                 a.principal_id.lower() == facts.principal.object_id.lower() else "group",
-                                 "condition": a.condition, "grants": False}
-        if not scope_applies(a.scope, target):
-            entry["reason"] = "its scope does not contain this vault or object"
-        elif role is None:
-            entry["reason"] = "its role definition could not be read"
-        else:
-            results = [role_grants(role, act) for act in actions]
-            entry["reason"] = "; ".join(r for _, r in results)
-            if all(ok for ok, _ in results):
-                if a.condition:
-                    verdicts = [evaluate_condition(a.condition, act, obj_name) for act in actions]
-                    verdict = None if None in verdicts else all(verdicts)
-                    entry["condition_evaluated"] = verdict
-                    if verdict is True:
-                        entry["grants"] = True
-                        entry["reason"] += "; its condition holds for this object"
-                        granted.append(entry)
-                    else:
-                        entry["reason"] += ("; its ABAC condition does not hold for this request" if verdict is
-                                            False else "; its ABAC condition is evaluated per request and could "
-                                            "not be evaluated here")
-                        conditional.append(entry)
-                else:
-                    entry["grants"] = True
-                    granted.append(entry)
-        considered.append(entry)
-    for d in facts.deny_assignments:
-        hit = any(deny_applies(d, ids, target, act) for act in actions)
-        denies.append({"kind": "deny_assignment", "id": d.id, "name": d.name, "scope": d.scope,
-                       "applies": hit, "description": d.description})
-    return _RbacResult(granted, conditional, considered, denies)
+        check = _weigh_assignment(facts, a, target, actions, obj_name)
+        considered.append(check)
+        if check.grants:
+            granted.append(check)
+        elif check.condition_checked:
+            conditional.append(check)
+    denies = tuple(DenyCheck(id=d.id, name=d.name, scope=d.scope, description=d.description,
+                             applies=any(deny_applies(d, ids, target, act) for act in actions))
+                   for d in facts.deny_assignments)
+    return RbacResult(tuple(granted), tuple(conditional), tuple(considered), denies)
 
 
 # --- Access policies ------------------------------------------------------------------------------------------
@@ -262,59 +246,70 @@ def entry_grants(entry: AccessPolicyEntry, required: dict[str, tuple[str, ...]])
     return not missing, missing
 
 
-def access_policy_check(denial: Denial, facts: Facts, required: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class AccessPolicyResult:
+    """The caller's and its groups' entries weighed: those that grant, those only for a compound identity, all,
+    and what the caller's own entry lacks (the required permissions when it has none)."""
+
+    granted: tuple[AccessPolicyCheck, ...]
+    compound_only: tuple[AccessPolicyCheck, ...]
+    considered: tuple[AccessPolicyCheck, ...]
+    missing: Mapping[str, tuple[str, ...]]
+
+
+def access_policy_check(denial: Denial, facts: Facts, required: dict[str, tuple[str, ...]]) -> AccessPolicyResult:
     """Evaluate the vault's access-policy entries for the caller and its groups."""
     vault = facts.vault
     assert vault is not None
     ids = facts.principal.ids()
     app_id = (denial.principal.app_id or "").lower()
-    out: dict[str, Any] = {"granted": [], "compound_only": [], "considered": [], "missing": dict(required)}
+    granted, compound, considered = [], [], []
     best_missing: dict[str, list[str]] | None = None
     for e in vault.policies_for(ids):
         ok, missing = entry_grants(e, required)
-        info: dict[str, Any] = {"kind": "access_policy", "object_id": e.object_id,
-                                "application_id": e.application_id, "tenant_id": e.tenant_id,
-                                "permissions": {k: list(v) for k, v in e.permissions.items()},
-                                "via": "direct" if facts.principal.object_id and
-                                e.object_id.lower() == facts.principal.object_id.lower() else "group",
-                                "grants": False}
+        via, grants, compound_only = _via(facts, e.object_id), False, False
         if vault.tenant_id and e.tenant_id.lower() != vault.tenant_id.lower():
-            info["reason"] = f"entry is for tenant {e.tenant_id}, the vault's tenant is {vault.tenant_id}"
+            reason = f"entry is for tenant {e.tenant_id}, the vault's tenant is {vault.tenant_id}"
         elif not ok:
-            info["reason"] = "lacks " + ", ".join(f"{k} {'/'.join(v)}" for k, v in missing.items())
-            if info["via"] == "direct" and best_missing is None:
+            reason = "lacks " + ", ".join(f"{k} {'/'.join(v)}" for k, v in missing.items())
+            if via == "direct" and best_missing is None:
                 best_missing = missing
         elif e.application_id and e.application_id.lower() != app_id:
-            info["reason"] = (f"compound entry: applies only when application {e.application_id} calls on "
-                              "behalf of this principal")
-            out["compound_only"].append(info)
+            compound_only = True
+            reason = (f"compound entry: applies only when application {e.application_id} calls on behalf of this "
+                      "principal")
         else:
-            info["grants"] = True
-            info["reason"] = "holds every required permission"
-            out["granted"].append(info)
-        out["considered"].append(info)
-    if best_missing is not None:
-        out["missing"] = {k: tuple(v) for k, v in best_missing.items()}
-    return out
+            grants, reason = True, "holds every required permission"
+        info = AccessPolicyCheck(object_id=e.object_id, application_id=e.application_id, tenant_id=e.tenant_id,
+                                 permissions=e.permissions, via=via, grants=grants, reason=reason)
+        if grants:
+            granted.append(info)
+        elif compound_only:
+            compound.append(info)
+        considered.append(info)
+    lacking = required if best_missing is None else best_missing
+    return AccessPolicyResult(tuple(granted), tuple(compound), tuple(considered),
+                              {k: tuple(v) for k, v in lacking.items()})
 
 
 # --- The decision -------------------------------------------------------------------------------------------
 
-def _evidence(facts: Facts) -> dict[str, Any]:
+def _evidence(facts: Facts, rbac: RbacResult | None = None, ap: AccessPolicyResult | None = None) -> Evidence:
     p = facts.principal
-    ev: dict[str, Any] = {
-        "principal": {"object_id": p.object_id, "type": p.type, "display_name": p.display_name,
-                      "app_id": p.app_id, "groups": list(p.groups), "groups_known": p.groups_known},
-        "vault": None, "role_assignments": [], "access_policies": [], "deny_assignments": [],
-        "limitations": list(facts.limitations)}
     v = facts.vault
-    if v is not None:
-        ev["vault"] = {"id": v.id, "name": v.name, "tenant_id": v.tenant_id, "permission_model": v.permission_model,
-                       "network_default_action": v.network_default_action,
-                       "public_network_access": v.public_network_access, "bypass": v.network_bypass,
-                       "ip_rules": list(v.ip_rules), "virtual_network_rules": v.virtual_network_rules,
-                       "access_policy_entries": len(v.access_policies)}
-    return ev
+    vault = None if v is None else VaultEvidence(
+        id=v.id, name=v.name, tenant_id=v.tenant_id, permission_model=v.permission_model,
+        network_default_action=v.network_default_action, public_network_access=v.public_network_access,
+        bypass=v.network_bypass, ip_rules=tuple(v.ip_rules), virtual_network_rules=v.virtual_network_rules,
+        access_policy_entries=len(v.access_policies))
+    return Evidence(principal=PrincipalEvidence(object_id=p.object_id, type=p.type, display_name=p.display_name,
+                                                app_id=p.app_id, groups=tuple(p.groups), groups_known=p.groups_known),
+                    vault=vault, role_assignments=rbac.considered if rbac else (),
+                    access_policies=ap.considered if ap else (), deny_assignments=rbac.denies if rbac else (),
+                    limitations=tuple(facts.limitations))
+
+
+NOTHING_READ = Evidence(read=False)
 
 
 def decide(denial: Denial, facts: Facts | None) -> Decision:
@@ -323,40 +318,131 @@ def decide(denial: Denial, facts: Facts | None) -> Decision:
     early = input_cause(denial)
     vault = facts.vault if facts else None
     model = vault.permission_model if vault else None
-    evidence = _evidence(facts) if facts else {"limitations": []}
-    if early is not None:
-        return Decision(early, model, required, evidence)
-    if not denial.principal.object_id:
-        return Decision(Cause.PRINCIPAL_NOT_IDENTIFIED, model, required, evidence)
-    if facts is None or vault is None:
-        detail = {"searched": list(facts.searched_subscriptions) if facts else []}
-        return Decision(Cause.VAULT_NOT_FOUND, None, required, evidence, detail)
-    if required is None or not required.data_actions:
-        return Decision(Cause.UNKNOWN, model, required, evidence, {"reason": "the denied operation is not known"})
+    if facts is None or vault is None or early is not None or not denial.principal.object_id or \
+            required is None or not required.data_actions:
+        evidence = _evidence(facts) if facts else NOTHING_READ
+        if early is not None:
+            return Decision(early, model, required, evidence)
+        if not denial.principal.object_id:
+            return Decision(Cause.PRINCIPAL_NOT_IDENTIFIED, model, required, evidence)
+        if facts is None or vault is None:
+            detail = DecisionDetail(searched=tuple(facts.searched_subscriptions) if facts else ())
+            return Decision(Cause.VAULT_NOT_FOUND, None, required, evidence, detail)
+        return Decision(Cause.UNKNOWN, model, required, evidence,
+                        DecisionDetail(reason="the denied operation is not known"))
 
     rbac = rbac_check(denial, facts, required.data_actions)
     ap = access_policy_check(denial, facts, required.access_policy)
-    evidence["role_assignments"] = rbac.considered
-    evidence["deny_assignments"] = rbac.denies
-    evidence["access_policies"] = ap["considered"]
+    evidence = _evidence(facts, rbac, ap)
     if vault.rbac:
-        hit = [d for d in rbac.denies if d["applies"]]
+        hit = [d for d in rbac.denies if d.applies]
         if hit:
-            return Decision(Cause.DENY_ASSIGNMENT, model, required, evidence, {"deny": hit[0]})
+            return Decision(Cause.DENY_ASSIGNMENT, model, required, evidence, DecisionDetail(deny=hit[0]))
         if rbac.granted:
-            return Decision(Cause.ALREADY_GRANTED, model, required, evidence, {"grant": rbac.granted[0]})
+            return Decision(Cause.ALREADY_GRANTED, model, required, evidence, DecisionDetail(grant=rbac.granted[0]))
         if rbac.conditional:
-            return Decision(Cause.CONDITION_NOT_MET, model, required, evidence, {"grant": rbac.conditional[0]})
-        if ap["granted"]:
+            return Decision(Cause.CONDITION_NOT_MET, model, required, evidence,
+                            DecisionDetail(grant=rbac.conditional[0]))
+        if ap.granted:
             return Decision(Cause.WRONG_PERMISSION_MODEL, model, required, evidence,
-                            {"held_in": "access_policy", "grant": ap["granted"][0]})
+                            DecisionDetail(held_in="access_policy", grant=ap.granted[0]))
         return Decision(Cause.MISSING_ROLE_ASSIGNMENT, model, required, evidence)
-    if ap["granted"]:
-        return Decision(Cause.ALREADY_GRANTED, model, required, evidence, {"grant": ap["granted"][0]})
-    if ap["compound_only"]:
-        return Decision(Cause.COMPOUND_IDENTITY_REQUIRED, model, required, evidence, {"grant": ap["compound_only"][0]})
-    missing = {k: tuple(v) for k, v in ap["missing"].items()}
+    if ap.granted:
+        return Decision(Cause.ALREADY_GRANTED, model, required, evidence, DecisionDetail(grant=ap.granted[0]))
+    if ap.compound_only:
+        return Decision(Cause.COMPOUND_IDENTITY_REQUIRED, model, required, evidence,
+                        DecisionDetail(grant=ap.compound_only[0]))
     if rbac.granted:
         return Decision(Cause.WRONG_PERMISSION_MODEL, model, required, evidence,
-                        {"held_in": "rbac", "grant": rbac.granted[0], "missing": missing})
-    return Decision(Cause.MISSING_ACCESS_POLICY, model, required, evidence, {"missing": missing})
+                        DecisionDetail(held_in="rbac", grant=rbac.granted[0], missing=ap.missing))
+    return Decision(Cause.MISSING_ACCESS_POLICY, model, required, evidence, DecisionDetail(missing=ap.missing))
+
+
+# --- What to read next ----------------------------------------------------------------------------------------
+
+# Input causes whose advice quotes the vault (its network rules): the vault is read for them, nothing else.
+NEEDS_VAULT_FOR_ADVICE = frozenset({Cause.NETWORK_BLOCKED, Cause.TRUSTED_SERVICE_DENIED})
+
+
+def groups_could_matter(facts: Facts) -> bool:
+    """Whether the principal's groups could change the verdict (entries or denies naming other ids)."""
+    vault = facts.vault
+    own = (facts.principal.object_id or "").lower()
+    if vault is not None and any(e.object_id.lower() != own for e in vault.access_policies):
+        return True
+    return any(p.lower() not in (own, EVERYONE) for d in facts.deny_assignments for p in d.principal_ids)
+
+
+def next_reads(denial: Denial, gathered: Gathered) -> tuple[FactRead, ...]:
+    """Every read the facts gathered so far call for (those already started or answered included), so that
+    independent reads run together: one round trip where the input allows it.
+
+    The vault, its assignments and deny assignments start together when the vault id is known; the caller's
+    type (Graph) starts with them when the input does not say it (it is then always needed once the vault is
+    found); role definitions as soon as the assignments are in; the caller's groups as soon as the vault and deny
+    assignments show they could matter and the caller's own grants do not already decide ALREADY_GRANTED, and
+    speculatively while custom role definitions are still being read (its answer is then used only if those roles
+    leave the verdict open). A read no longer called for once more is known is ignored, never cancelled (the
+    fact source shares it with the batch's other denials).
+    """
+    early = input_cause(denial)
+    oid = denial.principal.object_id
+    if (early is not None and early not in NEEDS_VAULT_FOR_ADVICE) or not denial.vault.key or \
+            (early is None and not oid):
+        return ()
+    reads: list[FactRead] = [ReadVault(denial.vault)]
+    if early is not None or not oid:
+        return tuple(reads)
+    known = denial.vault.resource_id
+    typed = denial.principal.kind is not None
+    if gathered.lookup is None:
+        if known:
+            reads += [ReadAssignments(oid, object_scope(known, denial) or known), ReadDenyAssignments(known)]
+        if not typed:
+            reads.append(ReadPrincipal(oid, groups=False))
+        return tuple(reads)
+    vault = gathered.lookup.vault
+    if vault is None:
+        return tuple(reads)
+    vault_id = known if known and known.lower() == vault.id.lower() else vault.id
+    scope = object_scope(vault_id, denial) or vault_id
+    reads += [ReadAssignments(oid, scope), ReadDenyAssignments(vault_id)]
+    # Access-policy entries are written as given (ARM checks no type), so their grantee's type must be Graph's,
+    # never the input's claim; RBAC writes are checked by ARM against principalType, so a claim may stand in.
+    if not typed or not vault.rbac:
+        reads.append(ReadPrincipal(oid, groups=False))
+    assignments = gathered.assignments.get(scope.rstrip("/").lower())
+    denies = gathered.deny_assignments.get(vault_id.lower())
+    if assignments is None or denies is None:
+        return tuple(reads)
+    ids = tuple(dict.fromkeys(a.role_definition_id for a in assignments))
+    reads.append(ReadRoleDefinitions(ids))
+    facts = Facts(vault=vault, principal=PrincipalInfo(oid), assignments=assignments, roles=gathered.roles,
+                  deny_assignments=denies)
+    # More roles only add grants, so ALREADY_GRANTED on the roles known so far is final.
+    if groups_could_matter(facts) and decide(denial, facts).cause != Cause.ALREADY_GRANTED:
+        reads.append(ReadPrincipal(oid, groups=True))
+    return tuple(reads)
+
+
+def gathered_facts(denial: Denial, gathered: Gathered) -> Facts | None:
+    """The facts of a finished gather: only the answers the facts still call for (a speculative read that turned
+    out not to be needed is left out, so the finding is the same as if it had never been made)."""
+    wanted = set(next_reads(denial, gathered))
+    if gathered.lookup is None:
+        return None
+    vault = gathered.lookup.vault
+    oid = denial.principal.object_id
+    searched = gathered.lookup.searched
+    if vault is None or oid is None or input_cause(denial) is not None:
+        return Facts(vault=vault, principal=PrincipalInfo(oid), searched_subscriptions=searched)
+    scope = next(r.scope for r in wanted if isinstance(r, ReadAssignments))
+    vault_id = next(r.vault_id for r in wanted if isinstance(r, ReadDenyAssignments))
+    meta = gathered.principal if ReadPrincipal(oid, groups=False) in wanted else None
+    grp = gathered.groups if ReadPrincipal(oid, groups=True) in wanted else None
+    principal = PrincipalInfo(object_id=oid, type=meta.type if meta else None,
+                              display_name=meta.display_name if meta else None, app_id=meta.app_id if meta else None,
+                              groups=grp.groups if grp else (), groups_known=grp.groups_known if grp else False)
+    return Facts(vault=vault, principal=principal, assignments=gathered.assignments[scope.rstrip("/").lower()],
+                 roles=gathered.roles, deny_assignments=gathered.deny_assignments[vault_id.lower()],
+                 searched_subscriptions=searched)

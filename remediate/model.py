@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from .armid import is_guid, is_object_name, is_vault_name, is_version, parse_vault_id
 from .catalog import RoleDefinition
+from .evidence import NO_DETAIL, DecisionDetail, Evidence
+from .outcome import ApplyOutcome
 
 PrincipalKind = Literal["app", "user"]
 
@@ -505,8 +507,8 @@ class Decision:
     cause: Cause
     permission_model: str | None
     required: Required | None
-    evidence: dict[str, Any]
-    detail: dict[str, Any] = field(default_factory=dict)   # values the explanation and advice quote
+    evidence: Evidence
+    detail: DecisionDetail = NO_DETAIL   # values the explanation and advice quote
 
 
 @dataclass(frozen=True)
@@ -521,8 +523,8 @@ class Finding:
     explanation: str
     plan: Plan | None
     advice: tuple[str, ...]
-    evidence: dict[str, Any]
-    outcome: dict[str, Any] | None = None   # filled by remediate: applied / refused_by / error
+    evidence: Evidence
+    outcome: ApplyOutcome | None = None   # filled by remediate: applied / refused_by / error
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -530,7 +532,7 @@ class Finding:
             "permission_model": self.permission_model,
             "required": self.required.to_dict() if self.required else None,
             "explanation": self.explanation, "plan": self.plan.to_dict() if self.plan else None,
-            "advice": list(self.advice), "evidence": self.evidence}
+            "advice": list(self.advice), "evidence": self.evidence.to_dict()}
         if self.outcome is not None:
-            out.update(self.outcome)
+            out.update(self.outcome.to_dict())
         return out

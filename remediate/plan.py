@@ -170,5 +170,5 @@ def plan(denial: Denial, decision: Decision, facts: Facts | None, options: PlanO
         return None
     if facts.vault.rbac:
         return rbac_plan(denial, facts, decision.required, options)
-    missing = decision.detail.get("missing") or decision.required.access_policy
+    missing = dict(decision.detail.missing or decision.required.access_policy)
     return access_policy_plan(denial, facts, missing)

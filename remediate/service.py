@@ -10,17 +10,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from . import telemetry
 from .catalog import RoleDefinition
-from .decide import EVERYONE, decide, input_cause, object_scope
-from .diagnosis import build_finding
+from .decide import gathered_facts, next_reads
+from .explain import build_finding
 from .model import (
     DIAGNOSIS_SCHEMA,
-    Cause,
     Denial,
     DenyAssignment,
     Facts,
@@ -31,8 +30,15 @@ from .model import (
     VaultRef,
 )
 from .plan import PlanOptions
-
-NEEDS_VAULT_FOR_ADVICE = frozenset({Cause.NETWORK_BLOCKED, Cause.TRUSTED_SERVICE_DENIED})
+from .reads import (
+    FactRead,
+    Gathered,
+    ReadAssignments,
+    ReadDenyAssignments,
+    ReadPrincipal,
+    ReadRoleDefinitions,
+    ReadVault,
+)
 
 
 class FactSource(Protocol):
@@ -55,16 +61,54 @@ class FactSource(Protocol):
 
 
 @dataclass(frozen=True)
+class RequestStats:
+    """The requests a run made: in all, and per API (arm, graph, log_analytics)."""
+
+    arm_requests: int
+    requests_by_api: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class ApplyStats:
+    """What a remediate run changed: ARM writes, outcomes by kind, and the policy's mode."""
+
+    arm_writes: int
+    outcomes: Mapping[str, int]
+    policy_mode: str
+
+
+@dataclass(frozen=True)
+class DiagnosisStats:
+    """What one batch cost and found (``stats`` in the JSON; ``apply`` only for remediate)."""
+
+    requests: RequestStats
+    elapsed_ms: int
+    denials: int
+    findings: int
+    causes: Mapping[str, int]
+    apply: ApplyStats | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"arm_requests": self.requests.arm_requests,
+                               "requests_by_api": dict(self.requests.requests_by_api), "elapsed_ms": self.elapsed_ms,
+                               "denials": self.denials, "findings": self.findings, "causes": dict(self.causes)}
+        if self.apply is not None:
+            out.update(arm_writes=self.apply.arm_writes, outcomes=dict(self.apply.outcomes),
+                       policy_mode=self.apply.policy_mode)
+        return out
+
+
+@dataclass(frozen=True)
 class Diagnosis:
     """The findings of one batch and what it cost."""
 
     findings: tuple[Finding, ...]
-    stats: dict[str, Any]
+    stats: DiagnosisStats
     notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": DIAGNOSIS_SCHEMA, "findings": [f.to_dict() for f in self.findings],
-                "stats": self.stats, "notes": list(self.notes)}
+                "stats": self.stats.to_dict(), "notes": list(self.notes)}
 
 
 @dataclass(frozen=True)
@@ -81,9 +125,9 @@ class RequestCount:
     def __init__(self, source: FactSource) -> None:
         self._source, self._requests, self._by_api = source, source.requests, dict(source.by_api)
 
-    def since(self) -> dict[str, Any]:
+    def since(self) -> RequestStats:
         by_api = {k: v - self._by_api.get(k, 0) for k, v in sorted(self._source.by_api.items())}
-        return {"arm_requests": self._source.requests - self._requests, "requests_by_api": by_api}
+        return RequestStats(self._source.requests - self._requests, by_api)
 
 
 def collapse(denials: Sequence[Denial]) -> list[tuple[Denial, int]]:
@@ -97,69 +141,67 @@ def collapse(denials: Sequence[Denial]) -> list[tuple[Denial, int]]:
     return [(first[k], n) for k, n in counts.items()]
 
 
-def _groups_could_matter(facts: Facts) -> bool:
-    """Whether the principal's groups could change the verdict (entries or denies naming other ids)."""
-    vault = facts.vault
-    own = (facts.principal.object_id or "").lower()
-    if vault is not None and any(e.object_id.lower() != own for e in vault.access_policies):
-        return True
-    return any(p.lower() not in (own, EVERYONE) for d in facts.deny_assignments for p in d.principal_ids)
+async def _perform(read: FactRead, source: FactSource) -> Any:
+    """One read through the fact source (which caches it for the batch: concurrent asks share one request)."""
+    if isinstance(read, ReadVault):
+        return await source.find_vault(read.ref)
+    if isinstance(read, ReadAssignments):
+        return await source.assignments(read.principal_id, read.scope)
+    if isinstance(read, ReadDenyAssignments):
+        return await source.deny_assignments(read.vault_id)
+    if isinstance(read, ReadRoleDefinitions):
+        return await source.role_definitions(read.ids)
+    return await source.principal(read.object_id, need_type=not read.groups, need_groups=read.groups)
 
 
 async def gather_facts(denial: Denial, source: FactSource) -> Facts | None:
-    """Read what the decision about one denial needs, and nothing more."""
-    early = input_cause(denial)
-    if early is not None and early not in NEEDS_VAULT_FOR_ADVICE:
-        return None
-    if not denial.vault.key:
-        return None
-    oid = denial.principal.object_id
-    if early is None and not oid:
-        return None
-    ref = denial.vault
-    known_id = ref.resource_id
-    ra_task = deny_task = None
-    if early is None and oid and known_id:
-        # The vault id is known: start every independent read at once. Assignments are asked for at the denied
-        # object's own scope (atScope() there returns everything at or above it: facts.arm.ArmFacts.assignments).
-        ra_task = asyncio.ensure_future(source.assignments(oid, object_scope(known_id, denial) or known_id))
-        deny_task = asyncio.ensure_future(source.deny_assignments(known_id))
-    lookup = await source.find_vault(ref)
-    vault = lookup.vault
-    if vault is None or early is not None or not oid:
-        # Reads already started are shared through the source's cache; let them finish, never cancel them.
-        await asyncio.gather(*(t for t in (ra_task, deny_task) if t is not None), return_exceptions=True)
-        return Facts(vault=vault, principal=PrincipalInfo(oid), searched_subscriptions=lookup.searched)
-    if ra_task is None or vault.id.lower() != (known_id or "").lower():
-        ra_task = asyncio.ensure_future(source.assignments(oid, object_scope(vault.id, denial) or vault.id))
-        deny_task = asyncio.ensure_future(source.deny_assignments(vault.id))
-    assert deny_task is not None
-    assignments, denies = await asyncio.gather(ra_task, deny_task)
-    roles = await source.role_definitions([a.role_definition_id for a in assignments])
-    facts = Facts(vault=vault, principal=PrincipalInfo(oid), assignments=assignments, roles=roles,
-                  deny_assignments=denies, searched_subscriptions=lookup.searched)
-    # Access-policy entries are written as given (ARM checks no type), so their grantee's type must be Graph's,
-    # never the input's claim; RBAC writes are checked by ARM against principalType, so a claim may stand in.
-    need_type = denial.principal.kind is None or not vault.rbac
-    first = decide(denial, facts)
-    need_groups = first.cause != Cause.ALREADY_GRANTED and _groups_could_matter(facts)
-    if not (need_type or need_groups):
+    """Read what the decision about one denial needs, and nothing more: start every read the facts so far call
+    for (``decide.next_reads``), fold each answer in as it arrives, and ask again until nothing is left.
+
+    A read that fails while still called for raises (a domain error with its remedy); one no longer called for
+    (a speculative read, or one made moot by what came back first) is left to finish and its answer ignored."""
+    gathered = Gathered()
+    started: dict[FactRead, asyncio.Future[Any]] = {}
+    answered: set[FactRead] = set()
+    while True:
+        wanted = next_reads(denial, gathered)
+        for read in wanted:
+            if read not in started:
+                started[read] = asyncio.ensure_future(_perform(read, source))
+        waiting = {task: read for read, task in started.items() if read not in answered}
+        if not waiting:
+            break
+        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        for read, task in started.items():   # folded in the order started
+            if task in done:
+                answered.add(read)
+                if task.exception() is None:
+                    gathered = gathered.with_result(read, task.result())
+    failed = [exc for read, task in started.items() if read in wanted and (exc := task.exception()) is not None]
+    if failed:
+        raise failed[0]
+    facts = gathered_facts(denial, gathered)
+    if facts is None or facts.vault is None or not denial.principal.object_id:
         return facts
-    info = await source.principal(oid, need_type=need_type, need_groups=need_groups)
-    limitations = []
-    problem = getattr(source, "graph_problem", None)   # per Graph call: why it told nothing (facts.arm)
+    return replace(facts, limitations=_graph_limitations(denial, facts, set(wanted), source))
+
+
+def _graph_limitations(denial: Denial, facts: Facts, wanted: set[FactRead], source: FactSource) -> tuple[str, ...]:
+    """What Microsoft Graph could not tell that the decision needed, each with why (per call: facts.arm)."""
+    oid = facts.principal.object_id or ""
+    problem = getattr(source, "graph_problem", None)
 
     def why(call: str, default: str) -> str:
         return (problem(oid, call) if problem else None) or default
-    if need_groups and not info.groups_known:
+    limitations = []
+    if ReadPrincipal(oid, groups=True) in wanted and not facts.principal.groups_known:
         limitations.append(f"group memberships ({why('getMemberGroups', 'Microsoft Graph was not permitted')}), so "
                            "access-policy entries and deny assignments naming the caller's groups were not matched")
-    if need_type and info.type is None and (denial.principal.kind is None or not vault.rbac):
+    if ReadPrincipal(oid, groups=False) in wanted and facts.principal.type is None:
         limitations.append(f"the caller's principal type ({why('getByIds', 'Microsoft Graph could not tell')}; an "
                            "access-policy entry is granted only to a type Graph confirmed, never to one the input "
                            "claims)")
-    return Facts(vault=vault, principal=info, assignments=assignments, roles=roles, deny_assignments=denies,
-                 searched_subscriptions=lookup.searched, limitations=tuple(limitations))
+    return tuple(limitations)
 
 
 Progress = Callable[[int, int], None]
@@ -190,10 +232,9 @@ async def diagnose(denials: Sequence[Denial], source: FactSource,
 
     facts = await asyncio.gather(*(read(d) for d, _ in unique))
     findings = tuple(build_finding(d, n, f, options.plan) for (d, n), f in zip(unique, facts, strict=True))
-    causes = Counter(f.cause for f in findings)
+    causes = Counter(str(f.cause) for f in findings)
     elapsed = (time.perf_counter() - start) * 1000
-    stats = {**count.since(), "elapsed_ms": round(elapsed),
-             "denials": len(denials), "findings": len(findings), "causes": dict(sorted(causes.items()))}
+    stats = DiagnosisStats(count.since(), round(elapsed), len(denials), len(findings), dict(sorted(causes.items())))
     telemetry.record_diagnosis(findings, elapsed, entry, len(denials))
     return Diagnosis(findings, stats, source.vault_notes(refs))
 
@@ -206,11 +247,8 @@ def _located(denial: Denial, source: FactSource) -> Denial:
 
 
 def _needs_vault(denial: Denial) -> bool:
-    """Whether gather_facts will look this denial's vault up (the same conditions as its early returns)."""
-    early = input_cause(denial)
-    if early is not None and early not in NEEDS_VAULT_FOR_ADVICE:
-        return False
-    return bool(denial.vault.key) and (early is not None or bool(denial.principal.object_id))
+    """Whether gather_facts will look this denial's vault up (decide's own first answer, so the two never drift)."""
+    return any(isinstance(r, ReadVault) for r in next_reads(denial, Gathered()))
 
 
 async def remediate(denials: Sequence[Denial], source: Any, ctx: Any, *, progress: Progress | None = None,
@@ -224,7 +262,7 @@ async def remediate(denials: Sequence[Denial], source: Any, ctx: Any, *, progres
                                progress=progress, entry=entry)
     findings = await apply_findings(diagnosis.findings, ArmWriter(source), ctx)
     telemetry.record_outcomes(findings, bool(ctx.requested), entry)
-    outcomes = Counter(str((f.outcome or {}).get("outcome")) for f in findings)
-    stats = dict(diagnosis.stats, **count.since(), arm_writes=source.arm_writes - before_writes,
-                 outcomes=dict(sorted(outcomes.items())), policy_mode=ctx.policy.mode)
+    outcomes = Counter(str(f.outcome.outcome if f.outcome else None) for f in findings)
+    stats = replace(diagnosis.stats, requests=count.since(), apply=ApplyStats(
+        source.arm_writes - before_writes, dict(sorted(outcomes.items())), ctx.policy.mode))
     return Diagnosis(tuple(findings), stats, diagnosis.notes)

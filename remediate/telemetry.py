@@ -123,7 +123,7 @@ def configure_from_env(environ: Mapping[str, str] | None = None) -> bool:
 
 def _finding_dims(f: Any) -> dict[str, str]:
     d = f.denial
-    vault = (f.evidence.get("vault") or {}).get("name") or d.vault.name or (
+    vault = (f.evidence.vault.name if f.evidence.vault is not None else None) or d.vault.name or (
         d.vault.resource_id.rsplit("/", 1)[-1] if d.vault.resource_id else None)
     return {"cause": str(f.cause), "vault": str(vault or "unknown").lower(),
             "principal": str(d.principal.object_id or d.principal.app_id or "unknown"),
@@ -151,7 +151,7 @@ def record_outcomes(findings: Iterable[Any], requested: bool, entry: str) -> Non
     with t.tracer.start_as_current_span("kv-remediate remediate", attributes={"entry": entry,
                                                                                "apply_requested": requested}):
         for f in findings:
-            o = f.outcome or {}
+            o = f.outcome.to_dict() if f.outcome is not None else {}
             outcome = str(o.get("outcome") or "no_plan")
             dims = _finding_dims(f)
             base = {"cause": dims["cause"], "vault": dims["vault"], "principal": dims["principal"]}

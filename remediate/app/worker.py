@@ -101,10 +101,9 @@ def notification(finding: dict[str, Any], line: dict[str, Any]) -> dict[str, Any
 
 def _with_audit(f: Finding, proof: Proof | None, limitation: str | None) -> Finding:
     """The finding with what the audit-log read found (``evidence.audit_log``): the proof, or why there is none."""
-    audit: dict[str, Any] = {"proof": proof.to_dict() if proof else None}
-    if limitation and proof is None:
-        audit["limitation"] = limitation
-    return replace(f, evidence={**f.evidence, "audit_log": audit})
+    from ..evidence import AuditLogEvidence
+
+    return replace(f, evidence=replace(f.evidence, audit_log=AuditLogEvidence(proof, limitation)))
 
 
 async def run_batch(rt: Runtime, denials: list[Denial], *, alert_id: str | None, window: tuple[str, str] | None,
@@ -115,6 +114,7 @@ async def run_batch(rt: Runtime, denials: list[Denial], *, alert_id: str | None,
     An invalid policy changes nothing: each finding says so (``refused_by: policy``)."""
     from ..apply import ApplyContext
     from ..errors import PolicyError
+    from ..outcome import ApplyOutcome
     from ..plan import PlanOptions
     from ..service import DiagnoseOptions, diagnose, remediate
     from . import audit_proof
@@ -125,8 +125,8 @@ async def run_batch(rt: Runtime, denials: list[Denial], *, alert_id: str | None,
         log.error("kv-remediate: not applying anything: %s", exc.message)
         async with rt.facts(shared=True) as facts:
             result = await diagnose(denials, facts)
-        return [replace(f, outcome={"applied": False, "refused_by": "policy", "outcome": "refused",
-                                    "reason": exc.message}) for f in result.findings]
+        refused = ApplyOutcome(False, "refused", refused_by="policy", reason=exc.message)
+        return [replace(f, outcome=refused) for f in result.findings]
     if policy.mode != "apply":
         async with rt.facts(shared=True) as facts:
             result = await diagnose(denials, facts, DiagnoseOptions(PlanOptions(object_scope=policy.object_scope)))

@@ -13,10 +13,13 @@ import textwrap
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..model import AccessPolicyPlan, Finding, RoleAssignmentPlan
 from .table import aligned
+
+if TYPE_CHECKING:
+    from ..service import DiagnosisStats
 
 WIDTH = 120   # the terminal width text output is laid out for (a narrower terminal wraps lines, nothing is cut)
 _TYPE_WORDS = {"serviceprincipal": "service principal", "user": "user", "group": "group", "app": "application"}
@@ -37,13 +40,11 @@ class Names:
         people = {k.lower(): v for k, v in (principals or {}).items()}
         vaults: dict[str, str] = {}
         for f in findings:
-            ev = f.evidence
-            p = ev.get("principal") or {}
-            if p.get("display_name") and p.get("object_id"):
-                people.setdefault(str(p["object_id"]).lower(), str(p["display_name"]))
-            v = ev.get("vault") or {}
-            if v.get("name"):
-                vaults[str(v["name"]).lower()] = str(v["name"])
+            p, v = f.evidence.principal, f.evidence.vault
+            if p is not None and p.display_name and p.object_id:
+                people.setdefault(p.object_id.lower(), p.display_name)
+            if v is not None and v.name:
+                vaults[v.name.lower()] = v.name
         return Names(people, vaults)
 
 
@@ -53,22 +54,22 @@ def principal_ids(findings: Sequence[Finding]) -> list[str]:
     for f in findings:
         ids.append(f.denial.principal.object_id or "")
         ev = f.evidence
-        ids += [str(g) for g in (ev.get("principal") or {}).get("groups") or []]
-        ids += [str(a.get("principal_id") or "") for a in ev.get("role_assignments") or [] if a.get("via") != "direct"]
-        ids += [str(a.get("object_id") or "") for a in ev.get("access_policies") or []]
+        ids += list(ev.principal.groups) if ev.principal is not None else []
+        ids += [a.principal_id for a in ev.role_assignments if a.via != "direct"]
+        ids += [a.object_id for a in ev.access_policies]
     return sorted({i.lower() for i in ids if i})
 
 
 def _type_word(f: Finding) -> str | None:
-    p = f.evidence.get("principal") or {}
+    p = f.evidence.principal
     plan_type = getattr(f.plan, "principal_type", None)
-    kind = p.get("type") or plan_type or f.denial.principal.kind
+    kind = (p.type if p is not None else None) or plan_type or f.denial.principal.kind
     return _TYPE_WORDS.get(str(kind).lower()) if kind else None
 
 
 def _name(f: Finding, names: Names) -> str | None:
     p = f.denial.principal
-    known = (f.evidence.get("principal") or {}).get("display_name")
+    known = f.evidence.principal.display_name if f.evidence.principal is not None else None
     return known or names.principals.get((p.object_id or "").lower())
 
 
@@ -95,7 +96,7 @@ def who_full(f: Finding, names: Names) -> str:
 def vault_name(f: Finding, names: Names) -> str:
     """The vault as ARM spells it (the input's spelling only when ARM never named it in this batch)."""
     v = f.denial.vault
-    known = (f.evidence.get("vault") or {}).get("name")
+    known = f.evidence.vault.name if f.evidence.vault is not None else None
     raw = v.name or (v.resource_id.rsplit("/", 1)[-1] if v.resource_id else None)
     if known:
         return str(known)
@@ -185,14 +186,14 @@ def wrap_text(text: str, indent: str, width: int = WIDTH, first: str | None = No
                          break_long_words=False, break_on_hyphens=False) or [first or indent]
 
 
-def summary_line(findings: list[Finding] | tuple[Finding, ...], stats: dict[str, Any]) -> str:
+def summary_line(findings: list[Finding] | tuple[Finding, ...], stats: DiagnosisStats) -> str:
     grants = sum(1 for f in findings if f.plan is not None)
-    return (f"{stats.get('denials', 0)} denial(s) -> {len(findings)} finding(s), {grants} with a grant to propose, "
-            f"{len(findings) - grants} with advice only; {stats.get('arm_requests', 0)} Azure request(s) in "
-            f"{stats.get('elapsed_ms', 0)} ms")
+    return (f"{stats.denials} denial(s) -> {len(findings)} finding(s), {grants} with a grant to propose, "
+            f"{len(findings) - grants} with advice only; {stats.requests.arm_requests} Azure request(s) in "
+            f"{stats.elapsed_ms} ms")
 
 
-def table(findings: list[Finding] | tuple[Finding, ...], stats: dict[str, Any],
+def table(findings: list[Finding] | tuple[Finding, ...], stats: DiagnosisStats,
           names: dict[str, str] | None = None, width: int = WIDTH) -> str:
     """The demo's view: a compact table (#, cause, who, vault/object, operation), the summary line, then the
     numbered details (the caller's name, type and id, the fix and its command, the advice)."""
@@ -236,44 +237,43 @@ def evidence_tree(f: Finding, names: Names | None = None) -> list[str]:
     names = names or Names.of([f])
     ev = f.evidence
     out: list[str] = []
-    p = ev.get("principal")
+    p = ev.principal
     if p:
-        kind = p.get("type") or f.denial.principal.kind or "principal"
-        out.append(f"├─ caller: {_name(f, names) or p.get('object_id')} [{kind}]")
-        if p.get("groups_known"):
-            groups = [_group(str(g), names) for g in p.get("groups") or []]
+        kind = p.type or f.denial.principal.kind or "principal"
+        out.append(f"├─ caller: {_name(f, names) or p.object_id} [{kind}]")
+        if p.groups_known:
+            groups = [_group(g, names) for g in p.groups]
             out.append(f"│  └─ groups: {', '.join(groups) if groups else '(none)'}")
         else:
             out.append("│  └─ groups: not read (not needed, or Graph not permitted)")
-    v = ev.get("vault")
+    v = ev.vault
     if v:
-        net = v.get("network_default_action") or "Allow"
-        out.append(f"├─ vault: {v['name']} — model {v['permission_model']}, network default {net}"
-                   + (f", public access {v['public_network_access']}" if v.get("public_network_access") else ""))
-    ras = ev.get("role_assignments") or []
-    if ras or (v and v.get("permission_model") == "rbac"):
+        net = v.network_default_action or "Allow"
+        out.append(f"├─ vault: {v.name} — model {v.permission_model}, network default {net}"
+                   + (f", public access {v.public_network_access}" if v.public_network_access else ""))
+    ras = ev.role_assignments
+    if ras or (v and v.permission_model == "rbac"):
         out.append(f"├─ role assignments considered: {len(ras)}")
         for i, a in enumerate(ras):
             branch = "└─" if i == len(ras) - 1 else "├─"
-            via = "" if a.get("via") == "direct" else f" via group {_group(str(a.get('principal_id')), names)}"
-            out.append(f"│  {branch} {a.get('role_name') or a.get('role_definition_id')} at {a.get('scope')}{via}: "
-                       f"{_mark(a.get('grants'))} — {a.get('reason')}")
-    aps = ev.get("access_policies") or []
-    if aps or (v and v.get("permission_model") == "access_policy"):
+            via = "" if a.via == "direct" else f" via group {_group(a.principal_id, names)}"
+            out.append(f"│  {branch} {a.role_name or a.role_definition_id} at {a.scope}{via}: "
+                       f"{_mark(a.grants)} — {a.reason}")
+    aps = ev.access_policies
+    if aps or (v and v.permission_model == "access_policy"):
         out.append(f"├─ access-policy entries for the caller or its groups: {len(aps)} "
-                   f"(of {v.get('access_policy_entries', 0) if v else 0})")
-        for i, a in enumerate(aps):
+                   f"(of {v.access_policy_entries if v else 0})")
+        for i, e in enumerate(aps):
             branch = "└─" if i == len(aps) - 1 else "├─"
-            app = f" app {a['application_id']}" if a.get("application_id") else ""
-            out.append(f"│  {branch} {_group(str(a.get('object_id')), names)}{app}: {_mark(a.get('grants'))} — "
-                       f"{a.get('reason')}")
-    denies = ev.get("deny_assignments") or []
+            app = f" app {e.application_id}" if e.application_id else ""
+            out.append(f"│  {branch} {_group(e.object_id, names)}{app}: {_mark(e.grants)} — {e.reason}")
+    denies = ev.deny_assignments
     if denies:
         out.append(f"├─ deny assignments: {len(denies)}")
         for i, d in enumerate(denies):
             branch = "└─" if i == len(denies) - 1 else "├─"
-            out.append(f"│  {branch} {d.get('name')} at {d.get('scope')}: {'APPLIES' if d.get('applies') else 'no'}")
-    for lim in ev.get("limitations") or []:
+            out.append(f"│  {branch} {d.name} at {d.scope}: {'APPLIES' if d.applies else 'no'}")
+    for lim in ev.limitations:
         out.append(f"├─ not checked: {lim}")
     if out:
         out[-1] = out[-1].replace("├─", "└─", 1)
@@ -324,13 +324,13 @@ def finding_text(f: Finding, names: Names | None = None, width: int = WIDTH) -> 
         for alt in alts:
             lines += ["  narrower alternative (custom role):", *command_lines(alt.commands["az"], "    ", width)]
     if f.outcome:
-        lines += wrap_text(outcome_text(f.outcome), "    ", width, "  ")
+        lines += wrap_text(outcome_text(f.outcome.to_dict()), "    ", width, "  ")
     for a in f.advice:
         lines += wrap_text(a, "    ", width, "  → ")
     return "\n".join(lines)
 
 
-def report(findings: list[Finding] | tuple[Finding, ...], stats: dict[str, Any], notes: tuple[str, ...] = (),
+def report(findings: list[Finding] | tuple[Finding, ...], stats: DiagnosisStats, notes: tuple[str, ...] = (),
            names: dict[str, str] | None = None, width: int = WIDTH) -> str:
     """The full text report of ``diagnose`` (and ``remediate``, whose outcome summary follows it)."""
     known = Names.of(findings, names)
@@ -347,15 +347,15 @@ def refusals(findings: Sequence[Finding], requested: bool) -> Counter[str]:
     (by ``mode``: the policy says suggest), since the operator asked for a change that was not made."""
     out: Counter[str] = Counter()
     for f in findings:
-        o = f.outcome or {}
-        if o.get("outcome") == "refused" or (requested and o.get("outcome") == "suggested"):
-            out[str(o.get("refused_by") or "policy")] += 1
+        o = f.outcome
+        if o is not None and (o.outcome == "refused" or (requested and o.outcome == "suggested")):
+            out[o.refused_by or "policy"] += 1
     return out
 
 
 def outcome_counts(findings: Sequence[Finding]) -> Counter[str]:
     """Findings by outcome (applied, already_granted, refused, suggested, failed, pending_approval, no_plan)."""
-    return Counter(str((f.outcome or {}).get("outcome") or "no_plan") for f in findings)
+    return Counter(f.outcome.outcome if f.outcome is not None else "no_plan" for f in findings)
 
 
 def apply_summary(findings: Sequence[Finding], requested: bool, snapshot: bool = False,

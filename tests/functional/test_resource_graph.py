@@ -179,7 +179,7 @@ async def test_a_vault_named_by_name_among_200_subscriptions_costs_one_query_not
     # then Resource Graph found it in one request and ARM read it (vault, assignments, deny assignments)
     finding = result.findings[0]
     assert finding.cause != "VAULT_NOT_FOUND"
-    assert result.stats["requests_by_api"] == {"arm": 3, "resource_graph": 1}
+    assert result.stats.requests.requests_by_api == {"arm": 3, "resource_graph": 1}
     assert result.notes == ()
 
 
@@ -188,8 +188,8 @@ async def test_fifty_vaults_by_name_are_found_with_one_query_for_the_batch() -> 
     denials = [_denial(f"kv-s{i * 4}-0") for i in range(50)]
     result = await _diagnose(tenant, denials)
     assert all(f.cause != "VAULT_NOT_FOUND" for f in result.findings)
-    assert result.stats["requests_by_api"]["resource_graph"] == 1
-    assert result.stats["arm_requests"] <= 160
+    assert result.stats.requests.requests_by_api["resource_graph"] == 1
+    assert result.stats.requests.arm_requests <= 160
 
 
 async def test_properties_come_from_arm_not_from_resource_graphs_copy() -> None:
@@ -215,7 +215,7 @@ async def test_a_vault_resource_graph_has_not_indexed_yet_is_found_through_arm_w
     result = await _diagnose(tenant, [_denial("kv-payments")])
     # then the ARM search found it, and the notes say why ARM was searched
     assert result.findings[0].cause != "VAULT_NOT_FOUND"
-    assert result.stats["requests_by_api"]["resource_graph"] == 1
+    assert result.stats.requests.requests_by_api["resource_graph"] == 1
     assert any("Resource Graph found no vault" in n and "found through ARM" in n for n in result.notes)
 
 
@@ -249,15 +249,15 @@ async def test_resource_graph_failing_falls_back_to_arm_and_says_so(monkeypatch:
 
 async def test_a_known_vault_id_never_asks_resource_graph() -> None:
     result = await _diagnose(copy.deepcopy(TENANT), [_denial("kv-payments", PAY["id"])])
-    assert "resource_graph" not in result.stats["requests_by_api"]
+    assert "resource_graph" not in result.stats.requests.requests_by_api
 
 
 async def test_resource_graph_off_is_the_old_search_by_listing() -> None:
     tenant = many_subscriptions(5)
     result = await _diagnose(tenant, [_denial("kv-s4-0")], resource_graph=False)
     assert result.findings[0].cause != "VAULT_NOT_FOUND"
-    assert "resource_graph" not in result.stats["requests_by_api"]
-    assert result.stats["requests_by_api"]["arm"] == 5 + 2
+    assert "resource_graph" not in result.stats.requests.requests_by_api
+    assert result.stats.requests.requests_by_api["arm"] == 5 + 2
 
 
 async def test_a_stale_resource_graph_row_is_checked_at_arm_and_the_vault_reported_missing() -> None:

@@ -83,8 +83,8 @@ async def test_a_second_batch_finds_the_vault_in_the_index_without_resource_grap
         # when a second batch (a new fact source, as the next invocation has) names it again
         second = await _batch(run, index)
     # then the index answered: no Resource Graph request, and the reads started together with the id known
-    assert first.stats["requests_by_api"].get("resource_graph") == 1
-    assert "resource_graph" not in second.stats["requests_by_api"]
+    assert first.stats.requests.requests_by_api.get("resource_graph") == 1
+    assert "resource_graph" not in second.stats.requests.requests_by_api
     assert second.findings[0].cause == first.findings[0].cause != "VAULT_NOT_FOUND"
 
 
@@ -95,7 +95,7 @@ async def test_an_expired_entry_is_asked_of_resource_graph_again() -> None:
         await _batch(run, index)
         clock.now += 3601
         again = await _batch(run, index)
-    assert again.stats["requests_by_api"].get("resource_graph") == 1
+    assert again.stats.requests.requests_by_api.get("resource_graph") == 1
 
 
 async def test_a_404_forgets_the_entry_and_the_vault_is_found_where_it_is_now() -> None:
@@ -113,7 +113,7 @@ async def test_a_404_forgets_the_entry_and_the_vault_is_found_where_it_is_now() 
         result = await _batch(run, index)
         # then ARM's 404 made the batch ask Resource Graph again, which knows the new place, and the index follows
         assert result.findings[0].cause != "VAULT_NOT_FOUND"
-        assert result.stats["requests_by_api"].get("resource_graph") == 1
+        assert result.stats.requests.requests_by_api.get("resource_graph") == 1
         assert any("where ARM has no vault" in n for n in result.notes)
         assert await index.get(run.index_scope, "kv-payments") == moved
 
@@ -206,7 +206,7 @@ async def test_the_table_layer_serves_another_process_and_fills_its_memory(azuri
             memory = MemoryVaultIndex()
             result = await _batch(run, LayeredVaultIndex([memory, table]))
             # then the Table answered (no Resource Graph request) and the process remembers it in memory
-            assert "resource_graph" not in result.stats["requests_by_api"]
+            assert "resource_graph" not in result.stats.requests.requests_by_api
             assert await memory.get(run.index_scope, "kv-payments") == PAY["id"]
     finally:
         await client.delete_table()
@@ -230,5 +230,5 @@ async def test_denials_sharing_a_stale_name_ask_resource_graph_again_once() -> N
             result = await diagnose([d, d.with_(principal=Principal(object_id=other, kind="app"))], facts)
     # then both found the vault where it is now, through one more Resource Graph query and one GET per place
     assert [f.cause != "VAULT_NOT_FOUND" for f in result.findings] == [True, True]
-    assert result.stats["requests_by_api"]["resource_graph"] == 1
+    assert result.stats.requests.requests_by_api["resource_graph"] == 1
     assert not any("found through ARM" in n for n in result.notes)

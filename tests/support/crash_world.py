@@ -73,7 +73,8 @@ class World:
         async def go() -> dict[str, Any]:
             async with self.emu.facts() as facts:
                 result = await remediate([self.kind.denial()], facts, self.ctx(store, at))
-            return dict(result.findings[0].outcome or {})
+            outcome = result.findings[0].outcome
+            return outcome.to_dict() if outcome else {}
         return asyncio.run(go())
 
     def timer(self, at: timedelta) -> list[dict[str, Any]]:

@@ -59,7 +59,7 @@ def run(tenant: dict[str, Any], denials: list[Denial], c: ApplyContext) -> tuple
                 result = await remediate(denials, facts, c)
             return result, emu.emulator.tenant()
     result, after = asyncio.run(go())
-    return [f.to_dict() for f in result.findings], result.stats, after
+    return [f.to_dict() for f in result.findings], result.stats.to_dict(), after
 
 
 def entry_of(tenant: dict[str, Any], vault_name: str, oid: str) -> dict[str, Any] | None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from remediate import catalog
-from remediate.decide import decide, evaluate_condition
+from remediate.abac import evaluate_condition
+from remediate.decide import decide, gathered_facts, next_reads
 from remediate.model import (
     AccessPolicyEntry,
     Denial,
@@ -14,10 +17,20 @@ from remediate.model import (
     ObjectRef,
     Principal,
     PrincipalInfo,
+    PrincipalKind,
     RoleAssignment,
     Signal,
     Vault,
+    VaultLookup,
     VaultRef,
+)
+from remediate.reads import (
+    Gathered,
+    ReadAssignments,
+    ReadDenyAssignments,
+    ReadPrincipal,
+    ReadRoleDefinitions,
+    ReadVault,
 )
 
 SUB = "3f2b9c1d-5e6f-4a7b-8c9d-0e1f2a3b4c5d"
@@ -145,13 +158,13 @@ def test_not_data_actions_subtract() -> None:
     # when decided, then the role does not grant it and the evidence says why
     result = decide(denial(), read)
     assert result.cause == "MISSING_ROLE_ASSIGNMENT"
-    assert "notDataActions" in result.evidence["role_assignments"][0]["reason"]
+    assert "notDataActions" in result.evidence.role_assignments[0].reason
 
 
 def test_access_policy_missing_is_only_what_lacks() -> None:
     # given an entry with get but not set: then only set is missing
     result = decide(denial("SecretSet"), facts(rbac=False, policies=(entry(secrets=("get", "list")),)))
-    assert result.cause == "MISSING_ACCESS_POLICY" and result.detail["missing"] == {"secrets": ("set",)}
+    assert result.cause == "MISSING_ACCESS_POLICY" and result.detail.missing == {"secrets": ("set",)}
 
 
 def test_condition_unrelated_action_is_vacuously_true() -> None:
@@ -166,8 +179,8 @@ def test_evidence_lists_every_assignment_considered() -> None:
     read = facts(assignments=(ra(VAULT_ID, role=SECRETS_OFFICER, principal=GROUP), ra(VAULT_ID + "/secrets/x")),
                  groups=(GROUP,))
     result = decide(denial(), read)
-    assert [a["grants"] for a in result.evidence["role_assignments"]] == [True, False]
-    assert result.evidence["role_assignments"][0]["via"] == "group"
+    assert [a.grants for a in result.evidence.role_assignments] == [True, False]
+    assert result.evidence.role_assignments[0].via == "group"
 
 
 def test_cause_vocabulary_matches_its_catalogue() -> None:
@@ -177,3 +190,62 @@ def test_cause_vocabulary_matches_its_catalogue() -> None:
 
     assert set(CAUSES) == {c.value for c in Cause}
     assert set(Cause) >= GRANT_CAUSES and not GRANT_CAUSES & INPUT_CAUSES
+
+
+# --- which reads the facts so far call for (decide.next_reads, pure) ---------------------------------------------
+
+OBJ_SCOPE = f"{VAULT_ID}/secrets/db"
+CUSTOM = "c0ffee00-0000-4000-8000-000000000001"
+
+
+def gathered(rbac: bool = True, assignments: tuple[RoleAssignment, ...] = (),
+             denies: tuple[DenyAssignment, ...] = (), policies: tuple[AccessPolicyEntry, ...] = (),
+             roles: dict[str, catalog.RoleDefinition] | None = None, **kw: Any) -> Gathered:
+    vault = Vault(id=VAULT_ID, name="kv1", tenant_id=TENANT, rbac=rbac, access_policies=policies)
+    state = Gathered(lookup=VaultLookup(vault, (SUB,)), assignments={OBJ_SCOPE.lower(): assignments},
+                     deny_assignments={VAULT_ID.lower(): denies}, **kw)
+    if roles is not None:
+        ids = tuple(a.role_definition_id for a in assignments)
+        state = state.with_result(ReadRoleDefinitions(ids), roles)
+    return state
+
+
+def test_the_input_alone_decides_so_nothing_is_read() -> None:
+    assert next_reads(denial(status=429), Gathered()) == ()
+
+
+@pytest.mark.parametrize(("kind", "graph"), [("app", False), (None, True)])
+def test_with_the_vault_id_known_the_first_reads_start_together(kind: PrincipalKind | None, graph: bool) -> None:
+    # given a denial naming the vault by id; when nothing is read yet
+    d = denial().with_(principal=Principal(object_id=OID, kind=kind))
+    reads = set(next_reads(d, Gathered()))
+    # then vault, assignments and deny assignments start at once, and Graph's type too when the input lacks it
+    expected = {ReadVault(d.vault), ReadAssignments(OID, OBJ_SCOPE), ReadDenyAssignments(VAULT_ID)}
+    assert reads == expected | ({ReadPrincipal(OID, groups=False)} if graph else set())
+
+
+def test_groups_are_read_only_when_an_entry_or_deny_names_someone_else() -> None:
+    # given the vault, its deny assignments and the caller's assignments read (no grant)
+    plain = next_reads(denial(), gathered(roles={}))
+    named = next_reads(denial(), gathered(denies=(deny(principals=(GROUP,), actions=("x/*",)),), roles={}))
+    # then the groups are wanted only where a deny assignment names another principal
+    assert ReadPrincipal(OID, groups=True) not in plain
+    assert ReadPrincipal(OID, groups=True) in named
+
+
+def test_a_speculative_groups_read_is_left_out_once_a_custom_role_grants() -> None:
+    # given a deny naming a group (groups could matter) and an assignment of a custom role not read yet
+    role = catalog.RoleDefinition(id=f"/x/{CUSTOM}", name=CUSTOM, role_name="Custom", role_type="CustomRole",
+                                  actions=(), not_actions=(), data_actions=(GET,), not_data_actions=())
+    denies = (deny(principals=(GROUP,), actions=("x/*",)),)
+    pending = gathered(assignments=(ra(VAULT_ID, role=CUSTOM),), denies=denies)
+    # then the groups are read together with the role definition
+    assert {ReadRoleDefinitions((ra(VAULT_ID, role=CUSTOM).role_definition_id,)), ReadPrincipal(OID, groups=True)} \
+        <= set(next_reads(denial(), pending))
+    # when the role turns out to grant, then the groups answer is not used: the finding is as if never read
+    done = gathered(assignments=(ra(VAULT_ID, role=CUSTOM),), denies=denies, roles={CUSTOM: role},
+                    groups=PrincipalInfo(OID, groups=(GROUP,), groups_known=True))
+    assert ReadPrincipal(OID, groups=True) not in next_reads(denial(), done)
+    facts_read = gathered_facts(denial(), done)
+    assert facts_read is not None and not facts_read.principal.groups_known
+    assert decide(denial(), facts_read).cause == "ALREADY_GRANTED"

@@ -1,4 +1,4 @@
-"""Pure assembly of a finding: decision + plan + the wording from the cause catalogue."""
+"""Pure assembly of a finding, explained: decision + plan + the wording from the cause catalogue."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Any
 
 from .catalog import causes
 from .decide import decide
+from .evidence import AccessPolicyCheck, RoleAssignmentCheck
 from .model import GRANT_CAUSES, AccessPolicyPlan, Decision, Denial, Facts, Finding, Plan, RoleAssignmentPlan
 from .plan import DEFAULT_PLAN, PlanOptions, plan
 from .render.commands import with_commands
@@ -50,7 +51,7 @@ def _context(denial: Denial, decision: Decision, facts: Facts | None, fix: Plan 
         "caller_ip": denial.caller_ip or "the caller's address",
         "object": f" {obj.split(' ', 1)[1]}" if obj else "", "object_cap": (obj[0].upper() + obj[1:]) if obj
         else "The object", "object_plain": obj or "this object",
-        "key_op": (denial.operation or "this operation"), "reason": decision.detail.get("reason") or "no rule matched",
+        "key_op": (denial.operation or "this operation"), "reason": decision.detail.reason or "no rule matched",
     }
     if denial.message and "not permitted" in denial.message.lower():
         words = denial.message.split()
@@ -71,16 +72,16 @@ def _context(denial: Denial, decision: Decision, facts: Facts | None, fix: Plan 
         ctx["network"] = f" (vault network rules: {', '.join(bits)})" if bits else ""
     else:
         ctx["network"] = ""
-    searched = decision.detail.get("searched") or []
+    searched = decision.detail.searched
     ctx["searched"] = f" (searched: {', '.join(searched)})" if searched else ""
-    deny = decision.detail.get("deny") or {}
-    ctx["deny_name"], ctx["deny_scope"] = deny.get("name") or deny.get("id"), deny.get("scope")
-    grant = decision.detail.get("grant") or {}
-    ctx["grant_role"] = grant.get("role_name") or "a role"
-    ctx["condition"] = grant.get("condition")
-    ctx["application_id"] = grant.get("application_id")
-    ctx["grant_reason"] = (f"{grant.get('role_name')} at {grant.get('scope')}" if grant.get("kind") ==
-                           "role_assignment" else f"access-policy entry for {grant.get('object_id')}")
+    deny = decision.detail.deny
+    ctx["deny_name"], ctx["deny_scope"] = (deny.name or deny.id, deny.scope) if deny else (None, None)
+    grant = decision.detail.grant
+    ctx["grant_role"] = (grant.role_name if isinstance(grant, RoleAssignmentCheck) else None) or "a role"
+    ctx["condition"] = grant.condition if isinstance(grant, RoleAssignmentCheck) else None
+    ctx["application_id"] = grant.application_id if isinstance(grant, AccessPolicyCheck) else None
+    ctx["grant_reason"] = (f"{grant.role_name} at {grant.scope}" if isinstance(grant, RoleAssignmentCheck)
+                           else f"access-policy entry for {grant.object_id if grant else None}")
     model = decision.permission_model
     if model:
         other = "access_policy" if model == "rbac" else "rbac"

@@ -1,0 +1,324 @@
+"""Apply one guarded plan: the guard's verdict, a rate slot, the intent recorded first, one write (role
+assignment, PIM schedule request or ``accessPolicies/add``), one verifying read, the record settled; a retry
+resumes (adopts) the open record of the same write instead of granting twice."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .. import catalog
+from ..errors import ApplyError, AzureUnavailableError, InputError
+from ..facts.writes import ArmWriter
+from ..guard import check
+from ..model import AccessPolicyPlan, Cause, Finding, RoleAssignmentPlan
+from ..outcome import ApplyOutcome
+from ..plan import assignment_name
+from ..store.claims import ClaimKey
+from ..store.grants import GrantRecord
+from .records import (
+    HOUR,
+    ApplyContext,
+    add_record,
+    ap_key,
+    applied_outcome,
+    label,
+    log_record,
+    new_record,
+    present_in_azure,
+    ra_key,
+    reported,
+    settle,
+    settle_approval,
+    write_key,
+)
+
+
+async def _take_slot(ctx: ApplyContext, vault_id: str, claimant: str) -> tuple[bool, ClaimKey | None]:
+    """One of ``max_grants_per_hour`` slots per vault, claimed atomically across instances (and its key)."""
+    if ctx.slots is None:
+        return True, None
+    for i in range(ctx.policy.max_grants_per_hour):
+        key: ClaimKey = ("rate", vault_id.lower(), str(i))
+        if (await ctx.slots.claim(key, HOUR, ctx.now, claimant)).won:
+            return True, key
+    return False, None
+
+
+@dataclass
+class _Run:
+    """One attempt at one grant: the record it settles, how far it got, and the rate slot it holds."""
+
+    rec: GrantRecord
+    step: str = "intent recorded; the write was not sent"
+    slot: ClaimKey | None = None
+    claimant: str = ""
+    resumed: bool = False
+
+    @property
+    def sent(self) -> bool:
+        """The write left us: from here on it may have taken effect in Azure."""
+        return not self.step.startswith("intent recorded")
+
+    async def release_slot(self, ctx: ApplyContext) -> None:
+        """The write granted nothing (someone else's grant, or refused): the slot goes back."""
+        if ctx.slots is not None and self.slot is not None:
+            await ctx.slots.release(self.slot, self.claimant)
+            self.slot = None
+
+
+async def _apply_rbac(f: Finding, plan: RoleAssignmentPlan, writer: ArmWriter, ctx: ApplyContext,
+                      run: _Run) -> ApplyOutcome:
+    rec = run.rec
+    role_guid = plan.role_definition_id.rsplit("/", 1)[-1]
+    name = assignment_name(plan.scope, plan.principal_id, role_guid)
+    assignment_id = f"{plan.scope}/providers/Microsoft.Authorization/roleAssignments/{name}"
+    run.step = "role assignment PUT sent, not answered"
+    result = await writer.create_role_assignment(plan.scope, name, plan.role_definition_id, plan.principal_id,
+                                                 plan.principal_type, description=label(rec.id, rec.expires_at))
+    run.step = "role assignment PUT answered, not verified"
+    if result.conflict:   # the same access under another name: not ours, and not a grant of ours
+        await run.release_slot(ctx)
+        done = await settle(ctx.grants, rec, "already_granted", before={"role_assignment": "present"},
+                             after={"role_assignment": "present under another name"}, detail=result.detail)
+        return ApplyOutcome(False, "already_granted", grant_id=done.id, detail=result.detail)
+    if not await writer.role_assignment_exists(plan.scope, name, plan.role_definition_id, plan.principal_id):
+        raise ApplyError(f"assigned {plan.role_name} to {plan.principal_id} at {plan.scope}, but reading it back "
+                         f"found no such assignment; grant {rec.id} is recorded as failed; re-run to retry "
+                         "(idempotent)")
+    run.step = "verified, not yet recorded as applied"
+    how = "created" if result.created else "existed under our deterministic name; labelled as this grant"
+    done = await settle(ctx.grants, rec, "applied", before={"role_assignment": None},
+                         after={"role_assignment": assignment_id}, assignment_id=assignment_id,
+                         detail=f"role assignment {how}")
+    return reported(done) if done.outcome != "applied" else applied_outcome(done, adopted=run.resumed)
+
+
+async def _apply_pim(f: Finding, plan: RoleAssignmentPlan, writer: ArmWriter, ctx: ApplyContext,
+                     run: _Run) -> ApplyOutcome:
+    rec = run.rec
+    requests = list(rec.requests or [])
+    if run.resumed or not requests:   # a request id is single-use in Azure: every request gets a fresh one
+        requests.append(str(uuid.uuid4()))
+        rec = run.rec = await settle(ctx.grants, rec, "pending", requests=requests)
+    request = requests[-1]
+    # Only our own words go to Azure: the catalogue's operation name (or data actions), never the input's spelling.
+    op = catalog.operation(f.denial.operation)
+    what = op.name if op else ", ".join(f.required.data_actions if f.required else ())
+    justification = f"{label(rec.id, rec.expires_at)}; {f.cause} for {what}"
+    run.step = f"PIM schedule request {request} sent, not answered"
+    result = await writer.pim_assign(plan.scope, request, plan.role_definition_id, plan.principal_id,
+                                     ctx.policy.grant_ttl_text or "", justification)
+    run.step = f"PIM schedule request {request} answered ({result.status})"
+    if result.status == "exists":
+        await run.release_slot(ctx)
+        done = await settle(ctx.grants, rec, "already_granted", before={"role_assignment": "present"},
+                             detail=f"{result.code}: {result.detail} (an active assignment of this role we did not "
+                             "make; nothing was changed)")
+        return ApplyOutcome(False, "already_granted", grant_id=done.id, detail=done.detail)
+    if result.status == "refused":
+        await run.release_slot(ctx)
+        done = await settle(ctx.grants, rec, "refused", refused_by="pim_policy",
+                             detail=f"the role's management policy refused the request: {result.code}: "
+                             f"{result.detail}; change the policy (e.g. its maximum duration) or the grant_ttl")
+        return ApplyOutcome(False, "refused", refused_by="pim_policy", reason=done.detail, grant_id=done.id)
+    if result.status == "pending_approval":
+        done = await settle(ctx.grants, rec, "pending_approval",
+                             detail=f"PIM schedule request {result.request_id} awaits approval (the role's "
+                             "management policy requires an approver); the reconciler records it when it is "
+                             "decided")
+        return ApplyOutcome(False, "pending_approval", grant_id=done.id, detail=done.detail,
+                            request_id=result.request_id)
+    if result.status != "provisioned":
+        raise ApplyError(f"PIM schedule request {result.request_id} ended as '{result.code}', not Provisioned; "
+                         f"grant {rec.id} is recorded as failed; check the request in the portal, then re-run")
+    if not await writer.role_assignment_exists(plan.scope, "", plan.role_definition_id, plan.principal_id):
+        raise ApplyError(f"PIM provisioned {result.request_id}, but reading back found no assignment of "
+                         f"{plan.role_name} to {plan.principal_id} at {plan.scope}; re-run to retry")
+    run.step = "verified, not yet recorded as applied"
+    done = await settle(ctx.grants, rec, "applied", before={"role_assignment": None},
+                         after={"role_assignment": "PIM", "schedule_request": result.request_id},
+                         detail="PIM schedule request " + result.request_id)
+    return reported(done) if done.outcome != "applied" else applied_outcome(done, adopted=run.resumed)
+
+
+async def _apply_access_policy(f: Finding, plan: AccessPolicyPlan, writer: ArmWriter, ctx: ApplyContext,
+                               run: _Run) -> ApplyOutcome:
+    rec = run.rec
+    add = rec.permissions_added or {}
+    run.step = "accessPolicies/add sent, not answered"
+    await writer.add_access_policy(plan.vault_id, plan.tenant_id or "", plan.object_id, add)
+    run.step = "accessPolicies/add answered, not verified"
+    after = await writer.entry_permissions(plan.vault_id, plan.object_id, plan.tenant_id)
+    lacking = {k: [p for p in v if p.lower() not in {x.lower() for x in after.get(k, [])} and
+                   "all" not in {x.lower() for x in after.get(k, [])}] for k, v in add.items()}
+    if any(lacking.values()):
+        raise ApplyError(f"added {add} to {plan.object_id}'s entry on {plan.vault_id}, but reading it back lacks "
+                         f"{ {k: v for k, v in lacking.items() if v} }; re-run to retry (idempotent)")
+    run.step = "verified, not yet recorded as applied"
+    done = await settle(ctx.grants, rec, "applied", after=after)
+    return reported(done) if done.outcome != "applied" else applied_outcome(done, adopted=run.resumed)
+
+
+async def _run(f: Finding, writer: ArmWriter, ctx: ApplyContext, run: _Run) -> ApplyOutcome:
+    """The write, its verifying read and the settling of its record, under the per-finding budget."""
+    assert f.plan is not None
+    try:
+        async with asyncio.timeout(ctx.budget_s):
+            if isinstance(f.plan, AccessPolicyPlan):
+                return await _apply_access_policy(f, f.plan, writer, ctx, run)
+            if ctx.policy.grant_ttl_text and ctx.policy.use_pim:
+                return await _apply_pim(f, f.plan, writer, ctx, run)
+            return await _apply_rbac(f, f.plan, writer, ctx, run)
+    except TimeoutError:
+        msg = (f"gave up after {ctx.budget_s:.0f} s at '{run.step}': the write may or may not have reached Azure "
+               "and was not verified")
+    except (ApplyError, AzureUnavailableError) as exc:
+        msg = f"{exc.message} (reached: {run.step})"
+    if run.sent:   # the write may have taken effect: one fresh read says which, else the reconciler will
+        try:
+            if await present_in_azure(run.rec, writer):
+                done = await settle(ctx.grants, run.rec, "applied", detail=f"{msg}; yet a fresh read found the "
+                                     "write in Azure, so it is recorded as applied")
+                return reported(done) if done.outcome != "applied" else applied_outcome(done, adopted=run.resumed)
+        except (ApplyError, AzureUnavailableError) as exc:
+            done = await settle(ctx.grants, run.rec, "pending", detail=f"{msg}; whether it took effect could not be "
+                                 f"read ({exc.message}): left pending for the reconciler, which reads Azure")
+            return ApplyOutcome(False, "failed", error=done.detail, grant_id=done.id)
+    done = await settle(ctx.grants, run.rec, "failed", detail=msg + "; re-run to retry (idempotent)")
+    return reported(done)
+
+
+async def _adopt(held: GrantRecord, writer: ArmWriter, ctx: ApplyContext) -> ApplyOutcome | None:
+    """The outcome of an open record of ours whose write reached Azure (adopted: applied, original expiry); None
+    when nothing of it is in Azure."""
+    if held.outcome == "applied":
+        return applied_outcome(held, adopted=True)
+    if held.outcome == "pending_approval":
+        return await settle_approval(held, writer, ctx.grants) or reported(held)
+    if await present_in_azure(held, writer):
+        done = await settle(ctx.grants, held, "applied", detail=(held.detail or "") +
+                             "; adopted by a retry: the write had reached Azure before the attempt stopped")
+        return reported(done) if done.outcome != "applied" else applied_outcome(done, adopted=True)
+    return None
+
+
+async def _resume(f: Finding, held: GrantRecord, writer: ArmWriter, ctx: ApplyContext) -> ApplyOutcome:
+    """A retry met the open record of the same write: adopt what reached Azure, else finish it under that record."""
+    return await _adopt(held, writer, ctx) or await _run(f, writer, ctx, _Run(rec=held, resumed=True))
+
+def _granting_keys(f: Finding) -> list[str]:
+    """Write keys of grants of ours that could be what the diagnosis found granting (a retry after a crash sees
+    its own write as ALREADY_GRANTED): each direct role assignment that grants, and the access-policy add the
+    required permissions would have been."""
+    keys = [ra_key(a.scope, a.principal_id, a.role_definition_id) for a in f.evidence.role_assignments
+            if a.grants and a.via == "direct" and a.scope and a.role_definition_id and a.principal_id]
+    vault = f.evidence.vault.id if f.evidence.vault else None
+    if vault and f.denial.principal.object_id and f.required and f.required.access_policy:
+        add = {k: [catalog.canonical_permission(k, p) or p for p in v] for k, v in f.required.access_policy.items()}
+        keys.append(ap_key(vault, f.denial.principal.object_id, add))
+    return keys
+
+
+async def _adopt_granting(f: Finding, writer: ArmWriter, ctx: ApplyContext) -> ApplyOutcome | None:
+    """An ALREADY_GRANTED finding whose grant is an open grant of ours: adopt it (applied, original expiry)."""
+    for key in _granting_keys(f):
+        held = await asyncio.to_thread(ctx.grants.open_for, key)
+        adopted = await _adopt(held, writer, ctx) if held is not None else None
+        if adopted is not None:
+            return adopted
+    return None
+
+
+async def apply_one(f: Finding, writer: ArmWriter, ctx: ApplyContext) -> ApplyOutcome:
+    """Guard, record the intent, write once, verify, settle; the outcome is merged into the finding's JSON."""
+    if f.plan is None:
+        if f.cause == Cause.ALREADY_GRANTED:
+            adopted = await _adopt_granting(f, writer, ctx) if ctx.requested else None
+            return adopted or ApplyOutcome(False, "already_granted",
+                                           detail="the vault already grants this; nothing to change")
+        return ApplyOutcome(False, "no_plan", detail="no grant is the fix for this cause")
+    vault_id = f.plan.vault_id if isinstance(f.plan, AccessPolicyPlan) else "/".join(f.plan.scope.split("/")[:9])
+    recent = await asyncio.to_thread(ctx.grants.count_applied_since, vault_id, ctx.now - HOUR) if ctx.requested else 0
+    verdict = check(f, ctx.policy, recent, requested=ctx.requested, proof=ctx.proof_for(f),
+                    own_principals=ctx.own_principals)
+    key = write_key(f.plan)
+    if verdict.allowed:
+        held = await asyncio.to_thread(ctx.grants.open_for, key)
+        if held is not None:   # a retry of a write we began: resume it, without a new slot
+            return await _resume(f, held, writer, ctx)
+    claimant = f"{vault_id}|{f.denial.identity_key()}|{ctx.now}"
+    slot: ClaimKey | None = None
+    if verdict.allowed:
+        won, slot = await _take_slot(ctx, vault_id, claimant)
+        if not won:
+            verdict = replace(verdict, allowed=False, refused_by="max_grants_per_hour",
+                              reason=f"all {ctx.policy.max_grants_per_hour} grant slots of the last hour are taken")
+    if not verdict.allowed:
+        if ctx.requested and verdict.refused_by not in ("mode", "apply"):
+            rec = await add_record(ctx, f, "refused", refused_by=verdict.refused_by, detail=verdict.reason)
+            return ApplyOutcome(False, "refused", refused_by=verdict.refused_by, reason=verdict.reason,
+                                grant_id=rec.id)
+        return ApplyOutcome(False, "suggested", refused_by=verdict.refused_by, reason=verdict.reason)
+    expires = ctx.now + ctx.policy.grant_ttl if ctx.policy.grant_ttl else None
+    kw: dict[str, Any] = {}
+    if isinstance(f.plan, AccessPolicyPlan):
+        kw["permissions_added"] = {k: list(v) for k, v in f.plan.add.items() if v}
+        kw["before"] = next(({k: list(v) for k, v in e.permissions.items()} for e in f.evidence.access_policies
+                             if e.via == "direct" and not e.application_id), {}) or {}
+    elif ctx.policy.grant_ttl_text and ctx.policy.use_pim:
+        kw["requests"] = [str(uuid.uuid4())]
+    else:   # the deterministic name is the write's identity in Azure: recorded before the write
+        name = assignment_name(f.plan.scope, f.plan.principal_id, f.plan.role_definition_id.rsplit("/", 1)[-1])
+        kw["assignment_id"] = f"{f.plan.scope}/providers/Microsoft.Authorization/roleAssignments/{name}"
+    intent = new_record(ctx, f, "pending", expires_at=expires, write_key=key,
+                         detail="intent recorded; the write was not confirmed", **kw)
+    run = _Run(rec=intent, slot=slot, claimant=claimant)
+    try:
+        got = await asyncio.to_thread(ctx.grants.begin, intent)
+    except InputError as exc:   # a uuid4 id collides only if our own insert landed twice: say what it is
+        await run.release_slot(ctx)
+        raise ApplyError(f"recording the intent of grant {intent.id} failed ({exc.message}); nothing was "
+                         "written to Azure; re-run") from exc
+    except BaseException:
+        await run.release_slot(ctx)
+        raise
+    if got.id != intent.id:   # another attempt of the same write holds it (concurrent, or just begun)
+        await run.release_slot(ctx)
+        return await _resume(f, got, writer, ctx)
+    log_record(intent)
+    return await _run(f, writer, ctx, run)
+
+
+def _plan_key(f: Finding) -> tuple[str, ...] | None:
+    p = f.plan
+    if isinstance(p, RoleAssignmentPlan):
+        return ("ra", p.scope.lower(), p.principal_id.lower(), p.role_definition_id.rsplit("/", 1)[-1].lower())
+    if isinstance(p, AccessPolicyPlan):
+        return ("ap", p.vault_id.lower(), p.object_id.lower(),
+                *sorted(f"{k}:{x.lower()}" for k, v in p.add.items() for x in v))
+    return None
+
+
+async def apply_findings(findings: Sequence[Finding], writer: ArmWriter, ctx: ApplyContext) -> list[Finding]:
+    """Apply every distinct plan once (concurrently); findings that share a plan share its outcome."""
+    first: dict[tuple[str, ...], int] = {}
+    for i, f in enumerate(findings):
+        key = _plan_key(f)
+        if key is not None:
+            first.setdefault(key, i)
+    leaders = [i for i, f in enumerate(findings) if _plan_key(f) is None or first[_plan_key(f) or ()] == i]
+    done = dict(zip(leaders, await asyncio.gather(*(apply_one(findings[i], writer, ctx) for i in leaders)),
+                    strict=True))
+    out = []
+    for i, f in enumerate(findings):
+        if i in done:
+            out.append(replace(f, outcome=done[i]))
+            continue
+        lead = done[first[_plan_key(f) or ()]]
+        out.append(replace(f, outcome=lead.shared(
+            f"the same plan was handled for another finding in this batch ({lead.grant_id})")))
+    return out

@@ -1,0 +1,186 @@
+"""Grant records and their identity: the apply context, the label we write into Azure, the write key of a plan,
+recording and settling a grant, the outcome a record reports, and reading back whether its write is in Azure."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from ..facts.writes import ArmWriter
+from ..guard import Policy
+from ..model import AccessPolicyPlan, Finding, Proof, RoleAssignmentPlan
+from ..outcome import ApplyOutcome, Expiry
+from ..plan import assignment_name
+from ..store.claims import ClaimStore
+from ..store.encoding import iso, parse_iso
+from ..store.grants import GrantRecord, GrantStore, Outcome
+
+log = logging.getLogger("kv_remediate.apply")
+HOUR = timedelta(hours=1)
+GRACE = timedelta(minutes=5)
+"""How old a ``pending`` intent must be before the reconciler settles it by reading Azure: longer than one
+apply can take (``budget_s``, 120 s), so it never races an apply still running."""
+LABEL_PREFIX = "kv-remediate grant "
+_LABEL = re.compile(r"^kv-remediate grant ([0-9a-fA-F-]{36}); expires ([^;\s]+)")
+
+
+@dataclass(frozen=True)
+class ApplyContext:
+    """Everything an apply run needs besides the findings: policy, stores, who we are and when it is."""
+
+    policy: Policy
+    grants: GrantStore
+    now: datetime
+    requested: bool = True              # `--apply` / `"apply": true`; the worker passes True
+    slots: ClaimStore | None = None     # cross-instance max_grants_per_hour slots (Azure Tables in the app)
+    actor: str | None = None            # the function's own identity, for the audit trail
+    alert_id: str | None = None
+    budget_s: float = 120.0             # per finding, under the Functions timeout
+    operator: Proof | None = None       # an operator's explicit act (CLI --apply, /api/remediate with the apply
+                                        # role): covers every plan of the run; every other rule still holds
+    proofs: Mapping[tuple[str | None, ...], Proof] = field(default_factory=dict)
+    """Per denial (``Denial.identity_key()``): the audit-log row we read ourselves, or a person's approval."""
+    own_principals: frozenset[str] = frozenset()   # the app's own object ids (lower-case): never a grantee
+
+    def proof_for(self, f: Finding) -> Proof | None:
+        """What entitles this finding's plan to be applied, if anything (an input never does)."""
+        return self.operator or self.proofs.get(f.denial.identity_key())
+
+
+def label(grant_id: str, expires: datetime | None) -> str:
+    """What Azure holds to say a grant is ours: a role assignment's description, a PIM request's justification."""
+    return f"{LABEL_PREFIX}{grant_id}; expires {iso(expires) if expires else 'never'}"
+
+
+def parse_label(text: str | None) -> tuple[str, datetime | None] | None:
+    """(grant id, expiry or None for 'never') from a label we wrote; None when the text is not one of ours."""
+    m = _LABEL.match(text or "")
+    if not m:
+        return None
+    try:
+        return m.group(1).lower(), None if m.group(2) == "never" else parse_iso(m.group(2))
+    except ValueError:
+        return None
+
+
+def ra_key(scope: str, principal_id: str, role_definition_id: str) -> str:
+    return "|".join(("ra", scope.rstrip("/").lower(), principal_id.lower(),
+                     role_definition_id.rsplit("/", 1)[-1].lower()))
+
+
+def ap_key(vault_id: str, object_id: str, add: Mapping[str, Sequence[str]]) -> str:
+    perms = sorted(f"{k}:{x.lower()}" for k, v in add.items() for x in v)
+    return "|".join(("ap", vault_id.rstrip("/").lower(), object_id.lower(), *perms))
+
+
+def write_key(plan: RoleAssignmentPlan | AccessPolicyPlan) -> str:
+    """The identity of the write a plan makes (case-insensitive ARM ids): one open grant per key."""
+    if isinstance(plan, RoleAssignmentPlan):
+        return ra_key(plan.scope, plan.principal_id, plan.role_definition_id)
+    return ap_key(plan.vault_id, plan.object_id, plan.add)
+
+
+def _summary(f: Finding) -> dict[str, Any]:
+    d = f.denial
+    return {"cause": f.cause, "occurrences": f.occurrences, "operation": d.operation,
+            "principal": d.principal.to_dict(), "vault": d.vault.to_dict(),
+            "object": d.object.to_dict() if d.object else None, "source": d.source}
+
+
+def new_record(ctx: ApplyContext, f: Finding, outcome: Outcome, **kw: Any) -> GrantRecord:
+    plan = f.plan
+    proof = ctx.proof_for(f)
+    # What entitled the change (the audit row we read, the approval, or the operator's token) stays on the record.
+    summary = dict(_summary(f), proof=proof.to_dict() if proof else None)
+    base: dict[str, Any] = {"alert_id": ctx.alert_id or f.denial.alert_id,
+                            "correlation_id": f.denial.correlation_id, "finding": summary,
+                            "plan": plan.to_dict() if plan else None, "actor": ctx.actor}
+    if isinstance(plan, RoleAssignmentPlan):
+        base.update(vault_id="/".join(plan.scope.split("/")[:9]), principal_id=plan.principal_id, scope=plan.scope,
+                    role_definition_id=plan.role_definition_id)
+    elif isinstance(plan, AccessPolicyPlan):
+        base.update(vault_id=plan.vault_id, principal_id=plan.object_id, scope=plan.vault_id)
+    base.update(kw)
+    return GrantRecord(outcome=outcome, time=ctx.now, **base)
+
+
+def log_record(record: GrantRecord) -> None:
+    log.info("grant %s", record.outcome, extra={"kv_remediate": {
+        "event": "grant", "grant_id": record.id, "outcome": record.outcome, "refused_by": record.refused_by,
+        "alert_id": record.alert_id, "vault": record.vault_id, "principal": record.principal_id,
+        "scope": record.scope, "expires_at": record.expires_at.isoformat() if record.expires_at else None}})
+
+
+async def add_record(ctx: ApplyContext, f: Finding, outcome: Outcome, **kw: Any) -> GrantRecord:
+    record = new_record(ctx, f, outcome, **kw)
+    await asyncio.to_thread(ctx.grants.add, record)
+    log_record(record)
+    return record
+
+
+async def settle(grants: GrantStore, rec: GrantRecord, outcome: Outcome, **changes: Any) -> GrantRecord:
+    """Move ``rec`` on from its current outcome; if someone else settled it first, their record stands."""
+    new = replace(rec, outcome=outcome, **changes)
+    if not await asyncio.to_thread(grants.settle, rec.id, rec.outcome, new):
+        current = await asyncio.to_thread(grants.get, rec.id)
+        return current or rec
+    log_record(new)
+    return new
+
+
+def applied_outcome(rec: GrantRecord, adopted: bool) -> ApplyOutcome:
+    return ApplyOutcome(True, "applied", grant_id=rec.id,
+                        expiry=Expiry(rec.expires_at.isoformat() if rec.expires_at else None),
+                        assignment_id=rec.assignment_id,
+                        permissions_added={k: tuple(v) for k, v in rec.permissions_added.items()}
+                        if rec.permissions_added else None, adopted=adopted,
+                        detail=f"an earlier attempt of this grant ({rec.id}) had already made it; kept as that "
+                        "grant, with its original expiry" if adopted else None)
+
+
+def reported(rec: GrantRecord) -> ApplyOutcome:
+    """The apply outcome for a settled record."""
+    if rec.outcome == "applied":
+        return applied_outcome(rec, adopted=False)
+    if rec.outcome == "refused":
+        return ApplyOutcome(False, "refused", refused_by=rec.refused_by, reason=rec.detail, grant_id=rec.id)
+    if rec.outcome == "failed":
+        return ApplyOutcome(False, "failed", error=rec.detail, grant_id=rec.id)
+    return ApplyOutcome(False, rec.outcome, grant_id=rec.id, detail=rec.detail)
+
+
+async def present_in_azure(rec: GrantRecord, writer: ArmWriter) -> bool:
+    """Does Azure hold what this record's write would make? Read fresh, for adoption and for the reconciler."""
+    plan = rec.plan or {}
+    if rec.requests and rec.scope:      # PIM: one of our (single-use) requests took effect
+        for name in rec.requests:
+            if await writer.pim_request_status(rec.scope, name) == "provisioned":
+                return True
+        return False
+    if rec.role_definition_id and rec.scope and rec.principal_id:
+        name = assignment_name(rec.scope, rec.principal_id, rec.role_definition_id.rsplit("/", 1)[-1])
+        got = await writer.get_role_assignment(rec.scope, name)
+        return got is not None and got.principal_id.lower() == rec.principal_id.lower()
+    if rec.permissions_added and rec.vault_id and rec.principal_id:
+        have = await writer.entry_permissions(rec.vault_id, rec.principal_id, plan.get("tenant_id"))
+        for kind, perms in rec.permissions_added.items():
+            held = {x.lower() for x in have.get(kind, [])}
+            if "all" not in held and any(p.lower() not in held for p in perms):
+                return False
+        return True
+    return False
+
+async def settle_approval(rec: GrantRecord, writer: ArmWriter, grants: GrantStore) -> ApplyOutcome | None:
+    """A PIM request awaiting approval: applied once PIM provisioned it, abandoned once it was decided otherwise."""
+    statuses = [await writer.pim_request_status(rec.scope or "", r) for r in rec.requests or []]
+    if "provisioned" in statuses:
+        return reported(await settle(grants, rec, "applied", detail=(rec.detail or "") + "; approved"))
+    if "pending_approval" in statuses:
+        return None
+    return reported(await settle(grants, rec, "abandoned", detail=(rec.detail or "") +
+                                   "; the request was not approved (denied, cancelled or timed out)"))

@@ -1,0 +1,173 @@
+"""Undo what we granted, and nothing else: revoke one applied grant, revoke every expired one, settle intents a
+crash left pending, and sweep expired role assignments labelled as ours whose record cannot revoke them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from ..errors import ApplyError, AzureUnavailableError
+from ..facts.writes import ArmWriter, Assignment
+from ..plan import assignment_name
+from ..store.encoding import iso
+from ..store.grants import GrantRecord, GrantStore, new_grant_id
+from .records import GRACE, parse_label, present_in_azure, settle, settle_approval
+
+log = logging.getLogger("kv_remediate.apply")
+
+
+async def _owner_elsewhere(record: GrantRecord, got: Assignment, grants: GrantStore) -> str | None:
+    """The id of another open grant whose label the assignment now carries (it is theirs to revoke), or None."""
+    mark = parse_label(got.description)
+    if mark is None or mark[0] == record.id.lower():
+        return None
+    other = await asyncio.to_thread(grants.get, mark[0])
+    return other.id if other is not None and other.is_open else None
+
+
+async def revoke(record: GrantRecord, writer: ArmWriter, grants: GrantStore, now: datetime,
+                 actor: str | None = None, why: str = "expired") -> dict[str, Any]:
+    """Undo exactly what one applied grant changed; never a change this function did not make."""
+    if record.outcome != "applied":
+        return {"grant_id": record.id, "revoked": False, "reason": f"record is '{record.outcome}', not an applied "
+                "grant: nothing of ours to undo"}
+    if record.revoked_at is not None:
+        return {"grant_id": record.id, "revoked": False, "reason": f"already revoked at {record.revoked_at}"}
+    detail: str
+    if record.requests or (record.detail and record.detail.startswith("PIM")):
+        detail = "PIM expires the assignment itself"
+    elif record.assignment_id and record.scope:
+        name = record.assignment_id.rsplit("/", 1)[-1]
+        got = await writer.get_role_assignment(record.scope, name)
+        owner = await _owner_elsewhere(record, got, grants) if got is not None else None
+        if got is None:
+            detail = f"role assignment {record.assignment_id} was already gone"
+        elif owner is not None:
+            detail = (f"role assignment {record.assignment_id} is now labelled as grant {owner}, which is still open: "
+                      "left in place for that grant")
+        else:
+            gone = await writer.delete_role_assignment(record.scope, name)
+            detail = f"deleted role assignment {record.assignment_id}" if gone else \
+                f"role assignment {record.assignment_id} was already gone"
+    elif record.permissions_added and record.vault_id and record.principal_id:
+        tenant = (record.plan or {}).get("tenant_id")
+        stored = await writer.entry_permissions(record.vault_id, record.principal_id, tenant)
+        # ARM's remove matches case-sensitively: send each permission spelled as the vault stores it.
+        ours = {k: [s for s in stored.get(k, []) if s.lower() in {p.lower() for p in v}]
+                for k, v in record.permissions_added.items()}
+        ours = {k: v for k, v in ours.items() if v}
+        if ours:
+            await writer.remove_access_policy(record.vault_id, tenant or "", record.principal_id, ours)
+            left = await writer.entry_permissions(record.vault_id, record.principal_id, tenant)
+            still = {k: [p for p in v if p in left.get(k, [])] for k, v in ours.items()}
+            if any(still.values()):
+                raise ApplyError(f"removing {ours} from {record.principal_id}'s entry on {record.vault_id} did not "
+                                 "take; retry the revocation")
+        detail = f"removed {ours} from the entry" if ours else "the permissions were already gone"
+    else:
+        return {"grant_id": record.id, "revoked": False, "reason": "record names nothing to undo"}
+    if await asyncio.to_thread(grants.mark_revoked, record.id, now, f"{why}: {detail}"):
+        await asyncio.to_thread(grants.add, replace(record, id=new_grant_id(), outcome="revoked", time=now, actor=actor,
+                                                    revoked_at=now, revoke_detail=f"{why}: revokes {record.id}",
+                                                    detail=detail, write_key=None))
+    log.info("grant revoked", extra={"kv_remediate": {"event": "revoke", "grant_id": record.id, "detail": detail}})
+    return {"grant_id": record.id, "revoked": True, "detail": detail}
+
+
+async def revoke_expired(writer: ArmWriter, grants: GrantStore, now: datetime,
+                         actor: str | None = None) -> list[dict[str, Any]]:
+    """Revoke every applied grant whose time limit has passed (the timer and `revoke --expired`)."""
+    results = []
+    for rec in await asyncio.to_thread(grants.expired, now):
+        try:
+            results.append(await revoke(rec, writer, grants, now, actor))
+        except (ApplyError, AzureUnavailableError) as exc:
+            results.append({"grant_id": rec.id, "revoked": False, "error": exc.message})
+    return results
+
+
+async def settle_unresolved(writer: ArmWriter, grants: GrantStore, now: datetime,
+                            grace: timedelta = GRACE) -> list[dict[str, Any]]:
+    """Settle intents a crash left ``pending`` (older than ``grace``) by reading Azure: present -> ``applied``
+    with the expiry recorded at intent time; absent -> ``abandoned``. PIM requests awaiting approval are
+    re-read: provisioned -> applied, decided otherwise -> abandoned."""
+    results: list[dict[str, Any]] = []
+    for rec in await asyncio.to_thread(grants.unresolved_before, now - grace):
+        try:
+            if rec.outcome == "pending_approval":
+                out = await settle_approval(rec, writer, grants)
+                if out is not None:
+                    results.append({"grant_id": rec.id, "reconciled": out.outcome, "detail": out.detail})
+                continue
+            if await present_in_azure(rec, writer):
+                done = await settle(grants, rec, "applied", detail=f"{rec.detail}; reconciled at {iso(now)}: "
+                                     "found in Azure, so the write had taken effect")
+            else:
+                done = await settle(grants, rec, "abandoned", detail=f"{rec.detail}; reconciled at {iso(now)}: "
+                                     "not in Azure, so the write never took effect")
+            results.append({"grant_id": rec.id, "reconciled": done.outcome, "detail": done.detail})
+        except (ApplyError, AzureUnavailableError) as exc:
+            results.append({"grant_id": rec.id, "reconciled": None, "error": exc.message})
+    return results
+
+
+def _at_or_below(scope: str, vault: str) -> bool:
+    s, v = scope.rstrip("/").lower(), vault.rstrip("/").lower()
+    return s == v or s.startswith(v + "/")
+
+
+async def sweep_labelled(writer: ArmWriter, grants: GrantStore, now: datetime,
+                         actor: str | None = None) -> list[dict[str, Any]]:
+    """Delete expired role assignments labelled as ours whose record cannot revoke them (lost, or not applied).
+
+    Listed per vault we ever began a grant on (ARM's documented list for a scope, no filter: at, above and below
+    it), kept only when at or below the vault, named as we name assignments (the deterministic uuid5 of scope,
+    principal and role) and labelled "kv-remediate grant <id>; expires <time>" with that time passed. Each
+    deletion is recorded as a ``revoked`` record naming the label.
+    """
+    results: list[dict[str, Any]] = []
+    for vault in await asyncio.to_thread(grants.vaults):
+        try:
+            listed = await writer.list_role_assignments(vault)
+        except (ApplyError, AzureUnavailableError) as exc:
+            results.append({"vault": vault, "revoked": False, "error": exc.message})
+            continue
+        for a in listed:
+            mark = parse_label(a.description)
+            if mark is None or mark[1] is None or mark[1] > now or not _at_or_below(a.scope, vault):
+                continue
+            if a.name.lower() != assignment_name(a.scope, a.principal_id,
+                                                 a.role_definition_id.rsplit("/", 1)[-1]).lower():
+                continue   # not a name we would have chosen: not ours, whatever its description says
+            rec = await asyncio.to_thread(grants.get, mark[0])
+            if rec is not None and rec.is_open:
+                continue   # its record revokes it (or settles it first, when still pending)
+            try:
+                gone = await writer.delete_role_assignment(a.scope, a.name)
+            except (ApplyError, AzureUnavailableError) as exc:
+                results.append({"grant_id": mark[0], "assignment_id": a.id, "revoked": False, "error": exc.message})
+                continue
+            state = "missing" if rec is None else f"'{rec.outcome}'"
+            detail = (f"{'deleted' if gone else 'already gone:'} role assignment {a.id} labelled as grant {mark[0]} "
+                      f"(expired {iso(mark[1])}), whose record is {state}")
+            await asyncio.to_thread(grants.add, GrantRecord(
+                outcome="revoked", time=now, actor=actor, revoked_at=now, revoke_detail=f"expired: revokes {mark[0]}",
+                vault_id=vault, principal_id=a.principal_id, scope=a.scope, role_definition_id=a.role_definition_id,
+                assignment_id=a.id, expires_at=mark[1], detail=detail))
+            log.info("orphan revoked", extra={"kv_remediate": {"event": "revoke", "grant_id": mark[0],
+                                                                "detail": detail}})
+            results.append({"grant_id": mark[0], "assignment_id": a.id, "revoked": True, "detail": detail})
+    return results
+
+
+async def reconcile(writer: ArmWriter, grants: GrantStore, now: datetime, actor: str | None = None,
+                    grace: timedelta = GRACE) -> list[dict[str, Any]]:
+    """The revocation timer's pass (and ``revoke --reconcile``): settle old intents, revoke what has expired,
+    then remove expired labelled assignments no record accounts for. Every action is recorded."""
+    results = await settle_unresolved(writer, grants, now, grace)
+    results += await revoke_expired(writer, grants, now, actor)
+    results += await sweep_labelled(writer, grants, now, actor)
+    return results

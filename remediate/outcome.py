@@ -1,0 +1,59 @@
+"""What apply did with one finding, typed: merged into the finding's JSON (``applied``, ``refused_by``, ``outcome``
+and the fields of spec/cli.md), in one fixed key order."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+OutcomeKind = Literal["applied", "already_granted", "refused", "suggested", "failed", "pending_approval",
+                      "no_plan", "pending", "abandoned", "revoked"]
+
+
+@dataclass(frozen=True, slots=True)
+class Expiry:
+    """When an applied grant ends: an ISO time, or None for never (shown as ``"expires_at": null``)."""
+
+    at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyOutcome:
+    """One finding's apply result. Optional fields are shown only when set (``expiry`` only for a grant of ours)."""
+
+    applied: bool
+    outcome: OutcomeKind
+    refused_by: str | None = None
+    reason: str | None = None
+    error: str | None = None
+    grant_id: str | None = None
+    expiry: Expiry | None = None
+    assignment_id: str | None = None
+    permissions_added: Mapping[str, tuple[str, ...]] | None = None
+    adopted: bool = False
+    detail: str | None = None
+    request_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"applied": self.applied, "refused_by": self.refused_by, "outcome": self.outcome}
+        for key in ("reason", "error", "grant_id"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if self.expiry is not None:
+            out["expires_at"] = self.expiry.at
+        if self.assignment_id:
+            out["assignment_id"] = self.assignment_id
+        if self.permissions_added:
+            out["permissions_added"] = {k: list(v) for k, v in self.permissions_added.items()}
+        if self.adopted:
+            out["adopted"] = True
+        for key in ("detail", "request_id"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
+
+    def shared(self, detail: str) -> ApplyOutcome:
+        """This outcome as seen by another finding with the same plan: nothing applied for it."""
+        kind: OutcomeKind = "already_granted" if self.outcome in ("applied", "already_granted") else self.outcome
+        return replace(self, applied=False, outcome=kind, detail=detail)

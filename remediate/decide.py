@@ -82,13 +82,16 @@ def _hint(status: int | None, signals: frozenset[Signal], known: bool, operation
     if status == 401:
         if Signal.AUTH_CHALLENGE in signals or (operation == "authentication" and not known):
             return Cause.AUTH_CHALLENGE
-        return None if Signal.STATUS_ONLY in signals else Cause.AUTH_FAILED
+        # a metric's status alone, or a platform's 401 for what its own words call a permission refusal (a Logic
+        # Apps connector): not a token problem the input decides
+        return None if Signal.STATUS_ONLY in signals or Signal.RELAYED in signals else Cause.AUTH_FAILED
     if status != 403:
         return None
     for signal, cause in _SIGNAL_CAUSES:
         if signal in signals:
             return cause
-    return None if known else Cause.PRINCIPAL_NOT_IDENTIFIED
+    # a platform's own report (App Service's AccessToKeyVaultDenied: permission or network) decides nothing
+    return None if known or Signal.RELAYED in signals else Cause.PRINCIPAL_NOT_IDENTIFIED
 
 
 # The 403 signals in the order causes.md decides them: the first present names the cause.
@@ -102,6 +105,8 @@ def input_cause(denial: Denial) -> Cause | None:
     """The cause when the input alone decides it (status or the service's own words)."""
     hint = cause_hint(denial)
     if denial.status == 401:
+        if hint is None and Signal.RELAYED in denial.signals:
+            return None  # a connector's 401 for a permission refusal: the vault and its grants decide
         return Cause.AUTH_CHALLENGE if hint == Cause.AUTH_CHALLENGE else Cause.AUTH_FAILED
     if denial.status == 429:
         return Cause.THROTTLED

@@ -243,7 +243,7 @@ def _located(denial: Denial, source: FactSource) -> Denial:
     """The denial as the facts are read for it: with the vault id the batch lookup found (read from Azure, never
     the input's), so its reads start together; the finding still shows the denial as the input gave it."""
     rid = None if denial.vault.resource_id else source.resolved_id(denial.vault)
-    return denial if rid is None else denial.with_(vault=VaultRef(denial.vault.name, rid))
+    return denial if rid is None else denial.with_(vault=replace(denial.vault, resource_id=rid))
 
 
 def _needs_vault(denial: Denial) -> bool:

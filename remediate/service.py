@@ -58,6 +58,7 @@ class FactSource(Protocol):
     async def deny_assignments(self, vault_id: str) -> tuple[DenyAssignment, ...]: ...
     async def role_definitions(self, ids: Sequence[str]) -> dict[str, RoleDefinition]: ...
     async def principal(self, object_id: str, *, need_type: bool, need_groups: bool) -> PrincipalInfo: ...
+    async def user_by_upn(self, upn: str) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -216,6 +217,9 @@ async def diagnose(denials: Sequence[Denial], source: FactSource,
     start = time.perf_counter()
     count = RequestCount(source)
     unique = collapse([d.canonical() for d in denials])
+    # A user the input names only by UPN (an audit row with a redacted object id): one Graph lookup per UPN, so the
+    # decision is about the object id Graph gives (never one the input claims); unresolved, a note says why.
+    unique, upn_notes = await _identify_users(unique, source)
     # Where the vaults named only by name are: one lookup for the whole batch (Resource Graph, or the index that
     # outlives batches), before any denial's own reads; each denial then starts with the vault's id.
     refs = [d.vault for d, _ in unique if _needs_vault(d)]
@@ -236,7 +240,27 @@ async def diagnose(denials: Sequence[Denial], source: FactSource,
     elapsed = (time.perf_counter() - start) * 1000
     stats = DiagnosisStats(count.since(), round(elapsed), len(denials), len(findings), dict(sorted(causes.items())))
     telemetry.record_diagnosis(findings, elapsed, entry, len(denials))
-    return Diagnosis(findings, stats, source.vault_notes(refs))
+    return Diagnosis(findings, stats, (*upn_notes, *source.vault_notes(refs)))
+
+
+async def _identify_users(unique: list[tuple[Denial, int]], source: FactSource
+                          ) -> tuple[list[tuple[Denial, int]], tuple[str, ...]]:
+    """The denials whose caller is known only by UPN, with the object id Microsoft Graph resolves it to (one
+    ``GET /users/{upn}`` per distinct UPN, cached by the source), and a note for each UPN it could not resolve."""
+    upns = sorted({p.upn for p in (d.principal for d, _ in unique) if p.upn and not p.object_id})
+    if not upns:
+        return unique, ()
+    found = dict(zip(upns, await asyncio.gather(*(source.user_by_upn(u) for u in upns)), strict=True))
+    problem = getattr(source, "graph_problem", None)
+    notes = tuple(f"{u}: the input names this user only by user principal name, and Microsoft Graph did not resolve "
+                  f"it to an object id ({(problem(u, 'getUser') if problem else None) or 'no answer'})"
+                  for u in upns if found[u] is None)
+    out = []
+    for d, n in unique:
+        oid = found.get(d.principal.upn or "") if not d.principal.object_id else None
+        out.append((d.with_(principal=replace(d.principal, object_id=oid, kind=d.principal.kind or "user")), n)
+                   if oid else (d, n))
+    return out, notes
 
 
 def _located(denial: Denial, source: FactSource) -> Denial:

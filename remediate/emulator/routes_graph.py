@@ -1,13 +1,15 @@
 """Microsoft Graph routes (``/v1.0``): directory objects by id and group memberships, from snapshot principals.
 
 Only documented routes are served: ``POST /directoryObjects/getByIds``, ``POST /{directoryObjects|users|
-servicePrincipals|groups}/{id}/getMemberGroups``, ``GET /{users|servicePrincipals|groups}/{id}`` and their
+servicePrincipals|groups}/{id}/getMemberGroups``, ``GET /{users|servicePrincipals|groups}/{id}`` (users also by
+``userPrincipalName``, as ``GET /users/{id | userPrincipalName}`` documents) and their
 ``memberOf`` / ``transitiveMemberOf`` (optionally cast to ``microsoft.graph.group``); anything else is refused
 as Graph refuses it."""
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import unquote
 
 from remediate.emulator.snapshot import Principal
 from remediate.emulator.state import ArmError, TenantState
@@ -106,9 +108,13 @@ def handle(state: TenantState, req: Request) -> Response:
     elif req.method != "GET":
         raise unknown_segment(segs[-1])
     _consented(state)
-    object_id = segs[1]
-    p = state.principals.get(object_id.lower())
+    object_id = unquote(segs[1])
     want = _COLLECTIONS[lsegs[0]]
+    if lsegs[0] == "users" and object_id.startswith("('") and object_id.endswith("')"):
+        object_id = object_id[2:-2]     # the documented /users('{upn}') form (a UPN that starts with '$')
+    p = state.principals.get(object_id.lower())
+    if p is None and lsegs[0] == "users" and "@" in object_id:
+        p = state.user_by_upn(object_id)     # GET /users/{id | userPrincipalName} (user-get)
     if p is None or (want is not None and p.type != want):
         raise _not_found(object_id)
     if len(segs) == 2:

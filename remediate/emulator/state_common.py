@@ -213,6 +213,12 @@ class TenantBase:
         return self.at_or_above(other, scope) or self.at_or_above(scope, other)
 
     # ---- principals ---------------------------------------------------------------------------------------
+    def user_by_upn(self, upn: str) -> Principal | None:
+        """The user whose userPrincipalName is ``upn`` (Entra compares UPNs case-insensitively), or None."""
+        low = upn.lower()
+        return next((p for p in self.principals.values()
+                     if p.type == "User" and (p.user_principal_name or "").lower() == low), None)
+
     def groups_of(self, principal_id: str) -> list[str]:
         """Transitive group memberships (snapshot ``member_of``, followed through nested groups)."""
         seen: list[str] = []

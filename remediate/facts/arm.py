@@ -31,7 +31,7 @@ from azure.core.exceptions import (
 )
 
 from .. import catalog
-from ..armid import is_vault_name, parse_hsm_id, parse_vault_id
+from ..armid import is_guid, is_vault_name, parse_hsm_id, parse_vault_id
 from ..catalog import RoleDefinition
 from ..clouds import PUBLIC, Cloud
 from ..errors import AzureUnavailableError
@@ -50,9 +50,10 @@ _VAULT_ID = re.compile(r"^/subscriptions/([^/]+)/resourceGroups/([^/]+)/provider
 GRAPH_CALLS = {"getByIds": "POST /v1.0/directoryObjects/getByIds",
                "getMemberGroups": "POST /v1.0/directoryObjects/{id}/getMemberGroups",
                "transitiveMemberOf": "GET /v1.0/{users|servicePrincipals}/{id}/transitiveMemberOf/"
-                                     "microsoft.graph.group"}
+                                     "microsoft.graph.group",
+               "getUser": "GET /v1.0/users/{userPrincipalName}"}
 GRAPH_PERMISSION = {"getByIds": "Directory.Read.All", "getMemberGroups": "Directory.Read.All",  # per the docs pages
-                    "transitiveMemberOf": "Directory.Read.All"}
+                    "transitiveMemberOf": "Directory.Read.All", "getUser": "User.Read.All"}
 _GRAPH_COLLECTION = {"User": "users", "ServicePrincipal": "servicePrincipals"}
 _SIZE_LIMIT = "Directory_ResultSizeLimitExceeded"
 GRAPH_TYPES = {"#microsoft.graph.serviceprincipal": "ServicePrincipal", "#microsoft.graph.user": "User",
@@ -665,7 +666,8 @@ class ArmFacts:
         return bool(self._graph_refused)
 
     def graph_problem(self, object_id: str, call: str) -> str | None:
-        """Why ``call`` ("getByIds" | "getMemberGroups") told nothing about ``object_id``, or None."""
+        """Why ``call`` ("getByIds" | "getMemberGroups" | "getUser": then ``object_id`` is the UPN) told nothing
+        about ``object_id``, or None."""
         if not self._graph_enabled:
             return "Microsoft Graph reads are turned off for this run"
         return self._graph_problems.get((call, object_id.lower())) or self._graph_refused.get(call)
@@ -683,6 +685,8 @@ class ArmFacts:
         elif code == "Directory_ResultSizeLimitExceeded":
             why = (f"Microsoft Graph answered {status} {code} to {what}: the caller is in more than 11,000 groups, "
                    "more than getMemberGroups returns")
+        elif status == 404 and call == "getUser":
+            why = f"Microsoft Graph has no user with this user principal name ({what}: {status} {code})"
         elif status == 404:
             why = f"Microsoft Graph has no directory object with this id ({what}: {status} {code})"
         else:
@@ -727,6 +731,29 @@ class ArmFacts:
         values = page.get("value") if isinstance(page, dict) else None
         return {str(o.get("id")).lower(): o for o in (values if isinstance(values, list) else [])
                 if isinstance(o, dict) and o.get("id")}
+
+    async def user_by_upn(self, upn: str) -> str | None:
+        """The object id of the user a UPN names, from Microsoft Graph (one call per UPN per batch); None when Graph
+        does not know it or may not be asked (:meth:`graph_problem` with ``"getUser"`` says why).
+
+        ``GET /v1.0/users/{id | userPrincipalName}`` (learn.microsoft.com/graph/api/user-get; application
+        permission User.Read.All, least privileged; Directory.Read.All, which the other calls need, also covers
+        it). A UPN that starts with ``$`` goes in the documented ``/users('{upn}')`` form; the UPN is
+        percent-encoded (a guest's ``#EXT#``). The id Graph answers is used only when it is a GUID."""
+        from urllib.parse import quote
+
+        async def call() -> str | None:
+            encoded = quote(upn, safe="@")
+            path = f"users('{encoded}')" if upn.startswith("$") else f"users/{encoded}"
+            page = await self._graph_json("getUser", [upn], "GET",
+                                          f"{self._graph_url}/v1.0/{path}?$select=id,userPrincipalName")
+            oid = page.get("id") if isinstance(page, dict) else None
+            if isinstance(oid, str) and is_guid(oid):
+                return oid.lower()
+            if page is not None:
+                self._graph_failed("getUser", [upn], 200, "UnexpectedBody", "no user id in the answer")
+            return None
+        return await self._once(("upn", upn.lower()), call)
 
     async def display_names(self, object_ids: Sequence[str]) -> dict[str, str]:
         """Display names for many principals in one Graph call (for tables a person reads); {} without Graph."""

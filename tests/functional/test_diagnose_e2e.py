@@ -71,7 +71,7 @@ DEMO_EXPECTED = [
     (None, None, None, "THROTTLED"),
     (None, None, "KeyDecrypt", "KEY_OPERATION_NOT_PERMITTED"),
     (None, None, None, "AUTH_FAILED"),
-    (None, None, None, "OBJECT_DISABLED"),
+    (None, None, "SecretGet", "OBJECT_DISABLED"),  # "Operation get ... on a disabled secret"
     (gid("app-legacy"), None, None, "VAULT_NOT_FOUND"),
     (None, None, "SecretGet", "PRINCIPAL_NOT_IDENTIFIED"),
     (gid("app-orders"), "orders-signing", "KeySign", "MISSING_ROLE_ASSIGNMENT"),

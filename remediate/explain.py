@@ -7,7 +7,7 @@ from typing import Any
 from .catalog import causes
 from .decide import decide
 from .evidence import AccessPolicyCheck, RoleAssignmentCheck
-from .model import GRANT_CAUSES, AccessPolicyPlan, Decision, Denial, Facts, Finding, Plan, RoleAssignmentPlan
+from .model import GRANT_CAUSES, AccessPolicyPlan, Cause, Decision, Denial, Facts, Finding, Plan, RoleAssignmentPlan
 from .plan import DEFAULT_PLAN, PlanOptions, plan
 from .render.commands import with_commands
 
@@ -45,12 +45,21 @@ def _context(denial: Denial, decision: Decision, facts: Facts | None, fix: Plan 
     vault = facts.vault if facts else None
     vname = vault.name if vault else (denial.vault.name or denial.vault.resource_id)
     obj = _object(denial)
+    kind = denial.object.kind if denial.object else None
+    noun = {"secrets": "secret", "keys": "key", "certificates": "certificate", "storage": "storage account"}.get(
+        kind or "", "object")
     ctx: dict[str, Any] = {
         "who": _who(denial, facts), "what": _what(denial, decision),
-        "vault": f"vault '{vname}'" if vname else "the vault", "message": denial.message or denial.error_code,
+        "vault": f"vault '{vname}'" if vname else "the vault",
+        "vault_cap": f"Vault '{vname}'" if vname else "The vault",
+        "message": denial.message or denial.error_code, "upn": denial.principal.upn,
+        "message_part": f" ({denial.message or denial.error_code})" if denial.message or denial.error_code else "",
+        "app_id": denial.principal.app_id,
+        "object_cli": noun if noun in ("secret", "key", "certificate") else kind or "secret|key|certificate",
+        "subscription": _subscription(denial.vault.resource_id),
         "caller_ip": denial.caller_ip or "the caller's address",
         "object": f" {obj.split(' ', 1)[1]}" if obj else "", "object_cap": (obj[0].upper() + obj[1:]) if obj
-        else "The object", "object_plain": obj or "this object",
+        else f"The {noun}", "object_plain": obj or f"this {noun}",
         "key_op": (denial.operation or "this operation"), "reason": decision.detail.reason or "no rule matched",
     }
     if denial.message and "not permitted" in denial.message.lower():
@@ -93,6 +102,28 @@ def _context(denial: Denial, decision: Decision, facts: Facts | None, fix: Plan 
     return ctx
 
 
+def _subscription(resource_id: str | None) -> str | None:
+    parts = resource_id.split("/") if resource_id else []
+    return parts[2] if len(parts) > 2 and parts[1].lower() == "subscriptions" else None
+
+
+def variant(denial: Denial, decision: Decision) -> str | None:
+    """Which wording of the cause fits this finding's own fields (catalog/causes.py ``VARIANTS``), or None."""
+    cause, p, v = decision.cause, denial.principal, denial.vault
+    if cause == Cause.VAULT_NOT_FOUND:
+        if not v.name and not v.resource_id:
+            return "no_vault"
+        return "by_id" if _subscription(v.resource_id) else None
+    if cause == Cause.PRINCIPAL_NOT_IDENTIFIED and not p.object_id:
+        return "upn" if p.upn else "app" if p.app_id else None
+    if cause == Cause.COMPOUND_IDENTITY_REQUIRED:
+        grant = decision.detail.grant
+        return None if isinstance(grant, AccessPolicyCheck) and grant.application_id else "input"
+    if cause == Cause.ALREADY_GRANTED and decision.permission_model == "access_policy":
+        return "access_policy"
+    return None
+
+
 def build_finding(denial: Denial, occurrences: int, facts: Facts | None,
                   options: PlanOptions = DEFAULT_PLAN) -> Finding:
     """Decide, plan and explain one (collapsed) denial."""
@@ -100,7 +131,8 @@ def build_finding(denial: Denial, occurrences: int, facts: Facts | None,
     fix = plan(denial, decision, facts, options)
     if fix is not None and facts is not None and facts.vault is not None:
         fix = with_commands(fix, facts.vault)
-    explanation, advice = causes.render(decision.cause, _context(denial, decision, facts, fix))
+    explanation, advice = causes.render(decision.cause, _context(denial, decision, facts, fix),
+                                        variant(denial, decision))
     advice_list = list(advice)
     if isinstance(fix, RoleAssignmentPlan):
         if fix.privileged:

@@ -1,7 +1,10 @@
 """The one catalogue of cause codes and their wording: a plain explanation and the advice for each.
 
 Templates are filled from a context of known values (``{who}``, ``{what}``, ``{vault}`` ...); a value that is
-not known renders as a neutral phrase, never as a guess.
+not known renders as a neutral phrase, never as a guess. ``{vault}`` is already a phrase ("vault 'kv1'", "the
+vault"), so no template says "the vault {vault}". A cause may have variants (``VARIANTS``): the same code in a
+situation its main wording would contradict (the input names no vault; the caller is known only by UPN; the vault
+uses access policies), chosen by explain.py from the finding's own fields.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ CAUSES: dict[str, CauseText] = {
          "successful first call.",)),
     "AUTH_FAILED": CauseText(
         "Authentication failed",
-        "Key Vault rejected the token of {who} on {vault} before checking any permission ({message}). "
+        "Key Vault rejected the token of {who} on {vault} before checking any permission{message_part}. "
         "A grant would not help: the caller must present a valid token for the vault's tenant.",
         ("Make the credential request a token from the vault's tenant{tenant_hint} (for example set "
          "AZURE_TENANT_ID or the credential's tenant_id, or add it to additionally_allowed_tenants).",
@@ -68,7 +71,7 @@ CAUSES: dict[str, CauseText] = {
     "OBJECT_DISABLED": CauseText(
         "Object is disabled",
         "{object_cap} is disabled, so Key Vault refuses to use it whatever the caller's permissions.",
-        ("Enable the object (az keyvault secret set-attributes --enabled true) or use another, enabled version.",)),
+        ("Enable it (az keyvault {object_cli} set-attributes --enabled true) or use another, enabled version.",)),
     "COMPOUND_IDENTITY_REQUIRED": CauseText(
         "Compound identity entry",
         "The only access-policy entry that would allow {what} for {who} on {vault} is bound to application "
@@ -83,7 +86,7 @@ CAUSES: dict[str, CauseText] = {
          "operation and object as dimensions, so every alert names the principal.",)),
     "VAULT_NOT_FOUND": CauseText(
         "Vault not found",
-        "The vault {vault} is not in the subscriptions kv-remediate can see{searched}.",
+        "{vault_cap} is not in the subscriptions kv-remediate can see{searched}.",
         ("Give the function's identity Reader on the vault's subscription, resource group or a management group above "
          "it: Azure Resource Graph finds vaults only where the identity can read.",
          "If AZURE_SUBSCRIPTION_IDS (or --subscription) is set, add the vault's subscription to it, or unset it to "
@@ -99,7 +102,7 @@ CAUSES: dict[str, CauseText] = {
         "ABAC condition not met",
         "{who} holds {grant_role} on {vault}, but only under an ABAC condition that does not allow {what} on "
         "{object_plain}.",
-        ("The condition is evaluated per request: {condition}",
+        ("The condition, evaluated against this request and not met: {condition}",
          "Widen the condition to cover this object, or call for an object it already covers.")),
     "ALREADY_GRANTED": CauseText(
         "Already granted",
@@ -107,7 +110,6 @@ CAUSES: dict[str, CauseText] = {
         "from another identity.",
         ("RBAC changes take up to 10 minutes to apply (longer at management-group scope or for managed identities "
          "in groups): wait, then get a fresh token.",
-         "Access policy: the denial may predate the entry; retry.",
          "Check which identity the application actually uses (DefaultAzureCredential may pick another one).")),
     "WRONG_PERMISSION_MODEL": CauseText(
         "Permission held in the other model",
@@ -131,6 +133,46 @@ CAUSES: dict[str, CauseText] = {
 }
 
 
+VARIANTS: dict[tuple[str, str], CauseText] = {
+    ("VAULT_NOT_FOUND", "no_vault"): CauseText(
+        "Vault not named",
+        "The input does not name the vault ({what} was denied for {who}), so there was no vault to read and no fix "
+        "to aim.",
+        ("Send what names the vault: the denial's audit record (AzureDiagnostics or AZKVAuditLogs row), the whole "
+         "error text (its \"Vault:\" line or request URL), or a runbook request / --vault with the vault's name.",)),
+    ("VAULT_NOT_FOUND", "by_id"): CauseText(
+        "Vault not found",
+        "{vault_cap} (subscription {subscription}, named by the input's resource id) could not be read: it does not "
+        "exist there, or kv-remediate's identity may not read it.",
+        ("Give the function's identity Reader on subscription {subscription} (or on the vault's resource group).",
+         "If the vault was deleted or moved, send a denial that names where it is now.")),
+    ("PRINCIPAL_NOT_IDENTIFIED", "upn"): CauseText(
+        "Caller known only by UPN",
+        "The input names the caller only by user principal name {upn} (its object id is redacted), and Microsoft "
+        "Graph did not resolve it to an object id (the notes say why), so no fix can be aimed at it.",
+        ("Grant the function's identity the Microsoft Graph application permission User.Read.All (admin consent) so "
+         "a user named by UPN can be resolved, or send the audit record with the caller's object id.",)),
+    ("PRINCIPAL_NOT_IDENTIFIED", "app"): CauseText(
+        "Caller known only by application id",
+        "The input names the caller only by application id {app_id}, not by object id, so no fix can be aimed at "
+        "it.",
+        ("Send the audit record (it carries the caller's object id), or a runbook request with the service "
+         "principal's object id.",)),
+    ("COMPOUND_IDENTITY_REQUIRED", "input"): CauseText(
+        "Compound identity entry",
+        "Key Vault says its access policy lets {who} reach {vault} only through an application calling on behalf of "
+        "the user (on-behalf-of, OBO), and this call came without one; no entry was read to say which application.",
+        ("Call through the application the caller's access-policy entry names, on behalf of the user (OBO), or add "
+         "a plain entry without an applicationId for this principal.",)),
+    ("ALREADY_GRANTED", "access_policy"): CauseText(
+        "Already granted",
+        "{who} already holds {what} on {vault} ({grant_reason}); the denial came before the entry took effect or "
+        "from another identity.",
+        ("The denial may predate the access-policy entry: retry the request.",
+         "Check which identity the application actually uses (DefaultAzureCredential may pick another one).")),
+}
+
+
 class _Defaults(dict[str, Any]):
     def __missing__(self, key: str) -> str:
         return "(unknown)"
@@ -141,8 +183,8 @@ def fields(template: str) -> set[str]:
     return {f for _, f, _, _ in string.Formatter().parse(template) if f}
 
 
-def render(code: str, context: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
-    """The explanation and advice for a cause, filled from ``context``."""
-    text = CAUSES.get(code, CAUSES["UNKNOWN"])
+def render(code: str, context: dict[str, Any], variant: str | None = None) -> tuple[str, tuple[str, ...]]:
+    """The explanation and advice for a cause (its ``variant`` when it has that one), filled from ``context``."""
+    text = VARIANTS.get((code, variant or ""), CAUSES.get(code, CAUSES["UNKNOWN"]))
     ctx = _Defaults({k: v for k, v in context.items() if v is not None})
     return text.explanation.format_map(ctx), tuple(a.format_map(ctx) for a in text.advice)

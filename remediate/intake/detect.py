@@ -62,10 +62,12 @@ def _clean_text(block: str) -> str:
         block = _BOX.sub("", block)
     if _QUOTE_START.match(block):
         block = _QUOTE.sub("", block)
-    if _CI_HINT.search(block):
+    if ("##[" in block or "==> " in block or "Z " in block) and _CI_HINT.search(block):
         block = _CI_PREFIX.sub("", block)
-    if "*" in block:
-        block = _ITALIC_END.sub("", _ITALIC_START.sub(r"\1", _BOLD.sub("", block)))
+    if "**" in block:
+        block = _BOLD.sub("", block)
+    if "*" in block and ("\n*" in block or "> *" in block or block.lstrip(" \t")[:1] == "*"):
+        block = _ITALIC_END.sub("", _ITALIC_START.sub(r"\1", block))
     if '\\"' in block:  # a message quoted in a JSON or logfmt string: its quotes escaped once or twice
         block = block.replace('\\\\"', '"').replace('\\"', '"')
     return block

@@ -23,23 +23,22 @@ from .values import CODE_STATUS, DENIAL_STATUSES, as_dict, status_value, text
 
 # Which tool printed it: first match wins, most specific first.
 _SOURCES: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("platform.app_service_reference", re.compile(r"\b(?:AccessToKeyVaultDenied|MSINotEnabled|UnauthorizedClient)\b|"
-                                                  r"/config/configreferences/")),
     ("error.go_autorest", re.compile(r"autorest/azure|BaseClient#\w+|Original Error:|"
                                      r"Service returned an error\. Status=\d")),
     ("error.go", re.compile(r"^RESPONSE \d{3}: |^ERROR CODE: ", re.MULTILINE)),
     ("error.dotnet", re.compile(r"RequestFailedException|^[ \t]{0,64}Status: \d{3} \(", re.MULTILINE)),
     ("error.java", re.compile(r"HttpResponseException|com\.azure\.|Status code \d{3}")),
     ("error.javascript", re.compile(r"RestError|statusCode: \d{3}|^[ \t]{0,64}at [^\n]{1,4096}?\.js:\d", re.MULTILINE)),
-    ("error.powershell", re.compile(r"Microsoft\.Azure\.Commands\.|\b(?:Get|Set|Remove|Add|Import|Backup|"
-                                    r"Restore|Update)-AzKeyVault\w|PowerShell exited with code|"
-                                    r"^InvocationInfo[ \t]{0,16}:", re.MULTILINE)),
+    ("error.powershell", re.compile(r"Microsoft\.Azure\.Commands\.|-AzKeyVault(?:Secret|Key|Certificate)\b|"
+                                    r"PowerShell exited with code|^InvocationInfo[ \t]{0,16}:", re.MULTILINE)),
     ("error.python_legacy", re.compile(r"KeyVaultErrorException|azure\.keyvault\.(?:v7_\d\.)?models|"
                                        r"msrest\.exceptions|Operation returned an invalid status code")),
     ("error.python", re.compile(r"azure\.core\.exceptions|HttpResponseError|Traceback \(most recent call last\)|"
                                 r"ResourceNotFoundError|ClientAuthenticationError")),
     ("error.azure_cli", re.compile(r"^ERROR: |^\$ az |^az keyvault ", re.MULTILINE)),
 )
+# App Service's Key Vault reference statuses (checked as plain substrings first: most blocks have none).
+_PLATFORM_WORDS = ("AccessToKeyVaultDenied", "MSINotEnabled", "UnauthorizedClient")
 # azure-core's text: a "(Code) message" line, and a "Code: X" line after it (two linear scans, no lazy run).
 _CORE_PAREN = re.compile(r"(?:^|[ \t])\(\w{1,128}\) [^\n]", re.MULTILINE)
 _CORE_CODE = re.compile(r"^Code: \w", re.MULTILINE)
@@ -49,7 +48,9 @@ _CORE_CODE = re.compile(r"^Code: \w", re.MULTILINE)
 _STATUS = re.compile(
     r"Status:\s{0,8}(\d{3})\b|RESPONSE (\d{3})\b|StatusCode=(\d{3})\b|Status=(\d{3})\b|Status code (\d{3})\b|"
     r"\"?statusCode\"?\s{0,8}[:=]\s{0,8}(\d{3})\b|\.reply\((\d{3})\b|HTTP/\d(?:\.\d)? (\d{3})\b|"
-    r"invalid status code '(\w{1,64})'|\"status\"\s{0,8}:\s{0,8}(\d{3})\b|\b(\d{3}) Client Error: ")
+    r"invalid status code '(\w{1,64})'|\"status\"\s{0,8}:\s{0,8}(\d{3})\b")
+# Python requests' HTTPError ("403 Client Error: Forbidden for url: ..."), searched only where its words are.
+_CLIENT_ERROR = re.compile(r"\b(\d{3}) Client Error: ")
 _CODE_LINE = re.compile(r"^[ \t]{0,64}(?:Code|ERROR CODE|ErrorCode):[ \t]{0,8}\"?(\w{1,128})", re.MULTILINE)
 _PAREN_CODE = re.compile(r"^(?:ERROR: |[\w.]{1,256}(?:Error|Exception): )?\((\w{1,128})\)(?: |$)", re.MULTILINE)
 # "(Code) <Key Vault's own wording>" anywhere on a line (quoted in prose, after a tool's prefix).
@@ -57,8 +58,8 @@ _SERVICE_PAREN_CODE = re.compile(r"\((\w{1,128})\) (?=Not authorized to access|C
                                  r"The user, group or application|Operation \w{1,40} is not|Connection is not|"
                                  r"Client address|Access denied)")
 # Go azcore on one condensed line, a bulleted status line
-_ANY_CODE = re.compile(r"\bERROR CODE:[ \t]{0,8}(\w{1,128})|HTTP Status Code:[ \t]{0,8}([A-Za-z]{1,64})\b|"
-                       r"\bERROR: -> ([A-Za-z]{1,64}) : ")
+_ANY_CODE = re.compile(r"ERROR CODE:[ \t]{0,8}(\w{1,128})|HTTP Status Code:[ \t]{0,8}([A-Za-z]{1,64})\b|"
+                       r"ERROR: -> ([A-Za-z]{1,64}) : ")
 # "ForbiddenByConnection: <message>": the inner code as a prefix
 _PREFIX_INNER = re.compile(r"^[ \t]{0,64}(ForbiddenBy(?:Connection|Firewall|Rbac|Policy))[ \t]{0,8}:", re.MULTILINE)
 _AUTOREST_CODE = re.compile(r"\bCode=\"(\w{1,128})\"")
@@ -98,14 +99,18 @@ _RECOGNISED = re.compile(
     r"Client address: \d|Operation is not allowed|not allowed on a disabled|get_token failed|"
     r"challenge resource '|CredentialUnavailableError|ClientAuthenticationError|HttpResponseError|"
     r"RequestFailedException|RestError|HttpResponseException|KeyVaultErrorException|"
-    r"Operation returned an invalid status code|Request was not processed because too many requests|"
-    r"Original Error: autorest|Service returned an error\. Status=\d{3}|Caller was not found on any access policy|"
-    r"The policy requires the caller '|not an approved private link|Public network access is disabled|"
-    r"Client address is not authorized|does not have access to '[^'\n]{0,1024}' Key Vault|"
-    r"Not authorized to access Microsoft\.KeyVault/managedHsm/|not authorized to read secrets from '|"
-    r"\b\d{3} Client Error: \w{1,64} for url: https://|\bAccessToKeyVaultDenied\b|\bMSINotEnabled\b|"
-    r"\bUnauthorizedClient\b|does not have permission to perform the operation on the key vault",
+    r"Operation returned an invalid status code|Request was not processed because too many requests",
     re.MULTILINE)
+# More of Key Vault's (and its wrappers') own words, as plain substrings (one C scan each, no regex branch per
+# character); then the two that need a pattern.
+_RECOGNISED_WORDS = ("Original Error: autorest", "Caller was not found on any access policy",
+                     "The policy requires the caller '", "not an approved private link",
+                     "Public network access is disabled", "Client address is not authorized",
+                     "Not authorized to access Microsoft.KeyVault/managedHsm/", "not authorized to read secrets from '",
+                     "AccessToKeyVaultDenied", "MSINotEnabled", "UnauthorizedClient",
+                     "does not have permission to perform the operation on the key vault")
+_RECOGNISED_MORE = re.compile(r"Service returned an error\. Status=\d{3}|does not have access to '[^'\n]{0,1024}' "
+                              r"Key Vault|\b\d{3} Client Error: \w{1,64} for url: https://")
 # Documentation and queries quote error texts; they are not errors (markdown tables, HTML comments, KQL pipes).
 _DOCUMENT = re.compile(r"^[ \t]{0,64}\|[ :-]{0,64}-{2}|^[ \t]{0,64}<!--|"
                        r"^[ \t]{0,64}\|[ \t]{0,64}(?:where|summarize|project|extend)\b|^//", re.MULTILINE)
@@ -227,11 +232,17 @@ def _unescape(s: str) -> str:
 
 def recognised(block: str) -> bool:
     """True when a text block is an Azure SDK / Key Vault error (documentation and queries quoting one are not)."""
-    return _RECOGNISED.search(block) is not None and _DOCUMENT.search(block) is None
+    found = (_RECOGNISED.search(block) is not None or any(w in block for w in _RECOGNISED_WORDS)
+             or (("Service returned" in block or "does not have access" in block or " Client Error: " in block)
+                 and _RECOGNISED_MORE.search(block) is not None))
+    return found and _DOCUMENT.search(block) is None
 
 
 def source_of(block: str) -> str:
-    """The tool that printed a block, as a ``error.*`` source name."""
+    """The tool that printed a block, as a ``error.*`` (or ``platform.*``) source name."""
+    if (any(word in block for word in _PLATFORM_WORDS) and platform.REFUSAL_TEXT.search(block)) or \
+            "/config/configreferences/" in block:
+        return platform.SOURCE
     for name, pattern in _SOURCES:
         if pattern.search(block):
             return name
@@ -251,6 +262,10 @@ def _status_in(segment: str) -> int | None:
                 s = status_value(g)
                 if s is not None:
                     return s
+    if " Client Error: " in segment:
+        m = _CLIENT_ERROR.search(segment)
+        if m:
+            return status_value(m.group(1))
     return None
 
 
@@ -297,7 +312,8 @@ def _request(block: str, draft: Draft) -> None:
     sm = _SDK_METHOD.search(block)
     if sm:
         draft.named_by_method(sdk_method_operation(sm.group(1)))
-    pm = _PY_METHOD.search(block) if draft.operation is None else None
+    pm = _PY_METHOD.search(block) if draft.operation is None and ("_secret" in block or "_key" in block
+                                                                  or "_certificate" in block) else None
     if pm:
         draft.named_by_method(sdk_method_operation(pm.group(1).capitalize() + pm.group(2).capitalize()))
 

@@ -34,7 +34,9 @@ with a typed ``RowsLink`` to its alert's rows (``ParseResult.with_rows_links``),
 - ``error.go_autorest``     Go autorest (``StatusCode=403 -- Original Error: ...``)
 - ``error.java``            Java ``HttpResponseException`` (v1 and v2 core)
 - ``error.javascript``      JavaScript ``RestError``
+- ``error.powershell``      Az PowerShell error records (``Microsoft.Azure.Commands...``, ``Set-AzKeyVaultSecret``)
 - ``error.text``            Key Vault's error message on its own (no tool framing)
+- ``platform.app_service_reference``  App Service / Functions Key Vault reference status (ARM list or text)
 - ``runbook``               a runbook request ``{"principal_id", "vault", "operation", "object"}``
 """
 

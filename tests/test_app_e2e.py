@@ -17,7 +17,9 @@ from azure.storage.queue import QueueServiceClient
 from remediate.app import services
 from remediate.app import settings as app_settings
 from remediate.intake import parse_one
-from remediate.serve import HttpServer, QueuePump, load_app, queue_triggers
+from remediate.localhost.discovery import load_app, queue_triggers
+from remediate.localhost.http import HttpServer
+from remediate.localhost.pump import QueuePump
 from tests.test_app_support import (
     APP_ORDERS,
     APP_SIGNER,

@@ -28,7 +28,8 @@ from remediate.facts.loganalytics import (
     link_target,
 )
 from remediate.intake import parse_inputs, parse_one
-from remediate.serve import HttpServer, load_app
+from remediate.localhost.discovery import load_app
+from remediate.localhost.http import HttpServer
 from tests.test_app_support import DEMO, app_environment, call, guard_loopback, snapshot_with_rows, variant
 
 LINK = ("https://api.loganalytics.io/v1/workspaces/dddd3333-ee44-5555-66ff-777777aaaaaa/query?query=AzureDiagnostics"

@@ -1,12 +1,14 @@
 """The bundled HTTPS emulator: ARM, Microsoft Graph (``/v1.0``) and Log Analytics (``/v1``) on one loopback port.
 
-A threaded stdlib server (one daemon thread per connection, HTTP/1.1 keep-alive, TCP_NODELAY, a deep listen
-backlog) with TLS from a throw-away ``trustme`` CA made once per process. The real SDK clients are pointed at
-it with ``base_url=emu.base_url`` and ``connection_verify=emu.ca_file`` and a fake credential.
+An ``aiohttp.web`` low-level server (no router: every request goes to :meth:`Emulator._dispatch`, which routes by
+path family as Azure's front doors do) on its own event loop in a daemon thread, HTTP/1.1 keep-alive, with TLS
+from a throw-away ``trustme`` CA made once per process. The real SDK clients are pointed at it with
+``base_url=emu.base_url`` and ``connection_verify=emu.ca_file`` and a fake credential.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import json
 import logging
@@ -14,16 +16,17 @@ import random
 import shutil
 import socket
 import ssl
+import struct
 import tempfile
 import threading
-import time
 import urllib.parse
 import uuid
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from aiohttp import web
 
 from remediate.emulator import routes_arm, routes_graph, routes_logs
 from remediate.emulator.credential import AsyncFakeCredential, FakeCredential
@@ -35,6 +38,9 @@ log = logging.getLogger("remediate.emulator")
 
 _TLS_LOCK = threading.Lock()
 _TLS: tuple[ssl.SSLContext, str] | None = None
+_METHODS = frozenset({"GET", "PUT", "POST", "DELETE", "PATCH"})
+_LINGER_RESET = struct.pack("ii", 1, 0)
+"""SO_LINGER on, 0 s: closing the socket sends a TCP reset, as a dropped connection looks to the client."""
 
 
 def _tls() -> tuple[ssl.SSLContext, str]:
@@ -56,123 +62,71 @@ def _tls() -> tuple[ssl.SSLContext, str]:
         return _TLS
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    request_queue_size = 256
-    allow_reuse_address = True
+class _CountingServer(web.Server):
+    """aiohttp's low-level server, counting the connections it accepts (``Emulator.connection_count``)."""
+
+    accepted = 0
+
+    def connection_made(self, handler: web.RequestHandler, transport: asyncio.Transport) -> None:
+        self.accepted += 1
+        super().connection_made(handler, transport)
+
+
+class _Listener:
+    """One event loop in a daemon thread serving the emulator's handler on a loopback port with TLS."""
 
     def __init__(self, emulator: Emulator, ctx: ssl.SSLContext) -> None:
-        self.emulator = emulator
-        self.ssl_context = ctx
-        self.open_sockets: set[socket.socket] = set()
-        self.sockets_lock = threading.Lock()
-        self.accepted = 0
-        super().__init__(("127.0.0.1", 0), _Handler)
+        self.loop = asyncio.new_event_loop()
+        self.server = _CountingServer(emulator._handle, loop=self.loop, access_log=None, keepalive_timeout=120)
+        self.runner = web.ServerRunner(self.server, handle_signals=False, shutdown_timeout=0.05)
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=256)
+        self.port = int(self.sock.getsockname()[1])
+        self._ctx = ctx
+        self._thread = threading.Thread(target=self.loop.run_forever, name=f"kv-remediate-emulator-{self.port}",
+                                        daemon=True)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._open(), self.loop).result()
 
-    def get_request(self) -> tuple[socket.socket, Any]:
-        sock, addr = self.socket.accept()
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        # The TLS handshake runs in the connection's own thread, so a slow client never blocks accept().
-        tls = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        with self.sockets_lock:
-            self.open_sockets.add(tls)
-            self.accepted += 1
-        return tls, addr
+    async def _open(self) -> None:
+        await self.runner.setup()
+        await web.SockSite(self.runner, self.sock, ssl_context=self._ctx, backlog=256).start()
 
-    def shutdown_request(self, request: Any) -> None:
-        with self.sockets_lock:
-            self.open_sockets.discard(request)
-        super().shutdown_request(request)
+    async def _close(self) -> None:
+        for handler in self.server.connections:  # open connections end now, as a process exiting ends them
+            handler.force_close()
+        await self.runner.cleanup()
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("emulator: connection error from %s", client_address, exc_info=True)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "kv-remediate-emulator"
-    sys_version = ""
-    timeout = 120
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
+    def close(self) -> None:
         try:
-            self.request.do_handshake()
-        except (OSError, ssl.SSLError):
-            self.close_connection = True
-            raise
+            asyncio.run_coroutine_threadsafe(self._close(), self.loop).result(timeout=5)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=2)
+            self.loop.close()
+            self.sock.close()
 
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("emulator: " + format, *args)
 
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_PUT(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def do_DELETE(self) -> None:
-        self._serve()
-
-    def do_PATCH(self) -> None:
-        self._serve()
-
-    def _drop(self) -> None:
-        """Close the connection without answering (an abortive close, as a reset connection looks)."""
-        self.close_connection = True
+def _drop(request: web.BaseRequest) -> web.Response:
+    """Close the connection without answering (an abortive close, as a reset connection looks)."""
+    transport = request.transport
+    if transport is not None:
+        sock = transport.get_extra_info("socket")
         try:
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-            self.connection.shutdown(socket.SHUT_RDWR)
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
         except OSError:
             pass
+        transport.abort()
+    return web.Response(status=500)  # never sent: the connection is gone
 
-    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        data = b"" if body is None or status == 204 else body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.send_response(status)
-        if data:
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("x-ms-request-id", str(uuid.uuid4()))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        if data:
-            self.wfile.write(data)
 
-    def _serve(self) -> None:
-        emu = self.server.emulator
-        emu._count()
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length > 0 else b""
-        method = self.command.upper()
-        fault, lost = emu._decide(method)
-        if emu._latency_s > 0:
-            time.sleep(emu._latency_s)
-        if fault == "reset":
-            self._drop()
-            return
-        if fault == "throttle":
-            retry = emu._faults.retry_after_s
-            self._send(429, {"error": {"code": "TooManyRequests", "message": "The request is being throttled as "
-                             "the limit has been reached for operation type - Read_ObservationWindow_00:05:00. For "
-                             "more information, see - https://aka.ms/srpthrottlinglimits"}},
-                       {"Retry-After": str(int(retry) if float(retry).is_integer() else retry)})
-            return
-        if fault in ("500", "503"):
-            code = "InternalServerError" if fault == "500" else "ServiceUnavailable"
-            self._send(int(fault), {"error": {"code": code, "message": "The server encountered an internal error. "
-                                              "Please retry the request (injected by the emulator)."}})
-            return
-        resp = emu._dispatch(method, self.path, raw)
-        if lost and resp.write and resp.status < 400:
-            self._drop()
-            return
-        self._send(resp.status, resp.body, resp.headers)
+def _answer(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
+    data = b"" if body is None or status == 204 else body if isinstance(body, bytes) else json.dumps(body).encode()
+    out = {"Server": "kv-remediate-emulator", "x-ms-request-id": str(uuid.uuid4())}
+    if data:
+        out["Content-Type"] = "application/json; charset=utf-8"
+    out.update(headers or {})
+    return web.Response(status=status, body=data or None, headers=out)
 
 
 _TRANSPORT: Any = None
@@ -238,8 +192,7 @@ class Emulator:
         self._count_lock = threading.Lock()
         self._requests = 0
         self.unrouted: list[str] = []  # "METHOD path" of every request no route served (gaps show up in tests)
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._listener: _Listener | None = None
 
     # ---- configuration ----------------------------------------------------------------------------------
     @property
@@ -270,31 +223,15 @@ class Emulator:
     # ---- lifecycle --------------------------------------------------------------------------------------
     def start(self) -> Emulator:
         """Listen on a free loopback port and serve from a background thread."""
-        if self._server is not None:
-            return self
-        ctx, _ = _tls()
-        self._server = _Server(self, ctx)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"kv-remediate-emulator-{self.port}", daemon=True)
-        self._thread.start()
+        if self._listener is None:
+            self._listener = _Listener(self, _tls()[0])
         return self
 
     def stop(self) -> None:
         """Stop serving and close every open connection."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        with server.sockets_lock:
-            socks = list(server.open_sockets)
-        for s in socks:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
 
     def __enter__(self) -> Emulator:
         return self.start()
@@ -306,9 +243,9 @@ class Emulator:
     # ---- public surface ---------------------------------------------------------------------------------
     @property
     def port(self) -> int:
-        if self._server is None:
+        if self._listener is None:
             raise RuntimeError("the emulator is not running; call start() or use it as a context manager")
-        return int(self._server.server_address[1])
+        return self._listener.port
 
     @property
     def base_url(self) -> str:
@@ -329,11 +266,8 @@ class Emulator:
     @property
     def connection_count(self) -> int:
         """TCP connections accepted since start (each costs a TLS handshake; keep-alive keeps this low)."""
-        server = self._server
-        if server is None:
-            return 0
-        with server.sockets_lock:
-            return server.accepted
+        listener = self._listener
+        return 0 if listener is None else listener.server.accepted
 
     def reset_count(self) -> None:
         """Start counting requests from zero."""
@@ -366,6 +300,36 @@ class Emulator:
         is closed with the client) instead of ``connection_verify`` to reuse connections.
         """
         return _transport_class()(ssl.create_default_context(cafile=self.ca_file))
+
+    # ---- the handler --------------------------------------------------------------------------------------
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """One request: counted, then the injected fault or latency, then :meth:`_dispatch`."""
+        method = request.method.upper()
+        if method not in _METHODS:  # not a request any route serves (and not counted, as before)
+            return _answer(501, {"error": {"code": "NotImplemented", "message": f"The HTTP method '{method}' is "
+                                           "not supported by the emulator."}})
+        self._count()
+        raw = await request.read()
+        fault, lost = self._decide(method)
+        if self._latency_s > 0:
+            await asyncio.sleep(self._latency_s)
+        if fault == "reset":
+            return _drop(request)
+        if fault == "throttle":
+            retry = self._faults.retry_after_s
+            return _answer(429, {"error": {"code": "TooManyRequests", "message": "The request is being throttled "
+                                           "as the limit has been reached for operation type - "
+                                           "Read_ObservationWindow_00:05:00. For more information, see - "
+                                           "https://aka.ms/srpthrottlinglimits"}},
+                           {"Retry-After": str(int(retry) if float(retry).is_integer() else retry)})
+        if fault in ("500", "503"):
+            code = "InternalServerError" if fault == "500" else "ServiceUnavailable"
+            return _answer(int(fault), {"error": {"code": code, "message": "The server encountered an internal "
+                                                  "error. Please retry the request (injected by the emulator)."}})
+        resp = self._dispatch(method, request.raw_path, raw)
+        if lost and resp.write and resp.status < 400:
+            return _drop(request)
+        return _answer(resp.status, resp.body, resp.headers)
 
     # ---- internals used by the handler ------------------------------------------------------------------
     def _count(self) -> None:

@@ -9,174 +9,29 @@ from a throw-away ``trustme`` CA made once per process. The real SDK clients are
 from __future__ import annotations
 
 import asyncio
-import atexit
-import contextlib
 import json
 import logging
 import random
-import shutil
-import socket
 import ssl
-import struct
-import tempfile
 import threading
 import urllib.parse
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
 
 from remediate.emulator import routes_arm, routes_graph, routes_logs
 from remediate.emulator.credential import AsyncFakeCredential, FakeCredential
+from remediate.emulator.listener import Listener, answer, drop, tls
 from remediate.emulator.snapshot import Faults, Snapshot, load_snapshot
 from remediate.emulator.state import ArmError, TenantState
 from remediate.emulator.wire import Request, Response
 
 log = logging.getLogger("remediate.emulator")
-_T = TypeVar("_T")
-
-_TLS_LOCK = threading.Lock()
-_TLS: tuple[ssl.SSLContext, str] | None = None
 _METHODS = frozenset({"GET", "PUT", "POST", "DELETE", "PATCH"})
-_LINGER_RESET = struct.pack("ii", 1, 0)
-"""SO_LINGER on, 0 s: closing the socket sends a TCP reset, as a dropped connection looks to the client."""
-
-
-def _tls() -> tuple[ssl.SSLContext, str]:
-    """The server TLS context and the CA file, generated once per process (trustme, loopback names only)."""
-    global _TLS
-    with _TLS_LOCK:
-        if _TLS is None:
-            import trustme
-
-            ca = trustme.CA()
-            cert = ca.issue_cert("127.0.0.1", "localhost", "::1")
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            cert.configure_cert(ctx)
-            folder = tempfile.mkdtemp(prefix="kv-remediate-emulator-")
-            atexit.register(shutil.rmtree, folder, True)
-            ca_file = str(Path(folder) / "ca.pem")
-            ca.cert_pem.write_to_path(ca_file)
-            _TLS = (ctx, ca_file)
-        return _TLS
-
-
-class _Loop:
-    """One asyncio event loop in a daemon thread with aiohttp's low-level server for the connections it is given."""
-
-    def __init__(self, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], name: str) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.server = web.Server(handler, loop=self.loop, access_log=None, keepalive_timeout=120)
-        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
-        self._thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, _T]) -> _T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=10)
-
-    async def adopt(self, conn: socket.socket, ctx: ssl.SSLContext) -> None:
-        """Serve an accepted connection on this loop (the TLS handshake included)."""
-        try:
-            await self.loop.connect_accepted_socket(self.server, conn, ssl=ctx)
-        except (OSError, ssl.SSLError):  # a client that went away or spoke no TLS
-            log.debug("emulator: connection failed before its first request", exc_info=True)
-            conn.close()
-
-    async def close_connections(self) -> None:
-        for handler in self.server.connections:  # open connections end now, as a process exiting ends them
-            handler.force_close()
-        await self.server.shutdown(0.05)
-
-    def stop(self) -> None:
-        try:
-            self.run(self.close_connections())
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(timeout=2)
-            self.loop.close()
-
-
-class _Listener:
-    """A loopback port whose connections are spread over up to ``LOOPS`` event-loop threads (round robin; a loop
-    is started with the first connection it gets, so a test with one client runs one).
-
-    Why several loops: the SDK clients in tests and benchmarks run in the same process, often in several threads;
-    one server thread waits for the GIL at every wake-up (measured: about two thirds of the threaded server's
-    throughput with 8 client threads), several wait side by side, as the former threaded server's threads did.
-    """
-
-    LOOPS = 8
-
-    def __init__(self, emulator: Emulator, ctx: ssl.SSLContext) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0), backlog=256)
-        self.sock.setblocking(False)
-        self.port = int(self.sock.getsockname()[1])
-        self.accepted = 0
-        self._ctx = ctx
-        self._handler = emulator._handle
-        self._loops = [self._new_loop(0)]
-        self._acceptor = self._loops[0].run(self._start_accepting())
-
-    def _new_loop(self, index: int) -> _Loop:
-        return _Loop(self._handler, f"kv-remediate-emulator-{self.port}-{index}")
-
-    async def _start_accepting(self) -> asyncio.Task[None]:
-        return asyncio.get_running_loop().create_task(self._accept())
-
-    async def _accept(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                conn, _ = await loop.sock_accept(self.sock)
-            except OSError:  # out of file descriptors, or the like: the listen backlog holds the rest meanwhile
-                log.warning("emulator: accepting a connection failed", exc_info=True)
-                await asyncio.sleep(0.05)
-                continue
-            if self.accepted < self.LOOPS and self.accepted >= len(self._loops):
-                self._loops.append(self._new_loop(self.accepted))
-            target = self._loops[self.accepted % len(self._loops)]
-            self.accepted += 1
-            asyncio.run_coroutine_threadsafe(target.adopt(conn, self._ctx), target.loop)
-
-    async def _stop_accepting(self) -> None:
-        self._acceptor.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._acceptor
-        self.sock.close()
-
-    def close(self) -> None:
-        try:
-            self._loops[0].run(self._stop_accepting())
-        finally:
-            for each in self._loops:
-                each.stop()
-
-
-def _drop(request: web.BaseRequest) -> web.Response:
-    """Close the connection without answering (an abortive close, as a reset connection looks)."""
-    transport = request.transport
-    if transport is not None:
-        sock = transport.get_extra_info("socket")
-        try:
-            if sock is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-        except OSError:
-            pass
-        transport.abort()
-    return web.Response(status=500)  # never sent: the connection is gone
-
-
-def _answer(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
-    data = b"" if body is None or status == 204 else body if isinstance(body, bytes) else json.dumps(body).encode()
-    out = {"Server": "kv-remediate-emulator", "x-ms-request-id": str(uuid.uuid4())}
-    if data:
-        out["Content-Type"] = "application/json; charset=utf-8"
-    out.update(headers or {})
-    return web.Response(status=status, body=data or None, headers=out)
-
 
 _TRANSPORT: Any = None
 
@@ -241,7 +96,7 @@ class Emulator:
         self._count_lock = threading.Lock()
         self._requests = 0
         self.unrouted: list[str] = []  # "METHOD path" of every request no route served (gaps show up in tests)
-        self._listener: _Listener | None = None
+        self._listener: Listener | None = None
 
     # ---- configuration ----------------------------------------------------------------------------------
     @property
@@ -273,7 +128,7 @@ class Emulator:
     def start(self) -> Emulator:
         """Listen on a free loopback port and serve from a background thread."""
         if self._listener is None:
-            self._listener = _Listener(self, _tls()[0])
+            self._listener = Listener(self._handle, tls()[0])
         return self
 
     def stop(self) -> None:
@@ -304,7 +159,7 @@ class Emulator:
     @property
     def ca_file(self) -> str:
         """PEM file of the throw-away CA that signed the server certificate."""
-        return _tls()[1]
+        return tls()[1]
 
     @property
     def request_count(self) -> int:
@@ -355,7 +210,7 @@ class Emulator:
         """One request: counted, then the injected fault or latency, then :meth:`_dispatch`."""
         method = request.method.upper()
         if method not in _METHODS:  # not a request any route serves (and not counted, as before)
-            return _answer(501, {"error": {"code": "NotImplemented", "message": f"The HTTP method '{method}' is "
+            return answer(501, {"error": {"code": "NotImplemented", "message": f"The HTTP method '{method}' is "
                                            "not supported by the emulator."}})
         self._count()
         raw = await request.read()
@@ -363,22 +218,22 @@ class Emulator:
         if self._latency_s > 0:
             await asyncio.sleep(self._latency_s)
         if fault == "reset":
-            return _drop(request)
+            return drop(request)
         if fault == "throttle":
             retry = self._faults.retry_after_s
-            return _answer(429, {"error": {"code": "TooManyRequests", "message": "The request is being throttled "
+            return answer(429, {"error": {"code": "TooManyRequests", "message": "The request is being throttled "
                                            "as the limit has been reached for operation type - "
                                            "Read_ObservationWindow_00:05:00. For more information, see - "
                                            "https://aka.ms/srpthrottlinglimits"}},
                            {"Retry-After": str(int(retry) if float(retry).is_integer() else retry)})
         if fault in ("500", "503"):
             code = "InternalServerError" if fault == "500" else "ServiceUnavailable"
-            return _answer(int(fault), {"error": {"code": code, "message": "The server encountered an internal "
+            return answer(int(fault), {"error": {"code": code, "message": "The server encountered an internal "
                                                   "error. Please retry the request (injected by the emulator)."}})
         resp = self._dispatch(method, request.raw_path, raw)
         if lost and resp.write and resp.status < 400:
-            return _drop(request)
-        return _answer(resp.status, resp.body, resp.headers)
+            return drop(request)
+        return answer(resp.status, resp.body, resp.headers)
 
     # ---- internals used by the handler ------------------------------------------------------------------
     def _count(self) -> None:

@@ -170,7 +170,9 @@ def bench_worker(conn: str, azurite_pid: int) -> None:
 
     from remediate.app import services
     from remediate.app.settings import DENIALS_QUEUE
-    from remediate.serve import LoopThread, QueuePump, load_app, queue_triggers
+    from remediate.localhost.discovery import load_app, queue_triggers
+    from remediate.localhost.invoke import LoopThread
+    from remediate.localhost.pump import QueuePump
     from tests.support.app import clear_storage
 
     os.environ.update(_app_env(conn))

@@ -461,7 +461,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .serve import serve
+    from .localhost.supervisor import serve
 
     return serve(host=args.host, port=args.port, snapshot=args.snapshot, workers=args.workers,
                  function_key=args.function_key, insecure_no_key=args.insecure_no_key)

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from remediate.serve import HttpServer, load_app
+from remediate.localhost.discovery import load_app
+from remediate.localhost.http import HttpServer
 from tests.support.app import APP_ORDERS, DEMO, ROOT, app_environment
 
 SCRIPT = ROOT / "examples" / "diagnose.sh"

@@ -18,7 +18,9 @@ from azure.storage.queue import QueueServiceClient
 
 from remediate.app import settings as app_settings
 from remediate.errors import ConfigError
-from remediate.serve import MAX_BODY, HttpServer, load_app, resolve_key, serve
+from remediate.localhost.discovery import load_app
+from remediate.localhost.http import MAX_BODY, HttpServer
+from remediate.localhost.supervisor import resolve_key, serve
 from tests.support.app import DEMO, LOOPBACK_ONLY, ROOT, app_environment
 
 ALERT = (DEMO / "inputs" / "10_log_alert_v2.json").read_bytes()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import functools
 import json
 import logging
 import shutil
@@ -17,6 +18,7 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,28 +30,30 @@ Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 """What answers one request (``Emulator._handle``)."""
 
 _TLS_LOCK = threading.Lock()
-_TLS: tuple[ssl.SSLContext, str] | None = None
 _LINGER_RESET = struct.pack("ii", 1, 0)
 """SO_LINGER on, 0 s: closing the socket sends a TCP reset, as a dropped connection looks to the client."""
 
 
 def tls() -> tuple[ssl.SSLContext, str]:
-    """The server TLS context and the CA file, generated once per process (trustme, loopback names only)."""
-    global _TLS
+    """The server TLS context and the CA file, generated once per process (trustme, loopback names only); the lock
+    makes "once" hold across threads (a cache alone may run the maker twice, and two CAs would not match)."""
     with _TLS_LOCK:
-        if _TLS is None:
-            import trustme
+        return _make_tls()
 
-            ca = trustme.CA()
-            cert = ca.issue_cert("127.0.0.1", "localhost", "::1")
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            cert.configure_cert(ctx)
-            folder = tempfile.mkdtemp(prefix="kv-remediate-emulator-")
-            atexit.register(shutil.rmtree, folder, True)
-            ca_file = str(Path(folder) / "ca.pem")
-            ca.cert_pem.write_to_path(ca_file)
-            _TLS = (ctx, ca_file)
-        return _TLS
+
+@functools.cache
+def _make_tls() -> tuple[ssl.SSLContext, str]:
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost", "::1")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    cert.configure_cert(ctx)
+    folder = tempfile.mkdtemp(prefix="kv-remediate-emulator-")
+    atexit.register(shutil.rmtree, folder, True)
+    ca_file = str(Path(folder) / "ca.pem")
+    ca.cert_pem.write_to_path(ca_file)
+    return ctx, ca_file
 
 
 class EventLoop:
@@ -157,7 +161,10 @@ def drop(request: web.BaseRequest) -> web.Response:
 
 
 def answer(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
-    data = b"" if body is None or status == 204 else body if isinstance(body, bytes) else json.dumps(body).encode()
+    if body is None or status == HTTPStatus.NO_CONTENT:
+        data = b""
+    else:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
     out = {"Server": "kv-remediate-emulator", "x-ms-request-id": str(uuid.uuid4())}
     if data:
         out["Content-Type"] = "application/json; charset=utf-8"

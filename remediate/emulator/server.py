@@ -9,6 +9,7 @@ from a throw-away ``trustme`` CA made once per process. The real SDK clients are
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import random
@@ -17,6 +18,7 @@ import threading
 import urllib.parse
 import uuid
 from datetime import UTC, datetime
+from http import HTTPStatus
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -33,32 +35,39 @@ from remediate.emulator.wire import Request, Response
 log = logging.getLogger("remediate.emulator")
 _METHODS = frozenset({"GET", "PUT", "POST", "DELETE", "PATCH"})
 
-_TRANSPORT: Any = None
+_HALF = 0.5   # an injected server error is a 500 or a 503 with even odds
 
 
+@functools.cache
 def _transport_class() -> Any:
     """An ``AioHttpTransport`` whose session's connector holds one client SSLContext (imported lazily)."""
-    global _TRANSPORT
-    if _TRANSPORT is None:
-        import aiohttp
-        from azure.core.pipeline.transport import AioHttpTransport
+    import aiohttp
+    from azure.core.pipeline.transport import AioHttpTransport
 
-        class EmulatorAioHttpTransport(AioHttpTransport):  # type: ignore[misc]
-            """Owns a session whose connector trusts the emulator's CA; requests keep ``verify=True``."""
+    class EmulatorAioHttpTransport(AioHttpTransport):  # type: ignore[misc]
+        """Owns a session whose connector trusts the emulator's CA; requests keep ``verify=True``."""
 
-            def __init__(self, ctx: ssl.SSLContext, **kwargs: Any) -> None:
-                super().__init__(**kwargs)
-                self._emulator_ssl = ctx
+        def __init__(self, ctx: ssl.SSLContext, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self._emulator_ssl = ctx
 
-            async def open(self) -> None:
-                if not getattr(self, "session", None):
-                    self.session = aiohttp.ClientSession(
-                        connector=aiohttp.TCPConnector(ssl=self._emulator_ssl, limit=256),
-                        cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False, trust_env=False)
-                await super().open()
+        async def open(self) -> None:
+            if not getattr(self, "session", None):
+                self.session = aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(ssl=self._emulator_ssl, limit=256),
+                    cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False, trust_env=False)
+            await super().open()
 
-        _TRANSPORT = EmulatorAioHttpTransport
-    return _TRANSPORT
+    return EmulatorAioHttpTransport
+
+
+def _unquoted(value: str) -> str:
+    """A query value with the SDK's re-quoting of a nextLink's values undone (up to three encodings deep)."""
+    for _ in range(3):
+        if "%" not in value:
+            break
+        value = urllib.parse.unquote(value)
+    return value
 
 
 def _error_body(family: str, e: ArmError) -> dict[str, Any]:
@@ -231,7 +240,7 @@ class Emulator:
             return answer(int(fault), {"error": {"code": code, "message": "The server encountered an internal "
                                                   "error. Please retry the request (injected by the emulator)."}})
         resp = self._dispatch(method, request.raw_path, raw)
-        if lost and resp.write and resp.status < 400:
+        if lost and resp.write and resp.status < HTTPStatus.BAD_REQUEST:
             return drop(request)
         return answer(resp.status, resp.body, resp.headers)
 
@@ -251,7 +260,7 @@ class Emulator:
             elif r < f.reset_rate + f.throttle_rate:
                 fault = "throttle"
             elif r < f.reset_rate + f.throttle_rate + f.error_rate:
-                fault = "500" if self._rng.random() < 0.5 else "503"
+                fault = "500" if self._rng.random() < _HALF else "503"
             lost = fault is None and method in ("PUT", "DELETE", "POST", "PATCH") and f.lost_response_rate > 0 \
                 and self._rng.random() < f.lost_response_rate
         return fault, lost
@@ -261,11 +270,7 @@ class Emulator:
         path = urllib.parse.unquote(split.path)
         query: dict[str, str] = {}
         for k, v in urllib.parse.parse_qsl(split.query, keep_blank_values=True):
-            for _ in range(3):  # the SDK re-quotes query values of a nextLink; undo any double encoding
-                if "%" not in v:
-                    break
-                v = urllib.parse.unquote(v)
-            query[k.lower()] = v
+            query[k.lower()] = _unquoted(v)
         low = path.lower()
         family = "graph" if low.startswith("/v1.0/") else "logs" if low.startswith("/v1/") else "arm"
         try:
@@ -282,8 +287,9 @@ class Emulator:
                 return routes_logs.handle(self._state, req)
             return routes_arm.handle(self._state, req)
         except ArmError as e:
-            if e.code in ("InvalidResourceType", "PathNotFoundError", "UnsupportedQuery") or (
-                    family == "graph" and e.status == 400 and "Resource not found for the segment" in e.message):
+            graph_unrouted = family == "graph" and e.status == HTTPStatus.BAD_REQUEST and \
+                "Resource not found for the segment" in e.message
+            if e.code in ("InvalidResourceType", "PathNotFoundError", "UnsupportedQuery") or graph_unrouted:
                 self.unrouted.append(f"{method} {path}")
             return Response(e.status, _error_body(family, e), e.headers)
         except Exception as e:  # a bug in the emulator: answer like ARM would, and make it visible

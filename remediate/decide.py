@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from http import HTTPStatus
 
 from . import catalog
 from .abac import evaluate_condition
@@ -77,13 +78,13 @@ def cause_hint(denial: Denial) -> Cause | None:
 
 @lru_cache(maxsize=2048)
 def _hint(status: int | None, signals: frozenset[Signal], known: bool, operation: str) -> Cause | None:
-    if status == 429 or Signal.THROTTLED in signals:
+    if status == HTTPStatus.TOO_MANY_REQUESTS or Signal.THROTTLED in signals:
         return Cause.THROTTLED
-    if status == 401:
+    if status == HTTPStatus.UNAUTHORIZED:
         if Signal.AUTH_CHALLENGE in signals or (operation == "authentication" and not known):
             return Cause.AUTH_CHALLENGE
         return None if Signal.STATUS_ONLY in signals else Cause.AUTH_FAILED
-    if status != 403:
+    if status != HTTPStatus.FORBIDDEN:
         return None
     for signal, cause in _SIGNAL_CAUSES:
         if signal in signals:
@@ -101,9 +102,9 @@ _SIGNAL_CAUSES = ((Signal.NETWORK, Cause.NETWORK_BLOCKED), (Signal.ADDRESS_NOT_A
 def input_cause(denial: Denial) -> Cause | None:
     """The cause when the input alone decides it (status or the service's own words)."""
     hint = cause_hint(denial)
-    if denial.status == 401:
+    if denial.status == HTTPStatus.UNAUTHORIZED:
         return Cause.AUTH_CHALLENGE if hint == Cause.AUTH_CHALLENGE else Cause.AUTH_FAILED
-    if denial.status == 429:
+    if denial.status == HTTPStatus.TOO_MANY_REQUESTS:
         return Cause.THROTTLED
     if hint in INPUT_CAUSES:
         return hint
@@ -127,7 +128,7 @@ def object_scope(vault_id: str, denial: Denial) -> str | None:
 def scope_applies(assignment_scope: str, target: str) -> bool:
     """An assignment at ``assignment_scope`` applies at ``target`` when it is the same scope or above it."""
     a, t = _norm_scope(assignment_scope), _norm_scope(target)
-    if a == "/" or a == t or t.startswith(a + "/"):
+    if a in ("/", t) or t.startswith(a + "/"):
         return True
     # Management groups sit above subscriptions; the facts layer only returns the ones above this vault.
     return a.startswith("/providers/microsoft.management/managementgroups/")

@@ -257,7 +257,7 @@ def test_pasting_the_custom_role_lines_twice_creates_one_role_and_assigns_it() -
     roles = [r for r in tenant["role_definitions"] if (r.get("properties") or r).get("roleName") == alt.role_name]
     assert len(roles) == 1
     role = roles[0].get("properties") or roles[0]
-    assert role["assignableScopes"] == [PAY.split("/providers/")[0]]
+    assert role["assignableScopes"] == [PAY.split("/providers/", maxsplit=1)[0]]
     grants = [a for a in tenant["role_assignments"]
               if (a.get("properties") or a).get("principalId") == SIGNER
               and str((a.get("properties") or a).get("roleDefinitionId", "")).endswith(guid)]

@@ -165,7 +165,9 @@ def json_pipeline(base_url: str, credential: Any, scope: str, *, count: Callable
 class ArmFacts:
     """Reads facts for a batch through the real SDK clients, with per-batch caches and a request counter."""
 
-    def __init__(self, credential: Any, subscriptions: Sequence[str], *, cloud: Cloud = PUBLIC,
+    # Keyword-only settings, each defaulted; callers (backends, CLI, app, benches, tests) name the few they set
+    # through Backend.facts(**kw), so a settings object would only repeat this signature.
+    def __init__(self, credential: Any, subscriptions: Sequence[str], *, cloud: Cloud = PUBLIC,  # noqa: PLR0913
                  arm_url: str | None = None, graph_url: str | None = None, connection_verify: str | bool | None = None,
                  graph: bool = True, max_concurrency: int = 32, retry_after_cap_s: float = 30.0,
                  retry_total: int = 10, transport_factory: Callable[[], Any] | None = None,

@@ -111,7 +111,8 @@ class ArmWriter:
     # -- role assignments ---------------------------------------------------------------------------------------
 
     async def create_role_assignment(self, scope: str, name: str, role_definition_id: str, principal_id: str,
-                                     principal_type: str | None, description: str | None = None) -> WriteResult:
+                                     principal_type: str | None, *, description: str | None = None
+                                     ) -> WriteResult:
         """PUT with a deterministic name; ARM's 409 RoleAssignmentExists (same grant, other name) is success.
 
         ``description`` (ARM ``properties.description``) labels the assignment as ours: kv-remediate, the grant id

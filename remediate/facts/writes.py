@@ -196,7 +196,7 @@ class ArmWriter:
         except (HttpResponseError, ClientAuthenticationError, *_TRANSIENT) as exc:
             raise _fail(f"deleting role assignment {name} at {scope}", exc) from exc
 
-    async def pim_assign(self, scope: str, name: str, role_definition_id: str, principal_id: str,
+    async def pim_assign(self, scope: str, name: str, role_definition_id: str, principal_id: str, *,
                          duration: str, justification: str) -> PimResult:
         """A PIM AdminAssign schedule request that expires after ``duration`` (ISO 8601).
 

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
 from pathlib import Path
 
 from tests.support.azurite import start_azurite
@@ -72,7 +73,7 @@ async def _client(port: int, body: bytes, count: int, latencies: list[float], fa
                 length = int(value)
         await reader.readexactly(length)
         latencies.append(time.perf_counter() - t)
-        if status != 202:
+        if status != HTTPStatus.ACCEPTED:
             failures.append(status)
     writer.close()
 
@@ -107,7 +108,7 @@ def bench_alerts(conn: str, processes: int) -> None:
             try:
                 c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
                 c.request("GET", "/api/health")
-                if c.getresponse().status == 200:
+                if c.getresponse().status == HTTPStatus.OK:
                     break
             except OSError:
                 pass
@@ -170,7 +171,9 @@ def bench_worker(conn: str, azurite_pid: int) -> None:
 
     from remediate.app import services
     from remediate.app.settings import DENIALS_QUEUE
-    from remediate.serve import LoopThread, QueuePump, load_app, queue_triggers
+    from remediate.localhost.discovery import load_app, queue_triggers
+    from remediate.localhost.invoke import LoopThread
+    from remediate.localhost.pump import QueuePump
     from tests.support.app import clear_storage
 
     os.environ.update(_app_env(conn))

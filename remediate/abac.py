@@ -35,19 +35,25 @@ def evaluate_condition(condition: str, action: str, object_name: str | None) -> 
     if not clauses or object_name is None or re.search(r"\band\b", _COND_RE.sub("", rest), re.IGNORECASE):
         return None
     for c in clauses:
-        attr = c.group("attr").lower()
-        if not attr.endswith(":name") and not attr.endswith("/name"):
-            return None
-        op, val = c.group("op").lower(), c.group("val")
-        name = object_name
-        if op in ("stringequals", "stringequalsignorecase"):
-            ok = name.lower() == val.lower() if op.endswith("ignorecase") else name == val
-        elif op.startswith("stringstartswith"):
-            ok = name.lower().startswith(val.lower()) if op.endswith("ignorecase") else name.startswith(val)
-        elif op == "stringnotequals":
-            ok = name != val
-        else:
+        ok = _clause_holds(c, object_name)
+        if ok is None:
             return None
         if ok:
             return True
     return False
+
+
+def _clause_holds(clause: re.Match[str], name: str) -> bool | None:
+    """Whether one ``@Resource[...name] <op> 'value'`` clause holds for the object ``name``; None when the clause
+    is on another attribute or uses an operator not evaluated here."""
+    attr = clause.group("attr").lower()
+    if not attr.endswith(":name") and not attr.endswith("/name"):
+        return None
+    op, val = clause.group("op").lower(), clause.group("val")
+    if op in ("stringequals", "stringequalsignorecase"):
+        return name.lower() == val.lower() if op.endswith("ignorecase") else name == val
+    if op.startswith("stringstartswith"):
+        return name.lower().startswith(val.lower()) if op.endswith("ignorecase") else name.startswith(val)
+    if op == "stringnotequals":
+        return name != val
+    return None

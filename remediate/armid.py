@@ -74,10 +74,16 @@ class GrantScope:
         return str(self.vault) if self.kind is None else f"{self.vault}/{self.kind}/{self.name}"
 
 
+# Segments of a vault id split on "/": "", "subscriptions", {sub}, "resourceGroups", {rg}, "providers",
+# "Microsoft.KeyVault", "vaults" (or "managedHSMs"), {name}; an object scope adds {kind} and {name}.
+VAULT_ID_SEGMENTS = 9
+OBJECT_SCOPE_SEGMENTS = VAULT_ID_SEGMENTS + 2
+
+
 def parse_vault_id(text: str) -> VaultId | None:
     """The vault id when ``text`` is exactly one (no trailing path, no empty or dot segments), else None."""
     parts = text.split("/")
-    if len(parts) != 9:
+    if len(parts) != VAULT_ID_SEGMENTS:
         return None
     return _vault(parts)
 
@@ -95,12 +101,12 @@ def _vault(parts: list[str]) -> VaultId | None:
 def parse_grant_scope(text: str) -> GrantScope | None:
     """A vault id, or a vault id followed by ``/{keys|secrets|certificates}/{valid name}``; anything else None."""
     parts = text.split("/")
-    if len(parts) not in (9, 11):
+    if len(parts) not in (VAULT_ID_SEGMENTS, OBJECT_SCOPE_SEGMENTS):
         return None
     vault = _vault(parts)
     if vault is None:
         return None
-    if len(parts) == 9:
+    if len(parts) == VAULT_ID_SEGMENTS:
         return GrantScope(vault)
     kind, name = parts[9], parts[10]
     if kind not in OBJECT_KINDS or not is_object_name(name):
@@ -136,7 +142,7 @@ class HsmId:
 def parse_hsm_id(text: str) -> HsmId | None:
     """The Managed HSM id when ``text`` is exactly one, else None (same segment rules as :func:`parse_vault_id`)."""
     parts = text.split("/")
-    if len(parts) != 9 or parts[7].lower() != "managedhsms":
+    if len(parts) != VAULT_ID_SEGMENTS or parts[7].lower() != "managedhsms":
         return None
     vault = _vault([*parts[:7], "vaults", parts[8]])
     return HsmId(vault.subscription, vault.resource_group, vault.name) if vault else None

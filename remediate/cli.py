@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -190,6 +190,10 @@ def _denials_from_args(args: argparse.Namespace) -> Batch:
     return _parse_batch(args)
 
 
+PROGRESS_FROM = 20        # batches of fewer distinct denials finish before a progress line would help
+PROGRESS_EVERY_S = 0.2    # the progress line is redrawn at most this often (seconds)
+
+
 class Progress:
     """Progress of a long batch on standard error (count, rate, ETA), only when standard error is a terminal and
     the output is text: never in JSON, never when piped or captured."""
@@ -208,7 +212,7 @@ class Progress:
         import time
 
         now = time.monotonic()
-        if not self._enabled or total < 20 or (done < total and now - self._last < 0.2):
+        if not self._enabled or total < PROGRESS_FROM or (done < total and now - self._last < PROGRESS_EVERY_S):
             return
         self._last = now
         sys.stderr.write("\r" + progress_line(self._label, done, total, now - self._start) + "\x1b[K")
@@ -219,6 +223,21 @@ class Progress:
         if self.shown:
             sys.stderr.write("\r\x1b[K")
             sys.stderr.flush()
+
+
+def _run(batch: Coroutine[Any, Any, tuple[Any, dict[str, str]]], progress: Progress,
+         notes: Sequence[str]) -> tuple[Any, dict[str, str], dict[str, Any]]:
+    """Run one diagnose/remediate batch with its progress line; the result, the names, and its JSON with intake's
+    ``notes`` first."""
+    import asyncio
+
+    try:
+        result, names = asyncio.run(batch)
+    finally:
+        progress.close()
+    doc: dict[str, Any] = result.to_dict()
+    doc["notes"] = list(notes) + doc.get("notes", [])
+    return result, names, doc
 
 
 def progress_line(label: str, done: int, total: int, elapsed: float) -> str:
@@ -244,7 +263,6 @@ async def _names(facts: Any, findings: Any) -> dict[str, str]:
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
-    import asyncio
 
     from .backends import fact_source
     from .render.findings import report
@@ -259,12 +277,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
             got = await diagnose(parsed.denials, facts, progress=progress, entry="cli")
             return got, (await _names(facts, got.findings) if text else {})
 
-    try:
-        result, names = asyncio.run(go())
-    finally:
-        progress.close()
-    doc = result.to_dict()
-    doc["notes"] = list(parsed.notes) + doc.get("notes", [])
+    result, names, doc = _run(go(), progress, parsed.notes)
     doc["stats"]["skipped"] = parsed.skipped
     _emit(doc, lambda: report(result.findings, result.stats, (*parsed.notes, *result.notes), names), args.output)
     return 2 if parsed.unusable else 0
@@ -289,7 +302,6 @@ def remediate_exit(findings: Any, requested: bool, unusable: bool) -> int:
 
 
 def cmd_remediate(args: argparse.Namespace) -> int:
-    import asyncio
     import getpass
 
     from .apply import ApplyContext
@@ -316,12 +328,7 @@ def cmd_remediate(args: argparse.Namespace) -> int:
                 got = await remediate(parsed.denials, facts, ctx, progress=progress, entry="cli")
                 return got, (await _names(facts, got.findings) if text else {})
 
-    try:
-        result, names = asyncio.run(go())
-    finally:
-        progress.close()
-    doc = result.to_dict()
-    doc["notes"] = list(parsed.notes) + doc.get("notes", [])
+    result, names, doc = _run(go(), progress, parsed.notes)
     summary = apply_summary(result.findings, args.apply, bool(args.snapshot), args.snapshot_out)
     if args.snapshot and args.apply and not args.snapshot_out:
         doc["notes"].append("the changes were made in the bundled emulator only and are gone with it; "
@@ -461,7 +468,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .serve import serve
+    from .localhost.supervisor import serve
 
     return serve(host=args.host, port=args.port, snapshot=args.snapshot, workers=args.workers,
                  function_key=args.function_key, insecure_no_key=args.insecure_no_key)

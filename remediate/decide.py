@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from http import HTTPStatus
 
 from . import catalog
 from .abac import evaluate_condition
 from .catalog import RoleDefinition
 from .evidence import (
+    NO_DETAIL,
     AccessPolicyCheck,
     DecisionDetail,
     DenyCheck,
@@ -77,15 +79,15 @@ def cause_hint(denial: Denial) -> Cause | None:
 
 @lru_cache(maxsize=2048)
 def _hint(status: int | None, signals: frozenset[Signal], known: bool, operation: str) -> Cause | None:
-    if status == 429 or Signal.THROTTLED in signals:
+    if status == HTTPStatus.TOO_MANY_REQUESTS or Signal.THROTTLED in signals:
         return Cause.THROTTLED
-    if status == 401:
+    if status == HTTPStatus.UNAUTHORIZED:
         if Signal.AUTH_CHALLENGE in signals or (operation == "authentication" and not known):
             return Cause.AUTH_CHALLENGE
         # a metric's status alone, or a platform's 401 for what its own words call a permission refusal (a Logic
         # Apps connector): not a token problem the input decides
         return None if Signal.STATUS_ONLY in signals or Signal.RELAYED in signals else Cause.AUTH_FAILED
-    if status != 403:
+    if status != HTTPStatus.FORBIDDEN:
         return None
     for signal, cause in _SIGNAL_CAUSES:
         if signal in signals:
@@ -104,11 +106,11 @@ _SIGNAL_CAUSES = ((Signal.NETWORK, Cause.NETWORK_BLOCKED), (Signal.ADDRESS_NOT_A
 def input_cause(denial: Denial) -> Cause | None:
     """The cause when the input alone decides it (status or the service's own words)."""
     hint = cause_hint(denial)
-    if denial.status == 401:
+    if denial.status == HTTPStatus.UNAUTHORIZED:
         if hint is None and Signal.RELAYED in denial.signals:
             return None  # a connector's 401 for a permission refusal: the vault and its grants decide
         return Cause.AUTH_CHALLENGE if hint == Cause.AUTH_CHALLENGE else Cause.AUTH_FAILED
-    if denial.status == 429:
+    if denial.status == HTTPStatus.TOO_MANY_REQUESTS:
         return Cause.THROTTLED
     if hint in INPUT_CAUSES:
         return hint
@@ -132,7 +134,7 @@ def object_scope(vault_id: str, denial: Denial) -> str | None:
 def scope_applies(assignment_scope: str, target: str) -> bool:
     """An assignment at ``assignment_scope`` applies at ``target`` when it is the same scope or above it."""
     a, t = _norm_scope(assignment_scope), _norm_scope(target)
-    if a == "/" or a == t or t.startswith(a + "/"):
+    if a in ("/", t) or t.startswith(a + "/"):
         return True
     # Management groups sit above subscriptions; the facts layer only returns the ones above this vault.
     return a.startswith("/providers/microsoft.management/managementgroups/")
@@ -322,45 +324,62 @@ def decide(denial: Denial, facts: Facts | None) -> Decision:
     required = required_for(denial)
     early = input_cause(denial)
     vault = facts.vault if facts else None
-    model = vault.permission_model if vault else None
     if facts is None or vault is None or early is not None or not denial.principal.object_id or \
             required is None or not required.data_actions:
-        evidence = _evidence(facts) if facts else NOTHING_READ
-        if early is not None:
-            return Decision(early, model, required, evidence)
-        if not denial.principal.object_id:
-            return Decision(Cause.PRINCIPAL_NOT_IDENTIFIED, model, required, evidence)
-        if facts is None or vault is None:
-            detail = DecisionDetail(searched=tuple(facts.searched_subscriptions) if facts else ())
-            return Decision(Cause.VAULT_NOT_FOUND, None, required, evidence, detail)
-        return Decision(Cause.UNKNOWN, model, required, evidence,
-                        DecisionDetail(reason="the denied operation is not known"))
-
+        return _decided_without_grants(denial, facts, required, early)
     rbac = rbac_check(denial, facts, required.data_actions)
     ap = access_policy_check(denial, facts, required.access_policy)
     evidence = _evidence(facts, rbac, ap)
     if vault.rbac:
-        hit = [d for d in rbac.denies if d.applies]
-        if hit:
-            return Decision(Cause.DENY_ASSIGNMENT, model, required, evidence, DecisionDetail(deny=hit[0]))
-        if rbac.granted:
-            return Decision(Cause.ALREADY_GRANTED, model, required, evidence, DecisionDetail(grant=rbac.granted[0]))
-        if rbac.conditional:
-            return Decision(Cause.CONDITION_NOT_MET, model, required, evidence,
-                            DecisionDetail(grant=rbac.conditional[0]))
-        if ap.granted:
-            return Decision(Cause.WRONG_PERMISSION_MODEL, model, required, evidence,
-                            DecisionDetail(held_in="access_policy", grant=ap.granted[0]))
-        return Decision(Cause.MISSING_ROLE_ASSIGNMENT, model, required, evidence)
-    if ap.granted:
-        return Decision(Cause.ALREADY_GRANTED, model, required, evidence, DecisionDetail(grant=ap.granted[0]))
-    if ap.compound_only:
-        return Decision(Cause.COMPOUND_IDENTITY_REQUIRED, model, required, evidence,
-                        DecisionDetail(grant=ap.compound_only[0]))
+        cause, detail = _rbac_vault_cause(rbac, ap)
+    else:
+        cause, detail = _access_policy_vault_cause(rbac, ap)
+    return Decision(cause, vault.permission_model, required, evidence, detail)
+
+
+def _decided_without_grants(denial: Denial, facts: Facts | None, required: Required | None,
+                            early: Cause | None) -> Decision:
+    """The decision when the grants are not what decides: the input's own cause, no caller, no vault, or an
+    operation the catalogue does not know."""
+    vault = facts.vault if facts else None
+    model = vault.permission_model if vault else None
+    evidence = _evidence(facts) if facts else NOTHING_READ
+    if early is not None:
+        return Decision(early, model, required, evidence)
+    if not denial.principal.object_id:
+        return Decision(Cause.PRINCIPAL_NOT_IDENTIFIED, model, required, evidence)
+    if facts is None or vault is None:
+        detail = DecisionDetail(searched=tuple(facts.searched_subscriptions) if facts else ())
+        return Decision(Cause.VAULT_NOT_FOUND, None, required, evidence, detail)
+    return Decision(Cause.UNKNOWN, model, required, evidence,
+                    DecisionDetail(reason="the denied operation is not known"))
+
+
+def _rbac_vault_cause(rbac: RbacResult, ap: AccessPolicyResult) -> tuple[Cause, DecisionDetail]:
+    """On an RBAC vault: a deny assignment, the role already held, a condition not met, the grant held as an
+    access policy (ignored by this vault), else a missing role assignment."""
+    hit = [d for d in rbac.denies if d.applies]
+    if hit:
+        return Cause.DENY_ASSIGNMENT, DecisionDetail(deny=hit[0])
     if rbac.granted:
-        return Decision(Cause.WRONG_PERMISSION_MODEL, model, required, evidence,
-                        DecisionDetail(held_in="rbac", grant=rbac.granted[0], missing=ap.missing))
-    return Decision(Cause.MISSING_ACCESS_POLICY, model, required, evidence, DecisionDetail(missing=ap.missing))
+        return Cause.ALREADY_GRANTED, DecisionDetail(grant=rbac.granted[0])
+    if rbac.conditional:
+        return Cause.CONDITION_NOT_MET, DecisionDetail(grant=rbac.conditional[0])
+    if ap.granted:
+        return Cause.WRONG_PERMISSION_MODEL, DecisionDetail(held_in="access_policy", grant=ap.granted[0])
+    return Cause.MISSING_ROLE_ASSIGNMENT, NO_DETAIL
+
+
+def _access_policy_vault_cause(rbac: RbacResult, ap: AccessPolicyResult) -> tuple[Cause, DecisionDetail]:
+    """On an access-policy vault: the permission already held, held only by a compound entry, held as a role
+    (ignored by this vault), else a missing access policy."""
+    if ap.granted:
+        return Cause.ALREADY_GRANTED, DecisionDetail(grant=ap.granted[0])
+    if ap.compound_only:
+        return Cause.COMPOUND_IDENTITY_REQUIRED, DecisionDetail(grant=ap.compound_only[0])
+    if rbac.granted:
+        return Cause.WRONG_PERMISSION_MODEL, DecisionDetail(held_in="rbac", grant=rbac.granted[0], missing=ap.missing)
+    return Cause.MISSING_ACCESS_POLICY, DecisionDetail(missing=ap.missing)
 
 
 # --- What to read next ----------------------------------------------------------------------------------------

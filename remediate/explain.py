@@ -103,8 +103,10 @@ def _context(denial: Denial, decision: Decision, facts: Facts | None, fix: Plan 
 
 
 def _subscription(resource_id: str | None) -> str | None:
-    parts = resource_id.split("/") if resource_id else []
-    return parts[2] if len(parts) > 2 and parts[1].lower() == "subscriptions" else None
+    """The subscription of a resource id the input named (``/subscriptions/{s}/...``), else None."""
+    if not resource_id or not resource_id.lower().startswith("/subscriptions/"):
+        return None
+    return resource_id[len("/subscriptions/"):].split("/", 1)[0] or None
 
 
 def variant(denial: Denial, decision: Decision) -> str | None:

@@ -282,11 +282,25 @@ def check(finding: Finding, policy: Policy, applied_last_hour: int = 0, *, reque
     write = exact_write(plan)
     if isinstance(write, Verdict):
         return write
+    # The rules in order, each a named step; the first refusal wins (a refusal is never None, an allowance is).
+    refusal = (_plan_refusal(plan, policy) or _grantee_refusal(write, policy, own_principals)
+               or _scope_refusal(write, policy) or _evidence_refusal(policy, proof, applied_last_hour))
+    return refusal or Verdict(True)
+
+
+def _plan_refusal(plan: Plan, policy: Policy) -> Verdict | None:
+    """What the plan itself asks for: a privileged role, or a compound (application-bound) entry."""
     if isinstance(plan, RoleAssignmentPlan) and plan.privileged and not policy.allow_privileged:
         return Verdict(False, "allow_privileged", f"the plan needs {plan.role_name}, a privileged role")
     if isinstance(plan, AccessPolicyPlan) and plan.application_id:
         return Verdict(False, "principal_types", "compound (application-bound) entries are never granted")
-    principal, ptype, scope = write.principal_id, write.principal_type, str(write.scope)
+    return None
+
+
+def _grantee_refusal(write: Write, policy: Policy, own_principals: frozenset[str]) -> Verdict | None:
+    """Who receives the grant: an identified user or service principal of an allowed type, not the app itself,
+    not denied, allowed when there is an allow list."""
+    principal, ptype = write.principal_id, write.principal_type
     if ptype not in ("ServicePrincipal", "User"):
         return Verdict(False, "principal_types", f"the caller's principal type is {ptype or 'unknown'}; only an "
                        "identified service principal or user may receive a grant (never a group)")
@@ -299,6 +313,12 @@ def check(finding: Finding, policy: Policy, applied_last_hour: int = 0, *, reque
         return Verdict(False, "principals.deny", f"{principal} is on the deny list")
     if policy.allow and principal not in policy.allow:
         return Verdict(False, "principals.allow", f"{principal} is not on the allow list")
+    return None
+
+
+def _scope_refusal(write: Write, policy: Policy) -> Verdict | None:
+    """Where and how much: inside an allowed scope, at the object only when allowed, within max_tier."""
+    scope = str(write.scope)
     if not any(within(scope, p) for p in policy.scopes):
         return Verdict(False, "scopes", f"{scope} is not under any allowed scope"
                        + ("" if policy.scopes else " (scopes is empty: nowhere)"))
@@ -306,10 +326,15 @@ def check(finding: Finding, policy: Policy, applied_last_hour: int = 0, *, reque
         return Verdict(False, "object_scope", "the plan is at the object scope but object_scope is false")
     if write.tier > policy.max_tier:
         return Verdict(False, "max_tier", f"the grant carries tier {write.tier}, above max_tier {policy.max_tier}")
+    return None
+
+
+def _evidence_refusal(policy: Policy, proof: Proof | None, applied_last_hour: int) -> Verdict | None:
+    """Whether the denial is proven, and the vault's hourly grant budget."""
     if proof is None:
         return Verdict(False, "evidence", "nothing proves this denial happened: kv-remediate did not find it in the "
                        "vault's audit log and no person approved the plan (an alert or text only says where to look)")
     if applied_last_hour >= policy.max_grants_per_hour:
         return Verdict(False, "max_grants_per_hour", f"{applied_last_hour} grants were applied on this vault in the "
                        f"last hour (limit {policy.max_grants_per_hour})")
-    return Verdict(True)
+    return None

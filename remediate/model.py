@@ -16,6 +16,13 @@ from .catalog import RoleDefinition
 from .evidence import NO_DETAIL, DecisionDetail, Evidence
 from .outcome import ApplyOutcome
 
+# The longest user principal name kept from an input (the same 256-character bound intake puts on every id).
+_MAX_UPN = 256
+# Where an ARM id split on "/" holds the subscription and the resource group:
+# "/subscriptions/{sub}/resourceGroups/{rg}".
+_SUBSCRIPTION_AT = 2
+_RESOURCE_GROUP_AT = 4
+
 PrincipalKind = Literal["app", "user"]
 
 
@@ -204,7 +211,7 @@ class Denial:
             return v.lower() if v and is_guid(v) and v.strip("0-") else None
 
         principal = Principal(object_id=gid(p.object_id), app_id=gid(p.app_id), tenant_id=gid(p.tenant_id),
-                              upn=p.upn if p.upn and p.upn.isprintable() and len(p.upn) <= 256 else None,
+                              upn=p.upn if p.upn and p.upn.isprintable() and len(p.upn) <= _MAX_UPN else None,
                               kind=p.kind if p.kind in ("app", "user") else None)
         rid = parse_vault_id(self.vault.resource_id) if self.vault.resource_id else None
         name = self.vault.name if self.vault.name and is_vault_name(self.vault.name) else None
@@ -312,12 +319,14 @@ class Vault:
     @property
     def subscription_id(self) -> str | None:
         parts = self.id.split("/")
-        return parts[2] if len(parts) > 2 and parts[1].lower() == "subscriptions" else None
+        at = _SUBSCRIPTION_AT
+        return parts[at] if len(parts) > at and parts[at - 1].lower() == "subscriptions" else None
 
     @property
     def resource_group(self) -> str | None:
         parts = self.id.split("/")
-        return parts[4] if len(parts) > 4 and parts[3].lower() == "resourcegroups" else None
+        at = _RESOURCE_GROUP_AT
+        return parts[at] if len(parts) > at and parts[at - 1].lower() == "resourcegroups" else None
 
     def policies_for(self, object_ids: frozenset[str]) -> list[AccessPolicyEntry]:
         """Entries whose objectId is one of ``object_ids`` (lower-case), via an index, not a scan."""

@@ -112,7 +112,7 @@ def _custom_name(actions: tuple[str, ...], vault_name: str) -> str:
     return f"kv-remediate {vault_name} {'+'.join(words)}"[:128]
 
 
-def custom_role(actions: tuple[str, ...], vault_id: str, vault_name: str, scope: str, principal_id: str,
+def custom_role(actions: tuple[str, ...], vault_id: str, vault_name: str, scope: str, *, principal_id: str,
                 principal_type: str | None) -> CustomRolePlan:
     """A custom role with exactly the missing data actions, assignable in the vault's resource group (Microsoft advises
     against resource-level assignable scopes) and assigned at the vault or object only."""
@@ -140,11 +140,12 @@ def rbac_plan(denial: Denial, facts: Facts, required: Required, options: PlanOpt
         admin = catalog.builtin_role_by_name(ADMIN)
         assert admin is not None
         role, tier, privileged = admin, 3, True
-        alternatives = (custom_role(actions, vault.id, vault.name, scope, oid, ptype),)
+        alternatives = (custom_role(actions, vault.id, vault.name, scope, principal_id=oid, principal_type=ptype),)
     else:
         role, tier = chosen.role, chosen.tier
         if tier > denied_tier:
-            alternatives = (custom_role(actions, vault.id, vault.name, scope, oid, ptype),)
+            alternatives = (custom_role(actions, vault.id, vault.name, scope, principal_id=oid,
+                                        principal_type=ptype),)
     rd_id = _role_definition_id(vault.id, role.name)
     return RoleAssignmentPlan(
         principal_id=oid, principal_type=ptype, scope=scope, role_definition_id=rd_id, role_name=role.role_name,

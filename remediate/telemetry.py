@@ -46,23 +46,28 @@ class _Instruments:
     tracer: Any
 
 
-_active: _Instruments | None = None
-_configured = False
+@dataclass
+class _State:
+    """What this process records to (None: off), and whether Application Insights was set up already."""
+    active: _Instruments | None = None
+    configured: bool = False
+
+
+_STATE = _State()
 
 
 def enabled() -> bool:
     """Whether telemetry is being recorded."""
-    return _active is not None
+    return _STATE.active is not None
 
 
 def enable(meter_provider: Any = None, tracer_provider: Any = None) -> None:
     """Record to these providers (default: OpenTelemetry's global ones, which ``configure_azure_monitor`` set)."""
-    global _active
     from opentelemetry import metrics, trace
 
     meter = (meter_provider or metrics.get_meter_provider()).get_meter(SCOPE)
     tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer(SCOPE)
-    _active = _Instruments(
+    _STATE.active = _Instruments(
         findings=meter.create_counter("kv_remediate.findings", unit="{finding}",
                                       description="diagnosed denials (identical ones collapsed), by cause"),
         grants=meter.create_counter("kv_remediate.grants", unit="{grant}",
@@ -78,8 +83,7 @@ def enable(meter_provider: Any = None, tracer_provider: Any = None) -> None:
 
 def disable() -> None:
     """Stop recording (tests)."""
-    global _active
-    _active = None
+    _STATE.active = None
 
 
 def _credential(environ: Mapping[str, str]) -> Any:
@@ -98,12 +102,11 @@ def _credential(environ: Mapping[str, str]) -> Any:
 def configure_from_env(environ: Mapping[str, str] | None = None) -> bool:
     """Send to Application Insights when ``APPLICATIONINSIGHTS_CONNECTION_STRING`` is set (once per process);
     returns whether telemetry is on. A failure to configure is logged, never raised: the app serves without it."""
-    global _configured
     env = os.environ if environ is None else environ
     conn = (env.get(CONNECTION_SETTING) or "").strip()
-    if _configured or not conn:
+    if _STATE.configured or not conn:
         return enabled()
-    _configured = True
+    _STATE.configured = True
     try:
         from azure.monitor.opentelemetry import configure_azure_monitor
 
@@ -132,7 +135,7 @@ def _finding_dims(f: Any) -> dict[str, str]:
 
 def record_diagnosis(findings: Iterable[Any], elapsed_ms: float, entry: str, denials: int) -> None:
     """One batch diagnosed: a span, the findings counted by cause, vault and principal, and the time it took."""
-    t = _active
+    t = _STATE.active
     if t is None:
         return
     findings = list(findings)
@@ -145,7 +148,7 @@ def record_diagnosis(findings: Iterable[Any], elapsed_ms: float, entry: str, den
 
 def record_outcomes(findings: Iterable[Any], requested: bool, entry: str) -> None:
     """What remediate did per finding: grants by outcome, refusals by rule, one span per recorded grant."""
-    t = _active
+    t = _STATE.active
     if t is None:
         return
     with t.tracer.start_as_current_span("kv-remediate remediate", attributes={"entry": entry,
@@ -172,7 +175,7 @@ def record_outcomes(findings: Iterable[Any], requested: bool, entry: str) -> Non
 
 def record_revocations(results: Iterable[Mapping[str, Any]], records: Mapping[str, Any] | None = None) -> None:
     """Revocations (the timer, ``kv-remediate revoke``): counted, and one span each naming the grant."""
-    t = _active
+    t = _STATE.active
     if t is None:
         return
     for r in results:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parents[1] / "remediate" / "demo"
@@ -32,7 +33,7 @@ P = {n: gid(n) for n in ["app-orders", "app-billing", "alice", "app-reporting", 
                          "app-legacy"]}
 
 
-def vault(name: str, rg: str, rbac: bool | None, policies: list[dict[str, object]] | None = None,
+def vault(name: str, rg: str, rbac: bool | None, policies: list[dict[str, object]] | None = None, *,
           network: dict[str, object] | None = None, public: str = "Enabled") -> dict[str, object]:
     props: dict[str, object] = {"tenantId": TENANT, "sku": {"family": "A", "name": "standard"},
                                 "accessPolicies": policies or [], "vaultUri": f"https://{name}.vault.azure.net/",
@@ -53,7 +54,7 @@ def policy(oid: str, app: str | None = None, **perms: list[str]) -> dict[str, ob
     return entry
 
 
-def assignment(name: str, scope: str, role: str, principal: str, ptype: str,
+def assignment(name: str, scope: str, role: str, principal: str, ptype: str, *,
                condition: str | None = None) -> dict[str, object]:
     aid = gid("ra-" + name)
     return {"id": f"{scope}/providers/Microsoft.Authorization/roleAssignments/{aid}", "name": aid,
@@ -92,7 +93,7 @@ TENANT_DOC = {
         assignment("reporting-on-legacy", str(LEGACY["id"]), "Key Vault Secrets User", P["app-reporting"],
                    "ServicePrincipal"),
         assignment("batch-conditional", str(PAY["id"]), "Key Vault Secrets User", P["app-batch"],
-                   "ServicePrincipal", CONDITION),
+                   "ServicePrincipal", condition=CONDITION),
         assignment("audit-at-mg", "/providers/Microsoft.Management/managementGroups/contoso-root",
                    "Key Vault Reader", P["app-audit"], "ServicePrincipal"),
         assignment("partner-on-shared", str(SHARED["id"]), "Key Vault Secrets User", P["app-partner"],
@@ -142,20 +143,30 @@ def caller(name: str) -> str:
            f"iss=https://sts.windows.net/{TENANT}/"
 
 
-def audit(op: str, vault_doc: dict[str, object], status: int, oid: str, *, appid: str | None = None,
-          path: str = "", upn: str | None = None, desc: str = "", ip: str = "203.0.113.7",
+CALLER_IP = "203.0.113.7"   # every demo denial comes from this documentation address (RFC 5737)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who was denied, as the audit record's identity claim names them (a user when ``upn`` is set)."""
+    oid: str
+    appid: str | None = None
+    upn: str | None = None
+
+
+def audit(op: str, vault_doc: dict[str, object], status: int, caller: Caller, *, path: str = "",
           when: str = "2026-11-27T09:00:00Z") -> dict[str, object]:
     """A raw AuditEvent record as diagnostic settings write it (storage account / Event Hub)."""
-    name = str(vault_doc["name"])
-    claim: dict[str, object] = {"oid": oid, "appid": appid or gid("appid-x"), "tid": TENANT}
-    if upn:
-        claim.update({"upn": upn, "scp": "user_impersonation", "idtyp": "user"})
+    name, oid = str(vault_doc["name"]), caller.oid
+    claim: dict[str, object] = {"oid": oid, "appid": caller.appid or gid("appid-x"), "tid": TENANT}
+    if caller.upn:
+        claim.update({"upn": caller.upn, "scp": "user_impersonation", "idtyp": "user"})
     else:
         claim["idtyp"] = "app"
     sig = {401: "Unauthorized", 403: "Forbidden", 429: "TooManyRequests"}[status]
     return {"time": when, "category": "AuditEvent", "operationName": op, "resultType": "Success",
-            "resultSignature": sig, "resultDescription": desc, "correlationId": gid(f"corr-{op}-{oid}-{path}"),
-            "callerIpAddress": ip, "identity": {"claim": claim},
+            "resultSignature": sig, "resultDescription": "", "correlationId": gid(f"corr-{op}-{oid}-{path}"),
+            "callerIpAddress": CALLER_IP, "identity": {"claim": claim},
             "properties": {"id": f"https://{name}.vault.azure.net{path}", "httpStatusCode": status,
                            "requestUri": f"https://{name}.vault.azure.net{path}?api-version=7.4",
                            "clientInfo": "azsdk-python-keyvault-secrets/4.8.0"},
@@ -164,26 +175,26 @@ def audit(op: str, vault_doc: dict[str, object], status: int, oid: str, *, appid
 
 RECORDS = {"records": [
     # MISSING_ROLE_ASSIGNMENT: a managed identity reads a secret on an RBAC vault with no role (three times).
-    *[audit("SecretGet", PAY, 403, P["app-orders"], appid=gid("appid-orders"), path="/secrets/db-password",
+    *[audit("SecretGet", PAY, 403, Caller(P["app-orders"], gid("appid-orders")), path="/secrets/db-password",
             when=f"2026-11-27T09:00:0{i}Z") for i in range(3)],
     # ALREADY_GRANTED: app-billing is in a group that holds Key Vault Secrets User (propagation delay).
-    audit("SecretGet", PAY, 403, P["app-billing"], appid=gid("appid-billing"), path="/secrets/stripe-key"),
+    audit("SecretGet", PAY, 403, Caller(P["app-billing"], gid("appid-billing")), path="/secrets/stripe-key"),
     # MISSING_ACCESS_POLICY: alice may get/list but not set on the access-policy vault.
-    audit("SecretSet", LEGACY, 403, P["alice"], appid=gid("appid-cli"), upn="alice@contoso.example",
+    audit("SecretSet", LEGACY, 403, Caller(P["alice"], gid("appid-cli"), upn="alice@contoso.example"),
           path="/secrets/feature-flags"),
     # WRONG_PERMISSION_MODEL: app-reporting holds an RBAC role on a vault that uses access policies.
-    audit("SecretGet", LEGACY, 403, P["app-reporting"], appid=gid("appid-reporting"), path="/secrets/report-db"),
+    audit("SecretGet", LEGACY, 403, Caller(P["app-reporting"], gid("appid-reporting")), path="/secrets/report-db"),
     # CONDITION_NOT_MET: app-batch's role is conditioned on secrets named batch-*.
-    audit("SecretGet", PAY, 403, P["app-batch"], appid=gid("appid-batch"), path="/secrets/db-password"),
+    audit("SecretGet", PAY, 403, Caller(P["app-batch"], gid("appid-batch")), path="/secrets/db-password"),
     # DENY_ASSIGNMENT: a managed application's deny assignment covers kv-shared for everyone but app-orders.
-    audit("SecretGet", SHARED, 403, P["app-partner"], appid=gid("appid-partner"), path="/secrets/partner-token"),
+    audit("SecretGet", SHARED, 403, Caller(P["app-partner"], gid("appid-partner")), path="/secrets/partner-token"),
     # COMPOUND_IDENTITY_REQUIRED: bob's only entry on the default-model vault is bound to portal-app.
-    audit("SecretGet", DEFAULT, 403, P["bob"], appid=gid("appid-cli"), upn="bob@contoso.example",
+    audit("SecretGet", DEFAULT, 403, Caller(P["bob"], gid("appid-cli"), upn="bob@contoso.example"),
           path="/secrets/portal-config"),
     # ALREADY_GRANTED at management-group scope: app-audit holds Key Vault Reader on the root group.
-    audit("KeyList", PAY, 403, P["app-audit"], appid=gid("appid-audit"), path="/keys"),
+    audit("KeyList", PAY, 403, Caller(P["app-audit"], gid("appid-audit")), path="/keys"),
     # AUTH_CHALLENGE: the normal first-call 401.
-    {**audit("Authentication", PAY, 401, P["app-orders"], path="/secrets/"), "identity": {}},
+    {**audit("Authentication", PAY, 401, Caller(P["app-orders"]), path="/secrets/"), "identity": {}},
 ]}
 
 ERRORS = "\n\n".join([

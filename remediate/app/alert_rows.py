@@ -21,12 +21,15 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import RemediateError
 from ..model import Denial, ParseResult, Proof, RowsLink
 from .audit_proof import Key, audit_workspaces, row_proof, vault_name_of, window_of
 from .services import Runtime
+
+if TYPE_CHECKING:
+    from ..facts.loganalytics import LinkTarget
 
 log = logging.getLogger("kv_remediate.alert_rows")
 
@@ -81,17 +84,25 @@ def _targets(rt: Runtime, alert: Denial, link: RowsLink) -> tuple[tuple[str, ...
                               " it was not read")
         workspaces: tuple[str, ...] = (target.workspace,)
     else:
-        subs = {s.lower() for s in rt.settings.subscriptions}
-        if subs and target.subscription not in subs:
-            return (), None, ("the alert's search link names a vault in a subscription kv-remediate does not search; "
-                              "it was not read")
-        if vault and target.vault != vault:
-            return (), None, "the alert's search link names another vault than the alert; it was not read"
+        why = _vault_link_refusal(rt, target, vault)
+        if why is not None:
+            return (), None, why
         vault = target.vault
         workspaces = configured
     if not vault or not is_vault_name(vault):
         return (), None, "the alert names no vault: its rows were not read"
     return workspaces, vault, None
+
+
+def _vault_link_refusal(rt: Runtime, target: LinkTarget, alert_vault: str | None) -> str | None:
+    """Why a search link scoped to a vault is not followed (another subscription, another vault), else None."""
+    subs = {s.lower() for s in rt.settings.subscriptions}
+    if subs and target.subscription not in subs:
+        return ("the alert's search link names a vault in a subscription kv-remediate does not search; "
+                "it was not read")
+    if alert_vault and target.vault != alert_vault:
+        return "the alert's search link names another vault than the alert; it was not read"
+    return None
 
 
 async def fetch(rt: Runtime, alert: Denial, link: RowsLink) -> Fetched:

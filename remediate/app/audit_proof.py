@@ -89,7 +89,7 @@ def _same_object(row: dict[str, Any], d: Denial) -> bool:
     except ValueError:
         return False
     parts = [p for p in path.split("/") if p]
-    return len(parts) >= 2 and parts[0].lower() == d.object.kind.lower() and parts[1].lower() == d.object.name.lower()
+    return [p.lower() for p in parts[:2]] == [d.object.kind.lower(), d.object.name.lower()]
 
 
 def _matches(row: dict[str, Any], d: Denial, operation: str) -> bool:

@@ -62,11 +62,17 @@ def media_type(headers: Any, name: str) -> tuple[str, str | None]:
     return media, charset if isinstance(charset, str) else None
 
 
+# Two UTF-16 code units: the fewest bytes that show which half of each unit is NUL.
+_UTF16_SNIFF_BYTES = 4
+# A body this short that is a bare JSON scalar (a number, string, true/false/null) is refused by name.
+_MAX_SCALAR_BODY = 64
+
+
 def _bomless_utf16(head: bytes) -> str | None:
     """"little" or "big" when ``head`` reads as ASCII text in UTF-16 without a byte-order mark (every other byte
     NUL), else None."""
     even, odd = head[0::2], head[1::2]
-    if len(head) < 4:
+    if len(head) < _UTF16_SNIFF_BYTES:
         return None
     if not even.count(0) and odd.count(0) >= len(odd) - 1:
         return "little"
@@ -121,7 +127,7 @@ def request_body(req: func.HttpRequest, name: str) -> bytes:
     if not stripped:
         raise InputError(name, "is empty once decoded (only a byte-order mark or white space): send the JSON (or "
                                "text) in the request body", "EMPTY_BODY")
-    if len(stripped) <= 64 and _SCALAR.fullmatch(stripped.decode("ascii", "replace")):
+    if len(stripped) <= _MAX_SCALAR_BODY and _SCALAR.fullmatch(stripped.decode("ascii", "replace")):
         what = "an Azure Monitor alert" if name == "alert" else \
             "a denial: send an alert, audit-log records, a REST error body, error text or a runbook request"
         raise InputError(name, f"is the JSON value {stripped.decode('ascii')}, not {what}", "NOT_A_DENIAL")

@@ -117,6 +117,8 @@ def _bad(problem: str) -> InputError:
 
 
 _WHERE = re.compile(r" - at `\$(.*)`$")
+# A path "denial.<field>" names one of the denial's own fields (deeper paths name the innermost key).
+_DENIAL_FIELD_PATH = 2
 _DENIAL_PROBLEMS = {"status": "must be an integer or null", "principal": "must be an object or null",
                     "vault": "must be an object or null", "object": "must be null or an object with a 'kind'",
                     "access_policy_permission": "must map kinds to lists",
@@ -134,8 +136,8 @@ def _problem(error: msgspec.ValidationError, body: Any) -> str:
         return f"not a {MESSAGE_SCHEMA} message (needs 'schema' and a 'denial' object)"
     if len(path) == 1 or (path[1] == "source" and not body["denial"].get("source")):
         return "the denial has no 'source'"
-    field = path[1] if len(path) == 2 or path[1] == "access_policy_permission" or path[1:] == ["object", "kind"] \
-        else path[-1]
+    own = len(path) == _DENIAL_FIELD_PATH or path[1] == "access_policy_permission" or path[1:] == ["object", "kind"]
+    field = path[1] if own else path[-1]
     return f"denial field {field!r} {_DENIAL_PROBLEMS.get(field, 'must be a string or null')}"
 
 

@@ -90,6 +90,10 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
+# msgspec writes an optional X as ``anyOf: [X, {"type": "null"}]``: exactly two variants.
+_NULLABLE_PAIR = 2
+
+
 def _oas30(schema: Any) -> Any:
     """A JSON Schema (2020-12, as msgspec writes it) in OpenAPI 3.0's dialect: ``anyOf [X, null]`` is X with
     ``nullable``, and an empty ``required`` list is left out."""
@@ -99,7 +103,7 @@ def _oas30(schema: Any) -> Any:
         return schema
     out = {k: _oas30(v) for k, v in schema.items() if not (k == "required" and v == [])}
     variants = out.get("anyOf")
-    if isinstance(variants, list) and {"type": "null"} in variants and len(variants) == 2:
+    if isinstance(variants, list) and {"type": "null"} in variants and len(variants) == _NULLABLE_PAIR:
         [inner] = [v for v in variants if v != {"type": "null"}]
         out = {**{k: v for k, v in out.items() if k != "anyOf"}, **inner, "nullable": True}
     return out

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
+
+if TYPE_CHECKING:
+    from ..errors import RemediateError
 
 log = logging.getLogger("kv_remediate.app")
 
@@ -29,42 +33,47 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> func.HttpResponse:
     """The error JSON every route answers with."""
-    return json_response({"error": {"code": code, "message": message}}, status, headers)
+    return json_response({"error": {"code": code, "message": message}}, int(status), headers)
 
 
 def from_exception(exc: BaseException, route: str) -> func.HttpResponse:
     """The response for an exception raised while handling ``route``."""
-    from ..errors import (
-        AzureUnavailableError,
-        ConfigError,
-        InputError,
-        PolicyError,
-        RemediateError,
-        WebhookAuthError,
-    )
+    from ..errors import RemediateError
 
-    if isinstance(exc, InputError):
-        too_large = getattr(exc, "status", None) == 413 or exc.code in ("TOO_LARGE", "BODY_TOO_LARGE")
-        status = 413 if too_large else 415 if getattr(exc, "status", None) == 415 else 400
-        return error_response(status, exc.code, exc.message)
+    if isinstance(exc, RemediateError):
+        return _domain_error_response(exc, route)
     if isinstance(exc, RecursionError):
         name = "alert" if route == "alerts" else "request body"
-        return error_response(400, "BAD_INPUT", f"{name}: is nested too deeply to parse (deeper than the parser's "
-                              "recursion limit); send a flat document")
+        return error_response(HTTPStatus.BAD_REQUEST, "BAD_INPUT", f"{name}: is nested too deeply to parse (deeper "
+                              "than the parser's recursion limit); send a flat document")
+    log.exception("kv-remediate %s: unexpected error", route, exc_info=exc)
+    return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, "INTERNAL",
+                          "unexpected error while handling the request; see the app's logs")
+
+
+def _domain_error_response(exc: RemediateError, route: str) -> func.HttpResponse:
+    """The response for one of our own errors: its status by kind, its code and its remedy."""
+    from ..errors import AzureUnavailableError, ConfigError, InputError, PolicyError, WebhookAuthError
+
+    if isinstance(exc, InputError):
+        given = getattr(exc, "status", None)
+        too_large = given == HTTPStatus.REQUEST_ENTITY_TOO_LARGE or exc.code in ("TOO_LARGE", "BODY_TOO_LARGE")
+        status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE if too_large \
+            else HTTPStatus.UNSUPPORTED_MEDIA_TYPE if given == HTTPStatus.UNSUPPORTED_MEDIA_TYPE \
+            else HTTPStatus.BAD_REQUEST
+        return error_response(status, exc.code, exc.message)
     if isinstance(exc, WebhookAuthError):
         log.warning("kv-remediate %s: request refused (%s)", route, exc.reason)
-        return error_response(401, exc.code, exc.message, {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        return error_response(HTTPStatus.UNAUTHORIZED, exc.code, exc.message,
+                              {"WWW-Authenticate": 'Bearer error="invalid_token"'})
     if isinstance(exc, AzureUnavailableError):
         log.warning("kv-remediate %s: %s", route, exc.message)
-        return error_response(503, exc.code, exc.message)
+        return error_response(HTTPStatus.SERVICE_UNAVAILABLE, exc.code, exc.message)
     if isinstance(exc, ConfigError | PolicyError):
         log.error("kv-remediate %s: configuration: %s", route, exc.message)
-        return error_response(500, exc.code, f"the app is misconfigured: {exc.message}")
-    if isinstance(exc, RemediateError):
-        log.error("kv-remediate %s: %s", route, exc.message)
-        return error_response(500, exc.code, exc.message)
-    log.exception("kv-remediate %s: unexpected error", route, exc_info=exc)
-    return error_response(500, "INTERNAL", "unexpected error while handling the request; see the app's logs")
+        return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, exc.code, f"the app is misconfigured: {exc.message}")
+    log.error("kv-remediate %s: %s", route, exc.message)
+    return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, exc.code, exc.message)
 
 
 def body_of(req: func.HttpRequest, name: str) -> bytes:

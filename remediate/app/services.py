@@ -389,43 +389,47 @@ class Runtime:
                 self._emulator = None
 
 
-_RUNTIME: Runtime | None = None
-_RUNTIME_LOCK = threading.Lock()
+class _Process:
+    """The process's one runtime, behind a lock (a holder rather than a module global rebound by ``global``)."""
+
+    def __init__(self) -> None:
+        self.runtime: Runtime | None = None
+        self.lock = threading.Lock()
+
+
+_PROCESS = _Process()
 
 
 def get() -> Runtime:
     """The process's runtime, created on first use from the environment."""
-    global _RUNTIME
-    with _RUNTIME_LOCK:
-        if _RUNTIME is None:
+    with _PROCESS.lock:
+        if _PROCESS.runtime is None:
             # Application Insights (OpenTelemetry) when APPLICATIONINSIGHTS_CONNECTION_STRING is set: here, on the
             # first invocation, so a cold start never imports it (telemetry.configure_from_env; once per process).
             from .. import telemetry
 
             telemetry.configure_from_env()
-            _RUNTIME = Runtime()
-        return _RUNTIME
+            _PROCESS.runtime = Runtime()
+        return _PROCESS.runtime
 
 
 def current() -> Runtime | None:
     """The process's runtime if one was created (nothing is created here)."""
-    return _RUNTIME
+    return _PROCESS.runtime
 
 
 def install(rt: Runtime) -> Runtime:
     """Make ``rt`` the process's runtime (replacing and closing any other)."""
-    global _RUNTIME
-    with _RUNTIME_LOCK:
-        if _RUNTIME is not None and _RUNTIME is not rt:
-            _RUNTIME.close()
-        _RUNTIME = rt
+    with _PROCESS.lock:
+        if _PROCESS.runtime is not None and _PROCESS.runtime is not rt:
+            _PROCESS.runtime.close()
+        _PROCESS.runtime = rt
         return rt
 
 
 def reset() -> None:
     """Forget the runtime (stopping its emulator) so the next invocation re-reads the settings (tests, serve)."""
-    global _RUNTIME
-    with _RUNTIME_LOCK:
-        if _RUNTIME is not None:
-            _RUNTIME.close()
-        _RUNTIME = None
+    with _PROCESS.lock:
+        if _PROCESS.runtime is not None:
+            _PROCESS.runtime.close()
+        _PROCESS.runtime = None

@@ -111,7 +111,7 @@ async def _apply_pim(f: Finding, plan: RoleAssignmentPlan, writer: ArmWriter, ct
     justification = f"{label(rec.id, rec.expires_at)}; {f.cause} for {what}"
     run.step = f"PIM schedule request {request} sent, not answered"
     result = await writer.pim_assign(plan.scope, request, plan.role_definition_id, plan.principal_id,
-                                     ctx.policy.grant_ttl_text or "", justification)
+                                     duration=ctx.policy.grant_ttl_text or "", justification=justification)
     run.step = f"PIM schedule request {request} answered ({result.status})"
     if result.status == "exists":
         await run.release_slot(ctx)

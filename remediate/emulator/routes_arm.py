@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 from remediate.emulator import routes_resource_graph
@@ -56,33 +57,42 @@ def handle(state: TenantState, req: Request) -> Response:
         return _authz(state, req, req.path[:idx] or "/", req.path[idx + len(_AUTHZ):].strip("/"))
     m = _VAULT.match(low)
     if m:
-        vault_id = req.path[:len(m.group(1))]
-        if m.group(2) is not None:
-            if req.method != "PUT":
-                raise _method(req)
-            return Response(200, state.update_access_policy(vault_id, m.group(2), req.body), write=True)
-        if req.method == "GET":
-            return Response(200, state.vault_json(vault_id))
-        if req.method in ("PUT", "PATCH", "DELETE"):
-            log.warning("emulator: refused %s of a vault (%s): the product must never change a vault", req.method,
-                        req.path)
-        raise _method(req)
+        return _vault(state, req, req.path[:len(m.group(1))], m.group(2))
     if _VAULT_LIST.match(low):
         if req.method != "GET":
             raise _method(req)
         offset, _ = paging(req, "$filter")
         return _listing(req, state.vaults_in(req.path[:low.index("/providers/")]), offset, None)
     if _RESOURCES.match(low):
-        if req.method != "GET":
-            raise _method(req)
-        offset, text = paging(req, "$filter")
-        vaults = state.vaults_in(req.path[:low.index("/resources")])
-        if text and "microsoft.keyvault/vaults" not in text.lower():
-            vaults = []
-        generic: list[dict[str, Any]] = [{k: v[k] for k in ("id", "name", "type", "location", "tags") if k in v}
-                                         for v in vaults]
-        return _listing(req, generic, offset, text)
+        return _resources(state, req, low)
     raise not_found_route(req)
+
+
+def _vault(state: TenantState, req: Request, vault_id: str, policy_kind: str | None) -> Response:
+    """One vault: read it, or add/replace/remove access-policy entries (``policy_kind``); nothing else changes it."""
+    if policy_kind is not None:
+        if req.method != "PUT":
+            raise _method(req)
+        return Response(200, state.update_access_policy(vault_id, policy_kind, req.body), write=True)
+    if req.method == "GET":
+        return Response(200, state.vault_json(vault_id))
+    if req.method in ("PUT", "PATCH", "DELETE"):
+        log.warning("emulator: refused %s of a vault (%s): the product must never change a vault", req.method,
+                    req.path)
+    raise _method(req)
+
+
+def _resources(state: TenantState, req: Request, low: str) -> Response:
+    """The generic resource list of a scope, holding its vaults (the only resources the emulator has)."""
+    if req.method != "GET":
+        raise _method(req)
+    offset, text = paging(req, "$filter")
+    vaults = state.vaults_in(req.path[:low.index("/resources")])
+    if text and "microsoft.keyvault/vaults" not in text.lower():
+        vaults = []
+    generic: list[dict[str, Any]] = [{k: v[k] for k in ("id", "name", "type", "location", "tags") if k in v}
+                                     for v in vaults]
+    return _listing(req, generic, offset, text)
 
 
 def _method(req: Request) -> ArmError:
@@ -91,61 +101,81 @@ def _method(req: Request) -> ArmError:
 
 
 def _authz(state: TenantState, req: Request, scope: str, rest: str) -> Response:
+    """``{scope}/providers/Microsoft.Authorization/{kind}[/{name}]``: one handler per kind."""
     if scope.lower().startswith(_SUB_ALIAS):  # ARM accepts the subscription's provider-style alias as a scope
         scope = scope[len(_SUB_ALIAS) - len("/subscriptions/"):]
-    parts = rest.split("/")
-    kind = parts[0].lower()
-    name = parts[1] if len(parts) > 1 else None
-    if len(parts) > 2:
+    kind, sep, tail = rest.partition("/")
+    if "/" in tail:          # deeper than {kind}/{name}
         raise not_found_route(req)
-    if kind == "roleassignments":
-        if name is None:
-            if req.method != "GET":
-                raise _method(req)
-            offset, text = paging(req, "$filter")
-            flt = parse_assignment_filter(text, role_assignments=True)
-            if norm(scope) == "/" and flt == AssignmentFilter():
-                # Azure/azure-powershell#20323 (debug output of the real 400 BadRequest): "The role assignments
-                # query at '/' scope is not allowed without any filters." (the code is not in the quote; ARM's
-                # generic BadRequest is used here).
-                raise ArmError(400, "BadRequest", "The role assignments query at '/' scope is not allowed without "
-                               "any filters.")
-            items = state.list_role_assignments(scope, flt)
-            return _listing(req, items, offset, text)
-        if req.method == "GET":
-            return Response(200, state.get_role_assignment(scope, name))
-        if req.method == "PUT":
-            status, body = state.put_role_assignment(scope, name, req.body)
-            return Response(status, body, write=True)
-        if req.method == "DELETE":
-            deleted = state.delete_role_assignment(scope, name)
-            return Response(200, deleted, write=True) if deleted else Response(204)
-        raise _method(req)
-    if kind == "roledefinitions":
-        if name is None:
-            if req.method != "GET":
-                raise _method(req)
-            offset, text = paging(req, "$filter")
-            return _listing(req, state.list_role_definitions(scope, text), offset, text)
-        if req.method == "GET":
-            return Response(200, state.role_definition(name, scope))
-        if req.method == "PUT":
-            return Response(201, state.put_role_definition(scope, name, req.body), write=True)
-        if req.method == "DELETE":
-            rd = state.delete_role_definition(name)
-            return Response(200, rd, write=True) if rd else Response(204)
-        raise _method(req)
-    if kind == "denyassignments":
+    handler = _AUTHZ_KINDS.get(kind.lower())
+    if handler is None:
+        raise not_found_route(req)
+    return handler(state, req, scope, tail if sep else None)
+
+
+def _role_assignments(state: TenantState, req: Request, scope: str, name: str | None) -> Response:
+    if name is None:
         if req.method != "GET":
             raise _method(req)
-        if name is None:
-            offset, text = paging(req, "$filter")
-            return _listing(req, state.list_deny_assignments(scope, parse_assignment_filter(text)), offset, text)
-        return Response(200, state.get_deny_assignment(scope, name))
-    if kind == "roleassignmentschedulerequests" and name is not None:
-        if req.method == "PUT":
-            return Response(201, state.put_schedule_request(scope, name, req.body), write=True)
-        if req.method == "GET":
-            return Response(200, state.get_schedule_request(scope, name))
+        offset, text = paging(req, "$filter")
+        flt = parse_assignment_filter(text, role_assignments=True)
+        if norm(scope) == "/" and flt == AssignmentFilter():
+            # Azure/azure-powershell#20323 (debug output of the real 400 BadRequest): "The role assignments
+            # query at '/' scope is not allowed without any filters." (the code is not in the quote; ARM's
+            # generic BadRequest is used here).
+            raise ArmError(400, "BadRequest", "The role assignments query at '/' scope is not allowed without "
+                           "any filters.")
+        items = state.list_role_assignments(scope, flt)
+        return _listing(req, items, offset, text)
+    if req.method == "GET":
+        return Response(200, state.get_role_assignment(scope, name))
+    if req.method == "PUT":
+        status, body = state.put_role_assignment(scope, name, req.body)
+        return Response(status, body, write=True)
+    if req.method == "DELETE":
+        deleted = state.delete_role_assignment(scope, name)
+        return Response(200, deleted, write=True) if deleted else Response(204)
+    raise _method(req)
+
+
+def _role_definitions(state: TenantState, req: Request, scope: str, name: str | None) -> Response:
+    if name is None:
+        if req.method != "GET":
+            raise _method(req)
+        offset, text = paging(req, "$filter")
+        return _listing(req, state.list_role_definitions(scope, text), offset, text)
+    if req.method == "GET":
+        return Response(200, state.role_definition(name, scope))
+    if req.method == "PUT":
+        return Response(201, state.put_role_definition(scope, name, req.body), write=True)
+    if req.method == "DELETE":
+        rd = state.delete_role_definition(name)
+        return Response(200, rd, write=True) if rd else Response(204)
+    raise _method(req)
+
+
+def _deny_assignments(state: TenantState, req: Request, scope: str, name: str | None) -> Response:
+    if req.method != "GET":
         raise _method(req)
-    raise not_found_route(req)
+    if name is None:
+        offset, text = paging(req, "$filter")
+        return _listing(req, state.list_deny_assignments(scope, parse_assignment_filter(text)), offset, text)
+    return Response(200, state.get_deny_assignment(scope, name))
+
+
+def _schedule_requests(state: TenantState, req: Request, scope: str, name: str | None) -> Response:
+    if name is None:
+        raise not_found_route(req)
+    if req.method == "PUT":
+        return Response(201, state.put_schedule_request(scope, name, req.body), write=True)
+    if req.method == "GET":
+        return Response(200, state.get_schedule_request(scope, name))
+    raise _method(req)
+
+
+_AUTHZ_KINDS: dict[str, Callable[[TenantState, Request, str, str | None], Response]] = {
+    "roleassignments": _role_assignments,
+    "roledefinitions": _role_definitions,
+    "denyassignments": _deny_assignments,
+    "roleassignmentschedulerequests": _schedule_requests,
+}

@@ -83,6 +83,13 @@ def _member_groups(state: TenantState, req: Request, p: Principal) -> Response:
                           "value": groups})
 
 
+# A Graph path after "/v1.0", by its number of segments: {collection}/{id} (or {collection}/getByIds),
+# {collection}/{id}/{navigation}, {collection}/{id}/{navigation}/microsoft.graph.group (a cast).
+_OBJECT_PATH = 2
+_NAVIGATION_PATH = 3
+_CAST_PATH = 4
+
+
 def handle(state: TenantState, req: Request) -> Response:
     """Dispatch one Graph request; an unknown route is Graph's 400 (at routing, before consent is checked), and
     with the snapshot's ``"graph": false`` every known call is 403, as without consent."""
@@ -91,22 +98,12 @@ def handle(state: TenantState, req: Request) -> Response:
     lsegs = low.split("/")[2:]
     if not segs or lsegs[0] not in _COLLECTIONS:
         raise unknown_segment(segs[0] if segs else "v1.0")
-    if len(segs) == 2 and lsegs[1] == "getbyids":
+    if len(segs) == _OBJECT_PATH and lsegs[1] == "getbyids":
         if req.method != "POST":
             raise unknown_segment(segs[1])
         _consented(state)
         return _get_by_ids(state, req)
-    if len(segs) > 4 or (len(segs) == 4 and (lsegs[2] not in _NAVIGATIONS or lsegs[3] != "microsoft.graph.group")):
-        raise unknown_segment(segs[3] if len(segs) == 4 else segs[4])
-    if len(segs) >= 3:
-        nav = lsegs[2]
-        if nav == "getmembergroups":
-            if req.method != "POST" or len(segs) != 3:
-                raise unknown_segment(segs[2])
-        elif nav not in _NAVIGATIONS or lsegs[0] == "directoryobjects" or req.method != "GET":
-            raise unknown_segment(segs[2])
-    elif req.method != "GET":
-        raise unknown_segment(segs[-1])
+    _check_route(req, segs, lsegs)
     _consented(state)
     object_id = unquote(segs[1])
     want = _COLLECTIONS[lsegs[0]]
@@ -117,11 +114,32 @@ def handle(state: TenantState, req: Request) -> Response:
         p = state.user_by_upn(object_id)     # GET /users/{id | userPrincipalName} (user-get)
     if p is None or (want is not None and p.type != want):
         raise _not_found(object_id)
-    if len(segs) == 2:
+    if len(segs) == _OBJECT_PATH:
         return Response(200, {"@odata.context": CONTEXT + "/$entity", **graph_object(p, p.id)})
     if lsegs[2] == "getmembergroups":
         return _member_groups(state, req, p)
-    groups = state.groups_of(p.id) if lsegs[2] == "transitivememberof" else list(p.member_of)
+    return _memberships(state, req, p, transitive=lsegs[2] == "transitivememberof")
+
+
+def _check_route(req: Request, segs: list[str], lsegs: list[str]) -> None:
+    """Graph's 400 naming the first segment it has no route for (with this method) on an object's path."""
+    n = len(segs)
+    if n > _CAST_PATH or (n == _CAST_PATH and (lsegs[2] not in _NAVIGATIONS or lsegs[3] != "microsoft.graph.group")):
+        raise unknown_segment(segs[3] if n == _CAST_PATH else segs[4])
+    if n >= _NAVIGATION_PATH:
+        nav = lsegs[2]
+        if nav == "getmembergroups":
+            if req.method != "POST" or n != _NAVIGATION_PATH:
+                raise unknown_segment(segs[2])
+        elif nav not in _NAVIGATIONS or lsegs[0] == "directoryobjects" or req.method != "GET":
+            raise unknown_segment(segs[2])
+    elif req.method != "GET":
+        raise unknown_segment(segs[-1])
+
+
+def _memberships(state: TenantState, req: Request, p: Principal, *, transitive: bool) -> Response:
+    """``memberOf`` / ``transitiveMemberOf``: the groups as directory objects, paged by ``$top``/``$skiptoken``."""
+    groups = state.groups_of(p.id) if transitive else list(p.member_of)
     items = [graph_object(state.principals.get(g.lower()), g) for g in groups]
     offset, _ = paging(req, "$filter")
     top = req.q("$top")

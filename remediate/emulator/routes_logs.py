@@ -24,6 +24,7 @@ API errors": a non-fatal error is a 200 with the tables and an ``error`` whose d
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,19 +58,20 @@ def parse_timespan(text: str) -> tuple[datetime, datetime]:
     """``start/end``, ``start/duration``, ``duration/end`` or a bare ``duration`` (ending now), all ISO 8601."""
     now = datetime.now(UTC)
     parts = [p.strip() for p in text.split("/") if p.strip()]
-    if len(parts) == 1:
-        d = parse_duration(parts[0])
-        if d is None:
-            raise ArmError(400, "BadArgumentError", f"The timespan '{text}' is not valid.")
-        return now - d, now
-    if len(parts) == 2:
-        a, b = parse_time(parts[0]), parse_time(parts[1])
-        if a and b:
-            return a, b
-        if a and (d := parse_duration(parts[1])) is not None:
-            return a, a + d
-        if b and (d := parse_duration(parts[0])) is not None:
-            return b - d, b
+    match parts:
+        case [duration]:
+            d = parse_duration(duration)
+            if d is None:
+                raise ArmError(400, "BadArgumentError", f"The timespan '{text}' is not valid.")
+            return now - d, now
+        case [first, second]:
+            a, b = parse_time(first), parse_time(second)
+            if a and b:
+                return a, b
+            if a and (d := parse_duration(second)) is not None:
+                return a, a + d
+            if b and (d := parse_duration(first)) is not None:
+                return b - d, b
     raise ArmError(400, "BadArgumentError", f"The timespan '{text}' is not valid.")
 
 
@@ -105,32 +107,47 @@ def _claim(row: dict[str, Any], key: str) -> str:
     return str(value) if value is not None else ""
 
 
+def _from_resource_table(row: dict[str, Any], vault: str) -> dict[str, Any] | None:
+    """An ``AZKVAuditLogs`` row (resource-specific table) in the AzureDiagnostics columns the query projects;
+    None unless it is a 401/403 on ``vault``."""
+    rid = str(row.get("_ResourceId") or "")
+    status = row.get("HttpStatusCode")
+    if not rid.lower().endswith(f"/microsoft.keyvault/vaults/{vault}") or status not in (401, 403):
+        return None
+    return {"TimeGenerated": row.get("TimeGenerated"), "CorrelationId": row.get("CorrelationId"),
+            "OperationName": row.get("OperationName"), "ResultSignature": row.get("ResultSignature"),
+            "httpStatusCode_d": float(status), "ResultDescription": row.get("ResultDescription"),
+            "CallerIPAddress": row.get("CallerIpAddress"), "requestUri_s": row.get("RequestUri"), "ResourceId": rid,
+            "identity_claim_oid_g": _claim(row, "oid"), "identity_claim_appid_g": _claim(row, "appid")}
+
+
+def _from_diagnostics(row: dict[str, Any], vault: str) -> dict[str, Any] | None:
+    """An ``AzureDiagnostics`` row projected; None unless it is a Key Vault audit event, a 401/403 on ``vault``."""
+    if (row.get("ResourceProvider") != "MICROSOFT.KEYVAULT" or row.get("Category") != "AuditEvent"
+            or str(row.get("Resource") or "").lower() != vault or row.get("httpStatusCode_d") not in (401, 403)):
+        return None
+    out = {k: row.get(k) for k in ("TimeGenerated", "CorrelationId", "OperationName", "ResultSignature",
+                                   "httpStatusCode_d", "ResultDescription", "CallerIPAddress", "requestUri_s")}
+    out.update(ResourceId=row.get("_ResourceId"), identity_claim_oid_g=str(row.get("identity_claim_oid_g") or ""),
+               identity_claim_appid_g=str(row.get("identity_claim_appid_g") or ""))
+    return out
+
+
+_PROJECTIONS: dict[str, Callable[[dict[str, Any], str], dict[str, Any] | None]] = {
+    "AZKVAuditLogs": _from_resource_table,
+    "AzureDiagnostics": _from_diagnostics,
+}
+
+
 def _projected(row: dict[str, Any], params: dict[str, Any]) -> dict[str, Any] | None:
     """The body's filters and projection for one stored row; None when the row does not match."""
     t = row.get("TimeGenerated")
     when = parse_time(t) if isinstance(t, str) else None
     if when is None or not params["start"] <= when <= params["end"]:
         return None
-    table, vault = _table_of(row), params["vault"]
-    if table == "AZKVAuditLogs":
-        rid = str(row.get("_ResourceId") or "")
-        status = row.get("HttpStatusCode")
-        if not rid.lower().endswith(f"/microsoft.keyvault/vaults/{vault}") or status not in (401, 403):
-            return None
-        out = {"TimeGenerated": t, "CorrelationId": row.get("CorrelationId"), "OperationName": row.get("OperationName"),
-               "ResultSignature": row.get("ResultSignature"), "httpStatusCode_d": float(status),
-               "ResultDescription": row.get("ResultDescription"), "CallerIPAddress": row.get("CallerIpAddress"),
-               "requestUri_s": row.get("RequestUri"), "ResourceId": rid, "identity_claim_oid_g": _claim(row, "oid"),
-               "identity_claim_appid_g": _claim(row, "appid")}
-    elif table == "AzureDiagnostics":
-        if (row.get("ResourceProvider") != "MICROSOFT.KEYVAULT" or row.get("Category") != "AuditEvent"
-                or str(row.get("Resource") or "").lower() != vault or row.get("httpStatusCode_d") not in (401, 403)):
-            return None
-        out = {k: row.get(k) for k in ("TimeGenerated", "CorrelationId", "OperationName", "ResultSignature",
-                                       "httpStatusCode_d", "ResultDescription", "CallerIPAddress", "requestUri_s")}
-        out.update(ResourceId=row.get("_ResourceId"), identity_claim_oid_g=str(row.get("identity_claim_oid_g") or ""),
-                   identity_claim_appid_g=str(row.get("identity_claim_appid_g") or ""))
-    else:
+    project = _PROJECTIONS.get(_table_of(row))
+    out = project(row, params["vault"]) if project is not None else None
+    if out is None:
         return None
     if params["principal"] and str(out["identity_claim_oid_g"]).lower() != params["principal"]:
         return None

@@ -33,7 +33,9 @@ from remediate.emulator.wire import Request, Response
 
 PATH = "/providers/microsoft.resourcegraph/resources"
 API_VERSIONS = ("2019-04-01", "2020-04-01-preview", "2021-03-01", "2021-06-01-preview", "2022-10-01", "2024-04-01")
-DEFAULT_TOP = 1000
+MAX_TOP = 1000
+"""``QueryRequestOptions.$top``: 1..1000 (the REST spec)."""
+DEFAULT_TOP = MAX_TOP
 _LITERAL = r"'[A-Za-z0-9_.()/\-]+'"
 _QUERY = re.compile(
     r"resources\n"
@@ -56,11 +58,13 @@ def bad_request(*details: dict[str, Any]) -> Response:
 def invalid_query(query: str) -> Response:
     """The answer to a query the emulator does not parse: InvalidQuery plus a ParserFailure at the first line
     that differs from the shapes it serves."""
-    expected = ["resources", "| where type in~ ('microsoft.keyvault/vaults', 'microsoft.keyvault/managedhsms')",
-                "| where name in~ (", "| project id, name, type, subscriptionId, resourceGroup"]
+    expected = [("resources",),
+                ("| where type in~ ('microsoft.keyvault/vaults', 'microsoft.keyvault/managedhsms')",),
+                ("| where name in~ (", "| where id in~ ("),
+                ("| project id, name, type, subscriptionId, resourceGroup",)]
     lines = query.split("\n")
-    line = next((i + 1 for i, (got, want) in enumerate(zip(lines, expected, strict=False))
-                 if not (got.startswith(want) or (i == 2 and got.startswith("| where id in~ (")))),
+    line = next((i + 1 for i, (got, wants) in enumerate(zip(lines, expected, strict=False))
+                 if not got.startswith(wants)),
                 min(len(lines), len(expected)) + 1)
     token = (lines[line - 1] if line <= len(lines) else "<EOF>")[:40]
     return bad_request(
@@ -103,7 +107,7 @@ def handle(state: TenantState, req: Request) -> Response:
                             "the kv-remediate emulator (objectArray only)."})
     top = options.get("$top", DEFAULT_TOP)
     skip = options.get("$skip", 0)
-    if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= 1000 or isinstance(skip, bool) \
+    if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= MAX_TOP or isinstance(skip, bool) \
             or not isinstance(skip, int) or skip < 0:
         return bad_request({"code": "InvalidParameter", "message": "$top must be an integer between 1 and 1000 and "
                             "$skip a non-negative integer."})

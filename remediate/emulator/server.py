@@ -1,206 +1,73 @@
 """The bundled HTTPS emulator: ARM, Microsoft Graph (``/v1.0``) and Log Analytics (``/v1``) on one loopback port.
 
-A threaded stdlib server (one daemon thread per connection, HTTP/1.1 keep-alive, TCP_NODELAY, a deep listen
-backlog) with TLS from a throw-away ``trustme`` CA made once per process. The real SDK clients are pointed at
-it with ``base_url=emu.base_url`` and ``connection_verify=emu.ca_file`` and a fake credential.
+``aiohttp.web``'s low-level server (no router: every request goes to :meth:`Emulator._dispatch`, which routes by
+path family as Azure's front doors do) on a few event loops in daemon threads, HTTP/1.1 keep-alive, with TLS
+from a throw-away ``trustme`` CA made once per process. The real SDK clients are pointed at it with
+``base_url=emu.base_url`` and ``connection_verify=emu.ca_file`` and a fake credential.
 """
 
 from __future__ import annotations
 
-import atexit
+import asyncio
+import functools
 import json
 import logging
 import random
-import shutil
-import socket
 import ssl
-import tempfile
 import threading
-import time
 import urllib.parse
 import uuid
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http import HTTPStatus
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from aiohttp import web
+
 from remediate.emulator import routes_arm, routes_graph, routes_logs
 from remediate.emulator.credential import AsyncFakeCredential, FakeCredential
+from remediate.emulator.listener import Listener, answer, drop, tls
 from remediate.emulator.snapshot import Faults, Snapshot, load_snapshot
 from remediate.emulator.state import ArmError, TenantState
 from remediate.emulator.wire import Request, Response
 
 log = logging.getLogger("remediate.emulator")
+_METHODS = frozenset({"GET", "PUT", "POST", "DELETE", "PATCH"})
 
-_TLS_LOCK = threading.Lock()
-_TLS: tuple[ssl.SSLContext, str] | None = None
-
-
-def _tls() -> tuple[ssl.SSLContext, str]:
-    """The server TLS context and the CA file, generated once per process (trustme, loopback names only)."""
-    global _TLS
-    with _TLS_LOCK:
-        if _TLS is None:
-            import trustme
-
-            ca = trustme.CA()
-            cert = ca.issue_cert("127.0.0.1", "localhost", "::1")
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            cert.configure_cert(ctx)
-            folder = tempfile.mkdtemp(prefix="kv-remediate-emulator-")
-            atexit.register(shutil.rmtree, folder, True)
-            ca_file = str(Path(folder) / "ca.pem")
-            ca.cert_pem.write_to_path(ca_file)
-            _TLS = (ctx, ca_file)
-        return _TLS
+_HALF = 0.5   # an injected server error is a 500 or a 503 with even odds
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    request_queue_size = 256
-    allow_reuse_address = True
-
-    def __init__(self, emulator: Emulator, ctx: ssl.SSLContext) -> None:
-        self.emulator = emulator
-        self.ssl_context = ctx
-        self.open_sockets: set[socket.socket] = set()
-        self.sockets_lock = threading.Lock()
-        self.accepted = 0
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        sock, addr = self.socket.accept()
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        # The TLS handshake runs in the connection's own thread, so a slow client never blocks accept().
-        tls = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        with self.sockets_lock:
-            self.open_sockets.add(tls)
-            self.accepted += 1
-        return tls, addr
-
-    def shutdown_request(self, request: Any) -> None:
-        with self.sockets_lock:
-            self.open_sockets.discard(request)
-        super().shutdown_request(request)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("emulator: connection error from %s", client_address, exc_info=True)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "kv-remediate-emulator"
-    sys_version = ""
-    timeout = 120
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        try:
-            self.request.do_handshake()
-        except (OSError, ssl.SSLError):
-            self.close_connection = True
-            raise
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("emulator: " + format, *args)
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_PUT(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def do_DELETE(self) -> None:
-        self._serve()
-
-    def do_PATCH(self) -> None:
-        self._serve()
-
-    def _drop(self) -> None:
-        """Close the connection without answering (an abortive close, as a reset connection looks)."""
-        self.close_connection = True
-        try:
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-            self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        data = b"" if body is None or status == 204 else body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.send_response(status)
-        if data:
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("x-ms-request-id", str(uuid.uuid4()))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        if data:
-            self.wfile.write(data)
-
-    def _serve(self) -> None:
-        emu = self.server.emulator
-        emu._count()
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length > 0 else b""
-        method = self.command.upper()
-        fault, lost = emu._decide(method)
-        if emu._latency_s > 0:
-            time.sleep(emu._latency_s)
-        if fault == "reset":
-            self._drop()
-            return
-        if fault == "throttle":
-            retry = emu._faults.retry_after_s
-            self._send(429, {"error": {"code": "TooManyRequests", "message": "The request is being throttled as "
-                             "the limit has been reached for operation type - Read_ObservationWindow_00:05:00. For "
-                             "more information, see - https://aka.ms/srpthrottlinglimits"}},
-                       {"Retry-After": str(int(retry) if float(retry).is_integer() else retry)})
-            return
-        if fault in ("500", "503"):
-            code = "InternalServerError" if fault == "500" else "ServiceUnavailable"
-            self._send(int(fault), {"error": {"code": code, "message": "The server encountered an internal error. "
-                                              "Please retry the request (injected by the emulator)."}})
-            return
-        resp = emu._dispatch(method, self.path, raw)
-        if lost and resp.write and resp.status < 400:
-            self._drop()
-            return
-        self._send(resp.status, resp.body, resp.headers)
-
-
-_TRANSPORT: Any = None
-
-
+@functools.cache
 def _transport_class() -> Any:
     """An ``AioHttpTransport`` whose session's connector holds one client SSLContext (imported lazily)."""
-    global _TRANSPORT
-    if _TRANSPORT is None:
-        import aiohttp
-        from azure.core.pipeline.transport import AioHttpTransport
+    import aiohttp
+    from azure.core.pipeline.transport import AioHttpTransport
 
-        class EmulatorAioHttpTransport(AioHttpTransport):  # type: ignore[misc]
-            """Owns a session whose connector trusts the emulator's CA; requests keep ``verify=True``."""
+    class EmulatorAioHttpTransport(AioHttpTransport):  # type: ignore[misc]
+        """Owns a session whose connector trusts the emulator's CA; requests keep ``verify=True``."""
 
-            def __init__(self, ctx: ssl.SSLContext, **kwargs: Any) -> None:
-                super().__init__(**kwargs)
-                self._emulator_ssl = ctx
+        def __init__(self, ctx: ssl.SSLContext, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self._emulator_ssl = ctx
 
-            async def open(self) -> None:
-                if not getattr(self, "session", None):
-                    self.session = aiohttp.ClientSession(
-                        connector=aiohttp.TCPConnector(ssl=self._emulator_ssl, limit=256),
-                        cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False, trust_env=False)
-                await super().open()
+        async def open(self) -> None:
+            if not getattr(self, "session", None):
+                self.session = aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(ssl=self._emulator_ssl, limit=256),
+                    cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False, trust_env=False)
+            await super().open()
 
-        _TRANSPORT = EmulatorAioHttpTransport
-    return _TRANSPORT
+    return EmulatorAioHttpTransport
+
+
+def _unquoted(value: str) -> str:
+    """A query value with the SDK's re-quoting of a nextLink's values undone (up to three encodings deep)."""
+    for _ in range(3):
+        if "%" not in value:
+            break
+        value = urllib.parse.unquote(value)
+    return value
 
 
 def _error_body(family: str, e: ArmError) -> dict[str, Any]:
@@ -238,8 +105,7 @@ class Emulator:
         self._count_lock = threading.Lock()
         self._requests = 0
         self.unrouted: list[str] = []  # "METHOD path" of every request no route served (gaps show up in tests)
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._listener: Listener | None = None
 
     # ---- configuration ----------------------------------------------------------------------------------
     @property
@@ -270,31 +136,15 @@ class Emulator:
     # ---- lifecycle --------------------------------------------------------------------------------------
     def start(self) -> Emulator:
         """Listen on a free loopback port and serve from a background thread."""
-        if self._server is not None:
-            return self
-        ctx, _ = _tls()
-        self._server = _Server(self, ctx)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"kv-remediate-emulator-{self.port}", daemon=True)
-        self._thread.start()
+        if self._listener is None:
+            self._listener = Listener(self._handle, tls()[0])
         return self
 
     def stop(self) -> None:
         """Stop serving and close every open connection."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        with server.sockets_lock:
-            socks = list(server.open_sockets)
-        for s in socks:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
 
     def __enter__(self) -> Emulator:
         return self.start()
@@ -306,9 +156,9 @@ class Emulator:
     # ---- public surface ---------------------------------------------------------------------------------
     @property
     def port(self) -> int:
-        if self._server is None:
+        if self._listener is None:
             raise RuntimeError("the emulator is not running; call start() or use it as a context manager")
-        return int(self._server.server_address[1])
+        return self._listener.port
 
     @property
     def base_url(self) -> str:
@@ -318,7 +168,7 @@ class Emulator:
     @property
     def ca_file(self) -> str:
         """PEM file of the throw-away CA that signed the server certificate."""
-        return _tls()[1]
+        return tls()[1]
 
     @property
     def request_count(self) -> int:
@@ -329,11 +179,8 @@ class Emulator:
     @property
     def connection_count(self) -> int:
         """TCP connections accepted since start (each costs a TLS handshake; keep-alive keeps this low)."""
-        server = self._server
-        if server is None:
-            return 0
-        with server.sockets_lock:
-            return server.accepted
+        listener = self._listener
+        return 0 if listener is None else listener.accepted
 
     def reset_count(self) -> None:
         """Start counting requests from zero."""
@@ -367,6 +214,36 @@ class Emulator:
         """
         return _transport_class()(ssl.create_default_context(cafile=self.ca_file))
 
+    # ---- the handler --------------------------------------------------------------------------------------
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """One request: counted, then the injected fault or latency, then :meth:`_dispatch`."""
+        method = request.method.upper()
+        if method not in _METHODS:  # not a request any route serves (and not counted, as before)
+            return answer(501, {"error": {"code": "NotImplemented", "message": f"The HTTP method '{method}' is "
+                                           "not supported by the emulator."}})
+        self._count()
+        raw = await request.read()
+        fault, lost = self._decide(method)
+        if self._latency_s > 0:
+            await asyncio.sleep(self._latency_s)
+        if fault == "reset":
+            return drop(request)
+        if fault == "throttle":
+            retry = self._faults.retry_after_s
+            return answer(429, {"error": {"code": "TooManyRequests", "message": "The request is being throttled "
+                                           "as the limit has been reached for operation type - "
+                                           "Read_ObservationWindow_00:05:00. For more information, see - "
+                                           "https://aka.ms/srpthrottlinglimits"}},
+                           {"Retry-After": str(int(retry) if float(retry).is_integer() else retry)})
+        if fault in ("500", "503"):
+            code = "InternalServerError" if fault == "500" else "ServiceUnavailable"
+            return answer(int(fault), {"error": {"code": code, "message": "The server encountered an internal "
+                                                  "error. Please retry the request (injected by the emulator)."}})
+        resp = self._dispatch(method, request.raw_path, raw)
+        if lost and resp.write and resp.status < HTTPStatus.BAD_REQUEST:
+            return drop(request)
+        return answer(resp.status, resp.body, resp.headers)
+
     # ---- internals used by the handler ------------------------------------------------------------------
     def _count(self) -> None:
         with self._count_lock:
@@ -383,7 +260,7 @@ class Emulator:
             elif r < f.reset_rate + f.throttle_rate:
                 fault = "throttle"
             elif r < f.reset_rate + f.throttle_rate + f.error_rate:
-                fault = "500" if self._rng.random() < 0.5 else "503"
+                fault = "500" if self._rng.random() < _HALF else "503"
             lost = fault is None and method in ("PUT", "DELETE", "POST", "PATCH") and f.lost_response_rate > 0 \
                 and self._rng.random() < f.lost_response_rate
         return fault, lost
@@ -393,11 +270,7 @@ class Emulator:
         path = urllib.parse.unquote(split.path)
         query: dict[str, str] = {}
         for k, v in urllib.parse.parse_qsl(split.query, keep_blank_values=True):
-            for _ in range(3):  # the SDK re-quotes query values of a nextLink; undo any double encoding
-                if "%" not in v:
-                    break
-                v = urllib.parse.unquote(v)
-            query[k.lower()] = v
+            query[k.lower()] = _unquoted(v)
         low = path.lower()
         family = "graph" if low.startswith("/v1.0/") else "logs" if low.startswith("/v1/") else "arm"
         try:
@@ -414,8 +287,9 @@ class Emulator:
                 return routes_logs.handle(self._state, req)
             return routes_arm.handle(self._state, req)
         except ArmError as e:
-            if e.code in ("InvalidResourceType", "PathNotFoundError", "UnsupportedQuery") or (
-                    family == "graph" and e.status == 400 and "Resource not found for the segment" in e.message):
+            graph_unrouted = family == "graph" and e.status == HTTPStatus.BAD_REQUEST and \
+                "Resource not found for the segment" in e.message
+            if e.code in ("InvalidResourceType", "PathNotFoundError", "UnsupportedQuery") or graph_unrouted:
                 self.unrouted.append(f"{method} {path}")
             return Response(e.status, _error_body(family, e), e.headers)
         except Exception as e:  # a bug in the emulator: answer like ARM would, and make it visible

@@ -21,6 +21,8 @@ AUTHZ = "/providers/Microsoft.Authorization/"
 _GUIDISH = re.compile(r"^[0-9a-fA-F-]{8,}$")
 _VAULT_ID = re.compile(r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.KeyVault/vaults/[^/]+$",
                        re.IGNORECASE)
+# Where an ARM id split on "/" holds the subscription: "/subscriptions/{id}/...".
+_SUBSCRIPTION_AT = 2
 _VAULT_TOP = {"id", "name", "type", "location", "tags", "systemData", "properties"}
 _AZ_ONLY = {"resourceGroup", "principalName", "roleDefinitionName"}
 _PRINCIPAL_TYPES = {"serviceprincipal": "ServicePrincipal", "user": "User", "group": "Group",
@@ -394,7 +396,8 @@ def from_dict(data: Any, source: str = "snapshot") -> Snapshot:
         emulator=_options(c, d.get("emulator")),
     )
     for v in snap.vaults:  # a vault's subscription is known even when the list omits it
-        sub = subscription_id(v["id"].split("/", 3)[2] if v["id"].count("/") > 2 else "")
+        parts = v["id"].split("/", _SUBSCRIPTION_AT + 1)      # "", "subscriptions", {id}, the rest
+        sub = subscription_id(parts[_SUBSCRIPTION_AT] if len(parts) > _SUBSCRIPTION_AT + 1 else "")
         if sub and sub.lower() not in {s.lower() for s in snap.subscriptions}:
             snap.subscriptions.append(sub)
     return snap

@@ -101,30 +101,15 @@ class PimState(AuthzState):
             ptype = None
             approval_id: str | None = None
             if rtype.lower() in ("adminremove", "selfdeactivate"):
-                dup = self._duplicate(scope, principal_id, guid_of(rd_id), None)
-                if dup is None:
-                    raise ArmError(400, "RoleAssignmentDoesNotExist", "The Role assignment does not exist.")
-                del self.assignments[dup["id"].lower()]
-                self.snap.role_assignments = list(self.assignments.values())
-                target, status, ptype = dup["name"], "Revoked", dup["properties"].get("principalType")
+                target, ptype = self._remove_by_request(scope, principal_id, rd_id)
+                status = "Revoked"
             else:
                 if not self.role_exists(guid_of(rd_id)):
                     raise ArmError(400, "RoleDefinitionDoesNotExist",
                                    f"The specified role definition with ID '{guid_of(rd_id)}' does not exist.")
                 if self._duplicate(scope, principal_id, guid_of(rd_id), None) is not None:
                     raise ArmError(400, "RoleAssignmentExists", "The Role assignment already exists.")
-                start = parse_time(str(schedule.get("startDateTime") or "")) or datetime.now(UTC)
-                schedule.setdefault("startDateTime", start.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
-                exp = schedule.get("expiration") or {}
-                end: datetime | None = None
-                etype = str(exp.get("type") or "NoExpiration").lower()
-                if etype == "afterdatetime":
-                    end = parse_time(str(exp.get("endDateTime") or ""))
-                elif etype == "afterduration":
-                    d = parse_duration(str(exp.get("duration") or ""))
-                    end = start + d if d is not None else None
-                if etype in ("afterdatetime", "afterduration") and end is None:
-                    raise ArmError(400, "InvalidScheduleInfo", "The expiration of the schedule is not valid.")
+                start, end, etype = _schedule_window(schedule)
                 needs_approval = self._check_policy(scope, guid_of(rd_id), rtype, etype,
                                                     end - start if end is not None else None)
                 target = str(uuid.uuid5(uuid.NAMESPACE_URL, rid.lower()))
@@ -134,7 +119,7 @@ class PimState(AuthzState):
                     status = "PendingApproval"
                     approval_id = f"/providers/Microsoft.Authorization/roleAssignmentApprovals/{uuid.uuid4()}"
                 else:
-                    self._provision(scope, target, rd_id, principal_id, ptype, props, end)
+                    self._provision(scope, target, _assignment_body(rd_id, principal_id, ptype, props), end)
             req = {"id": rid, "name": name, "type": "Microsoft.Authorization/RoleAssignmentScheduleRequests",
                    "properties": {"scope": scope, "roleDefinitionId": rd_id, "principalId": principal_id,
                                   "principalType": ptype, "requestType": rtype, "status": status,
@@ -150,13 +135,18 @@ class PimState(AuthzState):
             self.snap.role_assignment_schedule_requests = list(self.schedule_requests.values())
             return copy.deepcopy(req)
 
-    def _provision(self, scope: str, target: str, rd_id: str, principal_id: str, ptype: str | None,
-                   props: dict[str, Any], end: datetime | None) -> dict[str, Any]:
-        _, a = self.put_role_assignment(
-            scope, target, {"properties": {"roleDefinitionId": rd_id, "principalId": principal_id,
-                                           "principalType": ptype, "condition": props.get("condition"),
-                                           "conditionVersion": props.get("conditionVersion")}},
-            expires_on=end.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if end else None)
+    def _remove_by_request(self, scope: str, principal_id: str, rd_id: str) -> tuple[str, str | None]:
+        """AdminRemove: delete the matching assignment; (its name, its principal type)."""
+        dup = self._duplicate(scope, principal_id, guid_of(rd_id), None)
+        if dup is None:
+            raise ArmError(400, "RoleAssignmentDoesNotExist", "The Role assignment does not exist.")
+        del self.assignments[dup["id"].lower()]
+        self.snap.role_assignments = list(self.assignments.values())
+        return dup["name"], dup["properties"].get("principalType")
+
+    def _provision(self, scope: str, target: str, body: dict[str, Any], end: datetime | None) -> dict[str, Any]:
+        _, a = self.put_role_assignment(scope, target, body,
+                                        expires_on=end.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if end else None)
         return a
 
     def decide_schedule_request(self, request_id: str, approve: bool) -> dict[str, Any]:
@@ -173,8 +163,9 @@ class PimState(AuthzState):
                 d = parse_duration(str(exp.get("duration") or "")) if str(exp.get("type") or "").lower() == \
                     "afterduration" else None
                 end = datetime.now(UTC) + d if d is not None else parse_time(str(exp.get("endDateTime") or ""))
-                self._provision(p["scope"], p["targetRoleAssignmentScheduleId"], p["roleDefinitionId"],
-                                p["principalId"], p.get("principalType"), p, end)
+                self._provision(p["scope"], p["targetRoleAssignmentScheduleId"],
+                                _assignment_body(p["roleDefinitionId"], p["principalId"], p.get("principalType"), p),
+                                end)
             p["status"] = "Provisioned" if approve else "Denied"
             self.snap.role_assignment_schedule_requests = list(self.schedule_requests.values())
             return copy.deepcopy(req)
@@ -188,3 +179,27 @@ class PimState(AuthzState):
                 raise ArmError(404, "RoleAssignmentScheduleRequestNotFound",
                                f"The role assignment schedule request '{name}' is not found.")
             return copy.deepcopy(r)
+
+
+def _assignment_body(rd_id: str, principal_id: str, ptype: str | None, props: dict[str, Any]) -> dict[str, Any]:
+    """The role assignment a schedule request provisions (its condition carried over)."""
+    return {"properties": {"roleDefinitionId": rd_id, "principalId": principal_id, "principalType": ptype,
+                           "condition": props.get("condition"), "conditionVersion": props.get("conditionVersion")}}
+
+
+def _schedule_window(schedule: dict[str, Any]) -> tuple[datetime, datetime | None, str]:
+    """(start, end or None, expiration type lowercased) of a request's ``scheduleInfo``; the start defaults to now
+    and is written back into ``schedule``; 400 InvalidScheduleInfo when a stated expiration does not parse."""
+    start = parse_time(str(schedule.get("startDateTime") or "")) or datetime.now(UTC)
+    schedule.setdefault("startDateTime", start.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+    exp = schedule.get("expiration") or {}
+    end: datetime | None = None
+    etype = str(exp.get("type") or "NoExpiration").lower()
+    if etype == "afterdatetime":
+        end = parse_time(str(exp.get("endDateTime") or ""))
+    elif etype == "afterduration":
+        d = parse_duration(str(exp.get("duration") or ""))
+        end = start + d if d is not None else None
+    if etype in ("afterdatetime", "afterduration") and end is None:
+        raise ArmError(400, "InvalidScheduleInfo", "The expiration of the schedule is not valid.")
+    return start, end, etype

@@ -15,6 +15,9 @@ from remediate.emulator.state_common import (
     norm,
 )
 
+# Where a vault id split on "/" holds the resource group: "/subscriptions/{sub}/resourceGroups/{rg}/...".
+_RESOURCE_GROUP_AT = 4
+
 
 class VaultState(TenantBase):
     """Key Vault state: vaults and their access policies (Microsoft.KeyVault)."""
@@ -26,7 +29,7 @@ class VaultState(TenantBase):
             v = self.vaults.get(vault_id.rstrip("/").lower())
             if v is None:
                 parts = vault_id.split("/")
-                rg = parts[4] if len(parts) > 4 else "?"
+                rg = parts[_RESOURCE_GROUP_AT] if len(parts) > _RESOURCE_GROUP_AT else "?"
                 raise ArmError(404, "ResourceNotFound",
                                f"The Resource 'Microsoft.KeyVault/vaults/{parts[-1]}' under resource group '{rg}' "
                                "was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix")
@@ -132,27 +135,26 @@ class VaultState(TenantBase):
     def _merge(current: list[dict[str, Any]], e: dict[str, Any], kind: str) -> None:
         key = _entry_key(e)
         idx = next((i for i, c in enumerate(current) if _entry_key(c) == key), None)
-        if kind == "add":
-            if idx is None:
+        if idx is None:
+            if kind != "remove":     # add or replace: a new entry; remove: nothing to take from
                 current.append(copy.deepcopy(e))
-                return
-            have = current[idx].setdefault("permissions", {})
-            for k, values in e["permissions"].items():
-                lst = have.setdefault(k, [])
-                for p in values:
-                    if p.lower() not in (x.lower() for x in lst):
-                        lst.append(p)
+        elif kind == "add":
+            _add_permissions(current[idx].setdefault("permissions", {}), e["permissions"])
         elif kind == "replace":
-            if idx is None:
-                current.append(copy.deepcopy(e))
-            else:
-                current[idx]["permissions"] = copy.deepcopy(e["permissions"])
+            current[idx]["permissions"] = copy.deepcopy(e["permissions"])
         else:
-            if idx is None:
-                return
             have = current[idx].setdefault("permissions", {})
             for k, values in e["permissions"].items():
                 if k in have:
                     have[k] = [p for p in have[k] if p not in values]  # exact, case-sensitive (see docstring)
             if not any(have.get(k) for k in PERMISSION_KINDS):
                 del current[idx]
+
+
+def _add_permissions(have: dict[str, list[str]], added: dict[str, list[str]]) -> None:
+    """Add each permission not already held (compared case-insensitively, as Key Vault does), keeping the order."""
+    for k, values in added.items():
+        lst = have.setdefault(k, [])
+        for p in values:
+            if p.lower() not in (x.lower() for x in lst):
+                lst.append(p)

@@ -44,7 +44,7 @@ def paging(req: Request, key: str, token_param: str = "$skiptoken") -> tuple[int
     return 0, req.q(key)
 
 
-def page(req: Request, items: list[Any], offset: int, text: str | None, size: int | None = None,
+def page(req: Request, items: list[Any], offset: int, text: str | None, *, size: int | None = None,
          token_param: str = "$skipToken", extra: dict[str, str] | None = None) -> tuple[list[Any], str | None]:
     """One page of ``items`` and the absolute next link (None on the last page).
 

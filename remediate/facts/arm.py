@@ -17,9 +17,11 @@ store/vault_index.py); a 404 from ARM for an indexed id forgets it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from azure.core.exceptions import (
@@ -164,7 +166,9 @@ def json_pipeline(base_url: str, credential: Any, scope: str, *, count: Callable
 class ArmFacts:
     """Reads facts for a batch through the real SDK clients, with per-batch caches and a request counter."""
 
-    def __init__(self, credential: Any, subscriptions: Sequence[str], *, cloud: Cloud = PUBLIC,
+    # Keyword-only settings, each defaulted; callers (backends, CLI, app, benches, tests) name the few they set
+    # through Backend.facts(**kw), so a settings object would only repeat this signature.
+    def __init__(self, credential: Any, subscriptions: Sequence[str], *, cloud: Cloud = PUBLIC,  # noqa: PLR0913
                  arm_url: str | None = None, graph_url: str | None = None, connection_verify: str | bool | None = None,
                  graph: bool = True, max_concurrency: int = 32, retry_after_cap_s: float = 30.0,
                  retry_total: int = 10, transport_factory: Callable[[], Any] | None = None,
@@ -685,9 +689,9 @@ class ArmFacts:
         elif code == "Directory_ResultSizeLimitExceeded":
             why = (f"Microsoft Graph answered {status} {code} to {what}: the caller is in more than 11,000 groups, "
                    "more than getMemberGroups returns")
-        elif status == 404 and call == "getUser":
+        elif status == HTTPStatus.NOT_FOUND and call == "getUser":
             why = f"Microsoft Graph has no user with this user principal name ({what}: {status} {code})"
-        elif status == 404:
+        elif status == HTTPStatus.NOT_FOUND:
             why = f"Microsoft Graph has no directory object with this id ({what}: {status} {code})"
         else:
             why = f"Microsoft Graph answered {status} {code} to {what} ({message[:160]})"
@@ -715,7 +719,7 @@ class ArmFacts:
         except (ServiceRequestError, ServiceResponseError) as exc:
             self._graph_failed(call, object_ids, None, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
             return None
-        if response.status_code >= 400:
+        if response.status_code >= HTTPStatus.BAD_REQUEST:
             code, message = _graph_error(response)
             self._graph_failed(call, object_ids, response.status_code, code, message)
             return None
@@ -831,41 +835,36 @@ async def _none() -> None:
     return None
 
 
-_SHARED: Any = None
-
-
+@functools.cache
 def _shared_transport_class() -> Any:
     """A handle on a transport several clients share: sends through it, never opens or closes it for them
-    (azure-core imported lazily, like every SDK here)."""
-    global _SHARED
-    if _SHARED is None:
-        from azure.core.pipeline.transport import AsyncHttpTransport
+    (azure-core imported lazily, like every SDK here; the class is built once, on first use)."""
+    from azure.core.pipeline.transport import AsyncHttpTransport
 
-        class SharedTransport(AsyncHttpTransport):  # type: ignore[misc,type-arg]
-            def __init__(self, inner: Any) -> None:
-                self._inner = inner
+    class SharedTransport(AsyncHttpTransport):  # type: ignore[misc,type-arg]
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
 
-            async def __aenter__(self) -> Any:
-                await self._inner.open()
-                return self
+        async def __aenter__(self) -> Any:
+            await self._inner.open()
+            return self
 
-            async def __aexit__(self, *exc: object) -> None:
-                return None
+        async def __aexit__(self, *exc: object) -> None:
+            return None
 
-            async def open(self) -> None:
-                await self._inner.open()
+        async def open(self) -> None:
+            await self._inner.open()
 
-            async def close(self) -> None:
-                return None        # the owner (ArmFacts.close) closes the shared transport once
+        async def close(self) -> None:
+            return None        # the owner (ArmFacts.close) closes the shared transport once
 
-            async def send(self, request: Any, **kwargs: Any) -> Any:
-                return await self._inner.send(request, **kwargs)
+        async def send(self, request: Any, **kwargs: Any) -> Any:
+            return await self._inner.send(request, **kwargs)
 
-            async def sleep(self, duration: float) -> None:
-                await self._inner.sleep(duration)
+        async def sleep(self, duration: float) -> None:
+            await self._inner.sleep(duration)
 
-        _SHARED = SharedTransport
-    return _SHARED
+    return SharedTransport
 
 
 def _name_of(ref: VaultRef) -> str | None:

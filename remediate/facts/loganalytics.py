@@ -25,6 +25,7 @@ import re
 import urllib.parse
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
 from typing import Any
 
 from azure.core.exceptions import (
@@ -84,9 +85,13 @@ def kql_time(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
 
 
+# The longest time text worth matching: "2024-01-01T00:00:00.123456789+00:00" is 35 characters.
+_MAX_TIME_TEXT = 40
+
+
 def parse_time(text: str | None) -> datetime | None:
     """An ISO 8601 time (``Z`` or offset, up to 7 fraction digits) as an aware datetime; None when unreadable."""
-    if not isinstance(text, str) or len(text) > 40:
+    if not isinstance(text, str) or len(text) > _MAX_TIME_TEXT:
         return None
     m = re.match(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})?$", text.strip(),
                  re.IGNORECASE)
@@ -240,7 +245,7 @@ class LogAnalyticsClient:
         if status in (401, 403):
             raise AzureUnavailableError(f"calling {where} was refused (HTTP {status}): grant the function's identity "
                                         "'Log Analytics Reader' on the audit workspace")
-        if status >= 400:
+        if status >= HTTPStatus.BAD_REQUEST:
             raise AzureUnavailableError(f"calling {where} failed with HTTP {status} ({_error_text(response)}); "
                                         f"{'check the workspace id' if status in (400, 404) else 'retry later'}")
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any, Literal
 
 from azure.core.exceptions import (
@@ -110,7 +111,8 @@ class ArmWriter:
     # -- role assignments ---------------------------------------------------------------------------------------
 
     async def create_role_assignment(self, scope: str, name: str, role_definition_id: str, principal_id: str,
-                                     principal_type: str | None, description: str | None = None) -> WriteResult:
+                                     principal_type: str | None, *, description: str | None = None
+                                     ) -> WriteResult:
         """PUT with a deterministic name; ARM's 409 RoleAssignmentExists (same grant, other name) is success.
 
         ``description`` (ARM ``properties.description``) labels the assignment as ours: kv-remediate, the grant id
@@ -129,13 +131,13 @@ class ArmWriter:
         try:
             code, created = await self.facts.authorization_client().role_assignments.create(scope, name, params,
                                                                                              cls=status)
-            if code == 200:   # ARM answers 200 when this exact assignment already existed under this name
+            if code == HTTPStatus.OK:   # ARM answers 200 when this exact assignment already existed under this name
                 return WriteResult(False, str(created.id or rid), "the same role assignment already exists",
                                    created.description)
             return WriteResult(True, str(created.id or rid), description=created.description)
         except ResourceExistsError as exc:
             code = getattr(getattr(exc, "error", None), "code", "")
-            if code == "RoleAssignmentExists" or exc.status_code == 409:
+            if code == "RoleAssignmentExists" or exc.status_code == HTTPStatus.CONFLICT:
                 return WriteResult(False, rid, "the same role assignment already exists under another name: "
                                    + (str(exc).splitlines()[0][:200] if str(exc) else code), conflict=True)
             raise _fail(f"assigning {role_definition_id} to {principal_id} at {scope}", exc) from exc
@@ -194,7 +196,7 @@ class ArmWriter:
         except (HttpResponseError, ClientAuthenticationError, *_TRANSIENT) as exc:
             raise _fail(f"deleting role assignment {name} at {scope}", exc) from exc
 
-    async def pim_assign(self, scope: str, name: str, role_definition_id: str, principal_id: str,
+    async def pim_assign(self, scope: str, name: str, role_definition_id: str, principal_id: str, *,
                          duration: str, justification: str) -> PimResult:
         """A PIM AdminAssign schedule request that expires after ``duration`` (ISO 8601).
 
@@ -220,9 +222,9 @@ class ArmWriter:
         except HttpResponseError as exc:
             code = str(getattr(getattr(exc, "error", None), "code", "") or "")
             message = str(getattr(getattr(exc, "error", None), "message", "") or "")[:300]
-            if exc.status_code == 400 and code == "RoleAssignmentExists":
+            if exc.status_code == HTTPStatus.BAD_REQUEST and code == "RoleAssignmentExists":
                 return PimResult("exists", rid, code, message or "The Role assignment already exists.")
-            if exc.status_code == 400 and code == "RoleAssignmentRequestPolicyValidationFailed":
+            if exc.status_code == HTTPStatus.BAD_REQUEST and code == "RoleAssignmentRequestPolicyValidationFailed":
                 return PimResult("refused", rid, code, message)
             raise _fail(f"requesting PIM assignment of {role_definition_id} to {principal_id} at {scope}",
                         exc) from exc

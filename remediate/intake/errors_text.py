@@ -263,9 +263,9 @@ def _status_in(segment: str) -> int | None:
                 if s is not None:
                     return s
     if " Client Error: " in segment:
-        m = _CLIENT_ERROR.search(segment)
-        if m:
-            return status_value(m.group(1))
+        client = _CLIENT_ERROR.search(segment)
+        if client:
+            return status_value(client.group(1))
     return None
 
 

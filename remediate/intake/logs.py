@@ -241,6 +241,19 @@ def salvage_record(fragment: str) -> dict[str, Any] | None:
     """
     if not fragment.startswith("{"):
         return None
+    cut = _last_cut(fragment)
+    if cut is None:
+        return None
+    try:
+        value = json.loads(fragment[:cut[0]] + cut[1])
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) and looks_like_record(value) else None
+
+
+def _last_cut(fragment: str) -> tuple[int, str] | None:
+    """Where a cut JSON text can be closed (its last ``,`` outside strings) and the brackets that close it there;
+    None when the text is not cut (complete, or its brackets do not match)."""
     closers: list[str] = []
     in_string = escaped = False
     cut: tuple[int, str] | None = None
@@ -252,7 +265,8 @@ def salvage_record(fragment: str) -> dict[str, Any] | None:
                 escaped = True
             elif ch == '"':
                 in_string = False
-        elif ch == '"':
+            continue
+        if ch == '"':
             in_string = True
         elif ch in "{[":
             closers.append("}" if ch == "{" else "]")
@@ -261,10 +275,4 @@ def salvage_record(fragment: str) -> dict[str, Any] | None:
                 return None  # mismatched, or complete (then it was not cut)
         elif ch == ",":
             cut = (i, "".join(reversed(closers)))
-    if cut is None:
-        return None
-    try:
-        value = json.loads(fragment[:cut[0]] + cut[1])
-    except (ValueError, RecursionError):
-        return None
-    return value if isinstance(value, dict) and looks_like_record(value) else None
+    return cut

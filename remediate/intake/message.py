@@ -7,7 +7,7 @@ Every pattern is bounded and the message is cut to ``limits.MAX_MESSAGE_CHARS`` 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -123,78 +123,119 @@ def _better(current: ObjectRef | None, new: ObjectRef) -> ObjectRef:
     return current
 
 
-@lru_cache(maxsize=2048)
-def _message_facts(message: str) -> MessageFacts:
-    principal, vault = Principal(), VaultRef()
+@dataclass
+class _Scan:
+    """What one message has named so far (first mention wins; a later one only fills what is unknown)."""
+
+    principal: Principal = field(default_factory=Principal)
     action: str | None = None
-    obj: ObjectRef | None = None
+    vault: VaultRef = field(default_factory=VaultRef)
+    object: ObjectRef | None = None
     permission: tuple[str, str] | None = None
     operation_word: str | None = None
     caller_ip: str | None = None
     operation: str | None = None
     hsm_scope: str | None = None
     ps_kind: str | None = None
+
+    def facts(self) -> MessageFacts:
+        return MessageFacts(self.principal, self.action, self.vault, self.object, self.permission,
+                            self.operation_word, self.caller_ip, self.operation, self.hsm_scope)
+
+    def caller(self, m: re.Match[str], g: str) -> None:
+        if not self.principal.known:
+            raw = m.group(g)
+            self.principal = principal_from_caller(raw.strip().strip("'\"") if g == "caller" else raw)
+
+    def named_action(self, m: re.Match[str], g: str) -> None:
+        if self.action is None:
+            self.action = catalog.canonical_action(m.group(g))
+
+    def resource(self, m: re.Match[str], g: str) -> None:
+        vref, found = vault_from_resource_id(m.group(g))
+        if vref.name and not self.vault.name:
+            self.vault = VaultRef(name=vref.name, resource_id=self.vault.resource_id or vref.resource_id)
+        elif vref.resource_id and not self.vault.resource_id:
+            self.vault = VaultRef(name=self.vault.name, resource_id=vref.resource_id)
+        if found is not None:
+            self.object = _better(self.object, found)
+        if g == "rresource" and self.action is None:  # "not authorized to read secrets from '...'": getSecret
+            self.action = {"secrets": "Microsoft.KeyVault/vaults/secrets/getSecret/action"}.get(m.group("rkind"))
+
+    def vault_named(self, m: re.Match[str], g: str) -> None:
+        name = vault_name(m.group(g))
+        if name and not self.vault.name:
+            self.vault = VaultRef(name=name, resource_id=self.vault.resource_id)
+
+    def permission_named(self, m: re.Match[str], _: str) -> None:
+        if self.permission is None:
+            self.permission = (m.group("pkind"), m.group("perm"))
+
+    def word(self, m: re.Match[str], g: str) -> None:
+        self.operation_word = self.operation_word or m.group(g)
+
+    def address(self, m: re.Match[str], _: str) -> None:
+        self.caller_ip = self.caller_ip or ip_address(m.group("ip"))
+
+    def disabled(self, m: re.Match[str], _: str) -> None:
+        self.object = _better(self.object, ObjectRef(kind=m.group("dkind") + "s"))
+
+    def disabled_operation(self, m: re.Match[str], _: str) -> None:
+        """"Operation get is not allowed on a disabled secret": SecretGet, on a secret."""
+        kind, verb = m.group("dkind2"), m.group("dop")
+        self.object = _better(self.object, ObjectRef(kind=kind + "s"))
+        self.operation_word = self.operation_word or verb
+        self.operation = self.operation or canonical_operation(kind.capitalize() + verb.capitalize())
+
+    def hsm(self, m: re.Match[str], _: str) -> None:
+        raw_action, raw_scope = m.group("hsmaction").rstrip("/"), m.group("hsmscope")
+        if self.action is None and _HSM_ACTION.fullmatch(raw_action):
+            self.action = raw_action
+            self.hsm_scope = raw_scope if HSM_SCOPE.fullmatch(raw_scope) else None
+
+    def object_named(self, m: re.Match[str], g: str) -> None:
+        kind_group = _OBJECT_KIND_GROUP[g]
+        kind = m.group(kind_group) if kind_group else "secret"
+        self.object = _better(self.object, _named(kind, m.group(g)))
+
+    def cmdlet(self, m: re.Match[str], _: str) -> None:
+        self.ps_kind = m.group("psnoun")
+        self.operation = self.operation or canonical_operation(self.ps_kind + _PS_VERBS[m.group("psverb")])
+
+    def cmdlet_name(self, m: re.Match[str], _: str) -> None:
+        if self.ps_kind is not None:
+            self.object = _better(self.object, _named(self.ps_kind, m.group("psname")))
+
+
+# The kind group beside each object-name group of _MSG (None: a Packer secret name).
+_OBJECT_KIND_GROUP = {"csiname": "csikind", "tfname": "tfkind", "trname": "trkind", "esoname": "esokind",
+                      "pksec": None}
+# Which step reads each named group of _MSG (its last group: ``Match.lastgroup``).
+_STEPS: dict[str, Callable[[_Scan, re.Match[str], str], None]] = {
+    **dict.fromkeys(("caller", "ugoa", "obo"), _Scan.caller),
+    **dict.fromkeys(("action", "paction"), _Scan.named_action),
+    **dict.fromkeys(("resource", "oresource", "asresource", "rresource"), _Scan.resource),
+    **dict.fromkeys(("vault", "kv", "akv", "pkv", "psvault"), _Scan.vault_named),
+    **dict.fromkeys(("opq", "opnp"), _Scan.word),
+    **dict.fromkeys(_OBJECT_KIND_GROUP, _Scan.object_named),
+    "perm": _Scan.permission_named, "ip": _Scan.address, "dkind": _Scan.disabled,
+    "dkind2": _Scan.disabled_operation, "hsmscope": _Scan.hsm, "psnoun": _Scan.cmdlet, "psname": _Scan.cmdlet_name,
+}
+
+
+@lru_cache(maxsize=2048)
+def _message_facts(message: str) -> MessageFacts:
     if "\\n" in message:
         message = message.replace("\\r\\n", "\n").replace("\\n", "\n")
     if " r n" in message or "\\ r" in message:
         message = _RN_ARTEFACT.sub("\n", message)
+    scan = _Scan()
     for m in _MSG.finditer(message):
         g = m.lastgroup
-        if g == "perm":
-            g = "pkind"
-        if g in ("caller", "ugoa", "obo") and not principal.known:
-            raw = m.group(g)
-            principal = principal_from_caller(raw.strip().strip("'\"") if g == "caller" else raw)
-        elif g in ("action", "paction") and action is None:
-            action = catalog.canonical_action(m.group(g))
-        elif g in ("resource", "oresource", "asresource", "rresource"):
-            vref, found = vault_from_resource_id(m.group(g))
-            if vref.name and not vault.name:
-                vault = VaultRef(name=vref.name, resource_id=vault.resource_id or vref.resource_id)
-            elif vref.resource_id and not vault.resource_id:
-                vault = VaultRef(name=vault.name, resource_id=vref.resource_id)
-            if found is not None:
-                obj = _better(obj, found)
-            if g == "rresource" and action is None:  # "not authorized to read secrets from '...'": getSecret
-                action = {"secrets": "Microsoft.KeyVault/vaults/secrets/getSecret/action"}.get(m.group("rkind"))
-        elif g in ("vault", "kv", "akv", "pkv", "psvault"):
-            name = vault_name(m.group(g))
-            if name and not vault.name:
-                vault = VaultRef(name=name, resource_id=vault.resource_id)
-        elif g == "pkind" and permission is None:
-            permission = (m.group("pkind"), m.group("perm"))
-        elif g in ("opq", "opnp") and operation_word is None:
-            operation_word = m.group(g)
-        elif g == "ip" and caller_ip is None:
-            caller_ip = ip_address(m.group("ip"))
-        elif g == "dkind":
-            obj = _better(obj, ObjectRef(kind=m.group("dkind") + "s"))
-        elif g == "dkind2":  # "Operation get is not allowed on a disabled secret": SecretGet on a secret
-            obj = _better(obj, ObjectRef(kind=m.group("dkind2") + "s"))
-            operation_word = operation_word or m.group("dop")
-            operation = operation or canonical_operation(m.group("dkind2").capitalize() + m.group("dop").capitalize())
-        elif g == "hsmscope" and action is None:
-            raw_action, raw_scope = m.group("hsmaction").rstrip("/"), m.group("hsmscope")
-            if _HSM_ACTION.fullmatch(raw_action):
-                action = raw_action
-                hsm_scope = raw_scope if HSM_SCOPE.fullmatch(raw_scope) else None
-        elif g == "csiname":
-            obj = _better(obj, _named(m.group("csikind"), m.group("csiname")))
-        elif g == "tfname":
-            obj = _better(obj, _named(m.group("tfkind"), m.group("tfname")))
-        elif g == "trname":
-            obj = _better(obj, _named(m.group("trkind"), m.group("trname")))
-        elif g == "esoname":
-            obj = _better(obj, _named(m.group("esokind"), m.group("esoname")))
-        elif g == "pksec":
-            obj = _better(obj, _named("secret", m.group("pksec")))
-        elif g == "psnoun":
-            ps_kind = m.group("psnoun")
-            if operation is None:
-                operation = canonical_operation(ps_kind + _PS_VERBS[m.group("psverb")])
-        elif g == "psname" and ps_kind is not None:
-            obj = _better(obj, _named(ps_kind, m.group("psname")))
-    return MessageFacts(principal, action, vault, obj, permission, operation_word, caller_ip, operation, hsm_scope)
+        step = _STEPS.get(g) if g else None
+        if step is not None and g is not None:
+            step(scan, m, g)
+    return scan.facts()
 
 
 def service_line(block: str) -> str | None:

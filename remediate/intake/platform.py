@@ -12,6 +12,7 @@ UnauthorizedClient (the token was refused: 401) and MSINotEnabled (the site has 
 from __future__ import annotations
 
 import re
+from http import HTTPStatus
 from typing import Any
 
 from ..model import ObjectRef, VaultRef
@@ -24,6 +25,7 @@ REFERENCE_STATUS: dict[str, int | None] = {
     "accesstokeyvaultdenied": 403, "unauthorizedclient": 401, "msinotenabled": 401, "resolved": 200,
     "vaultnotfound": 404, "secretnotfound": 404, "secretversionnotfound": 404, "invalidsyntax": 400,
     "fetchtimedout": 504, "otherreasons": None, "initialized": None}
+_REFUSALS = (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN)
 #: The refusal statuses as they appear in text (the portal's status line, a pasted ARM response).
 REFUSAL_TEXT = re.compile(r"\b(AccessToKeyVaultDenied|UnauthorizedClient|MSINotEnabled)\b")
 
@@ -42,9 +44,9 @@ def relayed(block: str, status: int | None) -> bool:
     """True when a platform reports a refusal in its own words: App Service's AccessToKeyVaultDenied (permission or
     network: the status alone does not say which) or a connector's permission message under its own 401."""
     head = block[:limits.MAX_MESSAGE_CHARS]
-    if status == 403 and "AccessToKeyVaultDenied" in head:
+    if status == HTTPStatus.FORBIDDEN and "AccessToKeyVaultDenied" in head:
         return True
-    return status in (401, 403) and _CONNECTOR_PERMISSION.search(head) is not None
+    return status in _REFUSALS and _CONNECTOR_PERMISSION.search(head) is not None
 
 
 def is_reference_list(items: list[Any]) -> bool:
@@ -68,10 +70,10 @@ def references_outcome(items: list[Any]) -> Outcome:
     for item in items:
         props = as_dict(as_dict(item).get("properties"))
         status = REFERENCE_STATUS.get((text(props.get("status")) or "").lower())
-        if status not in (401, 403):
+        if status not in _REFUSALS:
             out.skipped += 1
             continue
-        d = Draft(source=SOURCE, status=status, relayed=status == 403)
+        d = Draft(source=SOURCE, status=status, relayed=status == HTTPStatus.FORBIDDEN)
         d.add_vault(VaultRef(name=vault_name(props.get("vaultName"))))
         d.object = ObjectRef(kind="secrets", name=object_name(props.get("secretName")))
         d.named_by_method("SecretGet")

@@ -55,7 +55,7 @@ def _vault_parts(vault_id: str) -> tuple[str, str, str]:
     return v.subscription, v.resource_group, v.name
 
 
-def role_assignment(principal_id: str, principal_type: str | None, role_guid: str, role_name: str, scope: str,
+def role_assignment(principal_id: str, principal_type: str | None, role_guid: str, role_name: str, *, scope: str,
                     vault_id: str) -> dict[str, str]:
     """``az role assignment create`` and a Bicep role assignment with a deterministic ``guid()`` name."""
     if not (_guid(principal_id) and _guid(role_guid) and _vault_ok(vault_id) and _scope_ok(scope, vault_id)):
@@ -119,7 +119,7 @@ def _perm_text(perms: Mapping[str, tuple[str, ...]]) -> str:
 
 
 def access_policy(vault_id: str, vault_name: str, object_id: str, tenant_id: str | None,
-                  add: dict[str, tuple[str, ...]], held: Mapping[str, tuple[str, ...]] | None = None
+                  add: dict[str, tuple[str, ...]], *, held: Mapping[str, tuple[str, ...]] | None = None
                   ) -> dict[str, str]:
     """Add ``add`` to the caller's entry without removing anything it holds (``held``, read from the vault).
 
@@ -169,7 +169,7 @@ def custom_role_guid(role_name: str, vault_id: str) -> str:
     return str(uuid.uuid5(NAMESPACE, f"role|{assignable_scope(vault_id).lower()}|{role_name}"))
 
 
-def custom_role(role_name: str, actions: tuple[str, ...], vault_id: str, scope: str, principal_id: str,
+def custom_role(role_name: str, actions: tuple[str, ...], vault_id: str, scope: str, *, principal_id: str,
                 principal_type: str | None) -> dict[str, str]:
     """A custom role with exactly ``actions`` (assignable in the vault's resource group) and its assignment at
     ``scope``, both by the role's id: nothing looks the new role up by name, which right after creation can
@@ -232,9 +232,11 @@ def with_commands(fix: Plan, vault: Vault) -> Plan:
         return replace(fix, commands=access_policy(fix.vault_id, vault.name, fix.object_id, fix.tenant_id, fix.add,
                                                    held=held_permissions(vault, fix.object_id)))
     alternatives = tuple(replace(a, commands=custom_role(a.role_name, a.data_actions, vault.id, a.scope,
-                                                         a.principal_id, a.principal_type)) for a in fix.alternatives)
+                                                         principal_id=a.principal_id,
+                                                         principal_type=a.principal_type))
+                         for a in fix.alternatives)
     return replace(fix, alternatives=alternatives,
                    commands=role_assignment(fix.principal_id, fix.principal_type,
-                                            fix.role_definition_id.rsplit("/", 1)[-1], fix.role_name, fix.scope,
-                                            vault.id))
+                                            fix.role_definition_id.rsplit("/", 1)[-1], fix.role_name,
+                                            scope=fix.scope, vault_id=vault.id))
 

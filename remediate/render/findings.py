@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..armid import VAULT_ID_SEGMENTS
 from ..model import AccessPolicyPlan, Finding, RoleAssignmentPlan
 from .table import aligned
 
@@ -124,7 +125,7 @@ def fix_summary(f: Finding) -> str:
     """One short line: what the plan does, or the gist of the advice (whole: the caller wraps it)."""
     p = f.plan
     if isinstance(p, RoleAssignmentPlan):
-        scope = "object" if p.scope.count("/") > 8 else "vault"
+        scope = "object" if len(p.scope.split("/")) > VAULT_ID_SEGMENTS else "vault"
         return f"assign {p.role_name} at {scope}" + (" (privileged)" if p.privileged else "")
     if isinstance(p, AccessPolicyPlan):
         return "access policy add " + "; ".join(f"{k} {'/'.join(v)}" for k, v in p.add.items())

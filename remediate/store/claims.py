@@ -93,7 +93,7 @@ class _Batch:
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-def _outcomes(claimants: list[str], winner: str, base: int, won_now: bool, digest: str,
+def _outcomes(claimants: list[str], winner: str, base: int, *, won_now: bool, digest: str,
               expires: datetime) -> tuple[list[Claim], int]:
     """Results for a batch given the record's winner and count before it; returns them and the occurrences added.
 
@@ -202,7 +202,7 @@ class TableClaimStore:
         now = max(t for _, t in members)
         pk, rk = digest[:2], digest
         first, expires = claimants[0], now + window
-        fresh_results, added = _outcomes(claimants, first, 1, True, digest, expires)
+        fresh_results, added = _outcomes(claimants, first, 1, won_now=True, digest=digest, expires=expires)
         fresh = {"PartitionKey": pk, "RowKey": rk, "winner": first, "claimed_at": now, "expires_at": expires,
                  "occurrences": 1 + added, "key": json.dumps(list(key), ensure_ascii=False)}
         with storage_errors("claiming a denial tuple", f"table '{self._table.table_name}' row {rk}"):
@@ -232,7 +232,8 @@ class TableClaimStore:
                         return fresh_results
                     winner = str(entity["winner"])
                     base = int(entity.get("occurrences", 1))
-                    results, added = _outcomes(claimants, winner, base, False, digest, current_expiry)
+                    results, added = _outcomes(claimants, winner, base, won_now=False, digest=digest,
+                                                 expires=current_expiry)
                     if added:
                         await self._table.update_entity({"PartitionKey": pk, "RowKey": rk,
                                                          "occurrences": base + added},

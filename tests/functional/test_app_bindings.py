@@ -8,7 +8,7 @@ import subprocess
 import sys
 from typing import Any
 
-from remediate.serve import app_functions, blueprint_app, load_app
+from remediate.localhost.discovery import app_functions, blueprint_app, load_app
 from tests.support.app import ROOT
 
 

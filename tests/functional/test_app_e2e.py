@@ -37,9 +37,9 @@ def _distinct(body: bytes) -> int:
 
 
 @pytest.mark.parametrize("name, payload, expect_principals", [
-    ("log alert V2 with dimensions", lambda: (DEMO / "inputs" / "10_log_alert_v2.json").read_bytes(), {APP_ORDERS}),
+    ("log alert V2 with dimensions", (DEMO / "inputs" / "10_log_alert_v2.json").read_bytes, {APP_ORDERS}),
     ("log alert V1 with rows", lambda: variant("alert_v1_searchresults_azurediagnostics.json"), {APP_ORDERS, None}),
-    ("metric alert", lambda: (DEMO / "inputs" / "09_metric_alert.json").read_bytes(), {None}),
+    ("metric alert", (DEMO / "inputs" / "09_metric_alert.json").read_bytes, {None}),
 ])
 def test_alert_becomes_findings_record_log_line_and_notification(app: App, caplog: pytest.LogCaptureFixture,
                                                                    name: str, payload: Any,

@@ -182,7 +182,7 @@ def test_worker_applies_on_an_audit_row_and_honours_object_scope(azurite: str, t
     ([], {"logs_partial_error": "Query result set has exceeded the internal limit."}, "partial error"),
 ])
 def test_without_a_row_the_guard_refuses_by_evidence_and_nothing_changes(
-        azurite: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows: list[dict[str, Any]],
+        *, azurite: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows: list[dict[str, Any]],
         emulator: dict[str, Any], limitation: str) -> None:
     # given `mode: apply` and an audit log that does not hold this denial
     snap = _snapshot(tmp_path, rows, **emulator)

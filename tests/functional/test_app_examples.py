@@ -10,7 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from remediate.serve import HttpServer, load_app
+from remediate.localhost.discovery import load_app
+from remediate.localhost.http import HttpServer
 from tests.support.app import APP_ORDERS, DEMO, ROOT, app_environment
 
 SCRIPT = ROOT / "examples" / "diagnose.sh"
@@ -29,7 +30,8 @@ def served(azurite: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 def _run(base: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "KV_REMEDIATE_URL": base, "KV_REMEDIATE_FUNCTION_KEY": "example-key"}
-    return subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=60,
+                          check=False)
 
 
 @pytest.mark.skipif(not (shutil.which("curl") and shutil.which("jq")), reason="the example needs curl and jq")

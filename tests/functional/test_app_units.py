@@ -29,8 +29,9 @@ from remediate.facts.loganalytics import (
     link_target,
 )
 from remediate.intake import parse_inputs, parse_one, payload, search_results_link
+from remediate.localhost.discovery import load_app
+from remediate.localhost.http import HttpServer
 from remediate.model import RowsLink, Signal
-from remediate.serve import HttpServer, load_app
 from tests.support.app import DEMO, app_environment, call, guard_loopback, snapshot_with_rows, variant
 
 LINK = ("https://api.loganalytics.io/v1/workspaces/dddd3333-ee44-5555-66ff-777777aaaaaa/query?query=AzureDiagnostics"

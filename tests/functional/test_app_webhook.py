@@ -16,7 +16,8 @@ from azure.storage.queue import QueueServiceClient
 from remediate.app import services
 from remediate.app import settings as app_settings
 from remediate.app.webhook_auth import APPLY_ROLE
-from remediate.serve import HttpServer, load_app
+from remediate.localhost.discovery import load_app
+from remediate.localhost.http import HttpServer
 from tests.support.app import DEMO, app_environment, call
 from tests.support.entra import (
     FORGED,

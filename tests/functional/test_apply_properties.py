@@ -27,14 +27,15 @@ def _entries(tenant: dict[str, Any]) -> dict[str, dict[str, set[str]]]:
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(op=st.sampled_from(OPS), rbac=st.booleans(), kind=st.sampled_from(["app", "user"]),
-       scopes=st.lists(st.sampled_from(SCOPES), max_size=2),
-       types=st.sets(st.sampled_from(["ServicePrincipal", "User"])),
-       max_tier=st.integers(0, 3), privileged=st.booleans(), object_scope=st.booleans(), rate=st.integers(0, 2))
-def test_applied_change_never_exceeds_plan_or_policy(op: str, rbac: bool, kind: str, scopes: list[str],
-                                                     types: set[str], max_tier: int, privileged: bool,
-                                                     object_scope: bool, rate: int) -> None:
-    policy = dict(APPLY, scopes=scopes, principal_types=sorted(types), max_tier=max_tier,
-                  allow_privileged=privileged, object_scope=object_scope, max_grants_per_hour=rate)
+       rules=st.fixed_dictionaries({
+           "scopes": st.lists(st.sampled_from(SCOPES), max_size=2),
+           "principal_types": st.sets(st.sampled_from(["ServicePrincipal", "User"])).map(sorted),
+           "max_tier": st.integers(0, 3), "allow_privileged": st.booleans(), "object_scope": st.booleans(),
+           "max_grants_per_hour": st.integers(0, 2)}))
+def test_applied_change_never_exceeds_plan_or_policy(*, op: str, rbac: bool, kind: str, rules: dict[str, Any]) -> None:
+    policy = dict(APPLY, **rules)
+    scopes, types, max_tier, privileged = (rules["scopes"], rules["principal_types"], rules["max_tier"],
+                                           rules["allow_privileged"])
     oid = gid(f"prop-{op}-{kind}")
     with tempfile.TemporaryDirectory() as tmp:
         findings, _, after = run(copy.deepcopy(TENANT), [denial(oid, PAY if rbac else LEGACY, op=op, kind=kind)],

@@ -76,9 +76,9 @@ def test_an_active_assignment_we_did_not_make_is_already_granted(world_for: Call
     w = world_for(PIM)
     original = ArmWriter.pim_assign
 
-    async def race(self: ArmWriter, scope: str, name: str, *args: Any) -> Any:
-        await original(self, scope, str(uuid.uuid4()), *args[:3], "someone else")
-        return await original(self, scope, name, *args)
+    async def race(self: ArmWriter, scope: str, name: str, *args: Any, **kw: Any) -> Any:
+        await original(self, scope, str(uuid.uuid4()), *args, **{**kw, "justification": "someone else"})
+        return await original(self, scope, name, *args, **kw)
 
     with pytest.MonkeyPatch.context() as m:
         m.setattr(ArmWriter, "pim_assign", race)

@@ -99,7 +99,7 @@ def test_plans_are_least_privilege(demo_findings: list[dict[str, Any]]) -> None:
     assert signer["role_name"] == "Key Vault Crypto User"   # tier 2 role for a tier 1 action
     assert signer["alternatives"][0]["data_actions"] == ["Microsoft.KeyVault/vaults/keys/sign/action"]
     # assignable in the resource group (Microsoft advises against a resource there), assigned at the vault
-    assert signer["alternatives"][0]["assignable_scopes"] == [PAY_ID.split("/providers/")[0]]
+    assert signer["alternatives"][0]["assignable_scopes"] == [PAY_ID.split("/providers/", maxsplit=1)[0]]
     assert signer["alternatives"][0]["scope"] == PAY_ID
     alice = by_cause[(gid("alice"), "SecretSet")]["plan"]
     assert alice["kind"] == "access_policy" and alice["add"] == {"keys": [], "secrets": ["set"],

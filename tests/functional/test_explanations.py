@@ -85,33 +85,46 @@ def test_no_explanation_doubles_a_word(findings: list[Finding]) -> None:
     assert doubled == []
 
 
+def _caller_problems(f: Finding) -> list[str]:
+    p = f.denial.principal
+    named = p.upn or p.app_id or p.object_id
+    if f.cause == "PRINCIPAL_NOT_IDENTIFIED" and named and "does not name who" in " ".join(_texts(f)):
+        return [f"{f.cause}: says the caller is not named, but the input names {named}"]
+    return []
+
+
+def _vault_problems(f: Finding) -> list[str]:
+    if f.cause != "VAULT_NOT_FOUND":
+        return []
+    v, out = f.denial.vault, []
+    if not v.name and not v.resource_id and "does not name the vault" not in f.explanation:
+        out.append(f"{f.cause}: the input names no vault, the explanation does not say so")
+    if (v.name or v.resource_id) and "does not name the vault" in f.explanation:
+        out.append(f"{f.cause}: says no vault is named, but the input names {v.to_dict()}")
+    if v.resource_id and "AZURE_SUBSCRIPTION_IDS" in " ".join(f.advice):
+        out.append(f"{f.cause}: advises AZURE_SUBSCRIPTION_IDS, but the input names the subscription")
+    if v.name and f"'{v.name}'" not in " ".join(_texts(f)):
+        out.append(f"{f.cause}: the vault the input names is not the one explained")
+    return out
+
+
+def _grant_problems(f: Finding) -> list[str]:
+    advice, out = " ".join(f.advice), []
+    if f.cause == "ALREADY_GRANTED" and f.permission_model == "rbac" and "ccess polic" in advice:
+        out.append(f"{f.cause}: an RBAC vault, advice about access policies")
+    if f.cause == "ALREADY_GRANTED" and f.permission_model == "access_policy" and "RBAC" in advice:
+        out.append(f"{f.cause}: an access-policy vault, advice about RBAC")
+    if f.cause == "CONDITION_NOT_MET" and "evaluated per request" in " ".join(_texts(f)):
+        out.append(f"{f.cause}: advises the condition is evaluated per request, after evaluating it")
+    return out
+
+
 def test_no_explanation_contradicts_its_finding(findings: list[Finding]) -> None:
-    problems: list[str] = []
-    for f in findings:
-        d, text, advice = f.denial, " ".join(_texts(f)), " ".join(f.advice)
-        p = d.principal
-        named = p.upn or p.app_id or p.object_id
-        if f.cause == "PRINCIPAL_NOT_IDENTIFIED" and named and "does not name who" in text:
-            # the caller is named (UPN or app id): never "does not name who was denied"
-            problems.append(f"{f.cause}: says the caller is not named, but the input names {p.upn or p.app_id}")
-        if f.cause == "VAULT_NOT_FOUND":
-            if not d.vault.name and not d.vault.resource_id and "does not name the vault" not in f.explanation:
-                problems.append(f"{f.cause}: the input names no vault, the explanation does not say so")
-            if (d.vault.name or d.vault.resource_id) and "does not name the vault" in f.explanation:
-                problems.append(f"{f.cause}: says no vault is named, but the input names {d.vault.to_dict()}")
-            if d.vault.resource_id and "AZURE_SUBSCRIPTION_IDS" in advice:
-                problems.append(f"{f.cause}: advises AZURE_SUBSCRIPTION_IDS, but the input names the subscription")
-        if f.cause == "ALREADY_GRANTED":
-            if f.permission_model == "rbac" and "ccess polic" in advice:
-                problems.append(f"{f.cause}: an RBAC vault, advice about access policies")
-            if f.permission_model == "access_policy" and "RBAC" in advice:
-                problems.append(f"{f.cause}: an access-policy vault, advice about RBAC")
-        if f.cause == "CONDITION_NOT_MET" and "evaluated per request" in text:
-            problems.append(f"{f.cause}: advises the condition is evaluated per request, after evaluating it")
-        if "(unknown)" in f.explanation and f.cause not in ("UNKNOWN",):
-            problems.append(f"{f.cause}: a placeholder left unfilled: {f.explanation}")
-        if d.vault.name and f"'{d.vault.name}'" not in text and f.cause in ("VAULT_NOT_FOUND",):
-            problems.append(f"{f.cause}: the vault the input names is not the one explained")
+    # then no explanation says what the finding's own fields contradict, and none leaves a placeholder unfilled
+    problems = [problem for f in findings
+                for problem in (*_caller_problems(f), *_vault_problems(f), *_grant_problems(f))]
+    problems += [f"{f.cause}: a placeholder left unfilled: {f.explanation}" for f in findings
+                 if "(unknown)" in f.explanation and f.cause != "UNKNOWN"]
     assert problems == [], "\n".join(problems)
 
 

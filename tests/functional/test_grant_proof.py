@@ -105,7 +105,7 @@ def run(denials: list[Denial], tmp: Path, *, tenant: dict[str, Any] | None = Non
     return [f.to_dict() for f in result.findings], after
 
 
-def denial(oid: str, vault: str, op: str, obj: ObjectRef | None = None, kind: str | None = "app",
+def denial(oid: str, vault: str, op: str, obj: ObjectRef | None = None, *, kind: str | None = "app",
            rid_suffix: str = "", **kw: Any) -> Denial:
     v = VAULTS[vault]
     return Denial(source="attack", status=403, principal=Principal(object_id=oid, kind=kind),  # type: ignore[arg-type]

@@ -158,8 +158,8 @@ def test_custom_role_is_created_by_id_assignable_in_the_resource_group_and_assig
     # given a custom role for one data action at a key
     scope = PAY + "/keys/release-signing"
     name = "kv-remediate kv-payments KeysSignAction"
-    out = commands.custom_role(name, ("Microsoft.KeyVault/vaults/keys/sign/action",), PAY, scope, SIGNER,
-                               "ServicePrincipal")
+    out = commands.custom_role(name, ("Microsoft.KeyVault/vaults/keys/sign/action",), PAY, scope,
+                               principal_id=SIGNER, principal_type="ServicePrincipal")
     rg = f"/subscriptions/{SUB}/resourceGroups/rg-payments"
     guid = commands.custom_role_guid(name, PAY)
     role_id = f"/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/{guid}"
@@ -187,7 +187,7 @@ def test_custom_role_bicep_defines_and_assigns() -> None:
     name = "kv-remediate kv-payments SecretsGetSecretAction"
     scope = PAY + "/secrets/db-password"
     bicep = commands.custom_role(name, ("Microsoft.KeyVault/vaults/secrets/getSecret/action",), PAY, scope,
-                                 SIGNER, "User")["bicep"]
+                                 principal_id=SIGNER, principal_type="User")["bicep"]
     # when it is parsed
     tree = BicepParser().parse(text=bicep)
     resources_ = tree["resources"]
@@ -214,7 +214,8 @@ def test_custom_role_bicep_defines_and_assigns() -> None:
     PAY.rsplit("/", 1)[0] + "/1-a", PAY.rsplit("/", 1)[0] + "/kv--x-"])
 def test_unsafe_ids_are_not_rendered(vault_id: str) -> None:
     # given an id that fails validation, when rendered, then nothing is printed to paste
-    assert commands.custom_role("r", ("a",), vault_id, vault_id, SIGNER, None)["az"] == commands.UNSAFE
+    assert commands.custom_role("r", ("a",), vault_id, vault_id, principal_id=SIGNER, principal_type=None)["az"] \
+        == commands.UNSAFE
     assert commands.access_policy(vault_id, "kv", ALICE, TID, {"secrets": ("get",)})["az"] == commands.UNSAFE
     assert commands.assignable_scope(vault_id) == vault_id
 
@@ -257,7 +258,7 @@ def test_pasting_the_custom_role_lines_twice_creates_one_role_and_assigns_it() -
     roles = [r for r in tenant["role_definitions"] if (r.get("properties") or r).get("roleName") == alt.role_name]
     assert len(roles) == 1
     role = roles[0].get("properties") or roles[0]
-    assert role["assignableScopes"] == [PAY.split("/providers/")[0]]
+    assert role["assignableScopes"] == [PAY.split("/providers/", maxsplit=1)[0]]
     grants = [a for a in tenant["role_assignments"]
               if (a.get("properties") or a).get("principalId") == SIGNER
               and str((a.get("properties") or a).get("roleDefinitionId", "")).endswith(guid)]
@@ -268,5 +269,5 @@ def test_pasting_the_custom_role_lines_twice_creates_one_role_and_assigns_it() -
 def test_object_scopes_outside_armids_rule_are_not_rendered(tail: str) -> None:
     # given an object scope armid does not accept, when a role assignment is rendered there, then nothing is printed
     role = "4633458b-17de-408a-b874-0445c86b69e6"
-    assert commands.role_assignment(ALICE, "User", role, "Key Vault Secrets User", PAY + tail, PAY)["az"] \
-        == commands.UNSAFE
+    assert commands.role_assignment(ALICE, "User", role, "Key Vault Secrets User", scope=PAY + tail,
+                                    vault_id=PAY)["az"] == commands.UNSAFE

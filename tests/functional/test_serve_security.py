@@ -18,7 +18,9 @@ from azure.storage.queue import QueueServiceClient
 
 from remediate.app import settings as app_settings
 from remediate.errors import ConfigError
-from remediate.serve import MAX_BODY, HttpServer, load_app, resolve_key, serve
+from remediate.localhost.discovery import load_app
+from remediate.localhost.http import MAX_BODY, HttpServer
+from remediate.localhost.supervisor import resolve_key, serve
 from tests.support.app import DEMO, LOOPBACK_ONLY, ROOT, app_environment
 
 ALERT = (DEMO / "inputs" / "10_log_alert_v2.json").read_bytes()
@@ -223,7 +225,7 @@ def test_a_snapshot_on_an_azure_host_refuses_to_start(azure_env: dict[str, str],
            app_settings.STORAGE_CONNECTION: azurite}
     proc = subprocess.run([sys.executable, "-m", "remediate.cli", "serve", "--port", "0", "--snapshot",
                            str(DEMO / "tenant.json"), "--workers", "0"], env=env, capture_output=True, text=True,
-                          timeout=60, cwd=str(tmp_path))
+                          timeout=60, cwd=str(tmp_path), check=False)
     assert proc.returncode == 2 and "Azure host" in proc.stderr
     # and in the app itself (e.g. deployed with the setting): health names it, and routes refuse to read facts
     with app_environment(monkeypatch, azurite, DEMO / "tenant.json", **azure_env):

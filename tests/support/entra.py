@@ -40,7 +40,9 @@ def jwk(key: rsa.RSAPrivateKey, kid: str) -> dict[str, Any]:
     return {**json.loads(RSAAlgorithm.to_jwk(key.public_key())), "kid": kid, "use": "sig", "alg": "RS256"}
 
 
-def token(*, key: rsa.RSAPrivateKey = KEY, kid: str = "k1", tenant: str = TENANT, iss: str | None = None,
+# One keyword per header field or claim a test forges, each defaulted to the valid token (64 call sites name
+# only what they break).
+def token(*, key: rsa.RSAPrivateKey = KEY, kid: str = "k1", tenant: str = TENANT, iss: str | None = None,  # noqa: PLR0913
           aud: str = WEBHOOK_AUDIENCE, roles: list[str] | None = None, appid: str | None = ACTION_GROUPS_APP_ID,
           azp: str | None = None, oid: str = "5d2a0000-0000-4000-8000-0000000000a6",
           exp: timedelta = timedelta(hours=1), nbf: timedelta = timedelta(minutes=-5), alg: str = "RS256",

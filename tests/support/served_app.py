@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from remediate.app import services
-from remediate.serve import HttpServer, QueuePump, load_app, queue_triggers
+from remediate.localhost.discovery import load_app, queue_triggers
+from remediate.localhost.http import HttpServer
+from remediate.localhost.pump import QueuePump
 from tests.support.app import NotifyReceiver, app_environment, call
 
 WORKSPACE = "dddd3333-ee44-5555-66ff-777777aaaaaa"

@@ -19,7 +19,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from remediate.serve import HttpServer, load_app
+from remediate.localhost.discovery import load_app
+from remediate.localhost.http import HttpServer
 from tests.support.app import app_environment, snapshot_with_rows
 
 

@@ -64,15 +64,16 @@ def entry(oid: str = OID, app: str | None = None, tenant: str = TENANT, **perms:
     return AccessPolicyEntry(tenant_id=tenant, object_id=oid, application_id=app, permissions=dict(perms))
 
 
-def facts(rbac: bool = True, assignments: tuple[RoleAssignment, ...] = (), policies: tuple[AccessPolicyEntry, ...] = (),
-          denies: tuple[DenyAssignment, ...] = (), groups: tuple[str, ...] = (),
+def facts(*, rbac: bool = True, assignments: tuple[RoleAssignment, ...] = (),
+          policies: tuple[AccessPolicyEntry, ...] = (), denies: tuple[DenyAssignment, ...] = (),
+          groups: tuple[str, ...] = (),
           roles: dict[str, catalog.RoleDefinition] | None = None) -> Facts:
     return Facts(vault=Vault(id=VAULT_ID, name="kv1", tenant_id=TENANT, rbac=rbac, access_policies=policies),
                  principal=PrincipalInfo(OID, groups=groups, groups_known=True), assignments=assignments,
                  deny_assignments=denies, roles=roles or {})
 
 
-def deny(scope: str = VAULT_ID, principals: tuple[str, ...] = ("00000000-0000-0000-0000-000000000000",),
+def deny(*, scope: str = VAULT_ID, principals: tuple[str, ...] = ("00000000-0000-0000-0000-000000000000",),
          exclude: tuple[str, ...] = (), child: bool = False, actions: tuple[str, ...] = ("*",),
          not_actions: tuple[str, ...] = ()) -> DenyAssignment:
     return DenyAssignment(id=f"{scope}/providers/Microsoft.Authorization/denyAssignments/d", name="lock", scope=scope,

@@ -21,7 +21,7 @@ ADMIN = ROLES + "00482a5a-887f-4fb3-b363-3b7fe8e74483"              # Key Vault 
 OPERATOR = Proof("operator", "test")
 
 
-def finding(tier: int = 1, scope: str = VAULT_ID, ptype: str | None = "ServicePrincipal",
+def finding(*, tier: int = 1, scope: str = VAULT_ID, ptype: str | None = "ServicePrincipal",
             privileged: bool = False, role: str | None = None, principal: str = OID) -> Finding:
     role = role or (ADMIN if privileged else SECRETS_USER)
     plan = RoleAssignmentPlan(principal_id=principal, principal_type=ptype, scope=scope, role_definition_id=role,
@@ -170,7 +170,7 @@ def test_json_and_yaml_agree() -> None:
 
 @given(tier=st.integers(0, 3), max_tier=st.integers(0, 3), recent=st.integers(0, 40), limit=st.integers(0, 40),
        privileged=st.booleans(), allow_priv=st.booleans())
-def test_an_allowed_plan_never_breaks_a_rule(tier: int, max_tier: int, recent: int, limit: int, privileged: bool,
+def test_an_allowed_plan_never_breaks_a_rule(*, tier: int, max_tier: int, recent: int, limit: int, privileged: bool,
                                              allow_priv: bool) -> None:
     policy = replace(APPLY, max_tier=max_tier, max_grants_per_hour=limit, allow_privileged=allow_priv)
     verdict = check(finding(tier=tier, privileged=privileged), policy, recent, proof=OPERATOR)

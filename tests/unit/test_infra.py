@@ -561,7 +561,7 @@ def test_action_group_webhook_posts_the_common_schema_to_api_alerts_with_a_funct
 
 
 def test_action_group_uses_a_key_of_the_alerts_function_never_a_host_key() -> None:
-    from remediate.serve import app_functions, load_app
+    from remediate.localhost.discovery import app_functions, load_app
 
     rel = "modules/alerting.bicep"
     variables = tree(rel)["variables"]

@@ -117,7 +117,8 @@ def test_plan_for_each_data_action(action: str) -> None:
     if plan.privileged:
         assert plan.role_name == "Key Vault Administrator"
         assert plan.alternatives[0].data_actions == (KV + action,)
-        assert plan.alternatives[0].assignable_scopes == (VAULT_ID.split("/providers/")[0],)   # the resource group
+        # the resource group
+        assert plan.alternatives[0].assignable_scopes == (VAULT_ID.split("/providers/", maxsplit=1)[0],)
     # and a custom-role alternative is offered exactly when the role's tier exceeds the denied action's
     over = plan.tier > catalog.tier(KV + action)
     assert bool(plan.alternatives) == (over or plan.privileged)

@@ -150,8 +150,10 @@ VARIANTS: dict[tuple[str, str], CauseText] = {
         "Caller known only by UPN",
         "The input names the caller only by user principal name {upn} (its object id is redacted), and Microsoft "
         "Graph did not resolve it to an object id (the notes say why), so no fix can be aimed at it.",
-        ("Grant the function's identity the Microsoft Graph application permission User.Read.All (admin consent) so "
-         "a user named by UPN can be resolved, or send the audit record with the caller's object id.",)),
+        ("If the note says Microsoft Graph refused, grant the function's identity the Graph application permission "
+         "User.Read.All (admin consent) so a user named by UPN can be resolved.",
+         "If Graph has no such user (a guest of another tenant, or a deleted user), send the audit record with the "
+         "caller's object id, or a runbook request with it.")),
     ("PRINCIPAL_NOT_IDENTIFIED", "app"): CauseText(
         "Caller known only by application id",
         "The input names the caller only by application id {app_id}, not by object id, so no fix can be aimed at "

@@ -76,3 +76,26 @@ def test_corpus_text(rel: str) -> None:
     assert len(result.notes) == expected.notes, result.notes
     if expected.note_contains:
         assert any(expected.note_contains in n for n in result.notes), result.notes
+
+
+AP_TEXT = ("The user, group or application 'appid=04b07795-8ddb-461a-bbee-02f9e1bf7b46;oid=XXXX' does not have secrets "
+           "get permission on key vault '{vault};location=westeurope'.")
+
+
+@pytest.mark.parametrize("masked", ["XXX-keyvault", "[MY-KEY-VAULT]", "<vault>", "***", "kv-***", "xxxx-prod"])
+def test_a_masked_vault_name_is_null_never_a_wrong_name(masked: str) -> None:
+    # given Key Vault's access-policy text whose vault name was masked by the person who pasted it
+    d = parse_one("pasted.txt", AP_TEXT.format(vault=masked).encode()).denials[0]
+    # then the vault is unknown, and the rest of the text is still read
+    assert d.vault.name is None and d.vault.resource_id is None
+    assert d.access_policy_permission == {"secrets": ("get",)}
+
+
+@pytest.mark.parametrize(("scope", "kept"), [("/keys", "/keys"), ("/", "/"), ("/keys/k1", "/keys/k1"),
+                                             ("/keys/../x", None), ("/keys/a.b", None)])
+def test_a_managed_hsm_scope_is_kept_only_in_its_own_shape(scope: str, kept: str | None) -> None:
+    # given a Managed HSM refusal naming a local scope, when parsed, then the scope is kept only when well formed
+    text = f"(AccessDenied) Not authorized to access Microsoft.KeyVault/managedHsm/keys/create on '{scope}'"
+    d = parse_one("hsm.txt", text.encode()).denials[0]
+    assert d.vault.kind == "managed_hsm" and d.vault.scope == kept
+    assert d.data_action == "Microsoft.KeyVault/managedHsm/keys/create"

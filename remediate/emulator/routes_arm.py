@@ -17,6 +17,8 @@ _AUTHZ = "/providers/microsoft.authorization/"
 _VAULT = re.compile(r"^(/subscriptions/[^/]+/resourcegroups/[^/]+/providers/microsoft\.keyvault/vaults/[^/]+)"
                     r"(?:/accesspolicies/([^/]+))?$")
 _VAULT_LIST = re.compile(r"^/subscriptions/[^/]+(?:/resourcegroups/[^/]+)?/providers/microsoft\.keyvault/vaults$")
+_HSM = re.compile(r"^/subscriptions/[^/]+/resourcegroups/[^/]+/providers/microsoft\.keyvault/managedhsms/[^/]+$")
+_HSM_LIST = re.compile(r"^/subscriptions/[^/]+(?:/resourcegroups/[^/]+)?/providers/microsoft\.keyvault/managedhsms$")
 _RESOURCES = re.compile(r"^/subscriptions/[^/]+/resources$")
 _SUB_ALIAS = "/providers/microsoft.subscription/subscriptions/"
 
@@ -67,6 +69,15 @@ def handle(state: TenantState, req: Request) -> Response:
             log.warning("emulator: refused %s of a vault (%s): the product must never change a vault", req.method,
                         req.path)
         raise _method(req)
+    if _HSM.match(low) or _HSM_LIST.match(low):
+        # azure-mgmt-keyvault ManagedHsmsOperations.get / list_by_subscription / list_by_resource_group (REST spec
+        # managedHsm.json: ManagedHsms_Get, _ListBySubscription, _ListByResourceGroup); read-only, as for vaults
+        if req.method != "GET":
+            raise _method(req)
+        if _HSM.match(low):
+            return Response(200, state.hsm_json(req.path.rstrip("/")))
+        offset, _ = paging(req, "$top")
+        return _listing(req, state.hsms_in(req.path[:low.index("/providers/")]), offset, None)
     if _VAULT_LIST.match(low):
         if req.method != "GET":
             raise _method(req)

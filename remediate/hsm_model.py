@@ -12,10 +12,10 @@ import re
 import uuid
 from dataclasses import dataclass
 
-from .catalog.hsm import HsmRoleDefinition, guid_of
+from .catalog.hsm import HsmRoleDefinition, canonical_key_action, guid_of
 
 __all__ = ["HsmAccess", "HsmRoleAssignment", "HsmRoleDefinition", "HsmWrite", "ManagedHsm", "assignment_name",
-           "key_scope", "normalise_scope", "scopes_for"]
+           "custom_role_name", "key_scope", "normalise_scope", "scopes_for"]
 
 _KEY_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")   # Key Vault object names: 1-127 alphanumerics and dashes
 ASSIGNMENT_NAMESPACE = uuid.UUID("6f1c7c3e-2c55-5d0c-9a57-6b5d4f0e4a11")
@@ -50,6 +50,13 @@ def assignment_name(principal_id: str, scope: str, role_definition_id: str) -> s
     """Our deterministic assignment name: uuid5 of principal + scope + role GUID (case-insensitive), so a retried or
     repeated grant writes the same assignment and revocation knows which ones are ours."""
     key = f"{principal_id.strip().lower()}|{normalise_scope(scope).lower()}|{guid_of(role_definition_id)}"
+    return str(uuid.uuid5(ASSIGNMENT_NAMESPACE, key))
+
+
+def custom_role_name(data_actions: tuple[str, ...] | list[str]) -> str:
+    """Our deterministic custom role GUID for exactly these data actions (order and case do not matter), so the
+    same least-privilege role is defined once per HSM and found again."""
+    key = "role|" + "|".join(sorted({(canonical_key_action(a) or a).strip().lower() for a in data_actions}))
     return str(uuid.uuid5(ASSIGNMENT_NAMESPACE, key))
 
 

@@ -29,10 +29,19 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
-from ..catalog.hsm import HsmRoleDefinition, guid_of
+from ..catalog.hsm import HsmRoleDefinition, canonical_key_action, guid_of
 from ..clouds import PUBLIC, Cloud
 from ..errors import ApplyError, AzureUnavailableError, HsmAccessDeniedError
-from ..hsm_model import HsmAccess, HsmRoleAssignment, HsmWrite, ManagedHsm, assignment_name, normalise_scope, scopes_for
+from ..hsm_model import (
+    HsmAccess,
+    HsmRoleAssignment,
+    HsmWrite,
+    ManagedHsm,
+    assignment_name,
+    custom_role_name,
+    normalise_scope,
+    scopes_for,
+)
 from .arm import capped_retry_policy
 
 T = TypeVar("T")
@@ -250,6 +259,17 @@ class HsmFacts:
         return HsmAccess(hsm=hsm.name, scopes=scopes, assignments=tuple(seen.values()), custom_definitions=custom,
                          builtin_definitions=tuple(d for d in defs if d.builtin))
 
+    async def read_definition(self, hsm: ManagedHsm, name: str) -> HsmRoleDefinition | None:
+        """One role definition at ``/`` by name (GUID); None when the HSM has none (404)."""
+        client = self.access_control(hsm)
+
+        async def call() -> HsmRoleDefinition | None:
+            try:
+                return definition_from_sdk(await client.get_role_definition("/", name))
+            except ResourceNotFoundError:
+                return None
+        return await self._call(f"reading local role definition {name}", hsm.name, call)
+
     async def read_assignment(self, hsm: ManagedHsm, scope: str, name: str) -> HsmRoleAssignment | None:
         """One assignment by scope and name; None when the HSM has none (404)."""
         client = self.access_control(hsm)
@@ -328,3 +348,51 @@ async def remove_assignment(facts: HsmFacts, hsm: ManagedHsm, scope: str, role_d
     if back is not None:
         raise ApplyError(f"{what}: the HSM still shows it when read back; run again (the delete is idempotent)")
     return HsmWrite(hsm=hsm.name, scope=scope, name=name, assignment=None, changed=True, verified=True)
+
+
+async def ensure_custom_role(facts: HsmFacts, hsm: ManagedHsm, data_actions: Sequence[str]) -> HsmRoleDefinition:
+    """The least-privilege custom local role granting exactly ``data_actions`` (managedHsm key data actions only:
+    anything else, a wildcard included, is a ValueError before any request), defined at ``/`` under our deterministic
+    name (:func:`remediate.hsm_model.custom_role_name`), idempotently, and read back. A role of that name with other
+    permissions is left alone (ApplyError)."""
+    actions = sorted({_key_action(a) for a in data_actions})
+    if not actions:
+        raise ValueError("a custom local role needs at least one managedHsm key data action")
+    name = custom_role_name(actions)
+    what = f"defining local role {name} ({', '.join(a.rsplit('managedHsm/', 1)[-1] for a in actions)}) on {hsm.name}"
+
+    def exact(d: HsmRoleDefinition) -> bool:
+        return sorted(a.lower() for a in d.data_actions) == [a.lower() for a in actions] and not d.not_data_actions
+
+    try:
+        have = await facts.read_definition(hsm, name)
+        if have is not None and not exact(have):
+            raise ApplyError(f"{what}: a role of this name exists with other permissions; it was not defined by "
+                             "kv-remediate, so nothing was changed")
+        if have is None:
+            from azure.keyvault.administration import KeyVaultPermission
+
+            client = facts.access_control(hsm)
+            short = ", ".join(a.rsplit("managedHsm/", 1)[-1] for a in actions)
+            try:
+                await client.set_role_definition(
+                    "/", name=name, role_name=f"kv-remediate {short}"[:120],
+                    description="Least-privilege local role defined by kv-remediate: exactly the data actions a "
+                                "denied request needed.",
+                    permissions=[KeyVaultPermission(data_actions=actions)], assignable_scopes=["/"])
+            except (HttpResponseError, ServiceRequestError, ServiceResponseError, ClientAuthenticationError) as exc:
+                raise translate(what, hsm.name, exc) from exc
+        back = await facts.read_definition(hsm, name)
+    except AzureUnavailableError as exc:
+        raise ApplyError(f"{what}: {exc.message}") from exc
+    if back is None or not exact(back):
+        raise ApplyError(f"{what}: the HSM did not show the role when read back; run again (the write is idempotent)")
+    return back
+
+
+def _key_action(action: str) -> str:
+    found = canonical_key_action(action) if "*" not in action else None
+    if found is None:
+        raise ValueError(f"{action!r} is not a Managed HSM key data action; a custom role kv-remediate defines holds "
+                         "only managedHsm keys/... data actions, never a wildcard")
+    return found

@@ -15,8 +15,8 @@ from remediate.backends import EmulatorRun
 from remediate.emulator import Faults
 from remediate.emulator.snapshot import load_snapshot
 from remediate.errors import ApplyError, AzureUnavailableError, HsmAccessDeniedError
-from remediate.facts.hsm import HsmFacts, ensure_assignment, remove_assignment
-from remediate.hsm_model import ManagedHsm, assignment_name
+from remediate.facts.hsm import HsmFacts, ensure_assignment, ensure_custom_role, remove_assignment
+from remediate.hsm_model import ManagedHsm, assignment_name, custom_role_name
 from tests.support.hsm import (
     ADMIN,
     APP,
@@ -206,3 +206,44 @@ async def test_snapshot_round_trip_keeps_the_hsm_and_its_local_rbac(tmp_path: Pa
         assert [d.name for d in access.custom_definitions] == [CUSTOM]
         assert again.emulator.tenant()["hsm_role_assignments"] == out["hsm_role_assignments"]
         assert again.emulator.tenant()["managed_hsms"] == out["managed_hsms"]
+
+
+async def test_a_custom_role_is_defined_once_and_assignable_at_a_key() -> None:
+    encrypt = ["Microsoft.KeyVault/managedHsm/keys/encrypt/action", "keys/DECRYPT/action"]
+    with EmulatorRun(tenant()) as run:
+        async with run.hsm_facts() as facts:
+            hsm = await _hsm(facts)
+            # when the role for encrypt+decrypt is ensured twice (in another order) and assigned at one key
+            role = await ensure_custom_role(facts, hsm, encrypt)
+            again = await ensure_custom_role(facts, hsm, list(reversed(encrypt)))
+            write = await ensure_assignment(facts, hsm, "/keys/cmk", role.id, STRANGER)
+            access = await facts.local_rbac(hsm, "cmk")
+        # then one custom role exists besides the tenant's, with exactly those two actions, and it is in force there
+        customs = run.emulator.tenant()["hsm_role_definitions"][HSM]
+        assert len(customs) == 2 and role == again and role.name == custom_role_name(encrypt)
+        assert sorted(role.data_actions) == ["Microsoft.KeyVault/managedHsm/keys/decrypt/action",
+                                             "Microsoft.KeyVault/managedHsm/keys/encrypt/action"]
+        (mine,) = access.for_principals((STRANGER,))
+        definition = access.definition(mine.role_definition_id)
+        assert write.verified and definition is not None
+        assert definition.grants("Microsoft.KeyVault/managedHsm/keys/decrypt/action")
+        assert not definition.grants("Microsoft.KeyVault/managedHsm/keys/create")
+
+
+@pytest.mark.parametrize("actions", [
+    ["Microsoft.KeyVault/managedHsm/*"],                                      # a wildcard
+    ["Microsoft.KeyVault/managedHsm/keys/*"],
+    ["Microsoft.KeyVault/managedHsm/roleAssignments/write/action"],          # self-escalation
+    ["Microsoft.KeyVault/vaults/keys/decrypt/action"],                       # a vault action
+    ["keys/decrypt/action", "securitydomain/download/action"],
+    [],
+])
+async def test_a_custom_role_never_holds_more_than_key_data_actions(actions: list[str]) -> None:
+    with EmulatorRun(tenant()) as run:
+        async with run.hsm_facts() as facts:
+            hsm = await _hsm(facts)
+            run.emulator.reset_count()
+            with pytest.raises(ValueError):
+                await ensure_custom_role(facts, hsm, actions)
+        assert run.emulator.request_count == 0
+        assert len(run.emulator.tenant()["hsm_role_definitions"][HSM]) == 1

@@ -451,6 +451,8 @@ class Emulator:
                           self._state.snap.emulator.page_size)
             return routes_hsm.handle(self._state, req, name)
         except ArmError as e:
+            if e.code == "NotFound":
+                self.unrouted.append(f"{method} https://{name}.{suffix}{split.path}")
             return Response(e.status, _error_body("hsm", e), e.headers)
         except Exception as e:
             log.exception("emulator: HSM %s %s failed", method, target)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ServiceRequestError
+from azure.core.rest import HttpRequest
 
 from remediate.catalog.hsm import builtin_roles
 from remediate.emulator import Emulator
@@ -201,3 +202,11 @@ async def test_management_plane_get_and_list_and_404() -> None:
     assert listed == in_rg == [HSM_ID]
     assert "The Resource 'Microsoft.KeyVault/managedHSMs/hsm-nope' under resource group 'rg-hsm' was not found" in \
         str(info.value)
+
+
+async def test_a_data_plane_path_the_emulator_does_not_serve_is_recorded_as_unrouted() -> None:
+    with Emulator(tenant()) as emu:
+        async with access_client(emu) as client:
+            response = await client.send_request(HttpRequest("GET", "/keys/cmk"))
+    assert response.status_code == 404
+    assert emu.unrouted == [f"GET {HSM_URL}/keys/cmk"]

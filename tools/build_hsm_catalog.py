@@ -58,16 +58,22 @@ keys = [
  ("keys/deletedKeys/read/action", 0), ("keys/deletedKeys/recover/action", 2), ("keys/delete", 3),
  ("keys/deletedKeys/delete", 3),
 ]
-out = {
- "_source": "Transcribed from shared/reference/managed-hsm/README.md section 1.2 (Microsoft Learn "
-            "managed-hsm/built-in-roles.md, ms.date 11/19/2025) and section 1.3 (rbac.json 7.4). The HSM's own "
-            "answer (role definitions listed at '/') wins over this file wherever they differ; see each role's "
-            "'anomalies'.",
- "id_prefix": "Microsoft.KeyVault/providers/Microsoft.Authorization/roleDefinitions/",
- "roles": [{"name": g, "roleName": n, "roleType": "AKVBuiltInRole", "assignableScopes": ["/"],
-            "dataActions": [P + a for a in acts], "notDataActions": [], "anomalies": an}
-           for g, n, acts, an in roles],
- "key_data_actions": [{"name": P + a, "tier": t} for a, t in keys],
-}
-OUT.write_text(json.dumps(out, indent=1) + "\n")
-print(f"wrote {OUT}")
+def main() -> int:
+    out = {
+     "_source": "Transcribed from shared/reference/managed-hsm/README.md section 1.2 (Microsoft Learn "
+                "managed-hsm/built-in-roles.md, ms.date 11/19/2025) and section 1.3 (rbac.json 7.4). The HSM's own "
+                "answer (role definitions listed at '/') wins over this file wherever they differ; see each role's "
+                "'anomalies'.",
+     "id_prefix": "Microsoft.KeyVault/providers/Microsoft.Authorization/roleDefinitions/",
+     "roles": [{"name": g, "roleName": n, "roleType": "AKVBuiltInRole", "assignableScopes": ["/"],
+                "dataActions": [P + a for a in acts], "notDataActions": [], "anomalies": an}
+               for g, n, acts, an in roles],
+     "key_data_actions": [{"name": P + a, "tier": t} for a, t in keys],
+    }
+    OUT.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

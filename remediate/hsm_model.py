@@ -12,7 +12,7 @@ import re
 import uuid
 from dataclasses import dataclass
 
-from .catalog.hsm import HsmRoleDefinition, canonical_key_action, guid_of
+from .catalog.hsm import HsmRoleDefinition, builtin_role, canonical_key_action, guid_of
 
 __all__ = ["HsmAccess", "HsmRoleAssignment", "HsmRoleDefinition", "HsmWrite", "ManagedHsm", "assignment_name",
            "custom_role_name", "key_scope", "normalise_scope", "scopes_for"]
@@ -127,8 +127,6 @@ class HsmAccess:
 
     def definition(self, role_definition_id: str) -> HsmRoleDefinition | None:
         """The definition an assignment names: what the HSM listed first, then the package's built-ins."""
-        from .catalog.hsm import builtin_role
-
         guid = guid_of(role_definition_id)
         for d in (*self.custom_definitions, *self.builtin_definitions):
             if d.name.lower() == guid:

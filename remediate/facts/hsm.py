@@ -43,7 +43,7 @@ from ..hsm_model import (
     normalise_scope,
     scopes_for,
 )
-from .arm import capped_retry_policy
+from .pipeline import capped_retry_policy
 
 T = TypeVar("T")
 _HSM_ID = re.compile(

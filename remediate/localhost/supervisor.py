@@ -225,8 +225,7 @@ def serve(*, host: str = "127.0.0.1", port: int = 7071, snapshot: str | None = N
                           f"{policy.max_restarts} times within {policy.window:.0f} s); Ctrl-C stops everything"),
         ]))
         if key and key_source.endswith("(generated, printed below)"):
-            sys.stderr.write(f"kv-remediate serve: generated function key (send it as header x-functions-key or "
-                             f"query code): {key}\n")
+            sys.stderr.write(f"kv-remediate serve: generated function key (x-functions-key header): {key}\n")
         sys.stderr.flush()
         return _supervise(supervisor, embedded)
 

@@ -80,9 +80,10 @@ def _free_ports(count: int) -> list[int]:
         return [int(sock.getsockname()[1]) for sock in socks]
 
 
-def _accepts(port: int) -> bool:
+def accepts(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether ``host:port`` accepts a TCP connection now."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+        with socket.create_connection((host, port), timeout=0.2):
             return True
     except OSError:
         return False
@@ -166,7 +167,7 @@ def start(binary: Path | None = None, *, timeout: float = 60.0, attempts: int = 
         azurite = _launch(binary, _free_ports(3))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and azurite.exited() is None:
-            if all(_accepts(p) for p in (azurite.blob_port, azurite.queue_port, azurite.table_port)):
+            if all(accepts(p) for p in (azurite.blob_port, azurite.queue_port, azurite.table_port)):
                 return azurite
             time.sleep(0.05)
         last = f"exit code {azurite.exited()}; its log: {azurite.log_tail() or '(empty)'}"

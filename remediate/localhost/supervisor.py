@@ -123,12 +123,32 @@ def _storage(stack: contextlib.ExitStack) -> tuple[EmbeddedAzurite | None, str]:
     """The configured storage, else the bundled Azurite started here (stopped by ``stack``); and what it is."""
     setting = storage_configured(os.environ)
     if setting is not None:
-        return None, f"configured ({setting}); serve starts no Azurite"
+        return None, f"configured ({setting}); serve starts no Azurite" + _loopback_silent()
     embedded = azurite.start()
     stack.callback(embedded.stop)
     os.environ[STORAGE_CONNECTION] = embedded.connection_string
     return embedded, (f"embedded Azurite {azurite.version()}, in memory on {embedded.endpoints}; "
                       "stopped with serve")
+
+
+def _loopback_silent() -> str:
+    """A warning when the configured queue endpoint is on loopback and nothing listens there (an Azurite the user
+    meant to start, e.g. ``UseDevelopmentStorage=true``); else nothing. The worker would wait out the SDK's retries."""
+    import urllib.parse
+
+    from ..store.azure import storage_settings
+
+    try:
+        found = storage_settings(os.environ, prefix=STORAGE_CONNECTION)
+    except ConfigError:
+        return ""  # health and the worker name the unusable setting
+    parts = dict(p.split("=", 1) for p in (found.connection_string or "").split(";") if "=" in p)
+    url = urllib.parse.urlsplit(parts.get("QueueEndpoint") or found.queue_service_uri or "")
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    if host not in ("127.0.0.1", "localhost") or azurite.accepts(port, host):
+        return ""
+    return (f"; WARNING: nothing listens on {host}:{port} (its queue endpoint): start that Azurite, or remove the "
+            "setting to have serve start its own")
 
 
 def _key_source(function_key: str | None, insecure_no_key: bool) -> str:
@@ -148,8 +168,8 @@ def _banner(server: HttpServer, lines: Sequence[tuple[str, str]]) -> str:
     rows = [("listening", server.base_url), ("routes", routes), *lines]
     out = []
     for label, text in rows:
-        out += textwrap.wrap(text, 120, initial_indent=f"kv-remediate serve: {label + ':':<11} ",
-                             subsequent_indent=" " * 32, break_on_hyphens=False, break_long_words=False)
+        out += textwrap.wrap(text, 120, initial_indent=f"kv-remediate serve: {label + ':':<13} ",
+                             subsequent_indent=" " * 34, break_on_hyphens=False, break_long_words=False)
     return "\n".join(out) + "\n"
 
 

@@ -164,9 +164,9 @@ def test_serve_without_storage_runs_its_own_azurite_processes_an_alert_and_leave
         # when serve starts; then it says what it runs: the URL, the key, an embedded Azurite, the snapshot
         health = started(served)
         text = served.text()
-        assert f"listening:  {served.base}" in text and "function key: required (generated" in text
-        assert "storage:    embedded Azurite 3.35.0, in memory on 127.0.0.1" in text
-        assert "facts:      snapshot " in text and all(len(line) <= 120 for line in text.splitlines()[:12])
+        assert f"listening:    {served.base}" in text and "function key: required (generated" in text
+        assert "storage:      embedded Azurite 3.35.0, in memory on 127.0.0.1" in text
+        assert "facts:        snapshot " in text and all(len(line) <= 120 for line in text.splitlines()[:12])
         assert health["status"] == "ok" and [(p["part"], p["state"]) for p in health["parts"]] == [
             ("worker", "running")]
         kids = served.children()
@@ -221,7 +221,7 @@ def test_a_worker_that_keeps_dying_stops_serve_with_exit_1_naming_it(tmp_path: P
         code = wait_for("serve to stop", served.proc.poll, START_TIMEOUT, served.log, every=0.2)
         text = served.text()
         assert code == 1, text
-        assert "storage:    configured (AzureWebJobsStorage)" in text and "embedded Azurite" not in text
+        assert "storage:      configured (AzureWebJobsStorage)" in text and "embedded Azurite" not in text
         assert "the queue worker cannot start: setting AzureWebJobsStorage does not look like" in text
         assert "restarting worker 1" in text
         assert re.search(r"kv-remediate serve: the worker 1 process exited with code 1; it died 2 times within "
@@ -242,3 +242,19 @@ def test_without_azurite_installed_serve_says_how_to_install_it(tmp_path: Path,
     with pytest.raises(ConfigError, match=r"`make test` or `bash tools/install_azurite.sh` \(needs Node.js 20") as exc:
         serve(port=0, workers=0)
     assert exc.value.exit_code == 2 and "AzureWebJobsStorage" in exc.value.message
+
+
+def test_configured_loopback_storage_that_nobody_serves_is_named_at_start(tmp_path: Path) -> None:
+    # given storage configured on a loopback port where nothing listens (an Azurite the user forgot to start)
+    port = _free_port()
+    conn = (f"DefaultEndpointsProtocol=http;AccountName={embedded.ACCOUNT_NAME};AccountKey={embedded.ACCOUNT_KEY};"
+            f"QueueEndpoint=http://127.0.0.1:{port}/{embedded.ACCOUNT_NAME};"
+            f"TableEndpoint=http://127.0.0.1:{port}/{embedded.ACCOUNT_NAME};")
+    with run_serve(tmp_path, "--workers", "0", **{app_settings.STORAGE_CONNECTION: conn}) as served:
+        # when serve starts; then it uses that storage (no Azurite of its own) and says nothing answers there
+        wait_for("serve's banner", lambda: "processes:" in served.text(), START_TIMEOUT, served.log)
+        text = served.text()
+        assert "configured (AzureWebJobsStorage); serve starts no Azurite; WARNING: nothing listens on" in text
+        assert f"127.0.0.1:{port}" in text.replace("\n" + " " * 34, " ")
+        assert not [cmd for cmd in served.children().values() if "azurite" in cmd]
+        assert served.stop() == 0

@@ -15,8 +15,8 @@ Its flags, and why (the same ones tests/support/azurite.py starts it with):
 - ``--silent``: no access log; its own output goes to a log file in a private temporary directory (its working
   directory), shown when it fails to start or exits.
 
-On Linux the process is also asked to receive SIGTERM when serve dies (``PR_SET_PDEATHSIG``), so even a killed
-``serve`` leaves no Azurite behind.
+On Linux the process also receives SIGTERM when serve dies (``children.with_parent``), so even a killed ``serve``
+leaves no Azurite behind.
 """
 
 from __future__ import annotations
@@ -25,13 +25,12 @@ import contextlib
 import json
 import socket
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import ConfigError, ServeError
+from .children import with_parent
 from .discovery import ROOT
 
 AZURITE_BIN = ROOT / "node_modules" / ".bin" / "azurite"
@@ -40,35 +39,12 @@ ACCOUNT_NAME = "devstoreaccount1"
 ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 """The well-known development storage account (public, documented by Microsoft for the emulator)."""
 
-PR_SET_PDEATHSIG = 1
-
 
 def not_installed(binary: Path) -> str:
     """What to do when the bundled Azurite is missing."""
     return (f"no storage is configured (AzureWebJobsStorage) and the bundled Azurite is not installed "
             f"({binary} is missing). Install it with `make test` or `bash tools/install_azurite.sh` (needs Node.js "
             "20 with npm), or set AzureWebJobsStorage to a storage account's connection string")
-
-
-def parent_death_signal() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes the child receive SIGTERM when this process dies (Linux), else None.
-
-    Resolved before the fork, so the child only makes the one system call."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-    import signal
-
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    term = int(signal.SIGTERM)
-
-    def preexec() -> None:
-        prctl(PR_SET_PDEATHSIG, term, 0, 0, 0)
-
-    return preexec
 
 
 def _free_ports(count: int) -> list[int]:
@@ -149,8 +125,8 @@ def _launch(binary: Path, ports: list[int]) -> EmbeddedAzurite:
     args = [str(binary), "--blobHost", "127.0.0.1", "--blobPort", str(blob), "--queueHost", "127.0.0.1",
             "--queuePort", str(queue), "--tableHost", "127.0.0.1", "--tablePort", str(table), *FLAGS]
     with open(Path(workdir.name) / "azurite.log", "wb") as log:
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   cwd=workdir.name, start_new_session=True, preexec_fn=parent_death_signal())
+        process = subprocess.Popen(with_parent(args), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   cwd=workdir.name, start_new_session=True)
     return EmbeddedAzurite(process, ports, workdir)
 
 

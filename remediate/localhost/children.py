@@ -3,7 +3,8 @@ most 30), at most ``max_restarts`` times within ``window`` seconds; past that th
 with a message naming it. Every change is written to the state file /api/health reads (``app/parts.py``).
 
 Children run in their own session (Ctrl-C reaches serve alone, which stops them in order) and on Linux receive
-SIGTERM when serve dies, however it dies (``PR_SET_PDEATHSIG``, set by the child itself, see ``die_with_parent``)."""
+SIGTERM when serve dies, however it dies (``PR_SET_PDEATHSIG``, set in the child itself: ``die_with_parent`` for
+serve's Python processes, ``with_parent`` for any other program, such as Azurite)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -19,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..app.parts import RUNNING, PartState, write_parts
-from .azurite import parent_death_signal
 
 log = logging.getLogger("kv_remediate.serve")
 
@@ -37,14 +38,32 @@ class RestartPolicy:
     window: float = 300.0
 
 
+PR_SET_PDEATHSIG = 1
+_SHIM = ("import ctypes, os, signal, sys\n"
+         "ctypes.CDLL(None).prctl(1, int(signal.SIGTERM), 0, 0, 0)\n"
+         "if os.getppid() != int(sys.argv[1]): sys.exit('kv-remediate serve: the supervisor is gone')\n"
+         "os.execv(sys.argv[2], sys.argv[2:])\n")
+"""Sets PR_SET_PDEATHSIG (1), checks the parent is still there, then becomes the program (the setting survives
+exec): no ``preexec_fn``, which is unsafe in a process with threads."""
+
+
+def with_parent(argv: Sequence[str]) -> list[str]:
+    """``argv`` run so that it receives SIGTERM when this process dies (Linux; elsewhere ``argv`` as it is)."""
+    if not sys.platform.startswith("linux"):
+        return list(argv)
+    return [sys.executable, "-c", _SHIM, str(os.getpid()), *argv]
+
+
 def die_with_parent() -> None:
-    """In a child of serve: receive SIGTERM when serve dies (Linux), and exit at once if it already has."""
+    """In a Python child of serve: receive SIGTERM when serve dies (Linux), and exit at once if it already has."""
     parent = os.environ.get(PARENT_SETTING)
     if not parent:
         return
-    preexec = parent_death_signal()
-    if preexec is not None:
-        preexec()
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
     if str(os.getppid()) != parent:
         raise SystemExit(f"kv-remediate serve: the supervisor (pid {parent}) is gone; this process stops")
 

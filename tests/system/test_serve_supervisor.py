@@ -258,3 +258,15 @@ def test_configured_loopback_storage_that_nobody_serves_is_named_at_start(tmp_pa
         assert f"127.0.0.1:{port}" in text.replace("\n" + " " * 34, " ")
         assert not [cmd for cmd in served.children().values() if "azurite" in cmd]
         assert served.stop() == 0
+
+
+def test_a_killed_serve_leaves_no_process_behind(tmp_path: Path) -> None:
+    with run_serve(tmp_path) as served:
+        started(served)
+        kids = served.children()
+        assert any("azurite" in cmd for cmd in kids.values()) and served.worker_pid() is not None
+        # when serve itself is killed (no chance to stop anything)
+        os.kill(served.proc.pid, signal.SIGKILL)
+        served.proc.wait(timeout=30)
+        # then its Azurite and worker stop too (they are told when their parent dies)
+        wait_for("serve's children to stop", lambda: not [p for p in kids if alive(p)], 30, served.log)

@@ -16,8 +16,8 @@ bp = func.Blueprint()
 def health(req: func.HttpRequest) -> func.HttpResponse:
     """``200 {"status": "ok"|"degraded", "version", "problems": [{"setting", "problem"}], "own_identity":
     {"setting", "set", "refused"}, "tokens": {"webhook_token", "apply_token"}, "parts": [{"part", "instance", "state",
-    "detail"}]}`` (whether set, never values). ``parts``: under ``kv-remediate serve``, its queue-worker processes
-    (a worker not ``running`` makes the status ``degraded``); empty on Azure."""
+    "detail"}]}`` (whether set, never values). ``parts``: under ``kv-remediate serve``, its queue-worker (and extra
+    HTTP) processes (one not ``running`` makes the status ``degraded``); empty on Azure."""
     try:
         import msgspec
 

@@ -1,5 +1,5 @@
-"""The parts a local host runs beside the app's HTTP functions (``kv-remediate serve``'s queue-worker processes),
-as its supervisor last wrote them, for /api/health.
+"""The parts a local host runs beside the app's HTTP functions (``kv-remediate serve``'s queue-worker and extra
+HTTP processes), as its supervisor last wrote them, for /api/health.
 
 The channel is a small JSON file in serve's private temporary directory, named by ``KV_REMEDIATE_SERVE_STATE`` in
 the environment serve gives its own processes; the supervisor replaces it atomically on every change, health reads

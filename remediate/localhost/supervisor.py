@@ -16,6 +16,7 @@ import sys
 import tempfile
 import textwrap
 import threading
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -134,17 +135,15 @@ def _storage(stack: contextlib.ExitStack) -> tuple[EmbeddedAzurite | None, str]:
 def _loopback_silent() -> str:
     """A warning when the configured queue endpoint is on loopback and nothing listens there (an Azurite the user
     meant to start, e.g. ``UseDevelopmentStorage=true``); else nothing. The worker would wait out the SDK's retries."""
-    import urllib.parse
-
     from ..store.azure import storage_settings
 
     try:
         found = storage_settings(os.environ, prefix=STORAGE_CONNECTION)
-    except ConfigError:
+        fields = dict(p.split("=", 1) for p in (found.connection_string or "").split(";") if "=" in p)
+        url = urllib.parse.urlsplit(fields.get("QueueEndpoint") or found.queue_service_uri or "")
+        host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    except (ConfigError, ValueError):
         return ""  # health and the worker name the unusable setting
-    parts = dict(p.split("=", 1) for p in (found.connection_string or "").split(";") if "=" in p)
-    url = urllib.parse.urlsplit(parts.get("QueueEndpoint") or found.queue_service_uri or "")
-    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
     if host not in ("127.0.0.1", "localhost") or azurite.accepts(port, host):
         return ""
     return (f"; WARNING: nothing listens on {host}:{port} (its queue endpoint): start that Azurite, or remove the "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +24,7 @@ from typing import Any
 import pytest
 
 from remediate.app import settings as app_settings
+from remediate.app.parts import STATE_SETTING
 from remediate.errors import ConfigError
 from remediate.localhost import azurite as embedded
 from remediate.localhost.supervisor import KEY_SETTING, serve
@@ -264,9 +266,19 @@ def test_a_killed_serve_leaves_no_process_behind(tmp_path: Path) -> None:
     with run_serve(tmp_path) as served:
         started(served)
         kids = served.children()
-        assert any("azurite" in cmd for cmd in kids.values()) and served.worker_pid() is not None
-        # when serve itself is killed (no chance to stop anything)
-        os.kill(served.proc.pid, signal.SIGKILL)
-        served.proc.wait(timeout=30)
-        # then its Azurite and worker stop too (they are told when their parent dies)
-        wait_for("serve's children to stop", lambda: not [p for p in kids if alive(p)], 30, served.log)
+        [azurite_pid] = [p for p, cmd in kids.items() if "azurite" in cmd]
+        worker = served.worker_pid()
+        assert worker is not None
+        # (the directories a killed serve cannot remove, removed by the test: Azurite's, and serve's state)
+        environ = dict(v.split("=", 1) for v in Path(f"/proc/{worker}/environ").read_text().split("\0") if "=" in v)
+        litter = [Path(f"/proc/{azurite_pid}/cwd").resolve(), Path(environ[STATE_SETTING]).parent]
+        try:
+            # when serve itself is killed (no chance to stop anything)
+            os.kill(served.proc.pid, signal.SIGKILL)
+            served.proc.wait(timeout=30)
+            # then its Azurite and worker stop too (they are told when their parent dies)
+            wait_for("serve's children to stop", lambda: not [p for p in kids if alive(p)], 30, served.log)
+        finally:
+            for directory in litter:
+                if directory.name.startswith("kv-remediate-"):
+                    shutil.rmtree(directory, ignore_errors=True)

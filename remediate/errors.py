@@ -116,3 +116,11 @@ class UnsupportedMediaTypeError(InputError):
 
     def __init__(self, source: str, problem: str) -> None:
         super().__init__(source, problem, "UNSUPPORTED_MEDIA_TYPE")
+
+
+class ServeError(RemediateError):
+    """``kv-remediate serve`` could not start or keep one of its parts running (the embedded Azurite, a queue
+    worker): names the part and what to look at (CLI exit 1)."""
+
+    code = "SERVE_FAILED"
+    exit_code = 1

@@ -572,7 +572,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "are gone when it stops)")
     p.add_argument("--state", metavar="FILE", help="grant audit database (default ~/.kv-remediate/state.db)")
     p.set_defaults(func=cmd_remediate)
+    _add_record_commands(sub, fmt)
+    return parser
 
+
+def _add_record_commands(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
+    """The commands that read or undo the record, and the ones that show or serve: grants, revoke, operations,
+    demo, serve."""
     p = sub.add_parser("grants", help="the audit trail of applied, refused and revoked grants", formatter_class=fmt,
                        description="List the grant records: state, expiry, principal, role or permissions, scope "
                                    "and cause, newest first, with the ids `revoke --grant` takes.",
@@ -644,7 +650,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="restart a dead worker process at most N times within 5 minutes (back-off 1, 2, 4... s); "
                         "past that, serve stops with exit 1 (default 5; 0: never restart)")
     p.set_defaults(func=cmd_serve)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

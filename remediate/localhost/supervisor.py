@@ -34,6 +34,7 @@ from .pump import run_worker
 KEY_SETTING = "KV_REMEDIATE_FUNCTION_KEY"
 log = logging.getLogger("kv_remediate.serve")
 
+MIN_KEY_LENGTH = 16   # a shorter function key is guessable; serve refuses it
 
 def _logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, stream=sys.stderr,
@@ -104,9 +105,10 @@ def resolve_key(function_key: str | None, insecure_no_key: bool, env: Mapping[st
         if function_key:
             raise ConfigError("serve: --function-key and --insecure-no-key contradict each other; give one")
         return None
-    if key is not None and len(key) < 16:
+    if key is not None and len(key) < MIN_KEY_LENGTH:
         raise ConfigError(f"serve: the function key ({'--function-key' if function_key else KEY_SETTING}) is "
-                          "shorter than 16 characters; use a longer random key, or omit it to have one generated")
+                          f"shorter than {MIN_KEY_LENGTH} characters; use a longer random key, or omit it to have one "
+                          "generated")
     return key or secrets.token_urlsafe(32)
 
 

@@ -38,6 +38,7 @@ infra-check: $(STAMP)
 
 catalog:
 	$(PYTHON) tools/build_catalog.py
+	$(PYTHON) tools/build_hsm_catalog.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -23,6 +23,7 @@ from .clouds import Cloud, cloud_from_env
 
 if TYPE_CHECKING:
     from .facts.arm import ArmFacts
+    from .facts.hsm import HsmFacts
     from .facts.loganalytics import LogAnalyticsClient
     from .store.azure import StorageSettings
     from .store.claims import ClaimStore
@@ -41,6 +42,10 @@ class Backend(Protocol):
 
     def log_analytics(self) -> LogAnalyticsClient:
         """A Log Analytics query client; close it after use."""
+        ...
+
+    def hsm_facts(self) -> HsmFacts:
+        """Managed HSM facts (ARM ``managed_hsms`` and each HSM's local RBAC); close it after use."""
         ...
 
 
@@ -62,6 +67,11 @@ class AzureBackend:
         from .facts.loganalytics import LogAnalyticsClient
 
         return LogAnalyticsClient(self.credential, cloud=self.cloud)
+
+    def hsm_facts(self) -> HsmFacts:
+        from .facts.hsm import HsmFacts
+
+        return HsmFacts(self.credential, self.subscriptions, cloud=self.cloud)
 
 
 class EmulatorRun:
@@ -98,6 +108,15 @@ class EmulatorRun:
 
         emu = self.emulator
         return LogAnalyticsClient(emu.async_credential(), base_url=emu.base_url, connection_verify=emu.ca_file)
+
+    def hsm_facts(self) -> HsmFacts:
+        """The emulator's HSMs: ARM at its base URL, each HSM's data plane at its real host name, which the
+        emulator's transport resolves to loopback (nothing else resolves)."""
+        from .facts.hsm import HsmFacts
+
+        emu = self.emulator
+        return HsmFacts(emu.async_credential(), self.snapshot.subscriptions, arm_url=emu.base_url,
+                        transport_factory=emu.async_transport)
 
 
 # -- the CLI's choice -----------------------------------------------------------------------------------------------

@@ -471,7 +471,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .localhost.supervisor import serve
 
     return serve(host=args.host, port=args.port, snapshot=args.snapshot, workers=args.workers,
-                 function_key=args.function_key, insecure_no_key=args.insecure_no_key)
+                 function_key=args.function_key, insecure_no_key=args.insecure_no_key,
+                 worker_restarts=args.worker_restarts)
 
 
 _OUTPUT_HELP = "text (a person reads it; the default on a terminal) or json (the default when piped)"
@@ -571,7 +572,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "are gone when it stops)")
     p.add_argument("--state", metavar="FILE", help="grant audit database (default ~/.kv-remediate/state.db)")
     p.set_defaults(func=cmd_remediate)
+    _add_record_commands(sub, fmt)
+    return parser
 
+
+def _add_record_commands(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
+    """The commands that read or undo the record, and the ones that show or serve: grants, revoke, operations,
+    demo, serve."""
     p = sub.add_parser("grants", help="the audit trail of applied, refused and revoked grants", formatter_class=fmt,
                        description="List the grant records: state, expiry, principal, role or permissions, scope "
                                    "and cause, newest first, with the ids `revoke --grant` takes.",
@@ -626,7 +633,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="the function app's routes and queue worker on loopback (like func start)",
                        formatter_class=fmt,
                        description="Run the function app's HTTP routes and queue worker on loopback, as `func start` "
-                                   "would (README, \"Local serve\").",
+                                   "would (README, \"Local serve\"). Without a storage setting (AzureWebJobsStorage) "
+                                   "it starts the bundled Azurite (in memory) and stops it on exit.",
                        epilog=_examples("kv-remediate serve --snapshot remediate/demo/tenant.json",
                                         "kv-remediate serve --port 7072 --workers 2"))
     p.add_argument("--snapshot", metavar="FILE", help=_SNAPSHOT_HELP)
@@ -638,8 +646,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "generated and printed at start)")
     p.add_argument("--insecure-no-key", action="store_true",
                    help="accept requests without a function key (Host/Origin checks and CSRF refusal still apply)")
+    p.add_argument("--worker-restarts", type=int, default=5, metavar="N",
+                   help="restart a dead worker process at most N times within 5 minutes (back-off 1, 2, 4... s); "
+                        "past that, serve stops with exit 1 (default 5; 0: never restart)")
     p.set_defaults(func=cmd_serve)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

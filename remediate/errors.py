@@ -41,6 +41,21 @@ class AzureUnavailableError(RemediateError):
     exit_code = 3
 
 
+class HsmAccessDeniedError(AzureUnavailableError):
+    """A Managed HSM refused our own identity a local RBAC data action (403 ``AccessDenied``, or a firewall).
+
+    ``data_action`` and ``scope`` are what the HSM's text named ("Not authorized to access {action} on {scope}"),
+    when it named them; the message carries the remedy (which local role, at which scope)."""
+
+    code = "HSM_ACCESS_DENIED"
+
+    def __init__(self, message: str, hsm: str, data_action: str | None = None, scope: str | None = None) -> None:
+        super().__init__(message)
+        self.hsm = hsm
+        self.data_action = data_action
+        self.scope = scope
+
+
 class ConfigError(RemediateError):
     """A missing or unusable app setting: names the setting and what to set (CLI exit 2, health reports it)."""
 
@@ -101,3 +116,11 @@ class UnsupportedMediaTypeError(InputError):
 
     def __init__(self, source: str, problem: str) -> None:
         super().__init__(source, problem, "UNSUPPORTED_MEDIA_TYPE")
+
+
+class ServeError(RemediateError):
+    """``kv-remediate serve`` could not start or keep one of its parts running (the embedded Azurite, a queue
+    worker): names the part and what to look at (CLI exit 1)."""
+
+    code = "SERVE_FAILED"
+    exit_code = 1

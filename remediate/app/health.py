@@ -15,11 +15,14 @@ bp = func.Blueprint()
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def health(req: func.HttpRequest) -> func.HttpResponse:
     """``200 {"status": "ok"|"degraded", "version", "problems": [{"setting", "problem"}], "own_identity":
-    {"setting", "set", "refused"}, "tokens": {"webhook_token", "apply_token"}}`` (whether set, never values)."""
+    {"setting", "set", "refused"}, "tokens": {"webhook_token", "apply_token"}, "parts": [{"part", "instance", "state",
+    "detail"}]}`` (whether set, never values). ``parts``: under ``kv-remediate serve``, its queue-worker (and extra
+    HTTP) processes (one not ``running`` makes the status ``degraded``); empty on Azure."""
     try:
         import msgspec
 
         from . import services
+        from .parts import read_parts
         from .settings import SELF_SETTING
 
         settings = services.get().settings
@@ -30,7 +33,10 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
                           + ("" if settings.self_object_ids else "; not set, so the guard cannot recognise it")}
         auth = {"webhook_token": bool((env.get("KV_REMEDIATE_WEBHOOK_AUDIENCE") or "").strip()),
                 "apply_token": bool((env.get("KV_REMEDIATE_API_AUDIENCE") or "").strip())}
+        parts = read_parts(env)
     except Exception as exc:
         return from_exception(exc, "health")
-    return json_response({"status": "degraded" if problems else "ok", "version": __version__,
-                          "problems": problems, "own_identity": own, "tokens": auth})
+    degraded = bool(problems) or not all(p.healthy for p in parts)
+    return json_response({"status": "degraded" if degraded else "ok", "version": __version__,
+                          "problems": problems, "own_identity": own, "tokens": auth,
+                          "parts": msgspec.to_builtins(parts)})

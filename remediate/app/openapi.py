@@ -86,7 +86,13 @@ SCHEMAS: dict[str, Any] = {
         "own_identity": _s("object", properties={
             "setting": _s("string"), "set": _s("boolean", description="whether the app's own object id is "
                                                "configured (never the value)"), "refused": _s("string")}),
-        "tokens": _s("object", properties={"webhook_token": _s("boolean"), "apply_token": _s("boolean")})}),
+        "tokens": _s("object", properties={"webhook_token": _s("boolean"), "apply_token": _s("boolean")}),
+        "parts": _s("array", description="under `kv-remediate serve`: its queue-worker (and extra HTTP) processes; "
+                                          "empty on Azure",
+                    items=_s("object", required=["part", "instance", "state"], properties={
+                        "part": _s("string"), "instance": _s("integer", minimum=1),
+                        "state": _s("string", enum=["running", "restarting", "failed"]),
+                        "detail": _s("string")}))}),
 }
 
 

@@ -29,6 +29,8 @@ _T = TypeVar("_T")
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 """What answers one request (``Emulator._handle``)."""
 
+HSM_SUFFIXES = ("managedhsm.azure.net", "managedhsm.usgovcloudapi.net", "managedhsm.azure.cn")
+"""Managed HSM data-plane host suffixes (clouds.py); ``{name}.{suffix}`` is served here, on loopback."""
 _TLS_LOCK = threading.Lock()
 _LINGER_RESET = struct.pack("ii", 1, 0)
 """SO_LINGER on, 0 s: closing the socket sends a TCP reset, as a dropped connection looks to the client."""
@@ -46,7 +48,9 @@ def _make_tls() -> tuple[ssl.SSLContext, str]:
     import trustme
 
     ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost", "::1")
+    # The Managed HSM data plane is addressed by its real host name, resolved to loopback by the emulator's own
+    # transport (server.HSM_SUFFIXES): the certificate covers those names too.
+    cert = ca.issue_cert("127.0.0.1", "localhost", "::1", *(f"*.{s}" for s in HSM_SUFFIXES))
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     cert.configure_cert(ctx)
     folder = tempfile.mkdtemp(prefix="kv-remediate-emulator-")

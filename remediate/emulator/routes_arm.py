@@ -18,6 +18,8 @@ _AUTHZ = "/providers/microsoft.authorization/"
 _VAULT = re.compile(r"^(/subscriptions/[^/]+/resourcegroups/[^/]+/providers/microsoft\.keyvault/vaults/[^/]+)"
                     r"(?:/accesspolicies/([^/]+))?$")
 _VAULT_LIST = re.compile(r"^/subscriptions/[^/]+(?:/resourcegroups/[^/]+)?/providers/microsoft\.keyvault/vaults$")
+_HSM = re.compile(r"^/subscriptions/[^/]+/resourcegroups/[^/]+/providers/microsoft\.keyvault/managedhsms/[^/]+$")
+_HSM_LIST = re.compile(r"^/subscriptions/[^/]+(?:/resourcegroups/[^/]+)?/providers/microsoft\.keyvault/managedhsms$")
 _RESOURCES = re.compile(r"^/subscriptions/[^/]+/resources$")
 _SUB_ALIAS = "/providers/microsoft.subscription/subscriptions/"
 
@@ -47,6 +49,17 @@ def _listing(req: Request, items: list[dict[str, Any]], offset: int, text: str |
     return Response(200, body)
 
 
+def _hsm(state: TenantState, req: Request, low: str) -> Response:
+    """azure-mgmt-keyvault ManagedHsmsOperations.get / list_by_subscription / list_by_resource_group (REST spec
+    managedHsm.json: ManagedHsms_Get, _ListBySubscription, _ListByResourceGroup); read-only, as for vaults."""
+    if req.method != "GET":
+        raise _method(req)
+    if _HSM.match(low):
+        return Response(200, state.hsm_json(req.path.rstrip("/")))
+    offset, _ = paging(req, "$top")
+    return _listing(req, state.hsms_in(req.path[:low.index("/providers/")]), offset, None)
+
+
 def handle(state: TenantState, req: Request) -> Response:
     """Dispatch one ARM request."""
     low = req.path.lower().rstrip("/") or "/"
@@ -58,6 +71,8 @@ def handle(state: TenantState, req: Request) -> Response:
     m = _VAULT.match(low)
     if m:
         return _vault(state, req, req.path[:len(m.group(1))], m.group(2))
+    if _HSM.match(low) or _HSM_LIST.match(low):
+        return _hsm(state, req, low)
     if _VAULT_LIST.match(low):
         if req.method != "GET":
             raise _method(req)

@@ -9,7 +9,6 @@ as Graph refuses it."""
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import unquote
 
 from remediate.emulator.snapshot import Principal
 from remediate.emulator.state import ArmError, TenantState
@@ -105,7 +104,7 @@ def handle(state: TenantState, req: Request) -> Response:
         return _get_by_ids(state, req)
     _check_route(req, segs, lsegs)
     _consented(state)
-    object_id = unquote(segs[1])
+    object_id = segs[1]     # already percent-decoded by the server (a guest UPN's %23EXT%23 is #EXT#)
     want = _COLLECTIONS[lsegs[0]]
     if lsegs[0] == "users" and object_id.startswith("('") and object_id.endswith("')"):
         object_id = object_id[2:-2]     # the documented /users('{upn}') form (a UPN that starts with '$')

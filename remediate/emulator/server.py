@@ -25,9 +25,9 @@ from typing import Any
 
 from aiohttp import web
 
-from remediate.emulator import routes_arm, routes_graph, routes_logs
+from remediate.emulator import routes_arm, routes_graph, routes_hsm, routes_logs
 from remediate.emulator.credential import AsyncFakeCredential, FakeCredential
-from remediate.emulator.listener import Listener, answer, drop, tls
+from remediate.emulator.listener import HSM_SUFFIXES, Listener, answer, drop, tls
 from remediate.emulator.snapshot import Faults, Snapshot, load_snapshot
 from remediate.emulator.state import ArmError, TenantState
 from remediate.emulator.wire import Request, Response
@@ -38,23 +38,57 @@ _METHODS = frozenset({"GET", "PUT", "POST", "DELETE", "PATCH"})
 _HALF = 0.5   # an injected server error is a 500 or a 503 with even odds
 
 
+
+def hsm_host(host: str) -> tuple[str, str] | None:
+    """(hsm name, suffix) of a Managed HSM host (a port is ignored), or None."""
+    h = host.rsplit(":", 1)[0].lower().rstrip(".") if not host.startswith("[") else ""
+    for suffix in HSM_SUFFIXES:
+        if h.endswith("." + suffix) and h.count(".") == suffix.count(".") + 1:
+            return h[: -len(suffix) - 1], suffix
+    return None
+
+
 @functools.cache
 def _transport_class() -> Any:
-    """An ``AioHttpTransport`` whose session's connector holds one client SSLContext (imported lazily)."""
+    """An ``AioHttpTransport`` whose session's connector holds one client SSLContext and resolves every Managed HSM
+    host of the snapshot to the emulator (imported lazily)."""
+    import socket as _socket
+
     import aiohttp
+    from aiohttp.abc import AbstractResolver, ResolveResult
     from azure.core.pipeline.transport import AioHttpTransport
+
+    class LoopbackResolver(AbstractResolver):  # type: ignore[misc]
+        """``{hsm}.managedhsm.azure.net`` (and the other clouds' suffixes) -> 127.0.0.1:PORT when the snapshot
+        has that HSM; any other name does not resolve (nothing leaves loopback)."""
+
+        def __init__(self, emulator: Emulator) -> None:
+            self._emulator = emulator
+
+        async def resolve(self, host: str, port: int = 0,
+                          family: _socket.AddressFamily = _socket.AF_INET) -> list[ResolveResult]:
+            found = hsm_host(host)
+            if found is None or not self._emulator.knows_hsm(found[0]):
+                raise OSError(f"the emulator resolves no host {host!r} (only its Managed HSMs)")
+            return [ResolveResult(hostname=host, host="127.0.0.1", port=self._emulator.port,
+                                  family=_socket.AF_INET, proto=0, flags=_socket.AI_NUMERICHOST)]
+
+        async def close(self) -> None:
+            return None
 
     class EmulatorAioHttpTransport(AioHttpTransport):  # type: ignore[misc]
         """Owns a session whose connector trusts the emulator's CA; requests keep ``verify=True``."""
 
-        def __init__(self, ctx: ssl.SSLContext, **kwargs: Any) -> None:
+        def __init__(self, ctx: ssl.SSLContext, emulator: Emulator | None = None, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self._emulator_ssl = ctx
+            self._emulator = emulator
 
         async def open(self) -> None:
             if not getattr(self, "session", None):
+                resolver = LoopbackResolver(self._emulator) if self._emulator is not None else None
                 self.session = aiohttp.ClientSession(
-                    connector=aiohttp.TCPConnector(ssl=self._emulator_ssl, limit=256),
+                    connector=aiohttp.TCPConnector(ssl=self._emulator_ssl, limit=256, resolver=resolver),
                     cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False, trust_env=False)
             await super().open()
 
@@ -77,6 +111,7 @@ def _error_body(family: str, e: ArmError) -> dict[str, Any]:
                                          "request-id": str(uuid.uuid4()), "client-request-id": str(uuid.uuid4())}}}
     if family == "logs":
         return {"error": {"code": e.code, "message": e.message, "correlationId": str(uuid.uuid4())}}
+    # "hsm": Key Vault's data-plane error, {"error": {"code", "message"}} (the message carries the Activity ID)
     return {"error": {"code": e.code, "message": e.message}}
 
 
@@ -212,7 +247,7 @@ class Emulator:
         connection (~10 ms each here, measured). Pass ``transport=emu.async_transport()`` (one per client, it
         is closed with the client) instead of ``connection_verify`` to reuse connections.
         """
-        return _transport_class()(ssl.create_default_context(cafile=self.ca_file))
+        return _transport_class()(ssl.create_default_context(cafile=self.ca_file), self)
 
     # ---- the handler --------------------------------------------------------------------------------------
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -239,7 +274,11 @@ class Emulator:
             code = "InternalServerError" if fault == "500" else "ServiceUnavailable"
             return answer(int(fault), {"error": {"code": code, "message": "The server encountered an internal "
                                                   "error. Please retry the request (injected by the emulator)."}})
-        resp = self._dispatch(method, request.raw_path, raw)
+        hsm = hsm_host(request.headers.get("Host") or "")
+        if hsm is not None:
+            resp = self._dispatch_hsm(method, request.raw_path, raw, hsm, bool(request.headers.get("Authorization")))
+        else:
+            resp = self._dispatch(method, request.raw_path, raw)
         if lost and resp.write and resp.status < HTTPStatus.BAD_REQUEST:
             return drop(request)
         return answer(resp.status, resp.body, resp.headers)
@@ -264,6 +303,36 @@ class Emulator:
             lost = fault is None and method in ("PUT", "DELETE", "POST", "PATCH") and f.lost_response_rate > 0 \
                 and self._rng.random() < f.lost_response_rate
         return fault, lost
+
+    def _dispatch_hsm(self, method: str, target: str, raw: bytes, hsm: tuple[str, str], authorized: bool) -> Response:
+        """One Managed HSM data-plane request: the 401 challenge without a token (Key Vault's challenge protocol:
+        the SDK first sends the request without a body or token), else the local RBAC routes."""
+        name, suffix = hsm
+        if not authorized:
+            return Response(401, None, routes_hsm.challenge(suffix, self._state.snap.tenant_id))
+        split = urllib.parse.urlsplit(target)
+        query = {k.lower(): v for k, v in urllib.parse.parse_qsl(split.query, keep_blank_values=True)}
+        try:
+            body: Any = None
+            if raw:
+                try:
+                    body = json.loads(raw)
+                except ValueError as e:
+                    raise ArmError(400, "BadParameter", f"The request content was invalid: {e}") from e
+            req = Request(method, urllib.parse.unquote(split.path), query, body, f"https://{name}.{suffix}",
+                          self._state.snap.emulator.page_size)
+            return routes_hsm.handle(self._state, req, name)
+        except ArmError as e:
+            if e.code == "NotFound":
+                self.unrouted.append(f"{method} https://{name}.{suffix}{split.path}")
+            return Response(e.status, _error_body("hsm", e), e.headers)
+        except Exception as e:
+            log.exception("emulator: HSM %s %s failed", method, target)
+            return Response(500, {"error": {"code": "InternalServerError", "message": f"emulator error: {e!r}"}})
+
+    def knows_hsm(self, name: str) -> bool:
+        """True when the snapshot has an HSM of this name (else its host does not resolve, as in DNS)."""
+        return self._state.hsm_by_name(name) is not None
 
     def _dispatch(self, method: str, target: str, raw: bytes) -> Response:
         split = urllib.parse.urlsplit(target)

@@ -54,6 +54,10 @@ class EmulatorOptions:
     # vaults (names or ids) ARM has but Azure Resource Graph has not indexed yet: it lags ARM by minutes for new
     # resources (routes_resource_graph.py)
     resource_graph_unindexed: list[str] = field(default_factory=list)
+    # the object id the Managed HSM data plane sees as the caller: when set, every HSM data-plane request is checked
+    # against that principal's local RBAC (and its groups') and refused as the HSM refuses (state_hsm.py); unset,
+    # the HSM data plane lets every request through, as ARM's routes do
+    hsm_caller: str | None = None
 
 
 @dataclass
@@ -102,6 +106,12 @@ class Snapshot:
     # roleDefinitionId, effectiveRules): what the emulator enforces on schedule requests (see state.py)
     role_management_policies: list[dict[str, Any]] = field(default_factory=list)
     principals: list[Principal] = field(default_factory=list)
+    # Managed HSMs (ARM objects as ``az keyvault show --hsm-name`` prints them), and per HSM name its local role
+    # assignments (as ``az keyvault role assignment list --hsm-name`` prints them, or the data plane's shape) and its
+    # custom role definitions (built-ins are package data: catalog/hsm.py)
+    managed_hsms: list[dict[str, Any]] = field(default_factory=list)
+    hsm_role_assignments: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    hsm_role_definitions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     log_rows: list[dict[str, Any]] = field(default_factory=list)
     graph: bool = True
     emulator: EmulatorOptions = field(default_factory=EmulatorOptions)
@@ -127,6 +137,11 @@ class Snapshot:
                  **({"user_principal_name": p.user_principal_name} if p.user_principal_name else {}),
                  "member_of": list(p.member_of)}
                 for p in self.principals],
+            **({"managed_hsms": copy.deepcopy(self.managed_hsms)} if self.managed_hsms else {}),
+            **({"hsm_role_assignments": copy.deepcopy(self.hsm_role_assignments)} if self.hsm_role_assignments
+               else {}),
+            **({"hsm_role_definitions": copy.deepcopy(self.hsm_role_definitions)} if self.hsm_role_definitions
+               else {}),
             "log_rows": copy.deepcopy(self.log_rows),
             "graph": self.graph,
             "emulator": {"latency_ms": self.emulator.latency_ms, "seed": self.emulator.seed,
@@ -135,6 +150,7 @@ class Snapshot:
                             if self.emulator.logs_partial_error else {}),
                          **({"resource_graph_unindexed": list(self.emulator.resource_graph_unindexed)}
                             if self.emulator.resource_graph_unindexed else {}),
+                         **({"hsm_caller": self.emulator.hsm_caller} if self.emulator.hsm_caller else {}),
                          "faults": {"throttle_rate": f.throttle_rate, "retry_after_s": f.retry_after_s,
                                     "error_rate": f.error_rate, "reset_rate": f.reset_rate,
                                     "lost_response_rate": f.lost_response_rate}},
@@ -304,6 +320,88 @@ def _deny_assignment(c: _Ctx, raw: Any, key: str) -> dict[str, Any]:
     return obj
 
 
+_HSM_ID = re.compile(r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.KeyVault/managedHSMs/[^/]+$",
+                     re.IGNORECASE)
+_HSM_TOP = {"id", "name", "type", "location", "tags", "sku", "systemData", "properties"}
+_HSM_AZ_ONLY = {"resourceGroup", "principalName", "roleName", "roleDefinitionName"}
+HSM_BUILTIN_PREFIX = "Microsoft.KeyVault/providers/Microsoft.Authorization/roleDefinitions/"
+
+
+def _managed_hsm(c: _Ctx, raw: Any, key: str, tenant_id: str) -> dict[str, Any]:
+    """A Managed HSM in ARM shape (``az keyvault show --hsm-name`` prints it so, plus ``resourceGroup``)."""
+    h = _split_props({k: v for k, v in c.obj(raw, key).items() if k not in _HSM_AZ_ONLY}, _HSM_TOP)
+    hid = c.text(h.get("id"), f"{key}.id")
+    assert hid is not None
+    if not _HSM_ID.match(hid):
+        raise c.fail(f"{key}.id", f"{hid!r} is not a Managed HSM resource id "
+                                  "(/subscriptions/S/resourceGroups/RG/providers/Microsoft.KeyVault/managedHSMs/NAME)")
+    name = h["name"] = h.get("name") or hid.rsplit("/", 1)[-1]
+    h["type"] = h.get("type") or "Microsoft.KeyVault/managedHSMs"
+    h.setdefault("sku", {"family": "B", "name": "Standard_B1"})
+    props = h["properties"]
+    props.setdefault("tenantId", tenant_id)
+    props.setdefault("hsmUri", f"https://{name}.managedhsm.azure.net/")
+    props.setdefault("provisioningState", "Succeeded")
+    for i, oid in enumerate(c.lst(props.get("initialAdminObjectIds"), f"{key}.properties.initialAdminObjectIds")):
+        c.text(oid, f"{key}.properties.initialAdminObjectIds[{i}]")
+    return h
+
+
+def _per_hsm(c: _Ctx, raw: Any, key: str, one: Any) -> dict[str, list[dict[str, Any]]]:
+    """``{"<hsm name>": [objects]}``, names lower-cased (HSM names are case-insensitive DNS labels)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, items in c.obj(raw or {}, key).items():
+        out[str(name).lower()] = [one(c, x, f"{key}.{name}[{i}]") for i, x in enumerate(c.lst(items, f"{key}.{name}"))]
+    return out
+
+
+def _hsm_scope_of(rid: str, kind: str) -> str:
+    idx = rid.lower().rfind(f"/providers/microsoft.authorization/{kind}/")
+    return "/" + rid[:idx].strip("/") if idx > 0 else "/"
+
+
+def _hsm_assignment(c: _Ctx, raw: Any, key: str) -> dict[str, Any]:
+    """A local role assignment in the data plane's shape (``az keyvault role assignment list --hsm-name`` prints it
+    flat, with ``roleName`` and ``principalName`` beside it)."""
+    obj = _split_props({k: v for k, v in c.obj(raw, key).items() if k not in _HSM_AZ_ONLY}, {"id", "name", "type"})
+    props = obj["properties"]
+    rid = c.text(obj.get("id"), f"{key}.id", required=False)
+    if rid is None:
+        name = c.text(obj.get("name"), f"{key}.name (or {key}.id)")
+        scope = c.text(props.get("scope"), f"{key}.properties.scope (or {key}.id)") or "/"
+        rid = f"{'' if scope == '/' else '/' + scope.strip('/')}{AUTHZ}roleAssignments/{name}"
+    obj["name"] = rid.rstrip("/").rsplit("/", 1)[-1]
+    props["scope"] = props.get("scope") or _hsm_scope_of(rid, "roleassignments")
+    c.text(props.get("principalId"), f"{key}.properties.principalId")
+    rd = c.text(props.get("roleDefinitionId"), f"{key}.properties.roleDefinitionId")
+    assert rd is not None
+    props["roleDefinitionId"] = rd if "/" in rd else HSM_BUILTIN_PREFIX + rd
+    obj.update(id=rid, type="Microsoft.Authorization/roleAssignments")
+    return obj
+
+
+def _hsm_definition(c: _Ctx, raw: Any, key: str) -> dict[str, Any]:
+    """A custom local role definition in the data plane's shape (``az keyvault role definition list --hsm-name``
+    prints it flat, with ``roleType``)."""
+    src = c.obj(raw, key)
+    obj = _split_props(src, {"id", "name", "type"})
+    props = obj["properties"]
+    if "properties" not in src:
+        props["type"] = props.pop("roleType", None) or "CustomRole"
+    name = c.text(obj.get("name") or (obj.get("id") or "").rstrip("/").rsplit("/", 1)[-1], f"{key}.name")
+    assert name is not None
+    c.text(props.get("roleName"), f"{key}.properties.roleName")
+    for i, p in enumerate(c.lst(props.get("permissions"), f"{key}.properties.permissions")):
+        c.obj(p, f"{key}.properties.permissions[{i}]")
+    props.setdefault("type", "CustomRole")
+    props.setdefault("description", "")
+    props.setdefault("permissions", [])
+    props.setdefault("assignableScopes", ["/"])
+    obj.update(id=obj.get("id") or f"{AUTHZ}roleDefinitions/{name}", name=name,
+               type="Microsoft.Authorization/roleDefinitions")
+    return obj
+
+
 def _principal(c: _Ctx, raw: Any, key: str) -> Principal:
     p = c.obj(raw, key)
     pid = c.text(p.get("id") or p.get("objectId"), f"{key}.id")
@@ -356,7 +454,8 @@ def _options(c: _Ctx, raw: Any) -> EmulatorOptions:
         logs_partial_error=str(o["logs_partial_error"]) if o.get("logs_partial_error") else None,
         resource_graph_unindexed=[str(c.text(v, f"emulator.resource_graph_unindexed[{i}]")) for i, v in
                                   enumerate(c.lst(o.get("resource_graph_unindexed"),
-                                                  "emulator.resource_graph_unindexed"))])
+                                                  "emulator.resource_graph_unindexed"))],
+        hsm_caller=c.text(o.get("hsm_caller"), "emulator.hsm_caller", required=False))
 
 
 def from_dict(data: Any, source: str = "snapshot") -> Snapshot:
@@ -390,12 +489,16 @@ def from_dict(data: Any, source: str = "snapshot") -> Snapshot:
             for i, r in enumerate(c.lst(d.get("role_management_policies"), "role_management_policies"))],
         principals=[_principal(c, p, f"principals[{i}]")
                     for i, p in enumerate(c.lst(d.get("principals"), "principals"))],
+        managed_hsms=[_managed_hsm(c, h, f"managed_hsms[{i}]", tenant_id)
+                      for i, h in enumerate(c.lst(d.get("managed_hsms"), "managed_hsms"))],
+        hsm_role_assignments=_per_hsm(c, d.get("hsm_role_assignments"), "hsm_role_assignments", _hsm_assignment),
+        hsm_role_definitions=_per_hsm(c, d.get("hsm_role_definitions"), "hsm_role_definitions", _hsm_definition),
         log_rows=[copy.deepcopy(c.obj(r, f"log_rows[{i}]"))
                   for i, r in enumerate(c.lst(d.get("log_rows"), "log_rows"))],
         graph=graph,
         emulator=_options(c, d.get("emulator")),
     )
-    for v in snap.vaults:  # a vault's subscription is known even when the list omits it
+    for v in [*snap.vaults, *snap.managed_hsms]:  # its subscription is known even when the list omits it
         parts = v["id"].split("/", _SUBSCRIPTION_AT + 1)      # "", "subscriptions", {id}, the rest
         sub = subscription_id(parts[_SUBSCRIPTION_AT] if len(parts) > _SUBSCRIPTION_AT + 1 else "")
         if sub and sub.lower() not in {s.lower() for s in snap.subscriptions}:

@@ -19,6 +19,7 @@ from remediate.emulator.state_common import (
     parse_duration,
     parse_time,
 )
+from remediate.emulator.state_hsm import HsmState
 from remediate.emulator.state_pim import PimState
 from remediate.emulator.state_resource_graph import ResourceGraphState
 from remediate.emulator.state_vaults import VaultState
@@ -36,7 +37,7 @@ __all__ = [
 ]
 
 
-class TenantState(VaultState, PimState, ResourceGraphState):
+class TenantState(VaultState, PimState, ResourceGraphState, HsmState):
     """The tenant as it stands now, with ARM's rules for reading and changing it. Thread-safe."""
 
     # ---- the whole tenant -----------------------------------------------------------------------------------
@@ -45,6 +46,8 @@ class TenantState(VaultState, PimState, ResourceGraphState):
         with self.lock:
             self._live()
             self.snap.vaults = list(self.vaults.values())
+            self.snap.managed_hsms, self.snap.hsm_role_assignments, self.snap.hsm_role_definitions = \
+                self.hsm_snapshot()
             return self.snap.to_dict()
 
     def subscriptions(self) -> list[str]:

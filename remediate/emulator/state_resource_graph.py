@@ -41,7 +41,8 @@ class ResourceGraphState(TenantBase):
         """Resource Graph catches up with ARM, except for the vaults still listed as not yet indexed."""
         lagging = {x.lower() for x in self.snap.emulator.resource_graph_unindexed}
         with self.lock:
-            self._graph_rows = {k: graph_row(v) for k, v in self.vaults.items()
+            hsms: dict[str, dict[str, Any]] = getattr(self, "hsms", {})
+            self._graph_rows = {k: graph_row(v) for k, v in {**self.vaults, **hsms}.items()
                                 if k not in lagging and str(v.get("name", "")).lower() not in lagging}
 
     def graph_subscriptions(self, subscriptions: list[str] | None, management_groups: list[str] | None) -> set[str]:

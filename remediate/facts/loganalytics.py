@@ -215,7 +215,7 @@ class LogAnalyticsClient:
 
     def _pipeline(self) -> Any:
         if self._client is None:
-            from .arm import capped_retry_policy, json_pipeline
+            from .pipeline import capped_retry_policy, json_pipeline
 
             self._client = json_pipeline(self._base, self._credential, self._scope, count=self._count,
                                          connection_verify=self._verify,

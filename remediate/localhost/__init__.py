@@ -23,11 +23,18 @@ worker are found in ``function_app.app.get_functions()`` and called with ``azure
   its dequeue count reaches ``maxDequeueCount``, as the Functions host does. ``--workers N`` runs N pump
   processes (``python -m remediate.localhost worker``), so several "instances" share the queue and the claims table.
 
+- Storage: the app's ``AzureWebJobsStorage`` (or its identity-based forms) when set; else the bundled Azurite,
+  started in memory on free loopback ports without telemetry and stopped with serve (``azurite``).
+- Supervision: every child (worker, extra HTTP process) is restarted after a back-off when it dies, at most
+  ``--worker-restarts`` times within 5 minutes, else serve stops with exit 1 naming it; its state goes to a file
+  /api/health reads (``parts``), and children stop with serve, even a killed one on Linux (``children``).
+
 Settings come from the environment, then ``local.settings.json`` ``Values`` (as ``func start`` reads them);
 ``--snapshot FILE`` sets ``KV_REMEDIATE_SNAPSHOT``. A snapshot on an Azure host (``WEBSITE_INSTANCE_ID``,
 ``WEBSITE_SITE_NAME`` present) is a ConfigError: ``serve`` refuses to start.
 
 Modules by role: ``discovery`` (the app's functions, routes and triggers), ``invoke`` (the event loop and the
 invocation context), ``http`` (the HTTP server and its checks), ``pump`` (the queue pump), ``supervisor`` (the
-``serve`` command and its processes; ``python -m remediate.localhost`` is its entry point).
+``serve`` command; ``python -m remediate.localhost`` is its entry point), ``children`` (its processes and their
+restarts), ``azurite`` (the embedded storage).
 """

@@ -3,6 +3,7 @@ their HTTP routes and queue triggers, and the settings ``func start`` reads from
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import os
@@ -33,13 +34,13 @@ def load_app() -> func.FunctionApp:
 
         found: func.FunctionApp = function_app.app
         return found
-    global _INSTALLED_APP
-    if _INSTALLED_APP is None:
-        _INSTALLED_APP = blueprint_app()
-    return _INSTALLED_APP
+    return _installed_app()
 
 
-_INSTALLED_APP: func.FunctionApp | None = None
+@functools.cache
+def _installed_app() -> func.FunctionApp:
+    """The blueprints' app, built once per process (registering them twice would fail)."""
+    return blueprint_app()
 
 
 def blueprint_app() -> func.FunctionApp:

@@ -21,6 +21,7 @@ import socket
 import threading
 import urllib.parse
 from collections.abc import Mapping
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -151,18 +152,10 @@ class FunctionHost:
         early = self.refusal(method, headers, base_url, keyed=True)  # Host and Origin, before anything else
         if early is not None:
             return early
-        if self.prefix and not (path == self.prefix or path.startswith(self.prefix + "/")):
-            return _error(404, "NOT_FOUND", f"no function at {path}")
-        rel = path[len(self.prefix):].strip("/")
-        matches = [(r, m) for r in self.routes if (m := r.pattern.match(rel))]
-        if not matches:
-            return _error(404, "NOT_FOUND", f"no function at {path}")
-        found = [(r, m) for r, m in matches if method in r.methods]
-        if not found:
-            allowed = ", ".join(sorted({x for r, _ in matches for x in r.methods}))
-            return _error(405, "METHOD_NOT_ALLOWED", f"{method} is not allowed on {path} (allowed: {allowed})",
-                          {"Allow": allowed})
-        route, match = found[0]
+        routed = self._route(method, path)
+        if isinstance(routed, func.HttpResponse):
+            return routed
+        route, match = routed
         params = {k: v[0] for k, v in urllib.parse.parse_qs(url.query, keep_blank_values=True).items()}
         keyed = bool(self.function_key) and route.auth_level != "anonymous" and self._authorized(route, headers,
                                                                                                   params)
@@ -175,6 +168,25 @@ class FunctionHost:
         req = func.HttpRequest(method, base_url + target, headers=dict(headers), params=params,
                                route_params={k: v for k, v in match.groupdict().items() if v is not None},
                                body=body)
+        return self._invoke(route, req)
+
+    def _route(self, method: str, path: str) -> tuple[HttpRoute, re.Match[str]] | func.HttpResponse:
+        """The route and its match for ``method`` on ``path``, or the 404/405 answer."""
+        if self.prefix and not (path == self.prefix or path.startswith(self.prefix + "/")):
+            return _error(404, "NOT_FOUND", f"no function at {path}")
+        rel = path[len(self.prefix):].strip("/")
+        matches = [(r, m) for r in self.routes if (m := r.pattern.match(rel))]
+        if not matches:
+            return _error(404, "NOT_FOUND", f"no function at {path}")
+        found = [(r, m) for r, m in matches if method in r.methods]
+        if not found:
+            allowed = ", ".join(sorted({x for r, _ in matches for x in r.methods}))
+            return _error(405, "METHOD_NOT_ALLOWED", f"{method} is not allowed on {path} (allowed: {allowed})",
+                          {"Allow": allowed})
+        return found[0]
+
+    def _invoke(self, route: HttpRoute, req: func.HttpRequest) -> func.HttpResponse:
+        """Run the function on its loop (async) or here (sync); a raise or a non-response is the error JSON."""
         try:
             if inspect.iscoroutinefunction(route.fn):
                 response = self.loop.submit(route.fn(**{route.arg: req})).result()
@@ -298,7 +310,7 @@ class _Handler(BaseHTTPRequestHandler):
         if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":  # unparsed request: answer with headers
             self.request_version = "HTTP/1.0"
         try:
-            self._send(_error(code, "BAD_REQUEST" if code < 500 else "SERVER_ERROR",
+            self._send(_error(code, "BAD_REQUEST" if code < HTTPStatus.INTERNAL_SERVER_ERROR else "SERVER_ERROR",
                               message or explain or f"HTTP {code}"))
         except Exception:  # the connection is gone
             log.debug("kv-remediate serve: could not send error %s", code, exc_info=True)

@@ -23,7 +23,8 @@ log = logging.getLogger("kv_remediate.serve")
 class QueuePump:
     """Runs one queue-triggered function against its Storage queue, with the host's retry and poison rules."""
 
-    def __init__(self, trigger: QueueTrigger, loop: LoopThread, *, env: Mapping[str, str] | None = None,
+    # Keyword-only settings, each defaulted to the host's (host.json); tests and the bench set the few they change.
+    def __init__(self, trigger: QueueTrigger, loop: LoopThread, *, env: Mapping[str, str] | None = None,  # noqa: PLR0913
                  concurrency: int | None = None, retry_delay: float | None = None,
                  max_dequeue_count: int | None = None, poll_max: float = 1.0, lease_seconds: int = 300) -> None:
         from ..store.azure import queue_client, queue_service_client, storage_settings

@@ -90,11 +90,11 @@ def test_object_scope_at_scope_list_sees_the_vault_and_above(emu: Emulator) -> N
 # ---- ARM: unknown routes -------------------------------------------------------------------------------------------
 def test_unknown_arm_route_is_invalid_resource_type_with_arm_shape(emu: Emulator) -> None:
     r = pipeline(emu, "https://management.azure.com/.default").send_request(HttpRequest(
-        "GET", f"{emu.base_url}/subscriptions/{SUB}/providers/Microsoft.KeyVault/managedHSMs?api-version=2023-07-01"))
-    assert r.status_code == 404
-    assert r.json() == {"error": {"code": "InvalidResourceType", "message": "The resource type 'managedHSMs' could "
+        "GET", f"{emu.base_url}/subscriptions/{SUB}/providers/Microsoft.KeyVault/deletedVaults?api-version=2023-07-01"))
+    assert r.status_code == 404      # (managedHSMs, the example before, is served since the HSM work: state_hsm.py)
+    assert r.json() == {"error": {"code": "InvalidResourceType", "message": "The resource type 'deletedVaults' could "
                                   "not be found in the namespace 'Microsoft.KeyVault' for api version '2023-07-01'."}}
-    assert emu.unrouted == [f"GET /subscriptions/{SUB}/providers/Microsoft.KeyVault/managedHSMs"]
+    assert emu.unrouted == [f"GET /subscriptions/{SUB}/providers/Microsoft.KeyVault/deletedVaults"]
 
 
 # ---- Graph: only documented routes -------------------------------------------------------------------------------

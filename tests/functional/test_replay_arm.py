@@ -17,7 +17,8 @@ import pytest
 from remediate import catalog
 from remediate.decide import scope_applies
 from remediate.errors import AzureUnavailableError
-from remediate.facts.arm import ArmFacts, assignment_from_sdk
+from remediate.facts.arm import ArmFacts
+from remediate.facts.convert import assignment_from_sdk
 from remediate.facts.writes import ArmWriter
 from remediate.model import VaultRef
 from tests.support.emulator import auth_client, kv_client

@@ -17,7 +17,7 @@ from azure.mgmt.resourcegraph.models import QueryRequest, QueryRequestOptions
 from remediate.backends import EmulatorRun
 from remediate.emulator import Emulator
 from remediate.facts import resource_graph
-from remediate.facts.arm import EVERY_READABLE
+from remediate.facts.locate import EVERY_READABLE
 from remediate.model import Denial, ObjectRef, Principal, VaultRef
 from remediate.service import diagnose
 

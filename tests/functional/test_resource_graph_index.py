@@ -98,17 +98,22 @@ async def test_an_expired_entry_is_asked_of_resource_graph_again() -> None:
     assert again.stats.requests.requests_by_api.get("resource_graph") == 1
 
 
+def _move(run: EmulatorRun, old: str, new: str) -> None:
+    """The vault deleted at ``old`` and created again at ``new`` (ARM's view; Resource Graph catches up later)."""
+    state = run.emulator.state
+    with state.lock:
+        vault = state.vaults.pop(old.lower())
+        state.vaults[new.lower()] = dict(vault, id=new)
+
+
 async def test_a_404_forgets_the_entry_and_the_vault_is_found_where_it_is_now() -> None:
     # given an index entry pointing where the vault no longer is (deleted, and created again elsewhere)
     index = MemoryVaultIndex()
     moved = PAY["id"].replace("rg-payments", "rg-moved")
     with EmulatorRun(copy.deepcopy(TENANT)) as run:
         await _batch(run, index)
-        state = run.emulator.state
-        with state.lock:
-            vault = state.vaults.pop(PAY["id"].lower())
-            state.vaults[moved.lower()] = dict(vault, id=moved)
-        state.sync_resource_graph()
+        _move(run, PAY["id"], moved)
+        run.emulator.state.sync_resource_graph()
         # when the next batch names it
         result = await _batch(run, index)
         # then ARM's 404 made the batch ask Resource Graph again, which knows the new place, and the index follows
@@ -123,10 +128,7 @@ async def test_a_404_with_resource_graph_still_stale_falls_back_to_arm() -> None
     moved = PAY["id"].replace("rg-payments", "rg-moved")
     with EmulatorRun(copy.deepcopy(TENANT)) as run:
         await _batch(run, index)
-        state = run.emulator.state
-        with state.lock:
-            vault = state.vaults.pop(PAY["id"].lower())
-            state.vaults[moved.lower()] = dict(vault, id=moved)
+        _move(run, PAY["id"], moved)
         # Resource Graph has not caught up: it still lists the old place
         result = await _batch(run, index)
         assert result.findings[0].cause != "VAULT_NOT_FOUND"
@@ -220,11 +222,8 @@ async def test_denials_sharing_a_stale_name_ask_resource_graph_again_once() -> N
     other = str(uuid.uuid5(uuid.UUID("0f5a6c1e-2b3d-4e5f-8a9b-0c1d2e3f4a5b"), "app-billing"))
     with EmulatorRun(copy.deepcopy(TENANT)) as run:
         await _batch(run, index)
-        state = run.emulator.state
-        with state.lock:
-            vault = state.vaults.pop(PAY["id"].lower())
-            state.vaults[moved.lower()] = dict(vault, id=moved)
-        state.sync_resource_graph()
+        _move(run, PAY["id"], moved)
+        run.emulator.state.sync_resource_graph()
         async with run.facts(index=index) as facts:
             d = _denial()
             result = await diagnose([d, d.with_(principal=Principal(object_id=other, kind="app"))], facts)

@@ -10,7 +10,7 @@ import ssl
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import jwt
@@ -26,6 +26,7 @@ from remediate.app.webhook_auth import (
     WebhookAuthSettings,
     signing_keys,
 )
+from tests.support.loopback import JsonHandler
 
 TENANT = "28f841eb-fe15-511b-b0ce-7c31211ef512"
 WEBHOOK_AUDIENCE = "api://kv-remediate-webhook"
@@ -81,18 +82,10 @@ def jwks_server(keys: list[dict[str, Any]] | None = None) -> Iterator[tuple[str,
     published = keys if keys is not None else [jwk(KEY, "k1")]
     hits: list[str] = []
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JsonHandler):
         def do_GET(self) -> None:
             hits.append(self.path)
-            body = json.dumps({"keys": published}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
+            self.reply({"keys": published})
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 import time
-from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 from remediate.emulator import Emulator
+from tests.support.loopback import JsonHandler
 
 DEMO = Path(str(resources.files("remediate").joinpath("demo")))
 TENANT = json.loads((DEMO / "tenant.json").read_text())
@@ -20,7 +20,7 @@ DEAD_PROXY = "http://127.0.0.1:9"
 HEADER = "test-identity-header"
 
 
-class TokenEndpoint(BaseHTTPRequestHandler):
+class TokenEndpoint(JsonHandler):
     """The App Service managed-identity endpoint (api-version 2019-08-01): a token per requested resource."""
 
     resources: ClassVar[list[str]] = []
@@ -33,16 +33,8 @@ class TokenEndpoint(BaseHTTPRequestHandler):
             return
         resource = query["resource"][0]
         self.resources.append(resource)
-        body = json.dumps({"access_token": "fake-token", "expires_on": str(int(time.time()) + 3600),
-                           "resource": resource, "token_type": "Bearer"}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+        self.reply({"access_token": "fake-token", "expires_on": str(int(time.time()) + 3600), "resource": resource,
+                    "token_type": "Bearer"})
 
 
 def live_env(emu: Emulator, identity_endpoint: str, tmp: Path) -> dict[str, str]:

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import socket
 import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -145,3 +147,18 @@ def installed() -> Iterator[Guard]:
         yield GUARD
     finally:
         patches.undo()
+
+
+class JsonHandler(BaseHTTPRequestHandler):
+    """A quiet handler of a loopback test server that answers JSON (the token endpoint, the JWKS server)."""
+
+    def reply(self, doc: Any, status: int = 200) -> None:
+        body = json.dumps(doc).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass

@@ -269,46 +269,60 @@ def _status_in(segment: str) -> int | None:
     return None
 
 
-def _request(block: str, draft: Draft) -> None:
+@dataclass
+class _Request:
+    """What a block says about the request: method, URL (or host and path), a path whose host was masked."""
+
     method: str | None = None
     url: str | None = None
     host: str | None = None
     path: str | None = None
     masked_path: str | None = None
+
+    def read(self, m: re.Match[str]) -> None:
+        """One match of ``_REQUEST``: the first URL and method each form names win (a later JSON copy fills gaps)."""
+        g = m.groups()
+        if g[0]:
+            self.method, self.url = g[0], g[1]
+        elif g[2] or g[4]:
+            self.url = g[2] or g[4]
+        elif g[3] or g[5]:
+            self.method = g[3] or g[5]
+        elif g[6]:
+            self.host = g[6]
+        elif g[7]:
+            self.method, self.path = g[7], g[8]
+        elif g[9]:
+            self._json_url(g[9])
+        elif g[10]:
+            self.method = self.method or g[10]
+
+    def _json_url(self, value: str) -> None:
+        if value.startswith("*"):  # the host masked by CI ("***secrets/NAME/"): the path still names the object
+            self.masked_path = "/" + value.lstrip("*")
+        elif self.url is None:
+            self.url = value
+
+    def apply(self, block: str, draft: Draft) -> None:
+        if self.url is None and self.masked_path is not None:
+            draft.add_path(self.masked_path)
+        if self.url:
+            draft.add_uri(self.url)
+        elif self.host:
+            draft.add_uri(self.host.rstrip("/") + (self.path or "/"))
+        else:
+            vm = _VAULT_URL.search(block)
+            if vm:
+                draft.add_uri(vm.group(0))
+        if self.method and (self.url or self.host or self.masked_path):
+            draft.method = self.method.upper()
+
+
+def _request(block: str, draft: Draft) -> None:
+    found = _Request()
     for m in _REQUEST.finditer(block):
-        if m.group(1):
-            method, url = m.group(1), m.group(2)
-        elif m.group(3):
-            url = m.group(3)
-        elif m.group(4):
-            method = m.group(4)
-        elif m.group(5):
-            url = m.group(5)
-        elif m.group(6):
-            method = m.group(6)
-        elif m.group(7):
-            host = m.group(7)
-        elif m.group(8):
-            method, path = m.group(8), m.group(9)
-        elif m.group(10):
-            if m.group(10).startswith("*"):  # the host masked by CI ("***secrets/NAME/"): the path still names it
-                masked_path = "/" + m.group(10).lstrip("*")
-            elif url is None:
-                url = m.group(10)
-        elif m.group(11) and method is None:
-            method = m.group(11)
-    if url is None and masked_path is not None:
-        draft.add_path(masked_path)
-    if url:
-        draft.add_uri(url)
-    elif host:
-        draft.add_uri(host.rstrip("/") + (path or "/"))
-    else:
-        vm = _VAULT_URL.search(block)
-        if vm:
-            draft.add_uri(vm.group(0))
-    if method and (url or host or masked_path):
-        draft.method = method.upper()
+        found.read(m)
+    found.apply(block, draft)
     sm = _SDK_METHOD.search(block)
     if sm:
         draft.named_by_method(sdk_method_operation(sm.group(1)))

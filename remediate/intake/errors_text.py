@@ -29,14 +29,16 @@ _SOURCES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("error.dotnet", re.compile(r"RequestFailedException|^[ \t]{0,64}Status: \d{3} \(", re.MULTILINE)),
     ("error.java", re.compile(r"HttpResponseException|com\.azure\.|Status code \d{3}")),
     ("error.javascript", re.compile(r"RestError|statusCode: \d{3}|^[ \t]{0,64}at [^\n]{1,4096}?\.js:\d", re.MULTILINE)),
-    ("error.powershell", re.compile(r"Microsoft\.Azure\.Commands\.|-AzKeyVault(?:Secret|Key|Certificate)\b|"
-                                    r"PowerShell exited with code|^InvocationInfo[ \t]{0,16}:", re.MULTILINE)),
     ("error.python_legacy", re.compile(r"KeyVaultErrorException|azure\.keyvault\.(?:v7_\d\.)?models|"
                                        r"msrest\.exceptions|Operation returned an invalid status code")),
     ("error.python", re.compile(r"azure\.core\.exceptions|HttpResponseError|Traceback \(most recent call last\)|"
                                 r"ResourceNotFoundError|ClientAuthenticationError")),
     ("error.azure_cli", re.compile(r"^ERROR: |^\$ az |^az keyvault ", re.MULTILINE)),
 )
+# Az PowerShell error records (its words checked as substrings first: most blocks have none of them).
+_POWERSHELL_WORDS = ("Microsoft.Azure.Commands.", "-AzKeyVault", "PowerShell exited", "InvocationInfo")
+_POWERSHELL = re.compile(r"Microsoft\.Azure\.Commands\.|-AzKeyVault(?:Secret|Key|Certificate)\b|"
+                         r"PowerShell exited with code|^InvocationInfo[ \t]{0,16}:", re.MULTILINE)
 # App Service's Key Vault reference statuses (checked as plain substrings first: most blocks have none).
 _PLATFORM_WORDS = ("AccessToKeyVaultDenied", "MSINotEnabled", "UnauthorizedClient")
 # azure-core's text: a "(Code) message" line, and a "Code: X" line after it (two linear scans, no lazy run).
@@ -244,6 +246,8 @@ def source_of(block: str) -> str:
             "/config/configreferences/" in block:
         return platform.SOURCE
     for name, pattern in _SOURCES:
+        if name == "error.python_legacy" and any(w in block for w in _POWERSHELL_WORDS) and _POWERSHELL.search(block):
+            return "error.powershell"  # before msrest: Az PowerShell prints msrest's "invalid status code" too
         if pattern.search(block):
             return name
     paren = _CORE_PAREN.search(block)

@@ -22,7 +22,9 @@ if TYPE_CHECKING:
     from ..service import DiagnosisStats
 
 WIDTH = 120   # the terminal width text output is laid out for (a narrower terminal wraps lines, nothing is cut)
-_TYPE_WORDS = {"serviceprincipal": "service principal", "user": "user", "group": "group", "app": "application"}
+TYPE_WORDS = {"serviceprincipal": "service principal", "user": "user", "group": "group", "app": "application"}
+"""A principal's type (Graph's, or the token's ``idtyp``) in words: the same in the text and in the JSON's
+``explanation`` sentence."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ def _type_word(f: Finding) -> str | None:
     p = f.evidence.principal
     plan_type = getattr(f.plan, "principal_type", None)
     kind = (p.type if p is not None else None) or plan_type or f.denial.principal.kind
-    return _TYPE_WORDS.get(str(kind).lower()) if kind else None
+    return TYPE_WORDS.get(str(kind).lower()) if kind else None
 
 
 def _name(f: Finding, names: Names) -> str | None:

@@ -120,6 +120,17 @@ def test_names_are_the_same_in_demo_and_diagnose(tmp_path: Path, capsys: pytest.
     assert "kv-payments" in row and "KV-PAYMENTS" not in demo
 
 
+def test_the_json_explanation_names_the_caller_as_graph_does(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    # given app-orders named by object id alone (Graph is asked for its type, and gives its display name too)
+    code, out, _ = run(capsys, "diagnose", "--snapshot", tenant_file(tmp_path), "--principal", ORDERS, "--vault",
+                       "kv-payments", "--operation", "SecretGet", "--output", "json")
+    finding = json.loads(out)["findings"][0]
+    # then the explanation sentence names it by display name and type, not as "application <id>"
+    assert code == 0 and finding["evidence"]["principal"]["display_name"] == "app-orders (managed identity)"
+    assert finding["explanation"].startswith(f"app-orders (managed identity) (service principal {ORDERS}) has no role")
+
+
 def test_groups_in_the_evidence_tree_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # given app-billing, which holds its role through a group
     billing = PRINCIPALS["app-billing"]

@@ -298,6 +298,7 @@ def cmd_remediate(args: argparse.Namespace) -> int:
     from .model import Proof
     from .render.findings import apply_summary, report
     from .service import remediate
+    from .store.grants import EMULATOR
 
     policy = load_policy(args.policy)
     parsed = _denials_from_args(args)
@@ -311,7 +312,8 @@ def cmd_remediate(args: argparse.Namespace) -> int:
             operator = Proof("operator", f"kv-remediate remediate --apply by {getpass.getuser()}") if args.apply \
                 else None
             ctx = ApplyContext(policy=policy, grants=grants, slots=slots, now=_now(), requested=args.apply,
-                               actor=("emulator" if args.snapshot else None), operator=operator)
+                               actor=("emulator" if args.snapshot else None), operator=operator,
+                               backend=EMULATOR if args.snapshot else None)
             async with fact_source(args.snapshot, args.subscription, snapshot_out=args.snapshot_out) as facts:
                 got = await remediate(parsed.denials, facts, ctx, progress=progress, entry="cli")
                 return got, (await _names(facts, got.findings) if text else {})
@@ -362,8 +364,10 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     from .errors import InputError
     from .facts.writes import ArmWriter
     from .render.grants import revocations_text
+    from .store.grants import EMULATOR
 
     grants = open_grants(args.state)
+    backend = EMULATOR if args.snapshot else None
     now = _now()
     record = None
     if args.grant:
@@ -374,10 +378,10 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     async def work(facts: Any) -> list[dict[str, Any]]:
         writer = ArmWriter(facts)
         if record is not None:
-            return [await revoke(record, writer, grants, now, why="revoked by request")]
+            return [await revoke(record, writer, grants, now, why="revoked by request", backend=backend)]
         if args.reconcile:
-            return await reconcile(writer, grants, now)
-        return await revoke_expired(writer, grants, now)
+            return await reconcile(writer, grants, now, backend=backend)
+        return await revoke_expired(writer, grants, now, backend=backend)
 
     async def go() -> tuple[list[dict[str, Any]], dict[str, str]]:
         async with fact_source(args.snapshot, snapshot_out=args.snapshot_out) as facts:

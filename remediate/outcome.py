@@ -34,6 +34,7 @@ class ApplyOutcome:
     adopted: bool = False
     detail: str | None = None
     request_id: str | None = None
+    repeats: int = 0                 # the same write was made this many times before, under the same grant record
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"applied": self.applied, "refused_by": self.refused_by, "outcome": self.outcome}
@@ -51,6 +52,8 @@ class ApplyOutcome:
         for key in ("detail", "request_id"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
+        if self.repeats:
+            out["repeats"] = self.repeats
         return out
 
     def shared(self, detail: str) -> ApplyOutcome:

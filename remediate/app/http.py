@@ -271,7 +271,7 @@ async def remediate_body(body: bytes, apply: bool, operator: Any = None) -> dict
     policy = rt.policy()
     parsed, denials, notes, requests = await _denials_of(body)
     ctx = ApplyContext(policy=policy, grants=rt.grants(), slots=await rt.claims(), now=datetime.now(UTC),
-                       requested=apply, actor=rt.actor, operator=operator if apply else None,
+                       requested=apply, actor=rt.actor, operator=operator if apply else None, backend=rt.writes_to,
                        own_principals=rt.settings.self_object_ids)
     async with rt.facts() as facts:
         result = await remediate(denials, facts, ctx)

@@ -344,6 +344,12 @@ class Runtime:
             return self._policy
 
     @property
+    def writes_to(self) -> str | None:
+        """Where this app's writes go, for each grant record's identity: "emulator" serving a snapshot, else None
+        (Azure)."""
+        return "emulator" if self.settings.snapshot else None
+
+    @property
     def actor(self) -> str:
         """Who makes changes, for the audit trail: the app and its managed identity (no secrets)."""
         env = self.settings.env

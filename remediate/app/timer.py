@@ -31,7 +31,8 @@ async def revoke_due() -> list[dict[str, object]]:
 
     rt = services.get()
     async with rt.facts() as facts:
-        results = await reconcile(ArmWriter(facts), rt.grants(), datetime.now(UTC), actor=rt.actor)
+        results = await reconcile(ArmWriter(facts), rt.grants(), datetime.now(UTC), actor=rt.actor,
+                                  backend=rt.writes_to)
     for r in results:
         log.info("kv-remediate revoke %s", json.dumps(r, default=str), extra={"custom_dimensions": r})
     if telemetry.enabled():

@@ -14,7 +14,7 @@ from ..facts.writes import ArmWriter, Assignment
 from ..plan import assignment_name
 from ..store.encoding import iso
 from ..store.grants import GrantRecord, GrantStore, new_grant_id
-from .records import GRACE, parse_label, present_in_azure, settle, settle_approval
+from .records import GRACE, backend_mismatch, parse_label, present_in_azure, same_backend, settle, settle_approval
 
 log = logging.getLogger("kv_remediate.apply")
 
@@ -29,8 +29,11 @@ async def _owner_elsewhere(record: GrantRecord, got: Assignment, grants: GrantSt
 
 
 async def revoke(record: GrantRecord, writer: ArmWriter, grants: GrantStore, now: datetime,
-                 actor: str | None = None, why: str = "expired") -> dict[str, Any]:
-    """Undo exactly what one applied grant changed; never a change this function did not make."""
+                 actor: str | None = None, why: str = "expired", backend: str | None = None) -> dict[str, Any]:
+    """Undo exactly what one applied grant changed; never a change this function did not make, and never a grant
+    of the other backend (``backend``: None for Azure, "emulator" for a --snapshot run)."""
+    if not same_backend(record, backend):
+        return {"grant_id": record.id, "revoked": False, "reason": backend_mismatch(record, backend)}
     if record.outcome != "applied":
         return {"grant_id": record.id, "revoked": False, "reason": f"record is '{record.outcome}', not an applied "
                 "grant: nothing of ours to undo"}
@@ -78,24 +81,28 @@ async def revoke(record: GrantRecord, writer: ArmWriter, grants: GrantStore, now
 
 
 async def revoke_expired(writer: ArmWriter, grants: GrantStore, now: datetime,
-                         actor: str | None = None) -> list[dict[str, Any]]:
-    """Revoke every applied grant whose time limit has passed (the timer and `revoke --expired`)."""
+                         actor: str | None = None, backend: str | None = None) -> list[dict[str, Any]]:
+    """Revoke every applied grant of ``backend`` whose time limit has passed (the timer and `revoke --expired`)."""
     results = []
     for rec in await asyncio.to_thread(grants.expired, now):
+        if not same_backend(rec, backend):
+            continue
         try:
-            results.append(await revoke(rec, writer, grants, now, actor))
+            results.append(await revoke(rec, writer, grants, now, actor, backend=backend))
         except (ApplyError, AzureUnavailableError) as exc:
             results.append({"grant_id": rec.id, "revoked": False, "error": exc.message})
     return results
 
 
 async def settle_unresolved(writer: ArmWriter, grants: GrantStore, now: datetime,
-                            grace: timedelta = GRACE) -> list[dict[str, Any]]:
+                            grace: timedelta = GRACE, backend: str | None = None) -> list[dict[str, Any]]:
     """Settle intents a crash left ``pending`` (older than ``grace``) by reading Azure: present -> ``applied``
     with the expiry recorded at intent time; absent -> ``abandoned``. PIM requests awaiting approval are
     re-read: provisioned -> applied, decided otherwise -> abandoned."""
     results: list[dict[str, Any]] = []
     for rec in await asyncio.to_thread(grants.unresolved_before, now - grace):
+        if not same_backend(rec, backend):   # only the backend that holds the write can say whether it took
+            continue
         try:
             if rec.outcome == "pending_approval":
                 out = await settle_approval(rec, writer, grants)
@@ -164,10 +171,11 @@ async def sweep_labelled(writer: ArmWriter, grants: GrantStore, now: datetime,
 
 
 async def reconcile(writer: ArmWriter, grants: GrantStore, now: datetime, actor: str | None = None,
-                    grace: timedelta = GRACE) -> list[dict[str, Any]]:
+                    grace: timedelta = GRACE, backend: str | None = None) -> list[dict[str, Any]]:
     """The revocation timer's pass (and ``revoke --reconcile``): settle old intents, revoke what has expired,
-    then remove expired labelled assignments no record accounts for. Every action is recorded."""
-    results = await settle_unresolved(writer, grants, now, grace)
-    results += await revoke_expired(writer, grants, now, actor)
+    then remove expired labelled assignments no record accounts for. Every action is recorded. Records of the
+    other backend (emulator or Azure) are left alone."""
+    results = await settle_unresolved(writer, grants, now, grace, backend=backend)
+    results += await revoke_expired(writer, grants, now, actor, backend=backend)
     results += await sweep_labelled(writer, grants, now, actor)
     return results

@@ -379,6 +379,11 @@ def apply_summary(findings: Sequence[Finding], requested: bool, snapshot: bool =
         parts.append(f"no grant needed {counts['no_plan']}")
         head = "remediate --apply: " + ", ".join(parts)
     lines = wrap_text(head, "  ")
+    repeated = [f.outcome.grant_id for f in findings if f.outcome is not None and f.outcome.repeats]
+    if requested and repeated:
+        lines += wrap_text(f"{len(repeated)} of the applied were the same write as an earlier grant, made again "
+                           "(the emulator starts from the snapshot each run): counted on that grant's record ("
+                           + ", ".join(str(g) for g in repeated) + "), not recorded twice", "  ")
     changed = counts["applied"] + counts["pending_approval"]
     if snapshot and requested and changed and not snapshot_out:
         lines += wrap_text(f"note: {changed} change(s) were made in the bundled emulator only, and are gone now that "

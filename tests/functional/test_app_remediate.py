@@ -110,7 +110,7 @@ def test_timer_revokes_expired_grants(app: App) -> None:
     # when the timer runs
     results = asyncio.run(revoke_due())
     # then the assignment we created is gone and the revocation is recorded
-    assert [r["revoked"] for r in results] == [True]
+    assert [r.revoked for r in results] == [True]
     assert _assignments_for(APP_ORDERS) == []
     assert "revoked" in {r.outcome for r in grants.list()}
 

@@ -19,6 +19,7 @@ from remediate.backends import EmulatorRun
 from remediate.cli import main
 from remediate.facts.writes import ArmWriter
 from remediate.intake import parse_inputs
+from remediate.outcome import Revocation
 from remediate.store.grants import EMULATOR, GrantStore, SqliteGrantStore
 from tests.support.demo_apply import APPLY, LEGACY, NOW, PAY, SUB, TENANT, ctx, denial, entry_of, gid, run
 
@@ -130,7 +131,7 @@ def test_expired_grants_are_revoked_leaving_others_permissions(tmp_path: Path) -
             return results, emu.emulator.tenant()
     results, after = asyncio.run(go())
     # then our two grants are undone, and only ours
-    assert all(r["revoked"] for r in results) and len(results) == 2
+    assert all(r.revoked for r in results) and len(results) == 2
     assert assignments_of(after, gid("app-orders")) == []
     e = entry_of(after, "kv-legacy", gid("alice"))
     assert e is not None and sorted(e["permissions"]["secrets"]) == ["delete", "get", "list"]
@@ -257,22 +258,22 @@ def test_emulator_and_azure_grants_are_never_mixed(tmp_path: Path, backend: Call
     assert by_id[found_live[0]["grant_id"]].backend is None and by_id[found_emu[0]["grant_id"]].in_emulator
 
     # when the emulator's expired grants are revoked two hours later
-    async def expire(backend_name: str | None) -> list[dict[str, Any]]:
+    async def expire(backend_name: str | None) -> list[Revocation]:
         with EmulatorRun(copy.deepcopy(TENANT)) as run_:
             async with run_.facts() as facts:
                 return await revoke_expired(ArmWriter(facts), backend(), NOW + timedelta(hours=2),
                                             backend=backend_name)
     results = asyncio.run(expire(EMULATOR))
     # then only the emulator's grant is touched; the Azure record stays applied and unrevoked
-    assert [r["grant_id"] for r in results] == [found_emu[0]["grant_id"]]
+    assert [r.grant_id for r in results] == [found_emu[0]["grant_id"]]
     assert backend().get(found_live[0]["grant_id"]).revoked_at is None  # type: ignore[union-attr]
     # and revoking the Azure grant from a --snapshot run is refused with what to run instead
     rec = backend().get(found_live[0]["grant_id"])
     assert rec is not None
 
-    async def cross() -> dict[str, Any]:
+    async def cross() -> Revocation:
         with EmulatorRun(copy.deepcopy(TENANT)) as run_:
             async with run_.facts() as facts:
                 return await revoke(rec, ArmWriter(facts), backend(), NOW, backend=EMULATOR)
     said = asyncio.run(cross())
-    assert said["revoked"] is False and "made in Azure" in said["reason"]
+    assert said.revoked is False and "made in Azure" in (said.reason or "")

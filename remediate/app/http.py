@@ -133,7 +133,7 @@ def accept_alert(headers: Any, body_reader: Any) -> int:
     from ..errors import InputError
     from ..intake import parse_one, payload
     from ..intake.alerts import is_alert
-    from ..store.azure import storage_errors
+    from ..store.azure import storage_errors, target_of
     from . import services
     from .messages import QueuedDenial, encode
 
@@ -150,7 +150,8 @@ def accept_alert(headers: Any, body_reader: Any) -> int:
     texts = [encode(QueuedDenial(d, d.alert_id, link)) for d, link in parsed.with_rows_links()]
     if texts:
         queue = rt.queue()
-        with rt.slot(DENIALS_QUEUE), storage_errors("enqueueing denials", f"queue '{DENIALS_QUEUE}'"):
+        with rt.slot(DENIALS_QUEUE), storage_errors("enqueueing denials",
+                                                         target_of(queue, f"queue '{DENIALS_QUEUE}'")):
             for text in texts:
                 queue.send_message(text)
     return len(texts)

@@ -34,7 +34,7 @@ from .. import catalog
 from ..armid import is_vault_name, parse_hsm_id, parse_vault_id
 from ..catalog import RoleDefinition
 from ..clouds import PUBLIC, Cloud
-from ..errors import AzureUnavailableError
+from ..errors import AzureUnavailableError, clip
 from ..model import AccessPolicyEntry, DenyAssignment, PrincipalInfo, RoleAssignment, Vault, VaultLookup, VaultRef
 from . import resource_graph
 
@@ -330,7 +330,7 @@ class ArmFacts:
         else:
             why = "Azure could not be reached"
             todo = "check network access to management.azure.com and retry"
-        return AzureUnavailableError(f"{what}: {why} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+        return AzureUnavailableError(f"{what}: {why} ({type(exc).__name__}: {clip(str(exc), 200)}); "
                                      f"{todo}")
 
     # -- vaults ---------------------------------------------------------------------------------------------
@@ -675,18 +675,18 @@ class ArmFacts:
         what = GRAPH_CALLS[call]
         if status in (401, 403):
             self._graph_refused[call] = (
-                f"Microsoft Graph refused {what} ({status} {code}: {message[:160]}); grant the function's identity "
-                f"the application permission {GRAPH_PERMISSION[call]} (admin consent) to read this")
+                f"Microsoft Graph refused {what} ({status} {code}: {clip(message, 160)}); grant the function's "
+                f"identity the application permission {GRAPH_PERMISSION[call]} (admin consent) to read this")
             return
         if status is None:
-            why = f"Microsoft Graph could not be reached for {what} ({code}: {message[:160]})"
+            why = f"Microsoft Graph could not be reached for {what} ({code}: {clip(message, 160)})"
         elif code == "Directory_ResultSizeLimitExceeded":
             why = (f"Microsoft Graph answered {status} {code} to {what}: the caller is in more than 11,000 groups, "
                    "more than getMemberGroups returns")
         elif status == 404:
             why = f"Microsoft Graph has no directory object with this id ({what}: {status} {code})"
         else:
-            why = f"Microsoft Graph answered {status} {code} to {what} ({message[:160]})"
+            why = f"Microsoft Graph answered {status} {code} to {what} ({clip(message, 160)})"
         for oid in object_ids:
             self._graph_problems[(call, oid.lower())] = why
             if code == _SIZE_LIMIT:

@@ -12,7 +12,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
 from ..errors import StorageError
-from .azure import storage_errors
+from .azure import storage_errors, target_of
 from .encoding import from_table_time, iso, pack_json, unpack_json, utc
 from .grant_records import TIME_FIELDS, UNRESOLVED, GrantRecord, check_outcome, exists_error, key_hash, not_found
 
@@ -44,7 +44,7 @@ class TableGrantStore:
         self._table = table
 
     def _target(self, id: str | None = None) -> str:
-        return f"table '{self._table.table_name}'" + (f" row {id}" if id else "")
+        return target_of(self._table, f"table '{self._table.table_name}'") + (f" row {id}" if id else "")
 
     @staticmethod
     def _entity(record: GrantRecord) -> dict[str, Any]:

@@ -42,8 +42,8 @@ async def _take_slot(ctx: ApplyContext, vault_id: str, claimant: str) -> tuple[b
     """One of ``max_grants_per_hour`` slots per vault, claimed atomically across instances (and its key)."""
     if ctx.slots is None:
         return True, None
-    for i in range(ctx.policy.max_grants_per_hour):
-        key: ClaimKey = ("rate", vault_id.lower(), str(i))
+    for i in range(ctx.policy.max_grants_per_hour):   # the emulator's slots are its own (ctx.key), never Azure's
+        key: ClaimKey = ("rate", ctx.key(vault_id.lower()), str(i))
         if (await ctx.slots.claim(key, HOUR, ctx.now, claimant)).won:
             return True, key
     return False, None

@@ -84,6 +84,12 @@ def grants_table(records: Sequence[GrantRecord], now: datetime, names: dict[str,
     for i, r in enumerate(records, 1):
         ids.append(f"{i:>2}  grant {r.id}  {r.time:%Y-%m-%d %H:%M}  principal {r.principal_id or '-'}")
         ids += wrap_text(r.scope or r.vault_id or "no scope recorded", "  ", width)
+        where = "in the bundled emulator (--snapshot)" if r.in_emulator else ""
+        if r.repeats:
+            ids += wrap_text(f"the same write made {r.repeats + 1} times, first {r.first_time or r.time:%Y-%m-%d %H:%M}"
+                             f", latest {r.time:%Y-%m-%d %H:%M}" + (f", {where}" if where else ""), "  ", width)
+        elif where:
+            ids += wrap_text(f"made {where}", "  ", width)
     return head + "\n\nids (for `kv-remediate revoke --grant ID`):\n" + "\n".join(ids)
 
 

@@ -347,3 +347,7 @@ def test_a_second_snapshot_apply_says_the_grants_were_made_again_and_records_the
     # and the store has no second record of any applied write, each now counted twice
     assert sorted(g["id"] for g in again if g["outcome"] == "applied") == sorted(g["id"] for g in applied)
     assert all(g["repeats"] == 1 and g["backend"] == "emulator" for g in again if g["outcome"] == "applied")
+    # and `grants` says under each such grant that its write was made twice, in the emulator
+    listed = " ".join(run(capsys, "grants", "--state", state, "--output", "text")[1].split())
+    assert listed.count("the same write made 2 times, first ") == len(applied)
+    assert listed.count(", in the bundled emulator (--snapshot)") == len(applied)

@@ -269,7 +269,8 @@ async def apply_one(f: Finding, writer: ArmWriter, ctx: ApplyContext) -> ApplyOu
                                            detail="the vault already grants this; nothing to change")
         return ApplyOutcome(False, "no_plan", detail="no grant is the fix for this cause")
     vault_id = f.plan.vault_id if isinstance(f.plan, AccessPolicyPlan) else "/".join(f.plan.scope.split("/")[:9])
-    recent = await asyncio.to_thread(ctx.grants.count_applied_since, vault_id, ctx.now - HOUR) if ctx.requested else 0
+    recent = await asyncio.to_thread(ctx.grants.count_applied_since, vault_id, ctx.now - HOUR,
+                                     ctx.backend) if ctx.requested else 0
     verdict = check(f, ctx.policy, recent, requested=ctx.requested, proof=ctx.proof_for(f),
                     own_principals=ctx.own_principals)
     key = ctx.key(write_key(f.plan))

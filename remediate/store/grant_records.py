@@ -131,8 +131,10 @@ class GrantStore(Protocol):
         """Stamp a grant revoked; True if this call did it, False if it already was (first revocation wins)."""
         ...
 
-    def count_applied_since(self, vault_id: str, since: datetime) -> int:
-        """Applied grants on ``vault_id`` at or after ``since`` (revoked ones count: they were made)."""
+    def count_applied_since(self, vault_id: str, since: datetime, backend: str | None = None) -> int:
+        """Applied grants on ``vault_id`` at or after ``since`` (revoked ones count: they were made), made in
+        ``backend`` (None: Azure; "emulator": the bundled emulator's grants never count against Azure's, nor the
+        reverse)."""
         ...
 
     def begin(self, record: GrantRecord) -> GrantRecord:

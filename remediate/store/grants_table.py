@@ -289,10 +289,11 @@ class TableGrantStore:
         raise StorageError(f"marking grant {id} revoked on {self._target()} did not settle after 100 conditional "
                            "writes; retry")
 
-    def count_applied_since(self, vault_id: str, since: datetime) -> int:
+    def count_applied_since(self, vault_id: str, since: datetime, backend: str | None = None) -> int:
         with storage_errors("counting recent grants", self._target()):
             entities = self._table.query_entities(
                 "PartitionKey eq @pk and vault_key eq @vault and outcome eq 'applied' and time ge @since",
                 parameters={"pk": _PARTITION, "vault": vault_id.lower(), "since": utc(since, "since")},
-                select=["RowKey"])
-            return sum(1 for _ in entities)
+                select=["RowKey", "backend"])
+            # a record of Azure's has no backend property (None is not stored), which a Table filter cannot ask for
+            return sum(1 for e in entities if (e.get("backend") or None) == (backend or None))

@@ -277,3 +277,18 @@ def test_emulator_and_azure_grants_are_never_mixed(tmp_path: Path, backend: Call
                 return await revoke(rec, ArmWriter(facts), backend(), NOW, backend=EMULATOR)
     said = asyncio.run(cross())
     assert said.revoked is False and "made in Azure" in (said.reason or "")
+
+
+def test_emulator_grants_never_use_azures_rate_budget(tmp_path: Path, backend: Callable[[], GrantStore]) -> None:
+    # given one grant per vault and hour, used by a grant recorded as made in Azure on kv-payments
+    policy = dict(APPLY, max_grants_per_hour=1)
+    live = replace(ctx(tmp_path, policy), grants=backend())
+    [made] = run(copy.deepcopy(TENANT), [denial(gid("app-orders"), PAY)], live)[0]
+    # when a --snapshot run grants another principal on the same vault (and, then, Azure a third)
+    [emu] = run(copy.deepcopy(TENANT), [denial(gid("app-reporting"), PAY)],
+                replace(live, grants=backend(), backend=EMULATOR))[0]
+    [again] = run(known(copy.deepcopy(TENANT), [gid("app-new")]), [denial(gid("app-new"), PAY)],
+                  replace(live, grants=backend()))[0]
+    # then the emulator had its own budget (slots and count), and Azure's stays spent by Azure's grant alone
+    assert made["outcome"] == "applied" and emu["outcome"] == "applied"
+    assert again["outcome"] == "refused" and again["refused_by"] == "max_grants_per_hour"

@@ -310,6 +310,7 @@ def cmd_remediate(args: argparse.Namespace) -> int:
     from .model import Proof
     from .render.findings import apply_summary, report
     from .service import remediate
+    from .store.grants import EMULATOR
 
     policy = load_policy(args.policy)
     parsed = _denials_from_args(args)
@@ -323,7 +324,8 @@ def cmd_remediate(args: argparse.Namespace) -> int:
             operator = Proof("operator", f"kv-remediate remediate --apply by {getpass.getuser()}") if args.apply \
                 else None
             ctx = ApplyContext(policy=policy, grants=grants, slots=slots, now=_now(), requested=args.apply,
-                               actor=("emulator" if args.snapshot else None), operator=operator)
+                               actor=("emulator" if args.snapshot else None), operator=operator,
+                               backend=EMULATOR if args.snapshot else None)
             async with fact_source(args.snapshot, args.subscription, snapshot_out=args.snapshot_out) as facts:
                 got = await remediate(parsed.denials, facts, ctx, progress=progress, entry="cli")
                 return got, (await _names(facts, got.findings) if text else {})
@@ -368,9 +370,12 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     from .backends import fact_source, open_grants
     from .errors import InputError
     from .facts.writes import ArmWriter
+    from .outcome import Revocation
     from .render.grants import revocations_text
+    from .store.grants import EMULATOR
 
     grants = open_grants(args.state)
+    backend = EMULATOR if args.snapshot else None
     now = _now()
     record = None
     if args.grant:
@@ -378,19 +383,18 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         if record is None:
             raise InputError(f"--grant {args.grant}", "no such grant record (see `kv-remediate grants`)")
 
-    async def work(facts: Any) -> list[dict[str, Any]]:
+    async def work(facts: Any) -> list[Revocation]:
         writer = ArmWriter(facts)
         if record is not None:
-            return [await revoke(record, writer, grants, now, why="revoked by request")]
+            return [await revoke(record, writer, grants, now, why="revoked by request", backend=backend)]
         if args.reconcile:
-            return await reconcile(writer, grants, now)
-        return await revoke_expired(writer, grants, now)
+            return await reconcile(writer, grants, now, backend=backend)
+        return await revoke_expired(writer, grants, now, backend=backend)
 
-    async def go() -> tuple[list[dict[str, Any]], dict[str, str]]:
+    async def go() -> tuple[list[Revocation], dict[str, str]]:
         async with fact_source(args.snapshot, snapshot_out=args.snapshot_out) as facts:
             done = await work(facts)
-            ids = [str(r.principal_id) for r in (grants.get(str(x.get("grant_id"))) for x in done if
-                                                 x.get("grant_id")) if r is not None and r.principal_id]
+            ids = [str(r.principal) for r in done if r.principal]
             names: dict[str, str] = {}
             if ids and _fmt(args.output) == "text":
                 try:
@@ -400,15 +404,14 @@ def cmd_revoke(args: argparse.Namespace) -> int:
             return done, names
 
     results, names = asyncio.run(go())
-    doc = {"schema": "kv-remediate/revocations@1", "revocations": results}
-    records = {str(r.get("grant_id")): rec for r in results if r.get("grant_id")
-               for rec in [grants.get(str(r["grant_id"]))] if rec is not None}
+    doc = {"schema": "kv-remediate/revocations@1", "revocations": [r.to_dict() for r in results]}
+    records = {r.grant_id: rec for r in results if r.grant_id for rec in [grants.get(r.grant_id)] if rec is not None}
     text = revocations_text(results, records, names)
-    if args.snapshot and not args.snapshot_out and any(r.get("revoked") for r in results):
+    if args.snapshot and not args.snapshot_out and any(r.revoked for r in results):
         text += ("\nnote: the changes were made in the bundled emulator only and are gone with it; "
                  "--snapshot-out FILE keeps the tenant as it stands after the run")
     _emit(doc, text, args.output)
-    return 3 if any(r.get("error") for r in results) else 0
+    return 3 if any(r.error for r in results) else 0
 
 
 def cmd_operations(args: argparse.Namespace) -> int:

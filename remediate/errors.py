@@ -124,3 +124,16 @@ class ServeError(RemediateError):
 
     code = "SERVE_FAILED"
     exit_code = 1
+
+
+def clip(text: str, limit: int = 300) -> str:
+    """The first line of ``text``, at most ``limit`` characters, never cut mid-word: a longer line ends at the last
+    word boundary that fits, marked with an ellipsis (a word longer than the whole limit is cut, marked the same)."""
+    line = text.strip().splitlines()[0].strip() if text.strip() else ""
+    if len(line) <= limit:
+        return line
+    cut = line[:limit - 1]
+    space = cut.rfind(" ")
+    if space >= limit // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:.-(") + "…"

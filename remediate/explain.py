@@ -10,20 +10,25 @@ from .evidence import AccessPolicyCheck, RoleAssignmentCheck
 from .model import GRANT_CAUSES, AccessPolicyPlan, Cause, Decision, Denial, Facts, Finding, Plan, RoleAssignmentPlan
 from .plan import DEFAULT_PLAN, PlanOptions, plan
 from .render.commands import with_commands
+from .render.findings import TYPE_WORDS
 
 MODEL_NAMES = {"rbac": "Azure RBAC", "access_policy": "access policies"}
 
 
 def _who(denial: Denial, facts: Facts | None) -> str:
+    """The caller as the evidence names it: display name, type and id when Graph gave them ("app-orders (service
+    principal f5cc...)"), else the input's type and id ("application f5cc..."): the wording of the text output."""
     p = denial.principal
-    name = facts.principal.display_name if facts else None
+    known = facts.principal if facts else None
+    name = known.display_name if known else None
+    kind = (known.type if known else None) or p.kind
+    typ = TYPE_WORDS.get(kind.lower()) if kind else None
     ident = p.upn or p.object_id or p.app_id
     if name and ident:
-        return f"{name} ({ident})"
+        return f"{name} ({typ} {ident})" if typ else f"{name} ({ident})"
     if ident:
-        kind = {"app": "application", "user": "user"}.get(p.kind or "", "principal")
-        return f"{kind} {ident}"
-    return "the caller"
+        return f"{typ or 'principal'} {ident}"
+    return name or "the caller"
 
 
 def _what(denial: Denial, decision: Decision) -> str:

@@ -20,7 +20,7 @@ import msgspec
 
 from . import catalog
 from .armid import GUID_PATTERN, GrantScope, is_guid, parse_grant_scope, parse_vault_id, within
-from .errors import PolicyError
+from .errors import PolicyError, clip
 from .model import PERMISSION_KINDS, AccessPolicyPlan, Finding, Plan, Proof, RoleAssignmentPlan
 
 _DURATION = re.compile(r"^P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+)S)?)?$")
@@ -164,7 +164,7 @@ def parse_policy(text: str, source: str) -> Policy:
     try:
         data = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:
-        where = str(exc).splitlines()[0][:160]
+        where = clip(str(exc), 160)
         raise PolicyError(f"policy {source}: is neither valid YAML nor JSON ({where})") from exc
     return policy_from_dict(data, source)
 

@@ -34,6 +34,7 @@ class ApplyOutcome:
     adopted: bool = False
     detail: str | None = None
     request_id: str | None = None
+    repeats: int = 0                 # the same write was made this many times before, under the same grant record
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"applied": self.applied, "refused_by": self.refused_by, "outcome": self.outcome}
@@ -51,9 +52,54 @@ class ApplyOutcome:
         for key in ("detail", "request_id"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
+        if self.repeats:
+            out["repeats"] = self.repeats
         return out
 
     def shared(self, detail: str) -> ApplyOutcome:
         """This outcome as seen by another finding with the same plan: nothing applied for it."""
         kind: OutcomeKind = "already_granted" if self.outcome in ("applied", "already_granted") else self.outcome
         return replace(self, applied=False, outcome=kind, detail=detail)
+
+
+RevocationKind = Literal["revoke", "reconcile", "sweep"]
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """What undoing one grant did, typed (``revoke``, ``revoke --expired``/``--reconcile``, the timer): read by the
+    text (render/grants.py) and telemetry by attribute; ``to_dict`` is the JSON of ``revoke --output json``.
+
+    ``kind``: ``revoke`` (one applied grant), ``reconcile`` (an intent settled by reading Azure: ``reconciled`` is
+    its new outcome, None when it could not be read), ``sweep`` (an expired labelled role assignment no record
+    accounts for, or a vault whose assignments could not be listed: ``grant_id`` None)."""
+
+    grant_id: str | None
+    kind: RevocationKind = "revoke"
+    revoked: bool = False
+    vault: str | None = None                 # the vault's resource id
+    principal: str | None = None             # the grantee's object id
+    removed: Mapping[str, tuple[str, ...]] | None = None   # access-policy permissions this call removed
+    assignment_id: str | None = None         # the role assignment concerned
+    deleted: bool = False                    # ... deleted by this call (False: it was already gone, or kept)
+    reconciled: str | None = None
+    detail: str | None = None
+    reason: str | None = None                # why nothing was done
+    error: str | None = None                 # what failed (the grant stays as it was; retry)
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.kind == "reconcile":
+            out: dict[str, Any] = {"grant_id": self.grant_id, "reconciled": self.reconciled}
+            if self.error is not None:
+                out["error"] = self.error
+            else:
+                out["detail"] = self.detail
+            return out
+        out = {"grant_id": self.grant_id} if self.grant_id is not None else {"vault": self.vault}
+        if self.kind == "sweep" and self.grant_id is not None:
+            out["assignment_id"] = self.assignment_id
+        out["revoked"] = self.revoked
+        for key in ("reason", "error", "detail"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out

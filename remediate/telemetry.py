@@ -27,7 +27,10 @@ import logging
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .outcome import Revocation
 
 CONNECTION_SETTING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 AUTHENTICATION_SETTING = "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"
@@ -173,18 +176,18 @@ def record_outcomes(findings: Iterable[Any], requested: bool, entry: str) -> Non
                     pass
 
 
-def record_revocations(results: Iterable[Mapping[str, Any]], records: Mapping[str, Any] | None = None) -> None:
+def record_revocations(results: Iterable[Revocation], records: Mapping[str, Any] | None = None) -> None:
     """Revocations (the timer, ``kv-remediate revoke``): counted, and one span each naming the grant."""
     t = _STATE.active
     if t is None:
         return
     for r in results:
-        rec = (records or {}).get(str(r.get("grant_id")))
-        vault = str(getattr(rec, "vault_id", None) or r.get("vault") or "unknown").rstrip("/").rsplit("/", 1)[-1]
-        outcome = "reconciled" if "reconciled" in r else ("revoked" if r.get("revoked") else "not_revoked")
+        rec = (records or {}).get(str(r.grant_id))
+        vault = str(getattr(rec, "vault_id", None) or r.vault or "unknown").rstrip("/").rsplit("/", 1)[-1]
+        outcome = "reconciled" if r.kind == "reconcile" else ("revoked" if r.revoked else "not_revoked")
         dims = {"outcome": outcome, "vault": vault.lower(), "principal": str(getattr(rec, "principal_id", None)
-                                                                             or "unknown")}
+                                                                             or r.principal or "unknown")}
         t.revocations.add(1, dims)
         with t.tracer.start_as_current_span("kv-remediate revoke", attributes={
-                **dims, "grant_id": str(r.get("grant_id") or ""), "revoked": bool(r.get("revoked"))}):
+                **dims, "grant_id": str(r.grant_id or ""), "revoked": r.revoked}):
             pass

@@ -1,5 +1,6 @@
-"""Health route: the version and configuration problems (missing or unusable settings, an unreadable policy),
-naming the settings but never revealing their values. No network call: it answers at once, anonymously."""
+"""Health route: the version and configuration problems (missing or unusable settings, an unreadable policy,
+storage that cannot be used), naming the settings but never revealing their values. One network call at most: a
+cheap storage query (2 s timeout, no retry) whose answer is reused for 15 s, so it answers fast, anonymously."""
 
 from __future__ import annotations
 
@@ -26,7 +27,11 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
         from .settings import SELF_SETTING
 
         settings = services.get().settings
-        problems = msgspec.to_builtins(settings.problems)
+        rt = services.get()
+        problems = list(msgspec.to_builtins(settings.problems))
+        storage = rt.storage_problem()
+        if storage is not None:
+            problems.append(msgspec.to_builtins(storage))
         env = settings.env
         own = {"setting": SELF_SETTING, "set": bool(settings.self_object_ids),
                "refused": "the app's own identity is never a grantee (refused by the guard, rule principals.self)"

@@ -139,7 +139,7 @@ def accept_alert(headers: Any, body_reader: Any) -> int:
     from ..errors import InputError
     from ..intake import parse_one, payload
     from ..intake.alerts import is_alert
-    from ..store.azure import storage_errors
+    from ..store.azure import storage_errors, target_of
     from . import services
     from .messages import QueuedDenial, encode
 
@@ -156,7 +156,8 @@ def accept_alert(headers: Any, body_reader: Any) -> int:
     texts = [encode(QueuedDenial(d, d.alert_id, link)) for d, link in parsed.with_rows_links()]
     if texts:
         queue = rt.queue()
-        with rt.slot(DENIALS_QUEUE), storage_errors("enqueueing denials", f"queue '{DENIALS_QUEUE}'"):
+        with rt.slot(DENIALS_QUEUE), storage_errors("enqueueing denials",
+                                                         target_of(queue, f"queue '{DENIALS_QUEUE}'")):
             for text in texts:
                 queue.send_message(text)
     return len(texts)
@@ -277,7 +278,7 @@ async def remediate_body(body: bytes, apply: bool, operator: Any = None) -> dict
     policy = rt.policy()
     parsed, denials, notes, requests = await _denials_of(body)
     ctx = ApplyContext(policy=policy, grants=rt.grants(), slots=await rt.claims(), now=datetime.now(UTC),
-                       requested=apply, actor=rt.actor, operator=operator if apply else None,
+                       requested=apply, actor=rt.actor, operator=operator if apply else None, backend=rt.writes_to,
                        own_principals=rt.settings.self_object_ids)
     async with rt.facts() as facts:
         result = await remediate(denials, facts, ctx)

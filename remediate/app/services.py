@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..clouds import CLOUD_SETTING
-from ..errors import ConfigError
+from ..errors import ConfigError, clip
 from .settings import (
     CLAIMS_TABLE,
     DENIALS_QUEUE,
@@ -31,6 +31,7 @@ from .settings import (
     SNAPSHOT_SETTING,
     STORAGE_CONNECTION,
     VAULT_INDEX_TABLE,
+    Problem,
     Settings,
     load_policy,
     snapshot_in_azure,
@@ -55,6 +56,8 @@ log = logging.getLogger("kv_remediate.app")
 _Store = TypeVar("_Store", "TableClaimStore", "TableFindingStore", "TableVaultIndex")
 
 STORAGE_CONNECTIONS = 10
+STORAGE_CHECK_TTL_S = 15.0
+"""How long /api/health reuses its storage check (a failing storage answers within the 2 s timeout at worst)."""
 """Concurrent calls allowed per storage client: the SDK's HTTP pool keeps 10 connections per host; more callers
 at once would each open (and then discard) a connection of their own."""
 
@@ -133,6 +136,7 @@ class Runtime:
         self._credentials: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self._slots = {DENIALS_QUEUE: FairSlots(STORAGE_CONNECTIONS)}
         self._memory_index: MemoryVaultIndex | None = None
+        self._storage_checked: tuple[float, Problem | None] | None = None
         self._index_table_failed = False      # the Table could not be opened once: memory only from then on
 
     def slot(self, client: str) -> FairSlots:
@@ -211,7 +215,7 @@ class Runtime:
         except Exception as exc:  # the index is an optimisation: without storage it is the process's memory only
             self._index_table_failed = True
             log.warning("kv-remediate: vault index table unavailable (%s); keeping the index in memory only",
-                        str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+                        clip(str(exc), 200) or type(exc).__name__)
             return memory
         return LayeredVaultIndex([memory, table])
 
@@ -279,6 +283,47 @@ class Runtime:
 
     # -- storage ----------------------------------------------------------------------------------------------
 
+    def storage_problem(self) -> Problem | None:
+        """Whether the app's storage answers (a cheap table query, 2 s timeout, no retry), cached for
+        ``STORAGE_CHECK_TTL_S`` so /api/health stays fast; None when it answers or is not configured (a missing
+        setting is already a settings problem)."""
+        with self._lock:
+            checked = self._storage_checked
+            if checked is not None and time.monotonic() - checked[0] < STORAGE_CHECK_TTL_S:
+                return checked[1]
+        problem = self._check_storage()
+        with self._lock:
+            self._storage_checked = (time.monotonic(), problem)
+        return problem
+
+    def _check_storage(self) -> Problem | None:
+        """One table query and one queue read (the worker's trigger), each 2 s at most and never retried."""
+        from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+        from ..store.azure import queue_service_client, storage_cause, table_service_client
+
+        quick = {"retry_total": 0, "connection_timeout": 2, "read_timeout": 2}
+        try:
+            tables = table_service_client(self._storage(), **quick)
+            queues = queue_service_client(self._storage(), **quick)
+        except ConfigError:
+            return None
+        try:
+            with tables, queues:
+                try:
+                    pages = tables.get_table_client(GRANTS_TABLE).query_entities(
+                        "PartitionKey eq @pk", parameters={"pk": "health"}, results_per_page=1).by_page()
+                    next(iter(pages), None)
+                except ResourceNotFoundError:   # answered: the table is created on first use
+                    pass
+                try:
+                    queues.get_queue_client(DENIALS_QUEUE).get_queue_properties()
+                except ResourceNotFoundError:   # answered: the queue is created on first use
+                    pass
+        except AzureError as exc:
+            return Problem(STORAGE_CONNECTION, f"storage cannot be used: {storage_cause(exc)}")
+        return None
+
     def _storage(self) -> Any:
         from ..store.azure import storage_settings
 
@@ -342,6 +387,12 @@ class Runtime:
             if self._policy is None:
                 self._policy = load_policy(self.settings.env)
             return self._policy
+
+    @property
+    def writes_to(self) -> str | None:
+        """Where this app's writes go, for each grant record's identity: "emulator" serving a snapshot, else None
+        (Azure)."""
+        return "emulator" if self.settings.snapshot else None
 
     @property
     def actor(self) -> str:

@@ -13,8 +13,12 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import azure.functions as func
+
+if TYPE_CHECKING:
+    from ..outcome import Revocation
 
 log = logging.getLogger("kv_remediate.timer")
 
@@ -22,7 +26,7 @@ bp = func.Blueprint()
 SCHEDULE = "0 */5 * * * *"
 
 
-async def revoke_due() -> list[dict[str, object]]:
+async def revoke_due() -> list[Revocation]:
     """Reconcile, then revoke every expired grant now; one structured log line per action."""
     from .. import telemetry
     from ..apply import reconcile
@@ -31,13 +35,15 @@ async def revoke_due() -> list[dict[str, object]]:
 
     rt = services.get()
     async with rt.facts() as facts:
-        results = await reconcile(ArmWriter(facts), rt.grants(), datetime.now(UTC), actor=rt.actor)
+        results = await reconcile(ArmWriter(facts), rt.grants(), datetime.now(UTC), actor=rt.actor,
+                                  backend=rt.writes_to)
     for r in results:
-        log.info("kv-remediate revoke %s", json.dumps(r, default=str), extra={"custom_dimensions": r})
+        said = r.to_dict()
+        log.info("kv-remediate revoke %s", json.dumps(said, default=str), extra={"custom_dimensions": said})
     if telemetry.enabled():
         grants = rt.grants()
-        records = {str(r["grant_id"]): rec for r in results if r.get("grant_id")
-                   for rec in [grants.get(str(r["grant_id"]))] if rec is not None}
+        records = {r.grant_id: rec for r in results if r.grant_id
+                   for rec in [grants.get(r.grant_id)] if rec is not None}
         telemetry.record_revocations(results, records)
     return results
 

@@ -16,7 +16,8 @@ Per message (one denial, see messages.py):
    ``KV_REMEDIATE_NOTIFY_URL`` is set; every value in the line and the notification has its control characters
    escaped (and, in the notification, markup and mentions defused).
 
-Failures raise, so the host retries the message; on the last allowed attempt (host.json ``maxDequeueCount``) the
+Failures raise, so the host retries the message (a grant Azure refused or dropped, outcome ``failed``, is a failure
+too, raised after every finding was reported); on the last allowed attempt (host.json ``maxDequeueCount``) the
 reason is logged as poison and the host moves the message to ``denials-poison``: nothing is retried forever.
 """
 
@@ -133,7 +134,7 @@ async def run_batch(rt: Runtime, denials: list[Denial], *, alert_id: str | None,
         return list(result.findings)
     proved = await audit_proof.prove(rt, denials, window, known)
     ctx = ApplyContext(policy=policy, grants=rt.grants(), slots=await rt.claims(), now=datetime.now(UTC),
-                       requested=True, actor=rt.actor, alert_id=alert_id, proofs=proved.proofs,
+                       requested=True, actor=rt.actor, alert_id=alert_id, proofs=proved.proofs, backend=rt.writes_to,
                        own_principals=frozenset(rt.settings.self_object_ids))
     async with rt.facts(shared=True) as facts:
         result = await remediate(denials, facts, ctx)
@@ -213,7 +214,23 @@ async def handle(rt: Runtime, body: bytes | str, *, message_id: str, invocation_
     for finding in findings:
         await _report(rt, finding, alert_id=item.alert_id, invocation_id=invocation_id,
                       claim=claims.get(finding.denial.identity_key()))
+    failed_writes(findings)
     return len(findings)
+
+
+def failed_writes(findings: list[Finding]) -> None:
+    """Raise when Azure refused or dropped a write (outcome ``failed``), after every finding was reported: the
+    invocation fails, so the host retries the message and, after ``maxDequeueCount`` attempts, moves it to the
+    poison queue. A retry is safe: the write's intent-first record makes it resume (or adopt) that write, never
+    make a second one, and the dedupe claims are this message's own. Refusals by policy, already-granted access and
+    suggestions are decisions, not failures: the message completes."""
+    from ..errors import ApplyError
+
+    failed = [f.outcome for f in findings if f.outcome is not None and f.outcome.outcome == "failed"]
+    if failed:
+        grants = ", ".join(o.grant_id or "?" for o in failed)
+        raise ApplyError(f"{len(failed)} grant(s) failed ({grants}): {failed[0].error or failed[0].detail}; the "
+                         "host retries the message (each retry resumes the same recorded write)")
 
 
 @bp.function_name("worker")

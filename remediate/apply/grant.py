@@ -31,6 +31,7 @@ from .records import (
     present_in_azure,
     ra_key,
     reported,
+    same_backend,
     settle,
     settle_approval,
     write_key,
@@ -41,8 +42,8 @@ async def _take_slot(ctx: ApplyContext, vault_id: str, claimant: str) -> tuple[b
     """One of ``max_grants_per_hour`` slots per vault, claimed atomically across instances (and its key)."""
     if ctx.slots is None:
         return True, None
-    for i in range(ctx.policy.max_grants_per_hour):
-        key: ClaimKey = ("rate", vault_id.lower(), str(i))
+    for i in range(ctx.policy.max_grants_per_hour):   # the emulator's slots are its own (ctx.key), never Azure's
+        key: ClaimKey = ("rate", ctx.key(vault_id.lower()), str(i))
         if (await ctx.slots.claim(key, HOUR, ctx.now, claimant)).won:
             return True, key
     return False, None
@@ -210,27 +211,53 @@ async def _resume(f: Finding, held: GrantRecord, writer: ArmWriter, ctx: ApplyCo
     """A retry met the open record of the same write: adopt what reached Azure, else finish it under that record."""
     return await _adopt(held, writer, ctx) or await _run(f, writer, ctx, _Run(rec=held, resumed=True))
 
-def _granting_keys(f: Finding) -> list[str]:
+def _granting_keys(f: Finding, ctx: ApplyContext) -> list[str]:
     """Write keys of grants of ours that could be what the diagnosis found granting (a retry after a crash sees
     its own write as ALREADY_GRANTED): each direct role assignment that grants, and the access-policy add the
     required permissions would have been."""
-    keys = [ra_key(a.scope, a.principal_id, a.role_definition_id) for a in f.evidence.role_assignments
+    keys = [ctx.key(ra_key(a.scope, a.principal_id, a.role_definition_id)) for a in f.evidence.role_assignments
             if a.grants and a.via == "direct" and a.scope and a.role_definition_id and a.principal_id]
     vault = f.evidence.vault.id if f.evidence.vault else None
     if vault and f.denial.principal.object_id and f.required and f.required.access_policy:
         add = {k: [catalog.canonical_permission(k, p) or p for p in v] for k, v in f.required.access_policy.items()}
-        keys.append(ap_key(vault, f.denial.principal.object_id, add))
+        keys.append(ctx.key(ap_key(vault, f.denial.principal.object_id, add)))
     return keys
 
 
 async def _adopt_granting(f: Finding, writer: ArmWriter, ctx: ApplyContext) -> ApplyOutcome | None:
     """An ALREADY_GRANTED finding whose grant is an open grant of ours: adopt it (applied, original expiry)."""
-    for key in _granting_keys(f):
+    for key in _granting_keys(f, ctx):
         held = await asyncio.to_thread(ctx.grants.open_for, key)
         adopted = await _adopt(held, writer, ctx) if held is not None else None
         if adopted is not None:
             return adopted
     return None
+
+
+async def _gone(held: GrantRecord, writer: ArmWriter, ctx: ApplyContext) -> bool:
+    """An applied grant of this backend whose write Azure (or the emulator) no longer holds: a fresh emulator run
+    from the same snapshot, or a grant removed in Azure by hand. Unreadable: not known to be gone."""
+    if held.outcome != "applied" or not same_backend(held, ctx.backend):
+        return False
+    try:
+        return not await present_in_azure(held, writer)
+    except (ApplyError, AzureUnavailableError):
+        return False
+
+
+async def _repeat_intent(f: Finding, held: GrantRecord, ctx: ApplyContext) -> GrantRecord:
+    """The same write made again under its existing record (intent first, as for a new grant): ``pending`` again,
+    ``repeats`` counted, ``time`` now (``first_time`` keeps the first), a new expiry and, for PIM, a new
+    (single-use) request id. Returns the record as the store holds it (another attempt may have settled it)."""
+    kw: dict[str, Any] = {}
+    if held.requests is not None:
+        kw["requests"] = [*held.requests, str(uuid.uuid4())]
+    fresh = new_record(ctx, f, "pending")
+    return await settle(ctx.grants, held, "pending", time=ctx.now, first_time=held.first_time or held.time,
+                        repeats=held.repeats + 1, finding=fresh.finding, alert_id=fresh.alert_id,
+                        correlation_id=fresh.correlation_id, actor=ctx.actor,
+                        expires_at=ctx.now + ctx.policy.grant_ttl if ctx.policy.grant_ttl else None,
+                        detail="intent recorded (the same write made again); the write was not confirmed", **kw)
 
 
 async def apply_one(f: Finding, writer: ArmWriter, ctx: ApplyContext) -> ApplyOutcome:
@@ -242,13 +269,17 @@ async def apply_one(f: Finding, writer: ArmWriter, ctx: ApplyContext) -> ApplyOu
                                            detail="the vault already grants this; nothing to change")
         return ApplyOutcome(False, "no_plan", detail="no grant is the fix for this cause")
     vault_id = f.plan.vault_id if isinstance(f.plan, AccessPolicyPlan) else "/".join(f.plan.scope.split("/")[:9])
-    recent = await asyncio.to_thread(ctx.grants.count_applied_since, vault_id, ctx.now - HOUR) if ctx.requested else 0
+    recent = await asyncio.to_thread(ctx.grants.count_applied_since, vault_id, ctx.now - HOUR,
+                                     ctx.backend) if ctx.requested else 0
     verdict = check(f, ctx.policy, recent, requested=ctx.requested, proof=ctx.proof_for(f),
                     own_principals=ctx.own_principals)
-    key = write_key(f.plan)
+    key = ctx.key(write_key(f.plan))
+    repeat: GrantRecord | None = None
     if verdict.allowed:
         held = await asyncio.to_thread(ctx.grants.open_for, key)
-        if held is not None:   # a retry of a write we began: resume it, without a new slot
+        if held is not None and await _gone(held, writer, ctx):
+            repeat = held      # the same write again: counted on its record, not recorded twice
+        elif held is not None:   # a retry of a write we began: resume it, without a new slot
             return await _resume(f, held, writer, ctx)
     claimant = f"{vault_id}|{f.denial.identity_key()}|{ctx.now}"
     slot: ClaimKey | None = None
@@ -263,6 +294,13 @@ async def apply_one(f: Finding, writer: ArmWriter, ctx: ApplyContext) -> ApplyOu
             return ApplyOutcome(False, "refused", refused_by=verdict.refused_by, reason=verdict.reason,
                                 grant_id=rec.id)
         return ApplyOutcome(False, "suggested", refused_by=verdict.refused_by, reason=verdict.reason)
+    if repeat is not None:
+        again = await _repeat_intent(f, repeat, ctx)
+        if again.outcome != "pending" or again.repeats != repeat.repeats + 1:   # another attempt settled it first
+            await _Run(rec=again, slot=slot, claimant=claimant).release_slot(ctx)
+            return reported(again)
+        log_record(again)
+        return await _run(f, writer, ctx, _Run(rec=again, slot=slot, claimant=claimant))
     expires = ctx.now + ctx.policy.grant_ttl if ctx.policy.grant_ttl else None
     kw: dict[str, Any] = {}
     if isinstance(f.plan, AccessPolicyPlan):

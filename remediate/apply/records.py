@@ -46,6 +46,14 @@ class ApplyContext:
     proofs: Mapping[tuple[str | None, ...], Proof] = field(default_factory=dict)
     """Per denial (``Denial.identity_key()``): the audit-log row we read ourselves, or a person's approval."""
     own_principals: frozenset[str] = frozenset()   # the app's own object ids (lower-case): never a grantee
+    backend: str | None = None
+    """Where the writes go: None for live Azure, ``"emulator"`` (store.grants.EMULATOR) for the bundled emulator.
+    Part of every write's identity, so a grant made in the emulator is never matched, resumed or repeated by a run
+    against Azure, nor the reverse, whichever store both share."""
+
+    def key(self, key: str) -> str:
+        """A plan's write key (:func:`write_key`, :func:`ra_key`, :func:`ap_key`) in this run's backend."""
+        return f"{self.backend}|{key}" if self.backend else key
 
     def proof_for(self, f: Finding) -> Proof | None:
         """What entitles this finding's plan to be applied, if anything (an input never does)."""
@@ -99,7 +107,7 @@ def new_record(ctx: ApplyContext, f: Finding, outcome: Outcome, **kw: Any) -> Gr
     summary = dict(_summary(f), proof=proof.to_dict() if proof else None)
     base: dict[str, Any] = {"alert_id": ctx.alert_id or f.denial.alert_id,
                             "correlation_id": f.denial.correlation_id, "finding": summary,
-                            "plan": plan.to_dict() if plan else None, "actor": ctx.actor}
+                            "plan": plan.to_dict() if plan else None, "actor": ctx.actor, "backend": ctx.backend}
     if isinstance(plan, RoleAssignmentPlan):
         base.update(vault_id="/".join(plan.scope.split("/")[:9]), principal_id=plan.principal_id, scope=plan.scope,
                     role_definition_id=plan.role_definition_id)
@@ -133,7 +141,32 @@ async def settle(grants: GrantStore, rec: GrantRecord, outcome: Outcome, **chang
     return new
 
 
+def same_backend(rec: GrantRecord, backend: str | None) -> bool:
+    """Whether ``rec`` was made where this run writes (live Azure and the emulator are never mixed)."""
+    return (rec.backend or None) == (backend or None)
+
+
+def backend_mismatch(rec: GrantRecord, backend: str | None) -> str:
+    """Why a record of the other backend is left alone, and what to run instead."""
+    if rec.in_emulator:
+        return ("made in the bundled emulator (--snapshot), not in Azure: left alone by a run against Azure; "
+                "run the command with --snapshot FILE to act on it there")
+    return ("made in Azure, not in the bundled emulator: left alone by a --snapshot run; run the command without "
+            "--snapshot to act on it in Azure")
+
+
+def repeated_detail(rec: GrantRecord) -> str:
+    first = rec.first_time or rec.time
+    where = "the bundled emulator (each --snapshot run starts from the snapshot again)" if rec.in_emulator else \
+        "Azure (it was no longer there)"
+    return (f"the same write as grant {rec.id} (first made {iso(first)}) was made again in {where}; recorded on "
+            f"that grant, now made {rec.repeats + 1} times, not as a new record")
+
+
 def applied_outcome(rec: GrantRecord, adopted: bool) -> ApplyOutcome:
+    if rec.repeats and not adopted:
+        return replace(applied_outcome(replace(rec, repeats=0), adopted), repeats=rec.repeats,
+                       detail=repeated_detail(rec))
     return ApplyOutcome(True, "applied", grant_id=rec.id,
                         expiry=Expiry(rec.expires_at.isoformat() if rec.expires_at else None),
                         assignment_id=rec.assignment_id,

@@ -7,14 +7,14 @@ import asyncio
 import logging
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
 
 from ..errors import ApplyError, AzureUnavailableError
 from ..facts.writes import ArmWriter, Assignment
+from ..outcome import Revocation
 from ..plan import assignment_name
 from ..store.encoding import iso
 from ..store.grants import GrantRecord, GrantStore, new_grant_id
-from .records import GRACE, parse_label, present_in_azure, settle, settle_approval
+from .records import GRACE, backend_mismatch, parse_label, present_in_azure, same_backend, settle, settle_approval
 
 log = logging.getLogger("kv_remediate.apply")
 
@@ -29,13 +29,16 @@ async def _owner_elsewhere(record: GrantRecord, got: Assignment, grants: GrantSt
 
 
 async def revoke(record: GrantRecord, writer: ArmWriter, grants: GrantStore, now: datetime,
-                 actor: str | None = None, why: str = "expired") -> dict[str, Any]:
-    """Undo exactly what one applied grant changed; never a change this function did not make."""
+                 actor: str | None = None, why: str = "expired", backend: str | None = None) -> Revocation:
+    """Undo exactly what one applied grant changed; never a change this function did not make, and never a grant
+    of the other backend (``backend``: None for Azure, "emulator" for a --snapshot run)."""
+    said = Revocation(record.id, vault=record.vault_id, principal=record.principal_id)
+    if not same_backend(record, backend):
+        return replace(said, reason=backend_mismatch(record, backend))
     if record.outcome != "applied":
-        return {"grant_id": record.id, "revoked": False, "reason": f"record is '{record.outcome}', not an applied "
-                "grant: nothing of ours to undo"}
+        return replace(said, reason=f"record is '{record.outcome}', not an applied grant: nothing of ours to undo")
     if record.revoked_at is not None:
-        return {"grant_id": record.id, "revoked": False, "reason": f"already revoked at {record.revoked_at}"}
+        return replace(said, reason=f"already revoked at {record.revoked_at}")
     detail: str
     if record.requests or (record.detail and record.detail.startswith("PIM")):
         detail = "PIM expires the assignment itself"
@@ -50,8 +53,10 @@ async def revoke(record: GrantRecord, writer: ArmWriter, grants: GrantStore, now
                       "left in place for that grant")
         else:
             gone = await writer.delete_role_assignment(record.scope, name)
+            said = replace(said, deleted=gone)
             detail = f"deleted role assignment {record.assignment_id}" if gone else \
                 f"role assignment {record.assignment_id} was already gone"
+        said = replace(said, assignment_id=record.assignment_id)
     elif record.permissions_added and record.vault_id and record.principal_id:
         tenant = (record.plan or {}).get("tenant_id")
         stored = await writer.entry_permissions(record.vault_id, record.principal_id, tenant)
@@ -66,41 +71,47 @@ async def revoke(record: GrantRecord, writer: ArmWriter, grants: GrantStore, now
             if any(still.values()):
                 raise ApplyError(f"removing {ours} from {record.principal_id}'s entry on {record.vault_id} did not "
                                  "take; retry the revocation")
+            said = replace(said, removed={k: tuple(v) for k, v in ours.items()})
         detail = f"removed {ours} from the entry" if ours else "the permissions were already gone"
     else:
-        return {"grant_id": record.id, "revoked": False, "reason": "record names nothing to undo"}
+        return replace(said, reason="record names nothing to undo")
     if await asyncio.to_thread(grants.mark_revoked, record.id, now, f"{why}: {detail}"):
         await asyncio.to_thread(grants.add, replace(record, id=new_grant_id(), outcome="revoked", time=now, actor=actor,
                                                     revoked_at=now, revoke_detail=f"{why}: revokes {record.id}",
                                                     detail=detail, write_key=None))
     log.info("grant revoked", extra={"kv_remediate": {"event": "revoke", "grant_id": record.id, "detail": detail}})
-    return {"grant_id": record.id, "revoked": True, "detail": detail}
+    return replace(said, revoked=True, detail=detail)
 
 
 async def revoke_expired(writer: ArmWriter, grants: GrantStore, now: datetime,
-                         actor: str | None = None) -> list[dict[str, Any]]:
-    """Revoke every applied grant whose time limit has passed (the timer and `revoke --expired`)."""
+                         actor: str | None = None, backend: str | None = None) -> list[Revocation]:
+    """Revoke every applied grant of ``backend`` whose time limit has passed (the timer and `revoke --expired`)."""
     results = []
     for rec in await asyncio.to_thread(grants.expired, now):
+        if not same_backend(rec, backend):
+            continue
         try:
-            results.append(await revoke(rec, writer, grants, now, actor))
+            results.append(await revoke(rec, writer, grants, now, actor, backend=backend))
         except (ApplyError, AzureUnavailableError) as exc:
-            results.append({"grant_id": rec.id, "revoked": False, "error": exc.message})
+            results.append(Revocation(rec.id, vault=rec.vault_id, principal=rec.principal_id, error=exc.message))
     return results
 
 
 async def settle_unresolved(writer: ArmWriter, grants: GrantStore, now: datetime,
-                            grace: timedelta = GRACE) -> list[dict[str, Any]]:
+                            grace: timedelta = GRACE, backend: str | None = None) -> list[Revocation]:
     """Settle intents a crash left ``pending`` (older than ``grace``) by reading Azure: present -> ``applied``
     with the expiry recorded at intent time; absent -> ``abandoned``. PIM requests awaiting approval are
     re-read: provisioned -> applied, decided otherwise -> abandoned."""
-    results: list[dict[str, Any]] = []
+    results: list[Revocation] = []
     for rec in await asyncio.to_thread(grants.unresolved_before, now - grace):
+        if not same_backend(rec, backend):   # only the backend that holds the write can say whether it took
+            continue
         try:
             if rec.outcome == "pending_approval":
                 out = await settle_approval(rec, writer, grants)
                 if out is not None:
-                    results.append({"grant_id": rec.id, "reconciled": out.outcome, "detail": out.detail})
+                    results.append(Revocation(rec.id, "reconcile", vault=rec.vault_id, principal=rec.principal_id,
+                                              reconciled=out.outcome, detail=out.detail))
                 continue
             if await present_in_azure(rec, writer):
                 done = await settle(grants, rec, "applied", detail=f"{rec.detail}; reconciled at {iso(now)}: "
@@ -108,9 +119,11 @@ async def settle_unresolved(writer: ArmWriter, grants: GrantStore, now: datetime
             else:
                 done = await settle(grants, rec, "abandoned", detail=f"{rec.detail}; reconciled at {iso(now)}: "
                                      "not in Azure, so the write never took effect")
-            results.append({"grant_id": rec.id, "reconciled": done.outcome, "detail": done.detail})
+            results.append(Revocation(rec.id, "reconcile", vault=rec.vault_id, principal=rec.principal_id,
+                                      reconciled=done.outcome, detail=done.detail))
         except (ApplyError, AzureUnavailableError) as exc:
-            results.append({"grant_id": rec.id, "reconciled": None, "error": exc.message})
+            results.append(Revocation(rec.id, "reconcile", vault=rec.vault_id, principal=rec.principal_id,
+                                      error=exc.message))
     return results
 
 
@@ -120,7 +133,7 @@ def _at_or_below(scope: str, vault: str) -> bool:
 
 
 async def sweep_labelled(writer: ArmWriter, grants: GrantStore, now: datetime,
-                         actor: str | None = None) -> list[dict[str, Any]]:
+                         actor: str | None = None) -> list[Revocation]:
     """Delete expired role assignments labelled as ours whose record cannot revoke them (lost, or not applied).
 
     Listed per vault we ever began a grant on (ARM's documented list for a scope, no filter: at, above and below
@@ -128,12 +141,12 @@ async def sweep_labelled(writer: ArmWriter, grants: GrantStore, now: datetime,
     principal and role) and labelled "kv-remediate grant <id>; expires <time>" with that time passed. Each
     deletion is recorded as a ``revoked`` record naming the label.
     """
-    results: list[dict[str, Any]] = []
+    results: list[Revocation] = []
     for vault in await asyncio.to_thread(grants.vaults):
         try:
             listed = await writer.list_role_assignments(vault)
         except (ApplyError, AzureUnavailableError) as exc:
-            results.append({"vault": vault, "revoked": False, "error": exc.message})
+            results.append(Revocation(None, "sweep", vault=vault, error=exc.message))
             continue
         for a in listed:
             mark = parse_label(a.description)
@@ -148,7 +161,8 @@ async def sweep_labelled(writer: ArmWriter, grants: GrantStore, now: datetime,
             try:
                 gone = await writer.delete_role_assignment(a.scope, a.name)
             except (ApplyError, AzureUnavailableError) as exc:
-                results.append({"grant_id": mark[0], "assignment_id": a.id, "revoked": False, "error": exc.message})
+                results.append(Revocation(mark[0], "sweep", vault=vault, principal=a.principal_id, assignment_id=a.id,
+                                          error=exc.message))
                 continue
             state = "missing" if rec is None else f"'{rec.outcome}'"
             detail = (f"{'deleted' if gone else 'already gone:'} role assignment {a.id} labelled as grant {mark[0]} "
@@ -159,15 +173,17 @@ async def sweep_labelled(writer: ArmWriter, grants: GrantStore, now: datetime,
                 assignment_id=a.id, expires_at=mark[1], detail=detail))
             log.info("orphan revoked", extra={"kv_remediate": {"event": "revoke", "grant_id": mark[0],
                                                                 "detail": detail}})
-            results.append({"grant_id": mark[0], "assignment_id": a.id, "revoked": True, "detail": detail})
+            results.append(Revocation(mark[0], "sweep", revoked=True, vault=vault, principal=a.principal_id,
+                                      assignment_id=a.id, deleted=gone, detail=detail))
     return results
 
 
 async def reconcile(writer: ArmWriter, grants: GrantStore, now: datetime, actor: str | None = None,
-                    grace: timedelta = GRACE) -> list[dict[str, Any]]:
+                    grace: timedelta = GRACE, backend: str | None = None) -> list[Revocation]:
     """The revocation timer's pass (and ``revoke --reconcile``): settle old intents, revoke what has expired,
-    then remove expired labelled assignments no record accounts for. Every action is recorded."""
-    results = await settle_unresolved(writer, grants, now, grace)
-    results += await revoke_expired(writer, grants, now, actor)
+    then remove expired labelled assignments no record accounts for. Every action is recorded. Records of the
+    other backend (emulator or Azure) are left alone."""
+    results = await settle_unresolved(writer, grants, now, grace, backend=backend)
+    results += await revoke_expired(writer, grants, now, actor, backend=backend)
     results += await sweep_labelled(writer, grants, now, actor)
     return results

@@ -18,15 +18,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from .. import catalog
 from ..catalog import RoleDefinition
 from ..model import DenyAssignment, RoleAssignment
-
-if TYPE_CHECKING:
-    pass
-
 from .convert import assignment_from_sdk, deny_from_sdk, role_from_sdk
 from .graph import GraphReads
 from .locate import VaultLocator

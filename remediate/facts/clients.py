@@ -16,7 +16,7 @@ from azure.core.exceptions import (
 )
 
 from ..clouds import PUBLIC, Cloud
-from ..errors import AzureUnavailableError
+from ..errors import AzureUnavailableError, clip
 from ..model import VaultLookup
 from . import resource_graph
 
@@ -203,5 +203,5 @@ class FactClients:
         else:
             why = "Azure could not be reached"
             todo = "check network access to management.azure.com and retry"
-        return AzureUnavailableError(f"{what}: {why} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+        return AzureUnavailableError(f"{what}: {why} ({type(exc).__name__}: {clip(str(exc), 200)}); "
                                      f"{todo}")

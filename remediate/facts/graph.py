@@ -21,6 +21,7 @@ from ..model import PrincipalInfo
 if TYPE_CHECKING:
     pass
 
+from ..errors import clip
 from .clients import FactClients
 from .pipeline import READ_METHODS
 
@@ -74,11 +75,11 @@ class GraphReads(FactClients):
         what = GRAPH_CALLS[call]
         if status in (401, 403):
             self._graph_refused[call] = (
-                f"Microsoft Graph refused {what} ({status} {code}: {message[:160]}); grant the function's identity "
-                f"the application permission {GRAPH_PERMISSION[call]} (admin consent) to read this")
+                f"Microsoft Graph refused {what} ({status} {code}: {clip(message, 160)}); grant the function's "
+                f"identity the application permission {GRAPH_PERMISSION[call]} (admin consent) to read this")
             return
         if status is None:
-            why = f"Microsoft Graph could not be reached for {what} ({code}: {message[:160]})"
+            why = f"Microsoft Graph could not be reached for {what} ({code}: {clip(message, 160)})"
         elif code == "Directory_ResultSizeLimitExceeded":
             why = (f"Microsoft Graph answered {status} {code} to {what}: the caller is in more than 11,000 groups, "
                    "more than getMemberGroups returns")
@@ -87,7 +88,7 @@ class GraphReads(FactClients):
         elif status == HTTPStatus.NOT_FOUND:
             why = f"Microsoft Graph has no directory object with this id ({what}: {status} {code})"
         else:
-            why = f"Microsoft Graph answered {status} {code} to {what} ({message[:160]})"
+            why = f"Microsoft Graph answered {status} {code} to {what} ({clip(message, 160)})"
         for oid in object_ids:
             self._graph_problems[(call, oid.lower())] = why
             if code == _SIZE_LIMIT:

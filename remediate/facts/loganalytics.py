@@ -36,7 +36,7 @@ from azure.core.exceptions import (
 
 from ..armid import is_guid, is_vault_name
 from ..clouds import PUBLIC, Cloud
-from ..errors import AzureUnavailableError, InputError
+from ..errors import AzureUnavailableError, InputError, clip
 
 ALLOWED_HOSTS = PUBLIC.logs_hosts()     # the public cloud's; other clouds pass their own (clouds.Cloud.logs_hosts)
 MAX_WINDOW = timedelta(days=2)
@@ -260,7 +260,7 @@ class LogAnalyticsClient:
         # errors"). The rows may be incomplete, so the caller treats it as a limitation, never as a full answer.
         err = body.get("error")
         if isinstance(err, dict):
-            partial = f"{err.get('code') or 'PartialError'}: {str(err.get('message') or '')[:200]}"
+            partial = f"{err.get('code') or 'PartialError'}: {clip(str(err.get('message') or ''), 200)}"
         return QueryResult(workspace.lower(), _rows(body), partial)
 
     async def close(self) -> None:
@@ -281,14 +281,14 @@ def _error_text(response: Any) -> str:
         err = response.json().get("error") or {}
         inner = err.get("innererror") or {}
         more = f" ({inner.get('code')})" if isinstance(inner, dict) and inner.get("code") else ""
-        return f"{err.get('code')}{more}: {str(err.get('message'))[:200]}"
+        return f"{err.get('code')}{more}: {clip(str(err.get('message')), 200)}"
     except (ValueError, AttributeError):
         return "no error body"
 
 
 def _short(exc: BaseException) -> str:
     text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
+    return clip(text) if text else type(exc).__name__
 
 
 __all__ = ["AUDIT_QUERY_BODY", "AUDIT_QUERY_HEADER", "AuditQuery", "LinkTarget",

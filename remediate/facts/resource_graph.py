@@ -36,6 +36,7 @@ from typing import Any
 
 from ..armid import is_vault_name, parse_hsm_id, parse_vault_id
 from ..clouds import CLOUDS, Cloud
+from ..errors import clip
 
 API_VERSION = "2022-10-01"
 VAULT_TYPE = "microsoft.keyvault/vaults"
@@ -160,6 +161,6 @@ def error_summary(exc: Any) -> str:
     code = getattr(err, "code", None) or getattr(exc, "error_code", None) or type(exc).__name__
     details = [str(getattr(d, "code", "")) for d in (getattr(err, "details", None) or []) if getattr(d, "code", "")]
     status = getattr(exc, "status_code", None)
-    first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+    first = clip(str(exc), 160)
     return " ".join(x for x in (str(status) if status else "", str(code),
                                 f"({', '.join(details)})" if details else "", f"- {first}" if first else "") if x)

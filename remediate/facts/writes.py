@@ -21,7 +21,7 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
-from ..errors import ApplyError
+from ..errors import ApplyError, clip
 from .arm import ArmFacts
 
 _VAULT = re.compile(r"^/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/Microsoft\.KeyVault/vaults/([^/]+)",
@@ -82,7 +82,7 @@ def _fail(what: str, exc: Exception) -> ApplyError:
     todo = {401: "check the function's credential", 403: "give the function's identity the right to make this "
             "change (see infra/README.md: apply mode)", 400: "check the plan's ids", 404: "the target no longer "
             "exists; re-run the diagnosis"}.get(status or 0, "retry later; the change is idempotent")
-    first = str(exc).splitlines()[0][:200] if str(exc) else ""
+    first = clip(str(exc), 200)
     return ApplyError(f"{what}: {code} ({status or 'no response'}) {first}; {todo}")
 
 
@@ -139,7 +139,7 @@ class ArmWriter:
             code = getattr(getattr(exc, "error", None), "code", "")
             if code == "RoleAssignmentExists" or exc.status_code == HTTPStatus.CONFLICT:
                 return WriteResult(False, rid, "the same role assignment already exists under another name: "
-                                   + (str(exc).splitlines()[0][:200] if str(exc) else code), conflict=True)
+                                   + (clip(str(exc), 200) or code), conflict=True)
             raise _fail(f"assigning {role_definition_id} to {principal_id} at {scope}", exc) from exc
         except (HttpResponseError, ClientAuthenticationError, *_TRANSIENT) as exc:
             raise _fail(f"assigning {role_definition_id} to {principal_id} at {scope}", exc) from exc
@@ -221,7 +221,7 @@ class ArmWriter:
             got = await self.facts.authorization_client().role_assignment_schedule_requests.create(scope, name, body)
         except HttpResponseError as exc:
             code = str(getattr(getattr(exc, "error", None), "code", "") or "")
-            message = str(getattr(getattr(exc, "error", None), "message", "") or "")[:300]
+            message = clip(str(getattr(getattr(exc, "error", None), "message", "") or ""))
             if exc.status_code == HTTPStatus.BAD_REQUEST and code == "RoleAssignmentExists":
                 return PimResult("exists", rid, code, message or "The Role assignment already exists.")
             if exc.status_code == HTTPStatus.BAD_REQUEST and code == "RoleAssignmentRequestPolicyValidationFailed":

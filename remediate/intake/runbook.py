@@ -100,7 +100,9 @@ def parse_runbook(name: str, obj: dict[str, Any]) -> Outcome:
     if req.operation is not None:
         op = catalog.operation(text(req.operation) or "")
         if op is None:
-            raise InputError(name, _PROBLEMS["operation"].format(value=req.operation))
+            near = catalog.nearest_operations(text(req.operation) or "")   # catalogue names only, never the input
+            hint = f"; did you mean {' or '.join(near)}?" if near else "; `kv-remediate operations` lists them all"
+            raise InputError(name, _PROBLEMS["operation"].format(value=req.operation) + hint)
         operation = op.name
 
     ref: ObjectRef | None = None

@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     from ..service import DiagnosisStats
 
 WIDTH = 120   # the terminal width text output is laid out for (a narrower terminal wraps lines, nothing is cut)
-_TYPE_WORDS = {"serviceprincipal": "service principal", "user": "user", "group": "group", "app": "application"}
+TYPE_WORDS = {"serviceprincipal": "service principal", "user": "user", "group": "group", "app": "application"}
+"""A principal's type (Graph's, or the token's ``idtyp``) in words: the same in the text and in the JSON's
+``explanation`` sentence."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ def _type_word(f: Finding) -> str | None:
     p = f.evidence.principal
     plan_type = getattr(f.plan, "principal_type", None)
     kind = (p.type if p is not None else None) or plan_type or f.denial.principal.kind
-    return _TYPE_WORDS.get(str(kind).lower()) if kind else None
+    return TYPE_WORDS.get(str(kind).lower()) if kind else None
 
 
 def _name(f: Finding, names: Names) -> str | None:
@@ -378,6 +380,11 @@ def apply_summary(findings: Sequence[Finding], requested: bool, snapshot: bool =
         parts.append(f"no grant needed {counts['no_plan']}")
         head = "remediate --apply: " + ", ".join(parts)
     lines = wrap_text(head, "  ")
+    repeated = [f.outcome.grant_id for f in findings if f.outcome is not None and f.outcome.repeats]
+    if requested and repeated:
+        lines += wrap_text(f"{len(repeated)} of the applied were the same write as an earlier grant, made again "
+                           "(the emulator starts from the snapshot each run): counted on that grant's record ("
+                           + ", ".join(str(g) for g in repeated) + "), not recorded twice", "  ")
     changed = counts["applied"] + counts["pending_approval"]
     if snapshot and requested and changed and not snapshot_out:
         lines += wrap_text(f"note: {changed} change(s) were made in the bundled emulator only, and are gone now that "

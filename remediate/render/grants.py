@@ -3,12 +3,11 @@ removed, in words). Pure: the records, the revocation results and the time are g
 
 from __future__ import annotations
 
-import ast
-import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from ..outcome import Revocation
 from ..store.grants import GrantRecord
 from .findings import WIDTH, wrap_text
 from .table import aligned
@@ -85,62 +84,49 @@ def grants_table(records: Sequence[GrantRecord], now: datetime, names: dict[str,
     for i, r in enumerate(records, 1):
         ids.append(f"{i:>2}  grant {r.id}  {r.time:%Y-%m-%d %H:%M}  principal {r.principal_id or '-'}")
         ids += wrap_text(r.scope or r.vault_id or "no scope recorded", "  ", width)
+        where = "in the bundled emulator (--snapshot)" if r.in_emulator else ""
+        if r.repeats:
+            ids += wrap_text(f"the same write made {r.repeats + 1} times, first {r.first_time or r.time:%Y-%m-%d %H:%M}"
+                             f", latest {r.time:%Y-%m-%d %H:%M}" + (f", {where}" if where else ""), "  ", width)
+        elif where:
+            ids += wrap_text(f"made {where}", "  ", width)
     return head + "\n\nids (for `kv-remediate revoke --grant ID`):\n" + "\n".join(ids)
 
 
-_REMOVED = re.compile(r"^removed (\{.*\}) from the entry$")
-
-
-def _removed_permissions(detail: str) -> dict[str, list[str]] | None:
-    """The permissions ``apply.revoke`` says it removed (its detail quotes them as a literal)."""
-    m = _REMOVED.match(detail)
-    if not m:
-        return None
-    try:
-        value = ast.literal_eval(m.group(1))
-    except (ValueError, SyntaxError):
-        return None
-    if isinstance(value, dict) and all(isinstance(v, list) for v in value.values()):
-        return {str(k): [str(p) for p in v] for k, v in value.items()}
-    return None
-
-
-def revocation_text(result: dict[str, Any], record: GrantRecord | None, names: dict[str, str] | None = None) -> str:
+def revocation_text(result: Revocation, record: GrantRecord | None, names: dict[str, str] | None = None) -> str:
     """One revocation in words: which grant, on which vault, for whom, and exactly what was removed."""
-    gid = result.get("grant_id")
     who = principal_words(record, names) if record is not None else None
     if record is not None and record.principal_id and who and record.principal_id not in who:
         who += f" ({record.principal_id})"
-    on = f" on vault {_vault(record.vault_id)}" if record is not None and record.vault_id else ""
-    head = f"grant {gid}" if gid else f"vault {_vault(str(result.get('vault')))}"
-    if "reconciled" in result:
-        if not result["reconciled"]:
-            return f"{head}{on}: left open, could not be settled: {result.get('error')}"
-        return f"{head}{on}: settled as {result['reconciled']}: {result.get('detail')}"
-    if not result.get("revoked"):
-        return f"{head}{on}: not revoked: {result.get('reason') or result.get('error')}"
-    detail = str(result.get("detail") or "")
-    removed = _removed_permissions(detail)
-    if removed is not None:
-        did = f"removed {permissions_words(removed)} from the access-policy entry of {who}{on}"
-    elif detail.startswith("deleted role assignment") and record is not None:
-        did = (f"deleted the role assignment of {what(record)} to {who} at {_where(record)} "
-               f"({detail.removeprefix('deleted role assignment ')})")
+    vault_id = record.vault_id if record is not None and record.vault_id else result.vault
+    on = f" on vault {_vault(vault_id)}" if vault_id else ""
+    head = f"grant {result.grant_id}" if result.grant_id else f"vault {_vault(result.vault)}"
+    if result.kind == "reconcile":
+        if not result.reconciled:
+            return f"{head}{on}: left open, could not be settled: {result.error}"
+        return f"{head}{on}: settled as {result.reconciled}: {result.detail}"
+    if not result.revoked:
+        return f"{head}{on}: not revoked: {result.reason or result.error}"
+    if result.removed:
+        did = (f"removed {permissions_words({k: list(v) for k, v in result.removed.items()})} from the "
+               f"access-policy entry of {who or result.principal}{on}")
+    elif result.deleted and result.kind == "revoke" and record is not None:
+        did = f"deleted the role assignment of {what(record)} to {who} at {_where(record)} ({result.assignment_id})"
     else:
-        did = detail or "revoked"
+        did = result.detail or "revoked"
         if who:
             did += f" (grantee {who}{on})"
     return f"{head}: {did}"
 
 
-def revocations_text(results: Sequence[dict[str, Any]], records: dict[str, GrantRecord],
+def revocations_text(results: Sequence[Revocation], records: dict[str, GrantRecord],
                      names: dict[str, str] | None = None, width: int = WIDTH) -> str:
     """Every revocation, one wrapped paragraph each, then a count."""
     if not results:
         return "nothing to revoke"
-    out = ["\n".join(wrap_text(revocation_text(r, records.get(str(r.get("grant_id"))), names), "    ", width, ""))
+    out = ["\n".join(wrap_text(revocation_text(r, records.get(str(r.grant_id)), names), "    ", width, ""))
            for r in results]
-    done = sum(1 for r in results if r.get("revoked"))
-    settled = sum(1 for r in results if r.get("reconciled"))
+    done = sum(1 for r in results if r.revoked)
+    settled = sum(1 for r in results if r.reconciled)
     out.append(f"{done} revoked, {settled} settled, {len(results) - done - settled} left as they were")
     return "\n".join(out)

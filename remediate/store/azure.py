@@ -31,7 +31,7 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
-from ..errors import ConfigError, InputError, StorageError
+from ..errors import ConfigError, InputError, StorageError, clip
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -133,44 +133,104 @@ def async_credential(settings: StorageSettings) -> AsyncTokenCredential:
     return async_default_credential(settings.client_id)
 
 
+STORAGE_SETTINGS = "AzureWebJobsStorage (the function app) or KV_REMEDIATE_STORAGE (the CLI)"
+"""The settings that name the storage account, for advice (the message says which endpoint it reached for)."""
+
+
+def _api_version_refused(exc: HttpResponseError) -> bool:
+    """Azurite answering a storage SDK newer than itself: 400 InvalidHeaderValue naming the API version."""
+    text = str(exc).lower()
+    return "api version" in text and ("not supported" in text or "azurite" in text)
+
+
+def storage_failure(action: str, target: str, exc: BaseException) -> StorageError:
+    """A storage SDK exception as a StorageError whose advice fits the cause (never cut mid-word)."""
+    why = _short(exc)
+    if isinstance(exc, ClientAuthenticationError):
+        return StorageError(
+            f"{action} on {target} was refused: our credentials were not accepted ({why}). Check the account key in "
+            f"the connection string ({STORAGE_SETTINGS}), or grant the app's identity 'Storage Table Data "
+            "Contributor' and 'Storage Queue Data Contributor' on the account")
+    if isinstance(exc, ServiceRequestError | ServiceResponseError):
+        return StorageError(
+            f"{action} on {target} failed: the storage endpoint could not be reached ({why}). Is storage running "
+            f"there? {STORAGE_SETTINGS} points at it: start the storage account's emulator (Azurite) there, or "
+            "correct the setting")
+    if isinstance(exc, HttpResponseError):
+        status = exc.status_code if exc.status_code is not None else "no status"
+        code = getattr(exc, "error_code", None) or "unknown error code"
+        head = f"{action} on {target} failed with HTTP {status} ({code}): {why}"
+        if _api_version_refused(exc):
+            return StorageError(
+                f"{action} on {target} was refused by Azurite: it does not support the API version of this storage "
+                "SDK. Start Azurite with --skipApiVersionCheck (as `make test` does), or "
+                "upgrade it (npm install azurite@latest)")
+        if status == 403:
+            return StorageError(
+                f"{head}. The account refused this identity or this network: grant the app's identity 'Storage "
+                "Table Data Contributor' and 'Storage Queue Data Contributor', or allow this network in the "
+                "account's firewall")
+        if code in ("TableNotFound", "QueueNotFound", "ResourceNotFound") or status == 404:
+            return StorageError(
+                f"{head}. The table or queue does not exist: deploy infra/ (it creates them) or check the account "
+                f"{STORAGE_SETTINGS} names")
+        if isinstance(status, int) and status >= 500:
+            return StorageError(f"{head}. The storage service failed or is busy: retry; if it persists, check the "
+                                "storage account's health")
+        return StorageError(f"{head}. Check the request and the account's configuration; retry once it is fixed")
+    return StorageError(f"{action} on {target} failed ({why})")
+
+
+def storage_cause(exc: BaseException) -> str:
+    """Why storage could not be used and what to do, without the endpoint or the exception's text (for the
+    anonymous /api/health, which names settings but never their values)."""
+    if isinstance(exc, ClientAuthenticationError):
+        return ("the account did not accept our credentials: check the account key in the connection string, or the "
+                "identity's 'Storage Table Data Contributor' and 'Storage Queue Data Contributor' roles")
+    if isinstance(exc, ServiceRequestError | ServiceResponseError):
+        return "the storage endpoint did not answer: is storage (or Azurite) running where the setting points?"
+    if isinstance(exc, HttpResponseError):
+        if _api_version_refused(exc):
+            return ("Azurite does not support this storage SDK's API version: start it with --skipApiVersionCheck or "
+                    "upgrade it (npm install azurite@latest)")
+        if exc.status_code == 403:
+            return ("the account refused this identity or this network (HTTP 403): check the identity's data roles "
+                    "and the account's firewall")
+        return f"storage answered HTTP {exc.status_code} ({getattr(exc, 'error_code', None) or 'no error code'})"
+    return f"storage could not be used ({type(exc).__name__})"
+
+
 @contextmanager
 def storage_errors(action: str, target: str) -> Iterator[None]:
     """Translate Azure SDK exceptions raised inside the block into :class:`StorageError` (``from exc``)."""
     try:
         yield
-    except ClientAuthenticationError as exc:
-        raise StorageError(
-            f"{action} on {target} was refused: our credentials were not accepted ({_short(exc)}). Check the "
-            "account key in the connection string, or grant the app's identity 'Storage Table Data Contributor' "
-            "and 'Storage Queue Data Contributor' on the account") from exc
-    except (ServiceRequestError, ServiceResponseError) as exc:
-        raise StorageError(
-            f"{action} on {target} failed: the storage endpoint could not be reached ({_short(exc)}). Check the "
-            f"{DEFAULT_PREFIX} settings and that the storage account (or Azurite) is running") from exc
-    except HttpResponseError as exc:
-        status = exc.status_code if exc.status_code is not None else "no status"
-        code = getattr(exc, "error_code", None) or "unknown error code"
-        raise StorageError(
-            f"{action} on {target} failed with HTTP {status} ({code}): {_short(exc)}. Retry; if it persists, "
-            "check the storage account's health and firewall") from exc
+    except (ClientAuthenticationError, ServiceRequestError, ServiceResponseError, HttpResponseError) as exc:
+        raise storage_failure(action, target, exc) from exc
 
 
 def _short(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    return clip(str(exc)) or type(exc).__name__
 
 
-def table_service_client(settings: StorageSettings) -> TableServiceClient:
-    """A Table service client for ``settings``."""
+def target_of(client: Any, what: str) -> str:
+    """``what`` (e.g. "table 'grants'") with the endpoint its client talks to, for the error's "where"."""
+    url = str(getattr(client, "url", "") or "")
+    return f"{what} at {url.split('?', 1)[0]}" if url else what
+
+
+def table_service_client(settings: StorageSettings, **kw: Any) -> TableServiceClient:
+    """A Table service client for ``settings`` (``kw``: azure-core options, e.g. ``retry_total``, timeouts)."""
     from azure.data.tables import TableServiceClient
 
     if settings.connection_string is not None:
         try:
-            return TableServiceClient.from_connection_string(settings.connection_string)
+            return TableServiceClient.from_connection_string(settings.connection_string, **kw)
         except ValueError as exc:
             raise ConfigError(f"setting {settings.setting}: unusable connection string ({exc})") from exc
     if not settings.table_service_uri:
         raise ConfigError(f"set {settings.setting}__tableServiceUri or {settings.setting}__accountName")
-    return TableServiceClient(endpoint=settings.table_service_uri, credential=_credential(settings))
+    return TableServiceClient(endpoint=settings.table_service_uri, credential=_credential(settings), **kw)
 
 
 def _service_url(settings: StorageSettings, service: str) -> str:
@@ -218,7 +278,7 @@ async def async_table_client(settings: StorageSettings, name: str, *,
     except ValueError as exc:
         raise ConfigError(f"setting {settings.setting}: unusable connection string ({exc})") from exc
     try:
-        with storage_errors("creating the table", f"table '{name}'"):
+        with storage_errors("creating the table", target_of(client, f"table '{name}'")):
             try:
                 await client.create_table()
             except ResourceExistsError:
@@ -229,12 +289,13 @@ async def async_table_client(settings: StorageSettings, name: str, *,
     return client
 
 
-def queue_service_client(settings: StorageSettings) -> QueueServiceClient:
-    """A Queue service client for ``settings`` (messages base64 encoded, as the Functions queue trigger expects)."""
+def queue_service_client(settings: StorageSettings, **kw: Any) -> QueueServiceClient:
+    """A Queue service client for ``settings`` (messages base64 encoded, as the Functions queue trigger expects;
+    ``kw``: azure-core options, e.g. ``retry_total``, timeouts)."""
     from azure.storage.queue import QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
     policies: dict[str, Any] = {"message_encode_policy": TextBase64EncodePolicy(),
-                                "message_decode_policy": TextBase64DecodePolicy()}
+                                "message_decode_policy": TextBase64DecodePolicy(), **kw}
     if settings.connection_string is not None:
         try:
             return QueueServiceClient.from_connection_string(settings.connection_string, **policies)
@@ -266,7 +327,7 @@ def async_queue_client(settings: StorageSettings, name: str, *,
 
 def table_client(service: TableServiceClient, name: str, *, create: bool = True) -> TableClient:
     """The client of table ``name``, creating the table when missing (idempotent, safe across instances)."""
-    with storage_errors("creating the table", f"table '{name}'"):
+    with storage_errors("creating the table", target_of(service, f"table '{name}'")):
         if create:
             try:
                 service.create_table(name)
@@ -282,7 +343,7 @@ def queue_client(service: QueueServiceClient, name: str = DENIALS_QUEUE, *, crea
     client = service.get_queue_client(name, message_encode_policy=TextBase64EncodePolicy(),
                                       message_decode_policy=TextBase64DecodePolicy())
     if create:
-        with storage_errors("creating the queue", f"queue '{name}'"):
+        with storage_errors("creating the queue", target_of(service, f"queue '{name}'")):
             try:
                 client.create_queue()
             except ResourceExistsError:

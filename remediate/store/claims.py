@@ -27,7 +27,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
 from ..errors import StorageError
-from .azure import storage_errors
+from .azure import storage_errors, target_of
 from .encoding import from_table_time, iso, parse_iso, utc
 from .sqlite import default_state_path, session
 
@@ -145,9 +145,12 @@ class TableClaimStore:
     async def close(self) -> None:
         await self._table.close()
 
+    def _target(self, row: str) -> str:
+        return target_of(self._table, f"table '{self._table.table_name}'") + f" row {row}"
+
     async def release(self, key: ClaimKey, claimant: str) -> bool:
         digest = key_hash(key)
-        with storage_errors("releasing a claim", f"table '{self._table.table_name}' row {digest}"):
+        with storage_errors("releasing a claim", self._target(digest)):
             try:
                 entity = await self._table.get_entity(digest[:2], digest)
             except ResourceNotFoundError:
@@ -205,7 +208,7 @@ class TableClaimStore:
         fresh_results, added = _outcomes(claimants, first, 1, won_now=True, digest=digest, expires=expires)
         fresh = {"PartitionKey": pk, "RowKey": rk, "winner": first, "claimed_at": now, "expires_at": expires,
                  "occurrences": 1 + added, "key": json.dumps(list(key), ensure_ascii=False)}
-        with storage_errors("claiming a denial tuple", f"table '{self._table.table_name}' row {rk}"):
+        with storage_errors("claiming a denial tuple", self._target(rk)):
             # Try the insert first, unless we know the record exists (then read it straight away).
             insert = digest not in self._known
             for attempt in range(self._max_attempts):

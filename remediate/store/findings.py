@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .azure import storage_errors
+from .azure import storage_errors, target_of
 from .encoding import from_table_time, iso, pack_json, parse_iso, unpack_json, utc
 from .sqlite import default_state_path, session
 
@@ -88,7 +88,7 @@ class TableFindingStore:
             entity["alert_id"] = alert_id
         if invocation_id is not None:
             entity["invocation_id"] = invocation_id
-        with storage_errors("recording a finding", f"table '{self._table.table_name}'"):
+        with storage_errors("recording a finding", target_of(self._table, f"table '{self._table.table_name}'")):
             await self._table.create_entity(entity)
         return row
 
@@ -96,7 +96,7 @@ class TableFindingStore:
         out: builtins.list[dict[str, Any]] = []
         if limit <= 0:
             return out
-        with storage_errors("listing findings", f"table '{self._table.table_name}'"):
+        with storage_errors("listing findings", target_of(self._table, f"table '{self._table.table_name}'")):
             async for entity in self._table.list_entities(results_per_page=min(limit, 1000)):
                 out.append({"id": entity["RowKey"], "time": iso(from_table_time(entity["time"])),
                             "alert_id": entity.get("alert_id"), "invocation_id": entity.get("invocation_id"),

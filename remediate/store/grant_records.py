@@ -20,7 +20,9 @@ OUTCOMES: tuple[str, ...] = get_args(Outcome)
 UNRESOLVED: tuple[str, ...] = ("pending", "pending_approval")
 """Outcomes whose write may still take effect in Azure: the reconciler reads Azure to settle them."""
 
-TIME_FIELDS = ("time", "expires_at", "revoked_at")
+TIME_FIELDS = ("time", "expires_at", "revoked_at", "first_time")
+EMULATOR = "emulator"
+"""``GrantRecord.backend`` of a grant made in the bundled emulator (``--snapshot``); None is live Azure."""
 
 
 def new_grant_id() -> str:
@@ -55,10 +57,15 @@ class GrantRecord:
     detail: str | None = None
     write_key: str | None = None       # the write's identity (see apply.write_key): one open grant per key
     requests: list[str] | None = None  # PIM schedule request ids sent for this grant (single-use in Azure)
+    backend: str | None = None         # where the write was made: None live Azure, "emulator" the bundled emulator
+    repeats: int = 0                   # how many more times this same write was made again under this record
+    first_time: datetime | None = None  # when a repeated write was first made (``time`` is the latest attempt)
 
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:
             raise ValueError(f"grant outcome must be one of {', '.join(OUTCOMES)} (got {self.outcome!r})")
+        if self.repeats is None:   # a record written before repeats were counted (a Table entity lacks the field)
+            object.__setattr__(self, "repeats", 0)
         for name in TIME_FIELDS:
             value = getattr(self, name)
             if value is not None:
@@ -68,6 +75,11 @@ class GrantRecord:
     def vault_key(self) -> str | None:
         """Case-insensitive vault identity (ARM ids are case-insensitive)."""
         return self.vault_id.lower() if self.vault_id else None
+
+    @property
+    def in_emulator(self) -> bool:
+        """Made in the bundled emulator: never revoked, settled or matched by a run against Azure (nor the reverse)."""
+        return self.backend == EMULATOR
 
     @property
     def is_open(self) -> bool:
@@ -119,8 +131,10 @@ class GrantStore(Protocol):
         """Stamp a grant revoked; True if this call did it, False if it already was (first revocation wins)."""
         ...
 
-    def count_applied_since(self, vault_id: str, since: datetime) -> int:
-        """Applied grants on ``vault_id`` at or after ``since`` (revoked ones count: they were made)."""
+    def count_applied_since(self, vault_id: str, since: datetime, backend: str | None = None) -> int:
+        """Applied grants on ``vault_id`` at or after ``since`` (revoked ones count: they were made), made in
+        ``backend`` (None: Azure; "emulator": the bundled emulator's grants never count against Azure's, nor the
+        reverse)."""
         ...
 
     def begin(self, record: GrantRecord) -> GrantRecord:

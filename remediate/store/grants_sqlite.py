@@ -171,8 +171,9 @@ class SqliteGrantStore:
             conn.execute("DELETE FROM grant_keys WHERE grant_id = ?", (id,))
             return True
 
-    def count_applied_since(self, vault_id: str, since: datetime) -> int:
+    def count_applied_since(self, vault_id: str, since: datetime, backend: str | None = None) -> int:
         with session(self.path, "counting recent grants") as conn:
             row = conn.execute("SELECT COUNT(*) AS n FROM grants WHERE vault_key = ? AND outcome = 'applied'"
-                               " AND time >= ?", (vault_id.lower(), iso(utc(since, "since")))).fetchone()
+                               " AND time >= ? AND COALESCE(json_extract(record, '$.backend'), '') = ?",
+                               (vault_id.lower(), iso(utc(since, "since")), backend or "")).fetchone()
         return int(row["n"])

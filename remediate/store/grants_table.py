@@ -12,7 +12,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
 from ..errors import StorageError
-from .azure import storage_errors
+from .azure import storage_errors, target_of
 from .encoding import from_table_time, iso, pack_json, unpack_json, utc
 from .grant_records import TIME_FIELDS, UNRESOLVED, GrantRecord, check_outcome, exists_error, key_hash, not_found
 
@@ -44,7 +44,7 @@ class TableGrantStore:
         self._table = table
 
     def _target(self, id: str | None = None) -> str:
-        return f"table '{self._table.table_name}'" + (f" row {id}" if id else "")
+        return target_of(self._table, f"table '{self._table.table_name}'") + (f" row {id}" if id else "")
 
     @staticmethod
     def _entity(record: GrantRecord) -> dict[str, Any]:
@@ -289,10 +289,11 @@ class TableGrantStore:
         raise StorageError(f"marking grant {id} revoked on {self._target()} did not settle after 100 conditional "
                            "writes; retry")
 
-    def count_applied_since(self, vault_id: str, since: datetime) -> int:
+    def count_applied_since(self, vault_id: str, since: datetime, backend: str | None = None) -> int:
         with storage_errors("counting recent grants", self._target()):
             entities = self._table.query_entities(
                 "PartitionKey eq @pk and vault_key eq @vault and outcome eq 'applied' and time ge @since",
                 parameters={"pk": _PARTITION, "vault": vault_id.lower(), "since": utc(since, "since")},
-                select=["RowKey"])
-            return sum(1 for _ in entities)
+                select=["RowKey", "backend"])
+            # a record of Azure's has no backend property (None is not stored), which a Table filter cannot ask for
+            return sum(1 for e in entities if (e.get("backend") or None) == (backend or None))

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 from azure.core.exceptions import ResourceNotFoundError
 
 from ..armid import is_vault_name, parse_hsm_id, parse_vault_id
-from .azure import storage_errors
+from .azure import storage_errors, target_of
 from .encoding import from_table_time
 
 if TYPE_CHECKING:
@@ -114,7 +114,7 @@ class TableVaultIndex:
     async def get(self, scope: str, name: str) -> str | None:
         if not is_vault_name(name):
             return None
-        with storage_errors("reading the vault index", f"table '{self._table.table_name}'"):
+        with storage_errors("reading the vault index", self._target()):
             try:
                 entity = await self._table.get_entity(partition_key(scope), name.lower())
             except ResourceNotFoundError:
@@ -133,13 +133,16 @@ class TableVaultIndex:
 
         entity = {"PartitionKey": partition_key(scope), "RowKey": name.lower(), "ResourceId": resource_id,
                   "ResolvedAt": self._now()}
-        with storage_errors("writing the vault index", f"table '{self._table.table_name}'"):
+        with storage_errors("writing the vault index", self._target()):
             await self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+    def _target(self) -> str:
+        return target_of(self._table, f"table '{self._table.table_name}'")
 
     async def forget(self, scope: str, name: str) -> None:
         if not is_vault_name(name):
             return
-        with storage_errors("deleting from the vault index", f"table '{self._table.table_name}'"):
+        with storage_errors("deleting from the vault index", self._target()):
             await self._table.delete_entity(partition_key(scope), name.lower())
 
 

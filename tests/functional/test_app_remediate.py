@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -109,7 +110,7 @@ def test_timer_revokes_expired_grants(app: App) -> None:
     # when the timer runs
     results = asyncio.run(revoke_due())
     # then the assignment we created is gone and the revocation is recorded
-    assert [r["revoked"] for r in results] == [True]
+    assert [r.revoked for r in results] == [True]
     assert _assignments_for(APP_ORDERS) == []
     assert "revoked" in {r.outcome for r in grants.list()}
 
@@ -127,3 +128,77 @@ def test_invalid_policy_refuses_to_act_and_health_says_why(broken: App) -> None:
     assert any(p["setting"] == "KV_REMEDIATE_POLICY" and "max_tier" in p["problem"] for p in health["problems"])
     assert _assignments_for(APP_ORDERS) == []
 
+
+
+def _secret_alert() -> bytes:
+    alert = (DEMO / "inputs" / "10_log_alert_v2.json").read_text()
+    return alert.replace('"KeySign"', '"SecretGet"').replace("/keys/orders-signing", "/secrets/orders-db").encode()
+
+
+def _failing_write(monkeypatch: pytest.MonkeyPatch, times: int) -> dict[str, int]:
+    """ARM answers the role assignment PUT with a 503 ``times`` times (the write never takes effect), then serves."""
+    from remediate.errors import AzureUnavailableError
+    from remediate.facts.writes import ArmWriter
+
+    original = ArmWriter.create_role_assignment
+    seen = {"calls": 0}
+
+    async def flaky(self: ArmWriter, *args: Any, **kwargs: Any) -> Any:
+        seen["calls"] += 1
+        if seen["calls"] <= times:
+            raise AzureUnavailableError("creating a role assignment: ARM answered 503 ServiceUnavailable (injected)")
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ArmWriter, "create_role_assignment", flaky)
+    return seen
+
+
+def test_a_failed_write_fails_the_invocation_and_the_retry_applies_exactly_once(
+        app: App, monkeypatch: pytest.MonkeyPatch) -> None:
+    # given ARM refusing the first role assignment PUT (503), then serving
+    seen = _failing_write(monkeypatch, times=1)
+    # when the SecretGet alert is queued and the worker drains it
+    app.post("/api/alerts", _secret_alert())
+    app.pump.drain(timeout=60)
+    # then the first invocation failed (the host retried the message), the retry applied, nothing was poisoned
+    assert (app.pump.failed, app.pump.processed, app.pump.poisoned) == (1, 1, 0) and seen["calls"] == 2
+    # and exactly one assignment exists, with one applied record (the failed attempt kept as failed)
+    assert len(_assignments_for(APP_ORDERS)) == 1
+    outcomes = sorted(r.outcome for r in services.get().grants().list())
+    assert outcomes == ["applied", "failed"]
+    # and both attempts were reported
+    assert sorted(f["finding"]["outcome"] for f in app.findings()) == ["applied", "failed"]
+
+
+def test_a_write_that_keeps_failing_is_poisoned_and_still_recorded(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
+    # given ARM refusing every role assignment PUT
+    seen = _failing_write(monkeypatch, times=1000)
+    # when the alert is queued and the worker drains it
+    app.post("/api/alerts", _secret_alert())
+    app.pump.drain(timeout=120)
+    # then every attempt failed, the message went to the poison queue after maxDequeueCount attempts
+    attempts = app.pump.max_dequeue_count
+    assert (app.pump.failed, app.pump.processed, app.pump.poisoned) == (attempts, 0, 1) and seen["calls"] == attempts
+    # and nothing was granted, every attempt is recorded as failed (no intent left pending), and reported
+    assert _assignments_for(APP_ORDERS) == []
+    records = services.get().grants().list()
+    assert len(records) == attempts and {r.outcome for r in records} == {"failed"}
+    assert all("503" in (r.detail or "") for r in records)
+    assert [f["finding"]["outcome"] for f in app.findings()] == ["failed"] * attempts
+
+
+def test_refused_and_already_granted_findings_complete_the_message(app: App) -> None:
+    # given the KeySign alert (refused by max_tier), the SecretGet alert (applied), then SecretGet on another secret
+    # of the vault (already granted, by that grant of ours: reported as it, adopted)
+    alert = (DEMO / "inputs" / "10_log_alert_v2.json").read_text()
+    app.post("/api/alerts", alert.encode())
+    app.post("/api/alerts", _secret_alert())
+    app.pump.drain(timeout=60)
+    app.post("/api/alerts", _secret_alert().replace(b"/secrets/orders-db", b"/secrets/orders-cache"))
+    app.pump.drain(timeout=60)
+    # then each message completed on its first attempt: refusals and granted access are decisions, not failures
+    outcomes = sorted((str(f["finding"]["cause"]), str(f["finding"]["outcome"]), bool(f["finding"].get("adopted")))
+                      for f in app.findings())
+    assert outcomes == [("ALREADY_GRANTED", "applied", True), ("MISSING_ROLE_ASSIGNMENT", "applied", False),
+                        ("MISSING_ROLE_ASSIGNMENT", "refused", False)], outcomes
+    assert app.pump.failed == 0 and app.pump.poisoned == 0 and app.pump.processed == 3

@@ -208,7 +208,7 @@ def test_a_cold_start_loads_no_validation_library() -> None:
 
     code = "import sys, function_app; print('msgspec' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[1]).stdout
+                         cwd=Path(__file__).resolve().parents[2]).stdout
     assert out.strip() == "False"
 
 

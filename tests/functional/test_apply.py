@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
@@ -12,12 +14,13 @@ from typing import Any
 
 import pytest
 
-from remediate.apply import revoke_expired
+from remediate.apply import revoke, revoke_expired
 from remediate.backends import EmulatorRun
 from remediate.cli import main
 from remediate.facts.writes import ArmWriter
 from remediate.intake import parse_inputs
-from remediate.store.grants import SqliteGrantStore
+from remediate.outcome import Revocation
+from remediate.store.grants import EMULATOR, GrantStore, SqliteGrantStore
 from tests.support.demo_apply import APPLY, LEGACY, NOW, PAY, SUB, TENANT, ctx, denial, entry_of, gid, run
 
 
@@ -128,7 +131,7 @@ def test_expired_grants_are_revoked_leaving_others_permissions(tmp_path: Path) -
             return results, emu.emulator.tenant()
     results, after = asyncio.run(go())
     # then our two grants are undone, and only ours
-    assert all(r["revoked"] for r in results) and len(results) == 2
+    assert all(r.revoked for r in results) and len(results) == 2
     assert assignments_of(after, gid("app-orders")) == []
     e = entry_of(after, "kv-legacy", gid("alice"))
     assert e is not None and sorted(e["permissions"]["secrets"]) == ["delete", "get", "list"]
@@ -208,3 +211,84 @@ def test_parse_errors_change_nothing(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 _ = parse_inputs
+
+
+def _two_writes() -> list[Any]:
+    """A role assignment (app-orders on kv-payments) and an access-policy add (alice on kv-legacy)."""
+    return [denial(gid("alice"), LEGACY, op="SecretSet", kind="user"), denial(gid("app-orders"), PAY)]
+
+
+def test_a_second_run_against_the_original_snapshot_counts_a_repeat_not_a_second_record(
+        tmp_path: Path, backend: Callable[[], GrantStore]) -> None:
+    # given two writes applied in the emulator (no --snapshot-out: the emulator's tenant is gone after the run)
+    policy = dict(APPLY, grant_ttl="PT8H", max_tier=2)
+    first = replace(ctx(tmp_path, policy), grants=backend(), backend=EMULATOR)
+    found1, _, _ = run(copy.deepcopy(TENANT), _two_writes(), first)
+    # when the same denials are applied again an hour later against the original snapshot (a fresh emulator)
+    later = replace(first, grants=backend(), now=NOW + timedelta(hours=1))
+    found2, _, after = run(copy.deepcopy(TENANT), _two_writes(), later)
+    # then both writes were made again in the emulator (it starts from the snapshot) under the same grant ids
+    assert [f["outcome"] for f in found1 + found2] == ["applied"] * 4
+    assert [f["grant_id"] for f in found2] == [f["grant_id"] for f in found1]
+    assert [f.get("repeats") for f in found2] == [1, 1] and all("made again" in f["detail"] for f in found2)
+    assert assignments_of(after, gid("app-orders")) and entry_of(after, "kv-legacy", gid("alice")) is not None
+    # and the store holds one record per write: repeat counted, first and latest time, expiry from the latest
+    records = sorted(backend().list(), key=lambda r: r.id)
+    assert len(records) == 2 and {r.outcome for r in records} == {"applied"}
+    assert all(r.repeats == 1 and r.first_time == NOW and r.time == NOW + timedelta(hours=1) for r in records)
+    assert all(r.expires_at == NOW + timedelta(hours=9) and r.backend == EMULATOR for r in records)
+    # and a third run within the same tenant (kept, as with --snapshot-out) adopts them: no write, no new count
+    found3, _, _ = run(after, _two_writes(), replace(later, grants=backend()))
+    assert [(f["outcome"], f.get("adopted")) for f in found3] == [("applied", True)] * 2
+    assert [r.repeats for r in backend().list()] == [1, 1]
+
+
+def test_emulator_and_azure_grants_are_never_mixed(tmp_path: Path, backend: Callable[[], GrantStore]) -> None:
+    # given a grant recorded as made in Azure (backend None) for app-orders' role on kv-payments, due to expire
+    policy = dict(APPLY, grant_ttl="PT1H")
+    live = replace(ctx(tmp_path, policy), grants=backend())
+    found_live, _, _ = run(copy.deepcopy(TENANT), [denial(gid("app-orders"), PAY)], live)
+    # when a --snapshot run applies the same write in the emulator
+    emu = replace(live, grants=backend(), backend=EMULATOR)
+    found_emu, _, _ = run(copy.deepcopy(TENANT), [denial(gid("app-orders"), PAY)], emu)
+    # then it is its own record (not a repeat, not an adoption of the Azure grant)
+    assert found_emu[0]["outcome"] == "applied" and found_emu[0]["grant_id"] != found_live[0]["grant_id"]
+    assert not found_emu[0].get("adopted") and not found_emu[0].get("repeats")
+    by_id = {r.id: r for r in backend().list()}
+    assert by_id[found_live[0]["grant_id"]].backend is None and by_id[found_emu[0]["grant_id"]].in_emulator
+
+    # when the emulator's expired grants are revoked two hours later
+    async def expire(backend_name: str | None) -> list[Revocation]:
+        with EmulatorRun(copy.deepcopy(TENANT)) as run_:
+            async with run_.facts() as facts:
+                return await revoke_expired(ArmWriter(facts), backend(), NOW + timedelta(hours=2),
+                                            backend=backend_name)
+    results = asyncio.run(expire(EMULATOR))
+    # then only the emulator's grant is touched; the Azure record stays applied and unrevoked
+    assert [r.grant_id for r in results] == [found_emu[0]["grant_id"]]
+    assert backend().get(found_live[0]["grant_id"]).revoked_at is None  # type: ignore[union-attr]
+    # and revoking the Azure grant from a --snapshot run is refused with what to run instead
+    rec = backend().get(found_live[0]["grant_id"])
+    assert rec is not None
+
+    async def cross() -> Revocation:
+        with EmulatorRun(copy.deepcopy(TENANT)) as run_:
+            async with run_.facts() as facts:
+                return await revoke(rec, ArmWriter(facts), backend(), NOW, backend=EMULATOR)
+    said = asyncio.run(cross())
+    assert said.revoked is False and "made in Azure" in (said.reason or "")
+
+
+def test_emulator_grants_never_use_azures_rate_budget(tmp_path: Path, backend: Callable[[], GrantStore]) -> None:
+    # given one grant per vault and hour, used by a grant recorded as made in Azure on kv-payments
+    policy = dict(APPLY, max_grants_per_hour=1)
+    live = replace(ctx(tmp_path, policy), grants=backend())
+    [made] = run(copy.deepcopy(TENANT), [denial(gid("app-orders"), PAY)], live)[0]
+    # when a --snapshot run grants another principal on the same vault (and, then, Azure a third)
+    [emu] = run(copy.deepcopy(TENANT), [denial(gid("app-reporting"), PAY)],
+                replace(live, grants=backend(), backend=EMULATOR))[0]
+    [again] = run(known(copy.deepcopy(TENANT), [gid("app-new")]), [denial(gid("app-new"), PAY)],
+                  replace(live, grants=backend()))[0]
+    # then the emulator had its own budget (slots and count), and Azure's stays spent by Azure's grant alone
+    assert made["outcome"] == "applied" and emu["outcome"] == "applied"
+    assert again["outcome"] == "refused" and again["refused_by"] == "max_grants_per_hour"

@@ -120,6 +120,17 @@ def test_names_are_the_same_in_demo_and_diagnose(tmp_path: Path, capsys: pytest.
     assert "kv-payments" in row and "KV-PAYMENTS" not in demo
 
 
+def test_the_json_explanation_names_the_caller_as_graph_does(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    # given app-orders named by object id alone (Graph is asked for its type, and gives its display name too)
+    code, out, _ = run(capsys, "diagnose", "--snapshot", tenant_file(tmp_path), "--principal", ORDERS, "--vault",
+                       "kv-payments", "--operation", "SecretGet", "--output", "json")
+    finding = json.loads(out)["findings"][0]
+    # then the explanation sentence names it by display name and type, not as "application <id>"
+    assert code == 0 and finding["evidence"]["principal"]["display_name"] == "app-orders (managed identity)"
+    assert finding["explanation"].startswith(f"app-orders (managed identity) (service principal {ORDERS}) has no role")
+
+
 def test_groups_in_the_evidence_tree_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # given app-billing, which holds its role through a group
     billing = PRINCIPALS["app-billing"]
@@ -316,3 +327,27 @@ def test_keep_going_processes_the_usable_inputs_and_lists_the_others(tmp_path: P
     # and parse takes it too
     code, out, _ = run(capsys, "parse", good, str(bad), "--keep-going", "--output", "json")
     assert code == 2 and len(json.loads(out)["denials"]) == 1
+
+
+def test_a_second_snapshot_apply_says_the_grants_were_made_again_and_records_them_once(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # given remediate --apply against a snapshot, without --snapshot-out (the changes are gone after the run)
+    state, tenant, policy = str(tmp_path / "s.db"), tenant_file(tmp_path), write_policy(tmp_path)
+    argv = ("remediate", *INPUTS, "--snapshot", tenant, "--policy", policy, "--apply", "--state", state)
+    run(capsys, *argv, "--output", "json")
+    first = json.loads(run(capsys, "grants", "--state", state, "--output", "json")[1])["grants"]
+    # when the same run is made again against the original snapshot
+    _, text, _ = run(capsys, *argv, "--output", "text")
+    again = json.loads(run(capsys, "grants", "--state", state, "--output", "json")[1])["grants"]
+    # then the text says the writes were made again and counted on their earlier grants
+    flat = " ".join(text.split())
+    applied = [g for g in first if g["outcome"] == "applied"]
+    assert applied and f"{len(applied)} of the applied were the same write as an earlier grant, made again" in flat
+    assert all(g["id"] in flat for g in applied)
+    # and the store has no second record of any applied write, each now counted twice
+    assert sorted(g["id"] for g in again if g["outcome"] == "applied") == sorted(g["id"] for g in applied)
+    assert all(g["repeats"] == 1 and g["backend"] == "emulator" for g in again if g["outcome"] == "applied")
+    # and `grants` says under each such grant that its write was made twice, in the emulator
+    listed = " ".join(run(capsys, "grants", "--state", state, "--output", "text")[1].split())
+    assert listed.count("the same write made 2 times, first ") == len(applied)
+    assert listed.count(", in the bundled emulator (--snapshot)") == len(applied)

@@ -23,7 +23,7 @@ import pytest
 from remediate.apply import GRACE, parse_label
 from remediate.errors import StorageError
 from remediate.facts.writes import ArmWriter
-from remediate.store.grants import GrantRecord, GrantStore, SqliteGrantStore
+from remediate.store.grants import EMULATOR, GrantRecord, GrantStore, SqliteGrantStore
 from tests.support.crash_world import KINDS, ORDERS, TTL, Kind, World
 from tests.support.demo_apply import APPLY, LEGACY, TENANT
 
@@ -246,7 +246,8 @@ def test_cli_revoke_reconcile_settles_and_revokes(tmp_path: Path, monkeypatch: p
     store = SqliteGrantStore(state)
     t0 = datetime.now(UTC)
     stray = GrantRecord(outcome="pending", time=t0, expires_at=t0 + TTL, vault_id=LEGACY["id"], principal_id=ORDERS,
-                        scope=LEGACY["id"], permissions_added={"secrets": ["get"]}, write_key="ap|x|y|secrets:get",
+                        scope=LEGACY["id"], permissions_added={"secrets": ["get"]},
+                        write_key="emulator|ap|x|y|secrets:get", backend=EMULATOR,   # left by a --snapshot run
                         detail="intent recorded; the write was not confirmed")
     store.begin(stray)
     # when `revoke --reconcile` runs after the expiry

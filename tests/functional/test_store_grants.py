@@ -14,7 +14,7 @@ from azure.data.tables import TableClient, TableServiceClient
 
 from remediate.errors import InputError, StorageError
 from remediate.store.azure import table_client
-from remediate.store.grants import GrantRecord, GrantStore, SqliteGrantStore, TableGrantStore
+from remediate.store.grants import EMULATOR, GrantRecord, GrantStore, SqliteGrantStore, TableGrantStore
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 VAULT = "/subscriptions/0000/resourceGroups/RG/providers/Microsoft.KeyVault/vaults/Contoso-KV"
@@ -137,6 +137,15 @@ def test_count_applied_since(store: GrantStore) -> None:
     assert store.count_applied_since(VAULT.upper(), T0) == 3
     assert store.count_applied_since(VAULT, T0 + timedelta(minutes=30)) == 2
     assert store.count_applied_since(VAULT, T0 + timedelta(minutes=51)) == 0
+
+
+def test_count_applied_since_keeps_emulator_and_azure_apart(store: GrantStore) -> None:
+    # given two grants made in Azure and one in the bundled emulator on the same vault id
+    for r in (applied(0), applied(10), replace(applied(20), backend=EMULATOR)):
+        store.add(r)
+    # then each backend counts only its own against max_grants_per_hour
+    assert store.count_applied_since(VAULT, T0) == 2
+    assert store.count_applied_since(VAULT, T0, EMULATOR) == 1
 
 
 def test_naive_times_are_refused() -> None:

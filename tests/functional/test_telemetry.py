@@ -27,6 +27,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from remediate import telemetry
 from remediate.cli import main
+from remediate.outcome import Revocation
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = resources.files("remediate").joinpath("demo")
@@ -75,7 +76,7 @@ def test_nothing_is_recorded_or_imported_without_enabling() -> None:
     telemetry.disable()
     telemetry.record_diagnosis([], 1.0, "cli", 0)
     telemetry.record_outcomes([], True, "cli")
-    telemetry.record_revocations([{"grant_id": "x", "revoked": True}])
+    telemetry.record_revocations([Revocation("x", revoked=True)])
     assert not telemetry.enabled()
 
 
@@ -117,9 +118,9 @@ def test_diagnose_and_remediate_record_findings_grants_refusals_and_duration(
 
 
 def test_revocations_are_counted_and_traced(recorded: Recorded) -> None:
-    telemetry.record_revocations([{"grant_id": "g1", "revoked": True, "detail": "deleted"},
-                                  {"grant_id": "g2", "revoked": False, "reason": "record is 'refused'"},
-                                  {"grant_id": "g3", "reconciled": "abandoned"}])
+    telemetry.record_revocations([Revocation("g1", revoked=True, detail="deleted"),
+                                  Revocation("g2", reason="record is 'refused'"),
+                                  Revocation("g3", "reconcile", reconciled="abandoned")])
     assert recorded.sums("kv_remediate.revocations", "outcome") == Counter(
         {"revoked": 1, "not_revoked": 1, "reconciled": 1})
     spans = [dict(s.attributes or {}) for s in recorded.spans.get_finished_spans() if s.name == "kv-remediate revoke"]
@@ -182,3 +183,19 @@ def test_with_the_setting_the_app_configures_azure_monitor_on_first_use_only() -
     # then the import did not load it, the first use did, with the SDK's providers, and nothing left the machine
     assert (before, enabled) == ("False", "True") and provider.startswith("opentelemetry.sdk.metrics")
     assert tried == "[]" and last == "at-exit []"
+
+
+@pytest.mark.parametrize(("revocation", "keys"), [
+    (Revocation("g", revoked=True, removed={"secrets": ("get",)}, detail="removed {'secrets': ['get']} from the entry"),
+     ["grant_id", "revoked", "detail"]),
+    (Revocation("g", reason="already revoked"), ["grant_id", "revoked", "reason"]),
+    (Revocation("g", error="ARM answered 503"), ["grant_id", "revoked", "error"]),
+    (Revocation("g", "reconcile", reconciled="abandoned", detail="not in Azure"), ["grant_id", "reconciled", "detail"]),
+    (Revocation("g", "reconcile", error="ARM answered 503"), ["grant_id", "reconciled", "error"]),
+    (Revocation(None, "sweep", vault="/subscriptions/s/v", error="403"), ["vault", "revoked", "error"]),
+    (Revocation("g", "sweep", revoked=True, assignment_id="/a", deleted=True, detail="deleted"),
+     ["grant_id", "assignment_id", "revoked", "detail"]),
+])
+def test_a_revocation_keeps_the_json_keys_of_revoke_output_json(revocation: Revocation, keys: list[str]) -> None:
+    # given a typed revocation, when shown as JSON, then it has exactly the keys `revoke --output json` always had
+    assert list(revocation.to_dict()) == keys

@@ -91,8 +91,11 @@ class Azurite:
         self.workdir.cleanup()
 
 
-def start_azurite(timeout: float = 30.0, attempts: int = 3) -> Azurite:
+def start_azurite(timeout: float = 30.0, attempts: int = 3, *, skip_api_version_check: bool = True) -> Azurite:
     """Start Azurite on free loopback ports and return once blob, queue and table ports accept connections.
+
+    ``skip_api_version_check=False`` leaves out ``--skipApiVersionCheck``: Azurite then refuses storage SDKs newer
+    than itself, as a user's plain ``npx azurite`` does (for the tests of that error's advice).
 
     Ports are picked free just before the start; a lost race (port taken meanwhile) is retried with new ports.
     """
@@ -113,6 +116,8 @@ def start_azurite(timeout: float = 30.0, attempts: int = 3) -> Azurite:
             "--tableHost", "127.0.0.1", "--tablePort", str(table),
             "--inMemoryPersistence", "--disableTelemetry", "--skipApiVersionCheck", "--silent", "--loose",
         ]
+        if not skip_api_version_check:
+            args.remove("--skipApiVersionCheck")
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    cwd=workdir.name)
         log.close()

@@ -80,7 +80,8 @@ class World:
     def timer(self, at: timedelta) -> list[dict[str, Any]]:
         async def go() -> list[dict[str, Any]]:
             async with self.emu.facts() as facts:
-                return await reconcile(ArmWriter(facts), self.grants(), self.t0 + at, actor="timer")
+                return [r.to_dict() for r in await reconcile(ArmWriter(facts), self.grants(), self.t0 + at,
+                                                             actor="timer")]
         return asyncio.run(go())
 
     def held(self) -> int:

@@ -26,6 +26,7 @@ from remediate.apply import reconcile
 from remediate.emulator import Emulator
 from remediate.facts.arm import ArmFacts
 from remediate.facts.writes import ArmWriter
+from remediate.outcome import Revocation
 from remediate.store.grants import TableGrantStore
 from tests.support.app import ROOT
 from tests.support.demo_apply import APPLY, TENANT, gid
@@ -88,14 +89,14 @@ def test_sigkill_mid_apply_then_rerun_then_timer(tmp_path: Path, azurite: str,
         assert record.expires_at is not None and abs(record.expires_at - (t0 + TTL)) < timedelta(seconds=30)
 
         # when the revocation timer runs after the expiry
-        async def timer() -> list[dict[str, Any]]:
+        async def timer() -> list[Revocation]:
             async with ArmFacts(emu.async_credential(), TENANT["subscriptions"], arm_url=emu.base_url,
                                 graph_url=emu.base_url, connection_verify=emu.ca_file,
                                 transport_factory=emu.async_transport) as facts:
                 return await reconcile(ArmWriter(facts), store, record.expires_at + timedelta(minutes=5))
         results = asyncio.run(timer())
         # then the assignment is gone and the trail is: the grant (revoked) and its revocation
-        assert [r.get("revoked") for r in results] == [True]
+        assert [r.revoked for r in results] == [True]
         assert ours(emu) == []
         assert sorted((r.outcome, r.revoked_at is not None) for r in store.list()) == [
             ("applied", True), ("revoked", True)]

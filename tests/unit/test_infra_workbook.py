@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from pycep import BicepParser
 
 from remediate import telemetry
+from remediate.outcome import Revocation
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 WORKBOOK: dict[str, Any] = json.loads((INFRA / "modules" / "workbook.json").read_text(encoding="utf-8"))
@@ -69,7 +70,7 @@ def test_every_name_the_workbook_reads_is_one_the_app_records() -> None:
     tracers.add_span_processor(SimpleSpanProcessor(spans))
     telemetry.enable(MeterProvider(metric_readers=[reader]), tracers)
     try:
-        telemetry.record_revocations([{"grant_id": "g", "revoked": True}])
+        telemetry.record_revocations([Revocation("g", revoked=True)])
         telemetry.record_diagnosis([], 1.0, "app", 0)
         telemetry.record_outcomes([], True, "app")
     finally:

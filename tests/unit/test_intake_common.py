@@ -205,3 +205,25 @@ def test_text_signals_find_exactly_what_each_pattern_finds(parts: list[str]) -> 
     # then they are exactly the signals whose own pattern matches the text as it is
     expected = frozenset(signal for signal, pattern in message._TEXT_SIGNALS if pattern.search(blob))
     assert message._text_signals(blob) == expected
+
+
+@pytest.mark.parametrize(("spelled", "suggested"), [("decrypt", "KeyDecrypt"), ("SecretGett", "SecretGet")])
+def test_a_runbook_request_with_a_wrong_operation_name_suggests_the_nearest(spelled: str, suggested: str) -> None:
+    # given a runbook request naming an operation the catalogue does not know
+    from remediate.errors import InputError
+    from remediate.intake.runbook import parse_runbook
+
+    # when it is parsed, then it is refused, naming the nearest catalogue names as the --operation flag does
+    with pytest.raises(InputError) as err:
+        parse_runbook("req.json", {"principal_id": G, "vault": "kv-payments", "operation": spelled})
+    assert f"is not a Key Vault operation name (e.g. SecretGet, KeyDecrypt); did you mean {suggested}" \
+        in err.value.message
+
+
+def test_a_runbook_operation_with_no_near_name_points_at_the_list() -> None:
+    from remediate.errors import InputError
+    from remediate.intake.runbook import parse_runbook
+
+    with pytest.raises(InputError) as err:
+        parse_runbook("req.json", {"principal_id": G, "vault": "kv-payments", "operation": "zzzzzz"})
+    assert "did you mean" not in err.value.message and "`kv-remediate operations` lists them all" in err.value.message

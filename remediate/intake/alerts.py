@@ -45,6 +45,7 @@ _QUERY_RANGE = re.compile(r"(?:httpStatusCode_d|HttpStatusCode)\s*(?:>=?|<=?|!=|
 _TABLE = re.compile(r"\s{0,64}(?:let [^;]{0,1024};\s{0,64}){0,32}([A-Za-z_][A-Za-z0-9_]{0,127})")
 _METRIC_KINDS = {"singleresourcemultiplemetriccriteria", "multipleresourcemultiplemetriccriteria",
                  "dynamicthresholdcriteria", "webtestlocationavailabilitycriteria"}
+_MAX_TIMESTAMP = 40  # longest alert window timestamp accepted (ISO 8601 with 7 fractional digits and an offset)
 _STATUS_METRICS = {"serviceapiresult", "availability", "serviceapilatency"}
 
 
@@ -124,7 +125,7 @@ def search_results_window(payload: Any) -> tuple[str, str] | None:
     for start_key, end_key, where in (("windowstarttime", "windowendtime", cond),
                                       ("searchintervalstarttimeutc", "searchintervalendtimeutc", lk)):
         start, end = text(where.get(start_key)), text(where.get(end_key))
-        if start and end and len(start) <= 40 and len(end) <= 40:
+        if start and end and len(start) <= _MAX_TIMESTAMP and len(end) <= _MAX_TIMESTAMP:
             return start, end
     return None
 

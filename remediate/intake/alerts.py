@@ -45,6 +45,7 @@ _QUERY_RANGE = re.compile(r"(?:httpStatusCode_d|HttpStatusCode)\s*(?:>=?|<=?|!=|
 _TABLE = re.compile(r"\s{0,64}(?:let [^;]{0,1024};\s{0,64}){0,32}([A-Za-z_][A-Za-z0-9_]{0,127})")
 _METRIC_KINDS = {"singleresourcemultiplemetriccriteria", "multipleresourcemultiplemetriccriteria",
                  "dynamicthresholdcriteria", "webtestlocationavailabilitycriteria"}
+_MAX_TIMESTAMP = 40  # longest alert window timestamp accepted (ISO 8601 with 7 fractional digits and an offset)
 _STATUS_METRICS = {"serviceapiresult", "availability", "serviceapilatency"}
 
 
@@ -124,7 +125,7 @@ def search_results_window(payload: Any) -> tuple[str, str] | None:
     for start_key, end_key, where in (("windowstarttime", "windowendtime", cond),
                                       ("searchintervalstarttimeutc", "searchintervalendtimeutc", lk)):
         start, end = text(where.get(start_key)), text(where.get(end_key))
-        if start and end and len(start) <= 40 and len(end) <= 40:
+        if start and end and len(start) <= _MAX_TIMESTAMP and len(end) <= _MAX_TIMESTAMP:
             return start, end
     return None
 
@@ -243,7 +244,7 @@ def _rows_to_fetch(out: Outcome, link: str | None, payload: Any, note: str) -> N
         out.rows_to_fetch(RowsLink(link, search_results_window(payload), note))
 
 
-def _log_v1(name: str, ess: Essentials, ctx: dict[str, Any], source: str, results: Any,
+def _log_v1(name: str, ess: Essentials, ctx: dict[str, Any], source: str, *, results: Any,
             vault_ids: list[str], payload: Any) -> Outcome:
     lk = lower_keys(ctx)
     query = text(lk.get("searchquery"))
@@ -288,7 +289,7 @@ def _log_v1(name: str, ess: Essentials, ctx: dict[str, Any], source: str, result
 # --- metric alerts ---------------------------------------------------------------------------------------------
 
 
-def _metric(name: str, ess: Essentials, criteria: list[dict[str, Any]], source: str, resource_id: str | None,
+def _metric(name: str, ess: Essentials, criteria: list[dict[str, Any]], source: str, *, resource_id: str | None,
             rtype: str | None, when: str | None) -> Outcome:
     namespaces = [(text(c.get("metricNamespace")) or "") for c in criteria]
     vault = ess.vault()
@@ -370,15 +371,17 @@ def _activity(name: str, ess: Essentials, ctx: dict[str, Any], source: str) -> O
 def _context_outcome(name: str, ess: Essentials, ctx: dict[str, Any], payload: Any) -> Outcome:
     lk = lower_keys(ctx)
     if "searchresults" in lk or "searchquery" in lk:
-        return _log_v1(name, ess, ctx, "alert.log_search_v1", lk.get("searchresults"),
-                       [t for t in (text(x) for x in as_list(lk.get("affectedconfigurationitems"))) if t], payload)
+        return _log_v1(name, ess, ctx, "alert.log_search_v1", results=lk.get("searchresults"),
+                       vault_ids=[t for t in (text(x) for x in as_list(lk.get("affectedconfigurationitems"))) if t],
+                       payload=payload)
     cond = as_dict(ctx.get("condition"))
     items = [as_dict(i) for i in as_list(cond.get("allOf"))]
     ctype = (text(ctx.get("conditionType")) or "").lower()
     if ctype == "logquerycriteria" or any("searchQuery" in i or "event" in i for i in items):
         return _log_v2(name, ess, ctx, payload)
     if ctype in _METRIC_KINDS or any("metricName" in i for i in items):
-        return _metric(name, ess, items, "alert.metric", None, None, text(cond.get("windowEndTime")))
+        return _metric(name, ess, items, "alert.metric", resource_id=None, rtype=None,
+                       when=text(cond.get("windowEndTime")))
     if "authorization" in ctx or "eventSource" in ctx or "operationName" in ctx:
         return _activity(name, ess, ctx, "alert.activity_log")
     about = ess.about()
@@ -396,20 +399,32 @@ def parse_alert(name: str, obj: dict[str, Any]) -> Outcome:
     """Denials of one alert payload (any shape ``is_alert`` accepts)."""
     schema = (text(obj.get("schemaId")) or "").lower()
     data = as_dict(obj.get("data"))
-    if schema == COMMON_SCHEMA or "essentials" in data or ("alertContext" in data and not schema):
-        ess = Essentials.of(data.get("essentials"))
+    container = _common_container(schema, data, obj)
+    if container is not None:
+        ess = Essentials.of(container.get("essentials"))
         if (ess.monitor_condition or "").lower() == "resolved":
             return _resolved(name)
-        return _context_outcome(name, ess, as_dict(data.get("alertContext")), obj)
-    if "alertContext" in obj and not schema:
-        ess = Essentials.of(obj.get("essentials"))
-        if (ess.monitor_condition or "").lower() == "resolved":
-            return _resolved(name)
-        return _context_outcome(name, ess, as_dict(obj.get("alertContext")), obj)
+        return _context_outcome(name, ess, as_dict(container.get("alertContext")), obj)
     if "SearchResult" in obj:
         rid = text(obj.get("ResourceId"))
-        return _log_v1(name, Essentials.of({}), obj, "alert.legacy_log_v1", obj.get("SearchResult"),
-                       [rid] if rid else [], obj)
+        return _log_v1(name, Essentials.of({}), obj, "alert.legacy_log_v1", results=obj.get("SearchResult"),
+                       vault_ids=[rid] if rid else [], payload=obj)
+    return _legacy_alert(name, schema, data, obj)
+
+
+def _common_container(schema: str, data: dict[str, Any], obj: dict[str, Any]) -> dict[str, Any] | None:
+    """Where a common-schema alert keeps essentials and alertContext: under ``data``, or at the root when the
+    payload is that ``data`` object alone; None for the legacy (pre-common-schema) shapes."""
+    if schema == COMMON_SCHEMA or "essentials" in data or ("alertContext" in data and not schema):
+        return data
+    if "alertContext" in obj and not schema:
+        return obj
+    return None
+
+
+def _legacy_alert(name: str, schema: str, data: dict[str, Any], obj: dict[str, Any]) -> Outcome:
+    """Denials of a legacy (non-common-schema) metric or activity log alert: they describe the rule's context
+    under ``data.context``."""
     status = (text(data.get("status")) or "").lower()
     if status in ("resolved", "deactivated"):
         return _resolved(name)
@@ -417,8 +432,8 @@ def parse_alert(name: str, obj: dict[str, Any]) -> Outcome:
     if schema == "azuremonitormetricalert" or "condition" in context:
         cond = as_dict(context.get("condition"))
         return _metric(name, Essentials.of({}), [as_dict(i) for i in as_list(cond.get("allOf"))],
-                       "alert.legacy_metric", text(context.get("resourceId")), text(context.get("resourceType")),
-                       text(context.get("timestamp")))
+                       "alert.legacy_metric", resource_id=text(context.get("resourceId")),
+                       rtype=text(context.get("resourceType")), when=text(context.get("timestamp")))
     if schema == "microsoft.insights/activitylogs" or "activityLog" in context:
         return _activity(name, Essentials.of({}), as_dict(context.get("activityLog")), "alert.legacy_activity_log")
     raise InputError(name, f"is an alert payload with an unknown schemaId {obj.get('schemaId')!r}",

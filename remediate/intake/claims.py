@@ -18,6 +18,7 @@ _CLAIM_URI_PREFIXES = ("http://schemas.microsoft.com/identity/claims/",
                        "http_schemas_xmlsoap_org_ws_2005_05_identity_claims_")
 _CLAIM_ALIASES = {"objectidentifier": "oid", "tenantid": "tid", "scope": "scp", "upn": "upn", "name": "name",
                   "emailaddress": "email", "nameidentifier": "sub"}
+_TYPE_SUFFIX = 2  # length of a Log Analytics column type suffix ("_s", "_g", "_d", "_b", "_t")
 _ISS_TENANT = re.compile(r"sts\.windows\.net/([^/\s;'\"]+)|login\.microsoftonline\.com/([^/\s;'\"]+)", re.IGNORECASE)
 
 
@@ -26,8 +27,8 @@ def claim_name(key: str) -> str:
     k = key.lower()
     if k.startswith("identity_claim_"):
         k = k[len("identity_claim_"):]
-        if len(k) > 2 and k[-2] == "_" and k[-1] in "sgdbt":
-            k = k[:-2]
+        if len(k) > _TYPE_SUFFIX and k[-2] == "_" and k[-1] in "sgdbt":
+            k = k[:-_TYPE_SUFFIX]
     for prefix in _CLAIM_URI_PREFIXES:
         if k.startswith(prefix):
             k = k[len(prefix):]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import InputError, TooLargeError
@@ -115,43 +116,75 @@ def _split_blocks(name: str, text: str) -> list[str]:
 def _json_outcome(name: str, value: Any) -> Outcome | None:
     """The outcome for a parsed JSON value, or None when no family recognises it."""
     if isinstance(value, list):
-        limits.check_records(name, len(value))
-        recs = logs.records_of(value)
-        if recs is not None:
-            return logs.rows_outcome(recs, None, keep_unknown_status=False)
-        out = Outcome()
-        if not value:
-            return None
-        for item in value:
-            sub = _json_outcome(name, item) if isinstance(item, dict) else None
-            if sub is None:
-                return None
-            out.extend(sub)
-        return out
+        return _array_outcome(name, value)
     if isinstance(value, str):
         return _text_outcome(name, value.replace("\r\n", "\n"))  # an error text saved as JSON
     if not isinstance(value, dict):
         return None
-    if alerts.is_alert(value):
-        return alerts.parse_alert(name, value)
-    if "error" in value or "Error" in value:
-        body = errors_text.parse_body(value)
-        if body is not None:
-            return body
-    listed = _listed(value)
-    if listed is not None:
-        return listed
-    rows = logs.query_rows(value)
-    if rows is not None:
-        return logs.rows_outcome(rows, "log.query_api", keep_unknown_status=False)
+    for family in _OBJECT_FAMILIES:
+        out = family(name, value)
+        if out is not None:
+            return out
+    return None
+
+
+def _array_outcome(name: str, value: list[Any]) -> Outcome | None:
+    """A JSON array: diagnostic records, or else objects each recognised on its own (all of them, or None)."""
+    limits.check_records(name, len(value))
     recs = logs.records_of(value)
     if recs is not None:
         return logs.rows_outcome(recs, None, keep_unknown_status=False)
-    if runbook.is_runbook(value):
-        return runbook.parse_runbook(name, value)
-    if "code" in value and "message" in value:
-        return errors_text.parse_body(value)
-    return None
+    out = Outcome()
+    if not value:
+        return None
+    for item in value:
+        sub = _json_outcome(name, item) if isinstance(item, dict) else None
+        if sub is None:
+            return None
+        out.extend(sub)
+    return out
+
+
+def _alert(name: str, value: dict[str, Any]) -> Outcome | None:
+    """An Azure Monitor alert payload (any schema ``alerts.is_alert`` accepts)."""
+    return alerts.parse_alert(name, value) if alerts.is_alert(value) else None
+
+
+def _error_envelope(name: str, value: dict[str, Any]) -> Outcome | None:
+    """A REST error body in its ``{"error": {...}}`` envelope (either case)."""
+    return errors_text.parse_body(value) if "error" in value or "Error" in value else None
+
+
+def _listed_records(name: str, value: dict[str, Any]) -> Outcome | None:
+    """Records or reference statuses in a ``value``/``data`` list (see ``_listed``)."""
+    return _listed(value)
+
+
+def _query_result(name: str, value: dict[str, Any]) -> Outcome | None:
+    """A Log Analytics query API result: its rows."""
+    rows = logs.query_rows(value)
+    return logs.rows_outcome(rows, "log.query_api", keep_unknown_status=False) if rows is not None else None
+
+
+def _records(name: str, value: dict[str, Any]) -> Outcome | None:
+    """A raw diagnostic export: one record, or ``{"records": [...]}``."""
+    recs = logs.records_of(value)
+    return logs.rows_outcome(recs, None, keep_unknown_status=False) if recs is not None else None
+
+
+def _runbook(name: str, value: dict[str, Any]) -> Outcome | None:
+    """A runbook request (only runbook fields)."""
+    return runbook.parse_runbook(name, value) if runbook.is_runbook(value) else None
+
+
+def _bare_error(name: str, value: dict[str, Any]) -> Outcome | None:
+    """A REST error body without its envelope (``code`` and ``message`` at the top)."""
+    return errors_text.parse_body(value) if "code" in value and "message" in value else None
+
+
+# A JSON object goes to the first family that recognises it, in this order (the most specific shapes first).
+_OBJECT_FAMILIES: tuple[Callable[[str, dict[str, Any]], Outcome | None], ...] = (
+    _alert, _error_envelope, _listed_records, _query_result, _records, _runbook, _bare_error)
 
 
 def _listed(value: dict[str, Any]) -> Outcome | None:

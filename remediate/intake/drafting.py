@@ -16,6 +16,7 @@ from .operations import resolve_operation
 from .values import guid, identifier, object_from_path, vault_uri
 
 HSM_ACTION_PREFIX = "Microsoft.KeyVault/managedHsm/"
+_MAX_CODE = 128  # longest error code accepted as a code (the bound of _CODE)
 
 # --- assembling one denial -----------------------------------------------------------------------------------
 
@@ -23,7 +24,7 @@ HSM_ACTION_PREFIX = "Microsoft.KeyVault/managedHsm/"
 def _code(value: Any) -> str | None:
     """An error code (``Forbidden``, ``ForbiddenByRbac``): a short word, or None."""
     v = identifier(value)
-    return v if v is not None and len(v) <= 128 and _CODE.fullmatch(v) else None
+    return v if v is not None and len(v) <= _MAX_CODE and _CODE.fullmatch(v) else None
 
 
 _CODE = re.compile(r"[A-Za-z0-9_.-]{1,128}")

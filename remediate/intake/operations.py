@@ -128,57 +128,83 @@ def resolve_operation(*, operation: str | None = None, action: str | None = None
                       path: str | None = None, method: str | None = None,
                       kind: str | None = None) -> OperationFacts:
     """Decide operation / data action / access-policy permission from whatever the input names."""
-    op_name: str | None = None
-    raw_op = text(operation)
-    if raw_op:
-        op_name = canonical_operation(raw_op) or (raw_op if re.fullmatch(r"[A-Za-z][A-Za-z0-9]{1,80}", raw_op)
-                                                  else None)
-    perm: tuple[str, str] | None = None
-    if permission:
-        kind, p = permission
-        canon = catalog.canonical_permission(kind, p)
-        perm = (kind, canon) if canon else None
-    elif word:
-        kinds = _perm_kinds(word)
-        if kind in kinds:
-            kinds = (kind,)
-        if path:
-            obj = object_from_path(path)
-            if obj and obj.kind in kinds:
-                kinds = (obj.kind,)
-        if len(kinds) == 1:
-            canon = catalog.canonical_permission(kinds[0], word)
-            perm = (kinds[0], canon) if canon else None
+    op_name = _operation_name(operation)
+    perm = _permission(permission, word, path=path, kind=kind)
     act = catalog.canonical_action(action) if action else None
 
     op = catalog.operation(op_name) if op_name else None
     if op is None and op_name is None:
-        cands: list[catalog.Operation] = []
-        if act:
-            cands = _narrow(_ops_for_action(act), path, method)
-        elif perm:
-            cands = _narrow(_ops_for_permission(*perm), path, method)
-        elif path and method:
-            cands = ops_for_path(path, method)
-        if len(cands) == 1:
-            op = cands[0]
-            op_name = op.name
+        op = _implied_operation(act, perm, path=path, method=method)
+        op_name = op.name if op is not None else None
+    return OperationFacts(op_name, _data_action(act, op, perm), _access_policy(perm, op, act))
 
-    data_action = act
-    if data_action is None and op is not None and len(op.data_actions) == 1:
-        data_action = op.data_actions[0]
-    if data_action is None and perm is not None:
+
+def _operation_name(operation: str | None) -> str | None:
+    """The operation named: canonical when the catalogue knows it, else kept only if it is a plain identifier."""
+    raw_op = text(operation)
+    if not raw_op:
+        return None
+    return canonical_operation(raw_op) or (raw_op if re.fullmatch(r"[A-Za-z][A-Za-z0-9]{1,80}", raw_op) else None)
+
+
+def _permission(permission: tuple[str, str] | None, word: str | None, *, path: str | None,
+                kind: str | None) -> tuple[str, str] | None:
+    """The access-policy permission named outright, or a bare word (``get``) placed on the one object kind the
+    input's kind or path allows; None when unknown or still ambiguous."""
+    if permission:
+        perm_kind, p = permission
+        canon = catalog.canonical_permission(perm_kind, p)
+        return (perm_kind, canon) if canon else None
+    if not word:
+        return None
+    kinds = _perm_kinds(word)
+    if kind in kinds:
+        kinds = (kind,)
+    if path:
+        obj = object_from_path(path)
+        if obj and obj.kind in kinds:
+            kinds = (obj.kind,)
+    if len(kinds) != 1:
+        return None
+    canon = catalog.canonical_permission(kinds[0], word)
+    return (kinds[0], canon) if canon else None
+
+
+def _implied_operation(act: str | None, perm: tuple[str, str] | None, *, path: str | None,
+                       method: str | None) -> catalog.Operation | None:
+    """The one operation the data action, permission or request line implies when none is named; None when
+    several (or none) fit."""
+    cands: list[catalog.Operation] = []
+    if act:
+        cands = _narrow(_ops_for_action(act), path, method)
+    elif perm:
+        cands = _narrow(_ops_for_permission(*perm), path, method)
+    elif path and method:
+        cands = ops_for_path(path, method)
+    return cands[0] if len(cands) == 1 else None
+
+
+def _data_action(act: str | None, op: catalog.Operation | None, perm: tuple[str, str] | None) -> str | None:
+    """The data action named, else the single one the operation, or else the permission, implies."""
+    if act is not None:
+        return act
+    if op is not None and len(op.data_actions) == 1:
+        return op.data_actions[0]
+    if perm is not None:
         acts = _perm_actions(*perm)
         if len(acts) == 1:
-            data_action = acts[0]
+            return acts[0]
+    return None
 
-    perms: dict[str, tuple[str, ...]] | None = None
+
+def _access_policy(perm: tuple[str, str] | None, op: catalog.Operation | None,
+                   act: str | None) -> dict[str, tuple[str, ...]] | None:
+    """Access-policy permissions: the one named, else the operation's, else those the data action needs."""
     if perm is not None:
-        perms = {perm[0]: (perm[1],)}
-    elif op is not None:
-        perms = dict(op.access_policy)
-    elif act is not None:
+        return {perm[0]: (perm[1],)}
+    if op is not None:
+        return dict(op.access_policy)
+    if act is not None:
         found = _perms_for_action(act)
-        if found:
-            perms = dict(found)
-    return OperationFacts(op_name, data_action, perms)
+        return dict(found) if found else None
+    return None

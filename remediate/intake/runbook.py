@@ -22,6 +22,8 @@ from .values import guid, object_from_path, text, vault_from_resource_id, vault_
 _VAULT = "[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9]"
 _SEG = "[A-Za-z0-9._()-]{1,90}"
 _KINDS = "|".join(catalog.OBJECT_KINDS)
+_KIND_NAME = 2  # an object given as "kind/name" has two parts
+_KIND_NAME_VERSION = 3  # an object given as "kind/name/version" has three parts
 
 
 def _doc(description: str, **schema: Any) -> msgspec.Meta:
@@ -109,9 +111,9 @@ def parse_runbook(name: str, obj: dict[str, Any]) -> Outcome:
     if req.object is not None:
         raw = text(req.object) or ""
         parts = raw.split("/")
-        found = object_from_path("/" + raw) if 2 <= len(parts) <= 3 and all(parts) else None
+        found = object_from_path("/" + raw) if _KIND_NAME <= len(parts) <= _KIND_NAME_VERSION and all(parts) else None
         if (found is None or found.kind not in catalog.OBJECT_KINDS or found.name is None
-                or (len(parts) == 3 and found.version is None)):
+                or (len(parts) == _KIND_NAME_VERSION and found.version is None)):
             raise InputError(name, _PROBLEMS["object"].format(value=req.object))
         ref = found
 

@@ -82,6 +82,9 @@ def identifier(value: Any) -> str | None:
 
 
 _NIL_GUID = "00000000-0000-0000-0000-000000000000"
+_MAX_RAW_ID = 64  # longest raw GUID or vault name looked at before trimming (a GUID is 36, a vault name 24)
+_GUID_LENGTH = len(_NIL_GUID)  # a GUID in 8-4-4-4-12 form is 36 characters
+_MAX_OBJECT_NAME = 127  # Key Vault's longest key, secret or certificate name (armid.OBJECT_NAME)
 _MASKED = re.compile(r"XXXX|xxxx|(?<![A-Za-z0-9])(?:XXX|xxx)(?![A-Za-z0-9])|<[^>]*>|\[[^\]]*\]|\*\*\*|\.\.\.|"
                      r"REDACTED|\{[^}]*\}")
 
@@ -93,10 +96,10 @@ def guid(value: Any) -> str | None:
 
 @lru_cache(maxsize=8192)
 def _guid(value: str) -> str | None:
-    if len(value) > 64 or has_control(value):
+    if len(value) > _MAX_RAW_ID or has_control(value):
         return None
     v = value.strip()
-    if len(v) != 36 or not armid.is_guid(v) or v == _NIL_GUID:
+    if len(v) != _GUID_LENGTH or not armid.is_guid(v) or v == _NIL_GUID:
         return None
     return v.lower()
 
@@ -114,7 +117,7 @@ def vault_name(value: Any) -> str | None:
 
 @lru_cache(maxsize=4096)
 def _vault_name(value: str) -> str | None:
-    if len(value) > 64 or has_control(value):
+    if len(value) > _MAX_RAW_ID or has_control(value):
         return None
     v = value.strip()
     if not armid.is_vault_name(v) or masked(v):
@@ -128,7 +131,7 @@ def object_name(value: Any) -> str | None:
     Nothing is decoded or trimmed into shape: ``x%2F..``, ``a.b``, ``a b``, a backslash, a look-alike letter or a
     control character is not a name, so the object is unknown rather than partially kept.
     """
-    if not isinstance(value, str) or len(value) > 127 or not armid.is_object_name(value) or masked(value):
+    if not isinstance(value, str) or len(value) > _MAX_OBJECT_NAME or not armid.is_object_name(value) or masked(value):
         return None
     return value
 
@@ -252,27 +255,41 @@ def object_from_path(path: str) -> ObjectRef | None:
     if not isinstance(path, str) or len(path) > _MAX_PATH or "\\" in path or has_control(path):
         return None
     raw = [s for s in path.split("/") if s]
-    if not raw:
-        return None
     segs = [_segment(s) for s in raw]
-    first = segs[0]
+    kind = _object_kind(segs[0]) if segs else None
+    if kind is None or _lands_elsewhere(raw):
+        return None
+    match segs:
+        case [_, second, *rest] if not _not_an_object(second):
+            name = object_name(second)
+            return ObjectRef(kind=kind, name=name, version=_object_version(rest) if name is not None else None)
+        case _:
+            return None  # a kind with no name, or a collection that holds no objects (contacts, issuers, ...)
+
+
+def _object_kind(first: str | None) -> str | None:
+    """The canonical kind a path's first decoded segment names (``DeletedSecrets`` -> secrets), else None."""
     if first is None or not first.isascii():
         return None
-    kind = _OBJECT_KINDS.get(first.lower())
-    if kind is None:
-        return None
-    if any(s in (".", "..") for s in (unquote(r) for r in raw)) or any(_dot_parts(unquote(r)) for r in raw[2:]):
-        return None  # the request lands elsewhere: plain or encoded dot segments, or '%2F..' after the name
-    if len(segs) < 2:
-        return None
-    if segs[1] is not None and segs[1].isascii() and segs[1].lower() in _NOT_OBJECTS:
-        return None
-    name = object_name(segs[1])
-    version = None
-    if name is not None and len(segs) >= 3 and segs[2] is not None and armid.is_version(segs[2]) \
-            and segs[2].strip("0"):
-        version = segs[2].lower()
-    return ObjectRef(kind=kind, name=name, version=version)
+    return _OBJECT_KINDS.get(first.lower())
+
+
+def _lands_elsewhere(raw: list[str]) -> bool:
+    """True when a client would send the request elsewhere: plain or encoded dot segments, or '%2F..' after the
+    name."""
+    return any(s in (".", "..") for s in (unquote(r) for r in raw)) or any(_dot_parts(unquote(r)) for r in raw[2:])
+
+
+def _not_an_object(second: str | None) -> bool:
+    """True when the segment after the kind is a collection of the vault's (contacts, issuers, restore), not a
+    name."""
+    return second is not None and second.isascii() and second.lower() in _NOT_OBJECTS
+
+
+def _object_version(rest: list[str | None]) -> str | None:
+    """The version segment after the name when it is 32 hex digits and not all zeros (lower-cased), else None."""
+    v = rest[0] if rest else None
+    return v.lower() if v is not None and armid.is_version(v) and v.strip("0") else None
 
 
 @dataclass(frozen=True)
@@ -315,6 +332,9 @@ CODE_STATUS = {"forbidden": 403, "unauthorized": 401, "throttled": 429, "toomany
                "methodnotallowed": 405, "authorizationfailed": 403, "linkedauthorizationfailed": 403,
                "preconditionfailed": 412, "requesttimeout": 408}
 DENIAL_STATUSES = frozenset({401, 403, 429})
+_STATUS_MIN = 100  # lowest HTTP status code (1xx)
+_STATUS_MAX = 599  # highest HTTP status code (5xx)
+_STATUS_DIGITS = 3  # an HTTP status code is three digits
 
 
 def status_value(value: Any) -> int | None:
@@ -322,14 +342,14 @@ def status_value(value: Any) -> int | None:
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int):
-        return value if 100 <= value <= 599 else None
+        return value if _STATUS_MIN <= value <= _STATUS_MAX else None
     if isinstance(value, float):
-        return int(value) if value.is_integer() and 100 <= value <= 599 else None
+        return int(value) if value.is_integer() and _STATUS_MIN <= value <= _STATUS_MAX else None
     v = text(value)
     if v is None:
         return None
-    head = v[:3]
-    if head.isdigit() and (len(v) == 3 or not v[3].isdigit()):
+    head = v[:_STATUS_DIGITS]
+    if head.isdigit() and (len(v) == _STATUS_DIGITS or not v[_STATUS_DIGITS].isdigit()):
         n = int(head)
-        return n if 100 <= n <= 599 else None
+        return n if _STATUS_MIN <= n <= _STATUS_MAX else None
     return CODE_STATUS.get(v.lower())

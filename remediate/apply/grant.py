@@ -13,7 +13,7 @@ from typing import Any
 from .. import catalog
 from ..errors import ApplyError, AzureUnavailableError, InputError
 from ..facts.writes import ArmWriter
-from ..guard import check
+from ..guard import Verdict, check
 from ..model import AccessPolicyPlan, Cause, Finding, RoleAssignmentPlan
 from ..outcome import ApplyOutcome
 from ..plan import assignment_name
@@ -263,11 +263,7 @@ async def _repeat_intent(f: Finding, held: GrantRecord, ctx: ApplyContext) -> Gr
 async def apply_one(f: Finding, writer: ArmWriter, ctx: ApplyContext) -> ApplyOutcome:
     """Guard, record the intent, write once, verify, settle; the outcome is merged into the finding's JSON."""
     if f.plan is None:
-        if f.cause == Cause.ALREADY_GRANTED:
-            adopted = await _adopt_granting(f, writer, ctx) if ctx.requested else None
-            return adopted or ApplyOutcome(False, "already_granted",
-                                           detail="the vault already grants this; nothing to change")
-        return ApplyOutcome(False, "no_plan", detail="no grant is the fix for this cause")
+        return await _without_plan(f, writer, ctx)
     vault_id = f.plan.vault_id if isinstance(f.plan, AccessPolicyPlan) else "/".join(f.plan.scope.split("/")[:9])
     recent = await asyncio.to_thread(ctx.grants.count_applied_since, vault_id, ctx.now - HOUR,
                                      ctx.backend) if ctx.requested else 0
@@ -289,19 +285,47 @@ async def apply_one(f: Finding, writer: ArmWriter, ctx: ApplyContext) -> ApplyOu
             verdict = replace(verdict, allowed=False, refused_by="max_grants_per_hour",
                               reason=f"all {ctx.policy.max_grants_per_hour} grant slots of the last hour are taken")
     if not verdict.allowed:
-        if ctx.requested and verdict.refused_by not in ("mode", "apply"):
-            rec = await add_record(ctx, f, "refused", refused_by=verdict.refused_by, detail=verdict.reason)
-            return ApplyOutcome(False, "refused", refused_by=verdict.refused_by, reason=verdict.reason,
-                                grant_id=rec.id)
-        return ApplyOutcome(False, "suggested", refused_by=verdict.refused_by, reason=verdict.reason)
+        return await _refused(f, ctx, verdict)
     if repeat is not None:
-        again = await _repeat_intent(f, repeat, ctx)
-        if again.outcome != "pending" or again.repeats != repeat.repeats + 1:   # another attempt settled it first
-            await _Run(rec=again, slot=slot, claimant=claimant).release_slot(ctx)
-            return reported(again)
-        log_record(again)
-        return await _run(f, writer, ctx, _Run(rec=again, slot=slot, claimant=claimant))
+        return await _write_again(f, repeat, writer, ctx, _Run(rec=repeat, slot=slot, claimant=claimant))
     expires = ctx.now + ctx.policy.grant_ttl if ctx.policy.grant_ttl else None
+    intent = new_record(ctx, f, "pending", expires_at=expires, write_key=key,
+                        detail="intent recorded; the write was not confirmed", **_intent_fields(f, ctx))
+    return await _begin(f, writer, ctx, _Run(rec=intent, slot=slot, claimant=claimant))
+
+
+async def _without_plan(f: Finding, writer: ArmWriter, ctx: ApplyContext) -> ApplyOutcome:
+    """A finding no grant fixes: already granted (adopting our own labelled grant when applying), or no plan."""
+    if f.cause == Cause.ALREADY_GRANTED:
+        adopted = await _adopt_granting(f, writer, ctx) if ctx.requested else None
+        return adopted or ApplyOutcome(False, "already_granted",
+                                       detail="the vault already grants this; nothing to change")
+    return ApplyOutcome(False, "no_plan", detail="no grant is the fix for this cause")
+
+
+async def _refused(f: Finding, ctx: ApplyContext, verdict: Verdict) -> ApplyOutcome:
+    """A plan the guard refused: recorded when applying was asked (not for the mode's own refusals), else only
+    suggested."""
+    if ctx.requested and verdict.refused_by not in ("mode", "apply"):
+        rec = await add_record(ctx, f, "refused", refused_by=verdict.refused_by, detail=verdict.reason)
+        return ApplyOutcome(False, "refused", refused_by=verdict.refused_by, reason=verdict.reason, grant_id=rec.id)
+    return ApplyOutcome(False, "suggested", refused_by=verdict.refused_by, reason=verdict.reason)
+
+
+async def _write_again(f: Finding, repeat: GrantRecord, writer: ArmWriter, ctx: ApplyContext,
+                       run: _Run) -> ApplyOutcome:
+    """The same write made again (our grant is gone from Azure): counted on its record, intent first."""
+    again = await _repeat_intent(f, repeat, ctx)
+    run = replace(run, rec=again)
+    if again.outcome != "pending" or again.repeats != repeat.repeats + 1:   # another attempt settled it first
+        await run.release_slot(ctx)
+        return reported(again)
+    log_record(again)
+    return await _run(f, writer, ctx, run)
+
+
+def _intent_fields(f: Finding, ctx: ApplyContext) -> dict[str, Any]:
+    """What the intent records about the write before it is made (so a crash can be settled from Azure)."""
     kw: dict[str, Any] = {}
     if isinstance(f.plan, AccessPolicyPlan):
         kw["permissions_added"] = {k: list(v) for k, v in f.plan.add.items() if v}
@@ -309,12 +333,15 @@ async def apply_one(f: Finding, writer: ArmWriter, ctx: ApplyContext) -> ApplyOu
                              if e.via == "direct" and not e.application_id), {}) or {}
     elif ctx.policy.grant_ttl_text and ctx.policy.use_pim:
         kw["requests"] = [str(uuid.uuid4())]
-    else:   # the deterministic name is the write's identity in Azure: recorded before the write
+    elif isinstance(f.plan, RoleAssignmentPlan):   # the deterministic name is the write's identity in Azure
         name = assignment_name(f.plan.scope, f.plan.principal_id, f.plan.role_definition_id.rsplit("/", 1)[-1])
         kw["assignment_id"] = f"{f.plan.scope}/providers/Microsoft.Authorization/roleAssignments/{name}"
-    intent = new_record(ctx, f, "pending", expires_at=expires, write_key=key,
-                         detail="intent recorded; the write was not confirmed", **kw)
-    run = _Run(rec=intent, slot=slot, claimant=claimant)
+    return kw
+
+
+async def _begin(f: Finding, writer: ArmWriter, ctx: ApplyContext, run: _Run) -> ApplyOutcome:
+    """Record the intent (holding the write's key), then write; another attempt holding the key is resumed."""
+    intent = run.rec
     try:
         got = await asyncio.to_thread(ctx.grants.begin, intent)
     except InputError as exc:   # a uuid4 id collides only if our own insert landed twice: say what it is

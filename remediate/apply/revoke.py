@@ -28,7 +28,7 @@ async def _owner_elsewhere(record: GrantRecord, got: Assignment, grants: GrantSt
     return other.id if other is not None and other.is_open else None
 
 
-async def revoke(record: GrantRecord, writer: ArmWriter, grants: GrantStore, now: datetime,
+async def revoke(record: GrantRecord, writer: ArmWriter, grants: GrantStore, now: datetime, *,
                  actor: str | None = None, why: str = "expired", backend: str | None = None) -> Revocation:
     """Undo exactly what one applied grant changed; never a change this function did not make, and never a grant
     of the other backend (``backend``: None for Azure, "emulator" for a --snapshot run)."""
@@ -39,40 +39,13 @@ async def revoke(record: GrantRecord, writer: ArmWriter, grants: GrantStore, now
         return replace(said, reason=f"record is '{record.outcome}', not an applied grant: nothing of ours to undo")
     if record.revoked_at is not None:
         return replace(said, reason=f"already revoked at {record.revoked_at}")
-    detail: str
     if record.requests or (record.detail and record.detail.startswith("PIM")):
         detail = "PIM expires the assignment itself"
     elif record.assignment_id and record.scope:
-        name = record.assignment_id.rsplit("/", 1)[-1]
-        got = await writer.get_role_assignment(record.scope, name)
-        owner = await _owner_elsewhere(record, got, grants) if got is not None else None
-        if got is None:
-            detail = f"role assignment {record.assignment_id} was already gone"
-        elif owner is not None:
-            detail = (f"role assignment {record.assignment_id} is now labelled as grant {owner}, which is still open: "
-                      "left in place for that grant")
-        else:
-            gone = await writer.delete_role_assignment(record.scope, name)
-            said = replace(said, deleted=gone)
-            detail = f"deleted role assignment {record.assignment_id}" if gone else \
-                f"role assignment {record.assignment_id} was already gone"
-        said = replace(said, assignment_id=record.assignment_id)
+        said, detail = await _undo_assignment(record, writer, grants, said, assignment_id=record.assignment_id,
+                                              scope=record.scope)
     elif record.permissions_added and record.vault_id and record.principal_id:
-        tenant = (record.plan or {}).get("tenant_id")
-        stored = await writer.entry_permissions(record.vault_id, record.principal_id, tenant)
-        # ARM's remove matches case-sensitively: send each permission spelled as the vault stores it.
-        ours = {k: [s for s in stored.get(k, []) if s.lower() in {p.lower() for p in v}]
-                for k, v in record.permissions_added.items()}
-        ours = {k: v for k, v in ours.items() if v}
-        if ours:
-            await writer.remove_access_policy(record.vault_id, tenant or "", record.principal_id, ours)
-            left = await writer.entry_permissions(record.vault_id, record.principal_id, tenant)
-            still = {k: [p for p in v if p in left.get(k, [])] for k, v in ours.items()}
-            if any(still.values()):
-                raise ApplyError(f"removing {ours} from {record.principal_id}'s entry on {record.vault_id} did not "
-                                 "take; retry the revocation")
-            said = replace(said, removed={k: tuple(v) for k, v in ours.items()})
-        detail = f"removed {ours} from the entry" if ours else "the permissions were already gone"
+        said, detail = await _undo_permissions(record, record.vault_id, record.principal_id, writer, said)
     else:
         return replace(said, reason="record names nothing to undo")
     if await asyncio.to_thread(grants.mark_revoked, record.id, now, f"{why}: {detail}"):
@@ -83,6 +56,45 @@ async def revoke(record: GrantRecord, writer: ArmWriter, grants: GrantStore, now
     return replace(said, revoked=True, detail=detail)
 
 
+async def _undo_assignment(record: GrantRecord, writer: ArmWriter, grants: GrantStore, said: Revocation, *,
+                           assignment_id: str, scope: str) -> tuple[Revocation, str]:
+    """Delete the role assignment the grant made, unless it is gone or now labelled as another open grant."""
+    name = assignment_id.rsplit("/", 1)[-1]
+    got = await writer.get_role_assignment(scope, name)
+    owner = await _owner_elsewhere(record, got, grants) if got is not None else None
+    if got is None:
+        detail = f"role assignment {assignment_id} was already gone"
+    elif owner is not None:
+        detail = (f"role assignment {assignment_id} is now labelled as grant {owner}, which is still open: "
+                  "left in place for that grant")
+    else:
+        gone = await writer.delete_role_assignment(scope, name)
+        said = replace(said, deleted=gone)
+        detail = f"deleted role assignment {assignment_id}" if gone else \
+            f"role assignment {assignment_id} was already gone"
+    return replace(said, assignment_id=assignment_id), detail
+
+
+async def _undo_permissions(record: GrantRecord, vault_id: str, principal_id: str, writer: ArmWriter,
+                            said: Revocation) -> tuple[Revocation, str]:
+    """Remove exactly the access-policy permissions the grant added (others' in the same entry stay), verified."""
+    tenant = (record.plan or {}).get("tenant_id")
+    stored = await writer.entry_permissions(vault_id, principal_id, tenant)
+    # ARM's remove matches case-sensitively: send each permission spelled as the vault stores it.
+    ours = {k: [s for s in stored.get(k, []) if s.lower() in {p.lower() for p in v}]
+            for k, v in (record.permissions_added or {}).items()}
+    ours = {k: v for k, v in ours.items() if v}
+    if ours:
+        await writer.remove_access_policy(vault_id, tenant or "", principal_id, ours)
+        left = await writer.entry_permissions(vault_id, principal_id, tenant)
+        still = {k: [p for p in v if p in left.get(k, [])] for k, v in ours.items()}
+        if any(still.values()):
+            raise ApplyError(f"removing {ours} from {principal_id}'s entry on {vault_id} did not take; retry the "
+                             "revocation")
+        said = replace(said, removed={k: tuple(v) for k, v in ours.items()})
+    return said, (f"removed {ours} from the entry" if ours else "the permissions were already gone")
+
+
 async def revoke_expired(writer: ArmWriter, grants: GrantStore, now: datetime,
                          actor: str | None = None, backend: str | None = None) -> list[Revocation]:
     """Revoke every applied grant of ``backend`` whose time limit has passed (the timer and `revoke --expired`)."""
@@ -91,7 +103,7 @@ async def revoke_expired(writer: ArmWriter, grants: GrantStore, now: datetime,
         if not same_backend(rec, backend):
             continue
         try:
-            results.append(await revoke(rec, writer, grants, now, actor, backend=backend))
+            results.append(await revoke(rec, writer, grants, now, actor=actor, backend=backend))
         except (ApplyError, AzureUnavailableError) as exc:
             results.append(Revocation(rec.id, vault=rec.vault_id, principal=rec.principal_id, error=exc.message))
     return results
@@ -178,7 +190,7 @@ async def sweep_labelled(writer: ArmWriter, grants: GrantStore, now: datetime,
     return results
 
 
-async def reconcile(writer: ArmWriter, grants: GrantStore, now: datetime, actor: str | None = None,
+async def reconcile(writer: ArmWriter, grants: GrantStore, now: datetime, *, actor: str | None = None,
                     grace: timedelta = GRACE, backend: str | None = None) -> list[Revocation]:
     """The revocation timer's pass (and ``revoke --reconcile``): settle old intents, revoke what has expired,
     then remove expired labelled assignments no record accounts for. Every action is recorded. Records of the

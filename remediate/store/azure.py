@@ -21,6 +21,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import (
@@ -157,28 +158,32 @@ def storage_failure(action: str, target: str, exc: BaseException) -> StorageErro
             f"there? {STORAGE_SETTINGS} points at it: start the storage account's emulator (Azurite) there, or "
             "correct the setting")
     if isinstance(exc, HttpResponseError):
-        status = exc.status_code if exc.status_code is not None else "no status"
-        code = getattr(exc, "error_code", None) or "unknown error code"
-        head = f"{action} on {target} failed with HTTP {status} ({code}): {why}"
-        if _api_version_refused(exc):
-            return StorageError(
-                f"{action} on {target} was refused by Azurite: it does not support the API version of this storage "
-                "SDK. Start Azurite with --skipApiVersionCheck (as `make test` does), or "
-                "upgrade it (npm install azurite@latest)")
-        if status == 403:
-            return StorageError(
-                f"{head}. The account refused this identity or this network: grant the app's identity 'Storage "
-                "Table Data Contributor' and 'Storage Queue Data Contributor', or allow this network in the "
-                "account's firewall")
-        if code in ("TableNotFound", "QueueNotFound", "ResourceNotFound") or status == 404:
-            return StorageError(
-                f"{head}. The table or queue does not exist: deploy infra/ (it creates them) or check the account "
-                f"{STORAGE_SETTINGS} names")
-        if isinstance(status, int) and status >= 500:
-            return StorageError(f"{head}. The storage service failed or is busy: retry; if it persists, check the "
-                                "storage account's health")
-        return StorageError(f"{head}. Check the request and the account's configuration; retry once it is fixed")
+        return _http_failure(action, target, exc, why)
     return StorageError(f"{action} on {target} failed ({why})")
+
+
+def _http_failure(action: str, target: str, exc: HttpResponseError, why: str) -> StorageError:
+    """An HTTP answer from storage as a StorageError whose advice fits its status and code."""
+    status = exc.status_code if exc.status_code is not None else "no status"
+    code = getattr(exc, "error_code", None) or "unknown error code"
+    head = f"{action} on {target} failed with HTTP {status} ({code}): {why}"
+    if _api_version_refused(exc):
+        advice = (f"{action} on {target} was refused by Azurite: it does not support the API version of this "
+                  "storage SDK. Start Azurite with --skipApiVersionCheck (as `make test` does), or upgrade it (npm "
+                  "install azurite@latest)")
+    elif status == HTTPStatus.FORBIDDEN:
+        advice = (f"{head}. The account refused this identity or this network: grant the app's identity 'Storage "
+                  "Table Data Contributor' and 'Storage Queue Data Contributor', or allow this network in the "
+                  "account's firewall")
+    elif code in ("TableNotFound", "QueueNotFound", "ResourceNotFound") or status == HTTPStatus.NOT_FOUND:
+        advice = (f"{head}. The table or queue does not exist: deploy infra/ (it creates them) or check the account "
+                  f"{STORAGE_SETTINGS} names")
+    elif isinstance(status, int) and status >= HTTPStatus.INTERNAL_SERVER_ERROR:
+        advice = (f"{head}. The storage service failed or is busy: retry; if it persists, check the storage "
+                  "account's health")
+    else:
+        advice = f"{head}. Check the request and the account's configuration; retry once it is fixed"
+    return StorageError(advice)
 
 
 def storage_cause(exc: BaseException) -> str:
@@ -193,7 +198,7 @@ def storage_cause(exc: BaseException) -> str:
         if _api_version_refused(exc):
             return ("Azurite does not support this storage SDK's API version: start it with --skipApiVersionCheck or "
                     "upgrade it (npm install azurite@latest)")
-        if exc.status_code == 403:
+        if exc.status_code == HTTPStatus.FORBIDDEN:
             return ("the account refused this identity or this network (HTTP 403): check the identity's data roles "
                     "and the account's firewall")
         return f"storage answered HTTP {exc.status_code} ({getattr(exc, 'error_code', None) or 'no error code'})"

@@ -104,6 +104,16 @@ def _unquoted(value: str) -> str:
     return value
 
 
+def _json_body(raw: bytes, code: str) -> Any:
+    """The request's JSON body (None when empty); a body that is not JSON is a 400 with the service's ``code``."""
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError as e:
+        raise ArmError(400, code, f"The request content was invalid: {e}") from e
+
+
 def _error_body(family: str, e: ArmError) -> dict[str, Any]:
     if family == "graph":
         return {"error": {"code": e.code, "message": e.message,
@@ -313,12 +323,7 @@ class Emulator:
         split = urllib.parse.urlsplit(target)
         query = {k.lower(): v for k, v in urllib.parse.parse_qsl(split.query, keep_blank_values=True)}
         try:
-            body: Any = None
-            if raw:
-                try:
-                    body = json.loads(raw)
-                except ValueError as e:
-                    raise ArmError(400, "BadParameter", f"The request content was invalid: {e}") from e
+            body = _json_body(raw, "BadParameter")
             req = Request(method, urllib.parse.unquote(split.path), query, body, f"https://{name}.{suffix}",
                           self._state.snap.emulator.page_size)
             return routes_hsm.handle(self._state, req, name)
@@ -343,12 +348,7 @@ class Emulator:
         low = path.lower()
         family = "graph" if low.startswith("/v1.0/") else "logs" if low.startswith("/v1/") else "arm"
         try:
-            body: Any = None
-            if raw:
-                try:
-                    body = json.loads(raw)
-                except ValueError as e:
-                    raise ArmError(400, "InvalidRequestContent", f"The request content was invalid: {e}") from e
+            body = _json_body(raw, "InvalidRequestContent")
             req = Request(method, path, query, body, self.base_url, self._state.snap.emulator.page_size)
             if family == "graph":
                 return routes_graph.handle(self._state, req)

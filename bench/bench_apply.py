@@ -99,7 +99,7 @@ def reconcile_cost(tmp: Path, n: int = 2000, due: int = 10) -> str:
                 t = time.perf_counter()
                 results = await reconcile(ArmWriter(facts), store, now)
                 ms = (time.perf_counter() - t) * 1000
-        assert sum(1 for r in results if r.get("revoked")) == due, results[:3]
+        assert sum(1 for r in results if r.revoked) == due, results[:3]
         return ms
     return f"reconcile over {n} applied grants, {due} due: {asyncio.run(go()):.0f} ms (SQLite, indexed queries)"
 

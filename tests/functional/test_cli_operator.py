@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from remediate import catalog
-from remediate.cli import build_parser, main, progress_line
+from remediate.cli import build_parser, main
+from remediate.cli.batch import progress_line
 from remediate.render.findings import command_lines
 from remediate.render.table import wrap_cell
 

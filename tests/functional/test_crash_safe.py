@@ -251,7 +251,7 @@ def test_cli_revoke_reconcile_settles_and_revokes(tmp_path: Path, monkeypatch: p
                         detail="intent recorded; the write was not confirmed")
     store.begin(stray)
     # when `revoke --reconcile` runs after the expiry
-    monkeypatch.setattr("remediate.cli._now", lambda: t0 + TTL + timedelta(minutes=5))
+    monkeypatch.setattr("remediate.cli.commands._now", lambda: t0 + TTL + timedelta(minutes=5))
     assert main(["revoke", "--reconcile", "--snapshot", str(after), "--snapshot-out", str(final), "--state",
                  str(state), "--output", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)

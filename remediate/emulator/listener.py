@@ -37,8 +37,9 @@ _LINGER_RESET = struct.pack("ii", 1, 0)
 
 
 def tls() -> tuple[ssl.SSLContext, str]:
-    """The server TLS context and the CA file, generated once per process (trustme, loopback names only); the lock
-    makes "once" hold across threads (a cache alone may run the maker twice, and two CAs would not match)."""
+    """The server TLS context and the CA file, generated once per process (trustme: loopback names and the Managed
+    HSM host names the emulator's own transport resolves to loopback); the lock makes "once" hold across threads
+    (a cache alone may run the maker twice, and two CAs would not match)."""
     with _TLS_LOCK:
         return _make_tls()
 
@@ -49,7 +50,7 @@ def _make_tls() -> tuple[ssl.SSLContext, str]:
 
     ca = trustme.CA()
     # The Managed HSM data plane is addressed by its real host name, resolved to loopback by the emulator's own
-    # transport (server.HSM_SUFFIXES): the certificate covers those names too.
+    # transport (HSM_SUFFIXES above): the certificate covers those names too.
     cert = ca.issue_cert("127.0.0.1", "localhost", "::1", *(f"*.{s}" for s in HSM_SUFFIXES))
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     cert.configure_cert(ctx)

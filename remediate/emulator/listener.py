@@ -85,6 +85,12 @@ class EventLoop:
         for handler in self.server.connections:  # open connections end now, as a process exiting ends them
             handler.force_close()
         await self.server.shutdown(0.05)
+        # A connection still in its TLS handshake is a task of this loop: end it here, before the loop closes
+        # (left to the garbage collector it would close its transport on a closed loop).
+        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     def stop(self) -> None:
         try:

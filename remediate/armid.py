@@ -44,6 +44,18 @@ def is_version(text: str) -> bool:
     return _VERSION.fullmatch(text) is not None
 
 
+# Entra ID user principal names: a user name of letters, digits and ' . - _ ! # ^ ~ (and the leading $ Graph's
+# user-get page documents), not ending in '.', then '@' and a domain (learn.microsoft.com/entra/identity/
+# authentication/concept-password-ban-bad-combined-policy, "UserPrincipalName"); a guest's #EXT# fits.
+_UPN = re.compile(r"[A-Za-z0-9'_!#^~$-](?:[A-Za-z0-9'._!#^~$-]{0,111}[A-Za-z0-9'_!#^~$-])?"
+                  r"@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+
+
+def is_upn(text: str) -> bool:
+    """A user principal name Entra ID can hold: nothing that could reach another Graph route (/, ?, %, quotes)."""
+    return _UPN.fullmatch(text) is not None
+
+
 def is_object_name(text: str) -> bool:
     """A name Key Vault accepts for a key, secret or certificate."""
     return OBJECT_NAME.fullmatch(text) is not None

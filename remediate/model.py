@@ -11,13 +11,12 @@ from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any, Literal
 
-from .armid import is_guid, is_object_name, is_vault_name, is_version, parse_vault_id
+from .armid import is_guid, is_object_name, is_upn, is_vault_name, is_version, parse_vault_id
 from .catalog import RoleDefinition
 from .evidence import NO_DETAIL, DecisionDetail, Evidence
 from .outcome import ApplyOutcome
 
 # The longest user principal name kept from an input (the same 256-character bound intake puts on every id).
-_MAX_UPN = 256
 # Where an ARM id split on "/" holds the subscription and the resource group:
 # "/subscriptions/{sub}/resourceGroups/{rg}".
 _SUBSCRIPTION_AT = 2
@@ -211,7 +210,7 @@ class Denial:
             return v.lower() if v and is_guid(v) and v.strip("0-") else None
 
         principal = Principal(object_id=gid(p.object_id), app_id=gid(p.app_id), tenant_id=gid(p.tenant_id),
-                              upn=p.upn if p.upn and p.upn.isprintable() and len(p.upn) <= _MAX_UPN else None,
+                              upn=p.upn if p.upn and is_upn(p.upn) else None,
                               kind=p.kind if p.kind in ("app", "user") else None)
         rid = parse_vault_id(self.vault.resource_id) if self.vault.resource_id else None
         name = self.vault.name if self.vault.name and is_vault_name(self.vault.name) else None

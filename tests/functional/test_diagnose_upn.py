@@ -105,3 +105,17 @@ def test_without_graph_consent_the_limitation_is_said(emulator: CountingGraph) -
     # then the caller stays unidentified, and the note names the refusal and the permission that would allow it
     assert [f.cause for f in result.findings] == ["PRINCIPAL_NOT_IDENTIFIED"]
     assert any(UPN in n and "403" in n and "User.Read.All" in n for n in result.notes), result.notes
+
+
+@pytest.mark.parametrize("emulator", [True], indirect=True)
+@pytest.mark.parametrize("crafted", [
+    f"../servicePrincipals/{ANA}@contoso.com", "ana@contoso.com/../../groups", "ana@contoso.com?$filter=x",
+    "ana@contoso.com#frag", "x'),users('ana@contoso.com", "$x/../../directoryObjects@contoso.com",
+])
+def test_a_crafted_upn_reaches_only_the_users_route_and_names_nobody(emulator: CountingGraph, crafted: str) -> None:
+    # given an audit record whose UPN claim is shaped to reach another Graph route or another user
+    result = run(emulator, audit_record(crafted))
+    # then it is not a UPN Entra ID can hold: Graph is never asked for it, and no fix is aimed at anyone
+    assert not [p for p in emulator.graph_paths if "/users" in p], emulator.graph_paths
+    assert all(f.plan is None for f in result.findings), [f.to_dict() for f in result.findings]
+    assert all(f.denial.principal.object_id != ANA for f in result.findings)

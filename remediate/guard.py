@@ -21,7 +21,15 @@ import msgspec
 from . import catalog
 from .armid import GUID_PATTERN, GrantScope, is_guid, parse_grant_scope, parse_vault_id, within
 from .errors import PolicyError, clip
-from .model import PERMISSION_KINDS, AccessPolicyPlan, Finding, Plan, Proof, RoleAssignmentPlan
+from .model import (
+    PERMISSION_KINDS,
+    AccessPolicyPlan,
+    Finding,
+    HsmRoleAssignmentPlan,
+    Plan,
+    Proof,
+    RoleAssignmentPlan,
+)
 
 _DURATION = re.compile(r"^P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+)S)?)?$")
 ObjectId = Annotated[str, msgspec.Meta(pattern=GUID_PATTERN, description="an Entra ID object id (GUID)")]
@@ -241,6 +249,8 @@ class Write:
 def exact_write(plan: Plan) -> Write | Verdict:
     """The write a plan makes, checked for shape: a canonical vault or object scope (``armid``), a GUID grantee,
     and a role or permissions the catalogue knows. A refusal when any of it is not what we would build."""
+    if isinstance(plan, HsmRoleAssignmentPlan):
+        return Verdict(False, "scopes", "Managed HSM local role assignments are not applied yet")
     if isinstance(plan, RoleAssignmentPlan):
         scope = parse_grant_scope(plan.scope)
         principal, ptype = plan.principal_id, plan.principal_type

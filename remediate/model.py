@@ -505,7 +505,58 @@ class AccessPolicyPlan:
                 "commands": dict(self.commands)}
 
 
-Plan = RoleAssignmentPlan | AccessPolicyPlan
+@dataclass(frozen=True)
+class HsmCustomRolePlan:
+    """A Managed HSM custom local role with exactly the missing key data actions: defined at ``/`` (the only scope
+    an HSM keeps definitions at), named by ``hsm_model.custom_role_name`` so the same role is defined once per HSM."""
+
+    name: str                      # the role definition's GUID (deterministic from its data actions)
+    role_name: str                 # its display name
+    data_actions: tuple[str, ...]
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "role_name": self.role_name, "data_actions": list(self.data_actions),
+                "description": self.description}
+
+
+@dataclass(frozen=True)
+class HsmRoleAssignmentPlan:
+    """Assign one Managed HSM local role to the caller at an HSM scope (``/keys/NAME``, else ``/keys``).
+
+    ``hsm`` is the HSM's ARM id (read from ARM, never the input's); ``role_definition_id`` is written as the HSM
+    writes it (``Microsoft.KeyVault/providers/Microsoft.Authorization/roleDefinitions/GUID``). With ``custom_role``
+    the role is defined first; ``alternatives`` name a broader built-in (Crypto User) with its tier."""
+
+    hsm: str
+    scope: str
+    role_definition_id: str
+    role_name: str
+    principal_id: str
+    principal_type: str | None
+    tier: int
+    custom_role: HsmCustomRolePlan | None = None
+    alternatives: tuple[HsmRoleAssignmentPlan, ...] = ()
+    commands: dict[str, str] = field(default_factory=dict)   # az and Bicep, filled by render.commands
+    kind: str = "hsm_role_assignment"
+
+    @property
+    def hsm_name(self) -> str:
+        return self.hsm.rstrip("/").rsplit("/", 1)[-1]
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "kind": self.kind, "hsm": self.hsm, "scope": self.scope, "role_definition_id": self.role_definition_id,
+            "role_name": self.role_name, "principal_id": self.principal_id, "principal_type": self.principal_type,
+            "tier": self.tier, "commands": dict(self.commands)}
+        if self.custom_role is not None:
+            out["custom_role"] = self.custom_role.to_dict()
+        if self.alternatives:
+            out["alternatives"] = [a.to_dict() for a in self.alternatives]
+        return out
+
+
+Plan = RoleAssignmentPlan | AccessPolicyPlan | HsmRoleAssignmentPlan
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from .. import catalog
 from ..errors import ApplyError, AzureUnavailableError, InputError
 from ..facts.writes import ArmWriter
 from ..guard import Verdict, check
-from ..model import AccessPolicyPlan, Cause, Finding, RoleAssignmentPlan
+from ..model import AccessPolicyPlan, Cause, Finding, HsmRoleAssignmentPlan, RoleAssignmentPlan
 from ..outcome import ApplyOutcome
 from ..plan import assignment_name
 from ..store.claims import ClaimKey
@@ -166,7 +166,7 @@ async def _apply_access_policy(f: Finding, plan: AccessPolicyPlan, writer: ArmWr
 
 async def _run(f: Finding, writer: ArmWriter, ctx: ApplyContext, run: _Run) -> ApplyOutcome:
     """The write, its verifying read and the settling of its record, under the per-finding budget."""
-    assert f.plan is not None
+    assert f.plan is not None and not isinstance(f.plan, HsmRoleAssignmentPlan)
     try:
         async with asyncio.timeout(ctx.budget_s):
             if isinstance(f.plan, AccessPolicyPlan):
@@ -264,6 +264,8 @@ async def apply_one(f: Finding, writer: ArmWriter, ctx: ApplyContext) -> ApplyOu
     """Guard, record the intent, write once, verify, settle; the outcome is merged into the finding's JSON."""
     if f.plan is None:
         return await _without_plan(f, writer, ctx)
+    if isinstance(f.plan, HsmRoleAssignmentPlan):
+        return ApplyOutcome(False, "refused", "scopes", "Managed HSM local role assignments are not applied yet")
     vault_id = f.plan.vault_id if isinstance(f.plan, AccessPolicyPlan) else "/".join(f.plan.scope.split("/")[:9])
     recent = await asyncio.to_thread(ctx.grants.count_applied_since, vault_id, ctx.now - HOUR,
                                      ctx.backend) if ctx.requested else 0

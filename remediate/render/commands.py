@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from .. import armid
-from ..model import AccessPolicyPlan, Plan, Vault
+from ..model import AccessPolicyPlan, HsmRoleAssignmentPlan, Plan, Vault
 from ..plan import NAMESPACE, assignable_scope
 
 _PTYPES = ("ServicePrincipal", "User")
@@ -228,6 +228,8 @@ def custom_role(role_name: str, actions: tuple[str, ...], vault_id: str, scope: 
 
 def with_commands(fix: Plan, vault: Vault) -> Plan:
     """The plan with its ``az`` and Bicep text, rendered from the plan's data (plan.py builds data only)."""
+    if isinstance(fix, HsmRoleAssignmentPlan):
+        return fix
     if isinstance(fix, AccessPolicyPlan):
         return replace(fix, commands=access_policy(fix.vault_id, vault.name, fix.object_id, fix.tenant_id, fix.add,
                                                    held=held_permissions(vault, fix.object_id)))

@@ -158,3 +158,17 @@ def parse_hsm_id(text: str) -> HsmId | None:
         return None
     vault = _vault([*parts[:7], "vaults", parts[8]])
     return HsmId(vault.subscription, vault.resource_group, vault.name) if vault else None
+
+
+@dataclass(frozen=True, slots=True)
+class HsmGrantScope:
+    """Where a Managed HSM grant lands: one HSM (its ARM id) and a local RBAC scope under it, ``/keys`` or
+    ``/keys/{name}`` (never ``/``: an assignment there also covers the HSM's role assignments and definitions)."""
+
+    hsm: HsmId
+    local: str
+    kind: None = None      # the policy's object_scope rule is for vault objects; an HSM key scope is the narrow one
+
+    def __str__(self) -> str:
+        return str(self.hsm)
+

@@ -19,8 +19,19 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from . import catalog
-from .armid import GUID_PATTERN, GrantScope, is_guid, parse_grant_scope, parse_vault_id, within
+from .armid import (
+    GUID_PATTERN,
+    GrantScope,
+    HsmGrantScope,
+    is_guid,
+    parse_grant_scope,
+    parse_hsm_id,
+    parse_vault_id,
+    within,
+)
+from .catalog import hsm as hsm_catalog
 from .errors import PolicyError, clip
+from .hsm_model import custom_role_name, normalise_scope
 from .model import (
     PERMISSION_KINDS,
     AccessPolicyPlan,
@@ -57,6 +68,7 @@ class PolicyFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     grant_ttl: str | None = None
     use_pim: bool = False
     max_grants_per_hour: Annotated[int, msgspec.Meta(ge=0)] = 20
+    hsm_unattended: bool = False
 
 
 KEYS = frozenset(PolicyFile.__struct_fields__)
@@ -73,6 +85,7 @@ _PROBLEMS = {
     "allow_privileged": "must be true or false, not {value!r}",
     "object_scope": "must be true or false, not {value!r}",
     "use_pim": "must be true or false, not {value!r}",
+    "hsm_unattended": "must be true or false, not {value!r}",
 }
 _WHERE = re.compile(r" - at `\$((?:\.\w+|\[\d+\])*)`$")
 
@@ -109,6 +122,9 @@ class Policy:
     grant_ttl_text: str | None = None
     use_pim: bool = False
     max_grants_per_hour: int = 20
+    hsm_unattended: bool = False
+    """Managed HSM plans may be applied on audit-log evidence alone (default False: a person approves each one,
+    because the role that grants on an HSM can make itself Administrator)."""
     source: str = "defaults"
 
     def as_file(self) -> PolicyFile:
@@ -118,7 +134,7 @@ class Policy:
                           principals=Principals(list(self.allow), list(self.deny)), max_tier=self.max_tier,
                           allow_privileged=self.allow_privileged, object_scope=self.object_scope,
                           grant_ttl=self.grant_ttl_text, use_pim=self.use_pim,
-                          max_grants_per_hour=self.max_grants_per_hour)
+                          max_grants_per_hour=self.max_grants_per_hour, hsm_unattended=self.hsm_unattended)
 
     def to_dict(self) -> dict[str, Any]:
         """The policy file's JSON (every key, in the file's order)."""
@@ -162,7 +178,7 @@ def policy_from_dict(data: Any, source: str = "policy") -> Policy:
                   deny=tuple(x.lower() for x in principals.deny or ()), max_tier=doc.max_tier,
                   allow_privileged=doc.allow_privileged, object_scope=doc.object_scope, grant_ttl=ttl,
                   grant_ttl_text=doc.grant_ttl, use_pim=doc.use_pim, max_grants_per_hour=doc.max_grants_per_hour,
-                  source=source)
+                  hsm_unattended=doc.hsm_unattended, source=source)
 
 
 def parse_policy(text: str, source: str) -> Policy:
@@ -242,15 +258,72 @@ class Write:
 
     principal_id: str
     principal_type: str | None
-    scope: GrantScope
+    scope: GrantScope | HsmGrantScope
     tier: int
+    privileged: bool = False    # a Managed HSM local role that can change the HSM's RBAC, security domain or backups
+
+
+# How an HSM names a local role definition: built-ins "Microsoft.KeyVault/providers/Microsoft.Authorization/
+# roleDefinitions/GUID" (catalog.hsm.BUILTIN_ID_PREFIX), custom roles "/providers/Microsoft.Authorization/
+# roleDefinitions/GUID" (rbac.json 7.4 examples). Never an ARM role id (/subscriptions/...): another kind of role.
+_HSM_ROLE_ID = re.compile(r"(?:Microsoft\.KeyVault)?/providers/Microsoft\.Authorization/roleDefinitions/"
+                          r"([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})",
+                          re.IGNORECASE)
+
+
+def _hsm_role_weight(plan: HsmRoleAssignmentPlan) -> tuple[int, bool] | str:
+    """(tier, privileged) of the local role the plan assigns, from the catalogue; or why it is refused. A built-in
+    by its catalogued GUID, or our custom role: exactly catalogued ``managedHsm/keys/...`` actions (never a
+    wildcard), named ``custom_role_name`` of those actions, so the role assigned is the role judged."""
+    m = _HSM_ROLE_ID.fullmatch(plan.role_definition_id)
+    if m is None:
+        return f"role definition {plan.role_definition_id!r} is not a Managed HSM local role definition id"
+    guid = m.group(1).lower()
+    builtin = hsm_catalog.builtin_role(guid)
+    custom = plan.custom_role
+    if custom is None:
+        if builtin is None:
+            return f"role definition {guid} is not a built-in Managed HSM local role in the catalogue"
+        return hsm_catalog.role_weight(builtin.data_actions)
+    actions = custom.data_actions
+    if builtin is not None or not actions or any(
+            "*" in a or hsm_catalog.canonical_key_action(a) is None for a in actions):
+        return ("the custom local role must hold only catalogued Managed HSM key data actions (never a wildcard, "
+                f"never a built-in's id); it holds {list(actions)!r} as {guid}")
+    if guid != custom.name.lower() or guid != custom_role_name(actions):
+        return (f"the plan assigns role {guid}, but the custom role of {list(actions)!r} is named "
+                f"{custom_role_name(actions)}: the role assigned must be the role defined")
+    return hsm_catalog.role_weight(actions)
+
+
+def _hsm_write(plan: HsmRoleAssignmentPlan) -> Write | Verdict:
+    """The HSM write, checked for shape: a canonical HSM id, ``/keys`` or ``/keys/NAME`` (never ``/``, which also
+    covers the HSM's role assignments and definitions), a catalogued local role, a GUID grantee."""
+    hsm = parse_hsm_id(plan.hsm)
+    if hsm is None:
+        return Verdict(False, "scopes", f"{plan.hsm!r} is not a Managed HSM id; local roles are granted nowhere else")
+    try:
+        local = normalise_scope(plan.scope)
+    except ValueError:
+        local = "/"
+    if local == "/":
+        return Verdict(False, "scopes", f"local scope {plan.scope!r} is not /keys or /keys/NAME; kv-remediate never "
+                       "assigns at / (it covers the HSM's role assignments and definitions too)")
+    weight = _hsm_role_weight(plan)
+    if isinstance(weight, str):
+        return Verdict(False, "permissions", weight)
+    tier, privileged = weight
+    principal = plan.principal_id
+    if not is_guid(principal) or principal.strip("0-") == "":
+        return Verdict(False, "principal_types", f"grantee {principal!r} is not an object id")
+    return Write(principal.lower(), plan.principal_type, HsmGrantScope(hsm, local), max(tier, plan.tier), privileged)
 
 
 def exact_write(plan: Plan) -> Write | Verdict:
     """The write a plan makes, checked for shape: a canonical vault or object scope (``armid``), a GUID grantee,
     and a role or permissions the catalogue knows. A refusal when any of it is not what we would build."""
     if isinstance(plan, HsmRoleAssignmentPlan):
-        return Verdict(False, "scopes", "Managed HSM local role assignments are not applied yet")
+        return _hsm_write(plan)
     if isinstance(plan, RoleAssignmentPlan):
         scope = parse_grant_scope(plan.scope)
         principal, ptype = plan.principal_id, plan.principal_type
@@ -293,15 +366,20 @@ def check(finding: Finding, policy: Policy, applied_last_hour: int = 0, *, reque
     if isinstance(write, Verdict):
         return write
     # The rules in order, each a named step; the first refusal wins (a refusal is never None, an allowance is).
-    refusal = (_plan_refusal(plan, policy) or _grantee_refusal(write, policy, own_principals)
-               or _scope_refusal(write, policy) or _evidence_refusal(policy, proof, applied_last_hour))
+    refusal = (_plan_refusal(plan, write, policy) or _target_refusal(finding, write)
+               or _grantee_refusal(write, policy, own_principals) or _scope_refusal(write, policy)
+               or _evidence_refusal(policy, proof, applied_last_hour)
+               or _approval_refusal(write, policy, proof))
     return refusal or Verdict(True)
 
 
-def _plan_refusal(plan: Plan, policy: Policy) -> Verdict | None:
+def _plan_refusal(plan: Plan, write: Write, policy: Policy) -> Verdict | None:
     """What the plan itself asks for: a privileged role, or a compound (application-bound) entry."""
     if isinstance(plan, RoleAssignmentPlan) and plan.privileged and not policy.allow_privileged:
         return Verdict(False, "allow_privileged", f"the plan needs {plan.role_name}, a privileged role")
+    if isinstance(plan, HsmRoleAssignmentPlan) and write.privileged and not policy.allow_privileged:
+        return Verdict(False, "allow_privileged", f"the plan needs {plan.role_name}, a privileged Managed HSM local "
+                       "role (it can change the HSM's role assignments, security domain or backups)")
     if isinstance(plan, AccessPolicyPlan) and plan.application_id:
         return Verdict(False, "principal_types", "compound (application-bound) entries are never granted")
     return None
@@ -328,7 +406,7 @@ def _grantee_refusal(write: Write, policy: Policy, own_principals: frozenset[str
 
 def _scope_refusal(write: Write, policy: Policy) -> Verdict | None:
     """Where and how much: inside an allowed scope, at the object only when allowed, within max_tier."""
-    scope = str(write.scope)
+    scope = str(write.scope)   # for an HSM, its ARM id: policy scopes name ARM resources
     if not any(within(scope, p) for p in policy.scopes):
         return Verdict(False, "scopes", f"{scope} is not under any allowed scope"
                        + ("" if policy.scopes else " (scopes is empty: nowhere)"))
@@ -348,3 +426,38 @@ def _evidence_refusal(policy: Policy, proof: Proof | None, applied_last_hour: in
         return Verdict(False, "max_grants_per_hour", f"{applied_last_hour} grants were applied on this vault in the "
                        f"last hour (limit {policy.max_grants_per_hour})")
     return None
+
+
+def _target_refusal(finding: Finding, write: Write) -> Verdict | None:
+    """An HSM plan grants on the HSM and to the principal the denial names (when it names them): a plan for another
+    HSM or another caller than the denied one is not this denial's fix."""
+    if not isinstance(write.scope, HsmGrantScope):
+        return None
+    named = finding.denial.vault
+    hsm = write.scope.hsm
+    if named.kind != "managed_hsm" or (named.name and named.name.lower() != hsm.name.lower()) or (
+            named.resource_id and named.resource_id.lower() != str(hsm).lower()):
+        return Verdict(False, "scopes", f"the plan grants on Managed HSM {hsm.name}, not on the HSM the denial "
+                       f"names ({named.name or named.resource_id})")
+    caller = finding.denial.principal.object_id
+    evidence = getattr(finding.evidence, "principal", None)   # what Graph said the caller is
+    read = evidence.object_id if evidence is not None else None
+    for who in (caller, read):
+        if who and who.lower() != write.principal_id:
+            return Verdict(False, "principals.caller", f"the plan grants to {write.principal_id}, not to the "
+                           f"denied caller {who}")
+    return None
+
+
+def _approval_refusal(write: Write, policy: Policy, proof: Proof | None) -> Verdict | None:
+    """Managed HSM plans need a person by default: ``refused_by == "approval"`` means every other rule allows the
+    plan and an approval (or an operator's act) would apply it. The identity that grants on an HSM holds Policy
+    Administrator or Crypto Officer, which can make itself Administrator (managed-hsm/access-control.md), so an audit
+    row alone does not drive it unless the policy says ``hsm_unattended: true``."""
+    if not isinstance(write.scope, HsmGrantScope) or policy.hsm_unattended:
+        return None
+    if proof is not None and proof.kind in ("approval", "operator"):
+        return None
+    return Verdict(False, "approval", "granting on a Managed HSM needs the Managed HSM Policy Administrator or Crypto "
+                   "Officer role, which can make itself Administrator, so a person approves each HSM grant (policy "
+                   "hsm_unattended is false); the audit log alone does not apply it")

@@ -24,7 +24,7 @@ ASSIGNMENT_NAMESPACE = uuid.UUID("6f1c7c3e-2c55-5d0c-9a57-6b5d4f0e4a11")
 
 def key_scope(key_name: str) -> str:
     """``/keys/<name>``; a name that is not a Key Vault object name is a ValueError (it never reaches a URL)."""
-    if not _KEY_NAME.match(key_name):
+    if not _KEY_NAME.fullmatch(key_name):   # fullmatch: '$' alone lets a trailing newline through
         raise ValueError(f"{key_name!r} is not a Managed HSM key name (1-127 letters, digits and dashes)")
     return f"/keys/{key_name}"
 

@@ -121,3 +121,31 @@ def _pattern(pattern: str) -> re.Pattern[str]:
 def action_matches(pattern: str, action: str) -> bool:
     """Case-insensitive action match; ``*`` matches any run of characters including ``/``."""
     return pattern.lower() == action.lower() if "*" not in pattern else _pattern(pattern).match(action) is not None
+
+
+PRIVILEGED_TIER = 3
+_RBAC_READS = frozenset(HSM_PREFIX.lower() + a for a in ("roleassignments/read/action", "roledefinitions/read/action"))
+
+
+def action_weight(action: str) -> tuple[int, bool]:
+    """(tier, privileged) of one local role data action. A catalogued ``keys/...`` action has its tier; reading the
+    HSM's role assignments or definitions is tier 0 (it changes nothing); anything else (writing or deleting role
+    assignments or definitions, the security domain, full-HSM backup and restore, a wildcard, an action the
+    catalogue does not know) is privileged, tier 3: a holder of ``roleAssignments/write`` can make itself
+    Administrator ("Assigning roles such as Managed HSM Crypto Officer or Managed HSM Crypto Policy Administrator
+    grants broad permissions to manage role assignments, including self-assignment of the Managed HSM Administrator
+    role", managed-hsm/access-control.md)."""
+    key = canonical_key_action(action) if "*" not in action else None
+    if key is not None:
+        return tier(key), False
+    if action.strip().lower() in _RBAC_READS:
+        return 0, False
+    return PRIVILEGED_TIER, True
+
+
+def role_weight(data_actions: tuple[str, ...] | list[str]) -> tuple[int, bool]:
+    """(highest tier, any privileged) over a local role's data actions; an empty role is privileged (unknown)."""
+    weights = [action_weight(a) for a in data_actions]
+    if not weights:
+        return PRIVILEGED_TIER, True
+    return max(t for t, _ in weights), any(p for _, p in weights)

@@ -61,6 +61,7 @@ class AzureBackend:
     def facts(self, **kw: Any) -> ArmFacts:
         from .facts.arm import ArmFacts
 
+        kw.setdefault("hsm_factory", self.hsm_facts)   # Managed HSM grants are written on the same backend
         return ArmFacts(self.credential, self.subscriptions, cloud=self.cloud, **kw)
 
     def log_analytics(self) -> LogAnalyticsClient:
@@ -99,6 +100,7 @@ class EmulatorRun:
 
         emu = self.emulator
         kw.setdefault("index_scope", self.index_scope)
+        kw.setdefault("hsm_factory", self.hsm_facts)   # Managed HSM grants are written on the same backend
         return ArmFacts(emu.async_credential(), self.snapshot.subscriptions, arm_url=emu.base_url,
                         graph_url=emu.base_url, connection_verify=emu.ca_file,
                         transport_factory=emu.async_transport, **kw)

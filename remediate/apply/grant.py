@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .. import catalog
+from ..armid import parse_hsm_id
 from ..errors import ApplyError, AzureUnavailableError, InputError
 from ..facts.writes import ArmWriter
 from ..guard import Verdict, check
@@ -18,13 +19,15 @@ from ..model import AccessPolicyPlan, Cause, Finding, HsmRoleAssignmentPlan, Rol
 from ..outcome import ApplyOutcome
 from ..plan import assignment_name
 from ..store.claims import ClaimKey
-from ..store.grants import GrantRecord
+from ..store.grants import GrantRecord, GrantStore
 from .records import (
     HOUR,
     ApplyContext,
     add_record,
     ap_key,
     applied_outcome,
+    hsm_assignment_id,
+    hsm_key,
     label,
     log_record,
     new_record,
@@ -164,16 +167,54 @@ async def _apply_access_policy(f: Finding, plan: AccessPolicyPlan, writer: ArmWr
     return reported(done) if done.outcome != "applied" else applied_outcome(done, adopted=run.resumed)
 
 
+async def _apply_hsm(plan: HsmRoleAssignmentPlan, writer: ArmWriter, run: _Run, grants: GrantStore) -> ApplyOutcome:
+    """A Managed HSM local role assignment: our custom role first when the plan has one (defined at ``/``, read
+    back), then the assignment under our deterministic name, then a fresh read that it is there. Managed HSM has no
+    PIM and no description to label an assignment with: the record (and its deterministic name) is what says it is
+    ours, and the revocation timer removes it at ``grant_ttl``."""
+    rec = run.rec
+    role_id = plan.role_definition_id
+    if plan.custom_role is not None:
+        run.step = f"custom local role {plan.custom_role.name} PUT sent, not answered"
+        role = await writer.hsm_define_role(plan.hsm, plan.custom_role.data_actions)
+        if role.name.lower() != plan.custom_role.name.lower():   # the guard checked the name; never assign another
+            raise ApplyError(f"the HSM defined custom local role {role.name}, not the planned "
+                             f"{plan.custom_role.name}; nothing was assigned")
+        role_id = role.id
+    run.step = "local role assignment PUT sent, not answered"
+    write = await writer.hsm_assign(plan.hsm, plan.scope, role_id, plan.principal_id)
+    run.step = "local role assignment PUT answered, not verified"
+    if not await writer.hsm_holds(plan.hsm, plan.scope, role_id, plan.principal_id):
+        raise ApplyError(f"assigned {plan.role_name} to {plan.principal_id} at {plan.scope} on {plan.hsm_name}, but "
+                         f"reading it back found no such assignment; grant {rec.id} is recorded as failed; re-run to "
+                         "retry (idempotent)")
+    run.step = "verified, not yet recorded as applied"
+    assignment_id = write.assignment.id if write.assignment else rec.assignment_id
+    how = "created" if write.changed else "existed under our deterministic name; recorded as this grant"
+    done = await settle(grants, rec, "applied", before={"hsm_role_assignment": None},
+                         after={"hsm_role_assignment": assignment_id, "hsm": plan.hsm, "scope": write.scope},
+                         assignment_id=assignment_id, role_definition_id=role_id,
+                         detail=f"Managed HSM local role assignment {how}")
+    return reported(done) if done.outcome != "applied" else applied_outcome(done, adopted=run.resumed)
+
+
+async def _write(f: Finding, writer: ArmWriter, ctx: ApplyContext, run: _Run) -> ApplyOutcome:
+    """The write its plan's kind makes, verified and settled."""
+    assert f.plan is not None
+    if isinstance(f.plan, HsmRoleAssignmentPlan):
+        return await _apply_hsm(f.plan, writer, run, ctx.grants)
+    if isinstance(f.plan, AccessPolicyPlan):
+        return await _apply_access_policy(f, f.plan, writer, ctx, run)
+    if ctx.policy.grant_ttl_text and ctx.policy.use_pim:
+        return await _apply_pim(f, f.plan, writer, ctx, run)
+    return await _apply_rbac(f, f.plan, writer, ctx, run)
+
+
 async def _run(f: Finding, writer: ArmWriter, ctx: ApplyContext, run: _Run) -> ApplyOutcome:
     """The write, its verifying read and the settling of its record, under the per-finding budget."""
-    assert f.plan is not None and not isinstance(f.plan, HsmRoleAssignmentPlan)
     try:
         async with asyncio.timeout(ctx.budget_s):
-            if isinstance(f.plan, AccessPolicyPlan):
-                return await _apply_access_policy(f, f.plan, writer, ctx, run)
-            if ctx.policy.grant_ttl_text and ctx.policy.use_pim:
-                return await _apply_pim(f, f.plan, writer, ctx, run)
-            return await _apply_rbac(f, f.plan, writer, ctx, run)
+            return await _write(f, writer, ctx, run)
     except TimeoutError:
         msg = (f"gave up after {ctx.budget_s:.0f} s at '{run.step}': the write may or may not have reached Azure "
                "and was not verified")
@@ -218,6 +259,12 @@ def _granting_keys(f: Finding, ctx: ApplyContext) -> list[str]:
     keys = [ctx.key(ra_key(a.scope, a.principal_id, a.role_definition_id)) for a in f.evidence.role_assignments
             if a.grants and a.via == "direct" and a.scope and a.role_definition_id and a.principal_id]
     vault = f.evidence.vault.id if f.evidence.vault else None
+    hsm = next((str(h) for h in (parse_hsm_id(x) for x in (vault, f.denial.vault.resource_id) if x) if h), None)
+    if hsm is not None:   # a Managed HSM denial: its local assignments (scopes /, /keys, /keys/NAME)
+        keys += [ctx.key(hsm_key(hsm, a.scope, a.principal_id, a.role_definition_id))
+                 for a in f.evidence.role_assignments if a.grants and a.via == "direct" and a.scope.startswith("/keys")
+                 and a.role_definition_id and a.principal_id]
+        return keys
     if vault and f.denial.principal.object_id and f.required and f.required.access_policy:
         add = {k: [catalog.canonical_permission(k, p) or p for p in v] for k, v in f.required.access_policy.items()}
         keys.append(ctx.key(ap_key(vault, f.denial.principal.object_id, add)))
@@ -264,9 +311,7 @@ async def apply_one(f: Finding, writer: ArmWriter, ctx: ApplyContext) -> ApplyOu
     """Guard, record the intent, write once, verify, settle; the outcome is merged into the finding's JSON."""
     if f.plan is None:
         return await _without_plan(f, writer, ctx)
-    if isinstance(f.plan, HsmRoleAssignmentPlan):
-        return ApplyOutcome(False, "refused", "scopes", "Managed HSM local role assignments are not applied yet")
-    vault_id = f.plan.vault_id if isinstance(f.plan, AccessPolicyPlan) else "/".join(f.plan.scope.split("/")[:9])
+    vault_id = _where(f.plan)
     recent = await asyncio.to_thread(ctx.grants.count_applied_since, vault_id, ctx.now - HOUR,
                                      ctx.backend) if ctx.requested else 0
     verdict = check(f, ctx.policy, recent, requested=ctx.requested, proof=ctx.proof_for(f),
@@ -294,6 +339,15 @@ async def apply_one(f: Finding, writer: ArmWriter, ctx: ApplyContext) -> ApplyOu
     intent = new_record(ctx, f, "pending", expires_at=expires, write_key=key,
                         detail="intent recorded; the write was not confirmed", **_intent_fields(f, ctx))
     return await _begin(f, writer, ctx, _Run(rec=intent, slot=slot, claimant=claimant))
+
+
+def _where(plan: RoleAssignmentPlan | AccessPolicyPlan | HsmRoleAssignmentPlan) -> str:
+    """The vault (or Managed HSM) a plan writes on: its grant budget and rate slots are per resource."""
+    if isinstance(plan, AccessPolicyPlan):
+        return plan.vault_id
+    if isinstance(plan, HsmRoleAssignmentPlan):
+        return plan.hsm
+    return "/".join(plan.scope.split("/")[:9])
 
 
 async def _without_plan(f: Finding, writer: ArmWriter, ctx: ApplyContext) -> ApplyOutcome:
@@ -333,6 +387,9 @@ def _intent_fields(f: Finding, ctx: ApplyContext) -> dict[str, Any]:
         kw["permissions_added"] = {k: list(v) for k, v in f.plan.add.items() if v}
         kw["before"] = next(({k: list(v) for k, v in e.permissions.items()} for e in f.evidence.access_policies
                              if e.via == "direct" and not e.application_id), {}) or {}
+    elif isinstance(f.plan, HsmRoleAssignmentPlan):   # our deterministic name is the write's identity on the HSM
+        kw["assignment_id"] = hsm_assignment_id(f.plan.scope, f.plan.principal_id, f.plan.role_definition_id)
+        kw["custom_role"] = f.plan.custom_role.name if f.plan.custom_role else None
     elif ctx.policy.grant_ttl_text and ctx.policy.use_pim:
         kw["requests"] = [str(uuid.uuid4())]
     elif isinstance(f.plan, RoleAssignmentPlan):   # the deterministic name is the write's identity in Azure
@@ -367,6 +424,9 @@ def _plan_key(f: Finding) -> tuple[str, ...] | None:
     if isinstance(p, AccessPolicyPlan):
         return ("ap", p.vault_id.lower(), p.object_id.lower(),
                 *sorted(f"{k}:{x.lower()}" for k, v in p.add.items() for x in v))
+    if isinstance(p, HsmRoleAssignmentPlan):
+        return ("hsm", p.hsm.lower(), p.scope.strip("/").lower(), p.principal_id.lower(),
+                p.role_definition_id.rsplit("/", 1)[-1].lower())
     return None
 
 

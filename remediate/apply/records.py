@@ -13,12 +13,14 @@ from typing import Any
 
 from ..facts.writes import ArmWriter
 from ..guard import Policy
-from ..model import AccessPolicyPlan, Finding, Proof, RoleAssignmentPlan
+from ..hsm_model import assignment_name as hsm_assignment_name
+from ..hsm_model import normalise_scope
+from ..model import AccessPolicyPlan, Finding, HsmRoleAssignmentPlan, Plan, Proof, RoleAssignmentPlan
 from ..outcome import ApplyOutcome, Expiry
 from ..plan import assignment_name
 from ..store.claims import ClaimStore
 from ..store.encoding import iso, parse_iso
-from ..store.grants import GrantRecord, GrantStore, Outcome
+from ..store.grants import MANAGED_HSM, GrantRecord, GrantStore, Outcome
 
 log = logging.getLogger("kv_remediate.apply")
 HOUR = timedelta(hours=1)
@@ -86,10 +88,26 @@ def ap_key(vault_id: str, object_id: str, add: Mapping[str, Sequence[str]]) -> s
     return "|".join(("ap", vault_id.rstrip("/").lower(), object_id.lower(), *perms))
 
 
-def write_key(plan: RoleAssignmentPlan | AccessPolicyPlan) -> str:
+def hsm_key(hsm_id: str, scope: str, principal_id: str, role_definition_id: str) -> str:
+    """A Managed HSM local role assignment's identity: the HSM, its local scope, the grantee and the role GUID."""
+    return "|".join(("hsm", hsm_id.rstrip("/").lower(), normalise_scope(scope).lower(), principal_id.lower(),
+                     role_definition_id.rsplit("/", 1)[-1].lower()))
+
+
+def hsm_assignment_id(scope: str, principal_id: str, role_definition_id: str) -> str:
+    """The id the HSM gives our assignment: ``{scope}/providers/Microsoft.Authorization/roleAssignments/{name}``
+    (``/providers/...`` at ``/``; state_hsm.py cites the recording), under our deterministic name."""
+    local = normalise_scope(scope)
+    name = hsm_assignment_name(principal_id, local, role_definition_id)
+    return f"{'' if local == '/' else local}/providers/Microsoft.Authorization/roleAssignments/{name}"
+
+
+def write_key(plan: Plan) -> str:
     """The identity of the write a plan makes (case-insensitive ARM ids): one open grant per key."""
     if isinstance(plan, RoleAssignmentPlan):
         return ra_key(plan.scope, plan.principal_id, plan.role_definition_id)
+    if isinstance(plan, HsmRoleAssignmentPlan):
+        return hsm_key(plan.hsm, plan.scope, plan.principal_id, plan.role_definition_id)
     return ap_key(plan.vault_id, plan.object_id, plan.add)
 
 
@@ -113,8 +131,18 @@ def new_record(ctx: ApplyContext, f: Finding, outcome: Outcome, **kw: Any) -> Gr
                     role_definition_id=plan.role_definition_id)
     elif isinstance(plan, AccessPolicyPlan):
         base.update(vault_id=plan.vault_id, principal_id=plan.object_id, scope=plan.vault_id)
+    elif isinstance(plan, HsmRoleAssignmentPlan):   # the HSM's ARM id is the "vault"; the scope is the local one
+        base.update(vault_id=plan.hsm, principal_id=plan.principal_id, scope=_local(plan.scope),
+                    role_definition_id=plan.role_definition_id, resource_kind=MANAGED_HSM)
     base.update(kw)
     return GrantRecord(outcome=outcome, time=ctx.now, **base)
+
+
+def _local(scope: str) -> str:
+    try:
+        return normalise_scope(scope)
+    except ValueError:   # a refused plan's scope, recorded as it was
+        return scope
 
 
 def log_record(record: GrantRecord) -> None:
@@ -187,14 +215,19 @@ def reported(rec: GrantRecord) -> ApplyOutcome:
     return ApplyOutcome(False, rec.outcome, grant_id=rec.id, detail=rec.detail)
 
 
+async def _hsm_present(rec: GrantRecord, writer: ArmWriter) -> bool:
+    if not (rec.vault_id and rec.scope and rec.role_definition_id and rec.principal_id):
+        return False
+    return await writer.hsm_holds(rec.vault_id, rec.scope, rec.role_definition_id, rec.principal_id)
+
+
 async def present_in_azure(rec: GrantRecord, writer: ArmWriter) -> bool:
     """Does Azure hold what this record's write would make? Read fresh, for adoption and for the reconciler."""
     plan = rec.plan or {}
+    if rec.is_hsm:                      # a Managed HSM local role assignment, read on the HSM's data plane
+        return await _hsm_present(rec, writer)
     if rec.requests and rec.scope:      # PIM: one of our (single-use) requests took effect
-        for name in rec.requests:
-            if await writer.pim_request_status(rec.scope, name) == "provisioned":
-                return True
-        return False
+        return "provisioned" in [await writer.pim_request_status(rec.scope, name) for name in rec.requests]
     if rec.role_definition_id and rec.scope and rec.principal_id:
         name = assignment_name(rec.scope, rec.principal_id, rec.role_definition_id.rsplit("/", 1)[-1])
         got = await writer.get_role_assignment(rec.scope, name)

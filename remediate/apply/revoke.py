@@ -8,6 +8,7 @@ import logging
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+from ..armid import parse_hsm_id
 from ..errors import ApplyError, AzureUnavailableError
 from ..facts.writes import ArmWriter, Assignment
 from ..outcome import Revocation
@@ -39,7 +40,9 @@ async def revoke(record: GrantRecord, writer: ArmWriter, grants: GrantStore, now
         return replace(said, reason=f"record is '{record.outcome}', not an applied grant: nothing of ours to undo")
     if record.revoked_at is not None:
         return replace(said, reason=f"already revoked at {record.revoked_at}")
-    if record.requests or (record.detail and record.detail.startswith("PIM")):
+    if record.is_hsm:
+        said, detail = await _undo_hsm(record, writer, said)
+    elif record.requests or (record.detail and record.detail.startswith("PIM")):
         detail = "PIM expires the assignment itself"
     elif record.assignment_id and record.scope:
         said, detail = await _undo_assignment(record, writer, grants, said, assignment_id=record.assignment_id,
@@ -73,6 +76,23 @@ async def _undo_assignment(record: GrantRecord, writer: ArmWriter, grants: Grant
         detail = f"deleted role assignment {assignment_id}" if gone else \
             f"role assignment {assignment_id} was already gone"
     return replace(said, assignment_id=assignment_id), detail
+
+
+async def _undo_hsm(record: GrantRecord, writer: ArmWriter, said: Revocation) -> tuple[Revocation, str]:
+    """Delete the Managed HSM local role assignment the grant made (our deterministic name, and only when it holds
+    what we wrote; the delete is idempotent and read back). A custom local role the grant defined is kept: a
+    definition grants nothing by itself, other assignments (ours, or a person's) may use it, and which do cannot be
+    known without listing every key's scope (a listing at ``/`` does not show key-level assignments,
+    managed-hsm/role-management.md); deleting it would make theirs defunct."""
+    hsm, scope, role, principal = record.vault_id, record.scope, record.role_definition_id, record.principal_id
+    if not (hsm and scope and role and principal):
+        return said, "the record names no Managed HSM assignment to undo"
+    done = await writer.hsm_unassign(hsm, scope, role, principal)
+    where = f"local role assignment {done.name} at {done.scope} on Managed HSM {done.hsm}"
+    detail = f"deleted {where}" if done.changed else f"{where} was already gone"
+    if record.custom_role:
+        detail += f"; custom local role {record.custom_role} kept (a definition grants nothing by itself)"
+    return replace(said, deleted=done.changed, assignment_id=record.assignment_id), detail
 
 
 async def _undo_permissions(record: GrantRecord, vault_id: str, principal_id: str, writer: ArmWriter,
@@ -155,6 +175,8 @@ async def sweep_labelled(writer: ArmWriter, grants: GrantStore, now: datetime,
     """
     results: list[Revocation] = []
     for vault in await asyncio.to_thread(grants.vaults):
+        if parse_hsm_id(vault) is not None:
+            continue   # a Managed HSM assignment has no description to label: its grant record is what revokes it
         try:
             listed = await writer.list_role_assignments(vault)
         except (ApplyError, AzureUnavailableError) as exc:

@@ -22,6 +22,7 @@ from . import resource_graph
 
 if TYPE_CHECKING:
     from ..store.vault_index import VaultIndex
+    from .hsm import HsmFacts
 
 from .pipeline import capped_retry_policy, json_pipeline, shared_transport_class
 
@@ -41,11 +42,13 @@ class FactClients:
                  graph: bool = True, max_concurrency: int = 32, retry_after_cap_s: float = 30.0,
                  retry_total: int = 10, transport_factory: Callable[[], Any] | None = None,
                  resource_graph: bool = True, resource_graph_top: int = resource_graph.MAX_TOP,
-                 index: VaultIndex | None = None, index_scope: str | None = None) -> None:
+                 index: VaultIndex | None = None, index_scope: str | None = None,
+                 hsm_factory: Callable[[], HsmFacts] | None = None) -> None:
         """``subscriptions``: where the ARM fallback searches by name, and the Resource Graph query's filter (empty:
         every subscription the identity can read). ``resource_graph=False`` searches by name through ARM only (the
         behaviour before Resource Graph; for comparison). ``index``: the name -> id index that outlives the batch,
-        partitioned by ``index_scope`` (default: the ARM endpoint)."""
+        partitioned by ``index_scope`` (default: the ARM endpoint). ``hsm_factory``: the backend's
+        ``Backend.hsm_facts`` (Managed HSM reads and writes on the same backend), opened on first use."""
         self._credential = credential
         self.subscriptions = tuple(subscriptions)
         self._cloud = cloud      # endpoints and token audiences; arm_url/graph_url point them elsewhere (emulator)
@@ -78,6 +81,8 @@ class FactClients:
         self._notes: dict[str, str] = {}                         # vault name -> how it was (not) found
         self._by_name: dict[str, asyncio.Future[VaultLookup]] = {}  # vault name -> its lookup in this batch
         self._background: set[asyncio.Task[None]] = set()        # index writes still running
+        self._hsm_factory = hsm_factory
+        self._hsm: HsmFacts | None = None
 
     # -- plumbing -------------------------------------------------------------------------------------------
 
@@ -150,10 +155,22 @@ class FactClients:
                                         retry_policy=capped_retry_policy(self._retry_cap, self._retry_total))
         return self._graph
 
+    def hsm_facts(self) -> HsmFacts:
+        """This batch's Managed HSM facts (the backend's ``hsm_facts()``, opened once, closed with the batch)."""
+        if self._hsm is None:
+            if self._hsm_factory is None:
+                raise AzureUnavailableError("this fact source was made without a Managed HSM backend (Backend.facts "
+                                            "passes one); Managed HSM grants cannot be read or written through it")
+            self._hsm = self._hsm_factory()
+        return self._hsm
+
     async def close(self) -> None:
         """Close every client this instance opened (after the index writes still running)."""
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        if self._hsm is not None:
+            await self._hsm.close()
+            self._hsm = None
         for c in [*self._kv.values(), self._auth, self._graph, self._rg]:
             if c is not None:
                 await c.close()

@@ -1,5 +1,6 @@
 """The only writes kv-remediate makes, through the real SDK clients: one role assignment (or PIM schedule
-request), or an ``accessPolicies/add`` of exactly the missing permissions; and their exact reversal.
+request), or an ``accessPolicies/add`` of exactly the missing permissions, or one Managed HSM local role assignment
+(and, first, our least-privilege custom local role); and their exact reversal.
 
 Never a vault PUT/PATCH (that would risk the permission model, network rules and concurrent entries).
 Every method is idempotent; SDK errors are translated here with the remedy.
@@ -10,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from azure.core.exceptions import (
     ClientAuthenticationError,
@@ -23,6 +24,10 @@ from azure.core.exceptions import (
 
 from ..errors import ApplyError, clip
 from .arm import ArmFacts
+
+if TYPE_CHECKING:
+    from ..catalog.hsm import HsmRoleDefinition
+    from ..hsm_model import HsmWrite, ManagedHsm
 
 _VAULT = re.compile(r"^/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/Microsoft\.KeyVault/vaults/([^/]+)",
                     re.IGNORECASE)
@@ -107,6 +112,7 @@ class ArmWriter:
 
     def __init__(self, facts: ArmFacts) -> None:
         self.facts = facts
+        self._hsms: dict[str, ManagedHsm] = {}
 
     # -- role assignments ---------------------------------------------------------------------------------------
 
@@ -295,3 +301,62 @@ class ArmWriter:
         await self._update(vault_id, "remove", tenant_id, object_id, perms)
 
 
+
+    # -- Managed HSM local RBAC (the HSM's data plane, through the backend's HsmFacts) -------------------------
+
+    async def managed_hsm(self, hsm_id: str) -> ManagedHsm:
+        """The HSM by ARM id (read once per writer): where its data plane is. ApplyError when ARM has none."""
+        found = self._hsms.get(hsm_id.lower())
+        if found is None:
+            try:
+                got = await self.facts.hsm_facts().get_hsm(hsm_id)
+            except ValueError as exc:
+                raise ApplyError(f"{hsm_id!r} is not a Managed HSM id; nothing was changed") from exc
+            if got is None:
+                raise ApplyError(f"Managed HSM {hsm_id} is not in ARM (deleted or moved?); nothing was changed; "
+                                 "re-run the diagnosis")
+            found = self._hsms[hsm_id.lower()] = got
+        return found
+
+    async def hsm_define_role(self, hsm_id: str, data_actions: tuple[str, ...]) -> HsmRoleDefinition:
+        """Our custom local role of exactly ``data_actions`` at ``/`` (idempotent, read back: facts.hsm)."""
+        from .hsm import ensure_custom_role
+
+        hsm = await self.managed_hsm(hsm_id)
+        try:
+            return await ensure_custom_role(self.facts.hsm_facts(), hsm, data_actions)
+        except ValueError as exc:
+            raise ApplyError(f"defining a custom local role on {hsm.name}: {exc}; nothing was changed") from exc
+
+    async def hsm_assign(self, hsm_id: str, scope: str, role_definition_id: str, principal_id: str) -> HsmWrite:
+        """One local role assignment under our deterministic name (idempotent, read back: facts.hsm)."""
+        from .hsm import ensure_assignment
+
+        hsm = await self.managed_hsm(hsm_id)
+        try:
+            return await ensure_assignment(self.facts.hsm_facts(), hsm, scope, role_definition_id, principal_id)
+        except ValueError as exc:
+            raise ApplyError(f"assigning a local role on {hsm.name}: {exc}; nothing was changed") from exc
+
+    async def hsm_holds(self, hsm_id: str, scope: str, role_definition_id: str, principal_id: str) -> bool:
+        """Whether the HSM holds the assignment ``hsm_assign`` makes (its name, role, principal and scope): a fresh
+        read, for verifying, adopting and reconciling."""
+        from ..catalog.hsm import guid_of
+        from ..hsm_model import assignment_name, normalise_scope
+
+        hsm = await self.managed_hsm(hsm_id)
+        got = await self.facts.hsm_facts().read_assignment(hsm, scope, assignment_name(principal_id, scope,
+                                                                                       role_definition_id))
+        return got is not None and got.principal_id.lower() == principal_id.lower() and \
+            got.role_guid == guid_of(role_definition_id) and \
+            normalise_scope(got.scope).lower() == normalise_scope(scope).lower()
+
+    async def hsm_unassign(self, hsm_id: str, scope: str, role_definition_id: str, principal_id: str) -> HsmWrite:
+        """Delete only the assignment ``hsm_assign`` made (idempotent, read back: facts.hsm)."""
+        from .hsm import remove_assignment
+
+        hsm = await self.managed_hsm(hsm_id)
+        try:
+            return await remove_assignment(self.facts.hsm_facts(), hsm, scope, role_definition_id, principal_id)
+        except ValueError as exc:
+            raise ApplyError(f"removing a local role assignment on {hsm.name}: {exc}; nothing was changed") from exc

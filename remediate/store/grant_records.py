@@ -21,6 +21,8 @@ UNRESOLVED: tuple[str, ...] = ("pending", "pending_approval")
 """Outcomes whose write may still take effect in Azure: the reconciler reads Azure to settle them."""
 
 TIME_FIELDS = ("time", "expires_at", "revoked_at", "first_time")
+MANAGED_HSM = "managed_hsm"
+"""``GrantRecord.resource_kind`` of a Managed HSM grant (the ``VaultRef.kind`` vocabulary)."""
 EMULATOR = "emulator"
 """``GrantRecord.backend`` of a grant made in the bundled emulator (``--snapshot``); None is live Azure."""
 
@@ -60,6 +62,9 @@ class GrantRecord:
     backend: str | None = None         # where the write was made: None live Azure, "emulator" the bundled emulator
     repeats: int = 0                   # how many more times this same write was made again under this record
     first_time: datetime | None = None  # when a repeated write was first made (``time`` is the latest attempt)
+    resource_kind: str | None = None   # "managed_hsm": a Managed HSM local role assignment (vault_id is the HSM's ARM
+                                       # id, scope its local scope); None (or "vault"): a vault grant
+    custom_role: str | None = None     # the GUID of the custom local role the HSM grant defined or reused (kept)
 
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:
@@ -75,6 +80,11 @@ class GrantRecord:
     def vault_key(self) -> str | None:
         """Case-insensitive vault identity (ARM ids are case-insensitive)."""
         return self.vault_id.lower() if self.vault_id else None
+
+    @property
+    def is_hsm(self) -> bool:
+        """A Managed HSM grant: read, revoked and reconciled through the HSM's data plane (facts/hsm.py), not ARM."""
+        return self.resource_kind == MANAGED_HSM
 
     @property
     def in_emulator(self) -> bool:

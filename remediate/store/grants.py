@@ -15,9 +15,19 @@ older than T") are answered from indexes, never from a scan: SQLite indexes, and
 whose PartitionKey/RowKey are the query (see :class:`TableGrantStore`).
 """
 
-from .grant_records import EMULATOR, OUTCOMES, UNRESOLVED, GrantRecord, GrantStore, Outcome, key_hash, new_grant_id
+from .grant_records import (
+           EMULATOR,
+           MANAGED_HSM,
+           OUTCOMES,
+           UNRESOLVED,
+           GrantRecord,
+           GrantStore,
+           Outcome,
+           key_hash,
+           new_grant_id,
+)
 from .grants_sqlite import SqliteGrantStore
 from .grants_table import TableGrantStore
 
-__all__ = ["EMULATOR", "OUTCOMES", "UNRESOLVED", "GrantRecord", "GrantStore", "Outcome", "SqliteGrantStore",
-           "TableGrantStore", "key_hash", "new_grant_id"]
+__all__ = ["EMULATOR", "MANAGED_HSM", "OUTCOMES", "UNRESOLVED", "GrantRecord", "GrantStore", "Outcome",
+           "SqliteGrantStore", "TableGrantStore", "key_hash", "new_grant_id"]

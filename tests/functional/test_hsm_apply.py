@@ -1,0 +1,386 @@
+"""Managed HSM grants through apply and revoke (issue 12): the grant-record discipline of vault grants (intent,
+one write, read back, settle; resumed and adopted after a crash; idempotent on repeat), revocation of only what we
+created, grant_ttl expiry by the timer, and approval-only by default. The real azure-keyvault-administration and
+azure-mgmt-keyvault clients run against the emulator, with its fault injection; outcomes are asserted on what the
+emulated HSM holds afterwards. Findings are made by hand, carrying plans as the HSM planner builds them."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from remediate.apply import GRACE, ApplyContext, apply_findings, reconcile, revoke
+from remediate.backends import EmulatorRun
+from remediate.emulator import Faults
+from remediate.errors import ApplyError, StorageError
+from remediate.evidence import Evidence
+from remediate.facts.writes import ArmWriter
+from remediate.guard import policy_from_dict
+from remediate.hsm_model import assignment_name, custom_role_name
+from remediate.model import (
+    Denial,
+    Finding,
+    HsmCustomRolePlan,
+    HsmRoleAssignmentPlan,
+    Principal,
+    Proof,
+    VaultRef,
+)
+from remediate.store.claims import SqliteClaimStore
+from remediate.store.grants import EMULATOR, MANAGED_HSM, GrantRecord, GrantStore
+from tests.support.hsm import HSM, HSM_ID, STRANGER, SUB, role_id, tenant
+
+TTL = timedelta(hours=1)
+APPLY = {"mode": "apply", "scopes": [f"/subscriptions/{SUB}"], "principal_types": ["ServicePrincipal", "User"],
+         "max_grants_per_hour": 1000, "grant_ttl": "PT1H"}
+OPERATOR = Proof("operator", "test")
+ENCRYPT = ("Microsoft.KeyVault/managedHsm/keys/encrypt/action", "Microsoft.KeyVault/managedHsm/keys/decrypt/action")
+FAST = Faults(throttle_rate=0.15, retry_after_s=0, error_rate=0.15, reset_rate=0.1, lost_response_rate=0.5)
+
+
+def wrap_plan() -> HsmRoleAssignmentPlan:
+    """wrap/unwrap: Crypto Service Encryption User at the key."""
+    return HsmRoleAssignmentPlan(hsm=HSM_ID, scope="/keys/cmk", role_name="Managed HSM Crypto Service Encryption User",
+                                 role_definition_id=role_id("Managed HSM Crypto Service Encryption User"),
+                                 principal_id=STRANGER, principal_type="ServicePrincipal", tier=1)
+
+
+def encrypt_plan(scope: str = "/keys/cmk") -> HsmRoleAssignmentPlan:
+    """encrypt/decrypt: no narrow built-in, so our custom role of exactly those actions, assigned at the key."""
+    name = custom_role_name(ENCRYPT)
+    return HsmRoleAssignmentPlan(
+        hsm=HSM_ID, scope=scope, role_name="kv-remediate encrypt, decrypt",
+        role_definition_id=f"Microsoft.KeyVault/providers/Microsoft.Authorization/roleDefinitions/{name}",
+        principal_id=STRANGER, principal_type="ServicePrincipal", tier=1,
+        custom_role=HsmCustomRolePlan(name=name, role_name="kv-remediate encrypt, decrypt", data_actions=ENCRYPT))
+
+
+def release_plan() -> HsmRoleAssignmentPlan:
+    return HsmRoleAssignmentPlan(hsm=HSM_ID, scope="/keys/cmk", role_name="Managed HSM Crypto Service Release User",
+                                 role_definition_id=role_id("Managed HSM Crypto Service Release User"),
+                                 principal_id=STRANGER, principal_type="ServicePrincipal", tier=1)
+
+
+PLANS = {"wrap": wrap_plan, "encrypt": encrypt_plan, "release": release_plan}
+
+
+def finding(plan: HsmRoleAssignmentPlan) -> Finding:
+    d = Denial(source="test", status=403, principal=Principal(object_id=STRANGER, kind="app"),
+               vault=VaultRef(HSM, None, "managed_hsm", plan.scope),
+               data_action="Microsoft.KeyVault/managedHsm/keys/wrap/action")
+    return Finding("MISSING_ROLE_ASSIGNMENT", 1, d, "rbac", None, "", plan, (), Evidence())  # type: ignore[arg-type]
+
+
+class HsmWorld:
+    """One emulated HSM kept across the attempts, the timer runs and the assertions."""
+
+    def __init__(self, run: EmulatorRun, grants: Callable[[], GrantStore], slots: Path,
+                 plan: HsmRoleAssignmentPlan) -> None:
+        self.run, self.grants, self.slots, self.plan = run, grants, slots, plan
+        self.t0 = datetime.now(UTC)
+        self.expiry = self.t0 + TTL
+        self.before = self.assignments()
+
+    def ctx(self, store: GrantStore, at: timedelta = timedelta(0), **kw: Any) -> ApplyContext:
+        kw.setdefault("operator", OPERATOR)
+        return ApplyContext(policy=policy_from_dict(kw.pop("policy", APPLY)), grants=store,
+                            slots=SqliteClaimStore(self.slots), now=self.t0 + at, actor="test", backend=EMULATOR,
+                            **kw)
+
+    def attempt(self, store: GrantStore, at: timedelta = timedelta(0), **kw: Any) -> dict[str, Any]:
+        async def go() -> dict[str, Any]:
+            async with self.run.facts() as facts:
+                [done] = await apply_findings([finding(self.plan)], ArmWriter(facts), self.ctx(store, at, **kw))
+            return done.outcome.to_dict() if done.outcome else {}
+        return asyncio.run(go())
+
+    def timer(self, at: timedelta) -> list[dict[str, Any]]:
+        async def go() -> list[dict[str, Any]]:
+            async with self.run.facts() as facts:
+                return [r.to_dict() for r in await reconcile(ArmWriter(facts), self.grants(), self.t0 + at,
+                                                             actor="timer", backend=EMULATOR)]
+        return asyncio.run(go())
+
+    def assignments(self) -> list[dict[str, Any]]:
+        return list(self.run.emulator.tenant().get("hsm_role_assignments", {}).get(HSM, []))
+
+    def definitions(self) -> list[dict[str, Any]]:
+        return list(self.run.emulator.tenant().get("hsm_role_definitions", {}).get(HSM, []))
+
+    def held(self) -> int:
+        """How many local role assignments the grantee holds on the HSM (0 or 1 when all is well)."""
+        return sum(1 for a in self.assignments() if a["properties"]["principalId"].lower() == STRANGER)
+
+    def records(self) -> list[GrantRecord]:
+        return self.grants().list()
+
+
+@pytest.fixture
+def hsm_world(tmp_path: Path, backend: Callable[[], GrantStore]) -> Iterator[Callable[..., HsmWorld]]:
+    runs: list[EmulatorRun] = []
+
+    def make(plan: HsmRoleAssignmentPlan, t: dict[str, Any] | None = None) -> HsmWorld:
+        run = EmulatorRun(copy.deepcopy(t or tenant()))
+        run.__enter__()
+        runs.append(run)
+        return HsmWorld(run, backend, tmp_path / "slots.db", plan)
+
+    yield make
+    for run in runs:
+        run.__exit__(None, None, None)
+
+
+def ours(w: HsmWorld) -> dict[str, Any]:
+    [a] = [a for a in w.assignments() if a["properties"]["principalId"].lower() == STRANGER]
+    return a
+
+
+@pytest.mark.parametrize("kind", sorted(PLANS))
+def test_an_hsm_grant_is_applied_once_verified_recorded_and_revoked_at_expiry(
+        hsm_world: Callable[..., HsmWorld], kind: str) -> None:
+    # given a denied caller with no local role, and an operator applying the planned grant
+    w = hsm_world(PLANS[kind]())
+    defs_before = w.definitions()
+    # when it is applied, then applied again a minute later
+    first = w.attempt(w.grants())
+    again = w.attempt(w.grants(), timedelta(minutes=1))
+    # then the HSM holds exactly one assignment, under our deterministic name, at the key, of the planned role
+    assert first["outcome"] == "applied" and first["applied"] is True, first
+    assert again["outcome"] == "applied" and again["grant_id"] == first["grant_id"], again
+    a = ours(w)
+    role = a["properties"]["roleDefinitionId"].rsplit("/", 1)[-1]
+    assert a["properties"]["scope"] == "/keys/cmk" and role == w.plan.role_definition_id.rsplit("/", 1)[-1]
+    assert a["name"] == assignment_name(STRANGER, "/keys/cmk", role)
+    # and, for encrypt, our custom role exists with exactly the missing actions
+    if kind == "encrypt":
+        [mine] = [d for d in w.definitions() if d["name"] == custom_role_name(ENCRYPT)]
+        assert sorted(mine["properties"]["permissions"][0]["dataActions"]) == sorted(ENCRYPT)
+        assert not mine["properties"]["permissions"][0]["notDataActions"]
+    else:
+        assert w.definitions() == defs_before
+    # and one applied record says it is an HSM grant, with its HSM, local scope, assignment and expiry
+    [rec] = [r for r in w.records() if r.outcome == "applied"]
+    assert rec.is_hsm and rec.resource_kind == MANAGED_HSM and rec.vault_id == HSM_ID and rec.scope == "/keys/cmk"
+    assert rec.assignment_id == a["id"] and rec.expires_at == w.expiry
+    assert rec.custom_role == (custom_role_name(ENCRYPT) if kind == "encrypt" else None)
+    # when the timer runs before the expiry; then nothing changes
+    w.timer(GRACE + timedelta(minutes=1))
+    assert w.held() == 1
+    # when the timer runs after the expiry; then our assignment is gone and everything else is as before
+    w.timer(TTL + timedelta(minutes=5))
+    assert w.assignments() == w.before
+    # and our custom role is kept (a definition grants nothing; others may use it)
+    assert len(w.definitions()) == len(defs_before) + (kind == "encrypt")
+    [rec] = [r for r in w.records() if r.outcome == "applied"]
+    assert rec.revoked_at is not None
+    [undo] = [r for r in w.records() if r.outcome == "revoked"]
+    assert "deleted local role assignment" in (undo.detail or "") and HSM in (undo.detail or "")
+
+
+def test_audit_log_alone_is_approval_only_and_changes_nothing(hsm_world: Callable[..., HsmWorld]) -> None:
+    # given an HSM plan whose denial we read in the audit log ourselves, and the default policy (not unattended)
+    w = hsm_world(encrypt_plan())
+    defs = w.definitions()
+    f = finding(w.plan)
+    proof = {f.denial.identity_key(): Proof("audit_log", "workspace w, row t")}
+    out = w.attempt(w.grants(), operator=None, proofs=proof)
+    # then it is refused for approval, recorded, and the HSM is unchanged
+    assert (out["outcome"], out["refused_by"]) == ("refused", "approval"), out
+    assert w.assignments() == w.before and w.definitions() == defs
+    assert [(r.outcome, r.refused_by) for r in w.records()] == [("refused", "approval")]
+    # when the policy says HSM plans may be applied unattended; then the audit log applies it
+    out = w.attempt(w.grants(), operator=None, proofs=proof, policy=dict(APPLY, hsm_unattended=True))
+    assert out["outcome"] == "applied", out
+    assert w.held() == 1
+
+
+def test_revoke_deletes_only_what_we_created(hsm_world: Callable[..., HsmWorld]) -> None:
+    # given our grant applied, and the same role held by another principal, and the grantee's own other role
+    w = hsm_world(wrap_plan())
+    w.attempt(w.grants())
+    [rec] = [r for r in w.records() if r.outcome == "applied"]
+
+    async def go(record: GrantRecord) -> Any:
+        async with w.run.facts() as facts:
+            return await revoke(record, ArmWriter(facts), w.grants(), w.t0, backend=EMULATOR)
+    # when it is revoked, and revoked again
+    first = asyncio.run(go(rec))
+    again = asyncio.run(go(w.grants().get(rec.id)))  # type: ignore[arg-type]
+    # then only our assignment went, once
+    assert first.revoked and first.deleted, first
+    assert not again.revoked and "already revoked" in (again.reason or "")
+    assert w.assignments() == w.before
+    # and a grant record of ours whose assignment now holds other content is left alone (never deleted blindly)
+    w.attempt(w.grants(), timedelta(minutes=2))
+    [live] = [r for r in w.records() if r.outcome == "applied" and r.revoked_at is None]
+    t = w.run.emulator
+    name = assignment_name(STRANGER, "/keys/cmk", wrap_plan().role_definition_id)
+    with t._state.lock:   # someone rewrites the assignment under our name with another role (the HSM allows it)
+        t._state.hsm_assignments[HSM][name]["properties"]["roleDefinitionId"] = role_id("Managed HSM Crypto User")
+    with pytest.raises(ApplyError, match="other content"):
+        asyncio.run(go(live))
+    assert w.held() == 1
+
+
+# -- crash safety: a fault at every step boundary, then a retry, then the timer --------------------------------
+
+class Killed(BaseException):
+    """The process dies here: no except clause of ours runs (they catch Exception subclasses only)."""
+
+
+FAULTS = ["after_intent", "after_role", "after_write", "after_verify", "before_applied",
+          "store_fails_before_applied", "store_down_after_write", "lost_answer"]
+
+
+class FaultyStore:
+    """A grant store whose chosen call fails once: killed after it took effect, or a StorageError."""
+
+    def __init__(self, inner: GrantStore, fault: str) -> None:
+        self.inner, self.fault, self.fired = inner, fault, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def begin(self, record: GrantRecord) -> GrantRecord:
+        got = self.inner.begin(record)
+        if self.fault == "after_intent" and not self.fired:
+            self.fired = True
+            raise Killed
+        return got
+
+    def settle(self, id: str, expect: str, record: GrantRecord) -> bool:
+        if self.fault == "store_down_after_write" and record.outcome != "pending":
+            raise StorageError("settling a grant record failed: injected (the store stays down)")
+        if record.outcome == "applied" and not self.fired and self.fault in ("before_applied",
+                                                                            "store_fails_before_applied"):
+            self.fired = True
+            if self.fault == "before_applied":
+                raise Killed
+            raise StorageError("settling a grant record failed: injected")
+        return self.inner.settle(id, expect, record)
+
+
+def wrap_writer(m: pytest.MonkeyPatch, fault: str) -> None:
+    """Make the writer's step take effect, then kill the process (once), or lose its answer."""
+    method = {"after_role": "hsm_define_role", "after_write": "hsm_assign", "after_verify": "hsm_holds",
+              "lost_answer": "hsm_assign"}.get(fault)
+    if method is None:
+        return
+    original: Callable[..., Awaitable[Any]] = getattr(ArmWriter, method)
+    fired = {"done": False}
+
+    async def wrapper(self: ArmWriter, *args: Any, **kwargs: Any) -> Any:
+        result = await original(self, *args, **kwargs)
+        if not fired["done"]:
+            fired["done"] = True
+            if fault == "lost_answer":
+                raise ApplyError("injected: the connection dropped after the write was sent")
+            raise Killed
+        return result
+
+    m.setattr(ArmWriter, method, wrapper)
+
+
+def first_attempt(w: HsmWorld, fault: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any] | None:
+    store: GrantStore = FaultyStore(w.grants(), fault)  # type: ignore[assignment]
+    with monkeypatch.context() as m:
+        wrap_writer(m, fault)
+        try:
+            return w.attempt(store)
+        except Killed:
+            return None
+        except StorageError:
+            return {"outcome": "store_error"}
+
+
+def assert_trail(w: HsmWorld, *, revoked: bool) -> None:
+    """No dangling intent; at most one applied record, with the first intent's expiry; revoked after it."""
+    records = w.records()
+    assert not [r for r in records if r.outcome == "pending"], [(r.outcome, r.detail) for r in records]
+    applied = [r for r in records if r.outcome == "applied"]
+    assert len(applied) <= 1, [(r.id, r.detail) for r in applied]
+    for r in applied:
+        assert r.is_hsm and r.expires_at is not None and abs(r.expires_at - w.expiry) < timedelta(seconds=1)
+        assert (r.revoked_at is not None) == revoked, (r.revoked_at, r.revoke_detail)
+    assert {r.outcome for r in records} <= {"applied", "revoked", "failed", "abandoned"}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize("kind", ["wrap", "encrypt"])
+def test_fault_then_retry_then_timer(hsm_world: Callable[..., HsmWorld], kind: str, fault: str,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    if fault == "after_role" and kind != "encrypt":
+        pytest.skip("only a custom-role plan defines a role")
+    # given a fault at one step boundary of the first attempt
+    w = hsm_world(PLANS[kind]())
+    first_attempt(w, fault, monkeypatch)
+    assert w.held() <= 1
+    # when the same finding is applied again a minute later (redelivery, CLI rerun)
+    again = w.attempt(w.grants(), timedelta(minutes=1))
+    # then the grantee holds exactly one assignment, recorded as applied once, with the first attempt's expiry
+    assert again["outcome"] == "applied", again
+    assert w.held() == 1
+    [applied] = [r for r in w.records() if r.outcome == "applied"]
+    assert again["grant_id"] == applied.id
+    if fault in ("after_write", "after_verify", "before_applied", "store_fails_before_applied",
+                 "store_down_after_write"):
+        assert again.get("adopted"), again        # the write had reached the HSM: adopted, not re-granted
+    assert_trail(w, revoked=False)
+    # when the timer runs before the expiry; then nothing changes
+    w.timer(GRACE + timedelta(minutes=1))
+    assert w.held() == 1
+    # when the timer runs after the expiry; then the HSM holds what it held before
+    w.timer(TTL + timedelta(minutes=5))
+    assert w.assignments() == w.before
+    assert_trail(w, revoked=True)
+
+
+@pytest.mark.parametrize("fault", ["after_intent", "after_write", "after_verify", "before_applied",
+                                   "store_down_after_write"])
+def test_fault_then_only_the_timer(hsm_world: Callable[..., HsmWorld], fault: str,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # given a fault and no retry at all
+    w = hsm_world(encrypt_plan())
+    first_attempt(w, fault, monkeypatch)
+    wrote = w.held()
+    assert len([r for r in w.records() if r.outcome == "pending"]) == 1
+    # when the timer runs within the grace; then the intent is left alone
+    w.timer(timedelta(minutes=1))
+    assert [r.outcome for r in w.records()].count("pending") == 1
+    # when the timer runs after the grace; then it is settled by what the HSM holds
+    w.timer(GRACE + timedelta(minutes=1))
+    outcomes = [r.outcome for r in w.records()]
+    assert "pending" not in outcomes
+    assert outcomes.count("applied") == wrote and outcomes.count("abandoned") == 1 - wrote
+    # when the timer runs after the expiry; then nothing of ours is left
+    w.timer(TTL + timedelta(minutes=5))
+    assert w.assignments() == w.before
+    assert_trail(w, revoked=True)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_apply_and_revoke_under_injected_faults(hsm_world: Callable[..., HsmWorld], seed: int,
+                                                request: pytest.FixtureRequest) -> None:
+    if request.node.callspec.params.get("backend") != "sqlite":
+        pytest.skip("the HSM's faults, not the store's: one store is enough")
+    # given an HSM that throttles, fails, resets connections and loses half the write answers (after applying them)
+    w = hsm_world(encrypt_plan())
+    defs = len(w.definitions())
+    w.run.emulator.configure(faults=FAST, seed=seed)
+    # when the grant is applied three times, then expires
+    outs = [w.attempt(w.grants(), timedelta(minutes=i)) for i in range(3)]
+    held = w.held()
+    w.timer(TTL + timedelta(minutes=5))
+    w.timer(TTL + timedelta(minutes=10))   # a second pass: idempotent
+    w.run.emulator.configure(faults=Faults())
+    # then it was applied once (every attempt the same grant), and afterwards only our custom role remains
+    assert [o["outcome"] for o in outs] == ["applied"] * 3, outs
+    assert len({o["grant_id"] for o in outs}) == 1 and held == 1
+    assert w.assignments() == w.before and len(w.definitions()) == defs + 1
+    assert_trail(w, revoked=True)

@@ -56,6 +56,16 @@ param grantablePrincipalTypes array = [
   'ServicePrincipal'
 ]
 
+@description('Managed HSMs (resource ids) the function diagnoses: Reader on each HSM resource, so ARM describes it even outside the target subscriptions. Its local roles are on the HSM data plane, which Bicep cannot assign: an HSM administrator runs the commands in output hsmLocalRoleCommands (Managed HSM Crypto Auditor at / to diagnose; in apply mode also the apply role). Empty: no HSM.')
+param managedHsmIds array = []
+
+@description('Apply mode, Managed HSMs: the local scope of the Managed HSM Policy Administrator assignment in hsmLocalRoleCommands. / lets the function define its least-privilege custom roles (definitions live at / only); /keys is for built-in-role plans with custom roles defined by a person beforehand. Either way the role can make itself Administrator, which is why HSM plans are approval-only by default (policy hsm_unattended).')
+@allowed([
+  '/'
+  '/keys'
+])
+param hsmApplyScope string = '/'
+
 @description('Subscriptions whose vaults the function reads (Reader) to diagnose denials. Writing is per vault (targetVaultIds). Default: this subscription.')
 param targetSubscriptionIds array = [
   subscription().subscriptionId
@@ -357,6 +367,16 @@ module resourceGroupReaders 'modules/target-resourcegroup-reader.bicep' = [for (
   }
 }]
 
+// Managed HSMs: Reader on each HSM resource (ARM); the local roles are data plane (output hsmLocalRoleCommands).
+module hsmReaders 'modules/target-hsm-reader.bicep' = [for (hsmId, i) in managedHsmIds: {
+  name: take('kvrem-hsm-reader-${i}-${uniqueString(hsmId)}', 64)
+  scope: resourceGroup(split(hsmId, '/')[2], split(hsmId, '/')[4])
+  params: {
+    hsmName: last(split(hsmId, '/'))
+    principalId: identity.properties.principalId
+  }
+}]
+
 // Writing is per vault, apply mode only: the access-policy writer custom role, and both writer roles assigned on
 // each vault in targetVaultIds (never at a subscription or resource group), so a bug in the code guard cannot
 // turn into a subscription-wide grant.
@@ -431,4 +451,11 @@ output actionGroupId string = deployAlerting ? alerting.outputs.actionGroupId : 
 output auditWorkspaceId string = auditWorkspaceResourceId
 output workbookId string = workbook.outputs.workbookId
 output storageAccountName string = storage.outputs.storageAccountName
+// The HSM's local roles, for an HSM administrator to run (Bicep cannot assign Managed HSM local roles): Crypto Auditor
+// at / to diagnose (reads role assignments and definitions); in apply mode only, Policy Administrator to apply.
+output hsmLocalRoleCommands array = [for hsmId in managedHsmIds: concat([
+  'az keyvault role assignment create --hsm-name ${last(split(hsmId, '/'))} --role "Managed HSM Crypto Auditor" --scope / --assignee-object-id ${identity.properties.principalId} --assignee-principal-type ServicePrincipal'
+], applyMode ? [
+  'az keyvault role assignment create --hsm-name ${last(split(hsmId, '/'))} --role "Managed HSM Policy Administrator" --scope ${hsmApplyScope} --assignee-object-id ${identity.properties.principalId} --assignee-principal-type ServicePrincipal'
+] : [])]
 output accessPolicyRoleDefinitionId string = applyMode ? accessPolicyRole.outputs.roleDefinitionId : ''

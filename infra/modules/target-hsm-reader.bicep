@@ -1,7 +1,9 @@
 // The function identity's ARM read access on one Managed HSM (deployed with scope: the HSM's resource group; the
 // assignment itself is scoped to the HSM): Reader only, so managed_hsms.get finds its hsmUri, activation and network
 // rules even when the HSM is outside the target subscriptions. The HSM's local roles (Crypto Auditor to diagnose,
-// Policy Administrator to apply) live on its data plane, which ARM and Bicep cannot assign: main.bicep outputs the
+// Policy Administrator to apply) live on its data plane, which ARM and Bicep cannot assign (the Microsoft.KeyVault
+// resource types are managedHSMs, managedHSMs/keys, keys/versions and privateEndpointConnections only:
+// learn.microsoft.com/azure/templates/microsoft.keyvault/allversions): main.bicep outputs the
 // az commands an HSM administrator runs (output hsmLocalRoleCommands; infra/README.md, "Managed HSM").
 targetScope = 'resourceGroup'
 

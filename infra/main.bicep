@@ -187,6 +187,9 @@ var writerVaultIds = applyMode ? targetVaultIds : []
 // resource groups or management groups, so the vaults' resource groups (the assignment itself is on the vault).
 var targetVaultResourceGroupScopes = [for vaultId in targetVaultIds: '/subscriptions/${split(vaultId, '/')[2]}/resourceGroups/${split(vaultId, '/')[4]}']
 
+// Managed HSM names (the last segment of each id), for the local-role commands an HSM administrator runs.
+var hsmNames = [for hsmId in managedHsmIds: last(split(hsmId, '/'))]
+
 var useWebhookAad = !empty(webhookAadIdentifierUri)
 var remediateApiAudience = empty(remediateApiAadIdentifierUri) ? webhookAadIdentifierUri : remediateApiAadIdentifierUri
 
@@ -453,9 +456,9 @@ output workbookId string = workbook.outputs.workbookId
 output storageAccountName string = storage.outputs.storageAccountName
 // The HSM's local roles, for an HSM administrator to run (Bicep cannot assign Managed HSM local roles): Crypto Auditor
 // at / to diagnose (reads role assignments and definitions); in apply mode only, Policy Administrator to apply.
-output hsmLocalRoleCommands array = [for hsmId in managedHsmIds: concat([
-  'az keyvault role assignment create --hsm-name ${last(split(hsmId, '/'))} --role "Managed HSM Crypto Auditor" --scope / --assignee-object-id ${identity.properties.principalId} --assignee-principal-type ServicePrincipal'
+output hsmLocalRoleCommands array = [for hsmName in hsmNames: concat([
+  'az keyvault role assignment create --hsm-name ${hsmName} --role "Managed HSM Crypto Auditor" --scope / --assignee-object-id ${identity.properties.principalId} --assignee-principal-type ServicePrincipal'
 ], applyMode ? [
-  'az keyvault role assignment create --hsm-name ${last(split(hsmId, '/'))} --role "Managed HSM Policy Administrator" --scope ${hsmApplyScope} --assignee-object-id ${identity.properties.principalId} --assignee-principal-type ServicePrincipal'
+  'az keyvault role assignment create --hsm-name ${hsmName} --role "Managed HSM Policy Administrator" --scope ${hsmApplyScope} --assignee-object-id ${identity.properties.principalId} --assignee-principal-type ServicePrincipal'
 ] : [])]
 output accessPolicyRoleDefinitionId string = applyMode ? accessPolicyRole.outputs.roleDefinitionId : ''

@@ -384,3 +384,68 @@ def test_apply_and_revoke_under_injected_faults(hsm_world: Callable[..., HsmWorl
     assert len({o["grant_id"] for o in outs}) == 1 and held == 1
     assert w.assignments() == w.before and len(w.definitions()) == defs + 1
     assert_trail(w, revoked=True)
+
+
+def test_an_hsm_that_refuses_our_identity_fails_the_grant_and_changes_nothing(
+        hsm_world: Callable[..., HsmWorld], request: pytest.FixtureRequest) -> None:
+    if request.node.callspec.params.get("backend") != "sqlite":
+        pytest.skip("the HSM's refusal, not the store's: one store is enough")
+    # given the HSM sees the function as a Crypto Auditor (it reads local RBAC, it cannot change it)
+    from tests.support.hsm import AUDITOR
+
+    t = tenant()
+    t["emulator"] = {"hsm_caller": AUDITOR}
+    w = hsm_world(encrypt_plan(), t)
+    defs = w.definitions()
+    # when the grant is applied
+    out = w.attempt(w.grants())
+    # then it failed, saying which data action the HSM refused and what to assign, and the HSM is unchanged
+    assert out["outcome"] == "failed", out
+    assert "roleDefinitions/write/action" in out["error"] and "Policy Administrator" in out["error"]
+    assert w.assignments() == w.before and w.definitions() == defs
+    assert [r.outcome for r in w.records()] == ["failed"]
+
+
+def test_findings_sharing_an_hsm_plan_share_one_grant(hsm_world: Callable[..., HsmWorld],
+                                                      request: pytest.FixtureRequest) -> None:
+    if request.node.callspec.params.get("backend") != "sqlite":
+        pytest.skip("one store is enough")
+    w = hsm_world(wrap_plan())
+
+    async def go() -> list[Finding]:
+        async with w.run.facts() as facts:
+            return await apply_findings([finding(wrap_plan()), finding(wrap_plan())], ArmWriter(facts),
+                                        w.ctx(w.grants()))
+    first, second = asyncio.run(go())
+    assert first.outcome is not None and second.outcome is not None
+    assert first.outcome.outcome == "applied" and second.outcome.grant_id == first.outcome.grant_id
+    assert w.held() == 1 and [r.outcome for r in w.records()] == ["applied"]
+
+
+def test_a_retry_diagnosed_already_granted_adopts_our_open_grant(hsm_world: Callable[..., HsmWorld],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # given the first attempt died after its assignment reached the HSM (its record left pending)
+    from remediate.evidence import RoleAssignmentCheck
+    from remediate.model import Cause, VaultRef
+
+    w = hsm_world(wrap_plan())
+    first_attempt(w, "after_write", monkeypatch)
+    assert w.held() == 1
+    # when the retry's diagnosis finds the caller already granted (by our assignment), so it has no plan
+    a = ours(w)
+    check = RoleAssignmentCheck(id=a["id"], scope="/keys/cmk", role_definition_id=a["properties"]["roleDefinitionId"],
+                                role_name="Managed HSM Crypto Service Encryption User", principal_id=STRANGER,
+                                via="direct", condition=None, grants=True, reason="grants wrap")
+    f = finding(wrap_plan())
+    f = Finding(Cause.ALREADY_GRANTED, 1, f.denial.with_(vault=VaultRef(HSM, HSM_ID, "managed_hsm", "/keys/cmk")),
+                "rbac", None, "", None, (), Evidence(role_assignments=(check,)))
+
+    async def go() -> Finding:
+        async with w.run.facts() as facts:
+            [done] = await apply_findings([f], ArmWriter(facts), w.ctx(w.grants(), timedelta(minutes=1)))
+            return done
+    done = asyncio.run(go())
+    # then our open grant is adopted: applied, with the first intent's expiry, and still one assignment
+    assert done.outcome is not None and done.outcome.outcome == "applied" and done.outcome.adopted, done.outcome
+    assert w.held() == 1
+    assert_trail(w, revoked=False)

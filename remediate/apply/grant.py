@@ -169,7 +169,8 @@ async def _apply_access_policy(f: Finding, plan: AccessPolicyPlan, writer: ArmWr
 
 async def _apply_hsm(plan: HsmRoleAssignmentPlan, writer: ArmWriter, run: _Run, grants: GrantStore) -> ApplyOutcome:
     """A Managed HSM local role assignment: our custom role first when the plan has one (defined at ``/``, read
-    back), then the assignment under our deterministic name, then a fresh read that it is there. Managed HSM has no
+    back), then the assignment under our deterministic name, read back (``ensure_assignment`` reads it after its PUT:
+    a second read would only add a round trip). Managed HSM has no
     PIM and no description to label an assignment with: the record (and its deterministic name) is what says it is
     ours, and the revocation timer removes it at ``grant_ttl``."""
     rec = run.rec
@@ -182,9 +183,9 @@ async def _apply_hsm(plan: HsmRoleAssignmentPlan, writer: ArmWriter, run: _Run, 
                              f"{plan.custom_role.name}; nothing was assigned")
         role_id = role.id
     run.step = "local role assignment PUT sent, not answered"
-    write = await writer.hsm_assign(plan.hsm, plan.scope, role_id, plan.principal_id)
+    write = await writer.hsm_assign(plan.hsm, plan.scope, role_id, plan.principal_id)   # PUT, then a GET back
     run.step = "local role assignment PUT answered, not verified"
-    if not await writer.hsm_holds(plan.hsm, plan.scope, role_id, plan.principal_id):
+    if not write.verified:
         raise ApplyError(f"assigned {plan.role_name} to {plan.principal_id} at {plan.scope} on {plan.hsm_name}, but "
                          f"reading it back found no such assignment; grant {rec.id} is recorded as failed; re-run to "
                          "retry (idempotent)")

@@ -266,10 +266,28 @@ class FaultyStore:
         return self.inner.settle(id, expect, record)
 
 
+def kill_between_put_and_read_back(m: pytest.MonkeyPatch) -> None:
+    """The process dies after the assignment's PUT, before its read-back: the second read of ensure_assignment."""
+    from remediate.facts.hsm import HsmFacts
+
+    original = HsmFacts.read_assignment
+    calls = {"n": 0}
+
+    async def wrapper(self: HsmFacts, *args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:   # the first read is ensure's "is it there already", the second its read-back
+            raise Killed
+        return await original(self, *args, **kwargs)
+
+    m.setattr(HsmFacts, "read_assignment", wrapper)
+
+
 def wrap_writer(m: pytest.MonkeyPatch, fault: str) -> None:
     """Make the writer's step take effect, then kill the process (once), or lose its answer."""
-    method = {"after_role": "hsm_define_role", "after_write": "hsm_assign", "after_verify": "hsm_holds",
-              "lost_answer": "hsm_assign"}.get(fault)
+    if fault == "after_write":
+        kill_between_put_and_read_back(m)
+        return
+    method = {"after_role": "hsm_define_role", "after_verify": "hsm_assign", "lost_answer": "hsm_assign"}.get(fault)
     if method is None:
         return
     original: Callable[..., Awaitable[Any]] = getattr(ArmWriter, method)

@@ -467,3 +467,32 @@ def test_a_retry_diagnosed_already_granted_adopts_our_open_grant(hsm_world: Call
     assert done.outcome is not None and done.outcome.outcome == "applied" and done.outcome.adopted, done.outcome
     assert w.held() == 1
     assert_trail(w, revoked=False)
+
+
+def test_cli_revoke_of_an_hsm_grant_goes_through_the_backends_hsm_facts(
+        hsm_world: Callable[..., HsmWorld], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        request: pytest.FixtureRequest) -> None:
+    if request.node.callspec.params.get("backend") != "sqlite":
+        pytest.skip("the CLI's own store is SQLite here")
+    import json
+
+    from remediate.cli import main
+    from remediate.store.grants import SqliteGrantStore
+
+    # given an HSM grant made in the emulator, recorded in the CLI's state file, and the tenant written out
+    w = hsm_world(encrypt_plan())
+    out = w.attempt(w.grants())
+    assert out["outcome"] == "applied"
+    snap, after, state = tmp_path / "t.json", tmp_path / "t2.json", tmp_path / "state.db"
+    snap.write_text(json.dumps(w.run.emulator.tenant()))
+    assert state.exists() and SqliteGrantStore(state).get(out["grant_id"]) is not None
+    # when `kv-remediate revoke --grant ID` runs on that snapshot
+    code = main(["revoke", "--grant", out["grant_id"], "--snapshot", str(snap), "--snapshot-out", str(after),
+                 "--state", str(state), "--output", "json"])
+    doc = json.loads(capsys.readouterr().out)
+    # then the assignment is gone from the HSM, our custom role is kept, and the grant is recorded as revoked
+    assert code == 0 and [r["revoked"] for r in doc["revocations"]] == [True], doc
+    t2 = json.loads(after.read_text())
+    assert [a for a in t2["hsm_role_assignments"][HSM] if a["properties"]["principalId"].lower() == STRANGER] == []
+    assert custom_role_name(ENCRYPT) in {d["name"] for d in t2["hsm_role_definitions"][HSM]}
+    assert SqliteGrantStore(state).get(out["grant_id"]).revoked_at is not None  # type: ignore[union-attr]

@@ -90,7 +90,7 @@ def ap_key(vault_id: str, object_id: str, add: Mapping[str, Sequence[str]]) -> s
 
 def hsm_key(hsm_id: str, scope: str, principal_id: str, role_definition_id: str) -> str:
     """A Managed HSM local role assignment's identity: the HSM, its local scope, the grantee and the role GUID."""
-    return "|".join(("hsm", hsm_id.rstrip("/").lower(), normalise_scope(scope).lower(), principal_id.lower(),
+    return "|".join(("hsm", hsm_id.rstrip("/").lower(), _local(scope).lower(), principal_id.lower(),
                      role_definition_id.rsplit("/", 1)[-1].lower()))
 
 

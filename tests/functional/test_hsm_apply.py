@@ -496,3 +496,31 @@ def test_cli_revoke_of_an_hsm_grant_goes_through_the_backends_hsm_facts(
     assert [a for a in t2["hsm_role_assignments"][HSM] if a["properties"]["principalId"].lower() == STRANGER] == []
     assert custom_role_name(ENCRYPT) in {d["name"] for d in t2["hsm_role_definitions"][HSM]}
     assert SqliteGrantStore(state).get(out["grant_id"]).revoked_at is not None  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("changes", "rule"), [
+    ({"scope": "/"}, "scopes"),
+    ({"scope": "/keys/../x"}, "scopes"),
+    ({"scope": "/keys/cmk\n/"}, "scopes"),
+    ({"hsm": HSM_ID + "/keys"}, "scopes"),
+    ({"role_definition_id": f"/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/"
+                            "33413926-3206-4cdd-b39a-83574fe37a17"}, "permissions"),
+    ({"role_definition_id": role_id("Managed HSM Policy Administrator")}, "allow_privileged"),
+    ({"principal_id": "33333333-0000-0000-0000-000000000001"}, "principals.caller"),
+])
+def test_a_widened_plan_is_refused_recorded_and_never_reaches_the_hsm(
+        hsm_world: Callable[..., HsmWorld], changes: dict[str, str], rule: str,
+        request: pytest.FixtureRequest) -> None:
+    if request.node.callspec.params.get("backend") != "sqlite":
+        pytest.skip("the guard's refusal, not the store's: one store is enough")
+    # given a plan widened one way, an operator's apply and a policy that allows the rest
+    from dataclasses import replace as changed
+
+    w = hsm_world(changed(wrap_plan(), **changes))
+    w.run.emulator.reset_count()
+    # when it is applied
+    out = w.attempt(w.grants())
+    # then it is refused by the rule that owns it, recorded, and no request reached the HSM (or ARM)
+    assert (out["outcome"], out["refused_by"]) == ("refused", rule), out
+    assert [(r.outcome, r.refused_by) for r in w.records()] == [("refused", rule)]
+    assert w.run.emulator.request_count == 0 and w.assignments() == w.before

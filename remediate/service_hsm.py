@@ -5,7 +5,11 @@ Round trips, cold, with the HSM's id known: ARM's ``managed_hsms.get`` (one) bes
 its three scope lists and definitions (two, at the host the HSM's name implies: facts/hsm_reads.py ``hsm_guess``)
 and Graph's type and groups (one each, in parallel). So two round trips in all, where reading ARM first would take
 three. The data-plane answer counts only when ARM's ``hsmUri`` names the same host; otherwise the HSM ARM returned
-is read again (and a guess that failed is ignored). The caller's groups are always read: local role assignments
+is read again (and a guess that failed is ignored). The early read is only a read (the role assignment and
+definition lists), at a host under the cloud's own HSM suffix (a Microsoft host, never one the input spells out),
+through the SDK's challenge protocol, which checks that the challenge's resource matches the host; azure-identity
+asks no token for a tenant the credential is not allowed. So an input that names some other HSM costs at most those
+reads, whose answer is never used. The caller's groups are always read: local role assignments
 to groups are the common way HSM access is given, and reading them later would cost a third round trip.
 """
 

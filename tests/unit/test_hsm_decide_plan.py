@@ -249,3 +249,16 @@ def test_the_key_scope_follows_the_refusal_not_another_object_the_input_names() 
     d = denial(P + "keys/wrap/action", scope="/keys/cmk", object=ObjectRef("keys", "other"))
     got = build_finding(d, 1, facts()).plan
     assert got is not None and got.scope == "/keys/cmk"
+
+
+def test_the_plan_follows_the_hsms_own_listing_of_a_builtin() -> None:
+    # given an HSM whose listing of Crypto Service Encryption User (same GUID) holds only unwrap
+    pkg = builtin_role_by_name(ENC_USER)
+    assert pkg is not None
+    listed = HsmRoleDefinition(id=pkg.id, name=pkg.name, role_name=pkg.role_name, role_type="AKVBuiltInRole",
+                               data_actions=(P + "keys/unwrap/action",))
+    # when wrap is denied, then that role is not planned for it (the HSM's word), but still for unwrap
+    wrap = build_finding(denial(P + "keys/wrap/action"), 1, facts(listed=(listed,))).plan
+    assert isinstance(wrap, HsmRoleAssignmentPlan) and wrap.role_name != ENC_USER and wrap.custom_role is not None
+    unwrap = build_finding(denial(P + "keys/unwrap/action"), 1, facts(listed=(listed,))).plan
+    assert isinstance(unwrap, HsmRoleAssignmentPlan) and unwrap.role_name == ENC_USER

@@ -320,7 +320,12 @@ NOTHING_READ = Evidence(read=False)
 
 
 def decide(denial: Denial, facts: Facts | None) -> Decision:
-    """The cause of one denial. ``facts`` is None when the input alone decides (nothing was read)."""
+    """The cause of one denial. ``facts`` is None when the input alone decides (nothing was read). A Managed HSM
+    denial is decided by its own rules (decide_hsm.py: local RBAC only)."""
+    if denial.vault.kind == "managed_hsm":
+        from .decide_hsm import decide_hsm
+
+        return decide_hsm(denial, facts)
     required = required_for(denial)
     early = input_cause(denial)
     vault = facts.vault if facts else None

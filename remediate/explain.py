@@ -7,12 +7,24 @@ from typing import Any
 from .catalog import causes
 from .decide import decide
 from .evidence import AccessPolicyCheck, RoleAssignmentCheck
-from .model import GRANT_CAUSES, AccessPolicyPlan, Cause, Decision, Denial, Facts, Finding, Plan, RoleAssignmentPlan
+from .model import (
+    GRANT_CAUSES,
+    AccessPolicyPlan,
+    Cause,
+    Decision,
+    Denial,
+    Facts,
+    Finding,
+    HsmRoleAssignmentPlan,
+    Plan,
+    RoleAssignmentPlan,
+)
 from .plan import DEFAULT_PLAN, PlanOptions, plan
 from .render.commands import with_commands
 from .render.findings import TYPE_WORDS
+from .render.hsm_commands import with_hsm_commands
 
-MODEL_NAMES = {"rbac": "Azure RBAC", "access_policy": "access policies"}
+MODEL_NAMES = {"rbac": "Azure RBAC", "access_policy": "access policies", "hsm_local_rbac": "Managed HSM local RBAC"}
 
 
 def _who(denial: Denial, facts: Facts | None) -> str:
@@ -34,7 +46,8 @@ def _who(denial: Denial, facts: Facts | None) -> str:
 def _what(denial: Denial, decision: Decision) -> str:
     op = denial.operation
     if decision.required and decision.required.data_actions:
-        acts = ", ".join(a.split("/vaults/", 1)[-1] for a in decision.required.data_actions)
+        acts = ", ".join(a.split("/vaults/", 1)[-1].split("/managedHsm/", 1)[-1]
+                         for a in decision.required.data_actions)
         return f"{op} ({acts})" if op else acts
     return op or "the operation"
 
@@ -104,6 +117,37 @@ def _context(denial: Denial, decision: Decision, facts: Facts | None, fix: Plan 
         ctx["role"], ctx["scope"] = fix.role_name, fix.scope
     elif isinstance(fix, AccessPolicyPlan):
         ctx["permissions"] = ", ".join(f"{k} {'/'.join(v)}" for k, v in fix.add.items())
+    if denial.vault.kind == "managed_hsm":
+        ctx.update(_hsm_context(denial, decision, facts, fix))
+    return ctx
+
+
+def _hsm_context(denial: Denial, decision: Decision, facts: Facts | None, fix: Plan | None) -> dict[str, Any]:
+    """The values a Managed HSM finding's wording quotes: the HSM by name, its network rules, the scope asked and
+    the plan's local role."""
+    from .decide_hsm import target_scope
+
+    hsm = facts.hsm if facts else None
+    name = hsm.name if hsm else (denial.vault.name or denial.vault.resource_id)
+    ctx: dict[str, Any] = {"vault": f"Managed HSM '{name}'" if name else "the Managed HSM",
+                           "vault_cap": f"Managed HSM '{name}'" if name else "The Managed HSM",
+                           "hsm_name": name or "<hsm name>"}
+    if hsm is not None:
+        bits = [f"default action {hsm.network_default_action}"] if hsm.network_default_action else []
+        if hsm.public_network_access:
+            bits.append(f"public network access {hsm.public_network_access}")
+        if hsm.ip_rules:
+            bits.append(f"{len(hsm.ip_rules)} IP rule(s)")
+        ctx["network"] = f" (HSM network rules: {', '.join(bits)})" if bits else ""
+    if decision.required and decision.required.data_actions:
+        ctx["target"] = target_scope(denial, decision.required.data_actions[0])
+    grant = decision.detail.grant
+    if isinstance(grant, RoleAssignmentCheck):
+        ctx["grant_reason"] = f"local role {grant.role_name} at {grant.scope}"
+    if isinstance(fix, HsmRoleAssignmentPlan):
+        ctx["role"], ctx["scope"] = fix.role_name, fix.scope
+        ctx["custom_part"] = (f" (a custom local role with exactly {', '.join(fix.custom_role.data_actions)}, "
+                              "defined at /)" if fix.custom_role else "")
     return ctx
 
 
@@ -116,6 +160,13 @@ def _subscription(resource_id: str | None) -> str | None:
 
 def variant(denial: Denial, decision: Decision) -> str | None:
     """Which wording of the cause fits this finding's own fields (catalog/causes.py ``VARIANTS``), or None."""
+    v = denial.vault
+    if v.kind == "managed_hsm" and (v.name or v.resource_id):
+        return _hsm_variant(decision)
+    return _vault_variant(denial, decision)
+
+
+def _vault_variant(denial: Denial, decision: Decision) -> str | None:
     cause, p, v = decision.cause, denial.principal, denial.vault
     if cause == Cause.VAULT_NOT_FOUND:
         if not v.name and not v.resource_id:
@@ -131,16 +182,45 @@ def variant(denial: Denial, decision: Decision) -> str | None:
     return None
 
 
+_HSM_VARIANTS = frozenset({Cause.AUTH_CHALLENGE, Cause.NETWORK_BLOCKED, Cause.VAULT_NOT_FOUND, Cause.ALREADY_GRANTED,
+                           Cause.MISSING_ROLE_ASSIGNMENT})
+
+
+def _hsm_variant(decision: Decision) -> str | None:
+    """A Managed HSM's wording: local RBAC, its network rules; an administrative action gets no plan."""
+    from .catalog.hsm import canonical_key_action
+
+    if decision.cause == Cause.MISSING_ROLE_ASSIGNMENT and decision.required and \
+            any(canonical_key_action(a) is None for a in decision.required.data_actions):
+        return "hsm_admin"
+    return "hsm" if decision.cause in _HSM_VARIANTS else None
+
+
+def _hsm_advice(fix: HsmRoleAssignmentPlan) -> list[str]:
+    """What a person should know about an HSM plan: the built-in alternative and an unconfirmed principal type."""
+    out = []
+    for alt in fix.alternatives:
+        out.append(f"No built-in local role grants exactly this: the plan defines a custom local role. The built-in "
+                   f"alternative {alt.role_name} (tier {alt.tier}) in plan.alternatives also grants more.")
+    if fix.principal_type is None:
+        out.append("Microsoft Graph did not confirm the caller's principal type; confirm it before applying.")
+    return out
+
+
 def build_finding(denial: Denial, occurrences: int, facts: Facts | None,
                   options: PlanOptions = DEFAULT_PLAN) -> Finding:
     """Decide, plan and explain one (collapsed) denial."""
     decision = decide(denial, facts)
     fix = plan(denial, decision, facts, options)
-    if fix is not None and facts is not None and facts.vault is not None:
+    if isinstance(fix, HsmRoleAssignmentPlan):
+        fix = with_hsm_commands(fix)
+    elif fix is not None and facts is not None and facts.vault is not None:
         fix = with_commands(fix, facts.vault)
     explanation, advice = causes.render(decision.cause, _context(denial, decision, facts, fix),
                                         variant(denial, decision))
     advice_list = list(advice)
+    if isinstance(fix, HsmRoleAssignmentPlan):
+        advice_list += _hsm_advice(fix)
     if isinstance(fix, RoleAssignmentPlan):
         if fix.privileged:
             advice_list.append("No narrower built-in role covers this action: the plan names Key Vault "
@@ -154,7 +234,7 @@ def build_finding(denial: Denial, occurrences: int, facts: Facts | None,
     limitations = facts.limitations if facts else ()
     if limitations:
         explanation += " Not checked: " + "; ".join(limitations) + "."
-    if decision.cause in GRANT_CAUSES and fix is None:
+    if decision.cause in GRANT_CAUSES and fix is None and denial.vault.kind != "managed_hsm":
         advice_list.append("No plan: the caller's object id is needed to aim a grant.")
     return Finding(cause=decision.cause, occurrences=occurrences, denial=denial,
                    permission_model=decision.permission_model, required=decision.required,

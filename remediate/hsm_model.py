@@ -11,11 +11,12 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from .catalog.hsm import HsmRoleDefinition, builtin_role, canonical_key_action, guid_of
 
-__all__ = ["HsmAccess", "HsmRoleAssignment", "HsmRoleDefinition", "HsmWrite", "ManagedHsm", "assignment_name",
-           "custom_role_name", "key_scope", "normalise_scope", "scopes_for"]
+__all__ = ["HsmAccess", "HsmLookup", "HsmRoleAssignment", "HsmRoleDefinition", "HsmWrite", "ManagedHsm",
+           "assignment_name", "custom_role_name", "key_scope", "normalise_scope", "scopes_for"]
 
 _KEY_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")   # Key Vault object names: 1-127 alphanumerics and dashes
 ASSIGNMENT_NAMESPACE = uuid.UUID("6f1c7c3e-2c55-5d0c-9a57-6b5d4f0e4a11")
@@ -91,9 +92,22 @@ class ManagedHsm:
         return self.id.split("/")[4]
 
     @property
+    def host(self) -> str:
+        """The lower-case host of ``hsmUri`` ('' when ARM gave none): where its data plane is."""
+        return (urlsplit(self.hsm_uri or "").hostname or "").lower()
+
+    @property
     def activated(self) -> bool | None:
         """Whether the security domain is activated (None when ARM did not say)."""
         return None if self.activation_status is None else self.activation_status.lower() == "active"
+
+
+@dataclass(frozen=True)
+class HsmLookup:
+    """A Managed HSM found (or not) through ARM, and the subscriptions searched for it."""
+
+    hsm: ManagedHsm | None
+    searched: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

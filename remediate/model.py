@@ -9,12 +9,15 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from .armid import is_guid, is_object_name, is_upn, is_vault_name, is_version, parse_vault_id
+from .armid import is_guid, is_object_name, is_upn, is_vault_name, is_version, parse_hsm_id, parse_vault_id
 from .catalog import RoleDefinition
 from .evidence import NO_DETAIL, DecisionDetail, Evidence
 from .outcome import ApplyOutcome
+
+if TYPE_CHECKING:
+    from .hsm_model import HsmAccess, ManagedHsm
 
 # The longest user principal name kept from an input (the same 256-character bound intake puts on every id).
 # Where an ARM id split on "/" holds the subscription and the resource group:
@@ -46,6 +49,7 @@ class Cause(StrEnum):
     WRONG_PERMISSION_MODEL = "WRONG_PERMISSION_MODEL"
     MISSING_ROLE_ASSIGNMENT = "MISSING_ROLE_ASSIGNMENT"
     MISSING_ACCESS_POLICY = "MISSING_ACCESS_POLICY"
+    HSM_NOT_ACTIVATED = "HSM_NOT_ACTIVATED"
     UNKNOWN = "UNKNOWN"
 
 
@@ -212,7 +216,9 @@ class Denial:
         principal = Principal(object_id=gid(p.object_id), app_id=gid(p.app_id), tenant_id=gid(p.tenant_id),
                               upn=p.upn if p.upn and is_upn(p.upn) else None,
                               kind=p.kind if p.kind in ("app", "user") else None)
-        rid = parse_vault_id(self.vault.resource_id) if self.vault.resource_id else None
+        hsm = self.vault.kind == "managed_hsm"
+        parse_id = parse_hsm_id if hsm else parse_vault_id
+        rid = parse_id(self.vault.resource_id) if self.vault.resource_id else None
         name = self.vault.name if self.vault.name and is_vault_name(self.vault.name) else None
         if rid is not None and name is not None and rid.name.lower() != name.lower():
             rid = None     # the two disagree: keep the name, which is looked up in ARM
@@ -222,7 +228,6 @@ class Denial:
                 obj.kind, obj.name if obj.name and is_object_name(obj.name) else None,
                 obj.version.lower() if obj.version and is_version(obj.version) else None)
         v = self.vault
-        hsm = v.kind == "managed_hsm"
         vault = VaultRef(name, str(rid) if rid else None, "managed_hsm" if hsm else "vault",
                          v.scope if hsm and v.scope and HSM_SCOPE.fullmatch(v.scope) else None)
         if (principal, vault, obj) == (self.principal, self.vault, self.object):
@@ -230,11 +235,13 @@ class Denial:
         return replace(self, principal=principal, vault=vault, object=obj)
 
     def identity_key(self) -> tuple[str | None, ...]:
-        """What makes two denials 'the same request' (principal, vault, object, operation)."""
+        """What makes two denials 'the same request' (principal, vault, object, operation; an HSM's scope)."""
         obj = self.object
-        return (self.principal.object_id or self.principal.app_id or self.principal.upn, self.vault.key,
-                obj.kind if obj else None, (obj.name or "").lower() if obj else None,
-                (self.operation or self.data_action or "").lower(), str(self.status) if self.status else None)
+        key = (self.principal.object_id or self.principal.app_id or self.principal.upn, self.vault.key,
+               obj.kind if obj else None, (obj.name or "").lower() if obj else None,
+               (self.operation or self.data_action or "").lower(), str(self.status) if self.status else None)
+        # a Managed HSM refusal names its local scope (``/keys/NAME``) where a vault's names the object
+        return (*key, (self.vault.scope or "").lower()) if self.vault.kind == "managed_hsm" else key
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,6 +412,8 @@ class Facts:
     deny_assignments: tuple[DenyAssignment, ...] = ()
     searched_subscriptions: tuple[str, ...] = ()
     limitations: tuple[str, ...] = ()
+    hsm: ManagedHsm | None = None                         # a Managed HSM denial: the HSM as ARM returned it
+    hsm_access: HsmAccess | None = None                   # and its local RBAC at the scopes that reach the key
 
 
 # --- Plans and findings ---

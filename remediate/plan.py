@@ -166,7 +166,12 @@ def access_policy_plan(denial: Denial, facts: Facts, missing: dict[str, tuple[st
 
 
 def plan(denial: Denial, decision: Decision, facts: Facts | None, options: PlanOptions = DEFAULT_PLAN) -> Plan | None:
-    """The fix for a decision, or None when no grant is the right fix."""
+    """The fix for a decision, or None when no grant is the right fix. A Managed HSM denial gets a local role
+    (plan_hsm.py), never an access policy or an ARM role."""
+    if denial.vault.kind == "managed_hsm":
+        from .plan_hsm import hsm_plan
+
+        return hsm_plan(denial, decision, facts)
     if decision.cause not in GRANT_CAUSES or facts is None or facts.vault is None or decision.required is None:
         return None
     if facts.vault.rbac:

@@ -18,6 +18,7 @@ from . import telemetry
 from .catalog import RoleDefinition
 from .decide import gathered_facts, next_reads
 from .explain import build_finding
+from .hsm_model import HsmAccess, HsmLookup, ManagedHsm
 from .model import (
     DIAGNOSIS_SCHEMA,
     Denial,
@@ -59,6 +60,10 @@ class FactSource(Protocol):
     async def role_definitions(self, ids: Sequence[str]) -> dict[str, RoleDefinition]: ...
     async def principal(self, object_id: str, *, need_type: bool, need_groups: bool) -> PrincipalInfo: ...
     async def user_by_upn(self, upn: str) -> str | None: ...
+    # Managed HSM (facts/hsm_reads.py; service_hsm.py reads through these)
+    def hsm_guess(self, ref: VaultRef) -> ManagedHsm | None: ...
+    async def find_hsm(self, ref: VaultRef) -> HsmLookup: ...
+    async def hsm_access(self, hsm: ManagedHsm, key_name: str | None) -> HsmAccess: ...
 
 
 @dataclass(frozen=True)
@@ -160,7 +165,12 @@ async def gather_facts(denial: Denial, source: FactSource) -> Facts | None:
     for (``decide.next_reads``), fold each answer in as it arrives, and ask again until nothing is left.
 
     A read that fails while still called for raises (a domain error with its remedy); one no longer called for
-    (a speculative read, or one made moot by what came back first) is left to finish and its answer ignored."""
+    (a speculative read, or one made moot by what came back first) is left to finish and its answer ignored.
+    A Managed HSM denial has its own reads (service_hsm.py: the HSM, its local RBAC and the caller, together)."""
+    if denial.vault.kind == "managed_hsm":
+        from .service_hsm import gather_hsm_facts
+
+        return await gather_hsm_facts(denial, source)
     gathered = Gathered()
     started: dict[FactRead, asyncio.Future[Any]] = {}
     answered: set[FactRead] = set()
@@ -222,7 +232,7 @@ async def diagnose(denials: Sequence[Denial], source: FactSource,
     unique, upn_notes = await _identify_users(unique, source)
     # Where the vaults named only by name are: one lookup for the whole batch (Resource Graph, or the index that
     # outlives batches), before any denial's own reads; each denial then starts with the vault's id.
-    refs = [d.vault for d, _ in unique if _needs_vault(d)]
+    refs = [d.vault for d, _ in unique if d.vault.kind != "managed_hsm" and _needs_vault(d)]
     await source.resolve_vaults(refs)
     done = 0
 
@@ -266,6 +276,8 @@ async def _identify_users(unique: list[tuple[Denial, int]], source: FactSource
 def _located(denial: Denial, source: FactSource) -> Denial:
     """The denial as the facts are read for it: with the vault id the batch lookup found (read from Azure, never
     the input's), so its reads start together; the finding still shows the denial as the input gave it."""
+    if denial.vault.kind == "managed_hsm":
+        return denial     # an HSM is found by its own reads (service_hsm.py), never by the vault lookup
     rid = None if denial.vault.resource_id else source.resolved_id(denial.vault)
     return denial if rid is None else denial.with_(vault=replace(denial.vault, resource_id=rid))
 

@@ -125,6 +125,16 @@ CAUSES: dict[str, CauseText] = {
         "{who} has no access-policy entry that allows {what} on {vault}, which uses access policies. The fix adds "
         "exactly {permissions} to its entry.",
         ()),
+    "HSM_NOT_ACTIVATED": CauseText(
+        "Managed HSM not activated",
+        "{vault_cap} is not activated (security domain activation status {reason}): a Managed HSM refuses every "
+        "data-plane request until its security domain is downloaded, whatever roles the caller holds, so no grant "
+        "is proposed.",
+        ("Activate the HSM: an initial administrator downloads the security domain with at least three RSA key pairs "
+         "(az keyvault security-domain download --hsm-name {hsm_name} --sd-wrapping-keys ... --sd-quorum 2 "
+         "--security-domain-file ...); keep the file and the private keys offline.",
+         "Retry the request once `az keyvault show --hsm-name {hsm_name}` shows "
+         "securityDomainProperties.activationStatus Active.")),
     "UNKNOWN": CauseText(
         "Unknown",
         "The denial of {who} on {vault} could not be explained from what was seen ({reason}).",
@@ -166,6 +176,49 @@ VARIANTS: dict[tuple[str, str], CauseText] = {
         "the user (on-behalf-of, OBO), and this call came without one; no entry was read to say which application.",
         ("Call through the application the caller's access-policy entry names, on behalf of the user (OBO), or add "
          "a plain entry without an applicationId for this principal.",)),
+    ("AUTH_CHALLENGE", "hsm"): CauseText(
+        "Authentication challenge",
+        "The 401 on {vault} is the Managed HSM's normal first-call challenge (the request carried no token yet; the "
+        "challenge names the audience https://managedhsm.azure.net); the SDK retries with a token. Nothing is wrong "
+        "and nothing needs to be granted.",
+        ("Exclude OperationName == \"Authentication\" with status 401 from alert rules on the HSM's AuditEvent "
+         "logs; it precedes every successful first call.",)),
+    ("NETWORK_BLOCKED", "hsm"): CauseText(
+        "Blocked by the Managed HSM's network rules",
+        "{vault_cap}'s firewall refused the request from {caller_ip} before any local role was checked{network}. "
+        "Granting a local role would not help.",
+        ("Add the caller's public outbound address as an IP rule (up to 10 IPv4 rules), or reach the HSM through a "
+         "private endpoint.",
+         "If the caller is a trusted Microsoft service, enable \"Allow trusted Microsoft services to bypass this "
+         "firewall\" (disabling public access does not suppress that bypass).",)),
+    ("VAULT_NOT_FOUND", "hsm"): CauseText(
+        "Managed HSM not found",
+        "{vault_cap} is not in the subscriptions kv-remediate can see{searched}.",
+        ("Give the function's identity Reader on the HSM's subscription or resource group (Azure Resource Graph and "
+         "ARM's managedHSMs list show only what the identity can read).",
+         "If AZURE_SUBSCRIPTION_IDS (or --subscription) is set, add the HSM's subscription to it.")),
+    ("ALREADY_GRANTED", "hsm"): CauseText(
+        "Already granted",
+        "{who} already holds {what} on {vault} ({grant_reason}); the denial came before the local role assignment "
+        "took effect, or from another identity.",
+        ("Retry the request with a fresh token: a new local role assignment applies to requests made after it.",
+         "Check which identity the application actually uses (DefaultAzureCredential may pick another one).")),
+    ("MISSING_ROLE_ASSIGNMENT", "hsm"): CauseText(
+        "Missing local role assignment",
+        "{who} holds no Managed HSM local role that grants {what} on {vault} at {target} (local role assignments "
+        "at /, /keys and the key's own scope were read). The fix assigns {role} at {scope} in the HSM's local "
+        "RBAC{custom_part}.",
+        ("A Managed HSM has no access policies, and Azure RBAC roles on its resource id reach only its control "
+         "plane: the grant is a local role assignment (az keyvault role assignment create --hsm-name ...).",
+         "No Bicep resource exists for local role assignments (they live in the HSM's data plane): run the az "
+         "lines, or a deployment script that runs them.")),
+    ("MISSING_ROLE_ASSIGNMENT", "hsm_admin"): CauseText(
+        "Missing local role assignment",
+        "{who} holds no Managed HSM local role that grants {what} on {vault}. This is an administrative data "
+        "action (role management, security domain, backup or restore), so no grant is proposed: the roles that "
+        "carry it can make their holder Managed HSM Administrator.",
+        ("Have an HSM administrator decide; if the caller needs it, assign the narrowest built-in local role that "
+         "holds the action (az keyvault role definition list --hsm-name {hsm_name}).",)),
     ("ALREADY_GRANTED", "access_policy"): CauseText(
         "Already granted",
         "{who} already holds {what} on {vault} ({grant_reason}); the denial came before the entry took effect or "

@@ -24,10 +24,11 @@ from ..catalog import RoleDefinition
 from ..model import DenyAssignment, RoleAssignment
 from .convert import assignment_from_sdk, deny_from_sdk, role_from_sdk
 from .graph import GraphReads
+from .hsm_reads import HsmReads
 from .locate import VaultLocator
 
 
-class ArmFacts(VaultLocator, GraphReads):
+class ArmFacts(VaultLocator, GraphReads, HsmReads):
     """Reads facts for a batch through the real SDK clients, with per-batch caches and a request counter: the
     vaults (facts/locate.py), the caller (facts/graph.py) and, here, what grants or denies it (ARM authorization).
     """

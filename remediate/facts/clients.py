@@ -90,7 +90,8 @@ class FactClients:
         self.requests += 1
         http = getattr(request, "http_request", None)
         url = str(getattr(http, "url", ""))
-        api = ("graph" if "/v1.0/" in url else "log_analytics" if "/v1/" in url else
+        api = ("hsm" if ".managedhsm." in url.lower() else "graph" if "/v1.0/" in url else
+               "log_analytics" if "/v1/" in url else
                "resource_graph" if "/providers/microsoft.resourcegraph/" in url.lower() else "arm")
         self.by_api[api] = self.by_api.get(api, 0) + 1
         if api == "arm" and str(getattr(http, "method", "GET")).upper() in ("PUT", "PATCH", "POST", "DELETE"):

@@ -127,9 +127,10 @@ class HsmFacts:
     def __init__(self, credential: Any, subscriptions: Sequence[str], *, cloud: Cloud = PUBLIC,  # noqa: PLR0913
                  arm_url: str | None = None, connection_verify: str | bool | None = None,
                  transport_factory: Callable[[], Any] | None = None, retry_after_cap_s: float = 30.0,
-                 retry_total: int = 10) -> None:
+                 retry_total: int = 10, count: Callable[[Any], None] | None = None) -> None:
         """``transport_factory``: one transport per client (the emulator's, which resolves HSM hosts to loopback);
-        without it azure-core's ``AioHttpTransport`` with ``connection_verify``."""
+        without it azure-core's ``AioHttpTransport`` with ``connection_verify``. ``count``: also told of every
+        request (the diagnosis's fact source counts them with its own)."""
         self._credential = credential
         self.subscriptions = tuple(subscriptions)
         self._cloud = cloud
@@ -139,10 +140,13 @@ class HsmFacts:
         self._retry = (retry_after_cap_s, retry_total)
         self._mgmt: dict[str, Any] = {}
         self._data: dict[str, Any] = {}
+        self._also_count = count
         self.requests = 0
 
     def _count(self, request: Any) -> None:
         self.requests += 1
+        if self._also_count is not None:
+            self._also_count(request)
 
     def _common(self) -> dict[str, Any]:
         transport = self._transport_factory() if self._transport_factory is not None else None

@@ -16,6 +16,9 @@ from .operations import resolve_operation
 from .values import guid, identifier, object_from_path, vault_uri
 
 HSM_ACTION_PREFIX = "Microsoft.KeyVault/managedHsm/"
+# A Managed HSM's data-plane URL in an error text (any cloud's suffix: clouds.py); its name follows the vault rule.
+_HSM_URL = re.compile(r"https://[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9]\.managedhsm\.(?:azure\.net|azure\.cn|"
+                      r"usgovcloudapi\.net)/[^\s'\"<>]{0,512}")
 _MAX_CODE = 128  # longest error code accepted as a code (the bound of _CODE)
 
 # --- assembling one denial -----------------------------------------------------------------------------------
@@ -69,7 +72,9 @@ class Draft:
 
     def add_vault(self, vref: VaultRef) -> None:
         """Merge another mention of the vault (first name and first valid resource id win)."""
-        self.vault = VaultRef(name=self.vault.name or vref.name, resource_id=self.vault.resource_id or vref.resource_id)
+        hsm = "managed_hsm" in (self.vault.kind, vref.kind)
+        self.vault = VaultRef(name=self.vault.name or vref.name, resource_id=self.vault.resource_id or vref.resource_id,
+                              kind="managed_hsm" if hsm else "vault")
 
     def add_uri(self, value: Any) -> None:
         """Vault, path and object from a data-plane request URI or object id."""
@@ -77,7 +82,7 @@ class Draft:
         if u is None:
             return
         if u.vault:
-            self.add_vault(VaultRef(name=u.vault))
+            self.add_vault(VaultRef(name=u.vault, kind="managed_hsm" if u.hsm else "vault"))
         if self.path is None and u.path not in ("", "/"):
             self.path = u.path
         if self.object is None:
@@ -100,6 +105,8 @@ class Draft:
         if self.message is None:
             self.message = message
         f = message_facts(message)
+        if not self.vault.name and (host := _HSM_URL.search(message)):   # a Managed HSM's request URL
+            self.add_uri(host.group(0))
         self.principal = merge_principal(self.principal, f.principal)
         self.add_vault(f.vault)
         if f.object is not None and (self.object is None or (self.object.name is None and f.object.name
@@ -122,11 +129,12 @@ class Draft:
             obj = ObjectRef(kind=self.method_kind)
         vault = self.vault
         if vault.resource_id and not vault.name:
-            vault = VaultRef(name=vault.resource_id.rsplit("/", 1)[-1], resource_id=vault.resource_id)
-        data_action = ops.data_action
-        if self.action and self.action.startswith(HSM_ACTION_PREFIX):  # a Managed HSM's local RBAC refusal
+            vault = VaultRef(name=vault.resource_id.rsplit("/", 1)[-1], resource_id=vault.resource_id, kind=vault.kind)
+        data_action, permission = ops.data_action, ops.permission
+        hsm_action = self.action if self.action and self.action.startswith(HSM_ACTION_PREFIX) else None
+        if hsm_action or vault.kind == "managed_hsm":   # a Managed HSM: local RBAC only, no access policies
             vault = VaultRef(name=vault.name, resource_id=vault.resource_id, kind="managed_hsm", scope=self.hsm_scope)
-            data_action = data_action or self.action
+            data_action, permission = hsm_action or data_action, None
         signals = text_signals((self.message, self.error_code, self.inner_code))
         if self.address_authorized is False:
             signals |= {Signal.ADDRESS_NOT_AUTHORIZED}
@@ -139,7 +147,7 @@ class Draft:
         return Denial(
             source=self.source, status=self.status, error_code=_code(self.error_code),
             inner_code=_code(self.inner_code), principal=self.principal, vault=vault, operation=ops.operation,
-            data_action=data_action, access_policy_permission=ops.permission, object=obj,
+            data_action=data_action, access_policy_permission=permission, object=obj,
             caller_ip=self.caller_ip, time=identifier(self.time), correlation_id=guid(self.correlation_id),
             message=message or None, signals=signals, alert_id=identifier(self.alert_id))
 

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from .. import armid
+from ..clouds import CLOUDS
 from ..model import ObjectRef, VaultRef
 
 # --- primitive accessors (total over JSON values) ---------------------------------------------------------
@@ -159,6 +160,9 @@ def _ip_address(v: str) -> str | None:
 _VAULT_ID = re.compile(
     r"/subscriptions/([^/'\"\r\n]{1,80})/resourcegroups/([^/'\"\r\n]{1,90})/providers/microsoft\.keyvault/vaults/"
     r"([^/\s'\"?#]{1,64})((?:/[^/\s'\"?#]{1,1024}){0,16})", re.IGNORECASE | re.ASCII)
+_HSM_ID = re.compile(
+    r"/subscriptions/([^/'\"\r\n]{1,80})/resourcegroups/([^/'\"\r\n]{1,90})/providers/microsoft\.keyvault/managedhsms/"
+    r"([^/\s'\"?#]{1,64})(?=$|[/?#\s'\"])", re.IGNORECASE | re.ASCII)
 _MAX_RESOURCE_ID = 4096
 _DOTS = re.compile(r"\.\.|/\.(?:/|$)")
 _PROVIDER_TYPE = re.compile(r"/providers/([^/]+/[^/]+)", re.IGNORECASE)
@@ -188,7 +192,7 @@ def vault_from_resource_id(value: Any) -> tuple[VaultRef, ObjectRef | None]:
 def _vault_from_resource_id(v: str) -> tuple[VaultRef, ObjectRef | None]:
     m = _VAULT_ID.search(v)
     if m is None:
-        return _NO_VAULT
+        return _hsm_from_resource_id(v), None
     sub, rg, name, rest = m.group(1), m.group(2), m.group(3), m.group(4)
     tail = v[m.end():]
     if tail and tail[0] not in "?#":
@@ -203,6 +207,18 @@ def _vault_from_resource_id(v: str) -> tuple[VaultRef, ObjectRef | None]:
         rid = v[m.start():m.start(4)]
     obj = object_from_path(rest.split("?", 1)[0].split("#", 1)[0]) if rest else None
     return VaultRef(name=vname, resource_id=rid), obj
+
+
+def _hsm_from_resource_id(v: str) -> VaultRef:
+    """A Managed HSM (``kind`` managed_hsm) from its resource id, by the same rules as a vault's; else no vault."""
+    m = _HSM_ID.search(v)
+    if m is None:
+        return VaultRef()
+    sub, rg, name = m.group(1), m.group(2), m.group(3)
+    whole = v[m.start():m.end()]
+    ok = (guid(sub) and armid.parse_hsm_id(whole) is not None and not masked(rg) and "%" not in whole
+          and "\\" not in whole and not _DOTS.search(whole))
+    return VaultRef(name=vault_name(name), resource_id=whole if ok else None, kind="managed_hsm")
 
 
 def resource_type(value: Any) -> str | None:
@@ -292,12 +308,16 @@ def _object_version(rest: list[str | None]) -> str | None:
     return v.lower() if v is not None and armid.is_version(v) and v.strip("0") else None
 
 
+_HSM_SUFFIXES = frozenset(c.hsm_suffix for c in CLOUDS.values())
+
+
 @dataclass(frozen=True)
 class Uri:
     """A Key Vault data-plane URI split into the parts intake uses."""
 
     vault: str | None
     path: str
+    hsm: bool = False     # a Managed HSM's host (``NAME.managedhsm.azure.net``)
 
 
 def vault_uri(value: Any) -> Uri | None:
@@ -315,6 +335,8 @@ def _vault_uri(v: str) -> Uri | None:
     except ValueError:
         return None
     label, _, rest = host.partition(".")
+    if rest in _HSM_SUFFIXES:
+        return Uri(vault=vault_name(label), path=parts.path or "/", hsm=True)
     if not rest.startswith(("vault.", "vaultcore.")):
         return None
     return Uri(vault=vault_name(label), path=parts.path or "/")

@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..armid import VAULT_ID_SEGMENTS
-from ..model import AccessPolicyPlan, Finding, RoleAssignmentPlan
+from ..model import AccessPolicyPlan, Finding, HsmRoleAssignmentPlan, RoleAssignmentPlan
 from .table import aligned
+
+HSM_MODEL = "hsm_local_rbac"   # decide_hsm.HSM_MODEL (render imports nothing of decide)
 
 if TYPE_CHECKING:
     from ..service import DiagnosisStats
@@ -131,6 +133,8 @@ def fix_summary(f: Finding) -> str:
         return f"assign {p.role_name} at {scope}" + (" (privileged)" if p.privileged else "")
     if isinstance(p, AccessPolicyPlan):
         return "access policy add " + "; ".join(f"{k} {'/'.join(v)}" for k, v in p.add.items())
+    if isinstance(p, HsmRoleAssignmentPlan):
+        return f"assign local role {p.role_name} at {p.scope}" + (" (custom role)" if p.custom_role else "")
     return f.advice[0] if f.advice else "no change needed"
 
 
@@ -252,11 +256,13 @@ def evidence_tree(f: Finding, names: Names | None = None) -> list[str]:
     v = ev.vault
     if v:
         net = v.network_default_action or "Allow"
-        out.append(f"├─ vault: {v.name} — model {v.permission_model}, network default {net}"
+        noun = "Managed HSM" if v.permission_model == HSM_MODEL else "vault"
+        out.append(f"├─ {noun}: {v.name} — model {v.permission_model}, network default {net}"
                    + (f", public access {v.public_network_access}" if v.public_network_access else ""))
     ras = ev.role_assignments
-    if ras or (v and v.permission_model == "rbac"):
-        out.append(f"├─ role assignments considered: {len(ras)}")
+    if ras or (v and v.permission_model in ("rbac", HSM_MODEL)):
+        local = "local " if v and v.permission_model == HSM_MODEL else ""
+        out.append(f"├─ {local}role assignments considered: {len(ras)}")
         for i, a in enumerate(ras):
             branch = "└─" if i == len(ras) - 1 else "├─"
             via = "" if a.via == "direct" else f" via group {_group(a.principal_id, names)}"
@@ -309,12 +315,17 @@ def _wrap_tree(line: str, width: int) -> list[str]:
     return wrap_text(line[stem:], cont + "   ", width, line[:stem])
 
 
+def _short_action(action: str | None) -> str | None:
+    """A data action without its provider prefix (``keys/wrap/action``)."""
+    return action.split("/managedHsm/", 1)[-1].split("/vaults/", 1)[-1] if action else None
+
+
 def finding_text(f: Finding, names: Names | None = None, width: int = WIDTH) -> str:
     """One finding: headline, explanation, evidence tree, fix and advice, wrapped to ``width``."""
     names = names or Names.of([f])
     times = f" (x{f.occurrences})" if f.occurrences > 1 else ""
     lines = wrap_text(f"● {f.cause}{times}: {who_full(f, names)} → {where(f, names)} "
-                      f"[{f.denial.operation or '?'}]", "    ", width, "")
+                      f"[{f.denial.operation or _short_action(f.denial.data_action) or '?'}]", "    ", width, "")
     lines += wrap_text(f.explanation, "  ", width)
     tree = evidence_tree(f, names)
     if tree:
@@ -324,8 +335,10 @@ def finding_text(f: Finding, names: Names | None = None, width: int = WIDTH) -> 
     if f.plan is not None:
         lines += ["  fix:", *command_lines(f.plan.commands["az"], "    ", width)]
         alts = getattr(f.plan, "alternatives", ())
+        label = ("broader built-in alternative:" if isinstance(f.plan, HsmRoleAssignmentPlan)
+                 else "narrower alternative (custom role):")
         for alt in alts:
-            lines += ["  narrower alternative (custom role):", *command_lines(alt.commands["az"], "    ", width)]
+            lines += [f"  {label}", *command_lines(alt.commands["az"], "    ", width)]
     if f.outcome:
         lines += wrap_text(outcome_text(f.outcome.to_dict()), "    ", width, "  ")
     for a in f.advice:

@@ -148,8 +148,12 @@ def test_cli_apply_refused_exits_4_and_snapshot_out(tmp_path: Path, capsys: pyte
                  "--snapshot-out", str(out_file), "--state", str(tmp_path / "s.db"), "--output", "json"])
     doc = json.loads(capsys.readouterr().out)
     # then some plans were applied, the user grant and the tier-2 role were refused by name, and exit is 4
-    refused = {f["refused_by"] for f in doc["findings"] if f["outcome"] == "refused"}
+    vault = [f for f in doc["findings"] if (f["plan"] or {}).get("kind") != "hsm_role_assignment"]
+    refused = {f["refused_by"] for f in vault if f["outcome"] == "refused"}
     assert code == 4 and refused == {"principal_types", "max_tier"}
+    # (the demo's two Managed HSM plans are never applied by this policy: HSM plans are approval-only by default)
+    hsm = [f for f in doc["findings"] if (f["plan"] or {}).get("kind") == "hsm_role_assignment"]
+    assert len(hsm) == 2 and not [f for f in hsm if f["outcome"] == "applied"]
     assert json.loads(out_file.read_text())["role_assignments"] != TENANT["role_assignments"]
     assert main(["grants", "--state", str(tmp_path / "s.db"), "--output", "json"]) == 0
     listed = json.loads(capsys.readouterr().out)["grants"]

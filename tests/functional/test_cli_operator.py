@@ -89,7 +89,7 @@ def test_demo_text_fits_120_columns_with_numbered_details_and_every_fix_command(
     table = text.split("\n\n")[1]
     assert table.startswith("#") and all(len(line) <= 120 for line in table.splitlines())
     n = len(doc["findings"])
-    assert all(f"\n{i:>2}  {f['cause']}" in text for i, f in enumerate(doc["findings"], 1)) and n == 18
+    assert all(f"\n{i:>2}  {f['cause']}" in text for i, f in enumerate(doc["findings"], 1)) and n == 20
     # and every fix command is there, as the same shell words as the JSON's (pasted, it is the same command)
     wanted = [shlex.split(f["plan"]["commands"]["az"], comments=True) for f in doc["findings"] if f["plan"]]
     got = [shlex.split(c, comments=True) for c in shell_commands(text)]
@@ -101,7 +101,7 @@ def test_demo_is_json_when_piped_and_with_output_json(capsys: pytest.CaptureFixt
     code, out, err = run(capsys, "demo")
     # then it is the diagnosis document, like every other command
     doc = json.loads(out)
-    assert code == 0 and doc["schema"] == "kv-remediate/diagnosis@1" and len(doc["findings"]) == 18
+    assert code == 0 and doc["schema"] == "kv-remediate/diagnosis@1" and len(doc["findings"]) == 20
     assert err == ""
 
 

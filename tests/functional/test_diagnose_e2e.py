@@ -75,6 +75,8 @@ DEMO_EXPECTED = [
     (gid("app-legacy"), None, None, "VAULT_NOT_FOUND"),
     (None, None, "SecretGet", "PRINCIPAL_NOT_IDENTIFIED"),
     (gid("app-orders"), "orders-signing", "KeySign", "MISSING_ROLE_ASSIGNMENT"),
+    (gid("app-orders"), "cmk-orders", "KeyEncrypt", "MISSING_ROLE_ASSIGNMENT"),     # Managed HSM: a custom local role
+    (gid("mi-web"), "cmk-storage", "KeyWrap", "MISSING_ROLE_ASSIGNMENT"),           # Managed HSM: Encryption User
 ]
 
 
@@ -86,7 +88,7 @@ def test_demo_batch_causes(demo_findings: list[dict[str, Any]]) -> None:
 
 def test_identical_denials_collapse(demo_findings: list[dict[str, Any]]) -> None:
     assert demo_findings[0]["occurrences"] == 3
-    assert sum(f["occurrences"] for f in demo_findings) == 20
+    assert sum(f["occurrences"] for f in demo_findings) == 22
 
 
 def test_plans_are_least_privilege(demo_findings: list[dict[str, Any]]) -> None:

@@ -103,7 +103,10 @@ def test_diagnose_and_remediate_record_findings_grants_refusals_and_duration(
     # and every apply outcome is counted, refusals by their rule
     assert recorded.sums("kv_remediate.grants", "outcome") == Counter(f.get("outcome") or "no_plan"
                                                                       for f in doc["findings"])
-    assert recorded.sums("kv_remediate.refusals", "rule") == Counter({"max_tier": 2, "principal_types": 1})
+    hsm_refusals = Counter(f["refused_by"] for f in doc["findings"] if f.get("outcome") == "refused"
+                           and (f["plan"] or {}).get("kind") == "hsm_role_assignment")   # the demo's Managed HSM
+    assert recorded.sums("kv_remediate.refusals", "rule") == Counter({"max_tier": 2, "principal_types": 1}) + \
+        hsm_refusals
     # and the time to diagnose is one histogram point for the batch
     (attrs, point), = recorded.points("kv_remediate.diagnosis.duration")
     assert attrs == {"entry": "cli"} and point.count == 1 and point.sum >= 0

@@ -32,6 +32,9 @@ import pytest
 
 from remediate import catalog
 from remediate.backends import EmulatorRun
+from remediate.catalog.hsm import key_data_actions
+from remediate.decide import decide
+from remediate.hsm_model import HsmAccess, ManagedHsm
 from remediate.intake import parse_inputs
 from remediate.model import (
     AccessPolicyEntry,
@@ -45,7 +48,9 @@ from remediate.model import (
     VaultRef,
 )
 from remediate.plan import PlanOptions, access_policy_plan, rbac_plan
+from remediate.plan_hsm import hsm_plan
 from remediate.render.commands import UNSAFE, with_commands
+from remediate.render.hsm_commands import with_hsm_commands
 from remediate.service import DiagnoseOptions, diagnose
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,6 +60,7 @@ SMALL = ROOT / "tests" / "fixtures" / "tenants" / "small.json"
 LOGIN_STOP = "Please run 'az login'"
 SUB = "3f2b9c1d-5e6f-4a7b-8c9d-0e1f2a3b4c5d"
 VAULT_ID = f"/subscriptions/{SUB}/resourceGroups/rg-app/providers/Microsoft.KeyVault/vaults/kv1"
+HSM_ID = f"/subscriptions/{SUB}/resourceGroups/rg-app/providers/Microsoft.KeyVault/managedHSMs/hsm-pay"
 OID = "11111111-2222-4333-8444-555555555555"
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 
@@ -165,6 +171,7 @@ def planner_commands() -> dict[str, str]:
                     out.setdefault(plan.commands["az"], f"planner {action} ({ptype})")
                     for alt in plan.alternatives:
                         out.setdefault(alt.commands["az"], f"planner custom role {action}")
+    out.update(hsm_planner_commands())
     every: dict[str, set[str]] = {}
     for op in catalog.operations():
         for kind, perms in op.access_policy.items():
@@ -181,6 +188,28 @@ def planner_commands() -> dict[str, str]:
                 assert data is not None
                 plan = with_commands(data, vault)
                 out.setdefault(plan.commands["az"], f"planner access policy {kind} (tenant {tenant})")
+    return out
+
+
+def hsm_planner_commands() -> dict[str, str]:
+    """Every managedHsm key data action's Managed HSM plan (a built-in or a custom local role and its built-in
+    alternative), at a key and at /keys, for each principal type Graph may give."""
+    out: dict[str, str] = {}
+    hsm = ManagedHsm(id=HSM_ID, name="hsm-pay", hsm_uri="https://hsm-pay.managedhsm.azure.net/",
+                     activation_status="Active")
+    for d in key_data_actions():
+        for scope in ("/keys/item-1", "/keys"):
+            for ptype in ("ServicePrincipal", "User", None):
+                denial = Denial(source="test", status=403, principal=Principal(object_id=OID), data_action=d.name,
+                                vault=VaultRef("hsm-pay", HSM_ID, kind="managed_hsm", scope=scope))
+                facts = Facts(vault=None, principal=PrincipalInfo(OID, type=ptype), hsm=hsm,
+                              hsm_access=HsmAccess("hsm-pay", (), (), ()))
+                data = hsm_plan(denial, decide(denial, facts), facts)
+                assert data is not None
+                plan = with_hsm_commands(data)
+                out.setdefault(plan.commands["az"], f"planner hsm {d.name} ({ptype})")
+                for alt in plan.alternatives:
+                    out.setdefault(alt.commands["az"], f"planner hsm built-in alternative {d.name}")
     return out
 
 
@@ -247,6 +276,11 @@ def test_every_printed_command_parses(az_env: dict[str, str]) -> None:
     assert any("az rest" in c and "accessPolicies/add" in c for c in commands)
     assert any("az keyvault set-policy" in c for c in commands)
     assert any("roleDefinitions/" in c and "az role assignment create" in c for c in commands)
+    # and the Managed HSM's local RBAC commands, from the demo's HSM findings and the planner
+    assert any(src.startswith("demo tenant (hsm_role_assignment") for src in commands.values())
+    assert any("az keyvault role definition update --hsm-name" in c for c in commands)
+    assert any("az keyvault role assignment create --hsm-name" in c and "--assignee-principal-type" in c
+               for c in commands)
     lines = [(c, argv) for c in sorted(commands) for argv in az_argvs(c)]
     # and argument errors among them (first, middle, last), which must still be caught late in a warm process
     bad = ["az", "role", "assignment", "create", "--role", "Reader", "--scope", VAULT_ID, "--no-such-flag"]

@@ -116,9 +116,10 @@ class Runtime:
     """Per-process state shared by every invocation; thread-safe lazy creation."""
 
     def __init__(self, settings: Settings | None = None, *, authenticator: WebhookAuthenticator | None = None,
-                 api_authenticator: WebhookAuthenticator | None = None) -> None:
-        """``authenticator`` / ``api_authenticator`` replace the webhook's / the apply role's validator built from
-        the settings (e.g. keys from a loopback JWKS in tests)."""
+                 api_authenticator: WebhookAuthenticator | None = None,
+                 page_authenticator: WebhookAuthenticator | None = None) -> None:
+        """``authenticator`` / ``api_authenticator`` / ``page_authenticator`` replace the webhook's / the apply
+        role's / the findings page's validator built from the settings (e.g. keys from a loopback JWKS in tests)."""
         self.settings = settings or Settings.from_env()
         self._lock = threading.RLock()
         self._emulator: EmulatorRun | None = None
@@ -131,6 +132,8 @@ class Runtime:
         self._auth_loaded = authenticator is not None
         self._api_auth: WebhookAuthenticator | None = api_authenticator
         self._api_auth_loaded = api_authenticator is not None
+        self._page_auth: WebhookAuthenticator | None = page_authenticator
+        self._page_auth_loaded = page_authenticator is not None
         self._batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[_Batch]] = (
             weakref.WeakKeyDictionary())
         self._credentials: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
@@ -425,6 +428,17 @@ class Runtime:
                 self._api_auth = api_authenticator_from_env(self.settings.env)
                 self._api_auth_loaded = True
             return self._api_auth
+
+    def page_authenticator(self) -> WebhookAuthenticator | None:
+        """The findings page's bearer-token validator (roles KvRemediate.Approve / KvRemediate.Read, the app's own
+        audience) when the API token settings are set, else None (then only App Service Authentication signs in)."""
+        with self._lock:
+            if not self._page_auth_loaded:
+                from .approver import page_authenticator_from_env
+
+                self._page_auth = page_authenticator_from_env(self.settings.env)
+                self._page_auth_loaded = True
+            return self._page_auth
 
     async def notify(self, payload: dict[str, Any], timeout: float = 5.0) -> bool:
         """POST ``payload`` to KV_REMEDIATE_NOTIFY_URL; False (logged, not raised) when it fails."""

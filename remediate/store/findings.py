@@ -34,8 +34,9 @@ class FindingStore(Protocol):
         """Store one finding; returns the record id."""
         ...
 
-    async def list(self, limit: int = 100) -> builtins.list[dict[str, Any]]:
-        """The ``limit`` most recent records, newest first."""
+    async def list(self, limit: int = 100, since: datetime | None = None) -> builtins.list[dict[str, Any]]:
+        """The ``limit`` most recent records, newest first; with ``since``, only records from that hour on (the
+        caller filters the exact time)."""
         ...
 
     async def close(self) -> None:
@@ -62,6 +63,12 @@ def _new_id(when: datetime) -> str:
     return f"{_MAX_US - micros:017d}-{uuid.uuid4().hex[:12]}"
 
 
+def _partition(when: datetime) -> str:
+    """The PartitionKey of a record made at ``when``: its hour, inverted (newest hour sorts first)."""
+    hour = utc(when, "when").replace(minute=0, second=0, microsecond=0)
+    return f"{_MAX_US - (hour - _EPOCH) // timedelta(microseconds=1):017d}"
+
+
 class TableFindingStore:
     """Findings in an Azure Table: PartitionKey = inverted hour (spreads load, newest partition first).
 
@@ -79,8 +86,7 @@ class TableFindingStore:
                when: datetime) -> str:
         when = utc(when, "when")
         row = _new_id(when)
-        hour = when.replace(minute=0, second=0, microsecond=0)
-        partition = f"{_MAX_US - (hour - _EPOCH) // timedelta(microseconds=1):017d}"
+        partition = _partition(when)
         entity: dict[str, Any] = {"PartitionKey": partition, "RowKey": row, "time": when,
                                   **{k: v for k, v in _summary(finding).items() if v is not None},
                                   **pack_json("finding", finding)}
@@ -92,12 +98,16 @@ class TableFindingStore:
             await self._table.create_entity(entity)
         return row
 
-    async def list(self, limit: int = 100) -> builtins.list[dict[str, Any]]:
+    async def list(self, limit: int = 100, since: datetime | None = None) -> builtins.list[dict[str, Any]]:
         out: builtins.list[dict[str, Any]] = []
         if limit <= 0:
             return out
+        page = min(limit, 1000)
         with storage_errors("listing findings", target_of(self._table, f"table '{self._table.table_name}'")):
-            async for entity in self._table.list_entities(results_per_page=min(limit, 1000)):
+            entities = self._table.list_entities(results_per_page=page) if since is None else \
+                self._table.query_entities("PartitionKey le @pk", parameters={"pk": _partition(since)},
+                                           results_per_page=page)
+            async for entity in entities:
                 out.append({"id": entity["RowKey"], "time": iso(from_table_time(entity["time"])),
                             "alert_id": entity.get("alert_id"), "invocation_id": entity.get("invocation_id"),
                             "cause": entity.get("cause"), "vault": entity.get("vault"),
@@ -148,12 +158,16 @@ class SqliteFindingStore:
                           summary["principal"], json.dumps(finding, sort_keys=True, default=str)))
         return row
 
-    async def list(self, limit: int = 100) -> builtins.list[dict[str, Any]]:
-        return await asyncio.to_thread(self._list, limit)
+    async def list(self, limit: int = 100, since: datetime | None = None) -> builtins.list[dict[str, Any]]:
+        return await asyncio.to_thread(self._list, limit, since)
 
-    def _list(self, limit: int) -> builtins.list[dict[str, Any]]:
+    def _list(self, limit: int, since: datetime | None) -> builtins.list[dict[str, Any]]:
         with session(self.path, "listing findings") as conn:
-            rows = conn.execute("SELECT * FROM findings ORDER BY id LIMIT ?", (max(limit, 0),)).fetchall()
+            if since is None:
+                rows = conn.execute("SELECT * FROM findings ORDER BY id LIMIT ?", (max(limit, 0),)).fetchall()
+            else:  # ids sort newest first: every record at or after ``since`` has an id at or below its own
+                rows = conn.execute("SELECT * FROM findings WHERE id <= ? ORDER BY id LIMIT ?",
+                                    (_new_id(since)[:17] + "-~", max(limit, 0))).fetchall()
         return [{"id": r["id"], "time": iso(parse_iso(r["time"])), "alert_id": r["alert_id"],
                  "invocation_id": r["invocation_id"], "cause": r["cause"], "vault": r["vault"],
                  "principal": r["principal"], "finding": json.loads(r["finding"])} for r in rows]

@@ -104,8 +104,14 @@ def _not_signed_in(rt: Runtime) -> func.HttpResponse:
                         headers={"WWW-Authenticate": "Bearer"})
 
 
-async def _records(rt: Runtime, since: datetime | None) -> list[dict[str, Any]]:
-    return await (await rt.findings()).list(PAGE_LIMIT, since=since)
+async def _records(rt: Runtime, since: datetime | None, opened: str) -> tuple[list[dict[str, Any]],
+                                                                           dict[str, Any] | None]:
+    """The list rows (at most PAGE_LIMIT, newest first) and the opened finding's whole record."""
+    store = await rt.findings()
+    if not opened:
+        return await store.rows(PAGE_LIMIT, since=since), None
+    rows, record = await asyncio.gather(store.rows(PAGE_LIMIT, since=since), store.get(opened))
+    return rows, record
 
 
 async def _grants(rt: Runtime, vault: str | None) -> tuple[list[Any], list[Any]]:
@@ -114,6 +120,14 @@ async def _grants(rt: Runtime, vault: str | None) -> tuple[list[Any], list[Any]]
     applied = await asyncio.to_thread(store.list, outcome="applied", limit=PAGE_LIMIT)
     history = await asyncio.to_thread(store.list, vault=vault) if vault else []
     return applied, history
+
+
+def _plan_vault(record: dict[str, Any]) -> str | None:
+    """The vault id whose grant records tell the opened finding's history (its plan's vault, else the denial's)."""
+    from ..render.page import plan_target
+
+    target = plan_target(record.get("finding"))
+    return target[1] if target is not None else (record.get("vault") or None)
 
 
 def _viewer(who: Approver) -> Viewer:
@@ -126,21 +140,20 @@ async def page_input(rt: Runtime, params: dict[str, str], who: Approver, nonce: 
                      csrf_nonce: str) -> PageInput:
     """Everything one page shows, read from the stores (findings, grants, approval requests)."""
     from ..catalog.causes import CAUSES
-    from ..render.page import Filters, PageInput, row_of
+    from ..render.page import Filters, PageInput
     from . import approvals_view
 
     now = datetime.now(UTC)
     filters = Filters.from_params(params, CAUSES)
     since = filters.since_time(now)
     week = now - timedelta(days=7)
-    records = await _records(rt, None if since is None else min(since, week))
-    opened = next((r for r in records if r.get("id") == filters.id), None) if filters.id else None
-    vault = row_of(opened).vault_id if opened is not None else None
+    records, opened = await _records(rt, None if since is None else min(since, week), filters.id)
+    vault = _plan_vault(opened) if opened is not None else None
     applied, history = await _grants(rt, vault or None)
     csrf = approvals_view.Csrf(who, csrf_nonce, now, rt.settings.env) if who.may_decide else None
     by_finding, pending = await approvals_view.requests(rt, csrf, now)
-    return PageInput(records=records, grants=applied, history_grants=history, requests=by_finding, pending=pending,
-                     viewer=_viewer(who), now=now, nonce=nonce)
+    return PageInput(records=records, opened=opened, grants=applied, history_grants=history, requests=by_finding,
+                     pending=pending, viewer=_viewer(who), now=now, nonce=nonce)
 
 
 @bp.function_name("findings_page")

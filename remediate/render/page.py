@@ -218,22 +218,20 @@ def _last_segment(value: str) -> str:
 
 
 def row_of(record: Mapping[str, Any]) -> Row:
-    """A stored finding record (store/findings.py) as a list row; missing parts read as empty."""
-    f = _d(record.get("finding"))
-    denial = _d(f.get("denial"))
-    ev = _d(f.get("evidence"))
-    vault_id = _s(record.get("vault") or _d(denial.get("vault")).get("resource_id"))
-    vault = _s(_d(ev.get("vault")).get("name") or _d(denial.get("vault")).get("name")) or _last_segment(vault_id)
-    p = _d(denial.get("principal"))
-    principal_id = _s(record.get("principal") or p.get("object_id") or p.get("app_id") or p.get("upn"))
-    principal = _s(_d(ev.get("principal")).get("display_name") or p.get("upn")) or principal_id
-    obj = _d(denial.get("object"))
-    operation = _s(denial.get("operation"))
-    if obj.get("name"):
-        operation = f"{operation} on {_s(obj.get('kind'))}/{_s(obj.get('name'))}".strip()
-    return Row(id=_s(record.get("id")), time=_s(record.get("time")), cause=_s(record.get("cause") or f.get("cause")),
-               vault=vault, vault_id=vault_id, principal=principal, principal_id=principal_id, operation=operation,
-               outcome=_s(f.get("outcome")) or "diagnosed", explanation=_s(f.get("explanation")))
+    """A stored finding as a list row: a whole record (with ``finding``) or a list row of
+    ``FindingStore.rows`` (its LIST_COLUMNS); missing parts read as empty."""
+    from ..store.findings import list_columns
+
+    f = record.get("finding")
+    columns: Mapping[str, Any] = list_columns(f) if isinstance(f, dict) else record
+    vault_id = _s(record.get("vault"))
+    principal_id = _s(record.get("principal"))
+    return Row(id=_s(record.get("id")), time=_s(record.get("time")),
+               cause=_s(record.get("cause") or _d(f).get("cause")),
+               vault=_s(columns.get("vault_name")) or _last_segment(vault_id), vault_id=vault_id,
+               principal=_s(columns.get("principal_name")) or principal_id, principal_id=principal_id,
+               operation=_s(columns.get("operation")), outcome=_s(columns.get("outcome")) or "diagnosed",
+               explanation=_s(columns.get("explanation")))
 
 
 def _matches(row: Row, filters: Filters, since: datetime | None) -> bool:
@@ -298,8 +296,9 @@ def _grant_key(principal: str, vault: str) -> tuple[str, str]:
     return principal.lower(), vault.lower()
 
 
-def _plan_target(f: Mapping[str, Any]) -> tuple[str, str] | None:
-    plan = _d(f.get("plan"))
+def plan_target(f: Any) -> tuple[str, str] | None:
+    """(principal, vault id), lower-case, of the write a finding's plan proposes; None without a plan."""
+    plan = _d(_d(f).get("plan"))
     principal = _s(plan.get("principal_id") or plan.get("object_id"))
     scope = _s(plan.get("scope") or plan.get("vault_id"))
     if not principal or not scope:
@@ -356,7 +355,7 @@ def grants_for(record: Mapping[str, Any], by_target: Mapping[tuple[str, str], Se
     """The grant records of the write this finding's plan proposed (same principal and vault), oldest first,
     recorded no earlier than the finding's denial."""
     f = _d(record.get("finding"))
-    target = _plan_target(f)
+    target = plan_target(f)
     if target is None:
         return []
     return sorted(by_target.get(target, ()), key=lambda g: g.time)
@@ -410,11 +409,13 @@ def detail_of(record: Mapping[str, Any], grants: Sequence[GrantRecord],
 
 @dataclass(frozen=True)
 class PageInput:
-    """What the route read for one page: records newest first, applied grant records (grants in force), the
+    """What the route read for one page: list rows newest first (FindingStore.rows), the opened finding's whole
+    record (``id``), applied grant records (grants in force), the
     opened finding's vault's grant records (its history), approval requests by finding id and the pending ones,
     who is looking, the clock and the style nonce."""
 
     records: Sequence[Mapping[str, Any]]
+    opened: Mapping[str, Any] | None
     grants: Sequence[GrantRecord]
     history_grants: Sequence[GrantRecord]
     requests: Mapping[str, Sequence[RequestView]]
@@ -430,7 +431,7 @@ def build(params: Mapping[str, str], data: PageInput, causes: Sequence[str]) -> 
     filters = Filters.from_params(params, causes)
     since = filters.since_time(data.now)
     rows = [r for r in map(row_of, data.records) if _matches(r, filters, since)]
-    opened = next((rec for rec in data.records if rec.get("id") == filters.id), None) if filters.id else None
+    opened = data.opened if filters.id and data.opened is not None and data.opened.get("id") == filters.id else None
     detail = None
     if opened is not None:
         detail = detail_of(opened, grants_for(opened, index_grants(data.history_grants)),

@@ -297,6 +297,9 @@ def outcome_text(o: dict[str, Any]) -> str:
         return f"FAILED: {o.get('error')}"
     if kind == "suggested":
         return f"Suggested only ({o.get('refused_by')}): {o.get('reason')}"
+    if kind == "pending_approval" and o.get("approval_id"):
+        return (f"Waiting for approval (request {o.get('approval_id')}): {o.get('reason')}; decide with "
+                f"`kv-remediate approve {o.get('approval_id')}` or on the findings page")
     return "No change: " + str(o.get("detail") or kind)
 
 

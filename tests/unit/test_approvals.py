@@ -102,8 +102,8 @@ def test_hash_is_canonical() -> None:
     # given the same write spelled with other case
     a = finding()
     assert a.plan is not None
-    b = replace(a, plan=replace(a.plan, scope=VAULT_ID.replace("/rg/", "/RG/").replace("kv1", "KV1"),
-                                principal_id=OID.upper()))
+    b = replace(a, plan=replace(a.plan, scope=VAULT_ID.replace("/rg/", "/RG/").replace("kv1", "KV1"),  # type: ignore[arg-type]
+                                principal_id=OID.upper()))  # type: ignore[arg-type]
     assert b.plan is not None
     # then the hash is the same
     assert model.plan_hash(a.plan, APPROVE) == model.plan_hash(b.plan, APPROVE) is not None

@@ -290,3 +290,38 @@ def test_without_a_store_it_is_refused_by_approval(tmp_path: Path, approvals: An
     [g] = asyncio.run(go()).findings
     assert g.outcome is not None and (g.outcome.outcome, g.outcome.refused_by) == ("refused", "approval")
     assert t.store().list() == []
+
+
+ADMIN = "00482a5a-887f-4fb3-b363-3b7fe8e74483"   # Key Vault Administrator
+
+
+@pytest.mark.parametrize("tamper", ["wider_change", "other_grantee", "display_only"])
+def test_a_tampered_request_applies_only_what_the_tenant_calls_for(tmp_path: Path, approvals: Any,
+                                                                   tamper: str) -> None:
+    # given someone with write access to the store rewrites a pending request before it is approved
+    t = Tenant(tmp_path, approvals)
+    [f] = t.propose()
+    store = t.store()
+    got = store.get(f["approval_id"])
+    assert got is not None
+    req = got.request
+    if tamper == "wider_change":      # the approved change says Administrator (and its hash matches it)
+        change = replace(req.change, role_definition_id=req.change.role_definition_id.replace(  # type: ignore[union-attr]
+            SECRETS_USER, ADMIN))
+        req = replace(req, change=change, plan_hash=change.hash())
+    elif tamper == "other_grantee":   # the stored denial names someone else
+        req = replace(req, denial=denial(gid("app-partner"), PAY))
+    else:                             # the finding shown to people says Administrator
+        shown = {**req.finding["plan"], "role_name": "Key Vault Administrator", "role_definition_id": ADMIN}
+        req = replace(req, finding={**req.finding, "plan": shown})
+    assert store.swap(req, got.version) is not None
+    # when it is approved
+    [d] = t.decide((f["approval_id"], approve(ALICE)))
+    everyone = [a for a in t.tenant["role_assignments"] if a not in TENANT["role_assignments"]]
+    # then only the write the re-read tenant calls for can be made, and only if it is the one that was hashed
+    if tamper == "display_only":
+        assert d.status == "applied"
+        assert [a["properties"]["roleDefinitionId"].rsplit("/", 1)[-1] for a in everyone] == [SECRETS_USER]
+    else:
+        assert d.status == "failed" and d.request is not None and d.request.end == "drift"
+        assert everyone == []

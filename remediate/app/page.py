@@ -50,12 +50,13 @@ def html_response(body: str, nonce: str, status: int = 200, headers: dict[str, s
 
 
 def message_page(status: int, title: str, message: str, *, back: str = "/api/findings",
-                 headers: dict[str, str] | None = None) -> func.HttpResponse:
+                 headers: dict[str, str] | None = None, ok: bool | None = None) -> func.HttpResponse:
     """A short HTML page saying what happened (errors and decision outcomes)."""
     from ..render.page import render_outcome
 
     nonce = secrets.token_urlsafe(16)
-    body = render_outcome(title, message, ok=int(status) < HTTPStatus.BAD_REQUEST, back=back, nonce=nonce)
+    good = int(status) < HTTPStatus.BAD_REQUEST if ok is None else ok
+    body = render_outcome(title, message, ok=good, back=back, nonce=nonce)
     return html_response(body, nonce, status, headers)
 
 
@@ -114,6 +115,22 @@ async def _records(rt: Runtime, since: datetime | None, opened: str) -> tuple[li
     return rows, record
 
 
+async def _opened_request(rt: Runtime, record: dict[str, Any] | None, approval: str,
+                          csrf: Any, now: datetime) -> tuple[dict[str, Any] | None, list[Any]]:
+    """The opened finding and its approval request: by ``approval`` (the request's finding at proposal), or the
+    request a finding record names (``approval_id``)."""
+    from . import approvals_view
+
+    wanted = approval
+    if not wanted and record is not None and isinstance(record.get("finding"), dict):
+        wanted = str(record["finding"].get("approval_id") or "")
+    req = await approvals_view.one(rt, wanted) if wanted else None
+    if req is None:
+        return record, []
+    return (record if record is not None else approvals_view.request_record(req)), [
+        approvals_view.view(req, csrf, now)]
+
+
 async def _grants(rt: Runtime, vault: str | None) -> tuple[list[Any], list[Any]]:
     """Applied grant records (for grants in force) and, when a finding is opened, its vault's records."""
     store = rt.grants()
@@ -147,12 +164,13 @@ async def page_input(rt: Runtime, params: dict[str, str], who: Approver, nonce: 
     filters = Filters.from_params(params, CAUSES)
     since = filters.since_time(now)
     week = now - timedelta(days=7)
-    records, opened = await _records(rt, None if since is None else min(since, week), filters.id)
+    records, record = await _records(rt, None if since is None else min(since, week), filters.id)
+    csrf = approvals_view.Csrf(who, csrf_nonce, now, rt.settings.env) if who.may_decide else None
+    opened, requests = await _opened_request(rt, record, filters.approval, csrf, now)
     vault = _plan_vault(opened) if opened is not None else None
     applied, history = await _grants(rt, vault or None)
-    csrf = approvals_view.Csrf(who, csrf_nonce, now, rt.settings.env) if who.may_decide else None
-    by_finding, pending = await approvals_view.requests(rt, csrf, now)
-    return PageInput(records=records, opened=opened, grants=applied, history_grants=history, requests=by_finding,
+    pending = await approvals_view.pending(rt, csrf, now)
+    return PageInput(records=records, opened=opened, grants=applied, history_grants=history, requests=requests,
                      pending=pending, viewer=_viewer(who), now=now, nonce=nonce)
 
 
@@ -219,7 +237,7 @@ async def decide_route(req: func.HttpRequest, decision: str) -> func.HttpRespons
         rt = services.get()
         crossed = cross_origin(req.headers)
         if crossed:
-            return message_page(HTTPStatus.FORBIDDEN, "Refused", crossed)
+            return message_page(HTTPStatus.FORBIDDEN, "Refused", f"{crossed}; nothing was changed")
         fields = form_fields(req)
         who = await asyncio.to_thread(signed_in, rt, req.headers)
         if who is None:
@@ -235,7 +253,9 @@ async def decide_route(req: func.HttpRequest, decision: str) -> func.HttpRespons
                                               reason=fields.get("reason", "")[:500])
     except Exception as exc:
         return _error_page(exc, "findings decision")
-    return message_page(outcome.status, outcome.title, outcome.message, back=_back(fields))
+    log.info("kv-remediate findings page: %s on approval request %s by %s (%s): %s", decision, request_id,
+             who.object_id, who.via, outcome.title)
+    return message_page(outcome.status, outcome.title, outcome.message, back=_back(fields), ok=outcome.ok)
 
 
 @bp.function_name("findings_approve")

@@ -51,6 +51,7 @@ class Filters:
     outcome: str = ""
     since: str = "7d"
     id: str = ""
+    approval: str = ""
 
     @classmethod
     def from_params(cls, params: Mapping[str, str], causes: Iterable[str]) -> Filters:
@@ -60,10 +61,14 @@ class Filters:
             value = params.get(name) or ""
             return value.strip()[:MAX_TEXT] if isinstance(value, str) else ""
 
+        def ident(name: str) -> str:
+            value = text(name)
+            return value if all(c.isalnum() or c == "-" for c in value) else ""
+
         cause, outcome, since = text("cause"), text("outcome"), text("since") or "7d"
         return cls(cause=cause if cause in set(causes) else "", vault=text("vault"), principal=text("principal"),
                    outcome=outcome if outcome in OUTCOMES else "", since=since if since in SINCE else "7d",
-                   id=text("id") if all(c.isalnum() or c == "-" for c in text("id")) else "")
+                   id=ident("id"), approval=ident("approval"))
 
     def since_time(self, now: datetime) -> datetime | None:
         span = SINCE[self.since]
@@ -71,8 +76,8 @@ class Filters:
 
     def query(self, **changes: str) -> str:
         """This filter set (with ``changes``) as a query string, empty values left out."""
-        values = {**{k: getattr(self, k) for k in ("cause", "vault", "principal", "outcome", "since", "id")},
-                  **changes}
+        keys = ("cause", "vault", "principal", "outcome", "since", "id", "approval")
+        values = {**{k: getattr(self, k) for k in keys}, **changes}
         return urllib.parse.urlencode({k: v for k, v in values.items() if v})
 
 
@@ -110,6 +115,11 @@ class RequestView:
     summary: str = ""
     decisions: tuple[Decision, ...] = ()
     approvals_needed: int = 1
+    approved: int = 0
+    end: str = ""
+    end_time: str | None = None
+    detail: str = ""
+    grant_id: str = ""
     csrf: str = ""
 
     @property
@@ -321,19 +331,32 @@ def history(record: Mapping[str, Any], grants: Sequence[GrantRecord],
                                  f"{_s(denial.get('status'))} {_s(denial.get('error_code'))}".strip())]
     if f.get("plan"):
         events.append(Event("proposed", _s(record.get("time")) or None, _s(_d(f.get("plan")).get("role_name"))))
+    granted = {g.id for g in grants}
     for req in requests:
-        events.append(Event("requested", req.created, f"approval request {req.id}"))
-        events += [Event("approved" if d.decision == "approve" else "rejected" if d.decision == "reject"
-                         else d.decision, d.time, f"by {d.who}" + (f" from {d.where}" if d.where else ""))
-                   for d in req.decisions]
-        if req.state == "expired":
-            events.append(Event("expired", req.expires, "no decision in time"))
+        events += _request_events(req, granted)
     outcome = _s(f.get("outcome"))
     if outcome in ("refused", "failed") and not grants:
         events.append(Event(outcome, _s(record.get("time")) or None, _s(f.get("refused_by") or f.get("error"))))
     for g in grants:
         events += _grant_events(g)
     return tuple(events)
+
+
+def _request_events(req: RequestView, granted: set[str]) -> list[Event]:
+    """A request's part of the history: requested, each decision, and how it ended (an applied end is told by the
+    grant record when the stores hold it)."""
+    out = [Event("requested", req.created, f"approval request {req.id}, needs {req.approvals_needed} approval"
+                 + ("s" if req.approvals_needed > 1 else ""))]
+    out += [Event("approved" if d.decision == "approve" else "rejected" if d.decision == "reject" else d.decision,
+                  d.time, f"by {d.who}" + (f" from {d.where}" if d.where else "") + (f": {d.reason}" if d.reason
+                                                                                      else ""))
+            for d in req.decisions]
+    if req.state == "expired" and not req.end:
+        out.append(Event("expired", req.expires, "no decision in time"))
+    elif req.end and not (req.end == "applied" and req.grant_id in granted):
+        out.append(Event(req.end.replace("_", " "), req.end_time, req.detail
+                         + (f" (grant {req.grant_id})" if req.grant_id else "")))
+    return out
 
 
 def _grant_events(g: GrantRecord) -> list[Event]:
@@ -418,7 +441,7 @@ class PageInput:
     opened: Mapping[str, Any] | None
     grants: Sequence[GrantRecord]
     history_grants: Sequence[GrantRecord]
-    requests: Mapping[str, Sequence[RequestView]]
+    requests: Sequence[RequestView]
     pending: Sequence[RequestView]
     viewer: Viewer
     now: datetime
@@ -431,13 +454,12 @@ def build(params: Mapping[str, str], data: PageInput, causes: Sequence[str]) -> 
     filters = Filters.from_params(params, causes)
     since = filters.since_time(data.now)
     rows = [r for r in map(row_of, data.records) if _matches(r, filters, since)]
-    opened = data.opened if filters.id and data.opened is not None and data.opened.get("id") == filters.id else None
+    opened = data.opened if (filters.id or filters.approval) else None
     detail = None
     if opened is not None:
-        detail = detail_of(opened, grants_for(opened, index_grants(data.history_grants)),
-                           data.requests.get(filters.id, ()))
-    elif filters.id:
-        filters = replace(filters, id="")
+        detail = detail_of(opened, grants_for(opened, index_grants(data.history_grants)), data.requests)
+    elif filters.id or filters.approval:
+        filters = replace(filters, id="", approval="")
     return Page(filters=filters, rows=tuple(rows), shown=len(rows), matched=len(rows),
                 summary=summary(data.records, data.grants, data.now), detail=detail, pending=tuple(data.pending),
                 viewer=data.viewer, causes=tuple(causes), nonce=data.nonce, notice=data.notice)

@@ -81,3 +81,44 @@ def now() -> datetime:
 
 def as_json(text: str) -> Any:
     return json.loads(text)
+
+
+APPROVE_POLICY = {"mode": "approve", "scopes": ["/subscriptions/946986aa-ba68-5122-92be-d8e38bdbfa86"],
+                  "principal_types": ["ServicePrincipal"], "max_tier": 3, "min_approvals": 1,
+                  "approval_ttl": "PT4H"}
+"""Policy ``mode: approve`` on the demo subscription: every plan the rules allow waits for one approver."""
+
+
+def alert_to_request(app: App) -> dict[str, Any]:
+    """The demo's log alert through the webhook and the worker under ``mode: approve``: the finding record whose
+    plan waits for approval (its ``finding.approval_id``)."""
+    status, _ = app.post("/api/alerts", (DEMO / "inputs" / "10_log_alert_v2.json").read_bytes())
+    assert status == 200 or status == 202  # noqa: PLR1714
+    app.pump.drain(timeout=60)
+    assert app.pump.failed == 0
+    [record] = app.findings()
+    assert record["finding"]["outcome"] == "pending_approval", record["finding"]
+    return record
+
+
+def tenant_assignments(principal: str) -> list[dict[str, Any]]:
+    """The emulated tenant's role assignments of ``principal``."""
+    run = services.get().emulator
+    assert run is not None
+    return [a for a in run.emulator.tenant()["role_assignments"]
+            if a["properties"]["principalId"].lower() == principal.lower()]
+
+
+def form_of(html: str, request_id: str) -> dict[str, str]:
+    """The hidden fields of a request's decision form on the page (csrf, back)."""
+    import re
+
+    form = re.search(r'<form method="post" action="/api/findings/approvals/' + re.escape(request_id)
+                     + r'/approve".*?</form>', html, flags=re.S)
+    assert form is not None, "no decision form on the page"
+    return dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', form.group(0)))
+
+
+def cookie_of(headers: Message) -> str:
+    """The ``name=value`` of the page's Set-Cookie."""
+    return str(headers["Set-Cookie"]).split(";", 1)[0]

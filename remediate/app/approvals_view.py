@@ -106,8 +106,9 @@ def request_record(req: ApprovalRequest) -> dict[str, Any]:
     f: dict[str, Any] = req.finding if isinstance(req.finding, dict) else {}
     denial: dict[str, Any] = f["denial"] if isinstance(f.get("denial"), dict) else {}
     vault: dict[str, Any] = denial["vault"] if isinstance(denial.get("vault"), dict) else {}
+    shown = {**f, "outcome": f.get("outcome") or "pending_approval"}
     return {"id": "", "time": _iso(req.created_at), "cause": f.get("cause"), "vault": vault.get("resource_id")
-            or vault.get("name"), "principal": req.change.principal_id, "finding": f}
+            or vault.get("name"), "principal": req.change.principal_id, "finding": shown}
 
 
 async def decide(rt: Runtime, request_id: str, decision: str, who: Approver, *, where: str,
@@ -134,5 +135,12 @@ def outcome(decided: Decided) -> DecisionOutcome:
     titles = {"applied": "Approved and applied", "recorded": "Approval recorded", "rejected": "Rejected",
               "failed": "Approved, not applied"}
     status = HTTPStatus.CONFLICT if decided.status == "failed" else HTTPStatus.OK
-    return DecisionOutcome(int(status), titles.get(decided.status, decided.status), decided.message,
+    message = decided.message
+    req = decided.request
+    if req is not None:
+        what = f"{view(req, None, req.created_at).summary} (approval request {req.id})"
+        ended = f"; {req.detail}" if req.detail and req.detail not in message else ""
+        grant = f"; grant {req.grant_id}" if req.grant_id else ""
+        message = f"{what}: {message}{ended}{grant}"
+    return DecisionOutcome(int(status), titles.get(decided.status, decided.status), message,
                            decided.status != "failed")

@@ -10,6 +10,7 @@ the page passes axe-core (from npm) with no serious or critical violation. Scree
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import shutil
 from collections.abc import Iterator
@@ -20,10 +21,19 @@ from typing import Any
 import pytest
 
 from remediate.app import services
-from tests.support.app import DEMO, ROOT
+from tests.support.app import DEMO, ROOT, snapshot_with_rows
 from tests.support.entra import API_SETTINGS, bearer, jwks_server
-from tests.support.findings_page import approver_token, demo_findings, now, page_authenticator, seed
-from tests.support.served_app import App, serve_app
+from tests.support.findings_page import (
+    APPROVE_POLICY,
+    alert_to_request,
+    approver_token,
+    demo_findings,
+    now,
+    page_authenticator,
+    seed,
+    tenant_assignments,
+)
+from tests.support.served_app import WORKSPACE, App, serve_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
@@ -51,6 +61,17 @@ pytestmark = pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
 def app(azurite: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
     with jwks_server() as (url, ctx, _):
         for served in serve_app(azurite, DEMO / "tenant.json", monkeypatch, **API_SETTINGS):
+            services.install(services.Runtime(page_authenticator=page_authenticator(url, ctx)))
+            yield served
+
+
+@pytest.fixture
+def approving_app(azurite: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
+    """The app under ``mode: approve`` with the audit rows the demo alert's denials are read from."""
+    with jwks_server() as (url, ctx, _):
+        for served in serve_app(azurite, snapshot_with_rows(tmp_path), monkeypatch,
+                                KV_REMEDIATE_AUDIT_WORKSPACES=WORKSPACE, KV_REMEDIATE_POLICY=json.dumps(APPROVE_POLICY),
+                                **API_SETTINGS):
             services.install(services.Runtime(page_authenticator=page_authenticator(url, ctx)))
             yield served
 
@@ -140,3 +161,36 @@ def test_markup_in_findings_runs_nothing_in_the_browser(app: App, browser: Any) 
         assert XSS in page.locator("main").inner_text()
         assert page.locator("main img").count() == 0 and page.locator("script").count() == 0
     assert dialogs == []
+
+
+def test_an_approver_approves_a_request_in_chromium_and_sees_it_applied(approving_app: App, browser: Any) -> None:
+    # given an alert whose plan waits for approval (mode approve), and the link its notification carries
+    app = approving_app
+    record = alert_to_request(app)
+    approval_id = record["finding"]["approval_id"]
+    principal = record["finding"]["denial"]["principal"]["object_id"]
+    before = len(tenant_assignments(principal))
+    page = browser.new_page()
+    # when the approver follows the link: the page opens the request, and nothing is decided by opening it
+    page.goto(f"{app.http.base_url}/api/findings?approval={approval_id}")
+    assert page.get_by_role("heading", name=re.compile("Waiting for approval")).is_visible()
+    detail = page.locator("#finding")
+    assert detail.get_by_role("heading", name="The exact change").is_visible()
+    assert len(tenant_assignments(principal)) == before
+    _shot(page, "request")
+    assert _axe(page) == []
+    # and they give a reason and press Approve (a form POST with the page's token and cookie)
+    detail.get_by_label("Reason (recorded with your decision)").fill("CHG-42")
+    detail.get_by_role("button", name="Approve").click()
+    # then the page says it is approved and applied, and the tenant holds the grant, once
+    outcome = page.locator("#outcome")
+    outcome.wait_for()
+    assert page.get_by_role("heading", level=1).inner_text() == "Approved and applied", outcome.inner_text()
+    assert len(tenant_assignments(principal)) == before + 1
+    _shot(page, "approved")
+    assert _axe(page) == []
+    # and back on the finding its history reads requested → approved (by the approver, from the page) → applied
+    page.get_by_role("link", name="Back to the finding").click()
+    history = page.locator("ol.history").inner_text().lower()
+    assert "requested" in history and "approved" in history and "applied" in history and "chg-42" in history
+    assert page.get_by_role("button", name="Approve").count() == 0

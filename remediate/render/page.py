@@ -381,7 +381,14 @@ def grants_for(record: Mapping[str, Any], by_target: Mapping[tuple[str, str], Se
     target = plan_target(f)
     if target is None:
         return []
-    return sorted(by_target.get(target, ()), key=lambda g: g.time)
+    try:
+        since = datetime.fromisoformat(_s(_d(f.get("denial")).get("time")))
+    except ValueError:
+        since = None
+    found = by_target.get(target, ())
+    if since is not None and since.tzinfo is not None:
+        found = [g for g in found if g.time >= since]
+    return sorted(found, key=lambda g: g.time)
 
 
 def index_grants(grants: Iterable[GrantRecord]) -> dict[tuple[str, str], list[GrantRecord]]:

@@ -70,6 +70,9 @@ async def propose(store: ApprovalStore, finding: Finding, ctx: ApplyContext,
     request = model.new_request(_id(), change=change, denial=finding.denial, finding=doc, policy=ctx.policy,
                                 now=ctx.now, origin=origin)
     got = await asyncio.to_thread(store.open, request)
+    if got.id != request.id and got.state == "pending" and ctx.now >= got.expires_at:
+        await _swap_loop(store, got.id, lambda r: model.expire(r, ctx.now))   # never join a request past its time
+        got = await asyncio.to_thread(store.open, request)
     log.info("approval %s %s", got.id, "opened" if got.id == request.id else "joined", extra={"kv_remediate": {
         "event": "approval", "approval_id": got.id, "state": got.state, "plan_hash": got.plan_hash,
         "principal": got.grantee, "scope": got.change.scope}})

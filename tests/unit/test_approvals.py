@@ -258,3 +258,8 @@ def test_every_demo_denial_round_trips_through_a_request() -> None:
         back = ApprovalRequest.from_dict(request(replace(finding(), denial=d)).to_dict())
         # then the denial is the same typed value
         assert back.denial == d
+
+
+def test_a_stricter_policy_at_decision_time_is_what_the_request_shows() -> None:
+    step = model.decide(request(), act(ALICE), Rules(min_approvals=2), T0)
+    assert (step.request.state, step.request.min_approvals) == ("pending", 2)

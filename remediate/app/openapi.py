@@ -87,6 +87,11 @@ SCHEMAS: dict[str, Any] = {
             "setting": _s("string"), "set": _s("boolean", description="whether the app's own object id is "
                                                "configured (never the value)"), "refused": _s("string")}),
         "tokens": _s("object", properties={"webhook_token": _s("boolean"), "apply_token": _s("boolean")}),
+        "findings_page": _s("object", description="how people sign in to the findings page: App Service "
+                            "Authentication on (WEBSITE_AUTH_ENABLED), bearer tokens configured "
+                            "(KV_REMEDIATE_API_AUDIENCE), KV_REMEDIATE_PAGE_KEY set (needed with several instances)",
+                            properties={"easy_auth": _s("boolean"), "bearer": _s("boolean"),
+                                        "page_key": _s("boolean")}),
         "parts": _s("array", description="under `kv-remediate serve`: its queue-worker (and extra HTTP) processes; "
                                           "empty on Azure",
                     items=_s("object", required=["part", "instance", "state"], properties={

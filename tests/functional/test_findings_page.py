@@ -248,3 +248,13 @@ def test_page_routes_answer_html_for_every_error(app: App, tmp_path: Path) -> No
     # a GET with a malformed Authorization header is a 401 page, never a stack trace or JSON
     status, headers, html = _get(app, headers={"Authorization": "Basic abc"})
     assert status == 401 and headers["Content-Type"].startswith("text/html") and "Traceback" not in html
+
+
+def test_health_says_how_people_sign_in_and_names_a_short_page_key(app: App) -> None:
+    status, _, body = fetch(app.http.base_url + "/api/health")
+    doc = json.loads(body)
+    assert status == 200 and doc["findings_page"] == {"easy_auth": False, "bearer": True, "page_key": False}
+    services.get().settings.env["KV_REMEDIATE_PAGE_KEY"] = "too-short"
+    doc = json.loads(fetch(app.http.base_url + "/api/health")[2])
+    assert doc["status"] == "degraded" and doc["findings_page"]["page_key"] is True
+    assert any(p["setting"] == "KV_REMEDIATE_PAGE_KEY" and "too-short" not in p["problem"] for p in doc["problems"])

@@ -34,14 +34,31 @@ from tests.support.served_app import WORKSPACE, App, serve_app
 FORM = "application/x-www-form-urlencoded"
 
 
-@pytest.fixture
-def app(azurite: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
+def _serve(azurite: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **policy: Any) -> Iterator[App]:
     with jwks_server() as (url, ctx, _):
         for served in serve_app(azurite, snapshot_with_rows(tmp_path), monkeypatch,
-                                KV_REMEDIATE_AUDIT_WORKSPACES=WORKSPACE, KV_REMEDIATE_POLICY=json.dumps(APPROVE_POLICY),
+                                KV_REMEDIATE_AUDIT_WORKSPACES=WORKSPACE,
+                                KV_REMEDIATE_POLICY=json.dumps({**APPROVE_POLICY, **policy}),
                                 KV_REMEDIATE_PUBLIC_URL="https://kvr.example.net/", **API_SETTINGS):
             services.install(services.Runtime(page_authenticator=page_authenticator(url, ctx)))
             yield served
+
+
+@pytest.fixture
+def app(azurite: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
+    yield from _serve(azurite, tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def app_two(azurite: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
+    """Two distinct approvers needed."""
+    yield from _serve(azurite, tmp_path, monkeypatch, min_approvals=2)
+
+
+@pytest.fixture
+def app_short(azurite: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
+    """Requests expire after one second."""
+    yield from _serve(azurite, tmp_path, monkeypatch, approval_ttl="PT1S")
 
 
 def _open(app: App, approval_id: str, token: str | None = None) -> tuple[str, dict[str, str], str]:
@@ -164,3 +181,48 @@ def test_a_get_of_the_notification_link_only_reads(app: App) -> None:
     # then the request is still pending and nothing was decided
     req = _request(app, approval_id)
     assert req.state == "pending" and req.decisions == ()
+
+
+def test_two_approvers_are_needed_and_the_second_applies(app_two: App) -> None:
+    app = app_two
+    record = alert_to_request(app)
+    approval_id = record["finding"]["approval_id"]
+    principal = record["finding"]["denial"]["principal"]["object_id"]
+    before = len(tenant_assignments(principal))
+    second = approver_token(oid="0a1b2c3d-0000-4000-8000-0000000a5503")
+    # when the first approver approves: recorded, nothing applied yet, the page says 1 of 2
+    cookie, fields, _ = _open(app, approval_id)
+    status, page = _post(app, approval_id, "approve", fields, cookie)
+    assert status == 200 and "Approval recorded" in page and len(tenant_assignments(principal)) == before
+    # and the same person approving again does not count twice
+    cookie, fields, html = _open(app, approval_id)
+    assert "1 of 2 approvals so far" in html
+    status, page = _post(app, approval_id, "approve", fields, cookie)
+    assert status == 200 and len(tenant_assignments(principal)) == before and _request(app, approval_id).state == \
+        "pending"
+    # when a second, different approver approves: applied, once
+    cookie, fields, _ = _open(app, approval_id, second)
+    status, page = _post(app, approval_id, "approve", fields, cookie, token=second)
+    assert status == 200 and "Approved and applied" in page, page
+    assert len(tenant_assignments(principal)) == before + 1
+
+
+def test_an_expired_request_shows_no_buttons_and_cannot_be_approved(app_short: App) -> None:
+    import time
+
+    app = app_short
+    record = alert_to_request(app)
+    approval_id = record["finding"]["approval_id"]
+    principal = record["finding"]["denial"]["principal"]["object_id"]
+    before = len(tenant_assignments(principal))
+    cookie, fields, _ = _open(app, approval_id)     # the form, taken while it was pending
+    time.sleep(1.5)
+    # when the page is opened after the request's expiry: shown expired, no buttons (and the GET changed nothing)
+    status, _, html = fetch(f"{app.http.base_url}/api/findings?approval={approval_id}",
+                            headers=bearer(approver_token()))
+    assert status == 200 and "expired</span> approval request" in html and "Approve</button>" not in html
+    assert _request(app, approval_id).state == "pending"
+    # when the old form is posted: refused as expired, nothing applied
+    status, page = _post(app, approval_id, "approve", fields, cookie)
+    assert status == 409 and "nothing was changed" in page and len(tenant_assignments(principal)) == before
+    assert _request(app, approval_id).state == "expired"

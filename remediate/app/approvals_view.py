@@ -76,7 +76,7 @@ def view(req: ApprovalRequest, csrf: Csrf | None, now: datetime) -> RequestView:
     role = plan.get("role_name") if isinstance(plan, dict) else None
     what = str(role) if role else req.change.kind.replace("_", " ")
     summary = f"{what} for {req.change.principal_id} at {req.change.scope}"
-    return RequestView(id=req.id, state=state, finding_id=None, created=_iso(req.created_at),
+    return RequestView(id=req.id, state=state, created=_iso(req.created_at),
                        expires=_iso(req.expires_at), plan_hash=req.plan_hash, summary=summary, decisions=decisions,
                        approvals_needed=req.min_approvals, approved=len(req.approved_by),
                        end=req.end or "", end_time=_iso(req.ended_at), detail=req.detail or "",

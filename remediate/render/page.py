@@ -108,7 +108,6 @@ class RequestView:
 
     id: str
     state: str
-    finding_id: str | None
     created: str | None
     expires: str | None
     plan_hash: str = ""
@@ -203,7 +202,6 @@ class Page:
     filters: Filters
     rows: tuple[Row, ...]
     shown: int
-    matched: int
     summary: Summary
     detail: Detail | None
     pending: tuple[RequestView, ...]
@@ -467,7 +465,7 @@ def build(params: Mapping[str, str], data: PageInput, causes: Sequence[str]) -> 
         detail = detail_of(opened, grants_for(opened, index_grants(data.history_grants)), data.requests)
     elif filters.id or filters.approval:
         filters = replace(filters, id="", approval="")
-    return Page(filters=filters, rows=tuple(rows), shown=len(rows), matched=len(rows),
+    return Page(filters=filters, rows=tuple(rows), shown=len(rows),
                 summary=summary(data.records, data.grants, data.now), detail=detail, pending=tuple(data.pending),
                 viewer=data.viewer, causes=tuple(causes), nonce=data.nonce, notice=data.notice)
 

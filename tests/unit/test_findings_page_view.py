@@ -93,14 +93,14 @@ def test_the_evidence_tree_keeps_keys_and_stops_at_depth() -> None:
 
 
 def test_history_runs_from_denial_to_revocation() -> None:
-    request = RequestView(id="q1", state="applied", finding_id=None, created="2026-12-07T10:05:00Z",
+    request = RequestView(id="q1", state="applied", created="2026-12-07T10:05:00Z",
                           expires=None, decisions=(Decision("approve", "Alice (a)", "2026-12-07T10:06:00Z",
                                                             "page 198.51.100.7", "CHG-1"),),
                           end="applied", end_time="2026-12-07T10:06:01Z", grant_id="g1")
     grant = _grant(id="g1", revoked_at=NOW, revoke_detail="expired")
     states = [e.state for e in history(_record(NOW), [grant], [request])]
     assert states == ["denied", "proposed", "requested", "approved", "applied", "verified", "revoked"]
-    expired = RequestView(id="q2", state="expired", finding_id=None, created="t", expires="t2")
+    expired = RequestView(id="q2", state="expired", created="t", expires="t2")
     assert [e.state for e in history(_record(NOW), [], [expired])][-1] == "expired"
 
 

@@ -131,14 +131,6 @@ async def _opened_request(rt: Runtime, record: dict[str, Any] | None, approval: 
         approvals_view.view(req, csrf, now)]
 
 
-async def _grants(rt: Runtime, vault: str | None) -> tuple[list[Any], list[Any]]:
-    """Applied grant records (for grants in force) and, when a finding is opened, its vault's records."""
-    store = rt.grants()
-    applied = await asyncio.to_thread(store.list, outcome="applied", limit=PAGE_LIMIT)
-    history = await asyncio.to_thread(store.list, vault=vault) if vault else []
-    return applied, history
-
-
 def _plan_vault(record: dict[str, Any]) -> str | None:
     """The vault id whose grant records tell the opened finding's history (its plan's vault, else the denial's)."""
     from ..render.page import plan_target
@@ -164,12 +156,15 @@ async def page_input(rt: Runtime, params: dict[str, str], who: Approver, nonce: 
     filters = Filters.from_params(params, CAUSES)
     since = filters.since_time(now)
     week = now - timedelta(days=7)
-    records, record = await _records(rt, None if since is None else min(since, week), filters.id)
     csrf = approvals_view.Csrf(who, csrf_nonce, now, rt.settings.env) if who.may_decide else None
+    grants = rt.grants()
+    (records, record), applied, pending = await asyncio.gather(   # independent reads, at once
+        _records(rt, None if since is None else min(since, week), filters.id),
+        asyncio.to_thread(grants.list, outcome="applied", limit=PAGE_LIMIT),   # grants in force
+        approvals_view.pending(rt, csrf, now))
     opened, requests = await _opened_request(rt, record, filters.approval, csrf, now)
     vault = _plan_vault(opened) if opened is not None else None
-    applied, history = await _grants(rt, vault or None)
-    pending = await approvals_view.pending(rt, csrf, now)
+    history = await asyncio.to_thread(grants.list, vault=vault) if vault else []   # the opened finding's history
     return PageInput(records=records, opened=opened, grants=applied, history_grants=history, requests=requests,
                      pending=pending, viewer=_viewer(who), now=now, nonce=nonce)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -29,6 +30,7 @@ from remediate.store.approvals_table import TableApprovalStore
 from remediate.store.azure import table_client
 from remediate.store.claims import SqliteClaimStore
 from remediate.store.grants import SqliteGrantStore
+from tests.functional.test_telemetry import Recorded
 from tests.support.demo_apply import LEGACY, NOW, PAY, SUB, TENANT, denial, entry_of, gid
 
 APPROVE = {"mode": "approve", "scopes": [f"/subscriptions/{SUB}"], "principal_types": ["ServicePrincipal", "User"],
@@ -336,3 +338,30 @@ def test_a_new_denial_never_joins_a_request_past_its_time(tmp_path: Path, approv
     assert g["approval_id"] != f["approval_id"]
     old = t.store().get(f["approval_id"])
     assert old is not None and old.request.state == "expired"
+
+
+@pytest.fixture
+def recorded() -> Iterator[Recorded]:
+    from remediate import telemetry
+
+    r = Recorded()
+    telemetry.enable(r.meters, r.tracers)
+    try:
+        yield r
+    finally:
+        telemetry.disable()
+
+
+def test_approval_acts_are_counted_and_traced(recorded: Recorded, tmp_path: Path) -> None:
+    # given telemetry on, a request opened under mode approve, then a refused act and the approval that applies it
+    t = Tenant(tmp_path, lambda: SqliteApprovalStore(tmp_path / "state.db"))
+    [f] = t.propose()
+    t.decide((f["approval_id"], Act("approve", Approver(ORDERS), "slack")))
+    t.decide((f["approval_id"], approve(ALICE)))
+    # then each act is counted by what it came to, and traced with the request it was about
+    assert recorded.sums("kv_remediate.approvals", "status") == Counter({"refused": 1, "applied": 1})
+    assert recorded.sums("kv_remediate.approvals", "refused") == Counter({"self_approval": 1, "": 1})
+    spans = [dict(s.attributes or {}) for s in recorded.spans.get_finished_spans()
+             if s.name == "kv-remediate approval"]
+    assert [(s["approval_id"], s["state"], s["channel"]) for s in spans] == [
+        (f["approval_id"], "pending", "slack"), (f["approval_id"], "applied", "page")]

@@ -365,3 +365,25 @@ def test_approval_acts_are_counted_and_traced(recorded: Recorded, tmp_path: Path
              if s.name == "kv-remediate approval"]
     assert [(s["approval_id"], s["state"], s["channel"]) for s in spans] == [
         (f["approval_id"], "pending", "slack"), (f["approval_id"], "applied", "page")]
+
+
+def test_many_instances_opening_the_same_change_open_one_request(tmp_path: Path, approvals: Any) -> None:
+    # given twelve instances that each diagnosed a denial needing the same write, opening its request at once
+    from concurrent.futures import ThreadPoolExecutor
+
+    from remediate.approvals import model
+
+    t = Tenant(tmp_path, approvals)
+    [f] = t.propose()
+    first = t.store().get(f["approval_id"])
+    assert first is not None
+    base = first.request
+    # (the first request ended, so its change is free again)
+    assert t.store().swap(replace(base, state="expired", end="expired", ended_at=NOW), first.version) is not None
+    fresh = [replace(base, id=str(uuid.uuid4()), decisions=()) for _ in range(12)]
+    with ThreadPoolExecutor(12) as pool:
+        got = list(pool.map(lambda r: t.store().open(r), fresh))
+    # then they all hold the same one request, and only it exists besides the ended one
+    assert len({g.id for g in got}) == 1
+    assert [r.state for r in t.store().list(state="pending")] == ["pending"]
+    assert model.OPEN_STATES == ("pending", "approved")

@@ -186,7 +186,9 @@ async def _carry_out(store: ApprovalStore, req: ApprovalRequest, *, facts: ArmFa
     log.info("approval %s ended: %s (%s)", req.id, end, detail or "", extra={"kv_remediate": {
         "event": "approval_end", "approval_id": req.id, "end": end, "grant_id": grant_id}})
     status: DecidedStatus = "applied" if end == "applied" else "failed"
-    return Decided(status, final, detail or end, outcome=outcome)
+    message = f"the change was applied and verified (grant {grant_id})" + (f"; {detail}" if detail else "") \
+        if end == "applied" else (detail or end)
+    return Decided(status, final, message, outcome=outcome)
 
 
 def _drift(old: model.ExactChange, new: model.ExactChange) -> str:

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import pytest
 
 from remediate.cli import main
-from tests.functional.test_cli_operator import ORDERS, SUB, TENANT
+from tests.functional.test_cli_operator import ORDERS, SUB, TENANT, assert_fits
 
 OPERATOR = "0d0d0d0d-1111-4111-8111-0d0d0d0d0d0d"
 OTHER = "0e0e0e0e-2222-4222-8222-0e0e0e0e0e0e"
@@ -54,7 +54,8 @@ def test_apply_opens_a_request_listed_then_approved(capsys: pytest.CaptureFixtur
     code, out = run(capsys, "approvals", "--state", world["state"], "--output", "json")
     assert code == 0 and [a["id"] for a in json.loads(out)["approvals"]] == [f["approval_id"]]
     code, text = run(capsys, "approvals", "--state", world["state"], "--output", "text")
-    assert f["approval_id"] in text and "1 request(s)" in text
+    assert f["approval_id"] in text and "1 request(s)" in text and "Key Vault Secrets User" in text
+    assert_fits(text)
     # when they approve it as themselves (the emulator's credential names nobody: --as)
     code, out = run(capsys, "approve", f["approval_id"], "--as", OPERATOR, "--snapshot", world["tenant"],
                     "--snapshot-out", world["tenant"], "--policy", world["policy"], "--state", world["state"],
@@ -68,6 +69,7 @@ def test_apply_opens_a_request_listed_then_approved(capsys: pytest.CaptureFixtur
     code, out = run(capsys, "approve", f["approval_id"], "--as", OTHER, "--snapshot", world["tenant"],
                     "--policy", world["policy"], "--state", world["state"], "--output", "text")
     assert code == 4 and "already applied" in out and len(assignments(world)) == 1
+    assert_fits(out)
     code, out = run(capsys, "approvals", "--state", world["state"], "--output", "text")
     assert "no approval requests waiting" in out
 

@@ -387,3 +387,20 @@ def test_many_instances_opening_the_same_change_open_one_request(tmp_path: Path,
     assert len({g.id for g in got}) == 1
     assert [r.state for r in t.store().list(state="pending")] == ["pending"]
     assert model.OPEN_STATES == ("pending", "approved")
+
+
+@pytest.mark.parametrize(("above", "expect"), [(0, "pending_approval"), (1, "applied")])
+def test_mode_apply_routes_only_plans_above_the_tier(tmp_path: Path, approvals: Any, above: int,
+                                                     expect: str) -> None:
+    # given mode apply with approve_above_tier, and the denial proven by the audit log (SecretGet: tier 1)
+    from remediate.model import Proof
+
+    t = Tenant(tmp_path, approvals, dict(APPROVE, mode="apply", approve_above_tier=above))
+    d = denial(ORDERS, PAY)
+    [f] = t.propose(d, proofs={d.canonical().identity_key(): Proof("audit_log", "workspace w row r")})
+    # then a plan above the tier waits for a person, one at or below it is applied on the evidence
+    assert f["outcome"] == expect
+    assert len(t.assignments()) == (expect == "applied")
+    if expect == "pending_approval":
+        [done] = t.decide((f["approval_id"], approve(ALICE)))
+        assert done.status == "applied" and len(t.assignments()) == 1

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ..approvals.model import ApprovalRequest
     from ..approvals.service import Decided
-    from ..render.page import RequestView
+    from ..render.page import Event, RequestView
     from .approver import Approver
     from .services import Runtime
 
@@ -80,8 +80,26 @@ def view(req: ApprovalRequest, csrf: Csrf | None, now: datetime) -> RequestView:
                        expires=_iso(req.expires_at), plan_hash=req.plan_hash, summary=summary, decisions=decisions,
                        approvals_needed=req.min_approvals, approved=len(req.approved_by),
                        end=req.end or "", end_time=_iso(req.ended_at), detail=req.detail or "",
-                       grant_id=req.grant_id or "",
+                       grant_id=req.grant_id or "", events=events(req),
                        csrf=csrf.token(req.id) if csrf is not None and state == "pending" else "")
+
+
+def events(req: ApprovalRequest) -> tuple[Event, ...]:
+    """The core's history of a request (:func:`remediate.approvals.model.history`) as the page's events; its
+    ``proposed`` reads "requested" (the finding's own "proposed" is the plan)."""
+    from ..approvals.model import history
+    from ..render.page import Event
+
+    out = []
+    for e in history(req):
+        who = (f"{e.who.display_name} ({e.who.object_id})" if e.who.display_name else e.who.object_id) \
+            if e.who is not None else ""
+        where = " ".join(x for x in ("via " + e.channel if e.channel else "", "from " + e.origin if e.origin else "")
+                         if x)
+        text = "; ".join(x for x in (f"by {who}" if who else "", where, e.detail or "") if x)
+        out.append(Event("requested" if e.kind == "proposed" else e.kind, _iso(e.at),
+                         f"approval request {req.id}: {text}" if e.kind == "proposed" else text))
+    return tuple(out)
 
 
 async def pending(rt: Runtime, csrf: Csrf | None, now: datetime) -> list[RequestView]:

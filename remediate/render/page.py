@@ -119,6 +119,7 @@ class RequestView:
     end_time: str | None = None
     detail: str = ""
     grant_id: str = ""
+    events: tuple[Event, ...] = ()
     csrf: str = ""
 
     @property
@@ -341,19 +342,12 @@ def history(record: Mapping[str, Any], grants: Sequence[GrantRecord],
 
 
 def _request_events(req: RequestView, granted: set[str]) -> list[Event]:
-    """A request's part of the history: requested, each decision, and how it ended (an applied end is told by the
-    grant record when the stores hold it)."""
-    out = [Event("requested", req.created, f"approval request {req.id}, needs {req.approvals_needed} approval"
-                 + ("s" if req.approvals_needed > 1 else ""))]
-    out += [Event("approved" if d.decision == "approve" else "rejected" if d.decision == "reject" else d.decision,
-                  d.time, f"by {d.who}" + (f" from {d.where}" if d.where else "") + (f": {d.reason}" if d.reason
-                                                                                      else ""))
-            for d in req.decisions]
-    if req.state == "expired" and not req.end:
+    """A request's part of the history (the approvals core's ``history``: requested, every act, how it ended),
+    with an applied end told by the grant record instead when the stores hold it, and a request past its expiry
+    that the timer has not ended yet shown expired."""
+    out = [e for e in req.events if not (e.state == "applied" and req.grant_id and req.grant_id in granted)]
+    if req.state == "expired" and not any(e.state == "expired" for e in out):
         out.append(Event("expired", req.expires, "no decision in time"))
-    elif req.end and not (req.end == "applied" and req.grant_id in granted):
-        out.append(Event(req.end.replace("_", " "), req.end_time, req.detail
-                         + (f" (grant {req.grant_id})" if req.grant_id else "")))
     return out
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from remediate.render.page import (
     Decision,
+    Event,
     Filters,
     PageInput,
     RequestView,
@@ -93,13 +94,17 @@ def test_the_evidence_tree_keeps_keys_and_stops_at_depth() -> None:
 
 
 def test_history_runs_from_denial_to_revocation() -> None:
-    request = RequestView(id="q1", state="applied", created="2026-12-07T10:05:00Z",
-                          expires=None, decisions=(Decision("approve", "Alice (a)", "2026-12-07T10:06:00Z",
-                                                            "page 198.51.100.7", "CHG-1"),),
-                          end="applied", end_time="2026-12-07T10:06:01Z", grant_id="g1")
+    events = (Event("requested", "2026-12-07T10:05:00Z", "approval request q1"),
+              Event("approved", "2026-12-07T10:06:00Z", "by Alice (a); via page; from 198.51.100.7; CHG-1"),
+              Event("applied", "2026-12-07T10:06:01Z", "applied"))
+    request = RequestView(id="q1", state="applied", created="2026-12-07T10:05:00Z", expires=None,
+                          decisions=(Decision("approve", "Alice (a)", "2026-12-07T10:06:00Z", "page", "CHG-1"),),
+                          end="applied", end_time="2026-12-07T10:06:01Z", grant_id="g1", events=events)
     grant = _grant(id="g1", revoked_at=NOW, revoke_detail="expired")
     states = [e.state for e in history(_record(NOW), [grant], [request])]
     assert states == ["denied", "proposed", "requested", "approved", "applied", "verified", "revoked"]
+    # without the grant record in the stores, the request's own end says it was applied
+    assert [e.state for e in history(_record(NOW), [], [request])][-1] == "applied"
     expired = RequestView(id="q2", state="expired", created="t", expires="t2")
     assert [e.state for e in history(_record(NOW), [], [expired])][-1] == "expired"
 

@@ -158,7 +158,7 @@ def outcome(decided: Decided) -> DecisionOutcome:
     if req is not None:
         what = f"{view(req, None, req.created_at).summary} (approval request {req.id})"
         ended = f"; {req.detail}" if req.detail and req.detail not in message else ""
-        grant = f"; grant {req.grant_id}" if req.grant_id else ""
+        grant = f"; grant {req.grant_id}" if req.grant_id and req.grant_id not in message + ended else ""
         message = f"{what}: {message}{ended}{grant}"
     return DecisionOutcome(int(status), titles.get(decided.status, decided.status), message,
                            decided.status != "failed")

@@ -19,6 +19,7 @@ from .settings import PUBLIC_URL_SETTING
 if TYPE_CHECKING:
     from ..approvals.model import Act, ApprovalRequest
     from ..approvals.service import Decided
+    from ..guard import Policy
     from .services import Runtime
 
 PAGE_PATH = "/api/findings"
@@ -38,16 +39,31 @@ def page_link(env: Mapping[str, str], approval_id: str) -> str | None:
 async def decide(rt: Runtime, approval_id: str, act: Act, *, now: datetime | None = None) -> Decided:
     """Record ``act`` on the request and, when it completes the approvals, re-read the tenant and apply exactly the
     approved write (a fresh fact source; the app's grant store, rate slots and own identity). Raises PolicyError
-    when the policy is invalid (nothing is decided then) and StorageError when storage fails."""
+    when the policy is invalid and the act is an approval (nothing is decided then; a reject, which changes nothing
+    in Azure, is still recorded, against the allow-list the request was proposed under), and StorageError when
+    storage fails."""
     from ..apply import ApplyContext
     from ..approvals import service
 
-    policy = rt.policy()
+    policy = _policy_for(rt, act)
     ctx = ApplyContext(policy=policy, grants=rt.grants(), slots=await rt.claims(), now=now or datetime.now(UTC),
                        requested=True, actor=rt.actor, backend=rt.writes_to,
                        own_principals=frozenset(rt.settings.self_object_ids))
     async with rt.facts() as facts:
         return await service.decide(rt.approvals(), approval_id, act, facts=facts, ctx=ctx)
+
+
+def _policy_for(rt: Runtime, act: Act) -> Policy:
+    """The app's policy; for a reject under an invalid policy, the defaults (the request's own allow-list holds)."""
+    from ..errors import PolicyError
+    from ..guard import Policy
+
+    try:
+        return rt.policy()
+    except PolicyError:
+        if act.verb != "reject":
+            raise
+        return Policy(source="defaults (the policy is invalid; a reject is still recorded)")
 
 
 async def get(rt: Runtime, approval_id: str) -> ApprovalRequest | None:

@@ -47,10 +47,14 @@ MAX_ENTRIES = 50
 
 @dataclass(frozen=True, slots=True)
 class Approver:
-    """A person (or operator) as an Entra ID identity: the object id (``oid``) and, for display, a name."""
+    """A person (or operator) as an Entra ID identity: the object id (``oid``) and, for display, a name.
+
+    ``groups``: the object ids of the person's groups as the caller authenticated them (the token's ``groups``
+    claim); an ``approvers`` entry matches the person's own id or one of these. Not recorded (only the oid is)."""
 
     object_id: str
     display_name: str | None = None
+    groups: tuple[str, ...] = field(default=(), compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"object_id": self.object_id, "display_name": self.display_name}
@@ -313,7 +317,7 @@ def _cut(text: str | None, limit: int) -> str | None:
 
 
 def _entry(act: Act, now: datetime, refused: RefusalCode | None = None) -> DecisionEntry:
-    who = Approver(act.approver.object_id[:MAX_ORIGIN], _cut(act.approver.display_name, MAX_NAME))
+    who = Approver(act.approver.object_id[:MAX_ORIGIN], _cut(act.approver.display_name, MAX_NAME))  # no groups
     return DecisionEntry(act.verb, who, act.channel, now, _cut(act.origin, MAX_ORIGIN),
                          _cut(act.reason, MAX_REASON), refused)
 
@@ -338,7 +342,8 @@ def _who_refusal(req: ApprovalRequest, act: Act, rules: Rules) -> tuple[RefusalC
     oid = act.approver.object_id
     if not is_guid(oid) or oid.strip("0-") == "":
         return "bad_identity", "the approver's identity is not an Entra ID object id"
-    if rules.approvers and oid not in rules.approvers:
+    if rules.approvers and oid not in rules.approvers and not {g.lower() for g in act.approver.groups} & set(
+            rules.approvers):
         return "not_an_approver", f"{oid} is not on the policy's approvers list"
     if act.verb == "approve" and oid == req.grantee:
         return "self_approval", "the grantee may not approve a grant to itself"

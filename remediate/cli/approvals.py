@@ -79,6 +79,23 @@ def _exit(d: Decided) -> int:
     return 4 if d.status in ("refused", "failed") else 0
 
 
+def _policy(args: argparse.Namespace, verb: str) -> Any:
+    """The policy; for a reject under an invalid one, the defaults (a reject changes nothing in Azure and the
+    request's own allow-list still holds), with a warning on standard error."""
+    import sys
+
+    from ..errors import PolicyError
+    from ..guard import Policy, load_policy
+
+    try:
+        return load_policy(args.policy)
+    except PolicyError as exc:
+        if verb != "reject":
+            raise
+        sys.stderr.write(f"kv-remediate reject: {exc.message}; recording the reject anyway\n")
+        return Policy(source="defaults")
+
+
 def _decide(args: argparse.Namespace, verb: str) -> int:
     import asyncio
     import socket
@@ -87,11 +104,10 @@ def _decide(args: argparse.Namespace, verb: str) -> int:
     from ..approvals.model import Act
     from ..approvals.service import decide
     from ..backends import fact_source, open_approvals, open_grants, open_slots
-    from ..guard import load_policy
     from ..render.approvals import decided_text
     from ..store.grants import EMULATOR
 
-    policy = load_policy(args.policy)
+    policy = _policy(args, verb)
     who = operator(args.as_oid, args.snapshot)
     act = Act(verb, who, "cli", origin=socket.gethostname(), reason=args.reason)  # type: ignore[arg-type]
     store, grants = open_approvals(args.state), open_grants(args.state)

@@ -134,3 +134,18 @@ def test_the_operator_is_named_by_the_credentials_token(monkeypatch: pytest.Monk
         operator(None, None)
     # and --as wins over the credential
     assert operator(OTHER.upper(), None).object_id == OTHER
+
+
+def test_a_reject_is_recorded_under_an_invalid_policy_an_approval_is_not(capsys: pytest.CaptureFixture[str],
+                                                                         world: dict[str, str]) -> None:
+    f = propose(capsys, world)
+    # given the policy file became invalid after the proposal
+    Path(world["policy"]).write_text("mode: sometimes\n")
+    common = ["--as", OPERATOR, "--snapshot", world["tenant"], "--state", world["state"], "--policy", world["policy"],
+              "--output", "json"]
+    # then an approval is refused with the policy's error (exit 2), nothing applied
+    assert main(["approve", f["approval_id"], *common]) == 2
+    assert "key 'mode'" in capsys.readouterr().err and assignments(world) == []
+    # and a reject (which changes nothing in Azure) is still recorded
+    code, out = run(capsys, "reject", f["approval_id"], *common)
+    assert code == 0 and json.loads(out)["status"] == "rejected"

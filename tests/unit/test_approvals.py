@@ -285,3 +285,13 @@ def test_history_reads_in_order() -> None:
     got = [(e.kind, e.who.object_id if e.who else None, e.detail) for e in model.history(req)]
     assert [k for k, _, _ in got] == ["proposed", "refused", "approved", "approved", "applied"]
     assert got[1][2] == "approve refused: self_approval" and got[2][2] == "looks right"
+
+
+def test_an_allow_list_entry_may_be_a_group_of_the_approver() -> None:
+    group = "dddddddd-4444-4444-8444-444444444444"
+    rules = Rules(approvers=(group,))
+    assert model.decide(request(), act(CAROL), rules, T0).refused == "not_an_approver"
+    member = Approver(CAROL.object_id, "Carol", groups=(group.upper(),))
+    step = model.decide(request(), act(member), rules, T0)
+    assert step.apply and step.request.decisions[0].approver == Approver(CAROL.object_id, "Carol")
+    assert group not in json.dumps(step.request.to_dict()).lower()   # only the oid is recorded

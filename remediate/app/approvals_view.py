@@ -138,8 +138,8 @@ async def decide(rt: Runtime, request_id: str, decision: str, who: Approver, *, 
     from ..approvals.model import Approver as CoreApprover
     from . import approvals
 
-    act = Act("approve" if decision == "approve" else "reject", CoreApprover(who.object_id, who.name), "page",
-              origin=where, reason=reason or None)
+    act = Act("approve" if decision == "approve" else "reject", CoreApprover(who.object_id, who.name, who.groups),
+              "page", origin=where, reason=reason or None)
     return outcome(await approvals.decide(rt, request_id, act))
 
 

@@ -51,6 +51,14 @@ _MIN_KEY_CHARS = 32
 _MAX_NAME = 200
 _NONCE_CHARS = (20, 100)
 _ROLE_CLAIMS = ("roles", "http://schemas.microsoft.com/ws/2008/06/identity/claims/role")
+_GROUP_CLAIMS = ("groups", "http://schemas.microsoft.com/ws/2008/06/identity/claims/groups")
+_MAX_GROUPS = 200
+
+
+def _groups(values: object) -> tuple[str, ...]:
+    """Group object ids (GUIDs, lower-case, at most 200) from a claim's values; anything else is left out."""
+    found = [v.lower() for v in values if isinstance(v, str) and is_guid(v)] if isinstance(values, list) else []
+    return tuple(dict.fromkeys(found))[:_MAX_GROUPS]
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,10 @@ class Approver:
     name: str
     roles: tuple[str, ...]
     via: Literal["easy_auth", "bearer"]
+    groups: tuple[str, ...] = ()
+    """The person's group object ids as signed in (the token's ``groups`` claim), for a policy ``approvers`` entry
+    naming a group. A token with too many groups carries none (Entra's overage claim): then only the person's own
+    id can match."""
 
     @property
     def may_decide(self) -> bool:
@@ -97,6 +109,7 @@ def _easy_auth(headers: Mapping[str, str]) -> Approver | None:
         raise WebhookAuthError("bad_principal", "App Service Authentication's X-MS-CLIENT-PRINCIPAL-ID is not an "
                                "object id (a GUID); sign in with Microsoft Entra ID")
     roles: list[str] = []
+    groups: list[str] = []
     raw = header(headers, "X-MS-CLIENT-PRINCIPAL")
     if raw:
         try:
@@ -107,11 +120,14 @@ def _easy_auth(headers: Mapping[str, str]) -> Approver | None:
         claims = principal.get("claims") if isinstance(principal, dict) else None
         role_typ = principal.get("role_typ") if isinstance(principal, dict) else None
         for claim in claims if isinstance(claims, list) else []:
-            if isinstance(claim, dict) and claim.get("typ") in (*_ROLE_CLAIMS, role_typ) \
-                    and isinstance(claim.get("val"), str):
+            if not isinstance(claim, dict) or not isinstance(claim.get("val"), str):
+                continue
+            if claim.get("typ") in (*_ROLE_CLAIMS, role_typ):
                 roles.append(claim["val"])
+            elif claim.get("typ") in _GROUP_CLAIMS:
+                groups.append(claim["val"])
     name = _clip_name(header(headers, "X-MS-CLIENT-PRINCIPAL-NAME")) or oid
-    return Approver(oid.lower(), name, tuple(r for r in PAGE_ROLES if r in roles), "easy_auth")
+    return Approver(oid.lower(), name, tuple(r for r in PAGE_ROLES if r in roles), "easy_auth", _groups(groups))
 
 
 def _bearer(claims: Mapping[str, Any]) -> Approver:
@@ -123,7 +139,7 @@ def _bearer(claims: Mapping[str, Any]) -> Approver:
                  if _clip_name(claims.get(c))), oid)
     held = claims.get("roles")
     roles = tuple(r for r in PAGE_ROLES if isinstance(held, list) and r in held)
-    return Approver(oid.lower(), name, roles, "bearer")
+    return Approver(oid.lower(), name, roles, "bearer", _groups(claims.get("groups")))
 
 
 def identify(headers: Mapping[str, str], env: Mapping[str, str], authenticator: Any) -> Approver | None:

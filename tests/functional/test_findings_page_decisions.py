@@ -32,6 +32,7 @@ from tests.support.findings_page import (
 from tests.support.served_app import WORKSPACE, App, serve_app
 
 FORM = "application/x-www-form-urlencoded"
+GROUP = "9f1c0000-0000-4000-8000-00000000beef"
 
 
 def _serve(azurite: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **policy: Any) -> Iterator[App]:
@@ -53,6 +54,12 @@ def app(azurite: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
 def app_two(azurite: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
     """Two distinct approvers needed."""
     yield from _serve(azurite, tmp_path, monkeypatch, min_approvals=2)
+
+
+@pytest.fixture
+def app_group(azurite: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
+    """Only members of one group may approve (policy ``approvers`` names the group)."""
+    yield from _serve(azurite, tmp_path, monkeypatch, approvers=[GROUP])
 
 
 @pytest.fixture
@@ -226,3 +233,22 @@ def test_an_expired_request_shows_no_buttons_and_cannot_be_approved(app_short: A
     status, page = _post(app, approval_id, "approve", fields, cookie)
     assert status == 409 and "nothing was changed" in page and len(tenant_assignments(principal)) == before
     assert _request(app, approval_id).state == "expired"
+
+
+def test_an_approvers_group_admits_its_members_only(app_group: App) -> None:
+    # given a policy whose approvers are one group
+    app = app_group
+    record = alert_to_request(app)
+    approval_id = record["finding"]["approval_id"]
+    principal = record["finding"]["denial"]["principal"]["object_id"]
+    before = len(tenant_assignments(principal))
+    # when an approver outside the group approves: refused, nothing applied
+    cookie, fields, _ = _open(app, approval_id)
+    status, page = _post(app, approval_id, "approve", fields, cookie)
+    assert status == 403 and "nothing was changed" in page and len(tenant_assignments(principal)) == before
+    # when a member (the token's groups claim) approves: applied
+    member = approver_token(oid="0a1b2c3d-0000-4000-8000-0000000a5504", extra={"groups": [GROUP]})
+    cookie, fields, _ = _open(app, approval_id, member)
+    status, page = _post(app, approval_id, "approve", fields, cookie, token=member)
+    assert status == 200 and "Approved and applied" in page, page
+    assert len(tenant_assignments(principal)) == before + 1

@@ -155,3 +155,16 @@ def test_a_post_from_another_origin_is_refused(headers: dict[str, str], refused:
     ("[2001:db8::1]:443", "2001:db8::1"), ("<script>", "unknown"), ("", "unknown")])
 def test_the_client_address_is_the_front_end_last_hop_as_an_ip(forwarded: str, expect: str) -> None:
     assert client_address({"X-Forwarded-For": forwarded} if forwarded else {}) == expect
+
+
+GROUP = "9f1c0000-0000-4000-8000-00000000beef"
+
+
+def test_group_ids_come_from_the_token_or_the_easy_auth_principal_and_only_guids() -> None:
+    who = identify(_bearer(roles=[APPROVE_ROLE], extra={"groups": [GROUP.upper(), "<script>", 7, GROUP]}), {},
+                   _validator())
+    assert who is not None and who.groups == (GROUP,)
+    claims = [{"typ": "roles", "val": APPROVE_ROLE}, {"typ": "groups", "val": GROUP}, {"typ": "groups", "val": "x"}]
+    principal = base64.b64encode(json.dumps({"claims": claims, "role_typ": "roles"}).encode()).decode()
+    who = identify({**_easy([]), "X-MS-CLIENT-PRINCIPAL": principal}, ON, None)
+    assert who is not None and who.groups == (GROUP,) and who.may_decide

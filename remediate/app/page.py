@@ -62,7 +62,7 @@ def message_page(status: int, title: str, message: str, *, back: str = "/api/fin
 
 def _error_page(exc: BaseException, route: str) -> func.HttpResponse:
     """The HTML answer for an exception (the same statuses as the JSON routes; never a stack trace)."""
-    from ..errors import AzureUnavailableError, ConfigError, RemediateError, WebhookAuthError
+    from ..errors import AzureUnavailableError, ConfigError, PolicyError, RemediateError, WebhookAuthError
 
     if isinstance(exc, WebhookAuthError):
         log.warning("kv-remediate %s: sign-in refused (%s)", route, exc.reason)
@@ -70,10 +70,10 @@ def _error_page(exc: BaseException, route: str) -> func.HttpResponse:
                             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
     if isinstance(exc, AzureUnavailableError):
         return message_page(HTTPStatus.SERVICE_UNAVAILABLE, "Storage unavailable", exc.message)
-    if isinstance(exc, ConfigError):
+    if isinstance(exc, ConfigError | PolicyError):
         log.error("kv-remediate %s: configuration: %s", route, exc.message)
         return message_page(HTTPStatus.INTERNAL_SERVER_ERROR, "Misconfigured", f"the app is misconfigured: "
-                            f"{exc.message}")
+                            f"{exc.message}; nothing was changed")
     if isinstance(exc, RemediateError):
         return message_page(HTTPStatus.BAD_REQUEST, "Refused", exc.message)
     log.exception("kv-remediate %s: unexpected error", route, exc_info=exc)

@@ -329,7 +329,7 @@ def check(finding: Finding, policy: Policy, applied_last_hour: int = 0, *, reque
         return write
     # The rules in order, each a named step; the first refusal wins (a refusal is never None, an allowance is).
     refusal = (_plan_refusal(plan, policy) or _grantee_refusal(write, policy, own_principals)
-               or _scope_refusal(write, policy) or _approval_refusal(write, policy, proof, applied_last_hour)
+               or _scope_refusal(write, policy) or _approval_route(write, policy, proof, applied_last_hour)
                or _evidence_refusal(policy, proof, applied_last_hour))
     return refusal or Verdict(True)
 
@@ -340,7 +340,7 @@ def needs_approval(write: Write, policy: Policy) -> bool:
                                         and write.tier > policy.approve_above_tier)
 
 
-def _approval_refusal(write: Write, policy: Policy, proof: Proof | None, applied_last_hour: int) -> Verdict | None:
+def _approval_route(write: Write, policy: Policy, proof: Proof | None, applied_last_hour: int) -> Verdict | None:
     """``refused_by: "approval"``: every other rule allows the write, but the policy wants a person to approve it
     first. Only a ``Proof(kind="approval")`` (a decided approval request, approvals/service.py) satisfies it; an
     operator's ``--apply`` does not (it opens the request). Under ``mode: apply`` the denial must still be proven

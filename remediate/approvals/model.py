@@ -147,8 +147,9 @@ def exact_change(plan: Plan, policy: Policy) -> ExactChange | Verdict:
     ttl = policy.grant_ttl_text
     if isinstance(plan, HsmRoleAssignmentPlan):   # once the guard admits HSM writes: the HSM, its local scope,
         custom = plan.custom_role                  # the role, and a custom role's exact data actions
+        local = getattr(write.scope, "local", None) or plan.scope   # the guard's normalised /keys[/NAME]
         return ExactChange("hsm_role_assignment", write.principal_id, write.principal_type,
-                           f"{plan.hsm.rstrip('/').lower()}{plan.scope}", write.tier,
+                           f"{str(getattr(write.scope, 'hsm', plan.hsm)).rstrip('/').lower()}{local}", write.tier,
                            role_definition_id=plan.role_definition_id.lower(),
                            permissions={"data_actions": tuple(sorted(custom.data_actions))} if custom else None,
                            grant_ttl=ttl)

@@ -23,6 +23,7 @@ test: $(STAMP)
 unit: $(STAMP)
 	bash tools/install_azurite.sh
 	bash tools/install_azcli.sh
+	bash tools/install_browser.sh
 	$(PY) -m pytest
 
 lint: $(STAMP)

@@ -87,6 +87,11 @@ SCHEMAS: dict[str, Any] = {
             "setting": _s("string"), "set": _s("boolean", description="whether the app's own object id is "
                                                "configured (never the value)"), "refused": _s("string")}),
         "tokens": _s("object", properties={"webhook_token": _s("boolean"), "apply_token": _s("boolean")}),
+        "findings_page": _s("object", description="how people sign in to the findings page: App Service "
+                            "Authentication on (WEBSITE_AUTH_ENABLED), bearer tokens configured "
+                            "(KV_REMEDIATE_API_AUDIENCE), KV_REMEDIATE_PAGE_KEY set (needed with several instances)",
+                            properties={"easy_auth": _s("boolean"), "bearer": _s("boolean"),
+                                        "page_key": _s("boolean")}),
         "parts": _s("array", description="under `kv-remediate serve`: its queue-worker (and extra HTTP) processes; "
                                           "empty on Azure",
                     items=_s("object", required=["part", "instance", "state"], properties={
@@ -171,6 +176,32 @@ _TOO_LARGE = "over a size cap (body over 4 MiB, more denials per input than KV_R
              "distinct principals than KV_REMEDIATE_MAX_PRINCIPALS): nothing was done"
 
 
+def _html(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"text/html": {"schema": _s("string")}}}
+
+
+def _decision(verb: str) -> dict[str, Any]:
+    """A decision posted from the findings page's form (HTML in, HTML out)."""
+    return {"post": {
+        "operationId": f"findings_{verb}", "summary": f"{verb.capitalize()} an approval request (the page's form)",
+        "tags": ["page"],
+        "description": "A form post from the findings page by a signed-in approver (app role KvRemediate.Approve): "
+                       "the hidden `csrf` field is an HMAC bound to the person, the request and the page's "
+                       "SameSite=Strict cookie (one hour); another Origin is refused. The approvals core then "
+                       "re-checks the request and applies exactly the approved write, or nothing, and records who, "
+                       "when and from where.",
+        "security": [{}, {"pageBearer": []}],
+        "parameters": [{"name": "request_id", "in": "path", "required": True, "schema": _s("string")}],
+        "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": _s(
+            "object", required=["csrf"], properties={"csrf": _s("string"), "reason": _s("string", maxLength=500),
+                                                     "back": _s("string")})}}},
+        "responses": {"200": _html("decided (applied, recorded, rejected) or a repeated approval"),
+                      "401": _html("not signed in"), "403": _html("not an approver, a bad form token, another "
+                                                                   "origin, or the approver is the grantee"),
+                      "404": _html("no such request"), "409": _html("no longer pending, expired, or approved but "
+                                                                   "not applied (the tenant changed)")}}}
+
+
 def document() -> dict[str, Any]:
     """The OpenAPI 3.0 document (a new dict each call)."""
     return {
@@ -239,6 +270,22 @@ def document() -> dict[str, Any]:
                               "500": _json(_ERR, "the remediation policy or a setting is invalid: nothing is read "
                                                  "or changed"),
                               "503": _json(_ERR, "Azure could not be reached or refused the app's identity")}}},
+            "/api/findings": {"get": {
+                "operationId": "findings_page", "summary": "The findings page (HTML, for people)", "tags": ["page"],
+                "description": "Recent findings with filters, a 7-day summary by cause and the grants in force; "
+                               "`id` opens a finding, `approval` an approval request (the link notifications "
+                               "carry). Server-rendered HTML under a Content-Security-Policy that allows no "
+                               "script; a GET never changes anything. A person must be signed in: App Service "
+                               "Authentication's principal (only when WEBSITE_AUTH_ENABLED is True) or an Entra ID "
+                               "bearer token for this app (KV_REMEDIATE_API_AUDIENCE) holding the app role "
+                               "KvRemediate.Approve or KvRemediate.Read.",
+                "security": [{}, {"pageBearer": []}],
+                "parameters": [{"name": n, "in": "query", "required": False, "schema": _s("string")}
+                               for n in ("cause", "vault", "principal", "outcome", "since", "id", "approval")],
+                "responses": {"200": _html("the page"), "401": _html("not signed in, or an invalid token"),
+                              "403": _html("signed in without a page role")}}},
+            "/api/findings/approvals/{request_id}/approve": _decision("approve"),
+            "/api/findings/approvals/{request_id}/reject": _decision("reject"),
             "/api/health": {"get": {
                 "operationId": "health", "summary": "Version and configuration problems (no values)",
                 "security": [],
@@ -258,6 +305,9 @@ def document() -> dict[str, Any]:
                                        "description": "secure webhook (KV_REMEDIATE_WEBHOOK_AUDIENCE/_TENANT): a "
                                                       "token of Azure Monitor Action Groups with the app role "
                                                       "ActionGroupsSecureWebhook"},
+                "pageBearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                               "description": "the findings page (KV_REMEDIATE_API_AUDIENCE/_TENANT): an Entra ID "
+                                              "token for this app holding KvRemediate.Approve or KvRemediate.Read"},
                 "applyBearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
                                 "description": "apply over HTTP (KV_REMEDIATE_API_AUDIENCE/_TENANT): an Entra ID "
                                                "token for this app holding the app role KvRemediate.Apply"},

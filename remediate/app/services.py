@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..clouds import CLOUD_SETTING
 from ..errors import ConfigError, clip
 from .settings import (
+    APPROVALS_TABLE,
     CLAIMS_TABLE,
     DENIALS_QUEUE,
     FINDINGS_TABLE,
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from ..facts.arm import ArmFacts
     from ..facts.loganalytics import LogAnalyticsClient
     from ..guard import Policy
+    from ..store.approvals_table import TableApprovalStore
     from ..store.claims import TableClaimStore
     from ..store.findings import TableFindingStore
     from ..store.grants import TableGrantStore
@@ -116,9 +118,10 @@ class Runtime:
     """Per-process state shared by every invocation; thread-safe lazy creation."""
 
     def __init__(self, settings: Settings | None = None, *, authenticator: WebhookAuthenticator | None = None,
-                 api_authenticator: WebhookAuthenticator | None = None) -> None:
-        """``authenticator`` / ``api_authenticator`` replace the webhook's / the apply role's validator built from
-        the settings (e.g. keys from a loopback JWKS in tests)."""
+                 api_authenticator: WebhookAuthenticator | None = None,
+                 page_authenticator: WebhookAuthenticator | None = None) -> None:
+        """``authenticator`` / ``api_authenticator`` / ``page_authenticator`` replace the webhook's / the apply
+        role's / the findings page's validator built from the settings (e.g. keys from a loopback JWKS in tests)."""
         self.settings = settings or Settings.from_env()
         self._lock = threading.RLock()
         self._emulator: EmulatorRun | None = None
@@ -126,11 +129,14 @@ class Runtime:
         self._tables: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopTables] = (
             weakref.WeakKeyDictionary())
         self._grants: TableGrantStore | None = None
+        self._approvals: TableApprovalStore | None = None
         self._policy: Policy | None = None
         self._auth: WebhookAuthenticator | None = authenticator
         self._auth_loaded = authenticator is not None
         self._api_auth: WebhookAuthenticator | None = api_authenticator
         self._api_auth_loaded = api_authenticator is not None
+        self._page_auth: WebhookAuthenticator | None = page_authenticator
+        self._page_auth_loaded = page_authenticator is not None
         self._batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[_Batch]] = (
             weakref.WeakKeyDictionary())
         self._credentials: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
@@ -378,6 +384,17 @@ class Runtime:
                 self._grants = TableGrantStore(table_client(table_service_client(self._storage()), GRANTS_TABLE))
             return self._grants
 
+    def approvals(self) -> TableApprovalStore:
+        """Approval requests on Table `approvals` (shared by every instance; ETag compare-and-swap per request)."""
+        with self._lock:
+            if self._approvals is None:
+                from ..store.approvals_table import TableApprovalStore
+                from ..store.azure import table_client, table_service_client
+
+                self._approvals = TableApprovalStore(table_client(table_service_client(self._storage()),
+                                                                  APPROVALS_TABLE))
+            return self._approvals
+
     # -- remediation policy and identity ---------------------------------------------------------------------------
 
     def policy(self) -> Policy:
@@ -425,6 +442,17 @@ class Runtime:
                 self._api_auth = api_authenticator_from_env(self.settings.env)
                 self._api_auth_loaded = True
             return self._api_auth
+
+    def page_authenticator(self) -> WebhookAuthenticator | None:
+        """The findings page's bearer-token validator (roles KvRemediate.Approve / KvRemediate.Read, the app's own
+        audience) when the API token settings are set, else None (then only App Service Authentication signs in)."""
+        with self._lock:
+            if not self._page_auth_loaded:
+                from .approver import page_authenticator_from_env
+
+                self._page_auth = page_authenticator_from_env(self.settings.env)
+                self._page_auth_loaded = True
+            return self._page_auth
 
     async def notify(self, payload: dict[str, Any], timeout: float = 5.0) -> bool:
         """POST ``payload`` to KV_REMEDIATE_NOTIFY_URL; False (logged, not raised) when it fails."""

@@ -28,6 +28,10 @@ def test_http_routes_methods_and_auth_levels() -> None:
         "remediate": ("remediate", ["POST"], "FUNCTION"),
         "openapi": ("openapi.json", ["GET"], "FUNCTION"),
         "health": ("health", ["GET"], "ANONYMOUS"),
+        # the findings page: people sign in (Easy Auth or an Entra token), not with a function key
+        "findings_page": ("findings", ["GET"], "ANONYMOUS"),
+        "findings_approve": ("findings/approvals/{request_id}/approve", ["POST"], "ANONYMOUS"),
+        "findings_reject": ("findings/approvals/{request_id}/reject", ["POST"], "ANONYMOUS"),
     }
     # and each answers through the http output binding
     for name in http:

@@ -47,7 +47,7 @@ def token(*, key: rsa.RSAPrivateKey = KEY, kid: str = "k1", tenant: str = TENANT
           aud: str = WEBHOOK_AUDIENCE, roles: list[str] | None = None, appid: str | None = ACTION_GROUPS_APP_ID,
           azp: str | None = None, oid: str = "5d2a0000-0000-4000-8000-0000000000a6",
           exp: timedelta = timedelta(hours=1), nbf: timedelta = timedelta(minutes=-5), alg: str = "RS256",
-          now: datetime | None = None, drop: tuple[str, ...] = ()) -> str:
+          now: datetime | None = None, drop: tuple[str, ...] = (), extra: dict[str, Any] | None = None) -> str:
     """An access token; defaults: Action Groups' token for the webhook audience with its role, valid for 1 h."""
     now = now or datetime.now(UTC)
     claims: dict[str, Any] = {
@@ -59,6 +59,7 @@ def token(*, key: rsa.RSAPrivateKey = KEY, kid: str = "k1", tenant: str = TENANT
         claims["appid"] = appid
     if azp is not None:
         claims["azp"] = azp
+    claims.update(extra or {})
     for name in drop:
         claims.pop(name, None)
     return jwt.encode(claims, key, algorithm=alg, headers={"kid": kid})

@@ -39,7 +39,8 @@ from tests.support.hsm import HSM, HSM_ID, STRANGER, SUB, role_id, tenant
 TTL = timedelta(hours=1)
 APPLY = {"mode": "apply", "scopes": [f"/subscriptions/{SUB}"], "principal_types": ["ServicePrincipal", "User"],
          "max_grants_per_hour": 1000, "grant_ttl": "PT1H"}
-OPERATOR = Proof("operator", "test")
+APPROVER = Proof("approval", "test approver")
+"""A person approved the plan (what approvals/service.py passes): HSM plans are approval-only by default."""
 ENCRYPT = ("Microsoft.KeyVault/managedHsm/keys/encrypt/action", "Microsoft.KeyVault/managedHsm/keys/decrypt/action")
 FAST = Faults(throttle_rate=0.15, retry_after_s=0, error_rate=0.15, reset_rate=0.1, lost_response_rate=0.5)
 
@@ -88,7 +89,7 @@ class HsmWorld:
         self.before = self.assignments()
 
     def ctx(self, store: GrantStore, at: timedelta = timedelta(0), **kw: Any) -> ApplyContext:
-        kw.setdefault("operator", OPERATOR)
+        kw.setdefault("proofs", {finding(self.plan).denial.identity_key(): APPROVER})
         return ApplyContext(policy=policy_from_dict(kw.pop("policy", APPLY)), grants=store,
                             slots=SqliteClaimStore(self.slots), now=self.t0 + at, actor="test", backend=EMULATOR,
                             **kw)
@@ -144,7 +145,7 @@ def ours(w: HsmWorld) -> dict[str, Any]:
 @pytest.mark.parametrize("kind", sorted(PLANS))
 def test_an_hsm_grant_is_applied_once_verified_recorded_and_revoked_at_expiry(
         hsm_world: Callable[..., HsmWorld], kind: str) -> None:
-    # given a denied caller with no local role, and an operator applying the planned grant
+    # given a denied caller with no local role, and a person's approval of the planned grant
     w = hsm_world(PLANS[kind]())
     defs_before = w.definitions()
     # when it is applied, then applied again a minute later

@@ -80,12 +80,20 @@ WIDE = Policy(mode="apply", scopes=(f"/subscriptions/{SUB}",), object_scope=True
     plan(custom_role=custom(), role_definition_id=BUILTIN_ID_PREFIX + custom_role_name(ENCRYPT)),
     plan(scope="keys/cmk/"),                                                 # any spelling, normalised
 ])
-@pytest.mark.parametrize("proof", [OPERATOR, APPROVAL])
-def test_a_planned_hsm_grant_is_allowed_with_a_persons_word(given_plan: HsmRoleAssignmentPlan, proof: Proof) -> None:
-    # given a plan as the planner builds it, inside the policy's scope, and an operator's act or an approval
-    verdict = check(finding(given_plan), APPLY, proof=proof)
+def test_a_planned_hsm_grant_is_allowed_with_a_persons_approval(given_plan: HsmRoleAssignmentPlan) -> None:
+    # given a plan as the planner builds it, inside the policy's scope, and a person's approval of it
+    verdict = check(finding(given_plan), APPLY, proof=APPROVAL)
     # then it is allowed
     assert verdict.allowed, verdict.reason
+
+
+def test_an_operators_act_alone_opens_an_approval_request_for_an_hsm_grant() -> None:
+    # given a plan every rule allows and an operator's --apply (approval means a second person, as under mode approve)
+    verdict = check(finding(plan()), APPLY, proof=OPERATOR)
+    # then it waits for a person's approval
+    assert (verdict.allowed, verdict.refused_by) == (False, "approval"), verdict.reason
+    # and with hsm_unattended the operator's act applies it
+    assert check(finding(plan()), replace(APPLY, hsm_unattended=True), proof=OPERATOR).allowed
 
 
 def test_the_write_is_the_normalised_key_scope_on_the_hsm() -> None:
@@ -197,7 +205,7 @@ def test_the_tier_is_the_catalogues_not_the_plans(role: str, tier: int) -> None:
     write = exact_write(plan(role=role, tier=0))
     assert not isinstance(write, Verdict)
     assert (write.tier, write.privileged) == (tier, False)
-    verdict = check(finding(plan(role=role, tier=0)), replace(APPLY, max_tier=1), proof=OPERATOR)
+    verdict = check(finding(plan(role=role, tier=0)), replace(APPLY, max_tier=1), proof=APPROVAL)
     assert verdict.allowed == (tier <= 1)
 
 
@@ -210,7 +218,7 @@ def test_the_tier_is_the_catalogues_not_the_plans(role: str, tier: int) -> None:
     (HSM_ID.replace("managedHSMs", "vaults"), False),
 ])
 def test_policy_scopes_match_the_hsms_arm_id_by_whole_segments(prefix: str, inside: bool) -> None:
-    verdict = check(finding(plan()), replace(APPLY, scopes=(prefix,)), proof=OPERATOR)
+    verdict = check(finding(plan()), replace(APPLY, scopes=(prefix,)), proof=APPROVAL)
     assert verdict.allowed == inside, verdict.reason
 
 

@@ -86,11 +86,11 @@ class ApprovalLinks:
 
 
 def page_links(base_url: str, request_id: str, route_prefix: str = "api") -> ApprovalLinks:
-    """The one place the findings page's URLs are built: ``{base}/{prefix}/findings?request=ID`` to open it and
+    """The one place the findings page's URLs are built: ``{base}/{prefix}/findings?approval=ID`` to open it and
     ``&action=approve|reject`` to open it at that decision (still a page view; the page asks for the POST)."""
     base = base_url.rstrip("/")
     prefix = f"/{route_prefix.strip('/')}" if route_prefix.strip("/") else ""
-    query = urllib.parse.urlencode({"request": request_id})
+    query = urllib.parse.urlencode({"approval": request_id})
     open_url = f"{base}{prefix}/findings?{query}"
     return ApprovalLinks(open_url, f"{open_url}&action=approve", f"{open_url}&action=reject")
 
@@ -167,6 +167,21 @@ def teams_payload(n: ApprovalNotice, links: ApprovalLinks, budget: int = TEAMS_B
     while True:
         payload = {"type": "message", "attachments": [
             {"contentType": ADAPTIVE_CARD, "contentUrl": None, "content": _card(n, links, cap)}]}
+        if len(json.dumps(payload).encode()) <= budget or cap <= 16:  # noqa: PLR2004 (the smallest cap tried)
+            return payload
+        cap //= 2
+
+
+def text_card(text: str, budget: int = TEAMS_BUDGET) -> dict[str, Any]:
+    """A Teams Workflows message with ``text`` as a card: one plain ``TextRun`` per line (no Markdown), cut to
+    fit ``budget`` bytes."""
+    cap = 4000
+    while True:
+        body = [{"type": "RichTextBlock", "inlines": [_run(fit(line, cap) or " ")]}
+                for line in text.splitlines()[:40]] or [{"type": "RichTextBlock", "inlines": [_run(" ")]}]
+        card = {"type": "AdaptiveCard", "$schema": CARD_SCHEMA, "version": CARD_VERSION, "body": body}
+        payload = {"type": "message", "attachments": [
+            {"contentType": ADAPTIVE_CARD, "contentUrl": None, "content": card}]}
         if len(json.dumps(payload).encode()) <= budget or cap <= 16:  # noqa: PLR2004 (the smallest cap tried)
             return payload
         cap //= 2
@@ -270,3 +285,67 @@ def webhook_payload(n: ApprovalNotice, links: ApprovalLinks) -> dict[str, Any]:
         "kind": "approval_request", "request_id": inert(n.request_id), "open_url": links.open,
         "expires_at": n.expires_at.astimezone(UTC).isoformat(), "change": fit(n.change, 4000), **facts}}
 
+
+
+# --- from a finding's JSON -----------------------------------------------------------------------------------------
+
+def _get(d: Any, *path: str) -> Any:
+    for key in path:
+        d = d.get(key) if isinstance(d, dict) else None
+    return d
+
+
+def _principal(finding: dict[str, Any]) -> str:
+    ev = _get(finding, "evidence", "principal") or {}
+    oid = ev.get("object_id") or _get(finding, "denial", "principal", "object_id") or "unknown caller"
+    name, kind = ev.get("display_name"), ev.get("type")
+    if name:
+        return f"{name} ({kind + ', ' if kind else ''}{oid})"
+    return str(oid)
+
+
+def evidence_summary(finding: dict[str, Any]) -> str:
+    """The evidence tree in one line: what was read and what it showed (the page shows the tree itself)."""
+    ev = finding.get("evidence") or {}
+    parts = []
+    if isinstance(ev.get("vault"), dict):
+        parts.append(f"vault permission model {ev['vault'].get('permission_model')}")
+    ras = ev.get("role_assignments") or []
+    if ras or isinstance(ev.get("vault"), dict):
+        parts.append(f"{len(ras)} role assignment(s) checked, {sum(1 for a in ras if a.get('grants'))} grant(s)")
+    aps = ev.get("access_policies") or []
+    if aps:
+        parts.append(f"{len(aps)} access-policy entr(ies) checked")
+    denies = [d for d in ev.get("deny_assignments") or [] if d.get("applies")]
+    if denies:
+        parts.append(f"{len(denies)} deny assignment(s) apply")
+    audit = ev.get("audit_log")
+    if isinstance(audit, dict):
+        parts.append("audit log: the denial was read by the app" if audit.get("proof") else
+                     f"audit log: {audit.get('limitation') or 'not read'}")
+    parts += [str(x) for x in (ev.get("limitations") or [])[:3]]
+    return "; ".join(parts) or "the input alone (nothing read from Azure)"
+
+
+def change_text(finding: dict[str, Any]) -> str:
+    """The exact write in one line: the plan's az command, else its kind, role or permissions and scope."""
+    plan = finding.get("plan") or {}
+    az = _get(plan, "commands", "az")
+    if az:
+        return str(az)
+    what = plan.get("role_name") or plan.get("permissions") or plan.get("data_actions") or ""
+    return f"{plan.get('kind', 'change')} {what} at {plan.get('scope', '?')}".strip()
+
+
+def notice_of(finding: dict[str, Any], *, request_id: str, expires_at: datetime, tier: int | None = None,
+              change: str | None = None) -> ApprovalNotice:
+    """The notice of an approval request from its finding's JSON (``Finding.to_dict``)."""
+    denial = finding.get("denial") or {}
+    obj = denial.get("object") or {}
+    vault = _get(finding, "evidence", "vault", "name") or _get(denial, "vault", "name") or "an unknown vault"
+    return ApprovalNotice(
+        request_id=request_id, cause=str(finding.get("cause") or "unknown"), principal=_principal(finding),
+        vault=str(vault), operation=str(denial.get("operation") or "a request"),
+        why=str(finding.get("explanation") or ""), evidence=evidence_summary(finding),
+        change=change or change_text(finding), expires_at=expires_at,
+        object=f"{obj.get('kind')}/{obj.get('name')}" if obj.get("name") else None, tier=tier)

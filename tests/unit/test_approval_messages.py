@@ -123,9 +123,9 @@ def test_teams_actions_only_open_the_page() -> None:
     assert [(a["type"], a["title"]) for a in actions] == [("Action.OpenUrl", "Approve"), ("Action.OpenUrl", "Reject"),
                                                           ("Action.OpenUrl", "Open")]
     urls = [a["url"] for a in actions]
-    assert urls == [f"{BASE}/api/findings?request=apr-0b8f1c2d&action=approve",
-                    f"{BASE}/api/findings?request=apr-0b8f1c2d&action=reject",
-                    f"{BASE}/api/findings?request=apr-0b8f1c2d"]
+    assert urls == [f"{BASE}/api/findings?approval=apr-0b8f1c2d&action=approve",
+                    f"{BASE}/api/findings?approval=apr-0b8f1c2d&action=reject",
+                    f"{BASE}/api/findings?approval=apr-0b8f1c2d"]
     assert [d for d in walk(c) if "url" in d and d not in actions] == []
 
 
@@ -179,7 +179,7 @@ def test_slack_buttons_name_the_decision_and_the_request() -> None:
     by_id = {e["action_id"]: e for e in actions["elements"]}
     assert by_id[SLACK_APPROVE]["value"] == by_id[SLACK_REJECT]["value"] == "apr-0b8f1c2d"
     assert "url" not in by_id[SLACK_APPROVE] and "url" not in by_id[SLACK_REJECT]
-    assert by_id[SLACK_OPEN]["url"] == f"{BASE}/api/findings?request=apr-0b8f1c2d"
+    assert by_id[SLACK_OPEN]["url"] == f"{BASE}/api/findings?approval=apr-0b8f1c2d"
     assert by_id[SLACK_APPROVE]["style"] == "primary" and by_id[SLACK_REJECT]["style"] == "danger"
 
 
@@ -246,7 +246,7 @@ def test_webhook_payload_has_the_link_only() -> None:
     n = notice()
     body = webhook_payload(n, page_links(BASE, n.request_id))
     urls = re.findall(r"https?://\S+", json.dumps(body))
-    assert {u.rstrip('",') for u in urls} == {f"{BASE}/api/findings?request=apr-0b8f1c2d"}
+    assert {u.rstrip('",') for u in urls} == {f"{BASE}/api/findings?approval=apr-0b8f1c2d"}
     assert body["kv_remediate"]["kind"] == "approval_request"
     assert body["kv_remediate"]["expires_at"] == "2026-12-08T14:00:00+00:00"
 
@@ -264,7 +264,7 @@ def test_webhook_payload_escapes_controls(attack: str) -> None:
 
 def test_page_links_quote_the_request_id() -> None:
     links = page_links("https://a.example/", "id with&=#/?", "api")
-    assert links.open == "https://a.example/api/findings?request=id+with%26%3D%23%2F%3F"
+    assert links.open == "https://a.example/api/findings?approval=id+with%26%3D%23%2F%3F"
 
 
 @pytest.mark.parametrize("limit", [1, 2, 5, 6, 7, 10, 100])

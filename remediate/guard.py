@@ -46,7 +46,7 @@ class Principals(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class PolicyFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The policy file (docs/policy.md), field for field and in its order: what kv-remediate may change."""
 
-    mode: Literal["suggest", "apply"] = "suggest"
+    mode: Literal["suggest", "apply", "approve"] = "suggest"
     scopes: list[ScopePrefix] = msgspec.field(default_factory=list)
     principal_types: list[Literal["ServicePrincipal", "User"]] = msgspec.field(
         default_factory=lambda: ["ServicePrincipal"])
@@ -57,11 +57,15 @@ class PolicyFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     grant_ttl: str | None = None
     use_pim: bool = False
     max_grants_per_hour: Annotated[int, msgspec.Meta(ge=0)] = 20
+    approve_above_tier: Annotated[int, msgspec.Meta(ge=0, le=3)] | None = None
+    approval_ttl: str = "PT24H"
+    approvers: list[ObjectId] | None = None
+    min_approvals: Annotated[int, msgspec.Meta(ge=1, le=10)] | None = None
 
 
 KEYS = frozenset(PolicyFile.__struct_fields__)
 _PROBLEMS = {
-    "mode": "must be 'suggest' or 'apply', not {value!r}",
+    "mode": "must be 'suggest', 'apply' or 'approve', not {value!r}",
     "scopes": "must be a list of resource-id prefixes starting with '/'",
     "principal_types": "must be a list of ServicePrincipal and/or User (never Group)",
     "principals": "must be a mapping with optional 'allow' and 'deny' lists",
@@ -73,7 +77,14 @@ _PROBLEMS = {
     "allow_privileged": "must be true or false, not {value!r}",
     "object_scope": "must be true or false, not {value!r}",
     "use_pim": "must be true or false, not {value!r}",
+    "approve_above_tier": "must be an integer from 0 to 3 (or null), not {value!r}",
+    "approval_ttl": "must be a positive ISO 8601 duration such as PT24H, not {value!r}",
+    "approvers": "must be a list of Entra ID object ids (GUIDs)",
+    "min_approvals": "must be an integer from 1 to 10 (or null), not {value!r}",
 }
+DEFAULT_APPROVAL_TTL = "PT24H"
+HIGH_TIER = 2
+"""From this tier up, a request needs two distinct approvers unless ``min_approvals`` says otherwise."""
 _WHERE = re.compile(r" - at `\$((?:\.\w+|\[\d+\])*)`$")
 
 
@@ -109,7 +120,19 @@ class Policy:
     grant_ttl_text: str | None = None
     use_pim: bool = False
     max_grants_per_hour: int = 20
+    approve_above_tier: int | None = None
+    approval_ttl: timedelta = timedelta(hours=24)
+    approval_ttl_text: str = DEFAULT_APPROVAL_TTL
+    approvers: tuple[str, ...] = ()
+    min_approvals: int | None = None
     source: str = "defaults"
+
+    def required_approvals(self, tier: int) -> int:
+        """How many distinct approvers a request for a write of ``tier`` needs: ``min_approvals`` when set,
+        else 2 from tier 2 (change) up and 1 below."""
+        if self.min_approvals is not None:
+            return self.min_approvals
+        return 2 if tier >= HIGH_TIER else 1
 
     def as_file(self) -> PolicyFile:
         """The policy as its file would say it."""
@@ -118,7 +141,10 @@ class Policy:
                           principals=Principals(list(self.allow), list(self.deny)), max_tier=self.max_tier,
                           allow_privileged=self.allow_privileged, object_scope=self.object_scope,
                           grant_ttl=self.grant_ttl_text, use_pim=self.use_pim,
-                          max_grants_per_hour=self.max_grants_per_hour)
+                          max_grants_per_hour=self.max_grants_per_hour, approve_above_tier=self.approve_above_tier,
+                          approval_ttl=self.approval_ttl_text,
+                          approvers=list(self.approvers) if self.approvers else None,
+                          min_approvals=self.min_approvals)
 
     def to_dict(self) -> dict[str, Any]:
         """The policy file's JSON (every key, in the file's order)."""
@@ -156,12 +182,21 @@ def policy_from_dict(data: Any, source: str = "policy") -> Policy:
     ttl = parse_duration(doc.grant_ttl) if doc.grant_ttl is not None else None
     if doc.grant_ttl is not None and (ttl is None or ttl <= timedelta(0)):
         raise _bad(source, "grant_ttl", _PROBLEMS["grant_ttl"].format(value=doc.grant_ttl))
+    approval_ttl = parse_duration(doc.approval_ttl)
+    if approval_ttl is None or approval_ttl <= timedelta(0):
+        raise _bad(source, "approval_ttl", _PROBLEMS["approval_ttl"].format(value=doc.approval_ttl))
+    approvers = tuple(dict.fromkeys(x.lower() for x in doc.approvers or ()))
+    if approvers and doc.min_approvals is not None and doc.min_approvals > len(approvers):
+        raise _bad(source, "min_approvals", f"is {doc.min_approvals}, more than the {len(approvers)} distinct "
+                   "approvers listed: no request could ever be approved; list more approvers or lower it")
     principals = doc.principals or Principals()
     return Policy(mode=doc.mode, scopes=tuple(doc.scopes), principal_types=tuple(doc.principal_types),
                   allow=tuple(x.lower() for x in principals.allow or ()),
                   deny=tuple(x.lower() for x in principals.deny or ()), max_tier=doc.max_tier,
                   allow_privileged=doc.allow_privileged, object_scope=doc.object_scope, grant_ttl=ttl,
                   grant_ttl_text=doc.grant_ttl, use_pim=doc.use_pim, max_grants_per_hour=doc.max_grants_per_hour,
+                  approve_above_tier=doc.approve_above_tier, approval_ttl=approval_ttl,
+                  approval_ttl_text=doc.approval_ttl, approvers=approvers, min_approvals=doc.min_approvals,
                   source=source)
 
 
@@ -285,7 +320,7 @@ def check(finding: Finding, policy: Policy, applied_last_hour: int = 0, *, reque
     plan = finding.plan
     if plan is None:
         return Verdict(False, "plan", f"cause {finding.cause} is not fixed by a grant; nothing to apply")
-    if policy.mode != "apply":
+    if policy.mode not in ("apply", "approve"):
         return Verdict(False, "mode", "policy mode is 'suggest': nothing is changed")
     if not requested:
         return Verdict(False, "apply", "apply was not requested")
@@ -294,8 +329,35 @@ def check(finding: Finding, policy: Policy, applied_last_hour: int = 0, *, reque
         return write
     # The rules in order, each a named step; the first refusal wins (a refusal is never None, an allowance is).
     refusal = (_plan_refusal(plan, policy) or _grantee_refusal(write, policy, own_principals)
-               or _scope_refusal(write, policy) or _evidence_refusal(policy, proof, applied_last_hour))
+               or _scope_refusal(write, policy) or _approval_refusal(write, policy, proof, applied_last_hour)
+               or _evidence_refusal(policy, proof, applied_last_hour))
     return refusal or Verdict(True)
+
+
+def needs_approval(write: Write, policy: Policy) -> bool:
+    """Whether the policy routes this write to a person: ``mode: approve``, or a tier above ``approve_above_tier``."""
+    return policy.mode == "approve" or (policy.approve_above_tier is not None
+                                        and write.tier > policy.approve_above_tier)
+
+
+def _approval_refusal(write: Write, policy: Policy, proof: Proof | None, applied_last_hour: int) -> Verdict | None:
+    """``refused_by: "approval"``: every other rule allows the write, but the policy wants a person to approve it
+    first. Only a ``Proof(kind="approval")`` (a decided approval request, approvals/service.py) satisfies it; an
+    operator's ``--apply`` does not (it opens the request). Under ``mode: apply`` the denial must still be proven
+    (a plan without evidence is refused by ``evidence``, not routed); under ``mode: approve`` the approval is the
+    proof. The hourly budget is checked first: a plan the budget refuses never becomes a request."""
+    if not needs_approval(write, policy) or (proof is not None and proof.kind == "approval"):
+        return None
+    if policy.mode == "apply" and proof is None:
+        return None   # _evidence_refusal names it
+    if applied_last_hour >= policy.max_grants_per_hour:
+        return _evidence_refusal(policy, proof or Proof("approval", "pending"), applied_last_hour)
+    why = "policy mode is 'approve'" if policy.mode == "approve" else \
+        f"the grant carries tier {write.tier}, above approve_above_tier {policy.approve_above_tier}"
+    need = policy.required_approvals(write.tier)
+    return Verdict(False, "approval", f"{why}: the plan waits for {need} person(s) to approve it "
+                   f"(expires after {policy.approval_ttl_text})",
+                   details={"min_approvals": need, "approval_ttl": policy.approval_ttl_text, "tier": write.tier})
 
 
 def _plan_refusal(plan: Plan, policy: Policy) -> Verdict | None:

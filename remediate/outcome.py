@@ -35,6 +35,7 @@ class ApplyOutcome:
     detail: str | None = None
     request_id: str | None = None
     repeats: int = 0                 # the same write was made this many times before, under the same grant record
+    approval_id: str | None = None   # outcome pending_approval, refused_by approval: the approval request's id
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"applied": self.applied, "refused_by": self.refused_by, "outcome": self.outcome}
@@ -54,6 +55,8 @@ class ApplyOutcome:
                 out[key] = getattr(self, key)
         if self.repeats:
             out["repeats"] = self.repeats
+        if self.approval_id is not None:
+            out["approval_id"] = self.approval_id
         return out
 
     def shared(self, detail: str) -> ApplyOutcome:

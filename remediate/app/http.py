@@ -265,6 +265,17 @@ def operator_proof(headers: Any) -> Any:
     return Proof("operator", f"token oid {ident('oid')} appid {ident('appid') if 'appid' in claims else ident('azp')}")
 
 
+def _proposer(operator: Any) -> Any:
+    """The operator of an authenticated apply as the proposer of the approval requests it opens (never their
+    approver): the token's ``oid`` that :func:`operator_proof` wrote into the proof."""
+    import re
+
+    from ..approvals.model import Approver
+
+    m = re.match(r"token oid ([0-9a-f-]{36}) ", getattr(operator, "source", "") or "")
+    return Approver(m.group(1)) if m else None
+
+
 async def remediate_body(body: bytes, apply: bool, operator: Any = None) -> dict[str, Any]:
     """Diagnose, then apply what policy allows when ``apply`` (each finding says applied, or the rule that
     refused it). ``operator`` is the proof of an authenticated apply (:func:`operator_proof`); without it, a plan
@@ -279,7 +290,8 @@ async def remediate_body(body: bytes, apply: bool, operator: Any = None) -> dict
     parsed, denials, notes, requests = await _denials_of(body)
     ctx = ApplyContext(policy=policy, grants=rt.grants(), slots=await rt.claims(), now=datetime.now(UTC),
                        requested=apply, actor=rt.actor, operator=operator if apply else None, backend=rt.writes_to,
-                       own_principals=rt.settings.self_object_ids)
+                       own_principals=rt.settings.self_object_ids, approvals=rt.approvals() if apply else None,
+                       proposer=_proposer(operator))
     async with rt.facts() as facts:
         result = await remediate(denials, facts, ctx)
     return _document(result, parsed, notes, requests)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..clouds import CLOUD_SETTING
 from ..errors import ConfigError, clip
 from .settings import (
+    APPROVALS_TABLE,
     CLAIMS_TABLE,
     DENIALS_QUEUE,
     FINDINGS_TABLE,
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from ..facts.arm import ArmFacts
     from ..facts.loganalytics import LogAnalyticsClient
     from ..guard import Policy
+    from ..store.approvals_table import TableApprovalStore
     from ..store.claims import TableClaimStore
     from ..store.findings import TableFindingStore
     from ..store.grants import TableGrantStore
@@ -126,6 +128,7 @@ class Runtime:
         self._tables: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopTables] = (
             weakref.WeakKeyDictionary())
         self._grants: TableGrantStore | None = None
+        self._approvals: TableApprovalStore | None = None
         self._policy: Policy | None = None
         self._auth: WebhookAuthenticator | None = authenticator
         self._auth_loaded = authenticator is not None
@@ -377,6 +380,17 @@ class Runtime:
 
                 self._grants = TableGrantStore(table_client(table_service_client(self._storage()), GRANTS_TABLE))
             return self._grants
+
+    def approvals(self) -> TableApprovalStore:
+        """Approval requests on Table `approvals` (shared by every instance; ETag compare-and-swap per request)."""
+        with self._lock:
+            if self._approvals is None:
+                from ..store.approvals_table import TableApprovalStore
+                from ..store.azure import table_client, table_service_client
+
+                self._approvals = TableApprovalStore(table_client(table_service_client(self._storage()),
+                                                                  APPROVALS_TABLE))
+            return self._approvals
 
     # -- remediation policy and identity ---------------------------------------------------------------------------
 

@@ -18,6 +18,8 @@ Settings (app settings / environment):
   ``/api/remediate`` needs to apply; without them nothing is applied over HTTP.
 - ``KV_REMEDIATE_SELF_OBJECT_ID``: the app's own principal object id(s), comma-separated: never a grantee.
 - ``KV_REMEDIATE_POLICY``: the remediation policy (content or a path).
+- ``KV_REMEDIATE_PUBLIC_URL``: the app's public base URL, for the findings-page links in approval notifications
+  (default ``https://$WEBSITE_HOSTNAME``).
 - ``KV_REMEDIATE_AUDIT_WORKSPACES``: comma-separated Log Analytics workspace ids (GUIDs) holding the vaults' audit
   logs: the only workspaces the app reads (alert rows, and the evidence ``mode: apply`` needs).
 """
@@ -46,6 +48,7 @@ POISON_QUEUE = "denials-poison"
 CLAIMS_TABLE = "claims"
 FINDINGS_TABLE = "findings"
 GRANTS_TABLE = "grants"
+APPROVALS_TABLE = "approvals"
 VAULT_INDEX_TABLE = "vaultindex"
 
 SNAPSHOT_SETTING = "KV_REMEDIATE_SNAPSHOT"
@@ -55,6 +58,9 @@ POLICY_SETTING = "KV_REMEDIATE_POLICY"
 SUBSCRIPTIONS_SETTING = "AZURE_SUBSCRIPTION_IDS"
 AUDIT_WORKSPACES_SETTING = "KV_REMEDIATE_AUDIT_WORKSPACES"
 SELF_SETTING = "KV_REMEDIATE_SELF_OBJECT_ID"
+PUBLIC_URL_SETTING = "KV_REMEDIATE_PUBLIC_URL"
+"""The app's public base URL (``https://NAME.azurewebsites.net``) for the links in approval notifications; unset,
+``https://$WEBSITE_HOSTNAME`` (set by the host in Azure)."""
 AZURE_HOST_SETTINGS = ("WEBSITE_INSTANCE_ID", "WEBSITE_SITE_NAME")
 """Set by the Functions/App Service host in Azure (never locally): the app runs against a real tenant."""
 DEFAULT_WINDOW = timedelta(minutes=10)

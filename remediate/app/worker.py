@@ -11,7 +11,10 @@ Per message (one denial, see messages.py):
 3. The winners go through :func:`run_batch` (one fact source shared by this process's concurrent invocations: a
    burst is a batch): diagnosed with the policy's plan options and, under ``mode: apply``, applied through the
    core's ``service.remediate`` only where the app itself read the denial in the vault's audit log
-   (audit_proof.py: a Proof per denial; without one the guard refuses with ``refused_by: "evidence"``). Each finding
+   (audit_proof.py: a Proof per denial; without one the guard refuses with ``refused_by: "evidence"``). Under
+   ``mode: approve`` (or above ``approve_above_tier``) a plan every rule allows opens an approval request in the
+   Table ``approvals`` instead (outcome ``pending_approval`` with its ``approval_id``), and the notification links
+   to the findings page where people decide it. Each finding
    is reported: one structured log line, one record in the Table ``findings``, one notification when
    ``KV_REMEDIATE_NOTIFY_URL`` is set; every value in the line and the notification has its control characters
    escaped (and, in the notification, markup and mentions defused).
@@ -128,14 +131,14 @@ async def run_batch(rt: Runtime, denials: list[Denial], *, alert_id: str | None,
             result = await diagnose(denials, facts)
         refused = ApplyOutcome(False, "refused", refused_by="policy", reason=exc.message)
         return [replace(f, outcome=refused) for f in result.findings]
-    if policy.mode != "apply":
+    if policy.mode not in ("apply", "approve"):
         async with rt.facts(shared=True) as facts:
             result = await diagnose(denials, facts, DiagnoseOptions(PlanOptions(object_scope=policy.object_scope)))
         return list(result.findings)
     proved = await audit_proof.prove(rt, denials, window, known)
     ctx = ApplyContext(policy=policy, grants=rt.grants(), slots=await rt.claims(), now=datetime.now(UTC),
                        requested=True, actor=rt.actor, alert_id=alert_id, proofs=proved.proofs, backend=rt.writes_to,
-                       own_principals=frozenset(rt.settings.self_object_ids))
+                       own_principals=frozenset(rt.settings.self_object_ids), approvals=rt.approvals())
     async with rt.facts(shared=True) as facts:
         result = await remediate(denials, facts, ctx)
     out = []
@@ -159,7 +162,13 @@ async def _report(rt: Runtime, finding: Finding, *, alert_id: str | None, invoca
              extra={"custom_dimensions": line})
     await (await rt.findings()).record(doc, alert_id=alert_id, invocation_id=invocation_id, when=datetime.now(UTC))
     if rt.settings.notify_url:
-        await rt.notify(notification(doc, line))
+        if doc.get("approval_id"):
+            from .approvals import notification as approval_notification
+            from .approvals import page_link
+
+            await rt.notify(approval_notification(doc, line, page_link(rt.settings.env, str(doc["approval_id"]))))
+        else:
+            await rt.notify(notification(doc, line))
 
 
 async def _denials(rt: Runtime, item: QueuedDenial, claimant: str) -> tuple[list[Denial], dict[Any, Proof]] | None:

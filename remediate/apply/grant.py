@@ -307,11 +307,27 @@ async def _without_plan(f: Finding, writer: ArmWriter, ctx: ApplyContext) -> App
 
 async def _refused(f: Finding, ctx: ApplyContext, verdict: Verdict) -> ApplyOutcome:
     """A plan the guard refused: recorded when applying was asked (not for the mode's own refusals), else only
-    suggested."""
+    suggested. A plan the policy routes to a person opens an approval request instead, when there is a store."""
+    if verdict.refused_by == "approval" and ctx.requested and ctx.approvals is not None:
+        return await _to_approval(f, ctx, verdict)
     if ctx.requested and verdict.refused_by not in ("mode", "apply"):
         rec = await add_record(ctx, f, "refused", refused_by=verdict.refused_by, detail=verdict.reason)
         return ApplyOutcome(False, "refused", refused_by=verdict.refused_by, reason=verdict.reason, grant_id=rec.id)
     return ApplyOutcome(False, "suggested", refused_by=verdict.refused_by, reason=verdict.reason)
+
+
+async def _to_approval(f: Finding, ctx: ApplyContext, verdict: Verdict) -> ApplyOutcome:
+    """A plan every rule allows but the policy routes to a person: an approval request is opened (or the open one
+    for the same exact change is joined), nothing is written."""
+    from ..approvals.service import propose
+
+    assert ctx.approvals is not None
+    got = await propose(ctx.approvals, f, ctx, ctx.proposer)
+    if isinstance(got, Verdict):   # exact_write refused it: the guard would have said so first
+        return ApplyOutcome(False, "refused", refused_by=got.refused_by, reason=got.reason)
+    return ApplyOutcome(False, "pending_approval", refused_by="approval", reason=verdict.reason,
+                        approval_id=got.id, detail=f"approval request {got.id} ({got.state}) expires at "
+                        f"{got.expires_at.isoformat()}; it needs {got.min_approvals} distinct approver(s)")
 
 
 async def _write_again(f: Finding, repeat: GrantRecord, writer: ArmWriter, ctx: ApplyContext,

@@ -11,11 +11,13 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from ..approvals.model import Approver
 from ..facts.writes import ArmWriter
 from ..guard import Policy
 from ..model import AccessPolicyPlan, Finding, Proof, RoleAssignmentPlan
 from ..outcome import ApplyOutcome, Expiry
 from ..plan import assignment_name
+from ..store.approvals import ApprovalStore
 from ..store.claims import ClaimStore
 from ..store.encoding import iso, parse_iso
 from ..store.grants import GrantRecord, GrantStore, Outcome
@@ -50,6 +52,11 @@ class ApplyContext:
     """Where the writes go: None for live Azure, ``"emulator"`` (store.grants.EMULATOR) for the bundled emulator.
     Part of every write's identity, so a grant made in the emulator is never matched, resumed or repeated by a run
     against Azure, nor the reverse, whichever store both share."""
+    approvals: ApprovalStore | None = None
+    """Where plans the guard routes to a person (``refused_by: "approval"``) become requests; None: such a plan is
+    only suggested."""
+    proposer: Approver | None = None
+    """The operator whose ``--apply`` (or authenticated ``/api/remediate``) proposes requests: never their approver."""
 
     def key(self, key: str) -> str:
         """A plan's write key (:func:`write_key`, :func:`ra_key`, :func:`ap_key`) in this run's backend."""

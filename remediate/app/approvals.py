@@ -1,0 +1,84 @@
+"""Approval requests in the function app: what the findings page, the Slack interactivity endpoint and the Teams
+card link call (one function each), and the notification that announces a new request.
+
+The caller authenticates the person first (an Entra ID token with the approver app role, App Service
+Authentication's principal headers, a Slack user mapped to an object id) and passes who they are in an
+:class:`~remediate.approvals.model.Act`; the core checks everything else (state, expiry, grantee, allow-list,
+distinct approvers) and applies exactly once. Links only open the page: nothing here decides on a GET.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from .settings import PUBLIC_URL_SETTING
+
+if TYPE_CHECKING:
+    from ..approvals.model import Act, ApprovalRequest
+    from ..approvals.service import Decided
+    from .services import Runtime
+
+PAGE_PATH = "/api/findings"
+
+
+def page_link(env: Mapping[str, str], approval_id: str) -> str | None:
+    """The findings page showing one request (``/api/findings?approval=ID``): it only opens the page, where a
+    signed-in approver decides with a POST. None when the app's public URL is unknown (set KV_REMEDIATE_PUBLIC_URL)."""
+    base = (env.get(PUBLIC_URL_SETTING) or "").strip().rstrip("/")
+    if not base and (env.get("WEBSITE_HOSTNAME") or "").strip():
+        base = "https://" + str(env.get("WEBSITE_HOSTNAME")).strip()
+    if not base:
+        return None
+    return f"{base}{PAGE_PATH}?{urllib.parse.urlencode({'approval': approval_id})}"
+
+
+async def decide(rt: Runtime, approval_id: str, act: Act, *, now: datetime | None = None) -> Decided:
+    """Record ``act`` on the request and, when it completes the approvals, re-read the tenant and apply exactly the
+    approved write (a fresh fact source; the app's grant store, rate slots and own identity). Raises PolicyError
+    when the policy is invalid (nothing is decided then) and StorageError when storage fails."""
+    from ..apply import ApplyContext
+    from ..approvals import service
+
+    policy = rt.policy()
+    ctx = ApplyContext(policy=policy, grants=rt.grants(), slots=await rt.claims(), now=now or datetime.now(UTC),
+                       requested=True, actor=rt.actor, backend=rt.writes_to,
+                       own_principals=frozenset(rt.settings.self_object_ids))
+    async with rt.facts() as facts:
+        return await service.decide(rt.approvals(), approval_id, act, facts=facts, ctx=ctx)
+
+
+async def get(rt: Runtime, approval_id: str) -> ApprovalRequest | None:
+    """One request as stored (any state), or None."""
+    from ..approvals import service
+
+    return await service.get(rt.approvals(), approval_id)
+
+
+async def pending(rt: Runtime, limit: int | None = 100, *, now: datetime | None = None) -> list[ApprovalRequest]:
+    """The requests waiting for people, newest first (those past their expiry are ended as ``expired`` first)."""
+    from ..approvals import service
+
+    return await service.pending(rt.approvals(), now or datetime.now(UTC), limit)
+
+
+def notification(finding: dict[str, Any], line: dict[str, Any], link: str | None) -> dict[str, Any]:
+    """The notification for a finding whose plan waits for approval: the worker's message (cause, who, where,
+    why, the exact change) with the request's id, expiry and a link that only OPENS the findings page.
+
+    Minimal and channel-neutral (``text`` for Teams/Slack incoming webhooks); the Teams Adaptive Card and Slack
+    Block Kit builders replace this body when they land (h-appr-channels)."""
+    from .messages import chat_text
+    from .worker import notification as plain
+
+    body = plain(finding, line)
+    approval_id = str(finding.get("approval_id") or "")
+    lines = [body["text"], f"Waiting for approval: request {chat_text(approval_id)}"
+             + (f" ({chat_text(finding.get('detail'))})" if finding.get("detail") else "")]
+    lines.append(f"Open to approve or reject: {link}" if link else
+                 f"Open the findings page to approve or reject (set {PUBLIC_URL_SETTING} for a link)")
+    body["text"] = "\n".join(lines)
+    body["approval"] = {"id": approval_id, "link": link}
+    return body

@@ -26,7 +26,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from .settings import NOTIFY_SETTING
 
 if TYPE_CHECKING:
+    from ..approvals.model import ApprovalRequest
     from ..render.approvals import ApprovalLinks, ApprovalNotice
+    from .services import Runtime
 
 log = logging.getLogger("kv_remediate.app")
 
@@ -86,6 +88,37 @@ def finding_payload(kind: Kind, body: dict[str, Any]) -> dict[str, Any]:
     from ..render.approvals import text_card
 
     return text_card(str(body.get("text") or ""))
+
+
+def notice_for(req: ApprovalRequest) -> ApprovalNotice:
+    """The request as the channels show it (its finding at proposal, its expiry and risk tier)."""
+    from ..render.approvals import notice_of
+
+    return notice_of(req.finding, request_id=req.id, expires_at=req.expires_at, tier=req.change.tier)
+
+
+def links_for(env: Any, request_id: str) -> ApprovalLinks | None:
+    """The findings-page links of a request; None when the app's public URL is unknown."""
+    from ..render.approvals import links_from_open
+    from .approvals import page_link
+
+    url = page_link(env, request_id)
+    return links_from_open(url) if url else None
+
+
+async def approval_message(rt: Runtime, doc: dict[str, Any], line: dict[str, Any]) -> dict[str, Any]:
+    """The notification of a finding whose plan waits for approval (``doc["approval_id"]``): the request's card,
+    blocks or link for the configured kind; the core's plain message when the request or the app's public URL
+    (``KV_REMEDIATE_PUBLIC_URL``) is unknown."""
+    from . import approvals
+
+    kind = kind_from_env(rt.settings.env, rt.settings.notify_url)
+    approval_id = str(doc["approval_id"])
+    req = await approvals.get(rt, approval_id)
+    links = links_for(rt.settings.env, approval_id)
+    if req is None or links is None:
+        return finding_payload(kind, approvals.notification(doc, line, links.open if links else None))
+    return approval_payload(kind, notice_for(req), links)
 
 
 async def post(url: str | None, payload: dict[str, Any], timeout: float = 5.0) -> bool:

@@ -120,8 +120,8 @@ def accept(rt: Runtime, headers: Any, body: bytes, now: datetime) -> bool:
 @bp.route(route="slack/actions", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 def slack_actions(req: func.HttpRequest) -> func.HttpResponse:
     """Slack's interactivity request: 200 (empty) once the click is verified and queued; 401 for a missing, bad
-    or stale signature, 400 for a payload that is not a click on our buttons, 503 when Slack is not configured or
-    storage is down. Nothing is decided here."""
+    or stale signature (and for every request while ``KV_REMEDIATE_SLACK_SIGNING_SECRET`` is unset), 400 for a
+    payload that is not a click on our buttons, 503 when storage is down. Nothing is decided here."""
     from ..errors import SlackRequestError
     from . import services
     from .responses import error_response, from_exception

@@ -49,7 +49,7 @@ def verify(secret: str, headers: Mapping[str, str] | Any, body: bytes, now: date
     ``missing_signature``, ``bad_timestamp``, ``stale_timestamp`` or ``bad_signature``."""
     if not secret:
         raise SlackRequestError("not_configured", f"Slack requests are refused: {SIGNING_SECRET_SETTING} is not set "
-                                "(the app's signing secret, from the Slack app's Basic Information page)", 503)
+                                "(the app's signing secret, from the Slack app's Basic Information page)")
     timestamp = _header(headers, "X-Slack-Request-Timestamp")
     signature = _header(headers, "X-Slack-Signature")
     if not timestamp or not signature:

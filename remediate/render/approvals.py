@@ -86,12 +86,16 @@ class ApprovalLinks:
 
 
 def page_links(base_url: str, request_id: str, route_prefix: str = "api") -> ApprovalLinks:
-    """The one place the findings page's URLs are built: ``{base}/{prefix}/findings?approval=ID`` to open it and
-    ``&action=approve|reject`` to open it at that decision (still a page view; the page asks for the POST)."""
+    """The findings page's URLs of a request from the app's base URL: ``{base}/{prefix}/findings?approval=ID``
+    (the format of ``app.approvals.page_link``, which the app uses)."""
     base = base_url.rstrip("/")
     prefix = f"/{route_prefix.strip('/')}" if route_prefix.strip("/") else ""
-    query = urllib.parse.urlencode({"approval": request_id})
-    open_url = f"{base}{prefix}/findings?{query}"
+    return links_from_open(f"{base}{prefix}/findings?{urllib.parse.urlencode({'approval': request_id})}")
+
+
+def links_from_open(open_url: str) -> ApprovalLinks:
+    """The one place the decision links are derived: the page's URL for the request opens it; ``&action=approve``
+    / ``&action=reject`` open it at that decision (still a page view: the page asks for the POST)."""
     return ApprovalLinks(open_url, f"{open_url}&action=approve", f"{open_url}&action=reject")
 
 

@@ -117,7 +117,7 @@ def test_no_secret_refuses_everything() -> None:
     body = click_body()
     with pytest.raises(SlackRequestError) as err:
         verify("", headers(body, secret=""), body, NOW)
-    assert err.value.reason == "not_configured" and err.value.status == 503
+    assert err.value.reason == "not_configured" and err.value.status == 401
 
 
 @pytest.mark.parametrize("body", [

@@ -250,3 +250,55 @@ def test_expired_request_is_not_applied(short_lived: Slack) -> None:
     req = short_lived.request(request_id)
     assert req.state == "expired" and _assignments() == []
     assert [d.refused for d in req.decisions] == ["expired"]
+
+
+def test_two_approvers_clicking_at_once_apply_once(slack: Slack) -> None:
+    # given a pending request that needs one approval; when two approvers click Approve at the same moment
+    request_id = _propose(slack)
+    slack.click(request_id)
+    slack.click(request_id, user="U0SECOND")
+    assert slack.queued() == 2
+    slack.decide()   # the pump runs both messages concurrently
+    # then exactly one act counted and applied; the other is refused as no longer pending
+    req = slack.request(request_id)
+    assert req.state == "applied" and len(_assignments()) == 1
+    assert sorted(str(d.refused) for d in req.decisions) == ["None", "not_pending"]
+    # and both messages say so: applied, or approved and being applied by the other act
+    first, second = sorted(r["text"].split(":")[0] for r in slack.replies.bodies)
+    assert first == "applied" and second in ("applied", "approved")
+
+
+def test_the_open_link_reaches_the_endpoint_and_decides_nothing(slack: Slack) -> None:
+    request_id = _propose(slack)
+    assert slack.click(request_id, "open")[0] == 200
+    assert slack.queued() == 0
+    assert slack.request(request_id).decisions == ()
+
+
+def test_teams_kind_announces_the_request_as_a_valid_adaptive_card(azurite: str, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import jsonschema
+
+    schema = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "adaptive-card" /
+                         "adaptive-card-1.5.json").read_text(encoding="utf-8"))
+    # given the Teams kind; when an alert opens an approval request
+    for served in _serve(azurite, tmp_path, monkeypatch, policy()):
+        monkeypatch.setenv("KV_REMEDIATE_NOTIFY_KIND", "teams")
+        services.reset()
+        alert = (DEMO / "inputs" / "10_log_alert_v2.json").read_text()
+        alert = alert.replace('"KeySign"', '"SecretGet"').replace("/keys/orders-signing", "/secrets/orders-db")
+        served.app.post("/api/alerts", alert.encode())
+        served.app.pump.drain(timeout=60)
+        # then the notification is a Workflows message with one Adaptive Card 1.5 that validates, whose actions
+        # only open the findings page of that request
+        [body] = served.app.notify.bodies
+        [attachment] = body["attachments"]
+        card = attachment["content"]
+        assert list(jsonschema.Draft6Validator(schema).iter_errors(card)) == []
+        [record] = served.app.findings()
+        approval_id = record["finding"]["approval_id"]
+        assert [a["url"] for a in card["actions"]] == [
+            f"{PUBLIC}/api/findings?approval={approval_id}&action=approve",
+            f"{PUBLIC}/api/findings?approval={approval_id}&action=reject",
+            f"{PUBLIC}/api/findings?approval={approval_id}"]
+        assert _assignments() == []

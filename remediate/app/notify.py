@@ -85,9 +85,15 @@ def finding_payload(kind: Kind, body: dict[str, Any]) -> dict[str, Any]:
     Workflows take only Adaptive Cards, so there the text becomes a card (one plain TextRun per line)."""
     if kind != "teams":
         return body
+    import html
+    import re
+
     from ..render.approvals import text_card
 
-    return text_card(str(body.get("text") or ""))
+    # the text was made inert for Markdown chats (messages.chat_text: entities, backslashed marks); a TextRun
+    # renders no Markdown at all, so the marks are shown as they were (control characters stay escaped)
+    plain = re.sub(r"\\([*~\[\]])", r"\1", html.unescape(str(body.get("text") or "")))
+    return text_card(plain)
 
 
 def notice_for(req: ApprovalRequest) -> ApprovalNotice:

@@ -250,6 +250,8 @@ def test_expired_request_is_not_applied(short_lived: Slack) -> None:
     req = short_lived.request(request_id)
     assert req.state == "expired" and _assignments() == []
     assert [d.refused for d in req.decisions] == ["expired"]
+    [reply] = short_lived.replies.bodies
+    assert reply["replace_original"] is True and reply["text"].startswith("expired")
 
 
 def test_two_approvers_clicking_at_once_apply_once(slack: Slack) -> None:
@@ -302,3 +304,29 @@ def test_teams_kind_announces_the_request_as_a_valid_adaptive_card(azurite: str,
             f"{PUBLIC}/api/findings?approval={approval_id}&action=reject",
             f"{PUBLIC}/api/findings?approval={approval_id}"]
         assert _assignments() == []
+
+
+@pytest.mark.parametrize("public", [PUBLIC, ""])
+def test_generic_webhook_gets_the_link_only(azurite: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           public: str) -> None:
+    # given a generic webhook (an e-mail relay); when an alert opens an approval request
+    for served in _serve(azurite, tmp_path, monkeypatch, policy()):
+        monkeypatch.setenv("KV_REMEDIATE_NOTIFY_KIND", "webhook")
+        monkeypatch.setenv("KV_REMEDIATE_PUBLIC_URL", public)
+        services.reset()
+        alert = (DEMO / "inputs" / "10_log_alert_v2.json").read_text()
+        alert = alert.replace('"KeySign"', '"SecretGet"').replace("/keys/orders-signing", "/secrets/orders-db")
+        served.app.post("/api/alerts", alert.encode())
+        served.app.pump.drain(timeout=60)
+        [body] = served.app.notify.bodies
+        [record] = served.app.findings()
+        approval_id = record["finding"]["approval_id"]
+        text = json.dumps(body)
+        # then the body carries the page link to open (no approve/reject link, no buttons); without the app's
+        # public URL, the text says how to get one
+        assert "action=approve" not in text and "blocks" not in body and "attachments" not in body
+        if public:
+            assert body["kv_remediate"]["open_url"] == f"{PUBLIC}/api/findings?approval={approval_id}"
+            assert body["kv_remediate"]["kind"] == "approval_request"
+        else:
+            assert "KV_REMEDIATE_PUBLIC_URL" in body["text"] and "http" not in body["text"]

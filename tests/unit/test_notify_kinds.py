@@ -51,4 +51,6 @@ def test_a_finding_for_teams_is_a_valid_card_of_plain_runs() -> None:
     assert list(jsonschema.Draft6Validator(SCHEMA).iter_errors(card)) == []
     assert all(block["type"] == "RichTextBlock" for block in card["body"])
     assert "[Approve](https://evil.example)" in json.dumps(card)   # shown as text, in a TextRun: never a link
+    escaped = finding_payload("teams", {"text": "a &lt;b&gt; \\*c\\* \\[d\\] \\x1b"})
+    assert escaped["attachments"][0]["content"]["body"][0]["inlines"][0]["text"] == "a <b> *c* [d] \\x1b"
     assert finding_payload("slack", body) is body and finding_payload("webhook", body) is body

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .facts.arm import ArmFacts
     from .facts.hsm import HsmFacts
     from .facts.loganalytics import LogAnalyticsClient
+    from .store.approvals import ApprovalStore
     from .store.azure import StorageSettings
     from .store.claims import ClaimStore
     from .store.grants import GrantStore
@@ -181,6 +182,20 @@ def open_grants(state: str | Path | None) -> GrantStore:
     from .store.grants import SqliteGrantStore
 
     return SqliteGrantStore(state)
+
+
+def open_approvals(state: str | Path | None) -> ApprovalStore:
+    """The CLI's approval requests, on the same backend as :func:`open_grants`: Azure Tables (``approvals``, the
+    app's) when KV_REMEDIATE_STORAGE is set, else SQLite at ``state``."""
+    settings = _tables()
+    if settings is not None:
+        from .store.approvals_table import TableApprovalStore
+        from .store.azure import table_client, table_service_client
+
+        return TableApprovalStore(table_client(table_service_client(settings), "approvals"))
+    from .store.approvals import SqliteApprovalStore
+
+    return SqliteApprovalStore(state)
 
 
 @asynccontextmanager

@@ -30,3 +30,27 @@ def async_default_credential(client_id: str | None = None) -> AsyncTokenCredenti
     if client_id:
         return DefaultAzureCredential(managed_identity_client_id=client_id)
     return DefaultAzureCredential()
+
+
+def token_identity(token: str) -> tuple[str, str | None] | None:
+    """(``oid``, display name) from the claims of an access token our own credential issued, as ``az account show``
+    names the signed-in identity; None when the token is not a JWT carrying a GUID ``oid`` (the emulator's).
+
+    The signature is not checked: the token comes from the operator's own credential and names who acts for the
+    audit trail (approvals), never what they may do."""
+    import base64
+    import json
+    import re
+
+    parts = token.split(".")
+    if len(parts) != 3:  # noqa: PLR2004  header.payload.signature
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    oid = claims.get("oid") if isinstance(claims, dict) else None
+    if not isinstance(oid, str) or not re.fullmatch(r"[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}", oid):
+        return None
+    name = next((claims[k] for k in ("name", "upn", "unique_name", "appid") if isinstance(claims.get(k), str)), None)
+    return oid.lower(), name

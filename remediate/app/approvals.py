@@ -64,6 +64,24 @@ async def pending(rt: Runtime, limit: int | None = 100, *, now: datetime | None 
     return await service.pending(rt.approvals(), now or datetime.now(UTC), limit)
 
 
+async def settle_due(*, now: datetime | None = None) -> tuple[list[ApprovalRequest], list[Decided]]:
+    """What the timer does with requests: end the pending ones past their expiry (default-deny), and finish the
+    ones a crash left ``approved`` (re-read, apply through the intent-first grant records: resumed or adopted,
+    never repeated). Nothing is finished under an invalid policy (its PolicyError is raised)."""
+    from ..apply import ApplyContext
+    from ..approvals import service
+    from . import services
+
+    rt = services.get()
+    now = now or datetime.now(UTC)
+    expired = await service.expire_due(rt.approvals(), now)
+    ctx = ApplyContext(policy=rt.policy(), grants=rt.grants(), slots=await rt.claims(), now=now, requested=True,
+                       actor=rt.actor, backend=rt.writes_to, own_principals=frozenset(rt.settings.self_object_ids))
+    async with rt.facts() as facts:
+        finished = await service.resume_approved(rt.approvals(), facts=facts, ctx=ctx)
+    return expired, finished
+
+
 def notification(finding: dict[str, Any], line: dict[str, Any], link: str | None) -> dict[str, Any]:
     """The notification for a finding whose plan waits for approval: the worker's message (cause, who, where,
     why, the exact change) with the request's id, expiry and a link that only OPENS the findings page.

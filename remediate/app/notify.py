@@ -27,7 +27,7 @@ from .settings import NOTIFY_SETTING
 
 if TYPE_CHECKING:
     from ..approvals.model import ApprovalRequest
-    from ..render.approvals import ApprovalLinks, ApprovalNotice
+    from ..render.approval_messages import ApprovalLinks, ApprovalNotice
     from .services import Runtime
 
 log = logging.getLogger("kv_remediate.app")
@@ -71,7 +71,7 @@ def kind_from_env(env: Mapping[str, str], url: str | None) -> Kind:
 
 def approval_payload(kind: Kind, notice: ApprovalNotice, links: ApprovalLinks) -> dict[str, Any]:
     """The body announcing one approval request to a receiver of ``kind``."""
-    from ..render import approvals
+    from ..render import approval_messages as approvals
 
     if kind == "teams":
         return approvals.teams_payload(notice, links)
@@ -88,7 +88,7 @@ def finding_payload(kind: Kind, body: dict[str, Any]) -> dict[str, Any]:
     import html
     import re
 
-    from ..render.approvals import text_card
+    from ..render.approval_messages import text_card
 
     # the text was made inert for Markdown chats (messages.chat_text: entities, backslashed marks); a TextRun
     # renders no Markdown at all, so the marks are shown as they were (control characters stay escaped)
@@ -98,14 +98,14 @@ def finding_payload(kind: Kind, body: dict[str, Any]) -> dict[str, Any]:
 
 def notice_for(req: ApprovalRequest) -> ApprovalNotice:
     """The request as the channels show it (its finding at proposal, its expiry and risk tier)."""
-    from ..render.approvals import notice_of
+    from ..render.approval_messages import notice_of
 
     return notice_of(req.finding, request_id=req.id, expires_at=req.expires_at, tier=req.change.tier)
 
 
 def links_for(env: Any, request_id: str) -> ApprovalLinks | None:
     """The findings-page links of a request; None when the app's public URL is unknown."""
-    from ..render.approvals import links_from_open
+    from ..render.approval_messages import links_from_open
     from .approvals import page_link
 
     url = page_link(env, request_id)

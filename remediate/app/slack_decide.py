@@ -57,7 +57,7 @@ _UNMAPPED = ("You are not an approver here: your Slack user is not mapped to an 
 
 def reply_of(item: SlackAction, decided: Decided, env: Any) -> dict[str, Any]:
     """The Slack reply for what the act came to."""
-    from ..render.approvals import slack_ephemeral, slack_outcome
+    from ..render.approval_messages import slack_ephemeral, slack_outcome
     from .notify import links_for, notice_for
 
     req = decided.request
@@ -82,7 +82,7 @@ async def carry_out(rt: Runtime, body: bytes | str, now: datetime | None = None)
     host retries; a retried act on a request already decided is refused by the core, never applied twice)."""
     from ..approvals.model import Act, Approver
     from ..errors import PolicyError
-    from ..render.approvals import slack_ephemeral
+    from ..render.approval_messages import slack_ephemeral
     from . import approvals
     from .notify import post
 

@@ -1,4 +1,5 @@
-"""The revocation timer: every 5 minutes, reconcile and remove grants whose time limit (``grant_ttl``) has passed.
+"""The revocation timer: every 5 minutes, reconcile and remove grants whose time limit (``grant_ttl``) has passed,
+then end approval requests past their ``approval_ttl`` and finish any a crash left approved.
 
 Only what the app itself granted is undone (its records in Table ``grants``): the role assignment it created,
 or exactly the access-policy permissions it added. Each run first settles intents a crash left ``pending`` for
@@ -55,3 +56,23 @@ async def revoke_timer(timer: func.TimerRequest) -> None:
     if timer.past_due:
         log.warning("kv-remediate: the revocation timer is past due; catching up")
     await revoke_due()
+    await approvals_due()
+
+
+async def approvals_due() -> None:
+    """Approval requests past their expiry end as ``expired``; those a crash left ``approved`` are finished. A
+    failure here is logged and does not undo the revocations that ran first (the next run tries again)."""
+    from ..errors import RemediateError
+    from .approvals import settle_due
+
+    try:
+        expired, finished = await settle_due()
+    except RemediateError as exc:
+        log.error("kv-remediate: approval requests were not settled: %s", exc.message)
+        return
+    for r in expired:
+        log.info("kv-remediate approval %s expired", r.id, extra={"custom_dimensions": {
+            "event": "approval_expired", "approval_id": r.id}})
+    for d in finished:
+        log.info("kv-remediate approval %s finished after a crash: %s", d.request.id if d.request else "?",
+                 d.status)

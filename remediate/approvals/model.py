@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from ..armid import is_guid
 from ..guard import Policy, Verdict, exact_write
-from ..model import PERMISSION_KINDS, AccessPolicyPlan, Denial, Plan, RoleAssignmentPlan
+from ..model import PERMISSION_KINDS, AccessPolicyPlan, Denial, HsmRoleAssignmentPlan, Plan, RoleAssignmentPlan
 from ..store.encoding import iso as _iso
 from ..store.encoding import parse_iso as _time
 
@@ -141,6 +141,13 @@ def exact_change(plan: Plan, policy: Policy) -> ExactChange | Verdict:
     if isinstance(write, Verdict):
         return write
     ttl = policy.grant_ttl_text
+    if isinstance(plan, HsmRoleAssignmentPlan):   # once the guard admits HSM writes: the HSM, its local scope,
+        custom = plan.custom_role                  # the role, and a custom role's exact data actions
+        return ExactChange("hsm_role_assignment", write.principal_id, write.principal_type,
+                           f"{plan.hsm.rstrip('/').lower()}{plan.scope}", write.tier,
+                           role_definition_id=plan.role_definition_id.lower(),
+                           permissions={"data_actions": tuple(sorted(custom.data_actions))} if custom else None,
+                           grant_ttl=ttl)
     if isinstance(plan, RoleAssignmentPlan):
         return ExactChange("role_assignment", write.principal_id, write.principal_type, str(write.scope).lower(),
                            write.tier, role_definition_id=plan.role_definition_id.lower(), grant_ttl=ttl,
@@ -316,7 +323,7 @@ def expire(req: ApprovalRequest, now: datetime) -> Step:
 
 def _who_refusal(req: ApprovalRequest, act: Act, rules: Rules) -> tuple[RefusalCode, str] | None:
     oid = act.approver.object_id
-    if not is_guid(oid) or oid != oid.lower() or oid.strip("0-") == "":
+    if not is_guid(oid) or oid.strip("0-") == "":
         return "bad_identity", "the approver's identity is not an Entra ID object id"
     if rules.approvers and oid not in rules.approvers:
         return "not_an_approver", f"{oid} is not on the policy's approvers list"
@@ -330,6 +337,8 @@ def _who_refusal(req: ApprovalRequest, act: Act, rules: Rules) -> tuple[RefusalC
 def decide(req: ApprovalRequest, act: Act, rules: Rules, now: datetime) -> Step:
     """What ``act`` does to ``req`` at ``now`` under ``rules`` (pure). The caller stores ``Step.request`` with a
     compare-and-swap when ``Step.changed``, and applies the write only when ``Step.apply`` and the swap won."""
+    if is_guid(act.approver.object_id):   # object ids compare (and are recorded) lower-case
+        act = replace(act, approver=replace(act.approver, object_id=act.approver.object_id.lower()))
     if req.state != "pending":
         return _refuse(req, act, now, "not_pending", f"this request is already {req.state}; nothing was changed")
     expired = expire(req, now)

@@ -110,13 +110,17 @@ async def _swap_loop(store: ApprovalStore, id: str, step_of: Any) -> Step | None
     raise StorageError(f"approval request {id} kept changing under {_TRIES} attempts to update it; retry")
 
 
-async def decide(store: ApprovalStore, id: str, act: Act, *, facts: ArmFacts, ctx: ApplyContext) -> Decided:
+async def decide(store: ApprovalStore, id: str, act: Act, *, facts: ArmFacts | None,
+                 ctx: ApplyContext) -> Decided:
     """Record ``act`` on request ``id`` at ``ctx.now`` and, when it completes the approvals, apply the write.
 
     ``facts`` must be a fresh fact source (nothing cached from before the approval: the tenant is read again);
     ``ctx`` the apply context of a normal run (policy, grant store, rate slots, backend, own principals), its
-    ``now`` the time of the act. Exactly once: only the act whose compare-and-swap moved the request to
+    ``now`` the time of the act (``facts`` may be None for a reject, which reads nothing). Exactly once: only the
+    act whose compare-and-swap moved the request to
     ``approved`` applies; concurrent and later acts are refused (``not_pending``) and see the outcome."""
+    if act.verb == "approve" and facts is None:
+        raise ValueError("decide() needs a fact source for an approval (it re-reads the tenant and applies)")
     first = await asyncio.to_thread(store.get, id)
     if first is None:
         return Decided("refused", None, f"there is no approval request {id}", refused="not_found")
@@ -136,6 +140,7 @@ async def decide(store: ApprovalStore, id: str, act: Act, *, facts: ArmFacts, ct
     if not step.apply:
         status: DecidedStatus = "rejected" if step.request.state == "rejected" else "recorded"
         return Decided(status, step.request, step.message)
+    assert facts is not None
     return await _carry_out(store, step.request, facts=facts, ctx=ctx)
 
 

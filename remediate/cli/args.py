@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from .. import __version__
+from .approvals import cmd_approvals, cmd_approve, cmd_reject
 from .commands import (
     cmd_demo,
     cmd_diagnose,
@@ -139,7 +140,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state", metavar="FILE", help="grant audit database (default ~/.kv-remediate/state.db)")
     p.set_defaults(func=cmd_remediate)
     _add_record_commands(sub, fmt)
+    _add_approval_commands(sub, fmt)
     return parser
+
+
+def _add_approval_commands(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
+    """approvals (what waits for people), approve ID and reject ID (an operator's decision)."""
+    p = sub.add_parser("approvals", help="approval requests waiting for people", formatter_class=fmt,
+                       description="List the approval requests still pending (policy mode approve, or plans above "
+                                   "approve_above_tier): id, approvals so far, time left, grantee and the exact "
+                                   "change, newest first. Requests past their approval_ttl are ended as expired.",
+                       epilog=_examples("kv-remediate approvals", "kv-remediate approvals --all --limit 20",
+                                        "kv-remediate approvals --output json | jq -r '.approvals[].id'"))
+    p.add_argument("--state", metavar="FILE", help="state database (default ~/.kv-remediate/state.db; the app's "
+                   "Tables when KV_REMEDIATE_STORAGE is set)")
+    p.add_argument("--all", action="store_true", help="every request, whatever its state")
+    p.add_argument("--limit", type=int, default=100, metavar="N", help="at most N requests (default 100)")
+    _add_output(p)
+    p.set_defaults(func=cmd_approvals)
+    for verb, func, what in (("approve", cmd_approve, "approve one request; the approval that completes it re-reads "
+                              "the tenant and applies exactly the approved change (or nothing, if it changed)"),
+                             ("reject", cmd_reject, "reject one request: it ends, nothing is applied")):
+        p = sub.add_parser(verb, help=what.split(";")[0].split(":")[0], formatter_class=fmt,
+                           description=what[0].upper() + what[1:] + ". Recorded with who decided (the credential's "
+                           "object id, or --as), when, and from which host.",
+                           epilog=_examples(f"kv-remediate {verb} 3f0c...   # an id from `kv-remediate approvals`",
+                                            f"kv-remediate {verb} ID --snapshot t.json --as OBJECT_ID --snapshot-out "
+                                            "t.json"))
+        p.add_argument("id", metavar="ID", help="the request id (`kv-remediate approvals`)")
+        p.add_argument("--as", dest="as_oid", metavar="OBJECT_ID",
+                       help="record the decision under this Entra ID object id (default: the credential's oid)")
+        p.add_argument("--reason", metavar="TEXT", help="why (kept with the decision)")
+        p.add_argument("--policy", metavar="FILE",
+                       help="remediation policy (default: KV_REMEDIATE_POLICY): approvers and min_approvals")
+        p.add_argument("--snapshot", metavar="FILE", help=_SNAPSHOT_HELP)
+        p.add_argument("--snapshot-out", metavar="FILE",
+                       help="with --snapshot: write the tenant as it stands after the run")
+        p.add_argument("--state", metavar="FILE", help="state database (default ~/.kv-remediate/state.db)")
+        _add_output(p)
+        p.set_defaults(func=func)
 
 
 def _add_record_commands(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:

@@ -65,11 +65,25 @@ def remediate_exit(findings: Any, requested: bool, unusable: bool) -> int:
     return 4 if requested and refusals(findings, requested) else 0
 
 
+def _proposer(args: argparse.Namespace, policy: Any) -> Any:
+    """Who proposes the approval requests ``--apply`` opens (never their approver): the credential's identity
+    against Azure, when the policy routes anything to approval and it can be told; None otherwise."""
+    from ..errors import InputError
+    from .approvals import operator
+
+    if not args.apply or args.snapshot or (policy.mode != "approve" and policy.approve_above_tier is None):
+        return None
+    try:
+        return operator(None, None)
+    except InputError:
+        return None
+
+
 def cmd_remediate(args: argparse.Namespace) -> int:
     import getpass
 
     from ..apply import ApplyContext
-    from ..backends import fact_source, open_grants, open_slots
+    from ..backends import fact_source, open_approvals, open_grants, open_slots
     from ..guard import load_policy
     from ..model import Proof
     from ..render.findings import apply_summary, report
@@ -89,7 +103,9 @@ def cmd_remediate(args: argparse.Namespace) -> int:
                 else None
             ctx = ApplyContext(policy=policy, grants=grants, slots=slots, now=_now(), requested=args.apply,
                                actor=("emulator" if args.snapshot else None), operator=operator,
-                               backend=EMULATOR if args.snapshot else None)
+                               backend=EMULATOR if args.snapshot else None,
+                               approvals=open_approvals(args.state) if args.apply else None,
+                               proposer=_proposer(args, policy))
             async with fact_source(args.snapshot, args.subscription, snapshot_out=args.snapshot_out) as facts:
                 got = await remediate(parsed.denials, facts, ctx, progress=progress, entry="cli")
                 return got, (await display_names(facts, got.findings) if text else {})

@@ -283,6 +283,16 @@ def evidence_tree(f: Finding, names: Names | None = None) -> list[str]:
     return out
 
 
+def _waiting_text(o: dict[str, Any]) -> str:
+    """A plan only suggested, or waiting for people to approve it (its request id and how to decide)."""
+    if o.get("approval_id"):
+        return (f"Waiting for approval (request {o.get('approval_id')}): {o.get('reason')}; decide with "
+                f"`kv-remediate approve {o.get('approval_id')}` or on the findings page")
+    if o.get("outcome") == "pending_approval":
+        return "No change: " + str(o.get("detail") or "pending approval")
+    return f"Suggested only ({o.get('refused_by')}): {o.get('reason')}"
+
+
 def outcome_text(o: dict[str, Any]) -> str:
     """What remediate did with a finding, in one line."""
     kind = o.get("outcome")
@@ -295,8 +305,8 @@ def outcome_text(o: dict[str, Any]) -> str:
         return f"Refused by policy rule '{o.get('refused_by')}': {o.get('reason')}"
     if kind == "failed":
         return f"FAILED: {o.get('error')}"
-    if kind == "suggested":
-        return f"Suggested only ({o.get('refused_by')}): {o.get('reason')}"
+    if kind in ("suggested", "pending_approval"):
+        return _waiting_text(o)
     return "No change: " + str(o.get("detail") or kind)
 
 

@@ -119,7 +119,8 @@ def clear_storage(connection_string: str) -> None:
         with contextlib.suppress(Exception):
             queues.get_queue_client(name).clear_messages()
     tables = TableServiceClient.from_connection_string(connection_string)
-    for name in (app_settings.CLAIMS_TABLE, app_settings.FINDINGS_TABLE, app_settings.GRANTS_TABLE):
+    for name in (app_settings.CLAIMS_TABLE, app_settings.FINDINGS_TABLE, app_settings.GRANTS_TABLE,
+                 app_settings.APPROVALS_TABLE):
         table = tables.get_table_client(name)
         with contextlib.suppress(Exception):
             for e in list(table.list_entities(select=["PartitionKey", "RowKey"])):
@@ -134,6 +135,7 @@ def app_environment(monkeypatch: pytest.MonkeyPatch, connection_string: str, sna
     monkeypatch.setenv(app_settings.STORAGE_CONNECTION, connection_string)
     monkeypatch.setenv(app_settings.SNAPSHOT_SETTING, str(snapshot))
     for name in (app_settings.NOTIFY_SETTING, app_settings.WINDOW_SETTING, app_settings.POLICY_SETTING,
+                 app_settings.PUBLIC_URL_SETTING, "WEBSITE_HOSTNAME",
                  "KV_REMEDIATE_WEBHOOK_AUDIENCE", "KV_REMEDIATE_WEBHOOK_TENANT", "KV_REMEDIATE_API_AUDIENCE",
                  "KV_REMEDIATE_API_TENANT", app_settings.SELF_SETTING, "WEBSITE_INSTANCE_ID", "WEBSITE_SITE_NAME"):
         monkeypatch.delenv(name, raising=False)

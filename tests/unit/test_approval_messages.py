@@ -14,7 +14,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from remediate.render.approvals import (
+from remediate.render.approval_messages import (
     SLACK_APPROVE,
     SLACK_OPEN,
     SLACK_REJECT,
@@ -245,8 +245,8 @@ def test_webhook_payload_has_the_link_only() -> None:
     # given the generic payload; then it carries the page link to open, and no approve/reject link
     n = notice()
     body = webhook_payload(n, page_links(BASE, n.request_id))
-    urls = re.findall(r"https?://\S+", json.dumps(body))
-    assert {u.rstrip('",') for u in urls} == {f"{BASE}/api/findings?approval=apr-0b8f1c2d"}
+    urls = re.findall(r"https?://[^\s\"]+", json.dumps(body))
+    assert set(urls) == {f"{BASE}/api/findings?approval=apr-0b8f1c2d"}
     assert body["kv_remediate"]["kind"] == "approval_request"
     assert body["kv_remediate"]["expires_at"] == "2026-12-08T14:00:00+00:00"
 

@@ -172,3 +172,43 @@ def test_bad_mapping_entries_are_named(text: str) -> None:
 def test_team_setting_check() -> None:
     assert team_problem("T0TEAM") is None and team_problem(None) is None
     assert team_problem("contoso") is not None
+
+
+@pytest.mark.parametrize(("url", "ok"), [
+    ("https://hooks.slack.com/actions/T0/1/abc", True),
+    ("https://hooks.slack-gov.com/actions/T0/1/abc", True),
+    ("http://hooks.slack.com/actions/T0/1/abc", False),
+    ("https://hooks.slack.com.evil.example/x", False),
+    ("https://evil.example/hooks.slack.com", False),
+    ("https://hooks.slack.com@evil.example/x", False),
+    ("https://169.254.169.254/metadata", False),
+    ("http://127.0.0.1:8080/reply", True),
+    ("ftp://hooks.slack.com/x", False),
+    ("https://[::1", False),
+    (None, False),
+    ("", False),
+])
+def test_replies_go_only_to_slack_hooks_or_loopback(url: str | None, ok: bool) -> None:
+    from remediate.app.slack import response_url_ok
+
+    assert response_url_ok(url) is ok
+
+
+def test_a_queued_click_round_trips() -> None:
+    from remediate.app.slack import encode_click
+    from remediate.app.slack_decide import decode
+
+    click = parse_click(click_body())
+    item = decode(encode_click(click, OID, None, NOW))
+    assert (item.request_id, item.verb, item.slack_user, item.slack_team, item.approver) == \
+        ("apr-1", "approve", "U0APPROVER", "T0TEAM", OID)
+    assert item.response_url == "https://hooks.slack.com/actions/T0TEAM/1/abc"
+
+
+@pytest.mark.parametrize("body", [b"", b"{}", b"[]", b'{"schema": "other"}', b"\xff"])
+def test_a_queue_message_that_is_not_ours_is_refused(body: bytes) -> None:
+    from remediate.app.slack_decide import decode
+    from remediate.errors import InputError
+
+    with pytest.raises(InputError):
+        decode(body)

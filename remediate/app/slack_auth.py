@@ -34,6 +34,9 @@ MAX_BODY_BYTES = 64 * 1024
 """A block_actions payload for one of our messages is a few KB; anything far larger is not one."""
 _USER = re.compile(r"[UW][A-Z0-9]{2,40}")
 _TEAM = re.compile(r"[TE][A-Z0-9]{2,40}")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
+"""An approval request id as the core makes them (a UUID) and our buttons carry: anything else never reaches the
+store (Table keys refuse ``/``, ``#``, ``?`` and control characters)."""
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 DECISIONS = {"kv_remediate_approve": "approve", "kv_remediate_reject": "reject"}
 OPEN_ACTION = "kv_remediate_open"
@@ -121,6 +124,8 @@ def parse_click(body: bytes) -> SlackClick:
     action = DECISIONS.get(act.action_id) or ("open" if act.action_id == OPEN_ACTION else None)
     if action is None or not act.value:
         raise _bad("the click is not on a kv-remediate Approve, Reject or Open button")
+    if not _REQUEST_ID.fullmatch(act.value):
+        raise _bad("the button's value is not an approval request id")
     if not _USER.fullmatch(interaction.user.id):
         raise _bad("the clicking user's id is not a Slack user id")
     team = interaction.team.id if interaction.team else interaction.user.team_id

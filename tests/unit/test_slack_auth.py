@@ -135,6 +135,10 @@ def test_no_secret_refuses_everything() -> None:
     click_body(user={"id": "not a user"}),
     click_body(user={"id": "U1", "username": "x" * 10_000}),
     click_body(value="x" * 3000),
+    click_body(value="apr/../other"),
+    click_body(value="apr#1"),
+    click_body(value="apr\n1"),
+    click_body(value="-apr"),
     b"payload=" + b"a" * 70_000,
 ])
 def test_payloads_that_are_not_our_clicks_are_refused(body: bytes) -> None:

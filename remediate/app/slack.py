@@ -129,7 +129,9 @@ def slack_actions(req: func.HttpRequest) -> func.HttpResponse:
     try:
         accept(services.get(), req.headers, req.get_body() or b"", datetime.now(UTC))
     except SlackRequestError as exc:
-        log.warning("kv-remediate slack: request refused (%s)", exc.reason)
+        said = {"event": "kv-remediate.slack_refused", "reason": exc.reason, "status": exc.status}
+        log.warning("kv-remediate slack: request refused (%s): nothing queued or decided", exc.reason,
+                    extra={"custom_dimensions": said})
         return error_response(exc.status, exc.code, exc.message)
     except Exception as exc:
         return from_exception(exc, "slack_actions")

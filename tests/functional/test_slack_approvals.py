@@ -140,9 +140,14 @@ def test_signed_click_applies_exactly_once(slack: Slack) -> None:
                                                              "kv_remediate_open"]
     assert actions["elements"][2]["url"] == f"{PUBLIC}/api/findings?approval={request_id}"
     # when a mapped approver clicks Approve (signed by Slack)
+    run = services.get().emulator
+    assert run is not None
+    arm_before = run.emulator.request_count
     status, body, headers = slack.click(request_id)
-    # then the endpoint answers at once (the click is queued, nothing decided yet)
-    assert status == 200 and slack.queued() == 1 and _assignments() == []
+    # then the endpoint answers without a single Azure call (Slack's 3 s are never spent on ARM): the click is
+    # queued, nothing is decided yet
+    assert status == 200 and slack.queued() == 1 and run.emulator.request_count == arm_before
+    assert _assignments() == [] and slack.request(request_id).decisions == ()
     # when the decision worker runs
     slack.decide()
     # then the role assignment exists once, the request is applied and records who, how and from where

@@ -1,5 +1,5 @@
 // Storage for the function app: host storage, the deployment package container, the `denials` queue and the
-// `claims`, `findings`, `grants` and `vaultindex` tables. Identity-based access only: shared keys are disabled.
+// `claims`, `findings`, `grants`, `approvals` and `vaultindex` tables. Identity-based access only: shared keys are disabled.
 
 @description('Azure region.')
 param location string
@@ -106,6 +106,12 @@ resource grantsTable 'Microsoft.Storage/storageAccounts/tableServices/tables@202
   name: 'grants'
 }
 
+// Approval requests waiting for (or decided by) people, one per exact change (approvals/, issue 11).
+resource approvalsTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
+  parent: tableService
+  name: 'approvals'
+}
+
 // Where vault names resolved (name -> resource id, 24 h), shared by every instance (store/vault_index.py).
 resource vaultIndexTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
   parent: tableService
@@ -122,5 +128,6 @@ output tableNames array = [
   claimsTable.name
   findingsTable.name
   grantsTable.name
+  approvalsTable.name
   vaultIndexTable.name
 ]

@@ -361,7 +361,8 @@ def _approve(req: ApprovalRequest, act: Act, rules: Rules, now: datetime) -> Ste
     if any(a.object_id == act.approver.object_id for a in req.approved_by):
         return Step(req, False, refused="repeat", message="you have already approved this request; it needs "
                     f"{rules.min_approvals} distinct approvers")
-    counted = replace(req, decisions=(*req.decisions, _entry(act, now)))
+    counted = replace(req, decisions=(*req.decisions, _entry(act, now)),
+                      min_approvals=max(req.min_approvals, rules.min_approvals))   # what it needs now, shown
     have = len(counted.approved_by)
     if have < rules.min_approvals:
         return Step(counted, True, message=f"approval {have} of {rules.min_approvals} recorded; waiting for "

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from ..store.approvals import ApprovalStore, Versioned
 
 log = logging.getLogger("kv_remediate.approvals")
-_TRIES = 20
+_TRIES = 50
+_REFUSAL_TRIES = 3
 STALE_APPROVED = timedelta(minutes=5)
 """How long a request may sit in ``approved`` (its apply crashed mid-way) before :func:`resume_approved` finishes
 it: longer than one apply may take (``ApplyContext.budget_s``)."""
@@ -69,6 +70,9 @@ async def propose(store: ApprovalStore, finding: Finding, ctx: ApplyContext,
     request = model.new_request(_id(), change=change, denial=finding.denial, finding=doc, policy=ctx.policy,
                                 now=ctx.now, origin=origin)
     got = await asyncio.to_thread(store.open, request)
+    if got.id != request.id and got.state == "pending" and ctx.now >= got.expires_at:
+        await _swap_loop(store, got.id, lambda r: model.expire(r, ctx.now))   # never join a request past its time
+        got = await asyncio.to_thread(store.open, request)
     log.info("approval %s %s", got.id, "opened" if got.id == request.id else "joined", extra={"kv_remediate": {
         "event": "approval", "approval_id": got.id, "state": got.state, "plan_hash": got.plan_hash,
         "principal": got.grantee, "scope": got.change.scope}})
@@ -99,13 +103,23 @@ async def pending(store: ApprovalStore, now: datetime, limit: int | None = 100) 
 
 
 async def _swap_loop(store: ApprovalStore, id: str, step_of: Any) -> Step | None:
-    """Read, compute the step, compare-and-swap; again on a lost race. None when the request does not exist."""
-    for _ in range(_TRIES):
+    """Read, compute the step, compare-and-swap; again on a lost race. None when the request does not exist.
+
+    A refused act is recorded as best effort: after a few lost races (many people clicking at once) it is answered
+    from the latest read without being appended, so a crowd of late clicks cannot starve each other; a counted act
+    (an approval, a reject, the end of a request) is retried until it lands or ``_TRIES`` is spent."""
+    for attempt in range(_TRIES):
         got: Versioned | None = await asyncio.to_thread(store.get, id)
         if got is None:
             return None
         step: Step = step_of(got.request)
-        if not step.changed or await asyncio.to_thread(store.swap, step.request, got.version) is not None:
+        if not step.changed:
+            return step
+        if step.refused is not None and attempt >= _REFUSAL_TRIES:
+            log.info("approval %s: a refused act (%s) was not recorded after %d lost races", id, step.refused,
+                     attempt)
+            return replace(step, request=got.request, changed=False)
+        if await asyncio.to_thread(store.swap, step.request, got.version) is not None:
             return step
     raise StorageError(f"approval request {id} kept changing under {_TRIES} attempts to update it; retry")
 

@@ -109,3 +109,26 @@ def test_the_grantee_cannot_approve_itself(app: App) -> None:
                                            Act("approve", Approver(principal), "page")))
     assert (got.status, got.refused) == ("refused", "self_approval")
     assert tenant_assignments(principal) == before
+
+
+def test_an_authenticated_apply_opens_a_request_its_operator_may_not_approve(
+        azurite: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.functional.test_app_apply_auth import APPLY, _serve
+    from tests.support.entra import OPERATOR_OID, bearer, operator_token
+
+    monkeypatch.setattr("tests.functional.test_app_apply_auth.POLICY", POLICY)
+    for app in _serve(azurite, tmp_path, monkeypatch):
+        # given an operator's POST /api/remediate with apply under mode approve
+        status, doc = app.post("/api/remediate", APPLY, **bearer(operator_token()))
+        [finding] = doc["findings"]
+        approval_id = str(finding["approval_id"])
+        # then it opens a request (nothing applied), proposed by the token's oid
+        assert status == 200 and (finding["outcome"], finding["refused_by"]) == ("pending_approval", "approval")
+        req = on_loop(app, lambda: appr.get(services.get(), approval_id))  # noqa: B023 (run at once)
+        assert req is not None and req.requested_by is not None and req.requested_by.object_id == OPERATOR_OID
+        # and that operator may not approve it too
+        got = on_loop(app, lambda: appr.decide(services.get(), approval_id,  # noqa: B023
+                                               Act("approve", Approver(OPERATOR_OID), "page")))
+        assert (got.status, got.refused) == ("refused", "requester")
+        got = on_loop(app, lambda: appr.decide(services.get(), approval_id, Act("approve", ALICE, "page")))  # noqa: B023
+        assert got.status == "applied"

@@ -325,3 +325,14 @@ def test_a_tampered_request_applies_only_what_the_tenant_calls_for(tmp_path: Pat
     else:
         assert d.status == "failed" and d.request is not None and d.request.end == "drift"
         assert everyone == []
+
+
+def test_a_new_denial_never_joins_a_request_past_its_time(tmp_path: Path, approvals: Any) -> None:
+    t = Tenant(tmp_path, approvals, dict(APPROVE, approval_ttl="PT1H"))
+    [f] = t.propose()
+    # when the same plan is proposed again after the first request's time passed (no sweep ran in between)
+    [g] = t.propose(now=NOW + timedelta(hours=2))
+    # then a new request is opened, and the old one is expired
+    assert g["approval_id"] != f["approval_id"]
+    old = t.store().get(f["approval_id"])
+    assert old is not None and old.request.state == "expired"

@@ -242,3 +242,24 @@ def test_any_sequence_applies_at_most_once(acts: list[tuple[Approver, str, int]]
     # then the write is applied at most once, and only by enough distinct approvers who are not the grantee
     assert applies <= 1
     assert req.state in ("pending", "approved", "rejected", "expired")
+
+
+def test_every_demo_denial_round_trips_through_a_request() -> None:
+    # given every denial the bundled inputs hold (signals, permissions, objects, alert ids...)
+    from importlib import resources
+
+    from remediate.intake import parse_inputs
+
+    demo = resources.files("remediate").joinpath("demo", "inputs")
+    parsed = parse_inputs(sorted((f.name, f.read_bytes()) for f in demo.iterdir() if f.is_file()))
+    assert parsed.denials
+    for d in parsed.denials:
+        # when a request holding it is written as JSON and read back
+        back = ApprovalRequest.from_dict(request(replace(finding(), denial=d)).to_dict())
+        # then the denial is the same typed value
+        assert back.denial == d
+
+
+def test_a_stricter_policy_at_decision_time_is_what_the_request_shows() -> None:
+    step = model.decide(request(), act(ALICE), Rules(min_approvals=2), T0)
+    assert (step.request.state, step.request.min_approvals) == ("pending", 2)

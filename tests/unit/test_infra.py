@@ -432,7 +432,7 @@ def test_denials_queue_and_the_three_tables_exist() -> None:
     queues = resources_of_type("modules/storage.bicep", "Microsoft.Storage/storageAccounts/queueServices/queues")
     assert {body(q)[1]["name"] for q in queues.values()} == {"denials"}
     tables = resources_of_type("modules/storage.bicep", "Microsoft.Storage/storageAccounts/tableServices/tables")
-    assert {body(t)[1]["name"] for t in tables.values()} == {"claims", "findings", "grants", "vaultindex"}
+    assert {body(t)[1]["name"] for t in tables.values()} == {"claims", "findings", "grants", "approvals", "vaultindex"}
 
 
 def test_function_app_is_flex_consumption_python_311_with_the_user_assigned_identity() -> None:

@@ -13,6 +13,8 @@ from typing import Any
 
 import jsonschema
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from remediate.render.approval_messages import (
     SLACK_APPROVE,
@@ -276,3 +278,28 @@ def test_fit_never_cuts_an_entity(limit: int) -> None:
 
 def test_slack_code_cannot_be_closed() -> None:
     assert slack_code("a`*b*`c") == "`a'*b*'c`"
+
+
+# --- any text at all -------------------------------------------------------------------------------------------------
+
+_ANY = st.text(st.characters(codec="utf-8"), max_size=3000)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(principal=_ANY, why=_ANY, change=_ANY, obj=_ANY)
+def test_any_text_keeps_every_format_inert_and_within_limits(principal: str, why: str, change: str, obj: str) -> None:
+    n = notice(principal=principal, why=why, change=change, object=obj or None)
+    links = page_links(BASE, n.request_id)
+    # Teams: valid 1.5, under the limit, values only in TextRuns, only our URLs
+    c = card(n)
+    assert schema_errors(c) == []
+    assert len(json.dumps(teams_payload(n, links)).encode()) < TEAMS_MAX_BYTES
+    assert [b["text"] for b in walk(c) if b.get("type") == "TextBlock"] == ["Key Vault access: approval needed"]
+    assert {a["url"] for a in c["actions"]} == {links.open, links.approve, links.reject}
+    # Slack: nothing Slack would parse as a link, mention or command; fields within Block Kit's limits
+    msg = slack_payload(n, links)
+    for t in slack_texts(msg):
+        assert "<" not in t["text"] and ">" not in t["text"] and len(t["text"]) <= 3000
+    # generic: one line per fact in the text, the link is ours
+    body = webhook_payload(n, links)
+    assert body["text"].count("\n") == 2 and body["kv_remediate"]["open_url"] == links.open

@@ -12,6 +12,9 @@ What is sent (OpenTelemetry attributes become Application Insights ``customDimen
 - counter ``kv_remediate.grants`` per apply outcome: ``outcome``, ``cause``, ``vault``, ``principal``;
 - counter ``kv_remediate.refusals`` per refused plan: ``rule``, ``cause``, ``vault``, ``principal``;
 - counter ``kv_remediate.revocations``: ``outcome`` (revoked, not_revoked, reconciled), ``vault``, ``principal``;
+- counter ``kv_remediate.approvals`` per act on an approval request: ``status`` (recorded, applied, failed,
+  rejected, refused), ``refused`` (why not), ``end``, ``channel``; span ``kv-remediate approval`` per act
+  (``approval_id``, ``approver``, ``principal``, ``scope``, ``state``);
 - histogram ``kv_remediate.diagnosis.duration`` (ms) per batch: ``entry`` (cli, http, worker);
 - spans ``kv-remediate diagnose`` / ``kv-remediate remediate`` per batch, and one ``kv-remediate grant`` span per
   recorded grant outcome (``grant_id``, ``outcome``, ``rule``, ``expires_at``, ``role``, ``scope``, ``vault``,
@@ -45,6 +48,7 @@ class _Instruments:
     grants: Any
     refusals: Any
     revocations: Any
+    approvals: Any
     duration: Any
     tracer: Any
 
@@ -79,6 +83,8 @@ def enable(meter_provider: Any = None, tracer_provider: Any = None) -> None:
                                       description="plans the policy refused, by rule"),
         revocations=meter.create_counter("kv_remediate.revocations", unit="{grant}",
                                          description="grants revoked (or settled) by the timer or the CLI"),
+        approvals=meter.create_counter("kv_remediate.approvals", unit="{act}",
+                                       description="acts on approval requests, by what they came to"),
         duration=meter.create_histogram("kv_remediate.diagnosis.duration", unit="ms",
                                         description="time to diagnose one batch"),
         tracer=tracer)
@@ -191,3 +197,19 @@ def record_revocations(results: Iterable[Revocation], records: Mapping[str, Any]
         with t.tracer.start_as_current_span("kv-remediate revoke", attributes={
                 **dims, "grant_id": str(r.grant_id or ""), "revoked": r.revoked}):
             pass
+
+
+def record_approval(status: str, request: Any, channel: str, approver: str, refused: str | None = None) -> None:
+    """One act on an approval request (page, Slack, Teams, CLI): counted by what it came to, one span naming it."""
+    t = _STATE.active
+    if t is None:
+        return
+    dims = {"status": status, "refused": refused or "", "end": str(getattr(request, "end", None) or ""),
+            "channel": channel}
+    t.approvals.add(1, dims)
+    change = getattr(request, "change", None)
+    with t.tracer.start_as_current_span("kv-remediate approval", attributes={
+            **dims, "approval_id": str(getattr(request, "id", "") or ""), "approver": approver,
+            "state": str(getattr(request, "state", "") or ""), "principal": str(getattr(change, "principal_id", "")),
+            "scope": str(getattr(change, "scope", ""))}):
+        pass

@@ -12,13 +12,16 @@ from .model import (
     DecisionEntry,
     EndCode,
     ExactChange,
+    HistoryEvent,
     RefusalCode,
     Rules,
     Step,
     Verb,
     exact_change,
+    history,
     plan_hash,
 )
 
 __all__ = ["OPEN_STATES", "Act", "ApprovalRequest", "ApprovalState", "Approver", "Channel", "DecisionEntry",
-           "EndCode", "ExactChange", "RefusalCode", "Rules", "Step", "Verb", "exact_change", "plan_hash"]
+           "EndCode", "ExactChange", "HistoryEvent", "RefusalCode", "Rules", "Step", "Verb", "exact_change", "history",
+           "plan_hash"]

@@ -301,8 +301,21 @@ class Step:
     message: str = ""
 
 
+MAX_REASON = 1000
+MAX_ORIGIN = 200
+MAX_NAME = 256
+"""What one act may add to the request (characters): a reason, an origin, a display name; longer is cut, so a
+typed-in essay or a crafted header can never push the request past what its store holds."""
+
+
+def _cut(text: str | None, limit: int) -> str | None:
+    return None if text is None else (text if len(text) <= limit else text[:limit - 1] + "…")
+
+
 def _entry(act: Act, now: datetime, refused: RefusalCode | None = None) -> DecisionEntry:
-    return DecisionEntry(act.verb, act.approver, act.channel, now, act.origin, act.reason, refused)
+    who = Approver(act.approver.object_id[:MAX_ORIGIN], _cut(act.approver.display_name, MAX_NAME))
+    return DecisionEntry(act.verb, who, act.channel, now, _cut(act.origin, MAX_ORIGIN),
+                         _cut(act.reason, MAX_REASON), refused)
 
 
 def _refuse(req: ApprovalRequest, act: Act, now: datetime, code: RefusalCode, message: str) -> Step:
@@ -349,9 +362,10 @@ def decide(req: ApprovalRequest, act: Act, rules: Rules, now: datetime) -> Step:
     if who is not None:
         return _refuse(req, act, now, *who)
     if act.verb == "reject":
+        entry = _entry(act, now)
         ended = replace(req, state="rejected", ended_at=now, end="rejected",
-                        detail=f"rejected by {act.approver.display_name or act.approver.object_id}"
-                        + (f": {act.reason}" if act.reason else ""), decisions=(*req.decisions, _entry(act, now)))
+                        detail=f"rejected by {entry.approver.display_name or entry.approver.object_id}"
+                        + (f": {entry.reason}" if entry.reason else ""), decisions=(*req.decisions, entry))
         return Step(ended, True, message="rejected; nothing was applied")
     return _approve(req, act, rules, now)
 
@@ -378,3 +392,34 @@ def finish(req: ApprovalRequest, end: EndCode, now: datetime, *, detail: str | N
     return replace(req, state="applied" if end == "applied" else "failed", ended_at=now, end=end, detail=detail,
                    grant_id=grant_id, outcome=dict(outcome) if outcome is not None else None)
 
+
+
+HistoryKind = Literal["proposed", "approved", "rejected", "refused", "applied", "failed", "expired"]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEvent:
+    """One line of a request's history for people (the findings page, a card): what happened, when, by whom,
+    through which channel and from where (``detail``: the reason, why an act was refused, why it ended)."""
+
+    at: datetime
+    kind: HistoryKind
+    who: Approver | None = None
+    channel: Channel | None = None
+    origin: str | None = None
+    detail: str | None = None
+
+
+def history(req: ApprovalRequest) -> tuple[HistoryEvent, ...]:
+    """The request's history in time order: proposed, every act (counted or refused), how it ended. The grant it
+    made (verified, revoked) is the grant record's (``req.grant_id``)."""
+    events = [HistoryEvent(req.created_at, "proposed", req.requested_by, None, None,
+                           f"needs {req.min_approvals} approval(s) by {_iso(req.expires_at)}")]
+    for d in req.decisions:
+        kind: HistoryKind = "refused" if d.refused else ("approved" if d.verb == "approve" else "rejected")
+        why = f"{d.verb} refused: {d.refused}" if d.refused else None
+        detail = "; ".join(x for x in (why, d.reason) if x) or None
+        events.append(HistoryEvent(d.at, kind, d.approver, d.channel, d.origin, detail))
+    if req.ended_at is not None and req.state in ("applied", "failed", "expired"):
+        events.append(HistoryEvent(req.ended_at, req.state, None, None, None, req.detail))  # type: ignore[arg-type]
+    return tuple(sorted(events, key=lambda e: e.at))

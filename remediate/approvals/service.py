@@ -126,6 +126,17 @@ async def _swap_loop(store: ApprovalStore, id: str, step_of: Any) -> Step | None
 
 async def decide(store: ApprovalStore, id: str, act: Act, *, facts: ArmFacts | None,
                  ctx: ApplyContext) -> Decided:
+    """Record ``act`` on request ``id`` (see :func:`_decide`), counted in telemetry by what it came to."""
+    from .. import telemetry
+
+    done = await _decide(store, id, act, facts=facts, ctx=ctx)
+    telemetry.record_approval(done.status, done.request, act.channel, act.approver.object_id.lower()[:64],
+                              done.refused)
+    return done
+
+
+async def _decide(store: ApprovalStore, id: str, act: Act, *, facts: ArmFacts | None,
+                  ctx: ApplyContext) -> Decided:
     """Record ``act`` on request ``id`` at ``ctx.now`` and, when it completes the approvals, apply the write.
 
     ``facts`` must be a fresh fact source (nothing cached from before the approval: the tenant is read again);
@@ -175,7 +186,9 @@ async def _carry_out(store: ApprovalStore, req: ApprovalRequest, *, facts: ArmFa
     log.info("approval %s ended: %s (%s)", req.id, end, detail or "", extra={"kv_remediate": {
         "event": "approval_end", "approval_id": req.id, "end": end, "grant_id": grant_id}})
     status: DecidedStatus = "applied" if end == "applied" else "failed"
-    return Decided(status, final, detail or end, outcome=outcome)
+    message = f"the change was applied and verified (grant {grant_id})" + (f"; {detail}" if detail else "") \
+        if end == "applied" else (detail or end)
+    return Decided(status, final, message, outcome=outcome)
 
 
 def _drift(old: model.ExactChange, new: model.ExactChange) -> str:

@@ -37,6 +37,7 @@ examples:
   az monitor log-analytics query ... | kv-remediate diagnose -   # audit-log rows from a pipe (JSON out)
   kv-remediate remediate alert.json --policy policy.yaml --apply
   kv-remediate operations                              # the operation names --operation accepts
+  kv-remediate approvals                               # requests waiting for approval (policy mode approve)
 
 exit codes: 0 done; 2 unusable input, arguments or policy; 3 Azure could not be reached or refused a change;
 4 remediate --apply was refused by policy for at least one finding. See docs/cli.md."""

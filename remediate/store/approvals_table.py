@@ -62,14 +62,18 @@ class TableApprovalStore:
         return Versioned(self._request(entity), str(entity.metadata["etag"]))
 
     def open(self, request: ApprovalRequest) -> ApprovalRequest:
+        """The request is written first, then claims the index row of its change; when another open request holds
+        that row, ours is deleted (nobody has its id yet) and theirs returned. So an index row always names a
+        request that exists, and two instances opening the same change at once end with one request."""
         from azure.data.tables import UpdateMode
 
         row = {"PartitionKey": _OPEN, "RowKey": _open_row(request), "request_id": request.id}
         with storage_errors("opening an approval request", self._target(request.id)):
+            self._table.create_entity(self._entity(request))
             for _ in range(_TRIES):
                 try:
                     self._table.create_entity(row)
-                    break
+                    return request
                 except ResourceExistsError:
                     pass
                 try:
@@ -78,18 +82,17 @@ class TableApprovalStore:
                     continue   # released meanwhile: insert again
                 got = self._read(str(held.get("request_id")))
                 if got is not None and got.request.open:
+                    self._table.delete_entity(_PARTITION, request.id)
                     return got.request
-                try:   # the row names an ended (or never written) request: take it over
+                try:   # the row names an ended request: take it over
                     self._table.update_entity(row, mode=UpdateMode.REPLACE, etag=held.metadata["etag"],
                                               match_condition=MatchConditions.IfNotModified)
-                    break
+                    return request
                 except (ResourceModifiedError, ResourceNotFoundError):
                     continue
-            else:
-                raise StorageError(f"opening approval request {request.id} on {self._target()} did not settle after "
-                                   f"{_TRIES} conditional writes; retry")
-            self._table.create_entity(self._entity(request))
-        return request
+            self._table.delete_entity(_PARTITION, request.id)
+        raise StorageError(f"opening approval request {request.id} on {self._target()} did not settle after "
+                           f"{_TRIES} conditional writes; retry")
 
     def get(self, id: str) -> Versioned | None:
         with storage_errors("reading an approval request", self._target(id)):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -29,6 +30,7 @@ from remediate.store.approvals_table import TableApprovalStore
 from remediate.store.azure import table_client
 from remediate.store.claims import SqliteClaimStore
 from remediate.store.grants import SqliteGrantStore
+from tests.functional.test_telemetry import Recorded
 from tests.support.demo_apply import LEGACY, NOW, PAY, SUB, TENANT, denial, entry_of, gid
 
 APPROVE = {"mode": "approve", "scopes": [f"/subscriptions/{SUB}"], "principal_types": ["ServicePrincipal", "User"],
@@ -336,3 +338,69 @@ def test_a_new_denial_never_joins_a_request_past_its_time(tmp_path: Path, approv
     assert g["approval_id"] != f["approval_id"]
     old = t.store().get(f["approval_id"])
     assert old is not None and old.request.state == "expired"
+
+
+@pytest.fixture
+def recorded() -> Iterator[Recorded]:
+    from remediate import telemetry
+
+    r = Recorded()
+    telemetry.enable(r.meters, r.tracers)
+    try:
+        yield r
+    finally:
+        telemetry.disable()
+
+
+def test_approval_acts_are_counted_and_traced(recorded: Recorded, tmp_path: Path) -> None:
+    # given telemetry on, a request opened under mode approve, then a refused act and the approval that applies it
+    t = Tenant(tmp_path, lambda: SqliteApprovalStore(tmp_path / "state.db"))
+    [f] = t.propose()
+    t.decide((f["approval_id"], Act("approve", Approver(ORDERS), "slack")))
+    t.decide((f["approval_id"], approve(ALICE)))
+    # then each act is counted by what it came to, and traced with the request it was about
+    assert recorded.sums("kv_remediate.approvals", "status") == Counter({"refused": 1, "applied": 1})
+    assert recorded.sums("kv_remediate.approvals", "refused") == Counter({"self_approval": 1, "": 1})
+    spans = [dict(s.attributes or {}) for s in recorded.spans.get_finished_spans()
+             if s.name == "kv-remediate approval"]
+    assert [(s["approval_id"], s["state"], s["channel"]) for s in spans] == [
+        (f["approval_id"], "pending", "slack"), (f["approval_id"], "applied", "page")]
+
+
+def test_many_instances_opening_the_same_change_open_one_request(tmp_path: Path, approvals: Any) -> None:
+    # given twelve instances that each diagnosed a denial needing the same write, opening its request at once
+    from concurrent.futures import ThreadPoolExecutor
+
+    from remediate.approvals import model
+
+    t = Tenant(tmp_path, approvals)
+    [f] = t.propose()
+    first = t.store().get(f["approval_id"])
+    assert first is not None
+    base = first.request
+    # (the first request ended, so its change is free again)
+    assert t.store().swap(replace(base, state="expired", end="expired", ended_at=NOW), first.version) is not None
+    fresh = [replace(base, id=str(uuid.uuid4()), decisions=()) for _ in range(12)]
+    with ThreadPoolExecutor(12) as pool:
+        got = list(pool.map(lambda r: t.store().open(r), fresh))
+    # then they all hold the same one request, and only it exists besides the ended one
+    assert len({g.id for g in got}) == 1
+    assert [r.state for r in t.store().list(state="pending")] == ["pending"]
+    assert model.OPEN_STATES == ("pending", "approved")
+
+
+@pytest.mark.parametrize(("above", "expect"), [(0, "pending_approval"), (1, "applied")])
+def test_mode_apply_routes_only_plans_above_the_tier(tmp_path: Path, approvals: Any, above: int,
+                                                     expect: str) -> None:
+    # given mode apply with approve_above_tier, and the denial proven by the audit log (SecretGet: tier 1)
+    from remediate.model import Proof
+
+    t = Tenant(tmp_path, approvals, dict(APPROVE, mode="apply", approve_above_tier=above))
+    d = denial(ORDERS, PAY)
+    [f] = t.propose(d, proofs={d.canonical().identity_key(): Proof("audit_log", "workspace w row r")})
+    # then a plan above the tier waits for a person, one at or below it is applied on the evidence
+    assert f["outcome"] == expect
+    assert len(t.assignments()) == (expect == "applied")
+    if expect == "pending_approval":
+        [done] = t.decide((f["approval_id"], approve(ALICE)))
+        assert done.status == "applied" and len(t.assignments()) == 1

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
 from remediate.cli import main
-from tests.functional.test_cli_operator import ORDERS, SUB, TENANT
+from tests.functional.test_cli_operator import ORDERS, SUB, TENANT, assert_fits
 
 OPERATOR = "0d0d0d0d-1111-4111-8111-0d0d0d0d0d0d"
 OTHER = "0e0e0e0e-2222-4222-8222-0e0e0e0e0e0e"
@@ -54,7 +54,8 @@ def test_apply_opens_a_request_listed_then_approved(capsys: pytest.CaptureFixtur
     code, out = run(capsys, "approvals", "--state", world["state"], "--output", "json")
     assert code == 0 and [a["id"] for a in json.loads(out)["approvals"]] == [f["approval_id"]]
     code, text = run(capsys, "approvals", "--state", world["state"], "--output", "text")
-    assert f["approval_id"] in text and "1 request(s)" in text
+    assert f["approval_id"] in text and "1 request(s)" in text and "Key Vault Secrets User" in text
+    assert_fits(text)
     # when they approve it as themselves (the emulator's credential names nobody: --as)
     code, out = run(capsys, "approve", f["approval_id"], "--as", OPERATOR, "--snapshot", world["tenant"],
                     "--snapshot-out", world["tenant"], "--policy", world["policy"], "--state", world["state"],
@@ -68,6 +69,7 @@ def test_apply_opens_a_request_listed_then_approved(capsys: pytest.CaptureFixtur
     code, out = run(capsys, "approve", f["approval_id"], "--as", OTHER, "--snapshot", world["tenant"],
                     "--policy", world["policy"], "--state", world["state"], "--output", "text")
     assert code == 4 and "already applied" in out and len(assignments(world)) == 1
+    assert_fits(out)
     code, out = run(capsys, "approvals", "--state", world["state"], "--output", "text")
     assert "no approval requests waiting" in out
 
@@ -97,3 +99,38 @@ def test_bad_calls(capsys: pytest.CaptureFixture[str], world: dict[str, str], ar
                 "--output", "text"])
     out, err = capsys.readouterr()
     assert got == code and words in out + err
+
+
+def test_the_operator_is_named_by_the_credentials_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    # given the credential in use signs in as a user (its token's claims, as `az account show` names the identity)
+    import base64
+
+    from azure.core.credentials import AccessToken
+
+    from remediate import credentials
+    from remediate.cli.approvals import operator
+    from remediate.errors import InputError
+
+    def jwt(claims: dict[str, Any]) -> str:
+        def part(d: dict[str, Any]) -> str:
+            return base64.urlsafe_b64encode(json.dumps(d).encode()).decode().rstrip("=")
+        return f"{part({'alg': 'RS256'})}.{part(claims)}.c2ln"
+
+    class Fake:
+        claims: ClassVar[dict[str, Any]] = {}
+
+        def get_token(self, *scopes: str, **kw: Any) -> AccessToken:
+            assert scopes == ("https://management.azure.com/.default",)
+            return AccessToken(jwt(Fake.claims), 4_102_444_800)
+
+    monkeypatch.setattr(credentials, "default_credential", lambda client_id=None: Fake())
+    Fake.claims = {"oid": OPERATOR.upper(), "name": "Olga Operator", "upn": "olga@contoso.example"}
+    who = operator(None, None)
+    # then the decision is recorded under its object id and name
+    assert (who.object_id, who.display_name) == (OPERATOR, "Olga Operator")
+    # and a token without an object id names nobody: the operator must say --as
+    Fake.claims = {"appid": OTHER}
+    with pytest.raises(InputError, match="--as"):
+        operator(None, None)
+    # and --as wins over the credential
+    assert operator(OTHER.upper(), None).object_id == OTHER

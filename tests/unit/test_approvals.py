@@ -3,6 +3,7 @@ and the state machine (no clock: every time is given)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -263,3 +264,24 @@ def test_every_demo_denial_round_trips_through_a_request() -> None:
 def test_a_stricter_policy_at_decision_time_is_what_the_request_shows() -> None:
     step = model.decide(request(), act(ALICE), Rules(min_approvals=2), T0)
     assert (step.request.state, step.request.min_approvals) == ("pending", 2)
+
+
+def test_an_act_cannot_grow_the_request_without_bound() -> None:
+    # given acts with an essay for a reason, a crafted origin and display name, and an id that is no GUID
+    huge = "x" * 100_000
+    req = request()
+    for who in (Approver(huge, huge), Approver(OID, huge), Approver(ALICE.object_id, huge)):
+        req = model.decide(req, act(who, "reject", reason=huge), Rules(), T0).request
+    # then the request stays small (a Table entity holds about 1 MiB)
+    assert len(json.dumps(req.to_dict())) < 20_000 and req.state == "rejected"
+
+
+def test_history_reads_in_order() -> None:
+    req = request()
+    req = model.decide(req, act(Approver(OID)), Rules(min_approvals=2), T0 + timedelta(minutes=1)).request
+    req = model.decide(req, act(ALICE, reason="looks right"), Rules(min_approvals=2), T0 + timedelta(minutes=2)).request
+    req = model.decide(req, act(BOB), Rules(min_approvals=2), T0 + timedelta(minutes=3)).request
+    req = model.finish(req, "applied", T0 + timedelta(minutes=4), grant_id="g")
+    got = [(e.kind, e.who.object_id if e.who else None, e.detail) for e in model.history(req)]
+    assert [k for k, _, _ in got] == ["proposed", "refused", "approved", "approved", "applied"]
+    assert got[1][2] == "approve refused: self_approval" and got[2][2] == "looks right"

@@ -56,6 +56,7 @@ def test_main_deploys_the_workbook_on_the_apps_application_insights() -> None:
     ("Grants in force and their expiry (last 90 days of grants)", ["kv-remediate grant", "kv-remediate revoke",
                                                                    "expires_at", "grant_id"]),
     ("Refusals by policy rule", ["kv_remediate.refusals", "rule"]),
+    ("Approval decisions by outcome and channel", ["kv_remediate.approvals", "status", "channel"]),
 ])
 def test_each_view_reads_what_the_app_sends(title: str, reads: list[str]) -> None:
     query = queries()[title]
@@ -73,6 +74,7 @@ def test_every_name_the_workbook_reads_is_one_the_app_records() -> None:
         telemetry.record_revocations([Revocation("g", revoked=True)])
         telemetry.record_diagnosis([], 1.0, "app", 0)
         telemetry.record_outcomes([], True, "app")
+        telemetry.record_approval("applied", None, "page", "00000000-0000-4000-8000-000000000001")
     finally:
         telemetry.disable()
     data = reader.get_metrics_data()
@@ -83,11 +85,12 @@ def test_every_name_the_workbook_reads_is_one_the_app_records() -> None:
     wanted = {n for q in queries().values() for n in re.findall(r'name == "([^"]+)"', q)}
     metrics = {n for n in wanted if n.startswith("kv_remediate.")}
     assert metrics <= {f"kv_remediate.{m}" for m in ("findings", "grants", "refusals", "revocations",
-                                                     "diagnosis.duration")}
+                                                     "diagnosis.duration", "approvals")}
     assert all(f'"{m}"' in source for m in metrics) and {"kv_remediate.revocations",
-                                                        "kv_remediate.diagnosis.duration"} <= recorded
+                                                        "kv_remediate.diagnosis.duration",
+                                                        "kv_remediate.approvals"} <= recorded
     assert {n for n in wanted if n.startswith("kv-remediate ")} <= {"kv-remediate grant", "kv-remediate revoke"}
     assert all(f'"{n}"' in source for n in wanted)
     dims = {d for q in queries().values() for d in re.findall(r'customDimensions\["([a-z_]+)"\]', q)}
     assert dims <= {"cause", "vault", "principal", "rule", "grant_id", "outcome", "expires_at", "role", "scope",
-                    "revoked"}
+                    "revoked", "status", "channel"}

@@ -122,9 +122,28 @@ param remediationPolicy string = ''
 @description('Dedupe window for identical denials (ISO 8601 duration), KV_REMEDIATE_DEDUPE_WINDOW.')
 param dedupeWindow string = 'PT10M'
 
-@description('Teams or Slack incoming-webhook URL for findings, KV_REMEDIATE_NOTIFY_URL. Empty: no notification.')
+@description('Teams Workflows, Slack or other webhook URL for findings and approval requests, KV_REMEDIATE_NOTIFY_URL. Empty: no notification.')
 @secure()
 param notifyUrl string = ''
+
+@description('The payload posted to notifyUrl, KV_REMEDIATE_NOTIFY_KIND. Empty: read from the URL host.')
+@allowed([
+  ''
+  'teams'
+  'slack'
+  'webhook'
+])
+param notifyKind string = ''
+
+@description('The Slack app signing secret, KV_REMEDIATE_SLACK_SIGNING_SECRET: /api/slack/actions verifies every request with it. Empty: Slack clicks are refused.')
+@secure()
+param slackSigningSecret string = ''
+
+@description('Slack users who may approve, each mapped to an Entra ID object id: SLACKUSERID=OBJECT-ID,... (KV_REMEDIATE_SLACK_APPROVERS).')
+param slackApprovers string = ''
+
+@description('Optional Slack team id whose clicks are read, KV_REMEDIATE_SLACK_TEAM.')
+param slackTeam string = ''
 
 @description('Storage redundancy.')
 @allowed([
@@ -229,6 +248,22 @@ var remediateAppSettings = [
   {
     name: 'KV_REMEDIATE_NOTIFY_URL'
     value: notifyUrl
+  }
+  {
+    name: 'KV_REMEDIATE_NOTIFY_KIND'
+    value: notifyKind
+  }
+  {
+    name: 'KV_REMEDIATE_SLACK_SIGNING_SECRET'
+    value: slackSigningSecret
+  }
+  {
+    name: 'KV_REMEDIATE_SLACK_APPROVERS'
+    value: slackApprovers
+  }
+  {
+    name: 'KV_REMEDIATE_SLACK_TEAM'
+    value: slackTeam
   }
   {
     name: 'KV_REMEDIATE_WEBHOOK_AUDIENCE'

@@ -84,6 +84,19 @@ class WebhookAuthError(RemediateError):
         self.reason = reason
 
 
+class SlackRequestError(RemediateError):
+    """A Slack interactivity request refused before anything is read or decided: a missing or bad signature, a
+    stale timestamp (HTTP 401), or a payload that is not a button click we sent (HTTP 400). ``reason`` is a short
+    stable word for the log and the decision record."""
+
+    code = "SLACK_REFUSED"
+
+    def __init__(self, reason: str, message: str, status: int = 401) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.status = status
+
+
 class ApplyError(RemediateError):
     """A change could not be made or verified: says what was tried, on what, why, and what to do next."""
 

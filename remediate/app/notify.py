@@ -1,4 +1,16 @@
-"""Notifications: a finding's summary POSTed to a Teams or Slack incoming webhook (``KV_REMEDIATE_NOTIFY_URL``).
+"""Notifications: a finding's summary, or an approval request, POSTed to ``KV_REMEDIATE_NOTIFY_URL`` in the shape
+its receiver takes (``KV_REMEDIATE_NOTIFY_KIND``):
+
+- ``teams``: a Teams Workflows webhook ("When a Teams webhook request is received"): a message with one Adaptive
+  Card 1.5 (Workflows take Adaptive Cards only; Office 365 connectors and their MessageCard are retired);
+- ``slack``: a Slack incoming webhook: Block Kit (approval requests carry Approve / Reject buttons, handled by
+  ``POST /api/slack/actions``);
+- ``webhook``: anything else (a Logic App that mails, a ticketing hook): ``{"text", "kv_remediate": {...}}`` with
+  the findings-page link only.
+
+Unset, the kind is read from the URL's host: ``hooks.slack.com`` is Slack; Power Automate / Logic Apps hosts
+(``*.logic.azure.com``, ``*.powerplatform.com``, ``*.powerautomate.com``) and ``*.webhook.office.com`` are Teams;
+anything else is a generic webhook.
 
 Best effort by design: a failed notification is logged (never the URL, which is a secret) and never fails the
 invocation that sent it. Sent with aiohttp, the worker's own HTTP client, on its event loop.
@@ -7,11 +19,112 @@ invocation that sent it. Sent with aiohttp, the worker's own HTTP client, on its
 from __future__ import annotations
 
 import logging
-from typing import Any
+import urllib.parse
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 from .settings import NOTIFY_SETTING
 
+if TYPE_CHECKING:
+    from ..approvals.model import ApprovalRequest
+    from ..render.approval_messages import ApprovalLinks, ApprovalNotice
+    from .services import Runtime
+
 log = logging.getLogger("kv_remediate.app")
+
+KIND_SETTING = "KV_REMEDIATE_NOTIFY_KIND"
+Kind = Literal["teams", "slack", "webhook"]
+KINDS: tuple[Kind, ...] = ("teams", "slack", "webhook")
+_TEAMS_SUFFIXES = (".logic.azure.com", ".powerplatform.com", ".powerautomate.com", ".webhook.office.com",
+                   ".logic.azure.us", ".logic.azure.cn")
+_SLACK_HOSTS = ("hooks.slack.com", "hooks.slack-gov.com")
+
+
+def kind_problem(value: str | None) -> str | None:
+    """Why ``KV_REMEDIATE_NOTIFY_KIND`` is unusable, or None."""
+    text = (value or "").strip().lower()
+    if text and text not in KINDS:
+        return "is not teams, slack or webhook; the kind is taken from the URL's host"
+    return None
+
+
+def kind_of(url: str | None, setting: str | None = None) -> Kind:
+    """The receiver's kind: the setting when it names one, else read from the URL's host."""
+    text = (setting or "").strip().lower()
+    for kind in KINDS:
+        if text == kind:
+            return kind
+    try:
+        host = (urllib.parse.urlsplit(url or "").hostname or "").lower()
+    except ValueError:
+        host = ""
+    if host in _SLACK_HOSTS:
+        return "slack"
+    if host.endswith(_TEAMS_SUFFIXES):
+        return "teams"
+    return "webhook"
+
+
+def kind_from_env(env: Mapping[str, str], url: str | None) -> Kind:
+    return kind_of(url, env.get(KIND_SETTING))
+
+
+def approval_payload(kind: Kind, notice: ApprovalNotice, links: ApprovalLinks) -> dict[str, Any]:
+    """The body announcing one approval request to a receiver of ``kind``."""
+    from ..render import approval_messages as approvals
+
+    if kind == "teams":
+        return approvals.teams_payload(notice, links)
+    if kind == "slack":
+        return approvals.slack_payload(notice, links)
+    return approvals.webhook_payload(notice, links)
+
+
+def finding_payload(kind: Kind, body: dict[str, Any]) -> dict[str, Any]:
+    """A finding's notification (``{"text", "summary", "kv_remediate"}``, already inert) for ``kind``: Teams
+    Workflows take only Adaptive Cards, so there the text becomes a card (one plain TextRun per line)."""
+    if kind != "teams":
+        return body
+    import html
+    import re
+
+    from ..render.approval_messages import text_card
+
+    # the text was made inert for Markdown chats (messages.chat_text: entities, backslashed marks); a TextRun
+    # renders no Markdown at all, so the marks are shown as they were (control characters stay escaped)
+    plain = re.sub(r"\\([*~\[\]])", r"\1", html.unescape(str(body.get("text") or "")))
+    return text_card(plain)
+
+
+def notice_for(req: ApprovalRequest) -> ApprovalNotice:
+    """The request as the channels show it (its finding at proposal, its expiry and risk tier)."""
+    from ..render.approval_messages import notice_of
+
+    return notice_of(req.finding, request_id=req.id, expires_at=req.expires_at, tier=req.change.tier)
+
+
+def links_for(env: Any, request_id: str) -> ApprovalLinks | None:
+    """The findings-page links of a request; None when the app's public URL is unknown."""
+    from ..render.approval_messages import links_from_open
+    from .approvals import page_link
+
+    url = page_link(env, request_id)
+    return links_from_open(url) if url else None
+
+
+async def approval_message(rt: Runtime, doc: dict[str, Any], line: dict[str, Any]) -> dict[str, Any]:
+    """The notification of a finding whose plan waits for approval (``doc["approval_id"]``): the request's card,
+    blocks or link for the configured kind; the core's plain message when the request or the app's public URL
+    (``KV_REMEDIATE_PUBLIC_URL``) is unknown."""
+    from . import approvals
+
+    kind = kind_from_env(rt.settings.env, rt.settings.notify_url)
+    approval_id = str(doc["approval_id"])
+    req = await approvals.get(rt, approval_id)
+    links = links_for(rt.settings.env, approval_id)
+    if req is None or links is None:
+        return finding_payload(kind, approvals.notification(doc, line, links.open if links else None))
+    return approval_payload(kind, notice_for(req), links)
 
 
 async def post(url: str | None, payload: dict[str, Any], timeout: float = 5.0) -> bool:

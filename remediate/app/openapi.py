@@ -286,6 +286,22 @@ def document() -> dict[str, Any]:
                               "403": _html("signed in without a page role")}}},
             "/api/findings/approvals/{request_id}/approve": _decision("approve"),
             "/api/findings/approvals/{request_id}/reject": _decision("reject"),
+            "/api/slack/actions": {"post": {
+                "operationId": "slack_actions", "summary": "Slack interactivity (Approve / Reject buttons)",
+                "description": "The Slack app's Interactivity Request URL. Anonymous: Slack's request signature "
+                               "(X-Slack-Signature, v0 HMAC-SHA256 of v0:timestamp:body with "
+                               "KV_REMEDIATE_SLACK_SIGNING_SECRET, timestamp within five minutes) is the "
+                               "authentication. A verified click is queued and answered at once; the outcome "
+                               "replaces the Slack message through its response_url. Only Slack users mapped to "
+                               "an Entra ID object id (KV_REMEDIATE_SLACK_APPROVERS) act.",
+                "security": [],
+                "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {
+                    "schema": _s("object", properties={"payload": _s("string")}, required=["payload"])}}},
+                "responses": {"200": {"description": "verified; the click is queued (or was the Open link)"},
+                              "400": _json(_ERR, "not a block_actions click on a kv-remediate button"),
+                              "401": _json(_ERR, "missing, bad or stale Slack signature, or Slack is not "
+                                                 "configured (KV_REMEDIATE_SLACK_SIGNING_SECRET unset)"),
+                              "503": _json(_ERR, "the queue could not be reached; nothing was decided")}}},
             "/api/health": {"get": {
                 "operationId": "health", "summary": "Version and configuration problems (no values)",
                 "security": [],

@@ -12,7 +12,14 @@ Settings (app settings / environment):
 - ``AZURE_SUBSCRIPTION_IDS``: optional: the subscriptions vaults are looked for in (a filter for Azure Resource Graph,
   and the list its ARM fallback searches); unset, every subscription the identity can read.
 - ``KV_REMEDIATE_DEDUPE_WINDOW``: ISO 8601 duration (default ``PT10M``) in which identical denials are one finding.
-- ``KV_REMEDIATE_NOTIFY_URL``: Teams or Slack incoming-webhook URL (https; http only to loopback).
+- ``KV_REMEDIATE_NOTIFY_URL``: Teams Workflows, Slack or generic webhook URL (https; http only to loopback).
+- ``KV_REMEDIATE_NOTIFY_KIND``: ``teams`` | ``slack`` | ``webhook``: the payload sent there (unset: read from the
+  URL's host; notify.py).
+- ``KV_REMEDIATE_SLACK_SIGNING_SECRET``: the Slack app's signing secret: ``/api/slack/actions`` checks every
+  request's signature with it (unset: every request is refused).
+- ``KV_REMEDIATE_SLACK_APPROVERS``: ``SLACKUSERID=ENTRA-OBJECT-ID,...``: the Slack users whose Approve / Reject
+  clicks count, each as that Entra ID approver (unmapped users are refused).
+- ``KV_REMEDIATE_SLACK_TEAM``: optional Slack team id: clicks from other workspaces are refused.
 - ``KV_REMEDIATE_WEBHOOK_AUDIENCE`` + ``KV_REMEDIATE_WEBHOOK_TENANT``: require an Entra ID token on ``/api/alerts``.
 - ``KV_REMEDIATE_API_AUDIENCE`` + ``KV_REMEDIATE_API_TENANT``: the token (app role ``KvRemediate.Apply``) that
   ``/api/remediate`` needs to apply; without them nothing is applied over HTTP.
@@ -173,6 +180,7 @@ class Settings:
         problems.extend(_storage_problems(env))
         problems.extend(_webhook_problems(env))
         problems.extend(_policy_problems(env))
+        problems.extend(_channel_problems(env))
         return cls(snapshot=snapshot, subscriptions=values.subscriptions, dedupe_window=values.dedupe_window,
                    notify_url=notify, cloud=cloud, max_dequeue_count=host_settings()["max_dequeue_count"],
                    self_object_ids=frozenset(values.self_object_ids), max_denials=values.max_denials,
@@ -217,6 +225,27 @@ def _webhook_problems(env: Mapping[str, str]) -> list[Problem]:
             out.append(Problem(ten_s, (problem if problem.startswith("is ") else
                                        "is a domain, not a tenant id (a GUID): token issuers name the tenant by "
                                        "id, so every token would be refused") + f"; {effect}"))
+    return out
+
+
+def _channel_problems(env: Mapping[str, str]) -> list[Problem]:
+    """The notification kind and the Slack interactivity settings (names only, never values)."""
+    from .notify import KIND_SETTING, kind_problem
+    from .slack_auth import APPROVERS_SETTING, SIGNING_SECRET_SETTING, TEAM_SETTING, approvers, team_problem
+
+    out = []
+    if problem := kind_problem(env.get(KIND_SETTING)):
+        out.append(Problem(KIND_SETTING, problem))
+    try:
+        mapped = approvers(env.get(APPROVERS_SETTING))
+    except ValueError as exc:
+        out.append(Problem(APPROVERS_SETTING, f"{exc}; every Slack click is refused until it is fixed"))
+        mapped = {}
+    if problem := team_problem(env.get(TEAM_SETTING)):
+        out.append(Problem(TEAM_SETTING, problem + "; every Slack click is refused until it is fixed"))
+    if mapped and not (env.get(SIGNING_SECRET_SETTING) or "").strip():
+        out.append(Problem(SIGNING_SECRET_SETTING, f"is not set while {APPROVERS_SETTING} is: /api/slack/actions "
+                           "refuses every click; set the Slack app's signing secret"))
     return out
 
 

@@ -162,13 +162,13 @@ async def _report(rt: Runtime, finding: Finding, *, alert_id: str | None, invoca
              extra={"custom_dimensions": line})
     await (await rt.findings()).record(doc, alert_id=alert_id, invocation_id=invocation_id, when=datetime.now(UTC))
     if rt.settings.notify_url:
-        if doc.get("approval_id"):
-            from .approvals import notification as approval_notification
-            from .approvals import page_link
+        from .notify import approval_message, finding_payload, kind_from_env
 
-            await rt.notify(approval_notification(doc, line, page_link(rt.settings.env, str(doc["approval_id"]))))
+        if doc.get("approval_id"):
+            await rt.notify(await approval_message(rt, doc, line))
         else:
-            await rt.notify(notification(doc, line))
+            await rt.notify(finding_payload(kind_from_env(rt.settings.env, rt.settings.notify_url),
+                                            notification(doc, line)))
 
 
 async def _denials(rt: Runtime, item: QueuedDenial, claimant: str) -> tuple[list[Denial], dict[Any, Proof]] | None:

@@ -21,7 +21,7 @@ def test_http_routes_methods_and_auth_levels() -> None:
     functions = _functions()
     # then the HTTP functions are exactly the contract's routes, methods and auth levels
     http = {name: next(b for b in doc["bindings"] if b["type"] == "httpTrigger")
-            for name, doc in functions.items() if name not in ("worker", "revoke_expired")}
+            for name, doc in functions.items() if name not in ("worker", "revoke_expired", "slack_decisions")}
     assert {n: (b["route"], b["methods"], b["authLevel"]) for n, b in http.items()} == {
         "alerts": ("alerts", ["POST"], "FUNCTION"),
         "diagnose": ("diagnose", ["POST"], "FUNCTION"),
@@ -32,6 +32,7 @@ def test_http_routes_methods_and_auth_levels() -> None:
         "findings_page": ("findings", ["GET"], "ANONYMOUS"),
         "findings_approve": ("findings/approvals/{request_id}/approve", ["POST"], "ANONYMOUS"),
         "findings_reject": ("findings/approvals/{request_id}/reject", ["POST"], "ANONYMOUS"),
+        "slack_actions": ("slack/actions", ["POST"], "ANONYMOUS"),
     }
     # and each answers through the http output binding
     for name in http:
@@ -75,3 +76,10 @@ def test_cold_start_imports_no_sdk() -> None:
     heavy = ("azure.mgmt", "azure.identity", "azure.core", "azure.storage", "azure.data", "aiohttp", "jwt",
              "remediate.service", "remediate.intake", "remediate.emulator", "remediate.facts", "remediate.store")
     assert [m for m in loaded if m.startswith(heavy)] == []
+
+
+def test_slack_decisions_is_a_queue_trigger_on_slack_actions() -> None:
+    # given the Slack decision worker's bindings; then it is triggered by the `slack-actions` queue
+    assert _functions()["slack_decisions"]["bindings"] == [
+        {"direction": "IN", "type": "queueTrigger", "name": "msg", "queueName": "slack-actions",
+         "connection": "AzureWebJobsStorage"}]

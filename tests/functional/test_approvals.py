@@ -404,3 +404,31 @@ def test_mode_apply_routes_only_plans_above_the_tier(tmp_path: Path, approvals: 
     if expect == "pending_approval":
         [done] = t.decide((f["approval_id"], approve(ALICE)))
         assert done.status == "applied" and len(t.assignments()) == 1
+
+
+def test_a_managed_hsm_plan_is_approved_once(tmp_path: Path) -> None:
+    """Runs once Managed HSM apply is merged (the demo's HSM inputs, and a guard that admits HSM writes): HSM plans
+    are approval-only by default, so under mode apply with audit evidence they become requests, and one approval
+    applies each, once."""
+    from importlib import resources
+
+    from remediate.intake import parse_inputs
+    from remediate.model import Proof
+
+    demo = resources.files("remediate").joinpath("demo", "inputs")
+    files = [f for f in demo.iterdir() if "hsm" in f.name.lower()]
+    if not files or "not applied yet" in Path(__file__).parents[2].joinpath("remediate", "guard.py").read_text():
+        pytest.skip("Managed HSM apply is not on this branch yet (h-hsm-apply): nothing to approve")
+    parsed = parse_inputs(sorted((f.name, f.read_bytes()) for f in files))
+    t = Tenant(tmp_path, lambda: SqliteApprovalStore(tmp_path / "state.db"), dict(APPROVE, mode="apply"))
+    proofs = {d.canonical().identity_key(): Proof("audit_log", "workspace w row r") for d in parsed.denials}
+    def count() -> int:
+        return sum(len(v) for v in (t.tenant.get("hsm_role_assignments") or {}).values())
+    before = count()
+    found = t.propose(*parsed.denials, proofs=proofs)
+    assert found and all((f["outcome"], f["refused_by"]) == ("pending_approval", "approval") for f in found)
+    assert count() == before
+    for f in found:
+        first, again = t.decide((f["approval_id"], approve(ALICE))), t.decide((f["approval_id"], approve(BOB)))
+        assert first[0].status == "applied" and (again[0].status, again[0].refused) == ("refused", "not_pending")
+    assert count() == before + len(found)

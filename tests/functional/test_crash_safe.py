@@ -24,48 +24,11 @@ from remediate.apply import GRACE, parse_label
 from remediate.errors import StorageError
 from remediate.facts.writes import ArmWriter
 from remediate.store.grants import EMULATOR, GrantRecord, GrantStore, SqliteGrantStore
-from tests.support.crash_world import KINDS, ORDERS, TTL, Kind, World
+from tests.support.crash_world import KINDS, ORDERS, TTL, FaultyStore, Killed, Kind, World
 from tests.support.demo_apply import APPLY, LEGACY, TENANT
-
-
-class Killed(BaseException):
-    """The process dies here: no except clause of ours runs (they catch Exception subclasses only)."""
-
 
 FAULTS = ["after_intent", "after_write", "after_verify", "before_applied", "store_fails_before_applied",
           "store_down_after_write", "store_fails_on_intent", "lost_answer"]
-
-
-class FaultyStore:
-    """A grant store whose chosen call fails once: killed after it took effect, or a StorageError before."""
-
-    def __init__(self, inner: GrantStore, fault: str) -> None:
-        self.inner, self.fault, self.fired = inner, fault, False
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def begin(self, record: GrantRecord) -> GrantRecord:
-        if self.fault == "store_fails_on_intent" and not self.fired:
-            self.fired = True
-            raise StorageError("recording a grant intent failed: injected")
-        got = self.inner.begin(record)
-        if self.fault == "after_intent" and not self.fired:
-            self.fired = True
-            raise Killed
-        return got
-
-    def settle(self, id: str, expect: str, record: GrantRecord) -> bool:
-        if self.fault == "store_down_after_write" and record.outcome != "pending":
-            raise StorageError("settling a grant record failed: injected (the store stays down)")
-        if record.outcome == "applied" and not self.fired:
-            if self.fault == "before_applied":
-                self.fired = True
-                raise Killed
-            if self.fault == "store_fails_before_applied":
-                self.fired = True
-                raise StorageError("settling a grant record failed: injected")
-        return self.inner.settle(id, expect, record)
 
 
 def wrap_writer(monkeypatch: pytest.MonkeyPatch, kind: Kind, fault: str) -> None:

@@ -34,6 +34,7 @@ from remediate.model import (
 )
 from remediate.store.claims import SqliteClaimStore
 from remediate.store.grants import EMULATOR, MANAGED_HSM, GrantRecord, GrantStore
+from tests.support.crash_world import FaultyStore, Killed
 from tests.support.hsm import HSM, HSM_ID, STRANGER, SUB, role_id, tenant
 
 TTL = timedelta(hours=1)
@@ -231,40 +232,8 @@ def test_revoke_deletes_only_what_we_created(hsm_world: Callable[..., HsmWorld])
 
 # -- crash safety: a fault at every step boundary, then a retry, then the timer --------------------------------
 
-class Killed(BaseException):
-    """The process dies here: no except clause of ours runs (they catch Exception subclasses only)."""
-
-
 FAULTS = ["after_intent", "after_role", "after_write", "after_verify", "before_applied",
           "store_fails_before_applied", "store_down_after_write", "lost_answer"]
-
-
-class FaultyStore:
-    """A grant store whose chosen call fails once: killed after it took effect, or a StorageError."""
-
-    def __init__(self, inner: GrantStore, fault: str) -> None:
-        self.inner, self.fault, self.fired = inner, fault, False
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def begin(self, record: GrantRecord) -> GrantRecord:
-        got = self.inner.begin(record)
-        if self.fault == "after_intent" and not self.fired:
-            self.fired = True
-            raise Killed
-        return got
-
-    def settle(self, id: str, expect: str, record: GrantRecord) -> bool:
-        if self.fault == "store_down_after_write" and record.outcome != "pending":
-            raise StorageError("settling a grant record failed: injected (the store stays down)")
-        if record.outcome == "applied" and not self.fired and self.fault in ("before_applied",
-                                                                            "store_fails_before_applied"):
-            self.fired = True
-            if self.fault == "before_applied":
-                raise Killed
-            raise StorageError("settling a grant record failed: injected")
-        return self.inner.settle(id, expect, record)
 
 
 def kill_between_put_and_read_back(m: pytest.MonkeyPatch) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from remediate.apply import ApplyContext, reconcile
 from remediate.backends import EmulatorRun
+from remediate.errors import StorageError
 from remediate.facts.writes import ArmWriter
 from remediate.guard import policy_from_dict
 from remediate.model import Proof
@@ -89,3 +90,41 @@ class World:
 
     def records(self) -> list[GrantRecord]:
         return self.grants().list()
+
+
+class Killed(BaseException):
+    """The process dies here: no except clause of ours runs (they catch Exception subclasses only)."""
+
+
+class FaultyStore:
+    """A grant store whose chosen call fails once: killed after it took effect, or a StorageError before (the
+    crash tests of vault and Managed HSM grants name the fault: ``after_intent``, ``store_fails_on_intent``,
+    ``before_applied``, ``store_fails_before_applied``, ``store_down_after_write``; others are the writer's)."""
+
+    def __init__(self, inner: GrantStore, fault: str) -> None:
+        self.inner, self.fault, self.fired = inner, fault, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def begin(self, record: GrantRecord) -> GrantRecord:
+        if self.fault == "store_fails_on_intent" and not self.fired:
+            self.fired = True
+            raise StorageError("recording a grant intent failed: injected")
+        got = self.inner.begin(record)
+        if self.fault == "after_intent" and not self.fired:
+            self.fired = True
+            raise Killed
+        return got
+
+    def settle(self, id: str, expect: str, record: GrantRecord) -> bool:
+        if self.fault == "store_down_after_write" and record.outcome != "pending":
+            raise StorageError("settling a grant record failed: injected (the store stays down)")
+        if record.outcome == "applied" and not self.fired:
+            if self.fault == "before_applied":
+                self.fired = True
+                raise Killed
+            if self.fault == "store_fails_before_applied":
+                self.fired = True
+                raise StorageError("settling a grant record failed: injected")
+        return self.inner.settle(id, expect, record)

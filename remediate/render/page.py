@@ -9,6 +9,7 @@ styles only by a per-response nonce). Jinja2 is imported on first render, never 
 
 from __future__ import annotations
 
+import re
 import threading
 import urllib.parse
 from collections import Counter
@@ -464,6 +465,15 @@ def build(params: Mapping[str, str], data: PageInput, causes: Sequence[str]) -> 
                 viewer=data.viewer, causes=tuple(causes), nonce=data.nonce, notice=data.notice)
 
 
+_ISO_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}:\d{2})(?:\.\d+)?(?:Z|\+00:00)$")
+
+
+def when(value: str | None) -> str:
+    """A recorded UTC time as people read it (``2026-12-07 15:14:27 UTC``); anything else as it is (escaped)."""
+    m = _ISO_TIME.match(value or "")
+    return f"{m.group(1)} {m.group(2)} UTC" if m else (value or "")
+
+
 class _Env:
     """The process's Jinja2 environment (templates compiled once), made on first render."""
 
@@ -479,6 +489,7 @@ class _Env:
                 self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
                                               undefined=jinja2.StrictUndefined, trim_blocks=True,
                                               lstrip_blocks=True, auto_reload=False)
+                self.env.filters["when"] = when
             return self.env
 
 

@@ -145,6 +145,12 @@ param slackApprovers string = ''
 @description('Optional Slack team id whose clicks are read, KV_REMEDIATE_SLACK_TEAM.')
 param slackTeam string = ''
 
+@description('Key of the findings page form tokens (its CSRF protection), KV_REMEDIATE_PAGE_KEY: at least 32 characters, one for every instance. Default: a new random value at each deployment (a page opened before a deployment must be reloaded before its Approve or Reject is accepted).')
+// checkov:skip=CKV_AZURE_131: the default is newGuid(), a new random value at each deployment, not a hardcoded secret (Bicep allows newGuid() only as a parameter default)
+@secure()
+@minLength(32)
+param pageKey string = newGuid()
+
 @description('Storage redundancy.')
 @allowed([
   'Standard_LRS'
@@ -264,6 +270,10 @@ var remediateAppSettings = [
   {
     name: 'KV_REMEDIATE_SLACK_TEAM'
     value: slackTeam
+  }
+  {
+    name: 'KV_REMEDIATE_PAGE_KEY'
+    value: pageKey
   }
   {
     name: 'KV_REMEDIATE_WEBHOOK_AUDIENCE'

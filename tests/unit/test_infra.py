@@ -464,9 +464,11 @@ def test_app_settings_cover_the_function_contract() -> None:
                              "KV_REMEDIATE_NOTIFY_URL", "KV_REMEDIATE_WEBHOOK_AUDIENCE", "KV_REMEDIATE_WEBHOOK_TENANT",
                              "KV_REMEDIATE_API_AUDIENCE", "KV_REMEDIATE_API_TENANT", "KV_REMEDIATE_SELF_OBJECT_ID",
                              "KV_REMEDIATE_NOTIFY_KIND", "KV_REMEDIATE_SLACK_SIGNING_SECRET",
-                             "KV_REMEDIATE_SLACK_APPROVERS", "KV_REMEDIATE_SLACK_TEAM"}
+                             "KV_REMEDIATE_SLACK_APPROVERS", "KV_REMEDIATE_SLACK_TEAM", "KV_REMEDIATE_PAGE_KEY"}
     # the Slack signing secret comes from a secure parameter, like the notification URL
     assert settings["KV_REMEDIATE_SLACK_SIGNING_SECRET"] == "slackSigningSecret"
+    # and so does the findings page's form-token key, the same on every instance (a new one per deployment)
+    assert settings["KV_REMEDIATE_PAGE_KEY"] == "pageKey"
     # the guard knows the identity the ABAC condition excludes: the same principal, from the same resource
     assert settings["KV_REMEDIATE_SELF_OBJECT_ID"] == tree("main.bicep")["variables"]["selfPrincipalId"]["value"]
     assert settings["KV_REMEDIATE_API_AUDIENCE"] == "remediateApiAudience"

@@ -170,10 +170,10 @@ def page_settings_from_env(env: Mapping[str, str] | None = None) -> Any:
 
 def page_authenticator_from_env(env: Mapping[str, str] | None = None) -> Any:
     """The page's bearer-token validator for the app settings, or None when the token settings are not set."""
-    from .webhook_auth import WebhookAuthenticator, signing_keys
+    from .webhook_auth import WebhookAuthenticator, keys_for
 
     settings = page_settings_from_env(env)
-    return None if settings is None else WebhookAuthenticator(settings, signing_keys(settings.jwks_url))
+    return None if settings is None else WebhookAuthenticator(settings, keys_for(settings, env))
 
 
 def client_address(headers: Mapping[str, str]) -> str:

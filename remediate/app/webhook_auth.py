@@ -37,6 +37,7 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -269,6 +270,42 @@ class WebhookAuthenticator:
         return validate_token(token, settings=self.settings, keys=self.keys)
 
 
+TEST_JWKS_SETTING = "KV_REMEDIATE_TEST_JWKS"
+
+
+def under_serve(env: Mapping[str, str]) -> bool:
+    """Whether this process is ``kv-remediate serve`` or a child it started (the pid serve recorded is this
+    process's or its parent's): a deployed function app never is, whatever its settings say."""
+    from ..localhost.children import PARENT_SETTING  # serve records its pid there for its children
+
+    pid = (env.get(PARENT_SETTING) or "").strip()
+    return pid.isdigit() and int(pid) in (os.getpid(), os.getppid())
+
+
+def local_issuer_keys(env: Mapping[str, str] | None = None) -> jwt.PyJWKSet | None:
+    """A local test issuer's public keys for ``serve``: ``KV_REMEDIATE_TEST_JWKS`` holds a JWKS document (the JSON,
+    or a file's path). Honoured only under ``serve`` (``under_serve``), so the app in Azure only ever accepts
+    tokens Entra ID signed; the tokens are checked as Entra's (issuer of ``KV_REMEDIATE_API_TENANT``, audience,
+    lifetime, roles). Elsewhere it is ignored. A document that is not a JWKS is a ConfigError naming the setting."""
+    env = os.environ if env is None else env
+    raw = (env.get(TEST_JWKS_SETTING) or "").strip()
+    if not raw or not under_serve(env):
+        return None
+    try:
+        text = raw if raw.startswith("{") else Path(raw).read_text(encoding="utf-8")
+        return jwt.PyJWKSet.from_json(text)
+    except (OSError, UnicodeDecodeError, ValueError, jwt.PyJWKSetError, jwt.PyJWKError) as exc:
+        raise ConfigError(f"{TEST_JWKS_SETTING}: not a readable JWKS document (the JSON, or a file's path): "
+                          f"{type(exc).__name__}: {exc}") from exc
+
+
+def keys_for(settings: WebhookAuthSettings, env: Mapping[str, str] | None = None) -> Keys:
+    """Where tokens' signing keys come from: the tenant's published keys, or under ``serve`` a configured test
+    issuer's (``local_issuer_keys``)."""
+    local = local_issuer_keys(env)
+    return local if local is not None else signing_keys(settings.jwks_url)
+
+
 def authenticator_from_env(env: Mapping[str, str] | None = None) -> WebhookAuthenticator | None:
     """The secure-webhook authenticator for the app settings, or None when it is not configured."""
     settings = WebhookAuthSettings.from_env(env)
@@ -282,4 +319,4 @@ def api_authenticator_from_env(env: Mapping[str, str] | None = None) -> WebhookA
     settings = api_settings_from_env(env)
     if settings is None:
         return None
-    return WebhookAuthenticator(settings, signing_keys(settings.jwks_url))
+    return WebhookAuthenticator(settings, keys_for(settings, env))

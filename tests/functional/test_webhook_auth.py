@@ -225,3 +225,69 @@ def test_only_tenant_ids_are_accepted(tenant: str) -> None:
     with pytest.raises(ConfigError, match="KV_REMEDIATE_WEBHOOK_TENANT") as info:
         WebhookAuthSettings(tenant=tenant, audiences=("a",))
     assert "GUID" in info.value.message
+
+
+# -- a local test issuer for `kv-remediate serve` (KV_REMEDIATE_TEST_JWKS) ---------------------------------------
+
+def _serve_env(pid: int, jwks: str) -> dict[str, str]:
+    from remediate.app.webhook_auth import API_AUDIENCE_SETTING, API_TENANT_SETTING, TEST_JWKS_SETTING
+    from remediate.localhost.children import PARENT_SETTING
+
+    return {API_AUDIENCE_SETTING: entra.API_AUDIENCE, API_TENANT_SETTING: entra.TENANT, PARENT_SETTING: str(pid),
+            TEST_JWKS_SETTING: jwks}
+
+
+def _page_token(key: rsa.RSAPrivateKey = entra.KEY) -> str:
+    from remediate.app.approver import APPROVE_ROLE
+
+    return entra.token(key=key, aud=entra.API_AUDIENCE, roles=[APPROVE_ROLE], appid=None,
+                       oid="0a1b2c3d-0000-4000-8000-0000000a5501")
+
+
+@pytest.mark.parametrize("as_file", [False, True])
+def test_under_serve_a_configured_test_issuers_tokens_sign_people_in(tmp_path: Any, as_file: bool) -> None:
+    import json
+    import os
+
+    from remediate.app.approver import page_authenticator_from_env
+    from remediate.app.webhook_auth import api_authenticator_from_env
+
+    # given serve's own process, and a test issuer's JWKS (inline or in a file)
+    doc = json.dumps({"keys": [jwk(entra.KEY, "k1")]})
+    if as_file:
+        (tmp_path / "jwks.json").write_text(doc)
+        doc = str(tmp_path / "jwks.json")
+    env = _serve_env(os.getpid(), doc)
+    # when the page (and the apply route) authenticate a token that issuer signed for the app
+    page = page_authenticator_from_env(env)
+    claims = page.authenticate({"Authorization": f"Bearer {_page_token()}"})
+    # then the person is signed in, with nothing fetched from the internet (the loopback guard would fail it)
+    assert claims["oid"] == "0a1b2c3d-0000-4000-8000-0000000a5501"
+    assert isinstance(api_authenticator_from_env(env).keys, jwt.PyJWKSet)
+    # and a token signed by any other key is still refused
+    with pytest.raises(WebhookAuthError, match=r"unknown_key|bad_signature|signature"):
+        page.authenticate({"Authorization": f"Bearer {_page_token(entra.FORGED)}"})
+
+
+def test_outside_serve_the_test_issuer_setting_is_ignored() -> None:
+    import json
+
+    from remediate.app.approver import page_authenticator_from_env
+
+    # given the setting in a process serve did not start (a deployed app: no pid, or another process's pid)
+    doc = json.dumps({"keys": [jwk(entra.KEY, "k1")]})
+    for pid in (1, 0):
+        env = _serve_env(pid, doc)
+        # then the page checks tokens against the tenant's published keys, never the configured ones
+        keys = page_authenticator_from_env(env).keys
+        assert isinstance(keys, jwt.PyJWKClient) and entra.TENANT in keys.uri
+
+
+@pytest.mark.parametrize("bad", ["{not json", '{"keys": []}', "/no/such/jwks.json"])
+def test_a_test_issuer_setting_that_is_not_a_jwks_is_a_config_error_naming_it(bad: str) -> None:
+    import os
+
+    from remediate.app.approver import page_authenticator_from_env
+
+    with pytest.raises(ConfigError, match="KV_REMEDIATE_TEST_JWKS"):
+        page_authenticator_from_env(_serve_env(os.getpid(), bad))

@@ -48,8 +48,10 @@ async def _once(i: int, custom: bool, tmp: Path) -> tuple[tuple[int, float], ...
     hsm_id = HSM_ID.rsplit("/", 1)[0] + "/" + name
     db = tmp / f"{name}.db"
     grants = SqliteGrantStore(db)
+    # a person approved the plan (HSM plans are approval-only by default): what approvals/service.py passes
+    approved = {_finding(hsm_id, custom).denial.identity_key(): Proof("approval", "bench approver")}
     ctx = ApplyContext(policy=POLICY, grants=grants, slots=SqliteClaimStore(db), now=datetime.now(UTC),
-                       operator=Proof("operator", "bench"), backend=EMULATOR)
+                       proofs=approved, backend=EMULATOR)
     out = []
     with EmulatorRun(renamed(tenant(), name)) as run:
         run.emulator.configure(latency_ms=100)

@@ -299,12 +299,10 @@ def assert_trail(w: HsmWorld, *, revoked: bool) -> None:
     assert {r.outcome for r in records} <= {"applied", "revoked", "failed", "abandoned"}
 
 
-@pytest.mark.parametrize("fault", FAULTS)
-@pytest.mark.parametrize("kind", ["wrap", "encrypt"])
+@pytest.mark.parametrize(("kind", "fault"), [(k, f) for k in ("wrap", "encrypt") for f in FAULTS
+                                              if f != "after_role" or k == "encrypt"])   # only a custom role is defined
 def test_fault_then_retry_then_timer(hsm_world: Callable[..., HsmWorld], kind: str, fault: str,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    if fault == "after_role" and kind != "encrypt":
-        pytest.skip("only a custom-role plan defines a role")
     # given a fault at one step boundary of the first attempt
     w = hsm_world(PLANS[kind]())
     first_attempt(w, fault, monkeypatch)
@@ -352,11 +350,9 @@ def test_fault_then_only_the_timer(hsm_world: Callable[..., HsmWorld], fault: st
     assert_trail(w, revoked=True)
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)   # the HSM is under test: one store is enough
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_apply_and_revoke_under_injected_faults(hsm_world: Callable[..., HsmWorld], seed: int,
-                                                request: pytest.FixtureRequest) -> None:
-    if request.node.callspec.params.get("backend") != "sqlite":
-        pytest.skip("the HSM's faults, not the store's: one store is enough")
+def test_apply_and_revoke_under_injected_faults(hsm_world: Callable[..., HsmWorld], seed: int) -> None:
     # given an HSM that throttles, fails, resets connections and loses half the write answers (after applying them)
     w = hsm_world(encrypt_plan())
     defs = len(w.definitions())
@@ -374,10 +370,9 @@ def test_apply_and_revoke_under_injected_faults(hsm_world: Callable[..., HsmWorl
     assert_trail(w, revoked=True)
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)   # the HSM is under test: one store is enough
 def test_an_hsm_that_refuses_our_identity_fails_the_grant_and_changes_nothing(
-        hsm_world: Callable[..., HsmWorld], request: pytest.FixtureRequest) -> None:
-    if request.node.callspec.params.get("backend") != "sqlite":
-        pytest.skip("the HSM's refusal, not the store's: one store is enough")
+        hsm_world: Callable[..., HsmWorld]) -> None:
     # given the HSM sees the function as a Crypto Auditor (it reads local RBAC, it cannot change it)
     from tests.support.hsm import AUDITOR
 
@@ -394,10 +389,8 @@ def test_an_hsm_that_refuses_our_identity_fails_the_grant_and_changes_nothing(
     assert [r.outcome for r in w.records()] == ["failed"]
 
 
-def test_findings_sharing_an_hsm_plan_share_one_grant(hsm_world: Callable[..., HsmWorld],
-                                                      request: pytest.FixtureRequest) -> None:
-    if request.node.callspec.params.get("backend") != "sqlite":
-        pytest.skip("one store is enough")
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)   # the HSM is under test: one store is enough
+def test_findings_sharing_an_hsm_plan_share_one_grant(hsm_world: Callable[..., HsmWorld]) -> None:
     w = hsm_world(wrap_plan())
 
     async def go() -> list[Finding]:
@@ -439,11 +432,9 @@ def test_a_retry_diagnosed_already_granted_adopts_our_open_grant(hsm_world: Call
     assert_trail(w, revoked=False)
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)   # the HSM is under test: one store is enough
 def test_cli_revoke_of_an_hsm_grant_goes_through_the_backends_hsm_facts(
-        hsm_world: Callable[..., HsmWorld], tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        request: pytest.FixtureRequest) -> None:
-    if request.node.callspec.params.get("backend") != "sqlite":
-        pytest.skip("the CLI's own store is SQLite here")
+        hsm_world: Callable[..., HsmWorld], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
     from remediate.cli import main
@@ -478,11 +469,9 @@ def test_cli_revoke_of_an_hsm_grant_goes_through_the_backends_hsm_facts(
     ({"role_definition_id": role_id("Managed HSM Policy Administrator")}, "allow_privileged"),
     ({"principal_id": "33333333-0000-0000-0000-000000000001"}, "principals.caller"),
 ])
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)   # the HSM is under test: one store is enough
 def test_a_widened_plan_is_refused_recorded_and_never_reaches_the_hsm(
-        hsm_world: Callable[..., HsmWorld], changes: dict[str, str], rule: str,
-        request: pytest.FixtureRequest) -> None:
-    if request.node.callspec.params.get("backend") != "sqlite":
-        pytest.skip("the guard's refusal, not the store's: one store is enough")
+        hsm_world: Callable[..., HsmWorld], changes: dict[str, str], rule: str) -> None:
     # given a plan widened one way, an operator's apply and a policy that allows the rest
     from dataclasses import replace as changed
 

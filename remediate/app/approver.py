@@ -108,6 +108,10 @@ def _easy_auth(headers: Mapping[str, str]) -> Approver | None:
     if not is_guid(oid):
         raise WebhookAuthError("bad_principal", "App Service Authentication's X-MS-CLIENT-PRINCIPAL-ID is not an "
                                "object id (a GUID); sign in with Microsoft Entra ID")
+    idp = (header(headers, "X-MS-CLIENT-PRINCIPAL-IDP") or "aad").strip().lower()
+    if idp != "aad":   # App Service names the provider; only Entra ID's ids are the tenant's object ids
+        raise WebhookAuthError("bad_principal", f"signed in through App Service Authentication's {idp[:40]!r} "
+                               "provider; only Microsoft Entra ID (aad) identities may use the findings page")
     roles: list[str] = []
     groups: list[str] = []
     raw = header(headers, "X-MS-CLIENT-PRINCIPAL")

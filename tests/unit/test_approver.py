@@ -78,6 +78,8 @@ def test_the_long_role_claim_type_counts_too() -> None:
 @pytest.mark.parametrize("headers", [
     {"X-MS-CLIENT-PRINCIPAL-ID": "<script>", "X-MS-CLIENT-PRINCIPAL": _principal([APPROVE_ROLE])},
     {"X-MS-CLIENT-PRINCIPAL-ID": OID, "X-MS-CLIENT-PRINCIPAL": "%%%not base64 json"},
+    # another App Service Authentication provider (GitHub, Google, ...): its ids are not the tenant's object ids
+    _easy([APPROVE_ROLE], **{"X-MS-CLIENT-PRINCIPAL-IDP": "github"}),
 ])
 def test_malformed_easy_auth_headers_are_refused(headers: dict[str, str]) -> None:
     with pytest.raises(WebhookAuthError):

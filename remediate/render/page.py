@@ -38,7 +38,8 @@ _CHANGE_LABELS = {"kind": "Change", "role_name": "Role", "role_definition_id": "
                   "principal_id": "Principal", "object_id": "Principal", "application_id": "Application",
                   "principal_type": "Principal type", "scope": "Scope", "vault_id": "Vault", "add": "Permissions added",
                   "permissions": "Permissions", "tier": "Risk tier", "privileged": "Privileged role",
-                  "tenant_id": "Tenant", "expires": "Expires", "duration": "Duration", "data_actions": "Data actions"}
+                  "tenant_id": "Tenant", "expires": "Expires", "duration": "Duration", "data_actions": "Data actions",
+                  "hsm": "Managed HSM"}
 _NOT_A_CHANGE = ("commands", "alternatives", "custom_role")
 
 
@@ -299,6 +300,11 @@ def change_of(plan: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
         else:
             text = _s(value).replace("_", " ") if key == "kind" else _s(value)
         out.append((label, text))
+    custom = plan.get("custom_role")
+    if isinstance(custom, dict):   # a Managed HSM plan defines this local role first: part of the exact change
+        actions = custom.get("data_actions")
+        listed = ", ".join(_s(a) for a in actions) if isinstance(actions, list) else ""
+        out.append(("Defines custom role", f"{_s(custom.get('role_name'))} ({_s(custom.get('name'))}): {listed}"))
     return tuple(out)
 
 

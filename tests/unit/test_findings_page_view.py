@@ -79,6 +79,22 @@ def test_the_exact_change_leaves_out_commands_and_alternatives() -> None:
     assert "commands" not in str(change) and "alternatives" not in str(change).lower()
 
 
+def test_a_managed_hsm_plans_exact_change_names_the_hsm_and_the_custom_role_it_defines() -> None:
+    # given an HSM plan that defines our custom local role before assigning it
+    plan = {"kind": "hsm_role_assignment", "hsm": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/"
+            "managedHSMs/hsm-payments", "scope": "/keys/cmk", "role_name": "kv-remediate keys/encrypt/action",
+            "custom_role": {"name": "0c4c5f2e-0000-5000-8000-000000000001", "role_name": "kv-remediate encrypt",
+                            "data_actions": ["Microsoft.KeyVault/managedHsm/keys/encrypt/action"]},
+            "commands": {"az": "az ..."}}
+    # when the page shows its exact change
+    change = dict(change_of(plan))
+    # then the HSM, the local scope and the role it defines (with exactly its data actions) are all shown
+    assert change["Change"] == "hsm role assignment" and change["Managed HSM"].endswith("/hsm-payments")
+    assert change["Scope"] == "/keys/cmk"
+    assert change["Defines custom role"] == ("kv-remediate encrypt (0c4c5f2e-0000-5000-8000-000000000001): "
+                                             "Microsoft.KeyVault/managedHsm/keys/encrypt/action")
+
+
 def test_the_evidence_tree_keeps_keys_and_stops_at_depth() -> None:
     node = tree({"a": {"b": [1, 2], "c": [{"d": None}], "e": True, "f": {}}})
     (a,) = node.children

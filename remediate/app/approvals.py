@@ -1,5 +1,5 @@
 """Approval requests in the function app: what the findings page, the Slack interactivity endpoint and the Teams
-card link call (one function each), and the notification that announces a new request.
+card link call (one function each), and the plain notification of a new request (notify.py picks the channel's).
 
 The caller authenticates the person first (an Entra ID token with the approver app role, App Service
 Authentication's principal headers, a Slack user mapped to an object id) and passes who they are in an
@@ -102,8 +102,8 @@ def notification(finding: dict[str, Any], line: dict[str, Any], link: str | None
     """The notification for a finding whose plan waits for approval: the worker's message (cause, who, where,
     why, the exact change) with the request's id, expiry and a link that only OPENS the findings page.
 
-    Minimal and channel-neutral (``text`` for Teams/Slack incoming webhooks); the Teams Adaptive Card and Slack
-    Block Kit builders replace this body when they land (h-appr-channels)."""
+    Minimal and channel-neutral (``text``): what ``notify.approval_message`` sends when the stored request or the
+    app's public URL is unknown; otherwise the receiver gets the request's Teams card, Slack blocks or link."""
     from .messages import chat_text
     from .worker import notification as plain
 

@@ -145,8 +145,8 @@ def exact_change(plan: Plan, policy: Policy) -> ExactChange | Verdict:
     if isinstance(write, Verdict):
         return write
     ttl = policy.grant_ttl_text
-    if isinstance(plan, HsmRoleAssignmentPlan):   # once the guard admits HSM writes: the HSM, its local scope,
-        custom = plan.custom_role                  # the role, and a custom role's exact data actions
+    if isinstance(plan, HsmRoleAssignmentPlan):   # the HSM, its local scope, the role, and a custom role's exact
+        custom = plan.custom_role                  # data actions
         local = getattr(write.scope, "local", None) or plan.scope   # the guard's normalised /keys[/NAME]
         return ExactChange("hsm_role_assignment", write.principal_id, write.principal_type,
                            f"{str(getattr(write.scope, 'hsm', plan.hsm)).rstrip('/').lower()}{local}", write.tier,

@@ -407,9 +407,8 @@ def test_mode_apply_routes_only_plans_above_the_tier(tmp_path: Path, approvals: 
 
 
 def test_a_managed_hsm_plan_is_approved_once(tmp_path: Path) -> None:
-    """Runs once Managed HSM apply is merged (the demo's HSM inputs, and a guard that admits HSM writes): HSM plans
-    are approval-only by default, so under mode apply with audit evidence they become requests, and one approval
-    applies each, once."""
+    """The demo's HSM inputs: HSM plans are approval-only by default, so under mode apply with audit evidence they
+    become requests, and one approval applies each, once."""
     from importlib import resources
 
     from remediate.intake import parse_inputs
@@ -417,8 +416,7 @@ def test_a_managed_hsm_plan_is_approved_once(tmp_path: Path) -> None:
 
     demo = resources.files("remediate").joinpath("demo", "inputs")
     files = [f for f in demo.iterdir() if "hsm" in f.name.lower()]
-    if not files or "not applied yet" in Path(__file__).parents[2].joinpath("remediate", "guard.py").read_text():
-        pytest.skip("Managed HSM apply is not on this branch yet (h-hsm-apply): nothing to approve")
+    assert len(files) == 2, "the demo has an encrypt and a wrap denial on its Managed HSM"
     parsed = parse_inputs(sorted((f.name, f.read_bytes()) for f in files))
     t = Tenant(tmp_path, lambda: SqliteApprovalStore(tmp_path / "state.db"), dict(APPROVE, mode="apply"))
     proofs = {d.canonical().identity_key(): Proof("audit_log", "workspace w row r") for d in parsed.denials}

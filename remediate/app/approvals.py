@@ -50,7 +50,13 @@ async def decide(rt: Runtime, approval_id: str, act: Act, *, now: datetime | Non
                        requested=True, actor=rt.actor, backend=rt.writes_to,
                        own_principals=frozenset(rt.settings.self_object_ids))
     async with rt.facts() as facts:
-        return await service.decide(rt.approvals(), approval_id, act, facts=facts, ctx=ctx)
+        done = await service.decide(rt.approvals(), approval_id, act, facts=facts, ctx=ctx)
+    # the channel that announced the request shows how it ended (a Slack click replaces its own message instead)
+    if done.status in ("applied", "failed", "rejected") and done.request is not None and act.channel != "slack":
+        from .notify import announce_end
+
+        await announce_end(rt, done.request)
+    return done
 
 
 def _policy_for(rt: Runtime, act: Act) -> Policy:
@@ -95,6 +101,10 @@ async def settle_due(*, now: datetime | None = None) -> tuple[list[ApprovalReque
                        actor=rt.actor, backend=rt.writes_to, own_principals=frozenset(rt.settings.self_object_ids))
     async with rt.facts() as facts:
         finished = await service.resume_approved(rt.approvals(), facts=facts, ctx=ctx)
+    from .notify import announce_end
+
+    for req in [*expired, *(d.request for d in finished if d.request is not None)]:
+        await announce_end(rt, req)
     return expired, finished
 
 

@@ -127,6 +127,19 @@ async def approval_message(rt: Runtime, doc: dict[str, Any], line: dict[str, Any
     return approval_payload(kind, notice_for(req), links)
 
 
+async def announce_end(rt: Runtime, req: ApprovalRequest) -> bool:
+    """Tell the notification receiver how a request it announced ended (applied, not applied and why, rejected,
+    expired); False when nothing was sent (no receiver, or the post failed: logged, never raised). Not for Slack
+    clicks, which replace their own message."""
+    if not rt.settings.notify_url or req.state not in ("applied", "failed", "rejected", "expired"):
+        return False
+    from ..render.approval_messages import outcome_payload
+
+    kind = kind_from_env(rt.settings.env, rt.settings.notify_url)
+    payload = outcome_payload(kind, notice_for(req), req.state, req.detail, links_for(rt.settings.env, req.id))
+    return await rt.notify(payload)
+
+
 async def post(url: str | None, payload: dict[str, Any], timeout: float = 5.0) -> bool:
     """POST ``payload`` as JSON to ``url``; False (logged, not raised) when there is no URL or the call fails
     (connection, timeout, or a status of 400 or more). Proxy settings of the environment apply, as for any

@@ -277,6 +277,30 @@ def slack_ephemeral(detail: str) -> dict[str, Any]:
             "text": fit(detail, SLACK_FALLBACK_TEXT, slack_escape)}
 
 
+def outcome_text(n: ApprovalNotice, state: str, detail: str | None) -> str:
+    """One line saying how a request ended (``applied``, ``failed``, ``rejected``, ``expired``) and why."""
+    where = n.vault + (f" ({n.object})" if n.object else "")
+    word = "not applied" if state == "failed" else state
+    return f"Approval request {n.request_id} ({n.principal} on {where}: {n.operation}): {word}" + \
+        (f". {detail}" if detail else "")
+
+
+def outcome_payload(kind: str, n: ApprovalNotice, state: str, detail: str | None,
+                    links: ApprovalLinks | None) -> dict[str, Any]:
+    """The message that says how a request a channel announced ended, for a receiver of ``kind``. Posted as a new
+    message: a Teams Workflows webhook's card cannot be updated without a bot, and an incoming webhook cannot
+    edit what it posted (a Slack click replaces its own message instead, through its ``response_url``)."""
+    text = outcome_text(n, state, detail)
+    if kind == "teams":
+        return text_card(text + (f"\nOpen: {links.open}" if links else ""))
+    if kind == "slack":
+        body = slack_outcome(n, "not applied" if state == "failed" else state, detail or state, links)
+        return {"text": body["text"], "blocks": body["blocks"]}
+    return {"text": inert(text) + (f"\nOpen: {links.open}" if links else ""), "kv_remediate": {
+        "kind": "approval_outcome", "request_id": inert(n.request_id), "state": state,
+        "detail": fit(detail or "", 4000), "open_url": links.open if links else None}}
+
+
 # --- generic webhook / e-mail --------------------------------------------------------------------------------------
 
 def webhook_payload(n: ApprovalNotice, links: ApprovalLinks) -> dict[str, Any]:

@@ -88,6 +88,27 @@ def test_alert_request_notification_then_approval_applies_once(app: App) -> None
     grant = services.get().grants().get(stored.grant_id)
     assert grant is not None and grant.outcome == "applied" and grant.finding is not None
     assert grant.finding["proof"]["kind"] == "approval"
+    # and when the page's approval was the one that applied, the receiver that announced the request is told how it
+    # ended (a Slack click replaces its own Slack message instead)
+    if got[0].status == "applied":
+        [_, end] = app.notify.bodies
+        assert end["kv_remediate"]["kind"] == "approval_outcome" and end["kv_remediate"]["request_id"] == approval_id
+        assert end["kv_remediate"]["state"] == "applied" and link in end["text"]
+    else:
+        assert len(app.notify.bodies) == 1
+
+
+def test_a_page_rejection_is_told_to_the_receiver_that_announced_the_request(app: App) -> None:
+    # given a request announced on the notification receiver
+    finding = alert_to_request(app)
+    # when a person rejects it on the findings page
+    got = on_loop(app, lambda: appr.decide(services.get(), finding["approval_id"],
+                                           Act("reject", ALICE, "page", reason="not this vault")))
+    # then it is rejected and the receiver is told so, with the page link
+    assert got.status == "rejected"
+    [_, end] = app.notify.bodies
+    assert (end["kv_remediate"]["state"], end["kv_remediate"]["request_id"]) == ("rejected", finding["approval_id"])
+    assert "rejected" in end["text"] and "/api/findings?approval=" in end["text"]
 
 
 def test_timer_expires_requests(app: App) -> None:
@@ -95,6 +116,9 @@ def test_timer_expires_requests(app: App) -> None:
     later = datetime.now(UTC) + timedelta(hours=5)
     expired, finished = on_loop(app, lambda: appr.settle_due(now=later))
     assert [r.id for r in expired] == [finding["approval_id"]] and finished == []
+    # and the receiver that announced it is told it expired (default-deny)
+    [_, end] = app.notify.bodies
+    assert (end["kv_remediate"]["state"], end["kv_remediate"]["request_id"]) == ("expired", finding["approval_id"])
     late = on_loop(app, lambda: appr.decide(services.get(), finding["approval_id"],
                                             Act("approve", ALICE, "page"), now=later))
     assert (late.status, late.refused) == ("refused", "not_pending")

@@ -23,6 +23,7 @@ from remediate.render.approval_messages import (
     TEAMS_MAX_BYTES,
     ApprovalNotice,
     fit,
+    outcome_payload,
     page_links,
     slack_code,
     slack_escape,
@@ -303,3 +304,24 @@ def test_any_text_keeps_every_format_inert_and_within_limits(principal: str, why
     # generic: one line per fact in the text, the link is ours
     body = webhook_payload(n, links)
     assert body["text"].count("\n") == 2 and body["kv_remediate"]["open_url"] == links.open
+
+
+@pytest.mark.parametrize("state", ["applied", "failed", "rejected", "expired"])
+def test_how_a_request_ended_is_told_in_each_channels_shape(state: str) -> None:
+    # given a request that ended, with an attacker-shaped reason
+    n = notice(principal="<!channel> *evil* [x](https://evil.example)")
+    detail = "drift: <@U123> role changed"
+    links = page_links(BASE, n.request_id)
+    # then Teams gets a valid Adaptive Card 1.5 of plain TextRuns that says the outcome
+    teams = outcome_payload("teams", n, state, detail, links)
+    content = teams["attachments"][0]["content"]
+    assert schema_errors(content) == []
+    words = " ".join(i["text"] for b in content["body"] for i in b["inlines"])
+    assert ("not applied" if state == "failed" else state) in words and links.open in words
+    # and Slack gets blocks in which nothing from outside is markup (no mention, no link)
+    slack = json.dumps(outcome_payload("slack", n, state, detail, links))
+    assert "<!channel>" not in slack and "<@U123>" not in slack and "replace_original" not in slack
+    # and a generic webhook gets the text, the state and the page link only
+    hook = outcome_payload("webhook", n, state, detail, links)
+    assert hook["kv_remediate"]["kind"] == "approval_outcome" and hook["kv_remediate"]["state"] == state
+    assert hook["kv_remediate"]["open_url"] == links.open

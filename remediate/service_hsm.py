@@ -11,6 +11,11 @@ through the SDK's challenge protocol, which checks that the challenge's resource
 asks no token for a tenant the credential is not allowed. So an input that names some other HSM costs at most those
 reads, whose answer is never used. The caller's groups are always read: local role assignments
 to groups are the common way HSM access is given, and reading them later would cost a third round trip.
+
+A denial that reached an HSM key through ARM (Signal.HSM_ARM_PATH) also has the HSM's
+``AllowKeyManagementOperationsThroughARM`` read, started with the early reads at the implied host (so no extra round
+trip) and used by the same rule; no other HSM denial asks for it. With no caller named it is still read (with the HSM
+from ARM), since the setting explains ARM's refusal whoever asked.
 """
 
 from __future__ import annotations

@@ -250,7 +250,12 @@ def hsm_arm_path(value: Any) -> HsmArmPath | None:
     """The ARM path to an HSM key that ``value`` names (a resource id, an operation name, an error text); None when it
     names none. The first mention of each part wins."""
     v = text(value)
-    if v is None or has_control(v.replace("\n", " ").replace("\r", " ").replace("\t", " ")):
+    if v is None:
+        return None
+    low = v[:_MAX_RESOURCE_ID * 4].lower()   # a plain substring test first: nearly every text names neither
+    if "managedhsms/" not in low and "allowkeymanagementoperationsthrougharm" not in low:
+        return None
+    if has_control(v.replace("\n", " ").replace("\r", " ").replace("\t", " ")):
         return None
     hsm, key, action, seen = VaultRef(), None, None, False
     for m in _HSM_ARM.finditer(v[:_MAX_RESOURCE_ID * 4]):

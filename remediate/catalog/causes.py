@@ -137,8 +137,9 @@ CAUSES: dict[str, CauseText] = {
          "securityDomainProperties.activationStatus Active.")),
     "HSM_ARM_NOT_TRUSTED": CauseText(
         "Managed HSM does not trust ARM for key management",
-        "The request reached {vault}'s keys through Azure Resource Manager (the Azure portal or a template "
-        "deployment), and the HSM's AllowKeyManagementOperationsThroughARM setting is false ({reason}). \"Azure "
+        "The request reached the keys of {vault} through Azure Resource Manager (the Azure portal or a template "
+        "deployment), and the HSM's AllowKeyManagementOperationsThroughARM setting is false, as its own data plane "
+        "answered kv-remediate. \"Azure "
         "Managed HSM does not trust Azure Resource Manager by default\", so ARM may not create or list its keys on "
         "anyone's behalf, whatever local roles {who} holds. kv-remediate never changes an HSM's trust settings, so "
         "no grant is proposed.",

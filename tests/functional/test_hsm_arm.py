@@ -100,7 +100,9 @@ async def test_a_setting_our_identity_may_not_read_is_a_limitation_not_a_crash()
 
 
 async def test_only_an_arm_path_denial_asks_for_the_setting() -> None:
-    # given the same denial with and without the ARM path, on an HSM that trusts ARM (the same verdict both ways)
+    # given the same denial with and without the ARM path, on an HSM that trusts ARM (the same verdict both ways),
+    # each after the HSM's 401 challenge is answered (the SDK caches it per host for the process: one warm-up run)
+    await run([arm_denial()], world("true"))
     plain = await run([arm_denial(arm=False)], world("true"))
     arm = await run([arm_denial()], world("true"))
     # then the ordinary denial makes one HSM request fewer (no GET /settings/...) and says nothing of it
@@ -133,3 +135,16 @@ async def test_an_input_naming_another_hsm_reads_that_hsm_only_and_grants_nothin
     f = only(await run([d], world("false")))
     # then it is not found: no grant, no setting borrowed from the HSM we do know
     assert f.cause == Cause.VAULT_NOT_FOUND and f.plan is None
+
+
+async def test_an_hsm_whose_arm_host_is_not_the_implied_one_is_still_decided_from_its_setting() -> None:
+    # given ARM naming the HSM's data plane under another cloud's suffix than the public one its name implies
+    t = world("false")
+    t["managed_hsms"][0]["properties"]["hsmUri"] = f"https://{HSM}.managedhsm.azure.cn/"
+    await run([arm_denial()], t)     # both hosts' 401 challenges answered (cached per host for the process)
+    got = await run([arm_denial()], t)
+    plain = await run([arm_denial(arm=False)], t)
+    # then the setting is read again at ARM's host (the early read at the implied one is not used) and decides:
+    # two settings reads where an ordinary denial makes none
+    assert only(got).cause == Cause.HSM_ARM_NOT_TRUSTED
+    assert got.stats.requests.requests_by_api["hsm"] == plain.stats.requests.requests_by_api["hsm"] + 2

@@ -149,3 +149,20 @@ def test_an_input_claiming_the_setting_is_true_changes_nothing(claim: str) -> No
     decision = decide(d, facts(TRUE))
     fix = plan(d, decision, facts(TRUE))
     assert isinstance(fix, HsmRoleAssignmentPlan) and fix.hsm == HSM_ID and fix.scope == "/keys/cmk"
+
+
+def test_an_arm_id_naming_another_hsm_than_the_text_does_not_redirect_the_denial() -> None:
+    # given the HSM's own data-plane URL for hsm-pay, and an ARM key id under another HSM later in the same text
+    text = (f"ERROR: (Forbidden) Request: PUT https://hsm-pay.managedhsm.azure.net/keys/cmk/create?api-version=7.4 "
+            f"on {KEY_ID.replace('hsm-pay', 'hsm-evil')}")
+    d = parsed("t.txt", text).canonical()
+    # then the denial is about hsm-pay, with no resource id of the other HSM kept
+    assert d.vault.name == "hsm-pay" and d.vault.resource_id is None and Signal.HSM_ARM_PATH in d.signals
+
+
+def test_a_huge_or_controlled_text_costs_nothing_and_names_nothing() -> None:
+    from remediate.intake.values import hsm_arm_path
+
+    assert hsm_arm_path("x" * 1_000_000) is None
+    assert hsm_arm_path(KEY_ID + "\x00") is None
+    assert hsm_arm_path(None) is None

@@ -211,8 +211,9 @@ def _before_grants(denial: Denial, facts: Facts | None, required: Required | Non
     refused = _hsm_refuses(hsm, facts, arm=arm)
     if refused is not None:
         return Decision(refused[0], model, required, evidence, refused[1])
-    if early is not None:     # an ARM path with no caller named, and the HSM trusts ARM (or could not say)
-        return Decision(early, model, required, evidence)
+    if early is not None or not denial.principal.object_id:
+        # an ARM path whose caller is not named (or only by app id or UPN), and the HSM trusts ARM or could not say
+        return Decision(early or Cause.PRINCIPAL_NOT_IDENTIFIED, model, required, evidence)
     if required is None:
         return Decision(Cause.UNKNOWN, model, None, evidence,
                         DecisionDetail(reason="the denied Managed HSM data action is not known"))

@@ -110,6 +110,10 @@ UNREAD = HsmSetting("hsm-pay", ARM_SETTING, problem="refused")
     (arm_denial(), None, HSM, Cause.MISSING_ROLE_ASSIGNMENT),
     (arm_denial(None), FALSE, HSM, Cause.HSM_ARM_NOT_TRUSTED),          # whoever asked, ARM was not trusted
     (arm_denial(None), TRUE, HSM, Cause.PRINCIPAL_NOT_IDENTIFIED),
+    # named by app id only (no object id to aim at): the setting still explains a refusal, else nothing can
+    (arm_denial(None, principal=Principal(app_id=OID)), FALSE, HSM, Cause.HSM_ARM_NOT_TRUSTED),
+    (arm_denial(None, principal=Principal(app_id=OID)), TRUE, HSM, Cause.PRINCIPAL_NOT_IDENTIFIED),
+    (arm_denial(None, principal=Principal(app_id=OID)), UNREAD, HSM, Cause.PRINCIPAL_NOT_IDENTIFIED),
     (arm_denial(action=None), FALSE, HSM, Cause.HSM_ARM_NOT_TRUSTED),   # a deployment error naming no operation
     (arm_denial(action=None), TRUE, HSM, Cause.UNKNOWN),
     # an HSM not activated refuses everything first

@@ -11,6 +11,9 @@ and Graph's type and groups (service_hsm.py), so two round trips in all; (c) nam
 GET), (d) by name only (Azure Resource Graph, then ARM's GET: still two round trips, as the data plane's own two run
 beside them). Each run starts its own emulator and a fresh HSM host (the SDK caches challenges per host for the
 whole process); the figure is the median of five runs after one warm-up.
+
+(e) is (c) for a denial that reached a key through ARM: the HSM's AllowKeyManagementOperationsThroughARM is read as
+well (one more data-plane request, started with the others), and (c) and (d) must not change for it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import time
 from typing import Any
 
 from remediate.backends import EmulatorRun
-from remediate.model import Denial, Principal, VaultRef
+from remediate.model import Denial, Principal, Signal, VaultRef
 from remediate.service import diagnose
 from tests.support.hsm import HSM_ID, STRANGER, renamed, tenant
 
@@ -75,6 +78,26 @@ async def _diagnose_once(i: int, by_id: bool) -> tuple[int, float]:
             return run.emulator.request_count, elapsed
 
 
+async def _arm_path_once(i: int) -> tuple[int, float]:
+    """(e): a key create that reached the HSM through ARM (Signal.HSM_ARM_PATH), by resource id, on an HSM that does
+    not trust ARM (the default): the setting is read beside the other reads, so still two round trips."""
+    name, t = _fresh("a", i)
+    denial = Denial(source="bench", status=403, principal=Principal(object_id=STRANGER),
+                    vault=VaultRef(name=name, resource_id=HSM_ID.rsplit("/", 1)[0] + "/" + name, kind="managed_hsm",
+                                   scope="/keys/cmk"),
+                    data_action="Microsoft.KeyVault/managedHsm/keys/create", signals=frozenset({Signal.HSM_ARM_PATH}))
+    with EmulatorRun(t) as run:
+        run.emulator.configure(latency_ms=100)
+        async with run.facts() as facts:
+            run.emulator.reset_count()
+            start = time.perf_counter()
+            got = await diagnose([denial], facts)
+            elapsed = (time.perf_counter() - start) * 1000
+            f = got.findings[0]
+            assert str(f.cause) == "HSM_ARM_NOT_TRUSTED" and f.plan is None, f.explanation
+            return run.emulator.request_count, elapsed
+
+
 def _report(label: str, got: list[tuple[int, float]]) -> None:
     print(f"{label}: {got[0][0]} requests, median {statistics.median(ms for _, ms in got):.0f} ms "
           f"(runs: {', '.join(f'{ms:.0f}' for _, ms in got)})", flush=True)
@@ -87,6 +110,8 @@ def main() -> None:
     for label, by_id in (("(c) cold HSM diagnosis (service.diagnose), HSM by resource id", True),
                          ("(d) cold HSM diagnosis (service.diagnose), HSM by name (Resource Graph)", False)):
         _report(label, [asyncio.run(_diagnose_once(i, by_id)) for i in range(RUNS + 1)][1:])
+    _report("(e) cold HSM diagnosis of an ARM-path denial (the ARM-trust setting read too), by resource id",
+            [asyncio.run(_arm_path_once(i)) for i in range(RUNS + 1)][1:])
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ authorization system implemented and enforced at the managed HSM level"; "Granti
 security principal does not grant the security principal data plane access", Microsoft Learn
 managed-hsm/access-control.md). So the order is: what the input alone decides (401, 429, network, no caller), the
 HSM not found, the HSM not activated (its security domain not downloaded: "All data plane commands are disabled
-until the HSM is activated", azure-sdk-for-net#15720), then the local role assignments at ``/``, ``/keys`` and
+until the HSM is activated", azure-sdk-for-net#15720), a key reached through ARM while the HSM does not trust ARM
+(its ``AllowKeyManagementOperationsThroughARM`` read false: "Azure Managed HSM does not trust Azure Resource Manager
+by default", managed-hsm/authorize-azure-resource-manager.md), then the local role assignments at ``/``, ``/keys`` and
 ``/keys/{name}`` held by the caller or its groups.
 """
 
@@ -33,8 +35,8 @@ from .evidence import (
     VaultEvidence,
     Via,
 )
-from .hsm_model import HsmAccess, HsmRoleAssignment, ManagedHsm, key_scope, normalise_scope
-from .model import Cause, Decision, Denial, Facts, Required
+from .hsm_model import ARM_SETTING, HsmAccess, HsmRoleAssignment, ManagedHsm, key_scope, normalise_scope
+from .model import Cause, Decision, Denial, Facts, Required, Signal
 
 HSM_MODEL = "hsm_local_rbac"
 """``permission_model`` of a Managed HSM finding: local RBAC, the only model an HSM's data plane has."""
@@ -155,6 +157,24 @@ def hsm_evidence(facts: Facts, checks: tuple[RoleAssignmentCheck, ...] = ()) -> 
                     vault=hsm, role_assignments=checks, limitations=tuple(facts.limitations))
 
 
+def arm_path(denial: Denial) -> bool:
+    """Whether the denial reached an HSM key through ARM (intake's Signal.HSM_ARM_PATH) and the input alone does
+    not decide it otherwise (401, 429, network...): then the HSM's ARM trust can explain it, whoever asked."""
+    return Signal.HSM_ARM_PATH in denial.signals and input_cause(denial) in (None, Cause.PRINCIPAL_NOT_IDENTIFIED)
+
+
+def _hsm_refuses(hsm: ManagedHsm, facts: Facts, *, arm: bool) -> tuple[Cause, DecisionDetail] | None:
+    """The HSM itself refusing whatever the caller's roles: not activated, or (a key reached through ARM) not
+    trusting ARM, as its AllowKeyManagementOperationsThroughARM read false says. Unread or true: None."""
+    if hsm.activated is False:
+        return Cause.HSM_NOT_ACTIVATED, DecisionDetail(reason=hsm.activation_status)
+    setting = facts.hsm_arm_setting
+    if arm and setting is not None and setting.enabled is False:
+        return Cause.HSM_ARM_NOT_TRUSTED, DecisionDetail(
+            reason=f"{ARM_SETTING} is {setting.value} on Managed HSM {hsm.name}, as its data plane returned it")
+    return None
+
+
 def decide_hsm(denial: Denial, facts: Facts | None) -> Decision:
     """The cause of one Managed HSM denial (``facts`` None: the input alone decides, nothing was read)."""
     required = required_hsm(denial)
@@ -182,16 +202,18 @@ def _before_grants(denial: Denial, facts: Facts | None, required: Required | Non
     model = HSM_MODEL if hsm else None
     evidence = hsm_evidence(facts) if facts else NOTHING_READ
     early = input_cause(denial)
-    if early is not None:
-        return Decision(early, model, required, evidence)
-    if not denial.principal.object_id:
-        return Decision(Cause.PRINCIPAL_NOT_IDENTIFIED, model, required, evidence)
+    arm = arm_path(denial)
+    if (early is not None and (not arm or facts is None)) or not (denial.principal.object_id or arm):
+        return Decision(early or Cause.PRINCIPAL_NOT_IDENTIFIED, model, required, evidence)
     if facts is None or hsm is None:
         detail = DecisionDetail(searched=tuple(facts.searched_subscriptions) if facts else ())
         return Decision(Cause.VAULT_NOT_FOUND, None, required, evidence, detail)
-    if hsm.activated is False:
-        return Decision(Cause.HSM_NOT_ACTIVATED, model, required, evidence,
-                        DecisionDetail(reason=hsm.activation_status))
+    refused = _hsm_refuses(hsm, facts, arm=arm)
+    if refused is not None:
+        return Decision(refused[0], model, required, evidence, refused[1])
+    if early is not None or not denial.principal.object_id:
+        # an ARM path whose caller is not named (or only by app id or UPN), and the HSM trusts ARM or could not say
+        return Decision(early or Cause.PRINCIPAL_NOT_IDENTIFIED, model, required, evidence)
     if required is None:
         return Decision(Cause.UNKNOWN, model, None, evidence,
                         DecisionDetail(reason="the denied Managed HSM data action is not known"))

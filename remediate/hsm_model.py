@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from .catalog.hsm import HsmRoleDefinition, builtin_role, canonical_key_action, guid_of
 
-__all__ = ["HsmAccess", "HsmLookup", "HsmRoleAssignment", "HsmRoleDefinition", "HsmWrite", "ManagedHsm",
+__all__ = ["HsmAccess", "HsmLookup", "HsmRoleAssignment", "HsmRoleDefinition", "HsmSetting", "HsmWrite", "ManagedHsm",
            "assignment_name", "custom_role_name", "key_scope", "normalise_scope", "scopes_for"]
 
 _KEY_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")   # Key Vault object names: 1-127 alphanumerics and dashes
@@ -161,3 +161,27 @@ class HsmWrite:
     assignment: HsmRoleAssignment | None
     changed: bool
     verified: bool
+
+
+ARM_SETTING = "AllowKeyManagementOperationsThroughARM"
+"""The HSM data-plane setting that lets ARM (the portal, template deployments) manage keys on behalf of the user;
+false by default ("Azure Managed HSM does not trust Azure Resource Manager by default", Microsoft Learn
+managed-hsm/authorize-azure-resource-manager.md)."""
+
+
+@dataclass(frozen=True)
+class HsmSetting:
+    """One HSM account setting as its data plane returned it (``GET /settings/{name}``: ``{"name", "value",
+    "type": "boolean"}``), or why it could not be read (``value`` None, ``problem`` the reason)."""
+
+    hsm: str
+    name: str
+    value: str | None = None
+    setting_type: str | None = None
+    problem: str | None = None
+
+    @property
+    def enabled(self) -> bool | None:
+        """The boolean the HSM holds (None when unread or not a boolean's text)."""
+        v = (self.value or "").strip().lower()
+        return True if v == "true" else False if v == "false" else None

@@ -17,7 +17,7 @@ from .evidence import NO_DETAIL, DecisionDetail, Evidence
 from .outcome import ApplyOutcome
 
 if TYPE_CHECKING:
-    from .hsm_model import HsmAccess, ManagedHsm
+    from .hsm_model import HsmAccess, HsmSetting, ManagedHsm
 
 # The longest user principal name kept from an input (the same 256-character bound intake puts on every id).
 # Where an ARM id split on "/" holds the subscription and the resource group:
@@ -50,6 +50,7 @@ class Cause(StrEnum):
     MISSING_ROLE_ASSIGNMENT = "MISSING_ROLE_ASSIGNMENT"
     MISSING_ACCESS_POLICY = "MISSING_ACCESS_POLICY"
     HSM_NOT_ACTIVATED = "HSM_NOT_ACTIVATED"
+    HSM_ARM_NOT_TRUSTED = "HSM_ARM_NOT_TRUSTED"
     UNKNOWN = "UNKNOWN"
 
 
@@ -80,6 +81,9 @@ class Signal(StrEnum):
     STATUS_ONLY = "status_only"                        # the input carries only a status (a metric alert)
     RELAYED = "relayed"                                # a platform's own report of a refusal (App Service reference
                                                        # status, a connector's message): not Key Vault's status/text
+    HSM_ARM_PATH = "hsm_arm_path"                      # a Managed HSM key reached through ARM (an ARM key resource id
+                                                       # under managedHSMs, an ARM keys/read|write operation, the
+                                                       # setting's name): where to look, never what the setting is
 
 
 DENIALS_SCHEMA = "kv-remediate/denials@1"
@@ -414,6 +418,8 @@ class Facts:
     limitations: tuple[str, ...] = ()
     hsm: ManagedHsm | None = None                         # a Managed HSM denial: the HSM as ARM returned it
     hsm_access: HsmAccess | None = None                   # and its local RBAC at the scopes that reach the key
+    hsm_arm_setting: HsmSetting | None = None             # AllowKeyManagementOperationsThroughARM, read only for an
+                                                          # ARM-path denial (Signal.HSM_ARM_PATH)
 
 
 # --- Plans and findings ---

@@ -18,7 +18,7 @@ from . import telemetry
 from .catalog import RoleDefinition
 from .decide import gathered_facts, next_reads
 from .explain import build_finding
-from .hsm_model import HsmAccess, HsmLookup, ManagedHsm
+from .hsm_model import HsmAccess, HsmLookup, HsmSetting, ManagedHsm
 from .model import (
     DIAGNOSIS_SCHEMA,
     Denial,
@@ -64,6 +64,7 @@ class FactSource(Protocol):
     def hsm_guess(self, ref: VaultRef) -> ManagedHsm | None: ...
     async def find_hsm(self, ref: VaultRef) -> HsmLookup: ...
     async def hsm_access(self, hsm: ManagedHsm, key_name: str | None) -> HsmAccess: ...
+    async def hsm_arm_setting(self, hsm: ManagedHsm) -> HsmSetting: ...
 
 
 @dataclass(frozen=True)

@@ -135,6 +135,24 @@ CAUSES: dict[str, CauseText] = {
          "--security-domain-file ...); keep the file and the private keys offline.",
          "Retry the request once `az keyvault show --hsm-name {hsm_name}` shows "
          "securityDomainProperties.activationStatus Active.")),
+    "HSM_ARM_NOT_TRUSTED": CauseText(
+        "Managed HSM does not trust ARM for key management",
+        "The request reached the keys of {vault} through Azure Resource Manager (the Azure portal or a template "
+        "deployment), and the HSM's AllowKeyManagementOperationsThroughARM setting is false, as its own data plane "
+        "answered kv-remediate. \"Azure "
+        "Managed HSM does not trust Azure Resource Manager by default\", so ARM may not create or list its keys on "
+        "anyone's behalf, whatever local roles {who} holds. kv-remediate never changes an HSM's trust settings, so "
+        "no grant is proposed.",
+        ("Manage the key through the HSM's own data plane instead of ARM: az keyvault key create --hsm-name "
+         "{hsm_name} --name <key> --kty RSA-HSM (az keyvault key list --hsm-name {hsm_name} to list them), with a "
+         "local role that allows it.",
+         "Or ask an HSM administrator to allow ARM where its risk is acceptable: Microsoft says that for many "
+         "higher-assurance environments trusting the Azure portal and ARM \"may be considered a risk\", and offers "
+         "the opt-in where it is \"an acceptable tradeoff for the ease of use of the Azure portal and template "
+         "deployments\" (az keyvault setting update --hsm-name {hsm_name} --name "
+         "AllowKeyManagementOperationsThroughARM --value true).",
+         "Once ARM is trusted it acts on behalf of the user, so the caller still needs a local role for the key "
+         "operation (Microsoft Learn managed-hsm/authorize-azure-resource-manager.md).")),
     "UNKNOWN": CauseText(
         "Unknown",
         "The denial of {who} on {vault} could not be explained from what was seen ({reason}).",

@@ -5,11 +5,14 @@
     GET|PUT|DELETE /{scope}/providers/Microsoft.Authorization/roleAssignments/{name}
     GET    /{scope}/providers/Microsoft.Authorization/roleDefinitions
     GET|PUT|DELETE /{scope}/providers/Microsoft.Authorization/roleDefinitions/{name}     (scope '/' only)
+    GET    /settings[/{name}]     (api-version 7.4+: ``{"settings": [...]}`` / ``{"name", "value", "type"}``)
 
 Lists page with an absolute ``nextLink`` (``{"value": [...], "nextLink": ...}``, rbac.json ``RoleAssignmentListResult``
 / ``RoleDefinitionListResult``). Every request is checked against the local RBAC of ``emulator.hsm_caller`` first
 (state_hsm.HsmState.hsm_authorize): reading needs ``roleAssignments/read/action`` (or ``roleDefinitions/...``),
-creating ``.../write/action``, deleting ``.../delete/action``.
+creating ``.../write/action``, deleting ``.../delete/action``; a setting ``settings/read/action`` at ``/`` (the
+data action a live HSM's Administrator listing holds: catalog/data/hsm_roles.json's anomaly note; the package's
+documented built-ins hold it nowhere, so with ``emulator.hsm_caller`` set a settings read is refused).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from remediate.emulator.wire import Request, Response, page, paging
 _AUTHZ = re.compile(r"^(.*?)/providers/microsoft\.authorization/(roleassignments|roledefinitions)(?:/([^/]+))?/?$",
                     re.IGNORECASE)
 _ACTION = {"GET": "read/action", "PUT": "write/action", "DELETE": "delete/action"}
+_SETTINGS = re.compile(r"^/settings(?:/([^/]+))?/?$", re.IGNORECASE)
 API_VERSIONS = ("7.2", "7.3", "7.4", "7.5", "7.6-preview.1", "7.6", "2025-07-01")
 
 
@@ -58,6 +62,9 @@ def handle(state: TenantState, req: Request, hsm: str) -> Response:
     """Dispatch one data-plane request to the HSM named ``hsm`` (lower case)."""
     activity = str(uuid.uuid4())
     path = re.sub(r"/+", "/", req.path)
+    settings = _SETTINGS.match(path)
+    if settings is not None and req.method == "GET":
+        return _settings(state, hsm, settings.group(1), activity)
     m = _AUTHZ.match(path)
     if m is None:
         raise HsmError(404, "NotFound", f"The requested path '{path}' was not found", activity)   # inference
@@ -73,6 +80,16 @@ def handle(state: TenantState, req: Request, hsm: str) -> Response:
     if kind == "roleassignments":
         return _assignments(state, req, hsm, scope=scope, name=name, activity=activity)
     return _definitions(state, req, hsm, scope=scope, name=name, activity=activity)
+
+
+def _settings(state: TenantState, hsm: str, name: str | None, activity: str) -> Response:
+    """The HSM's account settings (settings.json 7.4 ``GetSettings`` / ``GetSetting``); reading needs
+    ``settings/read/action`` at ``/``."""
+    state.hsm_authorize(hsm, f"{HSM}settings/read/action", "/", activity)
+    headers = {"x-ms-request-id": activity}
+    if name is None:
+        return Response(200, {"settings": state.hsm_settings(hsm)}, headers)
+    return Response(200, state.hsm_setting(hsm, name, activity), headers)
 
 
 def _assignments(state: TenantState, req: Request, hsm: str, *, scope: str, name: str | None,

@@ -112,6 +112,10 @@ class Snapshot:
     managed_hsms: list[dict[str, Any]] = field(default_factory=list)
     hsm_role_assignments: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     hsm_role_definitions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # per HSM name its account settings as ``az keyvault setting list --hsm-name`` holds them (name -> "true" /
+    # "false"); an HSM absent here, or a setting absent, has Azure's default (AllowKeyManagementOperationsThroughARM
+    # "false": ARM is not trusted by default)
+    hsm_settings: dict[str, dict[str, str]] = field(default_factory=dict)
     log_rows: list[dict[str, Any]] = field(default_factory=list)
     graph: bool = True
     emulator: EmulatorOptions = field(default_factory=EmulatorOptions)
@@ -142,6 +146,7 @@ class Snapshot:
                else {}),
             **({"hsm_role_definitions": copy.deepcopy(self.hsm_role_definitions)} if self.hsm_role_definitions
                else {}),
+            **({"hsm_settings": copy.deepcopy(self.hsm_settings)} if self.hsm_settings else {}),
             "log_rows": copy.deepcopy(self.log_rows),
             "graph": self.graph,
             "emulator": {"latency_ms": self.emulator.latency_ms, "seed": self.emulator.seed,
@@ -355,6 +360,21 @@ def _per_hsm(c: _Ctx, raw: Any, key: str, one: Any) -> dict[str, list[dict[str, 
     return out
 
 
+def _hsm_settings(c: _Ctx, raw: Any) -> dict[str, dict[str, str]]:
+    """``{"<hsm name>": {"<setting>": "true" | "false"}}`` (a JSON boolean is taken as its text), names of HSMs
+    lower-cased; setting names kept as the HSM spells them (the SDK sends them as given)."""
+    out: dict[str, dict[str, str]] = {}
+    for hsm, settings in c.obj(raw or {}, "hsm_settings").items():
+        per: dict[str, str] = {}
+        for name, raw_value in c.obj(settings, f"hsm_settings.{hsm}").items():
+            value = ("true" if raw_value else "false") if isinstance(raw_value, bool) else raw_value
+            if not isinstance(value, str) or value not in ("true", "false"):
+                raise c.fail(f"hsm_settings.{hsm}.{name}", 'expected "true" or "false" (boolean settings only)')
+            per[str(name)] = value
+        out[str(hsm).lower()] = per
+    return out
+
+
 def _hsm_scope_of(rid: str, kind: str) -> str:
     idx = rid.lower().rfind(f"/providers/microsoft.authorization/{kind}/")
     return "/" + rid[:idx].strip("/") if idx > 0 else "/"
@@ -493,6 +513,7 @@ def from_dict(data: Any, source: str = "snapshot") -> Snapshot:
                       for i, h in enumerate(c.lst(d.get("managed_hsms"), "managed_hsms"))],
         hsm_role_assignments=_per_hsm(c, d.get("hsm_role_assignments"), "hsm_role_assignments", _hsm_assignment),
         hsm_role_definitions=_per_hsm(c, d.get("hsm_role_definitions"), "hsm_role_definitions", _hsm_definition),
+        hsm_settings=_hsm_settings(c, d.get("hsm_settings")),
         log_rows=[copy.deepcopy(c.obj(r, f"log_rows[{i}]"))
                   for i, r in enumerate(c.lst(d.get("log_rows"), "log_rows"))],
         graph=graph,

@@ -35,6 +35,9 @@ from remediate.emulator.snapshot import AUTHZ, HSM_BUILTIN_PREFIX, Snapshot
 from remediate.emulator.state_common import ArmError, TenantBase, norm
 
 HSM = "Microsoft.KeyVault/managedHsm/"
+DEFAULT_SETTINGS = {"AllowKeyManagementOperationsThroughARM": "false"}
+"""A new HSM's settings ("Azure Managed HSM does not trust Azure Resource Manager by default", Microsoft Learn
+managed-hsm/authorize-azure-resource-manager.md)."""
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _KEY = re.compile(r"^[0-9A-Za-z-]{1,127}$")
 
@@ -242,6 +245,23 @@ class HsmState(TenantBase):
             if d is None:
                 raise HsmError(404, "RoleDefinitionNotFound", "Requested role definition not found", activity_id)
             return d
+
+    # ---- account settings ---------------------------------------------------------------------------------
+    def hsm_settings(self, hsm: str) -> list[dict[str, str]]:
+        """The HSM's settings in the data plane's shape (``{"name", "value", "type": "boolean"}``, azure-keyvault-
+        administration ``models.Setting``): Azure's defaults (``AllowKeyManagementOperationsThroughARM`` "false",
+        the one setting a new HSM lists: azure-sdk-for-cpp keyvault-administration SettingsClientTest GetSettings)
+        overlaid with the snapshot's ``hsm_settings``. Read-only here: kv-remediate never changes them."""
+        values = {**DEFAULT_SETTINGS, **self.snap.hsm_settings.get(hsm.lower(), {})}
+        return [{"name": n, "value": v, "type": "boolean"} for n, v in values.items()]
+
+    def hsm_setting(self, hsm: str, name: str, activity_id: str) -> dict[str, str]:
+        """One setting by its exact name; an unknown one is a 404 (inference: no published answer found for the
+        code and words; the SDK raises ResourceNotFoundError on the status alone)."""
+        found = next((s for s in self.hsm_settings(hsm) if s["name"] == name), None)
+        if found is None:
+            raise HsmError(404, "NotFound", f"Setting '{name}' was not found", activity_id)
+        return found
 
     # ---- back to the snapshot -----------------------------------------------------------------------------
     def hsm_snapshot(self) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]],

@@ -36,6 +36,7 @@ from ..errors import ApplyError, AzureUnavailableError, HsmAccessDeniedError
 from ..hsm_model import (
     HsmAccess,
     HsmRoleAssignment,
+    HsmSetting,
     HsmWrite,
     ManagedHsm,
     assignment_name,
@@ -183,6 +184,20 @@ class HsmFacts:
             self._data[host] = client
         return client
 
+    def settings(self, hsm: ManagedHsm) -> Any:
+        """The HSM's ``KeyVaultSettingsClient`` (aio), at its ``hsmUri``, on the same credential and transport."""
+        if not hsm.hsm_uri:
+            raise AzureUnavailableError(f"Managed HSM {hsm.name}: ARM gives no hsmUri (provisioning state "
+                                        f"{hsm.provisioning_state}); wait for the HSM to finish provisioning")
+        key = "settings|" + (urlsplit(hsm.hsm_uri).hostname or "").lower()
+        client = self._data.get(key)
+        if client is None:
+            from azure.keyvault.administration.aio import KeyVaultSettingsClient
+
+            client = KeyVaultSettingsClient(hsm.hsm_uri, self._credential, **self._common())
+            self._data[key] = client
+        return client
+
     async def close(self) -> None:
         for c in [*self._mgmt.values(), *self._data.values()]:
             await c.close()
@@ -264,6 +279,23 @@ class HsmFacts:
         custom = tuple(d for d in defs if not d.builtin)
         return HsmAccess(hsm=hsm.name, scopes=scopes, assignments=tuple(seen.values()), custom_definitions=custom,
                          builtin_definitions=tuple(d for d in defs if d.builtin))
+
+    async def read_setting(self, hsm: ManagedHsm, name: str) -> HsmSetting:
+        """One HSM account setting (``KeyVaultSettingsClient.get_setting``: ``GET {hsmUri}/settings/{name}``, api
+        7.4+, answering ``{"name", "value", "type": "boolean"}``: azure-keyvault-administration's generated
+        ``build_key_vault_get_setting_request`` and ``models.Setting``). A setting the HSM does not have (404) is
+        a HsmSetting with no value and the reason; any other failure is a domain error (a 403 an
+        HsmAccessDeniedError naming the data action the HSM refused)."""
+        client = self.settings(hsm)
+
+        async def call() -> HsmSetting:
+            try:
+                got = await client.get_setting(name)
+            except ResourceNotFoundError:
+                return HsmSetting(hsm.name, name, problem=f"Managed HSM {hsm.name} has no setting {name}")
+            return HsmSetting(hsm.name, str(got.name or name), None if got.value is None else str(got.value),
+                              _s(getattr(got, "setting_type", None)))
+        return await self._call(f"reading the setting {name}", hsm.name, call)
 
     async def read_definition(self, hsm: ManagedHsm, name: str) -> HsmRoleDefinition | None:
         """One role definition at ``/`` by name (GUID); None when the HSM has none (404)."""

@@ -17,8 +17,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..armid import is_vault_name, parse_hsm_id
-from ..errors import AzureUnavailableError
-from ..hsm_model import HsmAccess, HsmLookup, ManagedHsm
+from ..errors import AzureUnavailableError, HsmAccessDeniedError
+from ..hsm_model import ARM_SETTING, HsmAccess, HsmLookup, HsmSetting, ManagedHsm
 from ..model import VaultRef
 from .clients import FactClients
 
@@ -89,3 +89,21 @@ class HsmReads(FactClients):
         definitions, once per (host, key) for the batch."""
         key = ("hsm-rbac", hsm.host, (key_name or "").lower())
         return await self._once(key, lambda: self.hsm_client().local_rbac(hsm, key_name))
+
+    async def hsm_arm_setting(self, hsm: ManagedHsm) -> HsmSetting:
+        """The HSM's ``AllowKeyManagementOperationsThroughARM``, once per host for the batch; a refusal or failure
+        to read it is a HsmSetting with the reason (``problem``), for the diagnosis to state as a limitation."""
+        key = ("hsm-setting", hsm.host, ARM_SETTING.lower())
+        return await self._once(key, lambda: self._arm_setting(hsm))
+
+    async def _arm_setting(self, hsm: ManagedHsm) -> HsmSetting:
+        try:
+            return await self.hsm_client().read_setting(hsm, ARM_SETTING)
+        except HsmAccessDeniedError as exc:
+            return HsmSetting(hsm.name, ARM_SETTING, problem=(
+                f"Managed HSM {hsm.name} refused the function's identity {exc.data_action or 'the settings read'}: "
+                "to read it, assign the identity a local role holding Microsoft.KeyVault/managedHsm/settings/read/"
+                "action at / (a live HSM lists it in Managed HSM Administrator; a custom local role with only that "
+                "action is narrower)"))
+        except AzureUnavailableError as exc:
+            return HsmSetting(hsm.name, ARM_SETTING, problem=str(exc))

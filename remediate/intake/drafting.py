@@ -13,7 +13,7 @@ from . import limits
 from .claims import merge_principal
 from .message import message_facts, text_signals
 from .operations import resolve_operation
-from .values import guid, identifier, object_from_path, vault_uri
+from .values import HsmArmPath, guid, hsm_arm_path, identifier, object_from_path, vault_uri
 
 HSM_ACTION_PREFIX = "Microsoft.KeyVault/managedHsm/"
 # A Managed HSM's data-plane URL in an error text (any cloud's suffix: clouds.py); its name follows the vault rule.
@@ -60,6 +60,7 @@ class Draft:
     relayed: bool = False
     hsm_scope: str | None = None
     method_kind: str | None = None  # the object kind an SDK method or cmdlet names (GetCertificate: certificates)
+    arm: HsmArmPath | None = None   # a Managed HSM key reached through ARM (values.hsm_arm_path)
 
     def named_by_method(self, operation: str | None) -> None:
         """The operation an SDK method or cmdlet names (``BaseClient#GetSecret``), and so its object kind."""
@@ -88,6 +89,28 @@ class Draft:
         if self.object is None:
             self.object = object_from_path(u.path)
 
+    def add_arm(self, value: Any) -> None:
+        """An ARM path to a Managed HSM key that ``value`` names (first mention of each part wins)."""
+        found = hsm_arm_path(value)
+        if found is None:
+            return
+        if self.arm is None:
+            self.arm = found
+            return
+        a = self.arm
+        self.arm = HsmArmPath(a.hsm if a.hsm.name else found.hsm, a.key or found.key, a.action or found.action)
+
+    def _arm_applied(self, vault: VaultRef, data_action: str | None) -> tuple[VaultRef, str | None]:
+        """The vault and data action of an ARM-path denial: a Managed HSM (the one the input names elsewhere first,
+        else the ARM id's), its key's scope, and the data action ARM's operation stands for when none is named."""
+        a = self.arm
+        assert a is not None
+        name = vault.name or a.hsm.name
+        rid = vault.resource_id or (a.hsm.resource_id if not vault.name or (a.hsm.name or "").lower()
+                                    == vault.name.lower() else None)
+        scope = self.hsm_scope or (f"/keys/{a.key}" if a.key else None)
+        return VaultRef(name=name, resource_id=rid, kind="managed_hsm", scope=scope), data_action or a.action
+
     def add_path(self, path: str) -> None:
         """A data-plane path without its host (a host masked by CI): the path and the object it names."""
         path = path.split("?", 1)[0].split("#", 1)[0]
@@ -105,6 +128,7 @@ class Draft:
         if self.message is None:
             self.message = message
         f = message_facts(message)
+        self.add_arm(message)
         if not self.vault.name and (host := _HSM_URL.search(message)):   # a Managed HSM's request URL
             self.add_uri(host.group(0))
         self.principal = merge_principal(self.principal, f.principal)
@@ -136,6 +160,10 @@ class Draft:
             vault = VaultRef(name=vault.name, resource_id=vault.resource_id, kind="managed_hsm", scope=self.hsm_scope)
             data_action, permission = hsm_action or data_action, None
         signals = text_signals((self.message, self.error_code, self.inner_code))
+        if self.arm is not None:   # the ARM path to an HSM key: where to look (the setting is read, never taken)
+            vault, data_action = self._arm_applied(vault, data_action)
+            permission = None
+            signals |= {Signal.HSM_ARM_PATH}
         if self.address_authorized is False:
             signals |= {Signal.ADDRESS_NOT_AUTHORIZED}
         if self.status_only:

@@ -119,7 +119,9 @@ def row_draft(row: dict[str, Any], source: str) -> Draft:
         d.error_code = sig
     d.operation = text(row.get("operationname"))
     d.principal = principal_from_claims(_identity_claims(row))
+    d.add_arm(d.operation)
     for k in _RID_KEYS:
+        d.add_arm(row.get(k))
         vref, obj = vault_from_resource_id(row.get(k))
         d.add_vault(vref)
         d.object = d.object or obj

@@ -221,6 +221,53 @@ def _hsm_from_resource_id(v: str) -> VaultRef:
     return VaultRef(name=vault_name(name), resource_id=whole if ok else None, kind="managed_hsm")
 
 
+# A Managed HSM key reached through ARM (issue 12): an ARM key resource under managedHSMs, ARM's control-plane
+# operation on HSM keys (``Microsoft.KeyVault/managedHSMs/keys/write``; a data action is ``managedHsm/...`` and ends
+# in ``/action`` or a verb of its own), or the setting ARM's refusal names ("enable the setting
+# 'AllowKeyManagementOperationsThroughARM'"). Bounded, ASCII, any case.
+_HSM_ARM = re.compile(
+    r"(?P<rid>/subscriptions/[^/\s'\"]{1,80}/resourcegroups/[^/\s'\"]{1,90}/providers/microsoft\.keyvault/managedhsms/"
+    r"[^/\s'\"?#]{1,64})/keys(?:/(?P<key>[^/\s'\"?#]{1,127}))?(?=$|[/?#\s'\".,;)\]])"
+    r"|(?<![A-Za-z0-9/])microsoft\.keyvault/managedhsms/keys/(?:versions/)?(?P<verb>read|write)(?![A-Za-z/])"
+    r"|(?P<setting>AllowKeyManagementOperationsThroughARM)", re.IGNORECASE | re.ASCII)
+# ARM's operation on HSM keys as the data action ARM asks the HSM for on the user's behalf once trusted (inference:
+# the doc says ARM "act[s] on behalf of the user" to "create new keys or list keys"; key PUT creates, GET reads).
+_ARM_VERB_ACTIONS = {"write": "Microsoft.KeyVault/managedHsm/keys/create",
+                     "read": "Microsoft.KeyVault/managedHsm/keys/read/action"}
+
+
+@dataclass(frozen=True)
+class HsmArmPath:
+    """What an input says about a Managed HSM key reached through ARM: the HSM (validated like any resource id),
+    the key name (validated), and the data action ARM's operation stands for. Only where to look."""
+
+    hsm: VaultRef
+    key: str | None = None
+    action: str | None = None
+
+
+def hsm_arm_path(value: Any) -> HsmArmPath | None:
+    """The ARM path to an HSM key that ``value`` names (a resource id, an operation name, an error text); None when it
+    names none. The first mention of each part wins."""
+    v = text(value)
+    if v is None:
+        return None
+    low = v[:_MAX_RESOURCE_ID * 4].lower()   # a plain substring test first: nearly every text names neither
+    if "managedhsms/" not in low and "allowkeymanagementoperationsthrougharm" not in low:
+        return None
+    if has_control(v.replace("\n", " ").replace("\r", " ").replace("\t", " ")):
+        return None
+    hsm, key, action, seen = VaultRef(), None, None, False
+    for m in _HSM_ARM.finditer(v[:_MAX_RESOURCE_ID * 4]):
+        seen = True
+        if m.group("rid") and not hsm.name:
+            hsm = _hsm_from_resource_id(m.group("rid"))
+            key = object_name(m.group("key")) if m.group("key") else None
+        if m.group("verb") and action is None:
+            action = _ARM_VERB_ACTIONS[m.group("verb").lower()]
+    return HsmArmPath(hsm, key, action) if seen else None
+
+
 def resource_type(value: Any) -> str | None:
     """The ``Provider/type`` of a resource id ("Microsoft.Compute/virtualMachines"), or None."""
     v = text(value)

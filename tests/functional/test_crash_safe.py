@@ -21,10 +21,9 @@ from typing import Any
 import pytest
 
 from remediate.apply import GRACE, parse_label
-from remediate.errors import StorageError
 from remediate.facts.writes import ArmWriter
-from remediate.store.grants import EMULATOR, GrantRecord, GrantStore, SqliteGrantStore
-from tests.support.crash_world import KINDS, ORDERS, TTL, FaultyStore, Killed, Kind, World
+from remediate.store.grants import EMULATOR, GrantRecord, SqliteGrantStore
+from tests.support.crash_world import KINDS, ORDERS, TTL, Killed, Kind, World, assert_trail, faulty_attempt
 from tests.support.demo_apply import APPLY, LEGACY, TENANT
 
 FAULTS = ["after_intent", "after_write", "after_verify", "before_applied", "store_fails_before_applied",
@@ -54,27 +53,9 @@ def wrap_writer(monkeypatch: pytest.MonkeyPatch, kind: Kind, fault: str) -> None
 
 def first_attempt(w: World, fault: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any] | None:
     """The attempt with the fault; None when the process 'died'."""
-    store: GrantStore = FaultyStore(w.grants(), fault)  # type: ignore[assignment]
     with monkeypatch.context() as m:
         wrap_writer(m, w.kind, fault)
-        try:
-            return w.attempt(store)
-        except Killed:
-            return None
-        except StorageError:
-            return {"outcome": "store_error"}
-
-
-def assert_trail(w: World, *, revoked: bool) -> None:
-    """No dangling intent; at most one applied record; after expiry it is revoked (and says so)."""
-    records = w.records()
-    assert not [r for r in records if r.outcome == "pending"], [(r.outcome, r.detail) for r in records]
-    applied = [r for r in records if r.outcome == "applied"]
-    assert len(applied) <= 1, [(r.id, r.detail) for r in applied]
-    for r in applied:
-        assert r.expires_at is not None and abs(r.expires_at - w.expiry) < timedelta(seconds=1)
-        assert (r.revoked_at is not None) == revoked, (r.revoked_at, r.revoke_detail)
-    assert {r.outcome for r in records} <= {"applied", "revoked", "failed", "abandoned"}
+        return faulty_attempt(w, fault)
 
 
 @pytest.mark.parametrize("fault", FAULTS)

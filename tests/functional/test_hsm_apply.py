@@ -18,7 +18,7 @@ import pytest
 from remediate.apply import GRACE, ApplyContext, apply_findings, reconcile, revoke
 from remediate.backends import EmulatorRun
 from remediate.emulator import Faults
-from remediate.errors import ApplyError, StorageError
+from remediate.errors import ApplyError
 from remediate.evidence import Evidence
 from remediate.facts.writes import ArmWriter
 from remediate.guard import policy_from_dict
@@ -34,7 +34,7 @@ from remediate.model import (
 )
 from remediate.store.claims import SqliteClaimStore
 from remediate.store.grants import EMULATOR, MANAGED_HSM, GrantRecord, GrantStore
-from tests.support.crash_world import FaultyStore, Killed
+from tests.support.crash_world import Killed, assert_trail, faulty_attempt
 from tests.support.hsm import HSM, HSM_ID, STRANGER, SUB, role_id, tenant
 
 TTL = timedelta(hours=1)
@@ -276,27 +276,13 @@ def wrap_writer(m: pytest.MonkeyPatch, fault: str) -> None:
 
 
 def first_attempt(w: HsmWorld, fault: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any] | None:
-    store: GrantStore = FaultyStore(w.grants(), fault)  # type: ignore[assignment]
     with monkeypatch.context() as m:
         wrap_writer(m, fault)
-        try:
-            return w.attempt(store)
-        except Killed:
-            return None
-        except StorageError:
-            return {"outcome": "store_error"}
+        return faulty_attempt(w, fault)
 
 
-def assert_trail(w: HsmWorld, *, revoked: bool) -> None:
-    """No dangling intent; at most one applied record, with the first intent's expiry; revoked after it."""
-    records = w.records()
-    assert not [r for r in records if r.outcome == "pending"], [(r.outcome, r.detail) for r in records]
-    applied = [r for r in records if r.outcome == "applied"]
-    assert len(applied) <= 1, [(r.id, r.detail) for r in applied]
-    for r in applied:
-        assert r.is_hsm and r.expires_at is not None and abs(r.expires_at - w.expiry) < timedelta(seconds=1)
-        assert (r.revoked_at is not None) == revoked, (r.revoked_at, r.revoke_detail)
-    assert {r.outcome for r in records} <= {"applied", "revoked", "failed", "abandoned"}
+def assert_hsm_trail(w: HsmWorld, *, revoked: bool) -> None:
+    assert_trail(w, revoked=revoked, hsm=True)
 
 
 @pytest.mark.parametrize(("kind", "fault"), [(k, f) for k in ("wrap", "encrypt") for f in FAULTS
@@ -317,14 +303,14 @@ def test_fault_then_retry_then_timer(hsm_world: Callable[..., HsmWorld], kind: s
     if fault in ("after_write", "after_verify", "before_applied", "store_fails_before_applied",
                  "store_down_after_write"):
         assert again.get("adopted"), again        # the write had reached the HSM: adopted, not re-granted
-    assert_trail(w, revoked=False)
+    assert_hsm_trail(w, revoked=False)
     # when the timer runs before the expiry; then nothing changes
     w.timer(GRACE + timedelta(minutes=1))
     assert w.held() == 1
     # when the timer runs after the expiry; then the HSM holds what it held before
     w.timer(TTL + timedelta(minutes=5))
     assert w.assignments() == w.before
-    assert_trail(w, revoked=True)
+    assert_hsm_trail(w, revoked=True)
 
 
 @pytest.mark.parametrize("fault", ["after_intent", "after_write", "after_verify", "before_applied",
@@ -347,7 +333,7 @@ def test_fault_then_only_the_timer(hsm_world: Callable[..., HsmWorld], fault: st
     # when the timer runs after the expiry; then nothing of ours is left
     w.timer(TTL + timedelta(minutes=5))
     assert w.assignments() == w.before
-    assert_trail(w, revoked=True)
+    assert_hsm_trail(w, revoked=True)
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)   # the HSM is under test: one store is enough
@@ -367,7 +353,7 @@ def test_apply_and_revoke_under_injected_faults(hsm_world: Callable[..., HsmWorl
     assert [o["outcome"] for o in outs] == ["applied"] * 3, outs
     assert len({o["grant_id"] for o in outs}) == 1 and held == 1
     assert w.assignments() == w.before and len(w.definitions()) == defs + 1
-    assert_trail(w, revoked=True)
+    assert_hsm_trail(w, revoked=True)
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)   # the HSM is under test: one store is enough
@@ -429,7 +415,7 @@ def test_a_retry_diagnosed_already_granted_adopts_our_open_grant(hsm_world: Call
     # then our open grant is adopted: applied, with the first intent's expiry, and still one assignment
     assert done.outcome is not None and done.outcome.outcome == "applied" and done.outcome.adopted, done.outcome
     assert w.held() == 1
-    assert_trail(w, revoked=False)
+    assert_hsm_trail(w, revoked=False)
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)   # the HSM is under test: one store is enough

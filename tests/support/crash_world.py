@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from remediate.apply import ApplyContext, reconcile
 from remediate.backends import EmulatorRun
@@ -128,3 +128,38 @@ class FaultyStore:
                 self.fired = True
                 raise StorageError("settling a grant record failed: injected")
         return self.inner.settle(id, expect, record)
+
+
+class CrashWorld(Protocol):
+    """What the crash helpers below need of a test world (vault grants: World; Managed HSM grants: HsmWorld)."""
+
+    expiry: datetime
+    grants: Callable[[], GrantStore]
+
+    def attempt(self, store: GrantStore, at: timedelta = ...) -> dict[str, Any]: ...
+    def records(self) -> list[GrantRecord]: ...
+
+
+def faulty_attempt(w: CrashWorld, fault: str) -> dict[str, Any] | None:
+    """One attempt through a store with ``fault`` (the writer's faults are the caller's monkeypatch): its outcome,
+    ``{"outcome": "store_error"}`` when the store failed, None when the process 'died'."""
+    store: GrantStore = FaultyStore(w.grants(), fault)  # type: ignore[assignment]
+    try:
+        return w.attempt(store)
+    except Killed:
+        return None
+    except StorageError:
+        return {"outcome": "store_error"}
+
+
+def assert_trail(w: CrashWorld, *, revoked: bool, hsm: bool = False) -> None:
+    """No dangling intent; at most one applied record, with the first intent's expiry (an HSM grant's record says
+    so); revoked after it."""
+    records = w.records()
+    assert not [r for r in records if r.outcome == "pending"], [(r.outcome, r.detail) for r in records]
+    applied = [r for r in records if r.outcome == "applied"]
+    assert len(applied) <= 1, [(r.id, r.detail) for r in applied]
+    for r in applied:
+        assert r.is_hsm == hsm and r.expires_at is not None and abs(r.expires_at - w.expiry) < timedelta(seconds=1)
+        assert (r.revoked_at is not None) == revoked, (r.revoked_at, r.revoke_detail)
+    assert {r.outcome for r in records} <= {"applied", "revoked", "failed", "abandoned"}

@@ -66,16 +66,7 @@ async def _diagnose_once(i: int, by_id: bool) -> tuple[int, float]:
     denial = Denial(source="bench", status=403, principal=Principal(object_id=STRANGER),
                     vault=VaultRef(name=name, resource_id=rid, kind="managed_hsm", scope="/keys/cmk"),
                     data_action=ENCRYPT)
-    with EmulatorRun(t) as run:
-        run.emulator.configure(latency_ms=100)
-        async with run.facts() as facts:
-            run.emulator.reset_count()
-            start = time.perf_counter()
-            got = await diagnose([denial], facts)
-            elapsed = (time.perf_counter() - start) * 1000
-            f = got.findings[0]
-            assert str(f.cause) == "MISSING_ROLE_ASSIGNMENT" and f.plan is not None, f.explanation
-            return run.emulator.request_count, elapsed
+    return await _timed_diagnosis(t, denial, "MISSING_ROLE_ASSIGNMENT", planned=True)
 
 
 async def _arm_path_once(i: int) -> tuple[int, float]:
@@ -86,6 +77,11 @@ async def _arm_path_once(i: int) -> tuple[int, float]:
                     vault=VaultRef(name=name, resource_id=HSM_ID.rsplit("/", 1)[0] + "/" + name, kind="managed_hsm",
                                    scope="/keys/cmk"),
                     data_action="Microsoft.KeyVault/managedHsm/keys/create", signals=frozenset({Signal.HSM_ARM_PATH}))
+    return await _timed_diagnosis(t, denial, "HSM_ARM_NOT_TRUSTED", planned=False)
+
+
+async def _timed_diagnosis(t: dict[str, Any], denial: Denial, cause: str, *, planned: bool) -> tuple[int, float]:
+    """One cold diagnosis of ``denial`` on tenant ``t`` at 100 ms latency: (requests, ms), checked for ``cause``."""
     with EmulatorRun(t) as run:
         run.emulator.configure(latency_ms=100)
         async with run.facts() as facts:
@@ -94,7 +90,7 @@ async def _arm_path_once(i: int) -> tuple[int, float]:
             got = await diagnose([denial], facts)
             elapsed = (time.perf_counter() - start) * 1000
             f = got.findings[0]
-            assert str(f.cause) == "HSM_ARM_NOT_TRUSTED" and f.plan is None, f.explanation
+            assert str(f.cause) == cause and (f.plan is not None) == planned, f.explanation
             return run.emulator.request_count, elapsed
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,7 +23,7 @@ import pytest
 from remediate.apply import GRACE, parse_label
 from remediate.facts.writes import ArmWriter
 from remediate.store.grants import EMULATOR, GrantRecord, SqliteGrantStore
-from tests.support.crash_world import KINDS, ORDERS, TTL, Killed, Kind, World, assert_trail, faulty_attempt
+from tests.support.crash_world import KINDS, ORDERS, TTL, Kind, World, assert_trail, faulty_attempt, kill_after
 from tests.support.demo_apply import APPLY, LEGACY, TENANT
 
 FAULTS = ["after_intent", "after_write", "after_verify", "before_applied", "store_fails_before_applied",
@@ -33,22 +33,8 @@ FAULTS = ["after_intent", "after_write", "after_verify", "before_applied", "stor
 def wrap_writer(monkeypatch: pytest.MonkeyPatch, kind: Kind, fault: str) -> None:
     """Make the writer's write (or verifying read) take effect and then kill the process (once)."""
     method = {"after_write": kind.write, "after_verify": kind.verify, "lost_answer": kind.write}.get(fault)
-    if method is None:
-        return
-    original: Callable[..., Awaitable[Any]] = getattr(ArmWriter, method)
-    fired = {"done": False}
-
-    async def wrapper(self: ArmWriter, *args: Any, **kwargs: Any) -> Any:
-        result = await original(self, *args, **kwargs)
-        if not fired["done"]:
-            fired["done"] = True
-            if fault == "lost_answer":   # the write landed, its answer did not: an error we do catch
-                from remediate.errors import ApplyError
-                raise ApplyError("injected: the connection dropped after the write was sent")
-            raise Killed
-        return result
-
-    monkeypatch.setattr(ArmWriter, method, wrapper)
+    if method is not None:
+        kill_after(monkeypatch, method, fault)
 
 
 def first_attempt(w: World, fault: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any] | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from remediate.model import (
 )
 from remediate.store.claims import SqliteClaimStore
 from remediate.store.grants import EMULATOR, MANAGED_HSM, GrantRecord, GrantStore
-from tests.support.crash_world import Killed, assert_trail, faulty_attempt
+from tests.support.crash_world import Killed, assert_trail, faulty_attempt, kill_after
 from tests.support.hsm import HSM, HSM_ID, STRANGER, SUB, role_id, tenant
 
 TTL = timedelta(hours=1)
@@ -258,21 +258,8 @@ def wrap_writer(m: pytest.MonkeyPatch, fault: str) -> None:
         kill_between_put_and_read_back(m)
         return
     method = {"after_role": "hsm_define_role", "after_verify": "hsm_assign", "lost_answer": "hsm_assign"}.get(fault)
-    if method is None:
-        return
-    original: Callable[..., Awaitable[Any]] = getattr(ArmWriter, method)
-    fired = {"done": False}
-
-    async def wrapper(self: ArmWriter, *args: Any, **kwargs: Any) -> Any:
-        result = await original(self, *args, **kwargs)
-        if not fired["done"]:
-            fired["done"] = True
-            if fault == "lost_answer":
-                raise ApplyError("injected: the connection dropped after the write was sent")
-            raise Killed
-        return result
-
-    m.setattr(ArmWriter, method, wrapper)
+    if method is not None:
+        kill_after(m, method, fault)
 
 
 def first_attempt(w: HsmWorld, fault: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any] | None:

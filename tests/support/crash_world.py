@@ -4,15 +4,17 @@ assignment, PIM, access policy) and the world that runs an apply, the revocation
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+import pytest
+
 from remediate.apply import ApplyContext, reconcile
 from remediate.backends import EmulatorRun
-from remediate.errors import StorageError
+from remediate.errors import ApplyError, StorageError
 from remediate.facts.writes import ArmWriter
 from remediate.guard import policy_from_dict
 from remediate.model import Proof
@@ -163,3 +165,21 @@ def assert_trail(w: CrashWorld, *, revoked: bool, hsm: bool = False) -> None:
         assert r.is_hsm == hsm and r.expires_at is not None and abs(r.expires_at - w.expiry) < timedelta(seconds=1)
         assert (r.revoked_at is not None) == revoked, (r.revoked_at, r.revoke_detail)
     assert {r.outcome for r in records} <= {"applied", "revoked", "failed", "abandoned"}
+
+
+def kill_after(m: pytest.MonkeyPatch, method: str, fault: str) -> None:
+    """Make ``ArmWriter.<method>`` take effect and then kill the process, once; for ``lost_answer`` the write lands
+    and its answer is lost instead (an error we do catch)."""
+    original: Callable[..., Awaitable[Any]] = getattr(ArmWriter, method)
+    fired = {"done": False}
+
+    async def wrapper(self: ArmWriter, *args: Any, **kwargs: Any) -> Any:
+        result = await original(self, *args, **kwargs)
+        if not fired["done"]:
+            fired["done"] = True
+            if fault == "lost_answer":
+                raise ApplyError("injected: the connection dropped after the write was sent")
+            raise Killed
+        return result
+
+    m.setattr(ArmWriter, method, wrapper)

@@ -34,6 +34,7 @@ from .records import (
     present_in_azure,
     ra_key,
     reported,
+    resource_of,
     same_backend,
     settle,
     settle_approval,
@@ -312,7 +313,7 @@ async def apply_one(f: Finding, writer: ArmWriter, ctx: ApplyContext) -> ApplyOu
     """Guard, record the intent, write once, verify, settle; the outcome is merged into the finding's JSON."""
     if f.plan is None:
         return await _without_plan(f, writer, ctx)
-    vault_id = _where(f.plan)
+    vault_id = resource_of(f.plan)
     recent = await asyncio.to_thread(ctx.grants.count_applied_since, vault_id, ctx.now - HOUR,
                                      ctx.backend) if ctx.requested else 0
     verdict = check(f, ctx.policy, recent, requested=ctx.requested, proof=ctx.proof_for(f),
@@ -340,15 +341,6 @@ async def apply_one(f: Finding, writer: ArmWriter, ctx: ApplyContext) -> ApplyOu
     intent = new_record(ctx, f, "pending", expires_at=expires, write_key=key,
                         detail="intent recorded; the write was not confirmed", **_intent_fields(f, ctx))
     return await _begin(f, writer, ctx, _Run(rec=intent, slot=slot, claimant=claimant))
-
-
-def _where(plan: RoleAssignmentPlan | AccessPolicyPlan | HsmRoleAssignmentPlan) -> str:
-    """The vault (or Managed HSM) a plan writes on: its grant budget and rate slots are per resource."""
-    if isinstance(plan, AccessPolicyPlan):
-        return plan.vault_id
-    if isinstance(plan, HsmRoleAssignmentPlan):
-        return plan.hsm
-    return "/".join(plan.scope.split("/")[:9])
 
 
 async def _without_plan(f: Finding, writer: ArmWriter, ctx: ApplyContext) -> ApplyOutcome:

@@ -125,6 +125,16 @@ def _summary(f: Finding) -> dict[str, Any]:
             "object": d.object.to_dict() if d.object else None, "source": d.source}
 
 
+def resource_of(plan: Plan) -> str:
+    """The vault (or Managed HSM) a plan writes on, as its ARM id: a grant record's ``vault_id``, and the resource
+    whose hourly grant budget and rate slots the write counts against."""
+    if isinstance(plan, AccessPolicyPlan):
+        return plan.vault_id
+    if isinstance(plan, HsmRoleAssignmentPlan):
+        return plan.hsm
+    return "/".join(plan.scope.split("/")[:9])
+
+
 def new_record(ctx: ApplyContext, f: Finding, outcome: Outcome, **kw: Any) -> GrantRecord:
     plan = f.plan
     proof = ctx.proof_for(f)
@@ -134,12 +144,12 @@ def new_record(ctx: ApplyContext, f: Finding, outcome: Outcome, **kw: Any) -> Gr
                             "correlation_id": f.denial.correlation_id, "finding": summary,
                             "plan": plan.to_dict() if plan else None, "actor": ctx.actor, "backend": ctx.backend}
     if isinstance(plan, RoleAssignmentPlan):
-        base.update(vault_id="/".join(plan.scope.split("/")[:9]), principal_id=plan.principal_id, scope=plan.scope,
+        base.update(vault_id=resource_of(plan), principal_id=plan.principal_id, scope=plan.scope,
                     role_definition_id=plan.role_definition_id)
     elif isinstance(plan, AccessPolicyPlan):
         base.update(vault_id=plan.vault_id, principal_id=plan.object_id, scope=plan.vault_id)
     elif isinstance(plan, HsmRoleAssignmentPlan):   # the HSM's ARM id is the "vault"; the scope is the local one
-        base.update(vault_id=plan.hsm, principal_id=plan.principal_id, scope=_local(plan.scope),
+        base.update(vault_id=resource_of(plan), principal_id=plan.principal_id, scope=_local(plan.scope),
                     role_definition_id=plan.role_definition_id, resource_kind=MANAGED_HSM)
     base.update(kw)
     return GrantRecord(outcome=outcome, time=ctx.now, **base)
